@@ -1,0 +1,124 @@
+#include "app/app.hpp"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <cstdio>
+
+#include "core/log.hpp"
+#include "db/db.hpp"
+#include "http/middleware.hpp"
+#include "http/server.hpp"
+#include "ops/metrics.hpp"
+#include "ops/ops.hpp"
+#include "redis/client.hpp"
+
+namespace hsea::app {
+namespace {
+
+// What one I/O thread owns. Lives until after the server is destroyed, so connections still
+// held by unfinished requests can always return to their pool.
+struct ThreadResources {
+  std::unique_ptr<db::Pool> db;
+  std::unique_ptr<redis::Client> redis;
+};
+
+void add_pool_metrics(ops::Metrics& metrics,
+                      const std::vector<std::unique_ptr<ThreadResources>>& threads) {
+  metrics.add_source([&threads](std::string& out) {
+    db::PoolStats total;
+    for (const auto& t : threads) {
+      if (!t || !t->db) continue;
+      db::PoolStats s = t->db->stats();
+      total.in_use += s.in_use;
+      total.idle += s.idle;
+      total.waiting += s.waiting;
+      total.waits_total += s.waits_total;
+      total.wait_timeouts_total += s.wait_timeouts_total;
+      total.connects_total += s.connects_total;
+      total.broken_total += s.broken_total;
+    }
+    fmt::format_to(std::back_inserter(out),
+                   "# HELP hsea_db_pool_connections PostgreSQL connections by state.\n"
+                   "# TYPE hsea_db_pool_connections gauge\n"
+                   "hsea_db_pool_connections{{state=\"in_use\"}} {}\n"
+                   "hsea_db_pool_connections{{state=\"idle\"}} {}\n"
+                   "# HELP hsea_db_pool_waiting Requests waiting for a connection now.\n"
+                   "# TYPE hsea_db_pool_waiting gauge\n"
+                   "hsea_db_pool_waiting {}\n"
+                   "# HELP hsea_db_pool_waits_total Acquisitions that had to wait.\n"
+                   "# TYPE hsea_db_pool_waits_total counter\n"
+                   "hsea_db_pool_waits_total {}\n"
+                   "# HELP hsea_db_pool_wait_timeouts_total Waits that passed the deadline.\n"
+                   "# TYPE hsea_db_pool_wait_timeouts_total counter\n"
+                   "hsea_db_pool_wait_timeouts_total {}\n"
+                   "# HELP hsea_db_connects_total Connections opened.\n"
+                   "# TYPE hsea_db_connects_total counter\n"
+                   "hsea_db_connects_total {}\n"
+                   "# HELP hsea_db_connections_dropped_total Connections dropped as broken.\n"
+                   "# TYPE hsea_db_connections_dropped_total counter\n"
+                   "hsea_db_connections_dropped_total {}\n",
+                   total.in_use, total.idle, total.waiting, total.waits_total,
+                   total.wait_timeouts_total, total.connects_total, total.broken_total);
+  });
+}
+
+}  // namespace
+
+void register_modules(App& app) { ops::Register(app); }
+
+int serve(App& app) {
+  const core::Config& config = app.config;
+  ops::Metrics metrics(config.threads, app.router);
+  std::vector<std::unique_ptr<ThreadResources>> threads(config.threads);
+  add_pool_metrics(metrics, threads);
+
+  http::Server server({
+      .config = config,
+      .router = app.router,
+      .metrics = metrics,
+      .chain = {http::request_id, http::access_log, http::security_headers, http::error_mapping,
+                http::deadline, http::routing},
+      .start_thread =
+          [&](int index, boost::asio::io_context& io) {
+            auto resources = std::make_unique<ThreadResources>();
+            resources->db = std::make_unique<db::Pool>(
+                io, db::PoolOptions{
+                        .url = config.database_url,
+                        .size = config.db_pool_size,
+                        .acquire_timeout = std::chrono::milliseconds(config.db_acquire_timeout_ms),
+                        .connect_timeout = std::chrono::milliseconds(config.db_connect_timeout_ms),
+                        .statement_timeout =
+                            std::chrono::milliseconds(config.db_statement_timeout_ms)});
+            if (!config.redis_url.empty()) {
+              resources->redis = std::make_unique<redis::Client>(
+                  io, config.redis_url, std::chrono::milliseconds(config.redis_timeout_ms));
+              resources->redis->start();
+            }
+            http::ThreadServices services{
+                .thread_index = index, .db = resources->db.get(), .redis = resources->redis.get()};
+            threads[index] = std::move(resources);
+            return services;
+          },
+      .stop_thread =
+          [&](int index) {
+            if (threads[index]->redis) threads[index]->redis->stop();
+            threads[index]->db->close();
+          },
+  });
+  try {
+    server.bind();
+  } catch (const std::exception& e) {
+    log::error("cannot start", {{"error", e.what()}});
+    std::fprintf(stderr, "hsea: %s\n", e.what());
+    return 1;
+  }
+  log::info("listening", {{"url", fmt::format("http://{}:{}", config.http_host, server.port())},
+                          {"threads", config.threads}});
+  log::flush();
+  std::fprintf(stderr, "hsea: listening on http://%s:%u\n", config.http_host.c_str(),
+               static_cast<unsigned>(server.port()));
+  return server.run();
+}
+
+}  // namespace hsea::app

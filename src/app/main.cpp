@@ -1,0 +1,70 @@
+// hsea: serve | migrate | version
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "app/app.hpp"
+#include "core/build_info.hpp"
+#include "core/config.hpp"
+#include "core/log.hpp"
+#include "db/migrations.hpp"
+
+namespace {
+
+constexpr int kConfigError = 2;
+
+std::optional<hsea::core::Config> load_or_report() {
+  auto config = hsea::core::load_config(hsea::core::process_env());
+  if (!config) {
+    std::fprintf(stderr, "hsea: configuration error: %s\n", config.error().c_str());
+    return std::nullopt;
+  }
+  return std::move(*config);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{"HSEA: multi-tenant SaaS platform server"};
+  cli.require_subcommand(1);
+  auto* serve = cli.add_subcommand("serve", "serve the HTTP API");
+  auto* migrate = cli.add_subcommand("migrate", "apply database migrations");
+  auto* version = cli.add_subcommand("version", "print the version");
+  CLI11_PARSE(cli, argc, argv);
+
+  if (version->parsed()) {
+    const auto& b = hsea::core::build_info();
+    std::printf("hsea %.*s (commit %.*s, built %.*s)\n", static_cast<int>(b.version.size()),
+                b.version.data(), static_cast<int>(b.git_commit.size()), b.git_commit.data(),
+                static_cast<int>(b.build_time.size()), b.build_time.data());
+    return 0;
+  }
+
+  auto config = load_or_report();
+  if (!config) return kConfigError;
+  hsea::log::init(config->log_level);
+
+  if (migrate->parsed()) {
+    try {
+      auto report = hsea::db::migrate(config->database_admin_url, config->database_url,
+                                      hsea::db::embedded_migrations());
+      if (report.role_created) std::printf("migrate: created the application role\n");
+      for (const auto& name : report.applied) std::printf("migrate: applied %s\n", name.c_str());
+      if (report.applied.empty()) std::printf("migrate: up to date\n");
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hsea migrate: %s\n", e.what());
+      return 1;
+    }
+  }
+
+  if (serve->parsed()) {
+    std::fprintf(stderr, "hsea %s starting with:\n%s", HSEA_VERSION,
+                 hsea::core::describe(*config).c_str());
+    hsea::app::App app{.config = std::move(*config)};
+    hsea::app::register_modules(app);
+    return hsea::app::serve(app);
+  }
+  return 0;
+}

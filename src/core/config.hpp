@@ -1,0 +1,63 @@
+#pragma once
+// Every setting is an HSEA_* environment variable with a safe local default (12-factor).
+// load_config() validates all of them; a bad value is reported naming the variable.
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace hsea::core {
+
+struct Config {
+  std::string env = "development";  // development | test | production
+  std::string http_host = "127.0.0.1";
+  std::uint16_t http_port = 8080;
+  int threads = 0;  // 0 until loaded: then the number of cores
+  std::size_t max_body_bytes = 1 << 20;
+  int read_timeout_seconds = 30;
+  int idle_timeout_seconds = 60;
+  int request_timeout_seconds = 30;
+  int shutdown_grace_seconds = 10;
+  std::string public_url = "http://127.0.0.1:8080";
+  std::string database_url;
+  std::string database_admin_url;
+  int db_pool_size = 4;
+  int db_acquire_timeout_ms = 2000;
+  int db_connect_timeout_ms = 3000;
+  int db_statement_timeout_ms = 5000;
+  std::string redis_url;
+  int redis_timeout_ms = 1000;
+  std::string secret_key;
+  std::string log_level = "info";
+  bool access_log = true;
+
+  bool development() const { return env == "development"; }
+  bool public_url_is_https() const { return public_url.starts_with("https://"); }
+};
+
+struct Setting {
+  std::string_view name;
+  std::string_view default_value;
+  bool secret;
+  std::string_view help;
+};
+
+// The documented settings, in the order README lists them.
+std::span<const Setting> settings();
+
+using EnvLookup = std::function<std::optional<std::string>(std::string_view)>;
+EnvLookup process_env();
+
+// Returns the configuration or a message naming the first bad variable.
+std::expected<Config, std::string> load_config(const EnvLookup& lookup);
+
+// One line per setting, secrets and URL passwords masked: printed by `hsea serve` at start.
+std::string describe(const Config& config);
+
+// "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db".
+std::string mask_url_password(std::string_view url);
+
+}  // namespace hsea::core

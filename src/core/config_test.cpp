@@ -1,0 +1,94 @@
+#include "core/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace hsea::core {
+namespace {
+
+EnvLookup env(std::map<std::string, std::string> values) {
+  return [values = std::move(values)](std::string_view name) -> std::optional<std::string> {
+    auto it = values.find(std::string(name));
+    if (it == values.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(Config, DefaultsAreSafeForLocalUse) {
+  auto config = load_config(env({}));
+  ASSERT_TRUE(config.has_value()) << config.error();
+  EXPECT_EQ(config->http_host, "127.0.0.1");
+  EXPECT_EQ(config->http_port, 8080);
+  EXPECT_GE(config->threads, 1);
+  EXPECT_EQ(config->max_body_bytes, 1u << 20);
+  EXPECT_TRUE(config->development());
+  EXPECT_FALSE(config->public_url_is_https());
+}
+
+TEST(Config, BadValueNamesTheVariable) {
+  auto config = load_config(env({{"HSEA_HTTP_PORT", "not-a-port"}}));
+  ASSERT_FALSE(config.has_value());
+  EXPECT_NE(config.error().find("HSEA_HTTP_PORT"), std::string::npos) << config.error();
+
+  EXPECT_FALSE(load_config(env({{"HSEA_HTTP_PORT", "70000"}})).has_value());
+  EXPECT_FALSE(load_config(env({{"HSEA_THREADS", "0"}})).has_value());
+  EXPECT_FALSE(load_config(env({{"HSEA_ACCESS_LOG", "maybe"}})).has_value());
+  EXPECT_FALSE(load_config(env({{"HSEA_DATABASE_URL", "mysql://x"}})).has_value());
+  EXPECT_FALSE(load_config(env({{"HSEA_PUBLIC_URL", "ftp://x"}})).has_value());
+  EXPECT_FALSE(load_config(env({{"HSEA_ENV", "staging"}})).has_value());
+  EXPECT_FALSE(load_config(env({{"HSEA_LOG_LEVEL", "loud"}})).has_value());
+}
+
+TEST(Config, SecretKeyRequiredOutsideDevelopment) {
+  auto missing = load_config(env({{"HSEA_ENV", "production"}}));
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_NE(missing.error().find("HSEA_SECRET_KEY"), std::string::npos);
+
+  auto short_key = load_config(env({{"HSEA_ENV", "production"}, {"HSEA_SECRET_KEY", "short"}}));
+  ASSERT_FALSE(short_key.has_value());
+  EXPECT_NE(short_key.error().find("32 bytes"), std::string::npos);
+
+  auto ok = load_config(env({{"HSEA_ENV", "production"},
+                             {"HSEA_SECRET_KEY", std::string(32, 'k')},
+                             {"HSEA_PUBLIC_URL", "https://app.example.com/"}}));
+  ASSERT_TRUE(ok.has_value()) << ok.error();
+  EXPECT_TRUE(ok->public_url_is_https());
+  EXPECT_EQ(ok->public_url, "https://app.example.com");
+}
+
+TEST(Config, DescribeMasksSecrets) {
+  auto config = load_config(env({{"HSEA_SECRET_KEY", std::string(40, 's')},
+                                 {"HSEA_DATABASE_URL", "postgresql://app:hunter2@db:5432/hsea"},
+                                 {"HSEA_REDIS_URL", "redis://:topsecret@cache:6379"}}));
+  ASSERT_TRUE(config.has_value());
+  std::string text = describe(*config);
+  EXPECT_EQ(text.find("hunter2"), std::string::npos) << text;
+  EXPECT_EQ(text.find("topsecret"), std::string::npos) << text;
+  EXPECT_EQ(text.find(std::string(40, 's')), std::string::npos) << text;
+  EXPECT_NE(text.find("postgresql://app:***@db:5432/hsea"), std::string::npos) << text;
+  for (const Setting& s : settings()) EXPECT_NE(text.find(s.name), std::string::npos) << s.name;
+}
+
+TEST(Config, MaskUrlPassword) {
+  EXPECT_EQ(mask_url_password("postgresql://u:p@h/db"), "postgresql://u:***@h/db");
+  EXPECT_EQ(mask_url_password("postgresql://u@h/db"), "postgresql://u@h/db");
+  EXPECT_EQ(mask_url_password("redis://h:6379"), "redis://h:6379");
+  EXPECT_EQ(mask_url_password("no url"), "no url");
+}
+
+TEST(Config, ReadmeListsEverySetting) {
+  std::ifstream in(std::string(HSEA_SOURCE_DIR) + "/README.md");
+  ASSERT_TRUE(in) << "README.md missing";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  for (const Setting& s : settings()) {
+    EXPECT_NE(ss.str().find("`" + std::string(s.name) + "`"), std::string::npos)
+        << s.name << " is not documented in README.md";
+  }
+}
+
+}  // namespace
+}  // namespace hsea::core

@@ -1,0 +1,40 @@
+#include "core/error.hpp"
+
+namespace hsea::core {
+
+const ErrorInfo& error_info(ErrorCode code) {
+  static const ErrorInfo kInfo[] = {
+      {400, "bad_request", "Bad request"},
+      {422, "validation_failed", "Validation failed"},
+      {401, "unauthorized", "Authentication required"},
+      {403, "forbidden", "Forbidden"},
+      {404, "not_found", "Not found"},
+      {405, "method_not_allowed", "Method not allowed"},
+      {409, "conflict", "Conflict"},
+      {413, "payload_too_large", "Payload too large"},
+      {415, "unsupported_media_type", "Unsupported media type"},
+      {431, "request_header_fields_too_large", "Request header fields too large"},
+      {429, "rate_limited", "Too many requests"},
+      {500, "internal_error", "Internal server error"},
+      {503, "service_unavailable", "Service unavailable"},
+      {504, "timeout", "Timed out"},
+  };
+  return kInfo[static_cast<int>(code)];
+}
+
+ErrorCode error_code_for_sqlstate(std::string_view s) {
+  if (s == "23505" || s == "23P01" || s == "40001" || s == "40P01") return ErrorCode::kConflict;
+  if (s == "23503") return ErrorCode::kConflict;  // still referenced / unknown reference
+  if (s == "23514" || s == "23502" || s == "22001" || s == "22003" || s == "22P02" ||
+      s == "22007" || s == "22008") {
+    return ErrorCode::kValidationFailed;
+  }
+  if (s == "42501") return ErrorCode::kForbidden;  // RLS WITH CHECK or missing privilege
+  if (s == "57014") return ErrorCode::kTimeout;    // statement_timeout
+  if (s.starts_with("08") || s.starts_with("57P") || s.starts_with("53")) {
+    return ErrorCode::kServiceUnavailable;
+  }
+  return ErrorCode::kInternal;
+}
+
+}  // namespace hsea::core

@@ -1,0 +1,60 @@
+#pragma once
+// The one error model. Handlers throw ApiError (what the client may see); anything else that
+// escapes a handler is logged in full and answered as a 500 problem with the request id only.
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hsea::core {
+
+// The closed set of problem codes a client can receive (docs/errors.md lists them).
+enum class ErrorCode {
+  kBadRequest,
+  kValidationFailed,
+  kUnauthorized,
+  kForbidden,
+  kNotFound,
+  kMethodNotAllowed,
+  kConflict,
+  kPayloadTooLarge,
+  kUnsupportedMediaType,
+  kHeadersTooLarge,
+  kRateLimited,
+  kInternal,
+  kServiceUnavailable,
+  kTimeout,
+};
+
+struct ErrorInfo {
+  int status;
+  std::string_view code;   // stable, snake_case: the `code` member of the problem
+  std::string_view title;  // short, human: the `title` member
+};
+
+const ErrorInfo& error_info(ErrorCode code);
+
+struct FieldError {
+  std::string field;  // JSON pointer or parameter name, e.g. "/email"
+  std::string message;
+};
+
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(ErrorCode code, std::string detail, std::vector<FieldError> errors = {})
+      : std::runtime_error(detail), code_(code), errors_(std::move(errors)) {}
+
+  ErrorCode code() const { return code_; }
+  std::string_view detail() const { return what(); }
+  const std::vector<FieldError>& errors() const { return errors_; }
+
+ private:
+  ErrorCode code_;
+  std::vector<FieldError> errors_;
+};
+
+// SQLSTATE -> client-facing code, in one place: 23505 unique -> conflict, 23514 check ->
+// validation, 08xxx/57P0x -> unavailable, 57014 statement timeout -> timeout, ...
+ErrorCode error_code_for_sqlstate(std::string_view sqlstate);
+
+}  // namespace hsea::core

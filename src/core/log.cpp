@@ -1,0 +1,133 @@
+#include "core/log.hpp"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+
+namespace hsea::log {
+namespace {
+
+// Writes whole lines to stdout through a large stdio buffer; flushed every second and at once
+// for warnings and errors. A flush per line would cost a write(2) per request.
+class StdoutSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  StdoutSink() { std::setvbuf(stdout, nullptr, _IOFBF, 1 << 16); }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    std::fwrite(line.data(), 1, line.size(), stdout);
+  }
+  void flush_() override { std::fflush(stdout); }
+};
+
+// The payload already holds `"message":...,<fields>`; this wraps it with time and level.
+class JsonFormatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    auto since_epoch = msg.time.time_since_epoch();
+    auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+    auto micros = std::chrono::duration_cast<std::chrono::microseconds>(since_epoch - seconds);
+    fmt::format_to(std::back_inserter(dest), R"({{"time":"{:%Y-%m-%dT%H:%M:%S}.{:06d}Z","level":"{}",)",
+                   std::chrono::sys_seconds(seconds), micros.count(),
+                   spdlog::level::to_string_view(msg.level));
+    dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
+    dest.push_back('}');
+    dest.push_back('\n');
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<JsonFormatter>();
+  }
+};
+
+spdlog::level::level_enum to_spdlog(Level level) {
+  switch (level) {
+    case Level::kTrace: return spdlog::level::trace;
+    case Level::kDebug: return spdlog::level::debug;
+    case Level::kInfo: return spdlog::level::info;
+    case Level::kWarn: return spdlog::level::warn;
+    case Level::kError: return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+
+std::shared_ptr<spdlog::logger>& logger() {
+  static std::shared_ptr<spdlog::logger> instance = [] {
+    auto sink = std::make_shared<StdoutSink>();
+    auto l = std::make_shared<spdlog::logger>("hsea", sink);
+    l->set_formatter(std::make_unique<JsonFormatter>());
+    l->flush_on(spdlog::level::warn);
+    return l;
+  }();
+  return instance;
+}
+
+}  // namespace
+
+void init(std::string_view level) {
+  auto& l = logger();
+  l->set_level(spdlog::level::from_str(std::string(level)));
+  spdlog::set_default_logger(l);
+  spdlog::flush_every(std::chrono::seconds(1));
+}
+
+bool enabled(Level level) { return logger()->should_log(to_spdlog(level)); }
+
+void append_json_string(std::string& out, std::string_view text) {
+  out.push_back('"');
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+void write(Level level, std::string_view message, std::initializer_list<Field> fields) {
+  auto& l = logger();
+  auto spd_level = to_spdlog(level);
+  if (!l->should_log(spd_level)) return;
+  std::string payload;
+  payload.reserve(128 + message.size());
+  payload += "\"message\":";
+  append_json_string(payload, message);
+  for (const Field& field : fields) {
+    payload.push_back(',');
+    append_json_string(payload, field.key);
+    payload.push_back(':');
+    std::visit(
+        [&payload](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string_view>) {
+            append_json_string(payload, v);
+          } else if constexpr (std::is_same_v<T, bool>) {
+            payload += v ? "true" : "false";
+          } else {
+            fmt::format_to(std::back_inserter(payload), "{}", v);
+          }
+        },
+        field.value);
+  }
+  l->log(spd_level, spdlog::string_view_t(payload.data(), payload.size()));
+}
+
+void flush() { logger()->flush(); }
+
+}  // namespace hsea::log

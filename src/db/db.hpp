@@ -1,0 +1,178 @@
+#pragma once
+// The one way to run SQL. Every statement is a named constant:
+//   constexpr db::Query kFindKey{"find_api_key", "SELECT ... WHERE prefix = $1"};
+// The name is the prepared statement's name, the metrics label and the log key.
+//
+// A Pool belongs to one I/O thread. Its connections are libpq in non-blocking pipeline mode on
+// that thread's io_context: a tenant-scoped read sends BEGIN, set_config('app.tenant_id'),
+// the statement and COMMIT in one round trip.
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct pg_result;
+namespace boost::asio {
+class io_context;
+}
+
+namespace hsea::db {
+
+struct Query {
+  const char* name;
+  const char* sql;
+};
+
+// Text-format parameters; nullopt is SQL NULL.
+using Params = std::vector<std::optional<std::string>>;
+
+namespace detail {
+inline std::optional<std::string> to_param(std::string v) { return v; }
+inline std::optional<std::string> to_param(std::string_view v) { return std::string(v); }
+inline std::optional<std::string> to_param(const char* v) { return std::string(v); }
+inline std::optional<std::string> to_param(bool v) { return v ? "true" : "false"; }
+inline std::optional<std::string> to_param(std::nullopt_t) { return std::nullopt; }
+template <typename T>
+  requires std::is_integral_v<T>
+std::optional<std::string> to_param(T v) {
+  return std::to_string(v);
+}
+template <typename T>
+std::optional<std::string> to_param(const std::optional<T>& v) {
+  if (!v) return std::nullopt;
+  return to_param(*v);
+}
+}  // namespace detail
+
+template <typename... Args>
+Params params(Args&&... args) {
+  Params out;
+  out.reserve(sizeof...(args));
+  (out.push_back(detail::to_param(std::forward<Args>(args))), ...);
+  return out;
+}
+
+// A statement failed. sqlstate is PostgreSQL's code ("23505"); for connection trouble it is
+// "08006", for a pool wait past its deadline "53300". what() is internal detail: log it, never
+// send it to a client (core::error_code_for_sqlstate picks the client-facing code).
+class Error : public std::runtime_error {
+ public:
+  Error(std::string sqlstate, std::string message, std::string constraint = {})
+      : std::runtime_error(std::move(message)),
+        sqlstate_(std::move(sqlstate)),
+        constraint_(std::move(constraint)) {}
+  const std::string& sqlstate() const { return sqlstate_; }
+  const std::string& constraint() const { return constraint_; }
+
+ private:
+  std::string sqlstate_;
+  std::string constraint_;
+};
+
+class Result {
+ public:
+  Result() = default;
+  explicit Result(pg_result* result);
+  ~Result();
+  Result(Result&&) noexcept;
+  Result& operator=(Result&&) noexcept;
+
+  int rows() const;
+  int columns() const;
+  bool empty() const { return rows() == 0; }
+  std::int64_t affected() const;  // rows changed by INSERT/UPDATE/DELETE
+
+  int column(std::string_view name) const;  // throws std::out_of_range
+  bool is_null(int row, int col) const;
+  std::string_view get(int row, int col) const;  // "" when NULL
+  std::string_view get(int row, std::string_view name) const { return get(row, column(name)); }
+  std::optional<std::string> optional(int row, std::string_view name) const;
+  std::int64_t get_int(int row, std::string_view name) const;
+  bool get_bool(int row, std::string_view name) const;
+
+ private:
+  pg_result* result_ = nullptr;
+};
+
+struct PoolOptions {
+  std::string url;
+  int size = 4;
+  std::chrono::milliseconds acquire_timeout{2000};
+  std::chrono::milliseconds connect_timeout{3000};
+  std::chrono::milliseconds statement_timeout{5000};
+};
+
+// Counters readable from any thread (for /metrics).
+struct PoolStats {
+  int in_use = 0;
+  int idle = 0;
+  int waiting = 0;
+  std::uint64_t waits_total = 0;
+  std::uint64_t wait_timeouts_total = 0;
+  std::uint64_t connects_total = 0;
+  std::uint64_t broken_total = 0;
+};
+
+class Pool;
+class Connection;
+
+// A transaction holding one connection. Statements are pipelined: begin() sends nothing; the
+// first exec() sends BEGIN, the tenant setting and the statement together. Destroyed without
+// commit(), the transaction is rolled back.
+class Transaction {
+ public:
+  Transaction(Transaction&&) noexcept;
+  Transaction& operator=(Transaction&&) = delete;
+  ~Transaction();
+
+  boost::asio::awaitable<Result> exec(const Query& query, Params params = {});
+  // Runs the statement and COMMIT in the same round trip; the transaction is done after it.
+  boost::asio::awaitable<Result> exec_commit(const Query& query, Params params = {});
+  boost::asio::awaitable<void> commit();
+
+ private:
+  friend class Pool;
+  Transaction(Pool* pool, std::unique_ptr<Connection> conn, std::string tenant_id);
+  Pool* pool_;
+  std::unique_ptr<Connection> conn_;
+  std::string tenant_id_;
+  bool begun_ = false;
+  bool done_ = false;
+};
+
+class Pool {
+ public:
+  Pool(boost::asio::io_context& io, PoolOptions options);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // One statement in its own implicit transaction, no tenant context.
+  boost::asio::awaitable<Result> query(const Query& query, Params params = {});
+  // One statement inside BEGIN; set_config('app.tenant_id', tenant, true); ... COMMIT — one
+  // round trip.
+  boost::asio::awaitable<Result> tenant_query(std::string tenant_id, const Query& query,
+                                              Params params = {});
+  // A multi-statement transaction; tenant_id empty means no tenant context (RLS hides every
+  // tenant-owned row).
+  boost::asio::awaitable<Transaction> begin(std::string tenant_id = {});
+
+  PoolStats stats() const;
+  // Closes idle connections; in-use ones close when released. Call on the pool's thread.
+  void close();
+
+ private:
+  friend class Transaction;
+  boost::asio::awaitable<std::unique_ptr<Connection>> acquire();
+  void release(std::unique_ptr<Connection> conn);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hsea::db

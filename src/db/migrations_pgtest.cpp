@@ -1,0 +1,109 @@
+#include "db/migrations.hpp"
+
+#include <gtest/gtest.h>
+
+#include "testkit/testkit.hpp"
+
+namespace hsea::db {
+namespace {
+
+using testkit::sql;
+
+TEST(Migrations, ApplyOnceAndSecondRunChangesNothing) {
+  testkit::TestDatabase db(false);
+  auto first = migrate(db.admin_url(), db.app_url(), embedded_migrations());
+  EXPECT_TRUE(first.role_created);
+  EXPECT_EQ(first.applied.size(), embedded_migrations().size());
+  auto second = migrate(db.admin_url(), db.app_url(), embedded_migrations());
+  EXPECT_FALSE(second.role_created);
+  EXPECT_TRUE(second.applied.empty());
+  EXPECT_EQ(sql(db.admin_url(), "SELECT count(*) FROM schema_migrations")[0][0],
+            std::to_string(embedded_migrations().size()));
+}
+
+TEST(Migrations, ChangedAppliedFileIsAnErrorNamingIt) {
+  testkit::TestDatabase db;
+  std::vector<Migration> changed = embedded_migrations();
+  std::string edited = std::string(changed[0].sql) + "\n-- edited";
+  changed[0].sql = edited;
+  try {
+    migrate(db.admin_url(), db.app_url(), changed);
+    FAIL() << "a changed migration was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(std::string(changed[0].name)), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Migrations, FailedMigrationIsRolledBackAndNamed) {
+  testkit::TestDatabase db;
+  std::vector<Migration> more = embedded_migrations();
+  more.push_back({"9999_broken.sql", "CREATE TABLE half_done (id int); SELECT 1/0;"});
+  try {
+    migrate(db.admin_url(), db.app_url(), more);
+    FAIL() << "a failing migration was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("9999_broken.sql"), std::string::npos);
+  }
+  EXPECT_EQ(sql(db.admin_url(), "SELECT to_regclass('half_done') IS NULL")[0][0], "t");
+}
+
+TEST(Migrations, ApplicationRoleIsUnprivilegedAndOwnsNothing) {
+  testkit::TestDatabase db;
+  auto role = sql(db.app_url(),
+                  "SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole FROM pg_roles "
+                  "WHERE rolname = current_user");
+  ASSERT_EQ(role.size(), 1u);
+  EXPECT_EQ(role[0], (std::vector<std::string>{"f", "f", "f", "f"}));
+  auto owned = sql(db.admin_url(),
+                   "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner "
+                   "WHERE r.rolname = $1 OR r.rolname = 'hsea_app'",
+                   {sql(db.app_url(), "SELECT current_user")[0][0]});
+  EXPECT_EQ(owned[0][0], "0");
+  // It cannot change the schema or the migration record.
+  EXPECT_THROW(sql(db.app_url(), "CREATE TABLE sneaky (id int)"), std::runtime_error);
+  EXPECT_THROW(sql(db.app_url(), "DELETE FROM schema_migrations"), std::runtime_error);
+  EXPECT_THROW(sql(db.app_url(), "ALTER TABLE tenants DISABLE ROW LEVEL SECURITY"),
+               std::runtime_error);
+}
+
+TEST(RowLevelSecurityLint, RealSchemaIsClean) {
+  testkit::TestDatabase db;
+  auto problems = lint_row_level_security(db.admin_url());
+  EXPECT_TRUE(problems.empty()) << problems.front();
+}
+
+TEST(RowLevelSecurityLint, CatchesTablesThatBreakTheRule) {
+  testkit::TestDatabase db;
+  sql(db.admin_url(), "CREATE TABLE leaky (tenant_id uuid NOT NULL, id uuid, PRIMARY KEY (tenant_id, id))");
+  sql(db.admin_url(),
+      "CREATE TABLE half (tenant_id uuid NOT NULL, id uuid, PRIMARY KEY (tenant_id, id));"
+      "ALTER TABLE half ENABLE ROW LEVEL SECURITY;"
+      "CREATE POLICY p ON half FOR SELECT USING "
+      "(tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)");
+  sql(db.admin_url(),
+      "CREATE TABLE unindexed (id uuid PRIMARY KEY, tenant_id uuid NOT NULL);"
+      "ALTER TABLE unindexed ENABLE ROW LEVEL SECURITY; ALTER TABLE unindexed FORCE ROW LEVEL "
+      "SECURITY; CREATE POLICY p ON unindexed FOR ALL "
+      "USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid) "
+      "WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)");
+  auto problems = lint_row_level_security(db.admin_url());
+  auto has = [&](const std::string& text) {
+    for (const auto& p : problems) {
+      if (p == text) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has("leaky: row-level security is not enabled"));
+  EXPECT_TRUE(has("leaky: row-level security is not forced"));
+  EXPECT_TRUE(has("leaky: has no policy"));
+  EXPECT_TRUE(has("half: row-level security is not forced"));
+  EXPECT_TRUE(has("half: a policy is not FOR ALL with USING and WITH CHECK on app.tenant_id"));
+  EXPECT_TRUE(has("unindexed: tenant_id does not lead any index"));
+  EXPECT_EQ(problems.size(), 6u);
+  // And migrate refuses to finish while the schema breaks the rule.
+  EXPECT_THROW(migrate(db.admin_url(), db.app_url(), embedded_migrations()), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace hsea::db

@@ -1,0 +1,547 @@
+#include <libpq-fe.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <atomic>
+#include <deque>
+#include <unordered_set>
+
+#include "core/log.hpp"
+#include "db/db.hpp"
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+
+namespace hsea::db {
+
+// ---------------------------------------------------------------------------------- Result
+
+Result::Result(pg_result* result) : result_(result) {}
+Result::~Result() {
+  if (result_ != nullptr) PQclear(result_);
+}
+Result::Result(Result&& other) noexcept : result_(std::exchange(other.result_, nullptr)) {}
+Result& Result::operator=(Result&& other) noexcept {
+  if (this != &other) {
+    if (result_ != nullptr) PQclear(result_);
+    result_ = std::exchange(other.result_, nullptr);
+  }
+  return *this;
+}
+int Result::rows() const { return result_ ? PQntuples(result_) : 0; }
+int Result::columns() const { return result_ ? PQnfields(result_) : 0; }
+std::int64_t Result::affected() const {
+  if (!result_) return 0;
+  const char* n = PQcmdTuples(result_);
+  return (n && *n) ? std::stoll(n) : 0;
+}
+int Result::column(std::string_view name) const {
+  int n = columns();
+  for (int i = 0; i < n; ++i) {
+    if (name == PQfname(result_, i)) return i;
+  }
+  throw std::out_of_range("no column " + std::string(name));
+}
+bool Result::is_null(int row, int col) const { return PQgetisnull(result_, row, col) != 0; }
+std::string_view Result::get(int row, int col) const {
+  if (row < 0 || row >= rows() || col < 0 || col >= columns()) {
+    throw std::out_of_range("row or column out of range");
+  }
+  return {PQgetvalue(result_, row, col), static_cast<std::size_t>(PQgetlength(result_, row, col))};
+}
+std::optional<std::string> Result::optional(int row, std::string_view name) const {
+  int col = column(name);
+  if (is_null(row, col)) return std::nullopt;
+  return std::string(get(row, col));
+}
+std::int64_t Result::get_int(int row, std::string_view name) const {
+  return std::stoll(std::string(get(row, column(name))));
+}
+bool Result::get_bool(int row, std::string_view name) const { return get(row, name) == "t"; }
+
+// ------------------------------------------------------------------------------ Connection
+
+namespace {
+
+// Errors raised by the client side, with PostgreSQL-style codes so one mapping serves all.
+constexpr const char* kConnectionFailure = "08006";
+constexpr const char* kCannotConnect = "08001";
+constexpr const char* kPoolExhausted = "53300";
+constexpr const char* kTimedOut = "57014";
+
+Error error_from_result(PGresult* res) {
+  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  const char* message = PQresultErrorMessage(res);
+  const char* constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+  return Error(state ? state : "XX000", message ? message : "unknown error",
+               constraint ? constraint : "");
+}
+
+struct Step {
+  enum class Kind { kControl, kPrepare, kStatement } kind;
+  std::string prepared_name;  // kPrepare
+};
+
+}  // namespace
+
+class Connection {
+ public:
+  explicit Connection(asio::io_context& io) : socket_(io), deadline_(io) {}
+  ~Connection() { close(); }
+
+  awaitable<void> connect(const PoolOptions& options) {
+    std::string statement_timeout =
+        "-c statement_timeout=" + std::to_string(options.statement_timeout.count());
+    const char* keys[] = {"dbname", "application_name", "options", nullptr};
+    const char* values[] = {options.url.c_str(), "hsea", statement_timeout.c_str(), nullptr};
+    pg_ = PQconnectStartParams(keys, values, 1);
+    if (pg_ == nullptr || PQstatus(pg_) == CONNECTION_BAD) {
+      throw Error(kCannotConnect, pg_ ? PQerrorMessage(pg_) : "out of memory");
+    }
+    arm_deadline(options.connect_timeout);
+    PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+    while (status != PGRES_POLLING_OK) {
+      if (status == PGRES_POLLING_FAILED) {
+        throw Error(kCannotConnect, PQerrorMessage(pg_));
+      }
+      track_socket();
+      co_await wait(status == PGRES_POLLING_READING ? asio::posix::descriptor_base::wait_read
+                                                    : asio::posix::descriptor_base::wait_write,
+                    kCannotConnect);
+      status = PQconnectPoll(pg_);
+    }
+    deadline_.cancel();
+    track_socket();
+    if (PQsetnonblocking(pg_, 1) != 0 || PQenterPipelineMode(pg_) != 1) {
+      throw Error(kCannotConnect, PQerrorMessage(pg_));
+    }
+  }
+
+  // True when the connection can take work: still open and nothing unread on it.
+  bool usable() {
+    if (pg_ == nullptr || in_flight_ || PQstatus(pg_) != CONNECTION_OK) return false;
+    // Picks up a server-side close (e.g. PostgreSQL restarted) before we reuse the connection.
+    if (PQconsumeInput(pg_) == 0 || PQstatus(pg_) != CONNECTION_OK) return false;
+    return true;
+  }
+  bool in_flight() const { return in_flight_; }
+
+  // Sends queued steps, ended by Sync (end of a transaction) or a flush request (mid
+  // transaction), and returns the results of the statements in order. On a statement error
+  // the pipeline is re-synchronised and the error thrown.
+  awaitable<std::vector<Result>> round_trip(bool sync, std::chrono::milliseconds timeout) {
+    in_flight_ = true;
+    if (sync) {
+      if (PQpipelineSync(pg_) != 1) throw broken();
+    } else if (PQsendFlushRequest(pg_) != 1) {
+      throw broken();
+    }
+    arm_deadline(timeout);
+    co_await flush();
+    std::vector<Result> results;
+    std::optional<Error> first_error;
+    for (const Step& step : steps_) {
+      bool captured = false;
+      while (PGresult* raw = co_await next_result()) {
+        Result res(raw);
+        auto status = PQresultStatus(raw);
+        bool ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+        if (!ok && status != PGRES_PIPELINE_ABORTED && !first_error) {
+          first_error = error_from_result(raw);
+        }
+        if (step.kind == Step::Kind::kPrepare && !ok) prepared_.erase(step.prepared_name);
+        if (step.kind == Step::Kind::kStatement && !captured) {
+          results.push_back(std::move(res));
+          captured = true;
+        }
+      }
+    }
+    steps_.clear();
+    if (first_error && !sync) {
+      if (PQpipelineSync(pg_) != 1) throw broken();
+      co_await flush();
+      sync = true;
+    }
+    if (sync) {
+      PGresult* raw = co_await next_result();
+      Result res(raw);
+      if (raw == nullptr || PQresultStatus(raw) != PGRES_PIPELINE_SYNC) throw broken();
+    }
+    deadline_.cancel();
+    in_flight_ = false;
+    if (first_error) throw *first_error;
+    co_return results;
+  }
+
+  void queue_control(const char* sql, const Params& params = {}) {
+    send_params(nullptr, sql, params);
+    steps_.push_back({Step::Kind::kControl, {}});
+  }
+  void queue_statement(const Query& query, const Params& params) {
+    if (!prepared_.contains(query.name)) {
+      if (PQsendPrepare(pg_, query.name, query.sql, 0, nullptr) != 1) throw broken();
+      prepared_.insert(query.name);
+      steps_.push_back({Step::Kind::kPrepare, query.name});
+    }
+    send_params(query.name, nullptr, params);
+    steps_.push_back({Step::Kind::kStatement, {}});
+  }
+
+  // A transaction left open (error, or abandoned without commit) is rolled back in the
+  // same pipeline as the connection's next use: no extra round trip.
+  bool needs_rollback = false;
+
+ private:
+  void send_params(const char* prepared_name, const char* sql, const Params& params) {
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+    int n = static_cast<int>(values.size());
+    int ok = prepared_name
+                 ? PQsendQueryPrepared(pg_, prepared_name, n, values.data(), nullptr, nullptr, 0)
+                 : PQsendQueryParams(pg_, sql, n, nullptr, values.data(), nullptr, nullptr, 0);
+    if (ok != 1) throw broken();
+  }
+
+  Error broken() {
+    in_flight_ = true;  // never reuse
+    return Error(kConnectionFailure, pg_ ? PQerrorMessage(pg_) : "connection closed");
+  }
+
+  void track_socket() {
+    int fd = PQsocket(pg_);
+    if (fd == tracked_fd_) return;
+    if (socket_.is_open()) socket_.release();
+    tracked_fd_ = -1;
+    if (fd >= 0) {
+      socket_.assign(fd);
+      tracked_fd_ = fd;
+    }
+  }
+
+  // The deadline cancels the socket wait; a flag tells a deadline from the caller's own
+  // cancellation.
+  void arm_deadline(std::chrono::milliseconds timeout) {
+    deadline_hit_ = false;
+    deadline_.expires_after(timeout);
+    deadline_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;  // cancelled: the operation finished, or the connection is going away
+      deadline_hit_ = true;
+      boost::system::error_code ignored;
+      socket_.cancel(ignored);
+    });
+  }
+
+  awaitable<void> wait(asio::posix::descriptor_base::wait_type type, const char* error_state) {
+    auto [ec] = co_await socket_.async_wait(type, asio::as_tuple(use_awaitable));
+    if (!ec) co_return;
+    in_flight_ = true;
+    if (deadline_hit_) throw Error(kTimedOut, "database deadline passed");
+    if (ec == asio::error::operation_aborted) throw boost::system::system_error(ec);
+    throw Error(error_state, ec.message());
+  }
+
+  awaitable<void> flush() {
+    while (true) {
+      int r = PQflush(pg_);
+      if (r == 0) co_return;
+      if (r < 0) throw broken();
+      co_await wait(asio::posix::descriptor_base::wait_write, kConnectionFailure);
+      if (PQconsumeInput(pg_) == 0) throw broken();
+    }
+  }
+
+  awaitable<PGresult*> next_result() {
+    while (PQisBusy(pg_)) {
+      co_await wait(asio::posix::descriptor_base::wait_read, kConnectionFailure);
+      if (PQconsumeInput(pg_) == 0) throw broken();
+    }
+    co_return PQgetResult(pg_);
+  }
+
+  void close() {
+    deadline_.cancel();
+    if (socket_.is_open()) socket_.release();
+    if (pg_ != nullptr) PQfinish(pg_);
+    pg_ = nullptr;
+  }
+
+  PGconn* pg_ = nullptr;
+  asio::posix::stream_descriptor socket_;
+  int tracked_fd_ = -1;
+  asio::steady_timer deadline_;
+  bool deadline_hit_ = false;
+  bool in_flight_ = false;
+  std::vector<Step> steps_;
+  std::unordered_set<std::string> prepared_;
+};
+
+// ------------------------------------------------------------------------------------ Pool
+
+struct Pool::Impl {
+  Impl(asio::io_context& io_context, PoolOptions opts) : io(io_context), options(std::move(opts)) {}
+
+  struct Waiter {
+    explicit Waiter(asio::io_context& io) : timer(io) {}
+    asio::steady_timer timer;
+    std::unique_ptr<Connection> conn;
+    bool may_connect = false;  // a slot was freed: the waiter may open a connection
+  };
+
+  asio::io_context& io;
+  PoolOptions options;
+  std::vector<std::unique_ptr<Connection>> idle;
+  std::deque<Waiter*> waiters;
+  int open = 0;  // connections that exist or are being opened
+  bool closed = false;
+
+  std::atomic<int> in_use{0};
+  std::atomic<int> idle_count{0};
+  std::atomic<int> waiting{0};
+  std::atomic<std::uint64_t> waits_total{0};
+  std::atomic<std::uint64_t> wait_timeouts_total{0};
+  std::atomic<std::uint64_t> connects_total{0};
+  std::atomic<std::uint64_t> broken_total{0};
+
+  void update_gauges() {
+    idle_count.store(static_cast<int>(idle.size()), std::memory_order_relaxed);
+    in_use.store(open - static_cast<int>(idle.size()), std::memory_order_relaxed);
+    waiting.store(static_cast<int>(waiters.size()), std::memory_order_relaxed);
+  }
+};
+
+Pool::Pool(asio::io_context& io, PoolOptions options)
+    : impl_(std::make_unique<Impl>(io, std::move(options))) {}
+
+Pool::~Pool() = default;
+
+void Pool::close() {
+  impl_->closed = true;
+  impl_->open -= static_cast<int>(impl_->idle.size());
+  impl_->idle.clear();
+  impl_->update_gauges();
+}
+
+PoolStats Pool::stats() const {
+  PoolStats s;
+  s.in_use = impl_->in_use.load(std::memory_order_relaxed);
+  s.idle = impl_->idle_count.load(std::memory_order_relaxed);
+  s.waiting = impl_->waiting.load(std::memory_order_relaxed);
+  s.waits_total = impl_->waits_total.load(std::memory_order_relaxed);
+  s.wait_timeouts_total = impl_->wait_timeouts_total.load(std::memory_order_relaxed);
+  s.connects_total = impl_->connects_total.load(std::memory_order_relaxed);
+  s.broken_total = impl_->broken_total.load(std::memory_order_relaxed);
+  return s;
+}
+
+awaitable<std::unique_ptr<Connection>> Pool::acquire() {
+  Impl& p = *impl_;
+  bool may_connect = false;
+  while (true) {
+    while (!p.idle.empty()) {
+      std::unique_ptr<Connection> conn = std::move(p.idle.back());
+      p.idle.pop_back();
+      if (conn->usable()) {
+        p.update_gauges();
+        co_return conn;
+      }
+      --p.open;
+      p.broken_total.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (p.open < p.options.size || may_connect) {
+      if (!may_connect) ++p.open;
+      may_connect = false;
+      p.update_gauges();
+      auto conn = std::make_unique<Connection>(p.io);
+      try {
+        co_await conn->connect(p.options);
+      } catch (...) {
+        release(nullptr);  // gives the slot back (and to a waiter, if any)
+        throw;
+      }
+      p.connects_total.fetch_add(1, std::memory_order_relaxed);
+      co_return conn;
+    }
+    Impl::Waiter waiter(p.io);
+    waiter.timer.expires_after(p.options.acquire_timeout);
+    p.waiters.push_back(&waiter);
+    p.waits_total.fetch_add(1, std::memory_order_relaxed);
+    p.update_gauges();
+    auto [ec] = co_await waiter.timer.async_wait(asio::as_tuple(use_awaitable));
+    std::erase(p.waiters, &waiter);
+    p.update_gauges();
+    if (waiter.conn) co_return std::move(waiter.conn);
+    if (waiter.may_connect) {
+      may_connect = true;
+      continue;
+    }
+    if (!ec) {
+      p.wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
+      throw Error(kPoolExhausted, "no database connection free within the acquire deadline");
+    }
+    throw boost::system::system_error(ec);  // the caller was cancelled
+  }
+}
+
+void Pool::release(std::unique_ptr<Connection> conn) {
+  Impl& p = *impl_;
+  bool reusable = conn && !p.closed && !conn->in_flight();
+  if (conn && !reusable) p.broken_total.fetch_add(1, std::memory_order_relaxed);
+  if (!reusable) {
+    conn.reset();  // dropping a connection with unread replies is the only safe drain
+    if (!p.waiters.empty()) {
+      Impl::Waiter* w = p.waiters.front();
+      p.waiters.pop_front();
+      w->may_connect = true;  // keeps the slot: the waiter opens the replacement
+      w->timer.cancel();
+    } else {
+      --p.open;
+    }
+  } else if (!p.waiters.empty()) {
+    Impl::Waiter* w = p.waiters.front();
+    p.waiters.pop_front();
+    w->conn = std::move(conn);
+    w->timer.cancel();
+  } else {
+    p.idle.push_back(std::move(conn));
+  }
+  p.update_gauges();
+}
+
+namespace {
+// Returns the connection to its pool however the awaiting coroutine ends.
+struct Lease {
+  Lease(Pool* pool, std::unique_ptr<Connection> c, void (*give_back)(Pool*, std::unique_ptr<Connection>))
+      : pool(pool), conn(std::move(c)), give_back(give_back) {}
+  ~Lease() {
+    if (conn) give_back(pool, std::move(conn));
+  }
+  Pool* pool;
+  std::unique_ptr<Connection> conn;
+  void (*give_back)(Pool*, std::unique_ptr<Connection>);
+};
+
+void queue_rollback_if_needed(Connection& conn) {
+  if (conn.needs_rollback) {
+    conn.queue_control("ROLLBACK");
+    conn.needs_rollback = false;
+  }
+}
+
+void queue_begin(Connection& conn, const std::string& tenant_id) {
+  queue_rollback_if_needed(conn);
+  conn.queue_control("BEGIN");
+  if (!tenant_id.empty()) {
+    conn.queue_control("SELECT set_config('app.tenant_id', $1, true)", params(tenant_id));
+  }
+}
+
+std::chrono::milliseconds round_trip_deadline(const PoolOptions& options) {
+  return options.statement_timeout + std::chrono::milliseconds(1000);
+}
+}  // namespace
+
+awaitable<Result> Pool::query(const Query& query, Params params) {
+  Lease lease(this, co_await acquire(),
+              [](Pool* p, std::unique_ptr<Connection> c) { p->release(std::move(c)); });
+  queue_rollback_if_needed(*lease.conn);
+  lease.conn->queue_statement(query, params);
+  auto results = co_await lease.conn->round_trip(true, round_trip_deadline(impl_->options));
+  co_return std::move(results.at(0));
+}
+
+awaitable<Result> Pool::tenant_query(std::string tenant_id, const Query& query, Params params) {
+  Lease lease(this, co_await acquire(),
+              [](Pool* p, std::unique_ptr<Connection> c) { p->release(std::move(c)); });
+  Connection& conn = *lease.conn;
+  queue_begin(conn, tenant_id);
+  conn.queue_statement(query, params);
+  conn.queue_control("COMMIT");
+  try {
+    auto results = co_await conn.round_trip(true, round_trip_deadline(impl_->options));
+    co_return std::move(results.at(0));
+  } catch (const Error&) {
+    conn.needs_rollback = true;
+    throw;
+  }
+}
+
+awaitable<Transaction> Pool::begin(std::string tenant_id) {
+  co_return Transaction(this, co_await acquire(), std::move(tenant_id));
+}
+
+// ----------------------------------------------------------------------------- Transaction
+
+Transaction::Transaction(Pool* pool, std::unique_ptr<Connection> conn, std::string tenant_id)
+    : pool_(pool), conn_(std::move(conn)), tenant_id_(std::move(tenant_id)) {}
+
+Transaction::Transaction(Transaction&& other) noexcept
+    : pool_(other.pool_),
+      conn_(std::move(other.conn_)),
+      tenant_id_(std::move(other.tenant_id_)),
+      begun_(other.begun_),
+      done_(other.done_) {}
+
+Transaction::~Transaction() {
+  if (!conn_) return;
+  if (begun_ && !done_) conn_->needs_rollback = true;
+  pool_->release(std::move(conn_));
+}
+
+awaitable<Result> Transaction::exec(const Query& query, Params params) {
+  if (done_ || !conn_) throw Error("25000", "transaction already finished");
+  if (!begun_) {
+    queue_begin(*conn_, tenant_id_);
+    begun_ = true;
+  }
+  conn_->queue_statement(query, params);
+  try {
+    auto results =
+        co_await conn_->round_trip(false, round_trip_deadline(pool_->impl_->options));
+    co_return std::move(results.at(0));
+  } catch (const Error&) {
+    done_ = true;
+    conn_->needs_rollback = true;
+    throw;
+  }
+}
+
+awaitable<Result> Transaction::exec_commit(const Query& query, Params params) {
+  if (done_ || !conn_) throw Error("25000", "transaction already finished");
+  if (!begun_) {
+    queue_begin(*conn_, tenant_id_);
+    begun_ = true;
+  }
+  conn_->queue_statement(query, params);
+  conn_->queue_control("COMMIT");
+  done_ = true;
+  try {
+    auto results =
+        co_await conn_->round_trip(true, round_trip_deadline(pool_->impl_->options));
+    co_return std::move(results.at(0));
+  } catch (const Error&) {
+    conn_->needs_rollback = true;
+    throw;
+  }
+}
+
+awaitable<void> Transaction::commit() {
+  if (done_ || !conn_) co_return;
+  done_ = true;
+  if (!begun_) co_return;
+  conn_->queue_control("COMMIT");
+  try {
+    co_await conn_->round_trip(true, round_trip_deadline(pool_->impl_->options));
+  } catch (const Error&) {
+    conn_->needs_rollback = true;
+    throw;
+  }
+}
+
+}  // namespace hsea::db

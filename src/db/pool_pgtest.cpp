@@ -1,0 +1,243 @@
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+
+#include "core/ids.hpp"
+#include "db/db.hpp"
+#include "testkit/async.hpp"
+#include "testkit/testkit.hpp"
+
+namespace hsea::db {
+namespace {
+
+using boost::asio::awaitable;
+using testkit::run_sync;
+
+constexpr Query kAdd{"test_add", "SELECT $1::int + $2::int AS sum"};
+constexpr Query kSleep{"test_sleep", "SELECT pg_sleep($1::float8)"};
+constexpr Query kCurrentTenant{"test_current_tenant",
+                               "SELECT current_setting('app.tenant_id', true) AS tenant"};
+constexpr Query kInsertTenant{"test_insert_tenant",
+                              "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3)"};
+constexpr Query kCountTenants{"test_count_tenants", "SELECT count(*) AS n FROM tenants"};
+constexpr Query kEcho{"test_echo", "SELECT $1::text AS v"};
+constexpr Query kBackendPid{"test_backend_pid", "SELECT pg_backend_pid() AS pid"};
+
+class PoolTest : public ::testing::Test {
+ protected:
+  PoolOptions options(int size = 2) {
+    return PoolOptions{.url = db_.app_url(),
+                       .size = size,
+                       .acquire_timeout = std::chrono::milliseconds(300),
+                       .connect_timeout = std::chrono::milliseconds(3000),
+                       .statement_timeout = std::chrono::milliseconds(2000)};
+  }
+  testkit::TestDatabase db_;
+  boost::asio::io_context io_;
+};
+
+TEST_F(PoolTest, RunsPreparedStatementsWithParameters) {
+  Pool pool(io_, options());
+  auto task = [](Pool& p) -> awaitable<std::int64_t> {
+    Result r = co_await p.query(kAdd, params(2, 40));
+    Result again = co_await p.query(kAdd, params(1, 1));  // reuses the prepared statement
+    co_return r.get_int(0, "sum") + again.get_int(0, "sum");
+  };
+  EXPECT_EQ(run_sync(io_, task(pool)), 44);
+  EXPECT_EQ(pool.stats().connects_total, 1u);
+}
+
+TEST_F(PoolTest, NullAndTextParameters) {
+  Pool pool(io_, options());
+  auto task = [](Pool& p) -> awaitable<std::string> {
+    Result r = co_await p.query(kEcho, params(std::optional<std::string>()));
+    EXPECT_TRUE(r.is_null(0, 0));
+    Result s = co_await p.query(kEcho, params("it's \"quoted\"; DROP TABLE tenants"));
+    co_return std::string(s.get(0, "v"));
+  };
+  EXPECT_EQ(run_sync(io_, task(pool)), "it's \"quoted\"; DROP TABLE tenants");
+}
+
+TEST_F(PoolTest, TenantQuerySetsContextOnlyForItsTransaction) {
+  Pool pool(io_, options(1));
+  auto task = [](Pool& p) -> awaitable<std::pair<std::string, std::string>> {
+    Result inside = co_await p.tenant_query("0190f5d2-7c3a-7b8e-9a01-23456789abcd", kCurrentTenant);
+    Result after = co_await p.query(kCurrentTenant);  // same single connection
+    co_return std::pair{std::string(inside.get(0, "tenant")), std::string(after.get(0, "tenant"))};
+  };
+  auto [inside, after] = run_sync(io_, task(pool));
+  EXPECT_EQ(inside, "0190f5d2-7c3a-7b8e-9a01-23456789abcd");
+  EXPECT_EQ(after, "");
+}
+
+TEST_F(PoolTest, RowLevelSecurityScopesEveryQueryToTheTenant) {
+  std::string a = core::uuid_v7(), b = core::uuid_v7();
+  testkit::sql(db_.admin_url(), "INSERT INTO tenants (id, slug, name) VALUES ($1,'a','A'),($2,'b','B')",
+               {a, b});
+  Pool pool(io_, options());
+  auto task = [](Pool& p, std::string a) -> awaitable<std::pair<std::int64_t, std::int64_t>> {
+    Result scoped = co_await p.tenant_query(a, kCountTenants);  // no WHERE clause
+    Result none = co_await p.query(kCountTenants);              // no tenant set
+    co_return std::pair{scoped.get_int(0, "n"), none.get_int(0, "n")};
+  };
+  auto [scoped, none] = run_sync(io_, task(pool, a));
+  EXPECT_EQ(scoped, 1);
+  EXPECT_EQ(none, 0);
+}
+
+TEST_F(PoolTest, WithCheckRefusesWritesForAnotherTenant) {
+  Pool pool(io_, options());
+  auto task = [](Pool& p) -> awaitable<std::string> {
+    try {
+      co_await p.tenant_query(core::uuid_v7(), kInsertTenant,
+                              params(core::uuid_v7(), "other", "Other"));
+    } catch (const Error& e) {
+      co_return e.sqlstate();
+    }
+    co_return "no error";
+  };
+  EXPECT_EQ(run_sync(io_, task(pool)), "42501");
+  EXPECT_EQ(testkit::sql(db_.admin_url(), "SELECT count(*) FROM tenants")[0][0], "0");
+}
+
+TEST_F(PoolTest, TransactionCommitsAndRollsBack) {
+  Pool pool(io_, options(1));
+  std::string committed = core::uuid_v7(), abandoned = core::uuid_v7();
+  auto task = [](Pool& p, std::string committed, std::string abandoned) -> awaitable<void> {
+    {
+      Transaction tx = co_await p.begin(committed);
+      co_await tx.exec(kInsertTenant, params(committed, "kept", "Kept"));
+      Result n = co_await tx.exec(kCountTenants);
+      EXPECT_EQ(n.get_int(0, "n"), 1);
+      co_await tx.commit();
+    }
+    {
+      Transaction tx = co_await p.begin(abandoned);
+      co_await tx.exec(kInsertTenant, params(abandoned, "gone", "Gone"));
+      // destroyed without commit: rolled back in the connection's next pipeline
+    }
+    Result n = co_await p.tenant_query(abandoned, kCountTenants);
+    EXPECT_EQ(n.get_int(0, "n"), 0);
+  };
+  run_sync(io_, task(pool, committed, abandoned));
+  EXPECT_EQ(testkit::sql(db_.admin_url(), "SELECT slug FROM tenants")[0][0], "kept");
+}
+
+TEST_F(PoolTest, ErrorsCarrySqlStateAndLeaveTheConnectionUsable) {
+  Pool pool(io_, options(1));
+  std::string id = core::uuid_v7();
+  auto task = [](Pool& p, std::string id) -> awaitable<std::int64_t> {
+    co_await p.tenant_query(id, kInsertTenant, params(id, "dup", "Dup"));
+    std::string state;
+    try {
+      co_await p.tenant_query(id, kInsertTenant, params(id, "dup", "Dup"));
+    } catch (const Error& e) {
+      state = e.sqlstate();
+    }
+    EXPECT_EQ(state, "23505");
+    Transaction tx = co_await p.begin(id);
+    try {
+      co_await tx.exec(kInsertTenant, params(id, "dup", "Dup"));
+    } catch (const Error& e) {
+      state = e.sqlstate();
+    }
+    EXPECT_EQ(state, "23505");
+    Result r = co_await p.query(kAdd, params(1, 2));
+    co_return r.get_int(0, "sum");
+  };
+  EXPECT_EQ(run_sync(io_, task(pool, id)), 3);
+  EXPECT_EQ(pool.stats().connects_total, 1u);  // the same connection served everything
+}
+
+TEST_F(PoolTest, AcquireTimesOutWhenExhausted) {
+  Pool pool(io_, options(1));
+  auto slow = [](Pool& p) -> awaitable<void> { co_await p.query(kSleep, params("0.8")); };
+  auto fast = [](Pool& p) -> awaitable<std::string> {
+    boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+    t.expires_after(std::chrono::milliseconds(50));
+    co_await t.async_wait(boost::asio::use_awaitable);
+    try {
+      co_await p.query(kAdd, params(1, 1));
+    } catch (const Error& e) {
+      co_return e.sqlstate();
+    }
+    co_return "acquired";
+  };
+  auto f1 = boost::asio::co_spawn(io_, slow(pool), boost::asio::use_future);
+  auto f2 = boost::asio::co_spawn(io_, fast(pool), boost::asio::use_future);
+  io_.run();
+  f1.get();
+  EXPECT_EQ(f2.get(), "53300");
+  EXPECT_EQ(pool.stats().wait_timeouts_total, 1u);
+}
+
+TEST_F(PoolTest, StatementTimeoutIsEnforced) {
+  auto opts = options(1);
+  opts.statement_timeout = std::chrono::milliseconds(200);
+  Pool pool(io_, opts);
+  auto task = [](Pool& p) -> awaitable<std::string> {
+    try {
+      co_await p.query(kSleep, params("3"));
+    } catch (const Error& e) {
+      co_return e.sqlstate();
+    }
+    co_return "finished";
+  };
+  EXPECT_EQ(run_sync(io_, task(pool)), "57014");
+}
+
+TEST_F(PoolTest, CancelledQueryNeverLeaksItsReplyToTheNextCaller) {
+  Pool pool(io_, options(1));
+  auto task = [](Pool& p) -> awaitable<std::string> {
+    using namespace boost::asio::experimental::awaitable_operators;
+    for (int i = 0; i < 20; ++i) {
+      boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+      t.expires_after(std::chrono::milliseconds(1 + i % 5));
+      // Cancel the query mid-flight: its reply is still on the wire.
+      co_await (p.query(kEcho, params("stale-" + std::to_string(i))) ||
+                t.async_wait(boost::asio::use_awaitable));
+      Result fresh = co_await p.query(kEcho, params("fresh-" + std::to_string(i)));
+      if (fresh.get(0, "v") != "fresh-" + std::to_string(i)) co_return std::string(fresh.get(0, 0));
+    }
+    co_return "ok";
+  };
+  EXPECT_EQ(run_sync(io_, task(pool)), "ok");
+}
+
+TEST_F(PoolTest, ReconnectsAfterTheServerDropsConnections) {
+  Pool pool(io_, options(2));
+  auto pid_of = [](Pool& p) -> awaitable<std::string> {
+    Result r = co_await p.query(kBackendPid);
+    co_return std::string(r.get(0, "pid"));
+  };
+  std::string before = run_sync(io_, pid_of(pool));
+  // What a PostgreSQL restart looks like to a client: every backend terminated.
+  testkit::sql(db_.admin_url(),
+               "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
+               "AND pid <> pg_backend_pid()",
+               {db_.name()});
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::string after = run_sync(io_, pid_of(pool));
+  EXPECT_NE(before, after);
+  EXPECT_GE(pool.stats().broken_total, 1u);
+}
+
+TEST_F(PoolTest, UnreachableServerIsAnUnavailableError) {
+  auto opts = options(1);
+  opts.url = "postgresql://nobody@127.0.0.1:1/none";
+  Pool pool(io_, opts);
+  auto task = [](Pool& p) -> awaitable<std::string> {
+    try {
+      co_await p.query(kAdd, params(1, 1));
+    } catch (const Error& e) {
+      co_return e.sqlstate();
+    }
+    co_return "connected";
+  };
+  EXPECT_EQ(run_sync(io_, task(pool)).substr(0, 2), "08");
+}
+
+}  // namespace
+}  // namespace hsea::db

@@ -1,0 +1,107 @@
+#include "http/message.hpp"
+
+#include <boost/url/decode_view.hpp>
+#include <boost/url/params_encoded_view.hpp>
+
+#include <array>
+
+namespace hsea::http {
+
+namespace {
+constexpr std::array<std::pair<Method, std::string_view>, 7> kMethods{{
+    {Method::kGet, "GET"},
+    {Method::kHead, "HEAD"},
+    {Method::kPost, "POST"},
+    {Method::kPut, "PUT"},
+    {Method::kPatch, "PATCH"},
+    {Method::kDelete, "DELETE"},
+    {Method::kOptions, "OPTIONS"},
+}};
+}  // namespace
+
+std::string_view method_name(Method method) {
+  for (auto& [m, name] : kMethods) {
+    if (m == method) return name;
+  }
+  return "OTHER";
+}
+
+Method method_from_name(std::string_view name) {
+  for (auto& [m, n] : kMethods) {
+    if (n == name) return m;
+  }
+  return Method::kOther;
+}
+
+bool is_safe_method(Method method) {
+  return method == Method::kGet || method == Method::kHead || method == Method::kOptions;
+}
+
+std::string_view Request::header(std::string_view lower_name) const {
+  for (const Header& h : headers) {
+    if (h.name == lower_name) return h.value;
+  }
+  return {};
+}
+
+bool Request::query_param(std::string_view name, std::string& value) const {
+  if (query.empty()) return false;
+  try {
+    boost::urls::params_encoded_view params(query);
+    for (auto p : params) {
+      if (p.key.decode() == name) {
+        value = p.has_value ? std::string(p.value.decode()) : std::string();
+        // '+' is a space in form-encoded queries.
+        for (char& c : value) {
+          if (c == '+') c = ' ';
+        }
+        return true;
+      }
+    }
+  } catch (const std::exception&) {
+    return false;
+  }
+  return false;
+}
+
+Response& Response::set_header(std::string_view lower_name, std::string value) {
+  for (Header& h : headers) {
+    if (h.name == lower_name) {
+      h.value = std::move(value);
+      return *this;
+    }
+  }
+  headers.push_back({std::string(lower_name), std::move(value)});
+  return *this;
+}
+
+std::string_view Response::header(std::string_view lower_name) const {
+  for (const Header& h : headers) {
+    if (h.name == lower_name) return h.value;
+  }
+  return {};
+}
+
+Response Response::json(int status, std::string body) {
+  Response r;
+  r.status = status;
+  r.body = std::move(body);
+  r.headers.push_back({"content-type", "application/json"});
+  return r;
+}
+
+Response Response::text(int status, std::string body, std::string content_type) {
+  Response r;
+  r.status = status;
+  r.body = std::move(body);
+  r.headers.push_back({"content-type", std::move(content_type)});
+  return r;
+}
+
+Response Response::no_content() {
+  Response r;
+  r.status = 204;
+  return r;
+}
+
+}  // namespace hsea::http

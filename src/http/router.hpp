@@ -1,0 +1,70 @@
+#pragma once
+// The one way to declare a route: method, path template ("/api/members/{user_id}"), handler,
+// and what the route needs. Every /api/... route is also served at /api/v1/....
+#include <boost/asio/awaitable.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http/message.hpp"
+
+namespace hsea::http {
+
+struct RequestContext;
+using Handler = boost::asio::awaitable<Response> (*)(RequestContext&);
+
+// What a route requires before its handler runs; the middleware chain enforces each part.
+struct Needs {
+  bool authenticated = false;       // a user session, JWT or API key
+  bool tenant = false;              // a resolved tenant context
+  std::vector<std::string> roles;   // any of these tenant roles
+  std::vector<std::string> scopes;  // API-key scopes
+  std::string rate_limit;           // rate-limit rule name
+  std::string quota_meter;          // quota meter name
+  std::string body_schema;          // openapi component schema name for the body
+};
+
+struct Route {
+  Method method = Method::kGet;
+  std::string path;  // template; "{name}" matches one segment
+  Handler handler = nullptr;
+  Needs needs = {};
+  std::size_t id = 0;  // set by Router::add; stable index for metrics
+};
+
+struct PathParam {
+  std::string name;
+  std::string value;
+};
+
+struct Match {
+  enum class Kind { kFound, kNotFound, kMethodNotAllowed } kind = Kind::kNotFound;
+  const Route* route = nullptr;
+  std::vector<PathParam> params;
+  std::string allow;  // for 405: "GET, POST"
+};
+
+class Router {
+ public:
+  Router();
+  ~Router();
+  Router(Router&&) noexcept;
+  Router& operator=(Router&&) noexcept;
+
+  // Adds the route (and its /api/v1 twin). Throws std::logic_error on a duplicate.
+  void add(Route route);
+  Match match(Method method, std::string_view path) const;
+  // Every declared route, indexed by Route::id (a /api/v1 twin shares its original's id).
+  const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }
+
+ private:
+  struct Node;
+  void insert(const std::string& path, Route* route);
+  std::vector<std::unique_ptr<Route>> routes_;
+  std::unique_ptr<Node> root_;
+};
+
+}  // namespace hsea::http

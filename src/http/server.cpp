@@ -1,0 +1,335 @@
+#include "http/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/url/decode_view.hpp>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <cctype>
+#include <stdexcept>
+#include <thread>
+#include <unordered_set>
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using asio::awaitable;
+using asio::ip::tcp;
+
+namespace hsea::http {
+namespace {
+
+constexpr std::size_t kHeaderLimit = 16 * 1024;
+
+struct Session;
+
+struct Worker {
+  explicit Worker(int i) : index(i), acceptor(io) {}
+  int index;
+  asio::io_context io{1};
+  tcp::acceptor acceptor;
+  ThreadServices services;
+  std::unordered_set<Session*> sessions;
+  std::thread thread;
+};
+
+struct Session {
+  explicit Session(tcp::socket socket) : stream(std::move(socket)) {}
+  beast::tcp_stream stream;
+  bool idle = true;  // waiting for the next request with nothing buffered
+};
+
+std::string decode_path(std::string_view encoded) {
+  try {
+    boost::urls::decode_view decoded(encoded);
+    return std::string(decoded.begin(), decoded.end());
+  } catch (const std::exception&) {
+    return std::string(encoded);
+  }
+}
+
+Request to_request(const bhttp::request<bhttp::string_body>& in, const tcp::socket& socket) {
+  Request out;
+  out.method = method_from_name(std::string_view(in.method_string()));
+  out.target = std::string(in.target());
+  auto q = out.target.find('?');
+  out.path = decode_path(std::string_view(out.target).substr(0, q));
+  if (q != std::string::npos) out.query = out.target.substr(q + 1);
+  out.headers.reserve(16);
+  for (const auto& field : in) {
+    std::string name(field.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.headers.push_back({std::move(name), std::string(field.value())});
+  }
+  out.body = in.body();
+  boost::system::error_code ec;
+  auto endpoint = socket.remote_endpoint(ec);
+  if (!ec) out.remote_ip = endpoint.address().to_string();
+  return out;
+}
+
+bhttp::response<bhttp::string_body> to_beast(Response&& in, unsigned version, bool keep_alive) {
+  bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(in.status), version};
+  for (Header& h : in.headers) out.set(h.name, std::move(h.value));
+  out.body() = std::move(in.body);
+  out.keep_alive(keep_alive);
+  out.prepare_payload();
+  return out;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  explicit Impl(ServerParts p) : parts(std::move(p)) {
+    for (int i = 0; i < parts.config.threads; ++i) {
+      workers.push_back(std::make_unique<Worker>(i));
+    }
+  }
+
+  ServerParts parts;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::uint16_t bound_port = 0;
+  std::atomic<bool> draining{false};
+  std::atomic<int> active_sessions{0};
+
+  awaitable<void> accept_loop(Worker& w) {
+    while (true) {
+      auto [ec, socket] = co_await w.acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        if (ec == asio::error::operation_aborted || !w.acceptor.is_open()) co_return;
+        log::warn("accept failed", {{"error", ec.message()}});
+        continue;  // e.g. EMFILE: keep serving the connections we have
+      }
+      socket.set_option(tcp::no_delay(true));
+      active_sessions.fetch_add(1);
+      asio::co_spawn(w.io, session(w, std::move(socket)), [this](std::exception_ptr e) {
+        active_sessions.fetch_sub(1);
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::error("connection failed", {{"error", ex.what()}});
+        }
+      });
+    }
+  }
+
+  // Runs the middleware chain for one request. Exceptions never escape error_mapping.
+  awaitable<Response> handle(Worker& w, const Request& request, const core::ApiError* rejection) {
+    RequestContext ctx(request, parts.config, parts.metrics, w.services);
+    if (rejection != nullptr) {
+      ctx.rejection = rejection;
+      // Refused before routing: only the outer layers apply.
+      static constexpr std::size_t kOuterLayers = 4;  // request id, log, headers, errors
+      co_return co_await Next(std::span(parts.chain).first(kOuterLayers), reject)(ctx);
+    }
+    ctx.match = parts.router.match(request.method, request.path);
+    co_return co_await Next(parts.chain, dispatch)(ctx);
+  }
+
+  awaitable<void> send(Session& s, Response response, unsigned version, bool keep_alive,
+                       bool head) {
+    auto out = to_beast(std::move(response), version, keep_alive);
+    s.stream.expires_after(std::chrono::seconds(parts.config.read_timeout_seconds));
+    if (head) {
+      bhttp::response_serializer<bhttp::string_body> serializer(out);
+      serializer.split(true);
+      co_await bhttp::async_write_header(s.stream, serializer, asio::use_awaitable);
+    } else {
+      co_await bhttp::async_write(s.stream, out, asio::use_awaitable);
+    }
+  }
+
+  // Answers a request refused while reading it, then the connection is closed.
+  awaitable<void> refuse(Worker& w, Session& s, core::ErrorCode code, std::string detail,
+                         const bhttp::request_parser<bhttp::string_body>& parser) {
+    Request request;
+    if (parser.is_header_done()) {
+      request.method = method_from_name(std::string_view(parser.get().method_string()));
+      request.target = std::string(parser.get().target());
+      request.path = request.target.substr(0, request.target.find('?'));
+    }
+    core::ApiError error(code, std::move(detail));
+    Response response = co_await handle(w, request, &error);
+    boost::system::error_code ignored;
+    try {
+      co_await send(s, std::move(response), 11, false, false);
+    } catch (const std::exception&) {
+    }
+    s.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  awaitable<void> session(Worker& w, tcp::socket socket) {
+    Session s(std::move(socket));
+    w.sessions.insert(&s);
+    struct Unregister {
+      Worker& w;
+      Session* s;
+      ~Unregister() { w.sessions.erase(s); }
+    } unregister{w, &s};
+
+    beast::flat_buffer buffer;
+    bool first = true;
+    while (!draining.load(std::memory_order_relaxed)) {
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(parts.config.max_body_bytes);
+      s.idle = buffer.size() == 0;
+      s.stream.expires_after(std::chrono::seconds(first ? parts.config.read_timeout_seconds
+                                                        : parts.config.idle_timeout_seconds));
+      first = false;
+      auto [ec, n] = co_await bhttp::async_read_header(s.stream, buffer, parser,
+                                                        asio::as_tuple(asio::use_awaitable));
+      s.idle = false;
+      if (!ec && parser.get()[bhttp::field::expect] == "100-continue" && !parser.is_done()) {
+        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+        co_await bhttp::async_write(s.stream, cont, asio::use_awaitable);
+      }
+      if (!ec && !parser.is_done()) {
+        s.stream.expires_after(std::chrono::seconds(parts.config.read_timeout_seconds));
+        std::tie(ec, n) = co_await bhttp::async_read(s.stream, buffer, parser,
+                                                      asio::as_tuple(asio::use_awaitable));
+      }
+      if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+          ec == asio::error::connection_reset || ec == beast::error::timeout ||
+          ec == asio::error::operation_aborted) {
+        break;
+      }
+      if (ec == bhttp::error::header_limit) {
+        co_await refuse(w, s, core::ErrorCode::kHeadersTooLarge,
+                        "Request headers are larger than 16 KiB.", parser);
+        break;
+      }
+      if (ec == bhttp::error::body_limit) {
+        co_await refuse(w, s, core::ErrorCode::kPayloadTooLarge,
+                        fmt::format("Request body is larger than {} bytes.",
+                                    parts.config.max_body_bytes),
+                        parser);
+        break;
+      }
+      if (ec) {
+        co_await refuse(w, s, core::ErrorCode::kBadRequest, "Malformed HTTP request.", parser);
+        break;
+      }
+
+      const auto& message = parser.get();
+      Request request = to_request(message, s.stream.socket());
+      bool head = request.method == Method::kHead;
+      Response response = co_await handle(w, request, nullptr);
+      bool keep_alive = message.keep_alive() && !draining.load(std::memory_order_relaxed);
+      co_await send(s, std::move(response), message.version(), keep_alive, head);
+      if (!keep_alive) break;
+    }
+    boost::system::error_code ignored;
+    s.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // Stops accepting and closes connections that are waiting for a request; busy ones finish
+  // their request and close themselves.
+  static void stop_accepting(Worker& w) {
+    boost::system::error_code ignored;
+    w.acceptor.close(ignored);
+    for (Session* s : w.sessions) {
+      if (s->idle) s->stream.socket().cancel(ignored);
+    }
+  }
+};
+
+Server::Server(ServerParts parts) : impl_(std::make_unique<Impl>(std::move(parts))) {}
+Server::~Server() = default;
+
+std::uint16_t Server::port() const { return impl_->bound_port; }
+
+void Server::bind() {
+  const core::Config& config = impl_->parts.config;
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(config.http_host, ec);
+  if (ec) throw std::runtime_error("HSEA_HTTP_HOST: not an IP address: " + config.http_host);
+  std::uint16_t port = config.http_port;
+  for (auto& w : impl_->workers) {
+    tcp::endpoint endpoint(address, port);
+    w->acceptor.open(endpoint.protocol());
+    w->acceptor.set_option(tcp::acceptor::reuse_address(true));
+    int one = 1;
+    ::setsockopt(w->acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    w->acceptor.bind(endpoint, ec);
+    if (ec) {
+      throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", config.http_host, port,
+                                           ec.message()));
+    }
+    w->acceptor.listen(asio::socket_base::max_listen_connections);
+    port = w->acceptor.local_endpoint().port();  // port 0: the rest share the chosen port
+  }
+  impl_->bound_port = port;
+}
+
+int Server::run() {
+  Impl& impl = *impl_;
+  for (auto& worker : impl.workers) {
+    Worker* w = worker.get();
+    w->thread = std::thread([&impl, w] {
+      w->services = impl.parts.start_thread(w->index, w->io);
+      w->services.thread_index = w->index;
+      asio::co_spawn(w->io, impl.accept_loop(*w), asio::detached);
+      w->io.run();
+      impl.parts.stop_thread(w->index);
+    });
+  }
+
+  asio::io_context signals_io;
+  asio::signal_set signals(signals_io, SIGINT, SIGTERM);
+  int received = 0;
+  signals.async_wait([&](boost::system::error_code ec, int signal) {
+    if (!ec) received = signal;
+  });
+  signals_io.run();
+
+  log::info("shutting down", {{"signal", received},
+                              {"grace_seconds", impl.parts.config.shutdown_grace_seconds}});
+  impl.draining = true;
+  for (auto& w : impl.workers) {
+    asio::post(w->io, [w = w.get()] { Impl::stop_accepting(*w); });
+  }
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::seconds(impl.parts.config.shutdown_grace_seconds);
+  while (impl.active_sessions.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (int left = impl.active_sessions.load(); left > 0) {
+    log::warn("grace period over; closing connections", {{"connections", left}});
+    for (auto& w : impl.workers) {
+      asio::post(w->io, [w = w.get()] {
+        boost::system::error_code ignored;
+        for (Session* s : w->sessions) s->stream.socket().close(ignored);
+      });
+    }
+    auto hard_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (impl.active_sessions.load() > 0 && std::chrono::steady_clock::now() < hard_deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  for (auto& w : impl.workers) w->io.stop();
+  for (auto& w : impl.workers) w->thread.join();
+  log::info("stopped");
+  log::flush();
+  return 0;
+}
+
+}  // namespace hsea::http

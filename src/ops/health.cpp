@@ -1,0 +1,104 @@
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <fmt/chrono.h>
+
+#include <chrono>
+
+#include "app/app.hpp"
+#include "core/build_info.hpp"
+#include "core/log.hpp"
+#include "db/db.hpp"
+#include "http/context.hpp"
+#include "ops/metrics.hpp"
+#include "ops/ops.hpp"
+#include "redis/client.hpp"
+
+namespace hsea::ops {
+namespace {
+
+using boost::asio::awaitable;
+using http::RequestContext;
+using http::Response;
+
+constexpr db::Query kPing{"health_ping", "SELECT 1"};
+
+double milliseconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+awaitable<Response> live(RequestContext&) {
+  co_return Response::json(200, R"({"status":"ok"})");
+}
+
+awaitable<Response> health(RequestContext& ctx) {
+  boost::json::object checks;
+  bool healthy = true;
+  {
+    auto start = std::chrono::steady_clock::now();
+    boost::json::object check;
+    try {
+      co_await ctx.db.query(kPing);
+      check["status"] = "up";
+    } catch (const db::Error& e) {
+      healthy = false;
+      check["status"] = "down";
+      log::warn("health: database down", {{"request_id", ctx.request_id}, {"error", e.what()}});
+    }
+    check["latency_ms"] = milliseconds_since(start);
+    checks["database"] = std::move(check);
+  }
+  if (ctx.redis != nullptr) {
+    auto start = std::chrono::steady_clock::now();
+    boost::json::object check;
+    try {
+      std::vector<std::string> ping{std::string("PING")};
+      auto reply = co_await ctx.redis->command(std::move(ping));
+      check["status"] = reply.is_error() ? std::string_view("down") : std::string_view("up");
+      healthy = healthy && !reply.is_error();
+    } catch (const redis::Unavailable& e) {
+      healthy = false;
+      check["status"] = "down";
+    }
+    check["latency_ms"] = milliseconds_since(start);
+    checks["redis"] = std::move(check);
+  }
+  boost::json::object body;
+  // (string_view, not a literal: g++ 12 miscompiles ?: on arrays inside coroutines)
+  body["status"] = healthy ? std::string_view("ok") : std::string_view("unavailable");
+  body["checks"] = std::move(checks);
+  co_return Response::json(healthy ? 200 : 503, boost::json::serialize(body));
+}
+
+std::chrono::system_clock::time_point g_started = std::chrono::system_clock::now();
+
+awaitable<Response> status(RequestContext&) {
+  const core::BuildInfo& build = core::build_info();
+  auto uptime = std::chrono::duration<double>(std::chrono::system_clock::now() - g_started);
+  boost::json::object body;
+  body["version"] = build.version;
+  body["git_commit"] = build.git_commit;
+  body["build_time"] = build.build_time;
+  body["started_at"] = fmt::format(
+      "{:%Y-%m-%dT%H:%M:%S}Z",
+      std::chrono::time_point_cast<std::chrono::seconds>(g_started));
+  body["uptime_seconds"] = uptime.count();
+  co_return Response::json(200, boost::json::serialize(body));
+}
+
+awaitable<Response> metrics(RequestContext& ctx) {
+  co_return Response::text(200, ctx.metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+}  // namespace
+
+void Register(app::App& app) {
+  g_started = std::chrono::system_clock::now();
+  app.router.add({.method = http::Method::kGet, .path = "/health/live", .handler = live});
+  app.router.add({.method = http::Method::kGet, .path = "/health", .handler = health});
+  app.router.add({.method = http::Method::kGet, .path = "/status", .handler = status});
+  app.router.add({.method = http::Method::kGet, .path = "/metrics", .handler = metrics});
+}
+
+}  // namespace hsea::ops

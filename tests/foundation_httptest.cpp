@@ -1,0 +1,247 @@
+// Black-box tests of the foundation: the real `hsea` binary against a real PostgreSQL.
+#include <boost/json/parse.hpp>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <future>
+#include <thread>
+
+#include "testkit/testkit.hpp"
+
+namespace hsea {
+namespace {
+
+using testkit::http;
+using testkit::TestDatabase;
+using testkit::TestServer;
+
+boost::json::object json_of(const testkit::HttpResponse& r) {
+  return boost::json::parse(r.body).as_object();
+}
+
+class Foundation : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    db_ = new TestDatabase();
+    server_ = new TestServer(*db_, {{"HSEA_MAX_BODY_BYTES", "1024"}});
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete db_;
+  }
+  static TestDatabase* db_;
+  static TestServer* server_;
+};
+TestDatabase* Foundation::db_ = nullptr;
+TestServer* Foundation::server_ = nullptr;
+
+TEST_F(Foundation, LivenessAndHealth) {
+  auto live = http("GET", server_->url("/health/live"));
+  EXPECT_EQ(live.status, 200);
+  EXPECT_EQ(json_of(live).at("status").as_string(), "ok");
+
+  auto health = http("GET", server_->url("/health"));
+  EXPECT_EQ(health.status, 200) << health.body;
+  auto body = json_of(health);
+  EXPECT_EQ(body.at("checks").as_object().at("database").as_object().at("status").as_string(),
+            "up");
+}
+
+TEST_F(Foundation, StatusReportsBuild) {
+  auto r = http("GET", server_->url("/status"));
+  ASSERT_EQ(r.status, 200);
+  auto body = json_of(r);
+  for (const char* key : {"version", "git_commit", "build_time", "started_at", "uptime_seconds"}) {
+    EXPECT_TRUE(body.contains(key)) << key;
+  }
+}
+
+TEST_F(Foundation, EveryResponseCarriesRequestIdAndSecurityHeaders) {
+  auto r = http("GET", server_->url("/health/live"), "", {"X-Request-Id: abc-123"});
+  EXPECT_EQ(r.header("x-request-id"), "abc-123");
+  EXPECT_EQ(r.header("x-content-type-options"), "nosniff");
+  EXPECT_EQ(r.header("x-frame-options"), "DENY");
+  EXPECT_FALSE(r.header("content-security-policy").empty());
+  EXPECT_FALSE(r.header("referrer-policy").empty());
+  auto generated = http("GET", server_->url("/nope"));
+  EXPECT_EQ(generated.header("x-request-id").size(), 36u);
+  EXPECT_EQ(json_of(generated).at("request_id").as_string(), generated.header("x-request-id"));
+}
+
+TEST_F(Foundation, UnknownPathIs404Problem) {
+  auto r = http("GET", server_->url("/api/v1/does-not-exist"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.header("content-type"), "application/problem+json");
+  auto body = json_of(r);
+  EXPECT_EQ(body.at("status").as_int64(), 404);
+  EXPECT_EQ(body.at("code").as_string(), "not_found");
+}
+
+TEST_F(Foundation, WrongMethodIs405WithAllow) {
+  auto r = http("DELETE", server_->url("/health"));
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.header("allow"), "GET, HEAD");
+  EXPECT_EQ(r.header("content-type"), "application/problem+json");
+}
+
+TEST_F(Foundation, HeadIsServedWithoutBody) {
+  auto r = http("HEAD", server_->url("/health/live"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(r.body.empty());
+}
+
+TEST_F(Foundation, OversizedHeadersGet431) {
+  std::string big(17 * 1024, 'a');
+  auto r = http("GET", server_->url("/health/live"), "", {"X-Big: " + big});
+  EXPECT_EQ(r.status, 431);
+  // The server keeps serving.
+  EXPECT_EQ(http("GET", server_->url("/health/live")).status, 200);
+}
+
+TEST_F(Foundation, OversizedBodyGets413) {
+  auto r = http("POST", server_->url("/health"), std::string(4096, 'x'));
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(json_of(r).at("code").as_string(), "payload_too_large");
+}
+
+TEST_F(Foundation, MalformedRequestGets400) {
+  std::string reply = testkit::raw_exchange(server_->port(), "THIS IS NOT HTTP\r\n\r\n");
+  EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << reply;
+  EXPECT_NE(reply.find("application/problem+json"), std::string::npos);
+  std::string bad_length = testkit::raw_exchange(
+      server_->port(), "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n");
+  EXPECT_EQ(bad_length.rfind("HTTP/1.1 400", 0), 0u) << bad_length;
+  EXPECT_EQ(http("GET", server_->url("/health/live")).status, 200);
+}
+
+TEST_F(Foundation, KeepAliveServesSeveralRequestsOnOneConnection) {
+  std::string two = "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+                    "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  std::string reply = testkit::raw_exchange(server_->port(), two);
+  EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_NE(reply.find("HTTP/1.1 200", 10), std::string::npos) << reply;
+  EXPECT_NE(reply.find("uptime_seconds"), std::string::npos);
+}
+
+TEST_F(Foundation, MetricsPassPromtool) {
+  http("GET", server_->url("/health"));
+  auto r = http("GET", server_->url("/metrics"));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("hsea_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"}"),
+            std::string::npos);
+  EXPECT_NE(r.body.find("hsea_http_request_duration_seconds_bucket"), std::string::npos);
+  EXPECT_NE(r.body.find("hsea_db_pool_connections{state=\"idle\"}"), std::string::npos);
+  EXPECT_NE(r.body.find("process_resident_memory_bytes"), std::string::npos);
+  EXPECT_NE(r.body.find("process_open_fds"), std::string::npos);
+  FILE* p = popen("promtool check metrics > /tmp/hsea-promtool.out 2>&1", "w");
+  ASSERT_NE(p, nullptr);
+  fwrite(r.body.data(), 1, r.body.size(), p);
+  int status = pclose(p);
+  EXPECT_EQ(status, 0) << "promtool rejected /metrics";
+}
+
+TEST_F(Foundation, SurvivesDatabaseConnectionLoss) {
+  ASSERT_EQ(http("GET", server_->url("/health")).status, 200);
+  testkit::sql(db_->admin_url(),
+               "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
+               "AND pid <> pg_backend_pid()",
+               {db_->name()});
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 4; ++i) {
+    auto r = http("GET", server_->url("/health"));
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+}
+
+TEST_F(Foundation, ConcurrentClientsAreServed) {
+  std::vector<std::future<int>> results;
+  for (int i = 0; i < 16; ++i) {
+    results.push_back(std::async(std::launch::async, [] {
+      int ok = 0;
+      for (int j = 0; j < 20; ++j) ok += http("GET", server_->url("/health")).status == 200;
+      return ok;
+    }));
+  }
+  int total = 0;
+  for (auto& f : results) total += f.get();
+  EXPECT_EQ(total, 16 * 20);
+}
+
+TEST(Lifecycle, BadConfigurationExitsWith2NamingTheVariable) {
+  auto r = testkit::run_hsea({"serve"}, {{"HSEA_HTTP_PORT", "not-a-port"}});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("HSEA_HTTP_PORT"), std::string::npos) << r.output;
+  auto prod = testkit::run_hsea({"serve"}, {{"HSEA_ENV", "production"}});
+  EXPECT_EQ(prod.exit_code, 2);
+  EXPECT_NE(prod.output.find("HSEA_SECRET_KEY"), std::string::npos) << prod.output;
+}
+
+TEST(Lifecycle, ServePrintsConfigurationWithSecretsMasked) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_SECRET_KEY", "super-secret-value-that-is-long-enough-1234"}});
+  std::string out = server.output();
+  EXPECT_NE(out.find("HSEA_DATABASE_URL="), std::string::npos);
+  EXPECT_EQ(out.find("super-secret-value"), std::string::npos);
+  auto password = db.app_url().substr(db.app_url().find(':', 14) + 1);
+  password = password.substr(0, password.find('@'));
+  EXPECT_EQ(out.find(password), std::string::npos) << "database password printed";
+}
+
+TEST(Lifecycle, MigrateCommandIsIdempotent) {
+  TestDatabase db(false);
+  std::map<std::string, std::string> env{{"HSEA_DATABASE_ADMIN_URL", db.admin_url()},
+                                         {"HSEA_DATABASE_URL", db.app_url()}};
+  auto first = testkit::run_hsea({"migrate"}, env);
+  EXPECT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("applied 0001_foundation.sql"), std::string::npos);
+  auto second = testkit::run_hsea({"migrate"}, env);
+  EXPECT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("up to date"), std::string::npos);
+}
+
+TEST(Lifecycle, SigtermLetsInFlightRequestFinishAndExitsZero) {
+  TestDatabase db;
+  TestServer server(db);
+  // A request whose body is still arriving when SIGTERM comes: it is answered, then the
+  // server exits 0.
+  auto reply = std::async(std::launch::async, [port = server.port()] {
+    return testkit::raw_exchange(port,
+                                 "GET /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                 "\r\nab",
+                                 std::chrono::milliseconds(5000), "cde",
+                                 std::chrono::milliseconds(800));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto code = std::async(std::launch::async, [&server] { return server.stop(SIGTERM); });
+  std::string answer = reply.get();
+  EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
+  EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+  EXPECT_EQ(code.get(), 0) << server.output();
+  // New connections are refused once it has stopped.
+  EXPECT_EQ(http("GET", server.url("/health/live"), "", {}, 1000).status, 0);
+}
+
+TEST(Lifecycle, SlowClientsCannotPinConnections) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_READ_TIMEOUT_SECONDS", "1"}});
+  auto start = std::chrono::steady_clock::now();
+  std::string reply = testkit::raw_exchange(server.port(), "GET /health/live HTTP/1.1\r\nHo",
+                                            std::chrono::milliseconds(5000));
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(reply.empty()) << reply;
+  EXPECT_LT(waited, std::chrono::milliseconds(3000)) << "connection not closed by the deadline";
+}
+
+TEST(Lifecycle, DatabaseDownGives503WithinDeadline) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_DATABASE_URL", "postgresql://nobody:x@127.0.0.1:1/none"}});
+  auto start = std::chrono::steady_clock::now();
+  auto r = http("GET", server.url("/health"));
+  EXPECT_EQ(r.status, 503);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(http("GET", server.url("/health/live")).status, 200);
+}
+
+}  // namespace
+}  // namespace hsea

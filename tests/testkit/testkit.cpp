@@ -1,0 +1,322 @@
+#include "testkit/testkit.hpp"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "core/ids.hpp"
+#include "db/migrations.hpp"
+
+namespace hsea::testkit {
+
+std::string required_env(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') {
+    throw std::runtime_error(fmt::format(
+        "{} is not set: run the tests through ./scripts/test, which starts the services", name));
+  }
+  return v;
+}
+
+std::vector<std::vector<std::string>> sql(const std::string& url, const std::string& statement,
+                                          const std::vector<std::string>& params) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(url.c_str()), &PQfinish);
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    throw std::runtime_error(std::string("connect: ") + PQerrorMessage(conn.get()));
+  }
+  std::vector<const char*> values;
+  for (const auto& p : params) values.push_back(p.c_str());
+  std::unique_ptr<PGresult, decltype(&PQclear)> res(
+      PQexecParams(conn.get(), statement.c_str(), static_cast<int>(values.size()), nullptr,
+                   values.data(), nullptr, nullptr, 0),
+      &PQclear);
+  auto status = PQresultStatus(res.get());
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    throw std::runtime_error(std::string("sql: ") + PQresultErrorMessage(res.get()));
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (int r = 0; r < PQntuples(res.get()); ++r) {
+    std::vector<std::string> row;
+    for (int c = 0; c < PQnfields(res.get()); ++c) row.emplace_back(PQgetvalue(res.get(), r, c));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+namespace {
+std::string with_database(const std::string& url, const std::string& db, const std::string& user,
+                          const std::string& password) {
+  boost::urls::url u = boost::urls::parse_uri(url).value();
+  u.set_path("/" + db);
+  if (!user.empty()) {
+    u.set_user(user);
+    u.set_password(password);
+  }
+  return std::string(u.buffer());
+}
+}  // namespace
+
+TestDatabase::TestDatabase(bool run_migrations) {
+  server_admin_url_ = required_env("HSEA_TEST_DATABASE_ADMIN_URL");
+  std::string suffix = core::random_hex(6);
+  name_ = "hsea_test_" + suffix;
+  role_ = "hsea_app_" + suffix;
+  sql(server_admin_url_, "CREATE DATABASE " + name_);
+  admin_url_ = with_database(server_admin_url_, name_, "", "");
+  std::string password = core::random_hex(12);
+  app_url_ = with_database(server_admin_url_, name_, role_, password);
+  if (run_migrations) db::migrate(admin_url_, app_url_, db::embedded_migrations());
+}
+
+TestDatabase::~TestDatabase() {
+  try {
+    sql(server_admin_url_, "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
+    sql(server_admin_url_, "DROP ROLE IF EXISTS " + role_);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "testkit: cleanup failed: %s\n", e.what());
+  }
+}
+
+namespace {
+pid_t spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+            const std::string& output_path) {
+  pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    int fd = open(output_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> argv;
+    std::string binary = HSEA_BINARY;
+    argv.push_back(binary.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  while (true) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1000;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return -WTERMSIG(status);
+}
+
+std::string temp_path(const char* what) {
+  return fmt::format("/tmp/hsea-test-{}-{}-{}.log", what, getpid(), core::random_hex(4));
+}
+}  // namespace
+
+RunResult run_hsea(const std::vector<std::string>& args,
+                   const std::map<std::string, std::string>& env) {
+  std::string path = temp_path("run");
+  pid_t pid = spawn(args, env, path);
+  RunResult result;
+  result.exit_code = wait_exit(pid, std::chrono::seconds(60));
+  result.output = read_file(path);
+  unlink(path.c_str());
+  return result;
+}
+
+TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string> env) {
+  std::map<std::string, std::string> full{
+      {"HSEA_ENV", "test"},
+      {"HSEA_HTTP_HOST", "127.0.0.1"},
+      {"HSEA_HTTP_PORT", "0"},
+      {"HSEA_THREADS", "2"},
+      {"HSEA_DB_POOL_SIZE", "4"},
+      {"HSEA_SECRET_KEY", "test-secret-key-0123456789abcdef0123456789"},
+      {"HSEA_DATABASE_URL", db.app_url()},
+      {"HSEA_DATABASE_ADMIN_URL", db.admin_url()},
+      {"HSEA_SHUTDOWN_GRACE_SECONDS", "5"},
+  };
+  for (auto& [k, v] : env) full[k] = v;
+  log_path_ = temp_path("server");
+  pid_ = spawn({"serve"}, full, log_path_);
+  static const std::regex kListening(R"(listening on http://[0-9.]+:(\d+))");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::smatch m;
+    std::string out = read_file(log_path_);
+    if (std::regex_search(out, m, kListening)) {
+      port_ = std::stoi(m[1]);
+      return;
+    }
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("hsea serve exited at start:\n" + out);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw std::runtime_error("hsea serve did not start:\n" + read_file(log_path_));
+}
+
+TestServer::~TestServer() {
+  if (pid_ > 0) stop(SIGKILL);
+  unlink(log_path_.c_str());
+}
+
+std::string TestServer::url(const std::string& path) const {
+  return fmt::format("http://127.0.0.1:{}{}", port_, path);
+}
+
+int TestServer::stop(int signal, std::chrono::seconds timeout) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, signal);
+  int code = wait_exit(pid_, timeout);
+  pid_ = -1;
+  return code;
+}
+
+std::string TestServer::output() const { return read_file(log_path_); }
+
+std::string HttpResponse::header(const std::string& name) const {
+  auto it = headers.find(name);
+  return it == headers.end() ? std::string() : it->second;
+}
+
+namespace {
+size_t on_body(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+size_t on_header(char* data, size_t size, size_t n, void* out) {
+  std::string line(data, size * n);
+  auto colon = line.find(':');
+  if (colon != std::string::npos) {
+    std::string name = line.substr(0, colon);
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) value.pop_back();
+    (*static_cast<std::map<std::string, std::string>*>(out))[name] = value;
+  }
+  return size * n;
+}
+}  // namespace
+
+HttpResponse http(const std::string& method, const std::string& url, const std::string& body,
+                  const std::vector<std::string>& headers, long timeout_ms) {
+  static const bool kInit = [] { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; }();
+  (void)kInit;
+  HttpResponse out;
+  CURL* curl = curl_easy_init();
+  curl_slist* list = nullptr;
+  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+  if (!body.empty()) {
+    bool has_type = false;
+    for (const auto& h : headers) has_type |= h.rfind("Content-Type:", 0) == 0;
+    if (!has_type) list = curl_slist_append(list, "Content-Type: application/json");
+  }
+  list = curl_slist_append(list, "Expect:");
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  if (method == "HEAD") curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &out.headers);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  CURLcode rc = curl_easy_perform(curl);
+  if (rc == CURLE_OK) {
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    out.status = static_cast<int>(status);
+  }
+  curl_slist_free_all(list);
+  curl_easy_cleanup(curl);
+  return out;
+}
+
+namespace {
+void send_all(int fd, const std::string& bytes) {
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may answer and close before reading everything
+    sent += static_cast<std::size_t>(n);
+  }
+}
+}  // namespace
+
+std::string raw_exchange(int port, const std::string& bytes, std::chrono::milliseconds timeout,
+                         const std::string& second_part, std::chrono::milliseconds pause) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    throw std::runtime_error("connect failed");
+  }
+  send_all(fd, bytes);
+  if (!second_part.empty()) {
+    std::this_thread::sleep_for(pause);
+    send_all(fd, second_part);
+  }
+  std::string out;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+}  // namespace hsea::testkit

@@ -1,0 +1,87 @@
+#pragma once
+// The one way tests get real services. scripts/test starts one PostgreSQL and one Redis and
+// exports HSEA_TEST_DATABASE_ADMIN_URL and HSEA_TEST_REDIS_URL; each test makes its own
+// migrated database from that server and, for black-box tests, starts the real `hsea serve`.
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace hsea::testkit {
+
+// The value of a required environment variable; fails the test run clearly when unset.
+std::string required_env(const char* name);
+
+// A fresh database with its own application role, migrated by the real migration runner, and
+// dropped when the object goes away.
+class TestDatabase {
+ public:
+  explicit TestDatabase(bool run_migrations = true);
+  ~TestDatabase();
+  TestDatabase(const TestDatabase&) = delete;
+  TestDatabase& operator=(const TestDatabase&) = delete;
+
+  const std::string& name() const { return name_; }
+  const std::string& admin_url() const { return admin_url_; }  // owner (superuser) role
+  const std::string& app_url() const { return app_url_; }      // the server's role
+
+ private:
+  std::string server_admin_url_;
+  std::string name_;
+  std::string role_;
+  std::string admin_url_;
+  std::string app_url_;
+};
+
+// Runs a blocking SQL statement (for test setup and checks), returning rows of text values.
+std::vector<std::vector<std::string>> sql(const std::string& url, const std::string& statement,
+                                          const std::vector<std::string>& params = {});
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+// Runs the hsea binary with the given arguments and extra environment, to completion.
+RunResult run_hsea(const std::vector<std::string>& args,
+                   const std::map<std::string, std::string>& env);
+
+// `hsea serve` on a free port against a database, started and stopped by the test.
+class TestServer {
+ public:
+  TestServer(const TestDatabase& db, std::map<std::string, std::string> env = {});
+  ~TestServer();
+  TestServer(const TestServer&) = delete;
+  TestServer& operator=(const TestServer&) = delete;
+
+  int port() const { return port_; }
+  std::string url(const std::string& path) const;
+  // Sends the signal and waits for the exit; returns the exit code (or -signal).
+  int stop(int signal = 15, std::chrono::seconds timeout = std::chrono::seconds(20));
+  std::string output() const;  // everything the server printed so far
+  int pid() const { return pid_; }
+
+ private:
+  int pid_ = -1;
+  int port_ = 0;
+  std::string log_path_;
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+  std::string header(const std::string& name) const;
+};
+
+HttpResponse http(const std::string& method, const std::string& url,
+                  const std::string& body = "", const std::vector<std::string>& headers = {},
+                  long timeout_ms = 10000);
+
+// Sends raw bytes on a new TCP connection (optionally a second part after a pause) and returns
+// whatever comes back until the server closes or `timeout` passes.
+std::string raw_exchange(int port, const std::string& bytes,
+                         std::chrono::milliseconds timeout = std::chrono::milliseconds(5000),
+                         const std::string& second_part = "",
+                         std::chrono::milliseconds pause = std::chrono::milliseconds(0));
+
+}  // namespace hsea::testkit
