@@ -245,3 +245,34 @@ TEST(Lifecycle, DatabaseDownGives503WithinDeadline) {
 
 }  // namespace
 }  // namespace hsea
+
+namespace hsea {
+namespace {
+
+TEST(Redis, HealthReportsRedisAndOtherRequestsKeepWorkingWhenItIsDown) {
+  TestDatabase db;
+  {
+    TestServer up(db, {{"HSEA_REDIS_URL", testkit::required_env("HSEA_TEST_REDIS_URL")}});
+    testkit::HttpResponse r;
+    for (int i = 0; i < 50; ++i) {  // the client connects in the background
+      r = http("GET", up.url("/health"));
+      if (r.status == 200) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json_of(r).at("checks").as_object().at("redis").as_object().at("status").as_string(),
+              "up");
+  }
+  // Nothing listens on port 1: Redis is down for this server.
+  TestServer down(db, {{"HSEA_REDIS_URL", "redis://127.0.0.1:1"}});
+  auto health = http("GET", down.url("/health"));
+  EXPECT_EQ(health.status, 503);
+  auto checks = json_of(health).at("checks").as_object();
+  EXPECT_EQ(checks.at("redis").as_object().at("status").as_string(), "down");
+  EXPECT_EQ(checks.at("database").as_object().at("status").as_string(), "up");
+  EXPECT_EQ(http("GET", down.url("/health/live")).status, 200);
+  EXPECT_EQ(http("GET", down.url("/status")).status, 200);
+}
+
+}  // namespace
+}  // namespace hsea

@@ -6,6 +6,8 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
+#include <random>
 #include <stdexcept>
 
 namespace hsea::core {
@@ -23,11 +25,27 @@ bool is_hex(std::string_view s) {
   });
 }
 
+// Identifiers need uniqueness, not secrecy: a per-thread generator seeded from the CSPRNG
+// avoids a locked RAND_bytes call (and its getpid) on every request. Tokens and keys use
+// random_hex, which always reads the CSPRNG.
+std::mt19937_64& id_generator() {
+  thread_local std::mt19937_64 generator = [] {
+    std::uint64_t seed[4];
+    fill_random(reinterpret_cast<unsigned char*>(seed), sizeof seed);
+    std::seed_seq seq{seed[0], seed[1], seed[2], seed[3]};
+    return std::mt19937_64(seq);
+  }();
+  return generator;
+}
+
 }  // namespace
 
 std::string uuid_v7() {
   std::array<unsigned char, 16> b{};
-  fill_random(b.data(), b.size());
+  auto& gen = id_generator();
+  std::uint64_t r1 = gen(), r2 = gen();
+  std::memcpy(b.data(), &r1, 8);
+  std::memcpy(b.data() + 8, &r2, 8);
   auto ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                            std::chrono::system_clock::now().time_since_epoch())
                                            .count());

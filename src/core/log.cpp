@@ -35,9 +35,13 @@ class JsonFormatter final : public spdlog::formatter {
     auto since_epoch = msg.time.time_since_epoch();
     auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
     auto micros = std::chrono::duration_cast<std::chrono::microseconds>(since_epoch - seconds);
-    fmt::format_to(std::back_inserter(dest), R"({{"time":"{:%Y-%m-%dT%H:%M:%S}.{:06d}Z","level":"{}",)",
-                   std::chrono::sys_seconds(seconds), micros.count(),
-                   spdlog::level::to_string_view(msg.level));
+    // Formatting a calendar time is the costliest part of a line: do it once a second.
+    if (seconds != cached_second_) {
+      cached_second_ = seconds;
+      cached_prefix_ = fmt::format("{:%Y-%m-%dT%H:%M:%S}", std::chrono::sys_seconds(seconds));
+    }
+    fmt::format_to(std::back_inserter(dest), R"({{"time":"{}.{:06d}Z","level":"{}",)",
+                   cached_prefix_, micros.count(), spdlog::level::to_string_view(msg.level));
     dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
     dest.push_back('}');
     dest.push_back('\n');
@@ -45,6 +49,11 @@ class JsonFormatter final : public spdlog::formatter {
   std::unique_ptr<spdlog::formatter> clone() const override {
     return std::make_unique<JsonFormatter>();
   }
+
+ private:
+  // Guarded by the sink's mutex, like every formatter call.
+  std::chrono::seconds cached_second_{-1};
+  std::string cached_prefix_;
 };
 
 spdlog::level::level_enum to_spdlog(Level level) {

@@ -1,4 +1,5 @@
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/io_context.hpp>
@@ -126,9 +127,10 @@ class Connection {
   // True when the connection can take work: still open and nothing unread on it.
   bool usable() {
     if (pg_ == nullptr || in_flight_ || PQstatus(pg_) != CONNECTION_OK) return false;
-    // Picks up a server-side close (e.g. PostgreSQL restarted) before we reuse the connection.
-    if (PQconsumeInput(pg_) == 0 || PQstatus(pg_) != CONNECTION_OK) return false;
-    return true;
+    // An idle connection has nothing to say. Anything readable is the server closing it
+    // (restart, pg_terminate_backend, idle timeout): do not hand it out.
+    pollfd p{PQsocket(pg_), POLLIN | POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) == 0;
   }
   bool in_flight() const { return in_flight_; }
 

@@ -137,13 +137,15 @@ TEST_F(PoolTest, ErrorsCarrySqlStateAndLeaveTheConnectionUsable) {
       state = e.sqlstate();
     }
     EXPECT_EQ(state, "23505");
-    Transaction tx = co_await p.begin(id);
-    try {
-      co_await tx.exec(kInsertTenant, params(id, "dup", "Dup"));
-    } catch (const Error& e) {
-      state = e.sqlstate();
+    {
+      Transaction tx = co_await p.begin(id);
+      try {
+        co_await tx.exec(kInsertTenant, params(id, "dup", "Dup"));
+      } catch (const Error& e) {
+        state = e.sqlstate();
+      }
+      EXPECT_EQ(state, "23505");
     }
-    EXPECT_EQ(state, "23505");
     Result r = co_await p.query(kAdd, params(1, 2));
     co_return r.get_int(0, "sum");
   };

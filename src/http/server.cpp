@@ -51,8 +51,13 @@ struct Worker {
 };
 
 struct Session {
-  explicit Session(tcp::socket socket) : stream(std::move(socket)) {}
+  explicit Session(tcp::socket socket) : stream(std::move(socket)) {
+    boost::system::error_code ec;
+    auto endpoint = stream.socket().remote_endpoint(ec);
+    if (!ec) remote_ip = endpoint.address().to_string();
+  }
   beast::tcp_stream stream;
+  std::string remote_ip;
   bool idle = true;  // waiting for the next request with nothing buffered
 };
 
@@ -65,7 +70,7 @@ std::string decode_path(std::string_view encoded) {
   }
 }
 
-Request to_request(const bhttp::request<bhttp::string_body>& in, const tcp::socket& socket) {
+Request to_request(const bhttp::request<bhttp::string_body>& in, const std::string& remote_ip) {
   Request out;
   out.method = method_from_name(std::string_view(in.method_string()));
   out.target = std::string(in.target());
@@ -79,9 +84,7 @@ Request to_request(const bhttp::request<bhttp::string_body>& in, const tcp::sock
     out.headers.push_back({std::move(name), std::string(field.value())});
   }
   out.body = in.body();
-  boost::system::error_code ec;
-  auto endpoint = socket.remote_endpoint(ec);
-  if (!ec) out.remote_ip = endpoint.address().to_string();
+  out.remote_ip = remote_ip;
   return out;
 }
 
@@ -230,7 +233,7 @@ struct Server::Impl {
       }
 
       const auto& message = parser.get();
-      Request request = to_request(message, s.stream.socket());
+      Request request = to_request(message, s.remote_ip);
       bool head = request.method == Method::kHead;
       Response response = co_await handle(w, request, nullptr);
       bool keep_alive = message.keep_alive() && !draining.load(std::memory_order_relaxed);
