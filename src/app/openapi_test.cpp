@@ -1,0 +1,39 @@
+// openapi/openapi.yaml must describe exactly the routes the server declares.
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <set>
+
+#include "app/app.hpp"
+
+namespace hsea::app {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+TEST(OpenApi, DescribesEveryDeclaredRouteAndNothingElse) {
+  YAML::Node spec = YAML::LoadFile(std::string(HSEA_SOURCE_DIR) + "/openapi/openapi.yaml");
+  std::set<std::string> documented;
+  for (const auto& path : spec["paths"]) {
+    for (const auto& op : path.second) {
+      std::string method = op.first.as<std::string>();
+      if (method == "parameters" || method == "summary" || method == "description") continue;
+      documented.insert(method + " " + path.first.as<std::string>());
+    }
+  }
+  App app;
+  register_modules(app);
+  std::set<std::string> declared;
+  for (const auto& route : app.router.routes()) {
+    declared.insert(lower(http::method_name(route->method)) + " " + route->path);
+  }
+  for (const auto& d : declared) EXPECT_TRUE(documented.contains(d)) << d << " is undocumented";
+  for (const auto& d : documented) EXPECT_TRUE(declared.contains(d)) << d << " is not served";
+}
+
+}  // namespace
+}  // namespace hsea::app
