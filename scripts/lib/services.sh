@@ -70,12 +70,14 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
     return
   fi
-  local used ports=() port tries=0
-  used=$(awk 'NR > 1 { split($2, a, ":"); print strtonum("0x" a[2]) }' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
+  local used=" " ports=() port tries=0 _sl local_addr _rest
+  while read -r _sl local_addr _rest; do
+    [[ $local_addr == *:* ]] && used+="$((16#${local_addr##*:})) "
+  done < <(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null)
   while ((${#ports[@]} < count)); do
     ((tries++ < 1000)) || svc_die "free_port: no free port found"
     port=$((20000 + RANDOM % 12000))
-    grep -qx "$port" <<<"$used" && continue
+    [[ $used == *" $port "* ]] && continue
     [[ " ${ports[*]} " == *" $port "* ]] && continue
     ports+=("$port")
   done

@@ -4,14 +4,25 @@
 
 #include <atomic>
 #include <cstdio>
+#include <thread>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "app/shared.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/middleware.hpp"
 #include "http/server.hpp"
+#include "identity/identity.hpp"
 #include "ops/metrics.hpp"
 #include "ops/ops.hpp"
 #include "redis/client.hpp"
+#include "security/audit.hpp"
+#include "security/security.hpp"
+#include "tenancy/tenancy.hpp"
 
 namespace hsea::app {
 namespace {
@@ -63,12 +74,61 @@ void add_pool_metrics(ops::Metrics& metrics,
   });
 }
 
+// Applies audit-log retention a minute after start and then daily (one thread does it).
+boost::asio::awaitable<void> prune_audit_daily(db::Pool& db, int days) {
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+  auto wait = std::chrono::minutes(1);
+  while (true) {
+    timer.expires_after(wait);
+    co_await timer.async_wait(boost::asio::use_awaitable);
+    wait = std::chrono::hours(24);
+    try {
+      std::int64_t removed = co_await security::prune(db, days);
+      log::info("audit log pruned", {{"removed", removed}, {"retention_days", days}});
+    } catch (const std::exception& e) {
+      log::warn("audit log pruning failed", {{"error", e.what()}});
+    }
+  }
+}
+
 }  // namespace
 
-void register_modules(App& app) { ops::Register(app); }
+void register_modules(App& app) {
+  ops::Register(app);
+  identity::Register(app);
+  identity::RegisterApiKeys(app);
+  tenancy::Register(app);
+  security::Register(app);
+}
 
 int serve(App& app) {
   const core::Config& config = app.config;
+  Shared shared(config.blocking_threads, config.login_failures_per_account,
+                config.login_failures_per_ip);
+  std::atomic<bool> stopping{false};
+  std::thread key_loader([&] {
+    // Retries until PostgreSQL answers, so the server can start before its database.
+    for (int attempt = 0; !stopping; ++attempt) {
+      try {
+        shared.set_keys(
+            identity::KeyStore::load(config.database_url, config.secret_key, config.public_url));
+        return;
+      } catch (const std::exception& e) {
+        if (attempt == 0) log::warn("cannot load signing keys yet", {{"error", e.what()}});
+      }
+      for (int i = 0; i < 20 && !stopping; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  });
+  struct JoinLoader {
+    std::atomic<bool>& stopping;
+    std::thread& thread;
+    ~JoinLoader() {
+      stopping = true;
+      thread.join();
+    }
+  } join_loader{stopping, key_loader};
   ops::Metrics metrics(config.threads, app.router);
   std::vector<std::unique_ptr<ThreadResources>> threads(config.threads);
   add_pool_metrics(metrics, threads);
@@ -78,7 +138,8 @@ int serve(App& app) {
       .router = app.router,
       .metrics = metrics,
       .chain = {http::request_id, http::access_log, http::security_headers, http::error_mapping,
-                http::deadline, http::routing},
+                http::deadline, http::routing, identity::resolve_tenant, identity::authenticate,
+                identity::authorize, security::validate_body},
       .start_thread =
           [&](int index, boost::asio::io_context& io) {
             auto resources = std::make_unique<ThreadResources>();
@@ -95,8 +156,14 @@ int serve(App& app) {
                   io, config.redis_url, std::chrono::milliseconds(config.redis_timeout_ms));
               resources->redis->start();
             }
-            http::ThreadServices services{
-                .thread_index = index, .db = resources->db.get(), .redis = resources->redis.get()};
+            if (index == 0) {
+              boost::asio::co_spawn(io, prune_audit_daily(*resources->db, config.audit_retention_days),
+                                    [](std::exception_ptr) {});
+            }
+            http::ThreadServices services{.thread_index = index,
+                                          .db = resources->db.get(),
+                                          .redis = resources->redis.get(),
+                                          .shared = &shared};
             threads[index] = std::move(resources);
             return services;
           },

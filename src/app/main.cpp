@@ -1,4 +1,4 @@
-// hsea: serve | migrate | version
+// hsea: serve | migrate | version | keys rotate | audit prune
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -8,7 +8,10 @@
 #include "core/build_info.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
+#include "core/ids.hpp"
 #include "db/migrations.hpp"
+#include "identity/tokens.hpp"
+#include "security/audit.hpp"
 
 namespace {
 
@@ -31,6 +34,13 @@ int main(int argc, char** argv) {
   auto* serve = cli.add_subcommand("serve", "serve the HTTP API");
   auto* migrate = cli.add_subcommand("migrate", "apply database migrations");
   auto* version = cli.add_subcommand("version", "print the version");
+  auto* keys = cli.add_subcommand("keys", "manage JWT signing keys");
+  auto* keys_rotate = keys->add_subcommand("rotate", "start signing with a new key");
+  keys->require_subcommand(1);
+  auto* audit = cli.add_subcommand("audit", "audit log maintenance");
+  auto* audit_prune =
+      audit->add_subcommand("prune", "delete entries older than HSEA_AUDIT_RETENTION_DAYS");
+  audit->require_subcommand(1);
   CLI11_PARSE(cli, argc, argv);
 
   if (version->parsed()) {
@@ -55,6 +65,38 @@ int main(int argc, char** argv) {
       return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "hsea migrate: %s\n", e.what());
+      return 1;
+    }
+  }
+
+  if (config->secret_key.empty()) {
+    // Development only (load_config refuses this elsewhere): tokens last until restart.
+    config->secret_key = hsea::core::random_hex(32);
+    std::fprintf(stderr, "hsea: HSEA_SECRET_KEY unset: using a random one for this run\n");
+  }
+
+  if (keys_rotate->parsed()) {
+    try {
+      std::string kid =
+          hsea::identity::KeyStore::rotate(config->database_url, config->secret_key);
+      std::printf("keys: now signing with %s; servers pick it up when they restart\n",
+                  kid.c_str());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hsea keys rotate: %s\n", e.what());
+      return 1;
+    }
+  }
+
+  if (audit_prune->parsed()) {
+    try {
+      long removed =
+          hsea::security::prune_audit_log(config->database_url, config->audit_retention_days);
+      std::printf("audit: removed %ld entries older than %d days\n", removed,
+                  config->audit_retention_days);
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hsea audit prune: %s\n", e.what());
       return 1;
     }
   }

@@ -165,6 +165,29 @@ const std::array kEntries{
             return std::nullopt;
           },
           [](const Config& c) { return std::string(c.access_log ? "true" : "false"); }},
+    Entry{{"HSEA_BASE_DOMAIN", "(unset)", false,
+           "tenants are also reachable at <slug>.<base domain>, e.g. app.example.com"},
+          HSEA_STRING_SETTING(base_domain)},
+    Entry{{"HSEA_BLOCKING_THREADS", "number of cores", false,
+           "threads for CPU-heavy work (password hashing) off the I/O threads"},
+          HSEA_INT_SETTING(blocking_threads, 1, 256)},
+    Entry{{"HSEA_LOGIN_MAX_FAILURES_PER_ACCOUNT", "100", false,
+           "failed sign-ins per account per hour before 429"},
+          HSEA_INT_SETTING(login_failures_per_account, 1, 1000000)},
+    Entry{{"HSEA_LOGIN_MAX_FAILURES_PER_IP", "1000", false,
+           "failed sign-ins per client IP per hour before 429"},
+          HSEA_INT_SETTING(login_failures_per_ip, 1, 1000000)},
+    Entry{{"HSEA_REFRESH_TOKEN_DAYS", "30", false, "refresh token and session lifetime"},
+          HSEA_INT_SETTING(refresh_token_days, 1, 3650)},
+    Entry{{"HSEA_API_KEY_ROTATION_GRACE_SECONDS", "86400", false,
+           "how long a rotated API key keeps working"},
+          HSEA_INT_SETTING(api_key_rotation_grace_seconds, 0, 31536000)},
+    Entry{{"HSEA_TENANT_DELETION_GRACE_DAYS", "30", false,
+           "a deleted tenant is suspended this long before its data is removed"},
+          HSEA_INT_SETTING(tenant_deletion_grace_days, 0, 3650)},
+    Entry{{"HSEA_AUDIT_RETENTION_DAYS", "365", false,
+           "audit entries older than this are pruned (daily, and by `hsea audit prune`)"},
+          HSEA_INT_SETTING(audit_retention_days, 1, 36500)},
 };
 
 #undef HSEA_INT_SETTING
@@ -198,6 +221,9 @@ std::expected<Config, std::string> load_config(const EnvLookup& lookup) {
     if (auto error = entry.parse(*value, config)) {
       return std::unexpected(fmt::format("{}: {}", entry.setting.name, *error));
     }
+  }
+  if (config.blocking_threads == 0) {
+    config.blocking_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
   if (config.threads == 0) {
     config.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -33,6 +33,14 @@ struct Config {
   std::string secret_key;
   std::string log_level = "info";
   bool access_log = true;
+  std::string base_domain;  // tenants are reachable at <slug>.<base_domain> when set
+  int blocking_threads = 0;  // 0 until loaded: then the number of cores
+  int login_failures_per_account = 100;
+  int login_failures_per_ip = 1000;
+  int refresh_token_days = 30;
+  int api_key_rotation_grace_seconds = 86400;
+  int tenant_deletion_grace_days = 30;
+  int audit_retention_days = 365;
 
   bool development() const { return env == "development"; }
   bool public_url_is_https() const { return public_url.starts_with("https://"); }

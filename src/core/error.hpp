@@ -47,10 +47,17 @@ class ApiError : public std::runtime_error {
   ErrorCode code() const { return code_; }
   std::string_view detail() const { return what(); }
   const std::vector<FieldError>& errors() const { return errors_; }
+  // For 429 and 503: sent as Retry-After.
+  int retry_after_seconds() const { return retry_after_seconds_; }
+  ApiError& retry_after(int seconds) {
+    retry_after_seconds_ = seconds;
+    return *this;
+  }
 
  private:
   ErrorCode code_;
   std::vector<FieldError> errors_;
+  int retry_after_seconds_ = 0;
 };
 
 // SQLSTATE -> client-facing code, in one place: 23505 unique -> conflict, 23514 check ->

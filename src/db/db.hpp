@@ -92,6 +92,7 @@ class Result {
   bool is_null(int row, int col) const;
   std::string_view get(int row, int col) const;  // "" when NULL
   std::string_view get(int row, std::string_view name) const { return get(row, column(name)); }
+  std::string text(int row, std::string_view name) const { return std::string(get(row, name)); }
   std::optional<std::string> optional(int row, std::string_view name) const;
   std::int64_t get_int(int row, std::string_view name) const;
   bool get_bool(int row, std::string_view name) const;
@@ -122,6 +123,21 @@ struct PoolStats {
 class Pool;
 class Connection;
 
+// Whose rows a transaction may see: app.tenant_id and app.user_id, set with
+// set_config(..., true) in the transaction's own pipeline. Empty means unset (no rows of that
+// kind are visible).
+struct Scope {
+  std::string tenant_id;
+  std::string user_id;
+};
+// Build scopes with these, never as braced temporaries inside a co_await: g++ 12 destroys a
+// class temporary constructed in a coroutine call's arguments twice.
+inline Scope tenant_scope(std::string tenant_id) { return Scope{std::move(tenant_id), {}}; }
+inline Scope user_scope(std::string user_id) { return Scope{{}, std::move(user_id)}; }
+inline Scope scope(std::string tenant_id, std::string user_id) {
+  return Scope{std::move(tenant_id), std::move(user_id)};
+}
+
 // A transaction holding one connection. Statements are pipelined: begin() sends nothing; the
 // first exec() sends BEGIN, the tenant setting and the statement together. Destroyed without
 // commit(), the transaction is rolled back.
@@ -138,10 +154,10 @@ class Transaction {
 
  private:
   friend class Pool;
-  Transaction(Pool* pool, std::unique_ptr<Connection> conn, std::string tenant_id);
+  Transaction(Pool* pool, std::unique_ptr<Connection> conn, Scope scope);
   Pool* pool_;
   std::unique_ptr<Connection> conn_;
-  std::string tenant_id_;
+  Scope scope_;
   bool begun_ = false;
   bool done_ = false;
 };
@@ -159,9 +175,10 @@ class Pool {
   // round trip.
   boost::asio::awaitable<Result> tenant_query(std::string tenant_id, const Query& query,
                                               Params params = {});
-  // A multi-statement transaction; tenant_id empty means no tenant context (RLS hides every
-  // tenant-owned row).
-  boost::asio::awaitable<Transaction> begin(std::string tenant_id = {});
+  // The same with any scope (tenant and/or user).
+  boost::asio::awaitable<Result> scoped_query(Scope scope, const Query& query, Params params = {});
+  // A multi-statement transaction; an empty scope sees no tenant- or user-owned row.
+  boost::asio::awaitable<Transaction> begin(Scope scope = {});
 
   PoolStats stats() const;
   // Closes idle connections; in-use ones close when released. Call on the pool's thread.

@@ -1,5 +1,7 @@
 #include "db/migrations.hpp"
 
+#include "core/crypto.hpp"
+
 #include <fmt/format.h>
 #include <libpq-fe.h>
 #include <openssl/evp.h>
@@ -59,6 +61,13 @@ void ensure_app_role(PGconn* conn, const std::string& app_url, MigrateReport& re
   }
   std::string user = url->user();
   std::string password = url->password();
+  // Cross-boundary look-ups are SECURITY DEFINER functions running as this role, and every
+  // table forces row-level security: the owner must bypass it, or they would see nothing.
+  auto self = exec(conn, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
+  if (std::string_view(PQgetvalue(self.get(), 0, 0)) != "t") {
+    throw std::runtime_error(
+        "HSEA_DATABASE_ADMIN_URL must name a superuser or a BYPASSRLS role (the schema owner)");
+  }
   // The group role every migration grants to; the login role only inherits from it.
   exec_script(conn,
               "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hsea_app') "
@@ -140,14 +149,6 @@ std::vector<std::string> lint_row_level_security(const std::string& admin_url) {
   return lint(conn.get());
 }
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) out += fmt::format("{:02x}", digest[i]);
-  return out;
-}
 
 MigrateReport migrate(const std::string& admin_url, const std::string& app_url,
                       const std::vector<Migration>& migrations) {
@@ -167,7 +168,7 @@ MigrateReport migrate(const std::string& admin_url, const std::string& app_url,
                 " name text PRIMARY KEY, checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())");
     for (const Migration& m : migrations) {
-      std::string checksum = sha256_hex(m.sql);
+      std::string checksum = core::sha256_hex(m.sql);
       auto row = exec(conn.get(), "SELECT checksum FROM schema_migrations WHERE name = $1",
                       {std::string(m.name)});
       if (PQntuples(row.get()) > 0) {

@@ -32,6 +32,5 @@ MigrateReport migrate(const std::string& admin_url, const std::string& app_url,
 // one message per violation; `migrate` refuses to finish while there is any.
 std::vector<std::string> lint_row_level_security(const std::string& admin_url);
 
-std::string sha256_hex(std::string_view data);
 
 }  // namespace hsea::db

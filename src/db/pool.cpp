@@ -436,11 +436,17 @@ void queue_rollback_if_needed(Connection& conn) {
   }
 }
 
-void queue_begin(Connection& conn, const std::string& tenant_id) {
+void queue_begin(Connection& conn, const Scope& scope) {
   queue_rollback_if_needed(conn);
   conn.queue_control("BEGIN");
-  if (!tenant_id.empty()) {
-    conn.queue_control("SELECT set_config('app.tenant_id', $1, true)", params(tenant_id));
+  if (!scope.tenant_id.empty() && !scope.user_id.empty()) {
+    conn.queue_control(
+        "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)",
+        params(scope.tenant_id, scope.user_id));
+  } else if (!scope.tenant_id.empty()) {
+    conn.queue_control("SELECT set_config('app.tenant_id', $1, true)", params(scope.tenant_id));
+  } else if (!scope.user_id.empty()) {
+    conn.queue_control("SELECT set_config('app.user_id', $1, true)", params(scope.user_id));
   }
 }
 
@@ -459,10 +465,17 @@ awaitable<Result> Pool::query(const Query& query, Params params) {
 }
 
 awaitable<Result> Pool::tenant_query(std::string tenant_id, const Query& query, Params params) {
+  // A named scope, not a temporary: g++ 12 destroys some temporaries in co_await twice.
+  Scope scope{.tenant_id = std::move(tenant_id)};
+  Result result = co_await scoped_query(std::move(scope), query, std::move(params));
+  co_return result;
+}
+
+awaitable<Result> Pool::scoped_query(Scope scope, const Query& query, Params params) {
   Lease lease(this, co_await acquire(),
               [](Pool* p, std::unique_ptr<Connection> c) { p->release(std::move(c)); });
   Connection& conn = *lease.conn;
-  queue_begin(conn, tenant_id);
+  queue_begin(conn, scope);
   conn.queue_statement(query, params);
   conn.queue_control("COMMIT");
   try {
@@ -474,19 +487,21 @@ awaitable<Result> Pool::tenant_query(std::string tenant_id, const Query& query, 
   }
 }
 
-awaitable<Transaction> Pool::begin(std::string tenant_id) {
-  co_return Transaction(this, co_await acquire(), std::move(tenant_id));
+awaitable<Transaction> Pool::begin(Scope scope) {
+  // Step by step: g++ 12 mishandles a co_await inside a constructor call's arguments.
+  std::unique_ptr<Connection> conn = co_await acquire();
+  co_return Transaction(this, std::move(conn), std::move(scope));
 }
 
 // ----------------------------------------------------------------------------- Transaction
 
-Transaction::Transaction(Pool* pool, std::unique_ptr<Connection> conn, std::string tenant_id)
-    : pool_(pool), conn_(std::move(conn)), tenant_id_(std::move(tenant_id)) {}
+Transaction::Transaction(Pool* pool, std::unique_ptr<Connection> conn, Scope scope)
+    : pool_(pool), conn_(std::move(conn)), scope_(std::move(scope)) {}
 
 Transaction::Transaction(Transaction&& other) noexcept
     : pool_(other.pool_),
       conn_(std::move(other.conn_)),
-      tenant_id_(std::move(other.tenant_id_)),
+      scope_(std::move(other.scope_)),
       begun_(other.begun_),
       done_(other.done_) {}
 
@@ -499,7 +514,7 @@ Transaction::~Transaction() {
 awaitable<Result> Transaction::exec(const Query& query, Params params) {
   if (done_ || !conn_) throw Error("25000", "transaction already finished");
   if (!begun_) {
-    queue_begin(*conn_, tenant_id_);
+    queue_begin(*conn_, scope_);
     begun_ = true;
   }
   conn_->queue_statement(query, params);
@@ -517,7 +532,7 @@ awaitable<Result> Transaction::exec(const Query& query, Params params) {
 awaitable<Result> Transaction::exec_commit(const Query& query, Params params) {
   if (done_ || !conn_) throw Error("25000", "transaction already finished");
   if (!begun_) {
-    queue_begin(*conn_, tenant_id_);
+    queue_begin(*conn_, scope_);
     begun_ = true;
   }
   conn_->queue_statement(query, params);

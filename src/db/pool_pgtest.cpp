@@ -107,14 +107,14 @@ TEST_F(PoolTest, TransactionCommitsAndRollsBack) {
   std::string committed = core::uuid_v7(), abandoned = core::uuid_v7();
   auto task = [](Pool& p, std::string committed, std::string abandoned) -> awaitable<void> {
     {
-      Transaction tx = co_await p.begin(committed);
+      Transaction tx = co_await p.begin(db::tenant_scope(committed));
       co_await tx.exec(kInsertTenant, params(committed, "kept", "Kept"));
       Result n = co_await tx.exec(kCountTenants);
       EXPECT_EQ(n.get_int(0, "n"), 1);
       co_await tx.commit();
     }
     {
-      Transaction tx = co_await p.begin(abandoned);
+      Transaction tx = co_await p.begin(db::tenant_scope(abandoned));
       co_await tx.exec(kInsertTenant, params(abandoned, "gone", "Gone"));
       // destroyed without commit: rolled back in the connection's next pipeline
     }
@@ -138,7 +138,7 @@ TEST_F(PoolTest, ErrorsCarrySqlStateAndLeaveTheConnectionUsable) {
     }
     EXPECT_EQ(state, "23505");
     {
-      Transaction tx = co_await p.begin(id);
+      Transaction tx = co_await p.begin(db::tenant_scope(id));
       try {
         co_await tx.exec(kInsertTenant, params(id, "dup", "Dup"));
       } catch (const Error& e) {

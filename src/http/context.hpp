@@ -21,6 +21,9 @@ class Client;
 namespace hsea::ops {
 class Metrics;
 }
+namespace hsea::app {
+struct Shared;
+}
 
 namespace hsea::http {
 
@@ -30,12 +33,32 @@ struct ThreadServices {
   int thread_index = 0;
   db::Pool* db = nullptr;
   redis::Client* redis = nullptr;  // null when HSEA_REDIS_URL is unset
+  app::Shared* shared = nullptr;   // process-wide services (keys, blocking pool, throttle)
+};
+
+// Who is calling, set by authentication.
+struct Principal {
+  enum class Kind { kAnonymous, kUser, kApiKey };
+  Kind kind = Kind::kAnonymous;
+  std::string user_id;     // kUser
+  std::string session_id;  // kUser
+  std::string api_key_id;  // kApiKey
+  std::string role;        // the caller's role in the request's tenant ("" when none)
+  std::vector<std::string> scopes;  // kApiKey
+  bool via_cookie = false;
+  bool authenticated() const { return kind != Kind::kAnonymous; }
 };
 
 struct RequestContext {
   RequestContext(const Request& req, const core::Config& cfg, ops::Metrics& m,
                  const ThreadServices& s)
-      : request(req), config(cfg), metrics(m), services(s), db(*s.db), redis(s.redis) {}
+      : request(req),
+        config(cfg),
+        metrics(m),
+        services(s),
+        db(*s.db),
+        redis(s.redis),
+        shared(s.shared) {}
 
   const Request& request;
   const core::Config& config;
@@ -43,13 +66,14 @@ struct RequestContext {
   const ThreadServices& services;
   db::Pool& db;
   redis::Client* redis;
+  app::Shared* shared;
 
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::string request_id;
   std::string trace_id;
   Match match;                 // route lookup result
   std::string tenant_id;       // set by tenant resolution; empty when none
-  std::string principal_id;    // set by authentication; empty when anonymous
+  Principal principal;         // set by authentication
   // Set when the request was refused before routing (malformed, too large): the chain's
   // handler throws it so the answer gets the same headers, log line and metrics.
   const core::ApiError* rejection = nullptr;

@@ -39,6 +39,10 @@ Response problem(const core::ApiError& error, std::string_view request_id) {
   r.status = info.status;
   r.body = std::move(body);
   r.headers.push_back({"content-type", "application/problem+json"});
+  if (error.retry_after_seconds() > 0) {
+    r.headers.push_back({"retry-after", std::to_string(error.retry_after_seconds())});
+  }
+  if (info.status == 401) r.headers.push_back({"www-authenticate", "Bearer"});
   return r;
 }
 

@@ -1,0 +1,54 @@
+#pragma once
+// The one bounded pool for CPU-heavy or blocking work (Argon2id, key generation, libcurl):
+// a coroutine awaits it and resumes on its own I/O thread, so no I/O thread ever blocks.
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <exception>
+#include <optional>
+#include <type_traits>
+
+namespace hsea::core {
+
+class BlockingPool {
+ public:
+  explicit BlockingPool(int threads) : pool_(threads) {}
+  ~BlockingPool() { pool_.join(); }
+
+  // Runs f() on the pool and returns its result (or rethrows its exception) on the caller's
+  // executor.
+  template <typename F>
+  boost::asio::awaitable<std::invoke_result_t<F>> run(F f) {
+    using R = std::invoke_result_t<F>;
+    auto home = co_await boost::asio::this_coro::executor;
+    co_await boost::asio::post(pool_.get_executor(), boost::asio::use_awaitable);
+    std::exception_ptr error;
+    if constexpr (std::is_void_v<R>) {
+      try {
+        f();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      co_await boost::asio::post(home, boost::asio::use_awaitable);
+      if (error) std::rethrow_exception(error);
+    } else {
+      std::optional<R> result;
+      try {
+        result.emplace(f());
+      } catch (...) {
+        error = std::current_exception();
+      }
+      co_await boost::asio::post(home, boost::asio::use_awaitable);
+      if (error) std::rethrow_exception(error);
+      co_return std::move(*result);
+    }
+  }
+
+ private:
+  boost::asio::thread_pool pool_;
+};
+
+}  // namespace hsea::core

@@ -1,0 +1,217 @@
+// HSEA-048: API keys. A key is "hsea_<12 hex prefix>_<43 base64url chars>" (256 random bits
+// in the secret); only its SHA-256 is stored, and it is shown once.
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <sodium.h>
+
+#include <algorithm>
+
+#include "app/app.hpp"
+#include "core/config.hpp"
+#include "core/crypto.hpp"
+#include "core/error.hpp"
+#include "core/ids.hpp"
+#include "db/db.hpp"
+#include "http/json.hpp"
+#include "identity/identity.hpp"
+#include "identity/tokens.hpp"
+#include "security/audit.hpp"
+
+namespace hsea::identity {
+namespace {
+
+using boost::asio::awaitable;
+using boost::json::object;
+using core::ApiError;
+using core::ErrorCode;
+using http::RequestContext;
+using http::Response;
+
+// The scopes a key may hold: read (safe methods), write (any method), and per resource.
+const std::vector<std::string> kScopes{"read",         "write",         "tenant:read",
+                                       "tenant:write", "members:read",  "audit:read",
+                                       "api_keys:read"};
+
+
+constexpr db::Query kInsert{
+    "api_key_insert",
+    "INSERT INTO api_keys (tenant_id, id, name, prefix, secret_hash, scopes, created_by, "
+    "expires_at) VALUES (NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, $2, $3, "
+    "$4, $5::text[], NULLIF($6, '')::uuid, $7::timestamptz) RETURNING id, name, prefix, "
+    "scopes::text AS scopes, created_by, created_at, expires_at, last_used_at, revoked_at"};
+constexpr db::Query kList{
+    "api_key_list",
+    "SELECT id, name, prefix, scopes::text AS scopes, created_by, created_at, expires_at, "
+    "last_used_at, revoked_at FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at DESC"};
+constexpr db::Query kGet{
+    "api_key_get",
+    "SELECT id, name, prefix, scopes::text AS scopes, created_by, created_at, expires_at, "
+    "last_used_at, revoked_at FROM api_keys WHERE id = $1 AND revoked_at IS NULL"};
+constexpr db::Query kRevoke{
+    "api_key_revoke",
+    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"};
+// The old key keeps working until the grace period ends (or its own expiry, if sooner).
+constexpr db::Query kExpireSoon{
+    "api_key_expire_soon",
+    "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), "
+    "now() + make_interval(secs => $2::int)) WHERE id = $1 AND revoked_at IS NULL "
+    "RETURNING name, scopes::text AS scopes, expires_at"};
+
+struct NewKey {
+  std::string key;
+  std::string prefix;
+};
+
+NewKey make_key() {
+  std::string prefix = core::random_hex(6);
+  std::string secret(32, '\0');
+  randombytes_buf(secret.data(), secret.size());
+  return {"hsea_" + prefix + "_" + base64url_encode(secret), prefix};
+}
+
+boost::json::array scopes_json(std::string_view text) {
+  boost::json::array out;
+  if (text.size() >= 2) text = text.substr(1, text.size() - 2);
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    out.emplace_back(text.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+boost::json::value nullable(const db::Result& r, int row, std::string_view column) {
+  int c = r.column(column);
+  return r.is_null(row, c) ? boost::json::value(nullptr) : boost::json::value(r.get(row, c));
+}
+
+object key_json(const db::Result& r, int row) {
+  return object{{"id", r.get(row, "id")},
+                {"name", r.get(row, "name")},
+                {"prefix", r.get(row, "prefix")},
+                {"scopes", scopes_json(r.get(row, "scopes"))},
+                {"created_by", nullable(r, row, "created_by")},
+                {"created_at", r.get(row, "created_at")},
+                {"expires_at", nullable(r, row, "expires_at")},
+                {"last_used_at", nullable(r, row, "last_used_at")}};
+}
+
+std::string scopes_literal(const object& body) {
+  auto it = body.find("scopes");
+  if (it == body.end() || !it->value().is_array() || it->value().as_array().empty()) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/scopes", "must be a non-empty array of scopes"}});
+  }
+  std::vector<std::string> scopes;
+  for (const auto& s : it->value().as_array()) {
+    if (!s.is_string() || std::ranges::find(kScopes, std::string(s.as_string())) == kScopes.end()) {
+      std::string allowed;
+      for (const auto& k : kScopes) allowed += (allowed.empty() ? "" : ", ") + k;
+      throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                     {{"/scopes", "each scope must be one of " + allowed}});
+    }
+    scopes.emplace_back(s.as_string());
+  }
+  std::ranges::sort(scopes);
+  scopes.erase(std::unique(scopes.begin(), scopes.end()), scopes.end());
+  std::string literal = "{";
+  for (const auto& s : scopes) literal += (literal.size() > 1 ? "," : "") + s;
+  return literal + "}";
+}
+
+std::string key_id(const RequestContext& ctx) {
+  std::string id(ctx.param("id"));
+  if (!core::is_uuid(id)) throw ApiError(ErrorCode::kNotFound, "No such API key.");
+  return id;
+}
+
+awaitable<Response> create_key(RequestContext& ctx) {
+  object body = http::json_body(ctx);
+  std::string name = http::required_string(body, "name");
+  if (name.empty() || name.size() > 100) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/name", "must be 1 to 100 characters"}});
+  }
+  std::string scopes = scopes_literal(body);
+  auto expires_at = http::optional_string(body, "expires_at");
+  NewKey key = make_key();
+  std::string id = core::uuid_v7();
+  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Result r = co_await tx.exec(
+      kInsert, db::params(id, name, key.prefix, core::sha256_hex(key.key), scopes,
+                          ctx.principal.user_id, expires_at));
+  co_await security::record(tx, ctx, security::event("api_key.created", "api_key", id));
+  co_await tx.commit();
+  object out = key_json(r, 0);
+  out["key"] = key.key;
+  co_return http::json_response(201, out);
+}
+
+awaitable<Response> list_keys(RequestContext& ctx) {
+  db::Result r = co_await ctx.db.tenant_query(ctx.tenant_id, kList);
+  boost::json::array data;
+  for (int i = 0; i < r.rows(); ++i) data.push_back(key_json(r, i));
+  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+}
+
+awaitable<Response> get_key(RequestContext& ctx) {
+  db::Result r = co_await ctx.db.tenant_query(ctx.tenant_id, kGet, db::params(key_id(ctx)));
+  if (r.empty()) throw ApiError(ErrorCode::kNotFound, "No such API key.");
+  co_return http::json_response(200, key_json(r, 0));
+}
+
+awaitable<Response> delete_key(RequestContext& ctx) {
+  std::string id = key_id(ctx);
+  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Result r = co_await tx.exec(kRevoke, db::params(id));
+  if (r.affected() == 0) throw ApiError(ErrorCode::kNotFound, "No such API key.");
+  co_await security::record(tx, ctx, security::event("api_key.deleted", "api_key", id));
+  co_await tx.commit();
+  co_return Response::no_content();
+}
+
+awaitable<Response> rotate_key(RequestContext& ctx) {
+  std::string id = key_id(ctx);
+  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Result old = co_await tx.exec(
+      kExpireSoon, db::params(id, ctx.config.api_key_rotation_grace_seconds));
+  if (old.empty()) throw ApiError(ErrorCode::kNotFound, "No such API key.");
+  NewKey key = make_key();
+  std::string new_id = core::uuid_v7();
+  db::Result r = co_await tx.exec(
+      kInsert, db::params(new_id, std::string(old.get(0, "name")), key.prefix,
+                          core::sha256_hex(key.key), std::string(old.get(0, "scopes")),
+                          ctx.principal.user_id, std::optional<std::string>()));
+  co_await security::record(
+      tx, ctx,
+      security::event("api_key.rotated", "api_key", id, "{\"replaced_by\":\"" + new_id + "\"}"));
+  co_await tx.commit();
+  object out = key_json(r, 0);
+  out["key"] = key.key;
+  out["replaces"] = object{{"id", id}, {"expires_at", old.get(0, "expires_at")}};
+  co_return http::json_response(201, out);
+}
+
+}  // namespace
+
+void RegisterApiKeys(app::App& app) {
+  using http::Method;
+  const std::vector<std::string> admins{"owner", "admin"};
+  http::Needs manage{.authenticated = true, .tenant = true, .roles = admins};
+  http::Needs read{.authenticated = true, .tenant = true, .roles = admins,
+                   .scopes = {"api_keys:read"}};
+  app.router.add({.method = Method::kPost, .path = "/api/api-keys", .handler = create_key,
+                  .needs = {.authenticated = true, .tenant = true, .roles = admins,
+                            .body_schema = "CreateApiKeyRequest"}});
+  app.router.add({.method = Method::kGet, .path = "/api/api-keys", .handler = list_keys,
+                  .needs = read});
+  app.router.add({.method = Method::kGet, .path = "/api/api-keys/{id}", .handler = get_key,
+                  .needs = read});
+  app.router.add({.method = Method::kDelete, .path = "/api/api-keys/{id}",
+                  .handler = delete_key, .needs = manage});
+  app.router.add({.method = Method::kPost, .path = "/api/api-keys/{id}/rotate",
+                  .handler = rotate_key, .needs = manage});
+}
+
+}  // namespace hsea::identity

@@ -1,0 +1,489 @@
+// /api/auth/* (sign-up, sign-in, refresh, sign-out), /.well-known/jwks.json and /api/me*.
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <regex>
+
+#include "app/app.hpp"
+#include "app/shared.hpp"
+#include "core/config.hpp"
+#include "core/crypto.hpp"
+#include "core/error.hpp"
+#include "core/ids.hpp"
+#include "db/db.hpp"
+#include "http/json.hpp"
+#include "identity/identity.hpp"
+#include "identity/password.hpp"
+#include "identity/session_cookie.hpp"
+#include "identity/tokens.hpp"
+#include "security/audit.hpp"
+
+namespace hsea::identity {
+namespace {
+
+using boost::asio::awaitable;
+using boost::json::object;
+using core::ApiError;
+using core::ErrorCode;
+using http::RequestContext;
+using http::Response;
+
+constexpr db::Query kInsertTenant{
+    "signup_insert_tenant",
+    "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3) RETURNING id, slug, name, status, "
+    "created_at"};
+constexpr db::Query kSlugTaken{"signup_slug_taken",
+                               "SELECT auth_tenant_by_slug($1) IS NOT NULL AS taken"};
+constexpr db::Query kInsertUser{
+    "signup_insert_user",
+    "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) "
+    "RETURNING id, email, name, email_verified, mfa_enabled, created_at"};
+constexpr db::Query kInsertOwner{
+    "signup_insert_owner",
+    "INSERT INTO memberships (tenant_id, user_id, role) "
+    "VALUES (NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, 'owner')"};
+constexpr db::Query kInsertSession{
+    "auth_insert_session",
+    "INSERT INTO sessions (id, user_id, kind, active_tenant_id, user_agent, ip, expires_at) "
+    "VALUES ($1, $2, $3, NULLIF($4, '')::uuid, $5, $6, now() + make_interval(days => $7::int))"};
+constexpr db::Query kInsertRefresh{
+    "auth_insert_refresh",
+    "INSERT INTO refresh_tokens (token_hash, session_id, user_id, expires_at) "
+    "VALUES ($1, $2, $3, now() + make_interval(days => $4::int))"};
+constexpr db::Query kUserByEmail{"auth_user_by_email", "SELECT * FROM auth_user_by_email($1)"};
+constexpr db::Query kUserTenants{"auth_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
+constexpr db::Query kRehash{"auth_rehash",
+                            "UPDATE users SET password_hash = $2 WHERE id = $1"};
+constexpr db::Query kUserById{
+    "me_user", "SELECT id, email, name, email_verified, mfa_enabled, created_at, updated_at "
+               "FROM users WHERE id = $1"};
+constexpr db::Query kRefreshToken{"auth_refresh_token", "SELECT * FROM auth_refresh_token($1)"};
+constexpr db::Query kSpendRefresh{
+    "auth_spend_refresh",
+    "UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = $1 AND spent_at IS NULL"};
+constexpr db::Query kSessionForRefresh{
+    "auth_session_for_refresh",
+    "UPDATE sessions SET last_seen_at = now() WHERE id = $1 AND revoked_at IS NULL "
+    "AND expires_at > now() RETURNING COALESCE(active_tenant_id::text, '') AS tenant_id"};
+constexpr db::Query kRevokeSession{
+    "auth_revoke_session",
+    "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"};
+constexpr db::Query kListSessions{
+    "me_sessions",
+    "SELECT id, kind, user_agent, ip, created_at, last_seen_at, expires_at FROM sessions "
+    "WHERE revoked_at IS NULL AND expires_at > now() ORDER BY last_seen_at DESC"};
+constexpr db::Query kUpdateName{
+    "me_update_name",
+    "UPDATE users SET name = $2, updated_at = now() WHERE id = $1 "
+    "RETURNING id, email, name, email_verified, mfa_enabled, created_at, updated_at"};
+constexpr db::Query kSoleOwner{"me_sole_owner", "SELECT * FROM auth_sole_owner_tenants($1)"};
+constexpr db::Query kDeleteUser{"me_delete_user", "DELETE FROM users WHERE id = $1"};
+
+// A dummy Argon2id hash so that unknown e-mails cost as much time as wrong passwords.
+const std::string& dummy_hash() {
+  static const std::string kHash = hash_password("hsea-dummy-password-for-timing");
+  return kHash;
+}
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string normalized_email(const object& body) {
+  std::string email = http::required_string(body, "email");
+  std::ranges::transform(email, email.begin(),
+                         [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static const std::regex kEmail(R"(^[^@\s]+@[^@\s]+\.[^@\s]+$)");
+  if (email.size() > 254 || !std::regex_match(email, kEmail)) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the e-mail address.",
+                   {{"/email", "must be an e-mail address"}});
+  }
+  return email;
+}
+
+std::string bounded_name(const object& body, std::string_view field) {
+  std::string name = http::required_string(body, field);
+  if (name.empty() || name.size() > 200) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/" + std::string(field), "must be 1 to 200 characters"}});
+  }
+  return name;
+}
+
+std::string slug_from(std::string_view name) {
+  std::string slug;
+  for (unsigned char c : name) {
+    if (std::isalnum(c) && c < 128) {
+      slug.push_back(static_cast<char>(std::tolower(c)));
+    } else if (!slug.empty() && slug.back() != '-') {
+      slug.push_back('-');
+    }
+    if (slug.size() >= 40) break;
+  }
+  while (!slug.empty() && slug.back() == '-') slug.pop_back();
+  if (slug.empty()) slug = "tenant";
+  return slug;
+}
+
+object user_json(const db::Result& r) {
+  return object{{"id", r.get(0, "id")},
+                {"email", r.get(0, "email")},
+                {"name", r.get(0, "name")},
+                {"email_verified", r.get_bool(0, "email_verified")},
+                {"mfa_enabled", r.get_bool(0, "mfa_enabled")},
+                {"created_at", r.get(0, "created_at")}};
+}
+
+struct Issued {
+  std::string session_id;
+  std::string refresh_token;
+};
+
+// Creates a session and its first refresh token inside the caller's transaction (whose scope
+// names the user).
+awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx,
+                               std::string user_id, std::string tenant_id, bool cookie) {
+  Issued out{core::uuid_v7(), core::random_hex(32)};
+  std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
+  co_await tx.exec(kInsertSession,
+                   db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
+                              user_agent, ctx.request.remote_ip, ctx.config.refresh_token_days));
+  co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(out.refresh_token), out.session_id,
+                                              user_id, ctx.config.refresh_token_days));
+  co_return out;
+}
+
+object token_json(const RequestContext& ctx, const std::string& user_id,
+                  const std::string& tenant_id, const Issued& issued) {
+  std::int64_t now = unix_now();
+  AccessClaims claims{.user_id = user_id,
+                      .tenant_id = tenant_id,
+                      .session_id = issued.session_id,
+                      .issued_at = now,
+                      .expires_at = now + kAccessTokenSeconds};
+  std::string access = ctx.shared->keys().sign(claims);
+  return object{{"access_token", access},
+                {"refresh_token", issued.refresh_token},
+                {"token_type", "Bearer"},
+                {"expires_in", kAccessTokenSeconds}};
+}
+
+// Session cookies instead of tokens in the body, for the web UI.
+bool wants_cookie(const object& body) {
+  auto s = http::optional_string(body, "session");
+  if (s && *s != "cookie" && *s != "token") {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/session", "must be \"token\" or \"cookie\""}});
+  }
+  return s && *s == "cookie";
+}
+
+Response session_response(const RequestContext& ctx, int status, object body, bool cookie,
+                          const std::string& user_id, const std::string& tenant_id,
+                          const Issued& issued) {
+  if (!cookie) {
+    for (auto& [k, v] : token_json(ctx, user_id, tenant_id, issued)) body[k] = v;
+    return http::json_response(status, body);
+  }
+  body["csrf_token"] = csrf_token(ctx.config.secret_key, issued.session_id);
+  Response r = http::json_response(status, body);
+  set_session_cookies(r, ctx.config, SessionCookie{user_id, issued.session_id, tenant_id},
+                      ctx.config.refresh_token_days * 86400);
+  return r;
+}
+
+// ------------------------------------------------------------------------------- handlers
+
+awaitable<Response> signup(RequestContext& ctx) {
+  object body = http::json_body(ctx);
+  std::string email = normalized_email(body);
+  std::string password = http::required_string(body, "password");
+  std::string name = bounded_name(body, "name");
+  std::string organization = bounded_name(body, "organization_name");
+  if (std::string weak = password_weakness(password); !weak.empty()) {
+    throw ApiError(ErrorCode::kValidationFailed, "The password is too weak.",
+                   {{"/password", weak}});
+  }
+  bool cookie = wants_cookie(body);
+
+  std::string slug = slug_from(organization);
+  if ((co_await ctx.db.query(kSlugTaken, db::params(slug))).get_bool(0, "taken")) {
+    slug = slug.substr(0, 35) + "-" + core::random_hex(2);
+  }
+  auto hash_work = [password] { return hash_password(password); };
+  std::string hash = co_await ctx.shared->blocking.run(std::move(hash_work));
+
+  std::string tenant_id = core::uuid_v7(), user_id = core::uuid_v7();
+  db::Transaction tx = co_await ctx.db.begin(db::scope(tenant_id, user_id));
+  db::Result tenant = co_await tx.exec(kInsertTenant, db::params(tenant_id, slug, organization));
+  db::Result user;
+  try {
+    user = co_await tx.exec(kInsertUser, db::params(user_id, email, name, hash));
+  } catch (const db::Error& e) {
+    if (e.sqlstate() != "23505") throw;
+  }
+  if (user.empty()) {
+    throw ApiError(ErrorCode::kConflict, "An account with this e-mail address already exists.");
+  }
+  co_await tx.exec(kInsertOwner, db::params(user_id));
+  Issued issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie);
+  ctx.tenant_id = tenant_id;
+  security::AuditEvent event{.action = "user.signed_up", .target_type = "user",
+                             .target_id = user_id, .actor_type = "user", .actor_id = user_id};
+  co_await security::record(tx, ctx, event);
+  co_await tx.commit();
+
+  object out{{"user", user_json(user)},
+             {"tenant", object{{"id", tenant_id},
+                               {"slug", tenant.get(0, "slug")},
+                               {"name", tenant.get(0, "name")}}}};
+  co_return session_response(ctx, 201, std::move(out), cookie, user_id, tenant_id, issued);
+}
+
+awaitable<Response> login(RequestContext& ctx) {
+  object body = http::json_body(ctx);
+  std::string email = normalized_email(body);
+  std::string password = http::required_string(body, "password");
+  auto requested_tenant = http::optional_string(body, "tenant_id");
+  bool cookie = wants_cookie(body);
+  app::Shared& shared = *ctx.shared;
+
+  if (auto wait = shared.throttle.retry_after(email, ctx.request.remote_ip)) {
+    throw ApiError(ErrorCode::kRateLimited, "Too many failed sign-ins; try again later.")
+        .retry_after(*wait);
+  }
+  db::Result found = co_await ctx.db.query(kUserByEmail, db::params(email));
+  std::string hash = found.empty() || found.is_null(0, 1) ? dummy_hash()
+                                                          : std::string(found.get(0, 1));
+  auto verify_work = [hash, password] { return verify_password(hash, password); };
+  bool ok = co_await shared.blocking.run(std::move(verify_work));
+  ok = ok && !found.empty();
+  std::string user_id = found.empty() ? std::string() : std::string(found.get(0, "id"));
+  db::Result tenants;
+  if (!user_id.empty()) tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+
+  if (!ok) {
+    shared.throttle.record_failure(email, ctx.request.remote_ip);
+    // Each tenant of a known account sees its failed sign-ins.
+    for (int i = 0; i < tenants.rows(); ++i) {
+      co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
+                                   security::event("auth.login_failed", "user", user_id));
+    }
+    throw ApiError(ErrorCode::kUnauthorized, "The e-mail address or password is wrong.");
+  }
+
+  std::string tenant_id;
+  int tenant_row = -1;
+  for (int i = 0; i < tenants.rows(); ++i) {
+    if (!requested_tenant || tenants.get(i, "tenant_id") == *requested_tenant) {
+      tenant_row = i;
+      break;
+    }
+  }
+  if (requested_tenant && tenant_row < 0) {
+    throw ApiError(ErrorCode::kForbidden, "You are not a member of that tenant.");
+  }
+  if (tenant_row >= 0) tenant_id = std::string(tenants.get(tenant_row, "tenant_id"));
+
+  if (password_needs_rehash(hash)) {
+    auto rehash_work = [password] { return hash_password(password); };
+    std::string fresh = co_await shared.blocking.run(std::move(rehash_work));
+    co_await ctx.db.scoped_query(db::user_scope(user_id), kRehash, db::params(user_id, fresh));
+  }
+  db::Transaction tx = co_await ctx.db.begin(db::scope(tenant_id, user_id));
+  Issued issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie);
+  db::Result user = co_await tx.exec(kUserById, db::params(user_id));
+  if (!tenant_id.empty()) {
+    co_await security::record(tx, ctx, security::event_by("user", user_id, "auth.login", "session", issued.session_id));
+  }
+  co_await tx.commit();
+
+  object out{{"user", user_json(user)}};
+  if (tenant_row >= 0) {
+    out["tenant"] = object{{"id", tenant_id},
+                           {"slug", tenants.get(tenant_row, "slug")},
+                           {"name", tenants.get(tenant_row, "name")}};
+  } else {
+    out["tenant"] = nullptr;
+  }
+  co_return session_response(ctx, 200, std::move(out), cookie, user_id, tenant_id, issued);
+}
+
+awaitable<Response> refresh(RequestContext& ctx) {
+  object body = http::json_body(ctx);
+  std::string token = http::required_string(body, "refresh_token");
+  std::string token_hash = core::sha256_hex(token);
+  db::Result found = co_await ctx.db.query(kRefreshToken, db::params(token_hash));
+  if (found.empty()) throw ApiError(ErrorCode::kUnauthorized, "The refresh token is not valid.");
+  std::string user_id(found.get(0, "user_id")), session_id(found.get(0, "session_id"));
+
+  if (!found.is_null(0, found.column("spent_at"))) {
+    // A spent token presented again: it was stolen or replayed. End the whole family.
+    db::Transaction tx = co_await ctx.db.begin(db::user_scope(user_id));
+    co_await tx.exec(kRevokeSession, db::params(session_id));
+    co_await tx.commit();
+    db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+    for (int i = 0; i < tenants.rows(); ++i) {
+      co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
+                                   security::event_by("user", user_id, "auth.refresh_token_reused", "session", session_id));
+    }
+    throw ApiError(ErrorCode::kUnauthorized,
+                   "The refresh token was already used; every token of its session is revoked.");
+  }
+
+  db::Transaction tx = co_await ctx.db.begin(db::user_scope(user_id));
+  db::Result spent = co_await tx.exec(kSpendRefresh, db::params(token_hash));
+  db::Result session = co_await tx.exec(kSessionForRefresh, db::params(session_id));
+  if (spent.affected() != 1 || session.empty()) {
+    throw ApiError(ErrorCode::kUnauthorized, "The refresh token is not valid.");
+  }
+  std::string tenant_id(session.get(0, "tenant_id"));
+  Issued issued{session_id, core::random_hex(32)};
+  co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(issued.refresh_token), session_id,
+                                              user_id, ctx.config.refresh_token_days));
+  co_await tx.commit();
+  co_return http::json_response(200, token_json(ctx, user_id, tenant_id, issued));
+}
+
+awaitable<Response> logout(RequestContext& ctx) {
+  const auto& p = ctx.principal;
+  if (p.kind != http::Principal::Kind::kUser) {
+    throw ApiError(ErrorCode::kBadRequest, "Only a signed-in user can sign out.");
+  }
+  db::Transaction tx = co_await ctx.db.begin(db::scope(ctx.tenant_id, p.user_id));
+  co_await tx.exec(kRevokeSession, db::params(p.session_id));
+  if (!ctx.tenant_id.empty()) {
+    co_await security::record(tx, ctx, security::event("auth.logout", "session", p.session_id));
+  }
+  co_await tx.commit();
+  Response r = Response::no_content();
+  if (p.via_cookie) set_session_cookies(r, ctx.config, std::nullopt, 0);
+  co_return r;
+}
+
+awaitable<Response> jwks(RequestContext& ctx) {
+  Response r = Response::json(200, ctx.shared->keys().jwks_json());
+  r.set_header("cache-control", "public, max-age=300");
+  co_return r;
+}
+
+awaitable<Response> get_me(RequestContext& ctx) {
+  const std::string& user_id = ctx.principal.user_id;
+  db::Result user = co_await ctx.db.scoped_query(db::user_scope(user_id), kUserById,
+                                                 db::params(user_id));
+  if (user.empty()) throw ApiError(ErrorCode::kNotFound, "The account no longer exists.");
+  db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+  object out = user_json(user);
+  out["updated_at"] = user.get(0, "updated_at");
+  boost::json::array list;
+  for (int i = 0; i < tenants.rows(); ++i) {
+    list.push_back(object{{"id", tenants.get(i, "tenant_id")},
+                          {"slug", tenants.get(i, "slug")},
+                          {"name", tenants.get(i, "name")},
+                          {"status", tenants.get(i, "status")},
+                          {"role", tenants.get(i, "role")}});
+  }
+  out["tenants"] = std::move(list);
+  out["current_tenant_id"] = ctx.tenant_id.empty() ? boost::json::value(nullptr)
+                                                   : boost::json::value(ctx.tenant_id);
+  co_return http::json_response(200, out);
+}
+
+awaitable<Response> patch_me(RequestContext& ctx) {
+  object body = http::json_body(ctx);
+  for (const auto& [key, value] : body) {
+    if (key != "name") {
+      throw ApiError(ErrorCode::kValidationFailed, "Only the name can be changed here.",
+                     {{"/" + std::string(key), "is not a changeable field"}});
+    }
+  }
+  std::string name = bounded_name(body, "name");
+  const std::string& user_id = ctx.principal.user_id;
+  db::Result user = co_await ctx.db.scoped_query(db::user_scope(user_id), kUpdateName,
+                                                 db::params(user_id, name));
+  object out = user_json(user);
+  out["updated_at"] = user.get(0, "updated_at");
+  co_return http::json_response(200, out);
+}
+
+awaitable<Response> delete_me(RequestContext& ctx) {
+  const std::string& user_id = ctx.principal.user_id;
+  db::Result sole = co_await ctx.db.query(kSoleOwner, db::params(user_id));
+  if (!sole.empty()) {
+    throw ApiError(ErrorCode::kConflict,
+                   "You are the only owner of a tenant: make someone else owner or delete the "
+                   "tenant first.");
+  }
+  db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+  for (int i = 0; i < tenants.rows(); ++i) {
+    co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
+                                 security::event("user.deleted", "user", user_id));
+  }
+  // Removes the profile, password hash, memberships, sessions and tokens. Audit entries keep
+  // only the user's id, which no longer leads to any personal data.
+  co_await ctx.db.scoped_query(db::user_scope(user_id), kDeleteUser, db::params(user_id));
+  Response r = Response::no_content();
+  if (ctx.principal.via_cookie) set_session_cookies(r, ctx.config, std::nullopt, 0);
+  co_return r;
+}
+
+awaitable<Response> list_sessions(RequestContext& ctx) {
+  db::Result r = co_await ctx.db.scoped_query(db::user_scope(ctx.principal.user_id), kListSessions);
+  boost::json::array data;
+  for (int i = 0; i < r.rows(); ++i) {
+    data.push_back(object{{"id", r.get(i, "id")},
+                          {"kind", r.get(i, "kind")},
+                          {"user_agent", r.get(i, "user_agent")},
+                          {"ip", r.get(i, "ip")},
+                          {"created_at", r.get(i, "created_at")},
+                          {"last_seen_at", r.get(i, "last_seen_at")},
+                          {"expires_at", r.get(i, "expires_at")},
+                          {"current", r.get(i, "id") == ctx.principal.session_id}});
+  }
+  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+}
+
+awaitable<Response> revoke_session(RequestContext& ctx) {
+  std::string id(ctx.param("id"));
+  if (!core::is_uuid(id)) throw ApiError(ErrorCode::kNotFound, "No such session.");
+  const std::string& user_id = ctx.principal.user_id;
+  db::Transaction tx = co_await ctx.db.begin(db::scope(ctx.tenant_id, user_id));
+  db::Result r = co_await tx.exec(kRevokeSession, db::params(id));
+  if (r.affected() == 0) throw ApiError(ErrorCode::kNotFound, "No such session.");
+  if (!ctx.tenant_id.empty()) {
+    co_await security::record(tx, ctx, security::event("session.revoked", "session", id));
+  }
+  co_await tx.commit();
+  co_return Response::no_content();
+}
+
+}  // namespace
+
+void Register(app::App& app) {
+  using http::Method;
+  http::Needs user{.authenticated = true};
+  app.router.add({.method = Method::kPost, .path = "/api/auth/signup", .handler = signup,
+                  .needs = {.body_schema = "SignupRequest"}});
+  app.router.add({.method = Method::kPost, .path = "/api/auth/login", .handler = login,
+                  .needs = {.body_schema = "LoginRequest"}});
+  app.router.add({.method = Method::kPost, .path = "/api/auth/refresh", .handler = refresh,
+                  .needs = {.body_schema = "RefreshRequest"}});
+  app.router.add({.method = Method::kPost, .path = "/api/auth/logout", .handler = logout,
+                  .needs = user});
+  app.router.add({.method = Method::kGet, .path = "/.well-known/jwks.json", .handler = jwks});
+  app.router.add({.method = Method::kGet, .path = "/api/me", .handler = get_me, .needs = user});
+  app.router.add({.method = Method::kPatch, .path = "/api/me", .handler = patch_me,
+                  .needs = {.authenticated = true, .body_schema = "UpdateMeRequest"}});
+  app.router.add({.method = Method::kDelete, .path = "/api/me", .handler = delete_me,
+                  .needs = user});
+  app.router.add({.method = Method::kGet, .path = "/api/me/sessions", .handler = list_sessions,
+                  .needs = user});
+  app.router.add({.method = Method::kDelete, .path = "/api/me/sessions/{id}",
+                  .handler = revoke_session, .needs = user});
+}
+
+}  // namespace hsea::identity

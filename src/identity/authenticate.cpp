@@ -1,0 +1,202 @@
+// Tenant resolution, authentication and authorization middleware.
+#include <algorithm>
+#include <chrono>
+
+#include "app/shared.hpp"
+#include "core/config.hpp"
+#include "core/crypto.hpp"
+#include "core/error.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "db/db.hpp"
+#include "identity/identity.hpp"
+#include "identity/session_cookie.hpp"
+#include "identity/tokens.hpp"
+
+namespace hsea::identity {
+namespace {
+
+using boost::asio::awaitable;
+using core::ApiError;
+using core::ErrorCode;
+using http::Principal;
+using http::RequestContext;
+using http::Response;
+
+constexpr db::Query kTenantBySlug{"auth_tenant_by_slug", "SELECT auth_tenant_by_slug($1) AS id"};
+constexpr db::Query kApiKey{"auth_api_key", "SELECT * FROM auth_api_key($1)"};
+constexpr db::Query kTouchApiKey{
+    "auth_touch_api_key", "UPDATE api_keys SET last_used_at = now() WHERE id = $1"};
+// One round trip per request: is the session live, what is the caller's role in the tenant,
+// is the tenant active; last_seen_at is refreshed at most once a minute.
+constexpr db::Query kSessionAndRole{
+    "auth_session_and_role",
+    "WITH touched AS (UPDATE sessions SET last_seen_at = now() "
+    "  WHERE id = $1 AND last_seen_at < now() - interval '60 seconds') "
+    "SELECT s.revoked_at IS NULL AND s.expires_at > now() AS active, "
+    "       (SELECT role FROM memberships m WHERE m.user_id = s.user_id) AS role, "
+    "       (SELECT status FROM tenants) AS tenant_status "
+    "  FROM sessions s WHERE s.id = $1"};
+
+ApiError unauthorized(std::string detail) {
+  return ApiError(ErrorCode::kUnauthorized, std::move(detail));
+}
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The subdomain label of Host under the base domain ("acme" for acme.example.com), or "".
+std::string subdomain(std::string_view host, std::string_view base) {
+  if (base.empty()) return {};
+  host = host.substr(0, host.find(':'));
+  if (host.size() <= base.size() + 1 || !host.ends_with(base) ||
+      host[host.size() - base.size() - 1] != '.') {
+    return {};
+  }
+  std::string label(host.substr(0, host.size() - base.size() - 1));
+  if (label.find('.') != std::string::npos) return {};
+  std::ranges::transform(label, label.begin(),
+                         [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return label;
+}
+
+awaitable<void> authenticate_api_key(RequestContext& ctx, std::string_view key) {
+  // hsea_<12 hex prefix>_<secret>
+  auto second = key.find('_', 5);
+  if (second != 17) throw unauthorized("The API key is not valid.");
+  db::Result r = co_await ctx.db.query(kApiKey, db::params(key.substr(5, 12)));
+  if (r.empty() ||
+      !core::constant_time_equal(r.get(0, "secret_hash"), core::sha256_hex(key))) {
+    throw unauthorized("The API key is not valid.");
+  }
+  if (!r.get_bool(0, "usable")) throw unauthorized("The API key is revoked or expired.");
+  std::string tenant(r.get(0, "tenant_id"));
+  if (!ctx.tenant_id.empty() && ctx.tenant_id != tenant) {
+    throw ApiError(ErrorCode::kForbidden, "An API key acts only for its own tenant.");
+  }
+  if (r.get(0, "tenant_status") != "active") {
+    throw ApiError(ErrorCode::kForbidden, "The tenant is suspended.");
+  }
+  ctx.tenant_id = tenant;
+  ctx.principal.kind = Principal::Kind::kApiKey;
+  ctx.principal.api_key_id = std::string(r.get(0, "id"));
+  // text[] arrives as {read,write}
+  std::string_view scopes = r.get(0, "scopes");
+  if (scopes.size() >= 2) scopes = scopes.substr(1, scopes.size() - 2);
+  while (!scopes.empty()) {
+    auto comma = scopes.find(',');
+    ctx.principal.scopes.emplace_back(scopes.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    scopes.remove_prefix(comma + 1);
+  }
+  if (r.get_bool(0, "stale_last_used")) {
+    co_await ctx.db.tenant_query(tenant, kTouchApiKey, db::params(ctx.principal.api_key_id));
+  }
+}
+
+awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
+                                     std::string session_id, std::string token_tenant) {
+  if (ctx.tenant_id.empty()) ctx.tenant_id = token_tenant;
+  db::Result r = co_await ctx.db.scoped_query(db::scope(ctx.tenant_id, user_id),
+                                              kSessionAndRole, db::params(session_id));
+  if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
+  ctx.principal.kind = Principal::Kind::kUser;
+  ctx.principal.user_id = std::move(user_id);
+  ctx.principal.session_id = std::move(session_id);
+  if (!ctx.tenant_id.empty()) {
+    auto role = r.optional(0, "role");
+    if (!role) {
+      // Never reveal whether the tenant exists.
+      throw ApiError(ErrorCode::kForbidden, "You are not a member of this tenant.");
+    }
+    ctx.principal.role = *role;
+    if (r.get(0, "tenant_status") != "active" && ctx.principal.role != "owner") {
+      throw ApiError(ErrorCode::kForbidden, "The tenant is suspended.");
+    }
+  }
+}
+
+}  // namespace
+
+awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
+  std::string_view header = ctx.request.header("x-tenant-id");
+  if (!header.empty()) {
+    if (!core::is_uuid(header)) {
+      throw ApiError(ErrorCode::kBadRequest, "X-Tenant-Id must be a tenant id (a UUID).");
+    }
+    ctx.tenant_id = std::string(header);
+    for (char& c : ctx.tenant_id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  } else if (std::string slug = subdomain(ctx.request.header("host"), ctx.config.base_domain);
+             !slug.empty()) {
+    db::Result r = co_await ctx.db.query(kTenantBySlug, db::params(slug));
+    if (r.empty() || r.is_null(0, 0)) {
+      throw ApiError(ErrorCode::kNotFound, "No tenant at this address.");
+    }
+    ctx.tenant_id = std::string(r.get(0, 0));
+  }
+  co_return co_await next(ctx);
+}
+
+awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
+  if (!ctx.route()->needs.authenticated) co_return co_await next(ctx);
+  std::string_view authorization = ctx.request.header("authorization");
+  if (authorization.starts_with("Bearer ") || authorization.starts_with("bearer ")) {
+    std::string_view credential = authorization.substr(7);
+    if (credential.starts_with("hsea_")) {
+      co_await authenticate_api_key(ctx, credential);
+    } else {
+      auto claims = ctx.shared->keys().verify(credential, unix_now());
+      if (!claims) {
+        log::debug("access token refused", {{"request_id", ctx.request_id},
+                                            {"reason", claims.error()}});
+        throw unauthorized("The access token is invalid or expired.");
+      }
+      co_await authenticate_session(ctx, claims->user_id, claims->session_id, claims->tenant_id);
+    }
+  } else if (auto cookie = read_session_cookie(ctx)) {
+    // Cookie sessions are for the web UI; unsafe methods must echo the CSRF token.
+    if (!http::is_safe_method(ctx.request.method) &&
+        !core::constant_time_equal(ctx.request.header("x-csrf-token"),
+                                   csrf_token(ctx.config.secret_key, cookie->session_id))) {
+      throw ApiError(ErrorCode::kForbidden, "Missing or wrong X-CSRF-Token.");
+    }
+    ctx.principal.via_cookie = true;
+    co_await authenticate_session(ctx, cookie->user_id, cookie->session_id, cookie->tenant_id);
+  }
+  co_return co_await next(ctx);
+}
+
+awaitable<Response> authorize(RequestContext& ctx, http::Next next) {
+  const http::Needs& needs = ctx.route()->needs;
+  const Principal& p = ctx.principal;
+  if (needs.authenticated && !p.authenticated()) {
+    throw unauthorized("Sign in, or send an access token or API key.");
+  }
+  if (needs.tenant && ctx.tenant_id.empty()) {
+    throw ApiError(ErrorCode::kBadRequest,
+                   "No tenant selected: send X-Tenant-Id or use the tenant's subdomain.");
+  }
+  if (p.kind == Principal::Kind::kApiKey) {
+    auto has = [&](std::string_view scope) {
+      return std::ranges::find(p.scopes, scope) != p.scopes.end();
+    };
+    if (needs.scopes.empty()) {
+      throw ApiError(ErrorCode::kForbidden, "API keys cannot use this endpoint.");
+    }
+    bool general = http::is_safe_method(ctx.request.method) ? (has("read") || has("write"))
+                                                            : has("write");
+    bool specific = std::ranges::any_of(needs.scopes, has);
+    if (!general && !specific) {
+      throw ApiError(ErrorCode::kForbidden, "The API key lacks the scope for this request.");
+    }
+  } else if (p.kind == Principal::Kind::kUser && !needs.roles.empty() &&
+             std::ranges::find(needs.roles, p.role) == needs.roles.end()) {
+    throw ApiError(ErrorCode::kForbidden, "Your role does not allow this.");
+  }
+  co_return co_await next(ctx);
+}
+
+}  // namespace hsea::identity

@@ -1,0 +1,86 @@
+#include "identity/session_cookie.hpp"
+
+#include <fmt/format.h>
+
+#include "core/config.hpp"
+#include "core/crypto.hpp"
+#include "core/ids.hpp"
+#include "identity/tokens.hpp"
+
+namespace hsea::identity {
+namespace {
+
+constexpr std::string_view kSessionCookie = "hsea_session";
+constexpr std::string_view kCsrfCookie = "hsea_csrf";
+
+std::string mac(const std::string& secret, std::string_view purpose, std::string_view data) {
+  return base64url_encode(core::hmac_sha256(secret, fmt::format("{}|{}", purpose, data)));
+}
+
+std::string_view cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    auto semi = header.find(';');
+    std::string_view pair = header.substr(0, semi);
+    while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+    if (pair.starts_with(name) && pair.size() > name.size() && pair[name.size()] == '=') {
+      return pair.substr(name.size() + 1);
+    }
+    if (semi == std::string_view::npos) break;
+    header.remove_prefix(semi + 1);
+  }
+  return {};
+}
+
+}  // namespace
+
+std::optional<SessionCookie> read_session_cookie(const http::RequestContext& ctx) {
+  std::string_view value = cookie_value(ctx.request.header("cookie"), kSessionCookie);
+  if (value.empty()) return std::nullopt;
+  // <user>.<session>.<tenant or "-">.<mac>
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  while (true) {
+    auto dot = value.find('.', start);
+    parts.push_back(value.substr(start, dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  if (parts.size() != 4) return std::nullopt;
+  std::string signed_part(value.substr(0, value.size() - parts[3].size() - 1));
+  if (!core::constant_time_equal(parts[3], mac(ctx.config.secret_key, "session", signed_part))) {
+    return std::nullopt;
+  }
+  SessionCookie c{std::string(parts[0]), std::string(parts[1]),
+                  parts[2] == "-" ? std::string() : std::string(parts[2])};
+  if (!core::is_uuid(c.user_id) || !core::is_uuid(c.session_id)) return std::nullopt;
+  return c;
+}
+
+std::string csrf_token(const std::string& secret_key, const std::string& session_id) {
+  return mac(secret_key, "csrf", session_id);
+}
+
+void set_session_cookies(http::Response& response, const core::Config& config,
+                         const std::optional<SessionCookie>& cookie, int max_age_seconds) {
+  std::string secure = config.public_url_is_https() ? "; Secure" : "";
+  if (!cookie) {
+    for (auto name : {kSessionCookie, kCsrfCookie}) {
+      response.headers.push_back(
+          {"set-cookie", fmt::format("{}=; Path=/; Max-Age=0; SameSite=Lax{}", name, secure)});
+    }
+    return;
+  }
+  std::string signed_part = fmt::format("{}.{}.{}", cookie->user_id, cookie->session_id,
+                                        cookie->tenant_id.empty() ? "-" : cookie->tenant_id);
+  response.headers.push_back(
+      {"set-cookie",
+       fmt::format("{}={}.{}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}", kSessionCookie,
+                   signed_part, mac(config.secret_key, "session", signed_part), max_age_seconds,
+                   secure)});
+  response.headers.push_back(
+      {"set-cookie", fmt::format("{}={}; Path=/; Max-Age={}; SameSite=Lax{}", kCsrfCookie,
+                                 csrf_token(config.secret_key, cookie->session_id),
+                                 max_age_seconds, secure)});
+}
+
+}  // namespace hsea::identity

@@ -1,0 +1,359 @@
+#include "identity/tokens.hpp"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <sodium.h>
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+
+#include "core/ids.hpp"
+
+namespace hsea::identity {
+
+struct KeyStore::Key {
+  std::string kid;
+  EVP_PKEY* pkey = nullptr;  // private for the signing key, at least public for all
+  std::string x, y;          // base64url public coordinates for the JWK
+  ~Key() { EVP_PKEY_free(pkey); }
+};
+
+namespace {
+
+using Conn = std::unique_ptr<PGconn, decltype(&PQfinish)>;
+using Res = std::unique_ptr<PGresult, decltype(&PQclear)>;
+
+constexpr std::string_view kAudience = "hsea";
+
+Res exec(PGconn* conn, const char* sql, const std::vector<std::string>& args = {}) {
+  std::vector<const char*> values;
+  for (const auto& a : args) values.push_back(a.c_str());
+  Res res(PQexecParams(conn, sql, static_cast<int>(values.size()), nullptr, values.data(),
+                       nullptr, nullptr, 0),
+          &PQclear);
+  auto status = PQresultStatus(res.get());
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    throw std::runtime_error(std::string("signing keys: ") + PQresultErrorMessage(res.get()));
+  }
+  return res;
+}
+
+Conn connect(const std::string& url) {
+  Conn conn(PQconnectdb(url.c_str()), &PQfinish);
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    throw std::runtime_error(std::string("signing keys: cannot connect: ") +
+                             PQerrorMessage(conn.get()));
+  }
+  return conn;
+}
+
+std::array<unsigned char, crypto_secretbox_KEYBYTES> sealing_key(const std::string& secret) {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+  std::array<unsigned char, crypto_secretbox_KEYBYTES> key{};
+  static constexpr std::string_view kContext = "hsea jwt signing keys v1";
+  crypto_generichash(key.data(), key.size(), reinterpret_cast<const unsigned char*>(secret.data()),
+                     secret.size(), reinterpret_cast<const unsigned char*>(kContext.data()),
+                     kContext.size());
+  return key;
+}
+
+std::string seal(const std::string& plain, const std::string& secret) {
+  auto key = sealing_key(secret);
+  std::string out(crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plain.size(), '\0');
+  auto* nonce = reinterpret_cast<unsigned char*>(out.data());
+  randombytes_buf(nonce, crypto_secretbox_NONCEBYTES);
+  crypto_secretbox_easy(nonce + crypto_secretbox_NONCEBYTES,
+                        reinterpret_cast<const unsigned char*>(plain.data()), plain.size(), nonce,
+                        key.data());
+  return base64url_encode(out);
+}
+
+std::string unseal(const std::string& sealed, const std::string& secret) {
+  auto raw = base64url_decode(sealed);
+  if (!raw || raw->size() < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES) {
+    throw std::runtime_error("signing keys: sealed key is malformed");
+  }
+  auto key = sealing_key(secret);
+  auto* nonce = reinterpret_cast<const unsigned char*>(raw->data());
+  std::string plain(raw->size() - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES, '\0');
+  if (crypto_secretbox_open_easy(reinterpret_cast<unsigned char*>(plain.data()),
+                                 nonce + crypto_secretbox_NONCEBYTES,
+                                 raw->size() - crypto_secretbox_NONCEBYTES, nonce,
+                                 key.data()) != 0) {
+    throw std::runtime_error(
+        "signing keys: cannot open a private key: HSEA_SECRET_KEY differs from the one that "
+        "sealed it");
+  }
+  return plain;
+}
+
+std::string bio_string(BIO* bio) {
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio, &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+std::unique_ptr<KeyStore::Key> key_from_pem(std::string kid, const std::string& pem,
+                                            bool is_private) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  EVP_PKEY* pkey = is_private ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr)
+                              : PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (pkey == nullptr) throw std::runtime_error("signing keys: unreadable key " + kid);
+  auto key = std::make_unique<KeyStore::Key>();
+  key->kid = std::move(kid);
+  key->pkey = pkey;
+  for (auto [param, out] : {std::pair{OSSL_PKEY_PARAM_EC_PUB_X, &key->x},
+                            std::pair{OSSL_PKEY_PARAM_EC_PUB_Y, &key->y}}) {
+    BIGNUM* bn = nullptr;
+    if (EVP_PKEY_get_bn_param(pkey, param, &bn) != 1) {
+      throw std::runtime_error("signing keys: not an EC key");
+    }
+    unsigned char buf[32];
+    BN_bn2binpad(bn, buf, sizeof buf);
+    BN_free(bn);
+    *out = base64url_encode(std::string_view(reinterpret_cast<char*>(buf), sizeof buf));
+  }
+  return key;
+}
+
+void insert_new_key(PGconn* conn, const std::string& secret) {
+  EVP_PKEY* pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  if (pkey == nullptr) throw std::runtime_error("signing keys: key generation failed");
+  BIO* priv = BIO_new(BIO_s_mem());
+  BIO* pub = BIO_new(BIO_s_mem());
+  PEM_write_bio_PrivateKey(priv, pkey, nullptr, nullptr, 0, nullptr, nullptr);
+  PEM_write_bio_PUBKEY(pub, pkey);
+  std::string private_pem = bio_string(priv), public_pem = bio_string(pub);
+  BIO_free(priv);
+  BIO_free(pub);
+  EVP_PKEY_free(pkey);
+  std::string kid = core::random_hex(8);
+  exec(conn,
+       "UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL");
+  exec(conn,
+       "INSERT INTO signing_keys (kid, algorithm, public_pem, sealed_private) "
+       "VALUES ($1, 'ES256', $2, $3)",
+       {kid, public_pem, seal(private_pem, secret)});
+  OPENSSL_cleanse(private_pem.data(), private_pem.size());
+}
+
+std::string der_to_raw(const unsigned char* der, std::size_t len) {
+  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &der, static_cast<long>(len));
+  if (sig == nullptr) throw std::runtime_error("bad ECDSA signature");
+  const BIGNUM *r = nullptr, *s = nullptr;
+  ECDSA_SIG_get0(sig, &r, &s);
+  std::string raw(64, '\0');
+  BN_bn2binpad(r, reinterpret_cast<unsigned char*>(raw.data()), 32);
+  BN_bn2binpad(s, reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
+  ECDSA_SIG_free(sig);
+  return raw;
+}
+
+bool verify_es256(EVP_PKEY* pkey, std::string_view signed_part, const std::string& raw_sig) {
+  if (raw_sig.size() != 64) return false;
+  ECDSA_SIG* sig = ECDSA_SIG_new();
+  auto* bytes = reinterpret_cast<const unsigned char*>(raw_sig.data());
+  ECDSA_SIG_set0(sig, BN_bin2bn(bytes, 32, nullptr), BN_bin2bn(bytes + 32, 32, nullptr));
+  unsigned char* der = nullptr;
+  int der_len = i2d_ECDSA_SIG(sig, &der);
+  ECDSA_SIG_free(sig);
+  if (der_len <= 0) return false;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  bool ok = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, pkey) == 1 &&
+            EVP_DigestVerify(ctx, der, static_cast<std::size_t>(der_len),
+                             reinterpret_cast<const unsigned char*>(signed_part.data()),
+                             signed_part.size()) == 1;
+  EVP_MD_CTX_free(ctx);
+  OPENSSL_free(der);
+  return ok;
+}
+
+std::optional<boost::json::object> decode_json_part(std::string_view part) {
+  auto raw = base64url_decode(part);
+  if (!raw) return std::nullopt;
+  boost::system::error_code ec;
+  auto value = boost::json::parse(*raw, ec);
+  if (ec || !value.is_object()) return std::nullopt;
+  return std::move(value.as_object());
+}
+
+std::string string_claim(const boost::json::object& o, std::string_view name) {
+  auto it = o.find(name);
+  if (it == o.end() || !it->value().is_string()) return {};
+  return std::string(it->value().as_string());
+}
+
+std::optional<std::int64_t> int_claim(const boost::json::object& o, std::string_view name) {
+  auto it = o.find(name);
+  if (it == o.end() || !it->value().is_int64()) return std::nullopt;
+  return it->value().as_int64();
+}
+
+}  // namespace
+
+std::string base64url_encode(std::string_view bytes) {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+  std::string out(sodium_base64_ENCODED_LEN(bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                  '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                    bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  out.resize(std::strlen(out.c_str()));
+  return out;
+}
+
+std::expected<std::string, std::string> base64url_decode(std::string_view text) {
+  std::string out(text.size(), '\0');
+  std::size_t len = 0;
+  const char* end = nullptr;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), nullptr, &len, &end,
+                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+      end != text.data() + text.size()) {
+    return std::unexpected(std::string("not base64url"));
+  }
+  out.resize(len);
+  return out;
+}
+
+KeyStore::~KeyStore() = default;
+
+std::unique_ptr<KeyStore> KeyStore::load(const std::string& database_url,
+                                         const std::string& secret_key, std::string issuer) {
+  Conn conn = connect(database_url);
+  auto rows = [&] {
+    return exec(conn.get(),
+                "SELECT kid, public_pem, sealed_private, retired_at IS NULL FROM signing_keys "
+                "WHERE retired_at IS NULL OR retired_at > now() - interval '1 hour' "
+                "ORDER BY created_at DESC");
+  };
+  Res res = rows();
+  if (PQntuples(res.get()) == 0 || std::string_view(PQgetvalue(res.get(), 0, 3)) != "t") {
+    exec(conn.get(), "BEGIN");
+    exec(conn.get(), "LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE");
+    Res again = rows();
+    if (PQntuples(again.get()) == 0 || std::string_view(PQgetvalue(again.get(), 0, 3)) != "t") {
+      insert_new_key(conn.get(), secret_key);
+    }
+    exec(conn.get(), "COMMIT");
+    res = rows();
+  }
+  std::unique_ptr<KeyStore> store(new KeyStore());
+  store->issuer_ = std::move(issuer);
+  for (int r = 0; r < PQntuples(res.get()); ++r) {
+    std::string kid = PQgetvalue(res.get(), r, 0);
+    if (r == 0) {
+      std::string pem = unseal(PQgetvalue(res.get(), r, 2), secret_key);
+      store->keys_.push_back(key_from_pem(kid, pem, true));
+      OPENSSL_cleanse(pem.data(), pem.size());
+    } else {
+      store->keys_.push_back(key_from_pem(kid, PQgetvalue(res.get(), r, 1), false));
+    }
+  }
+  return store;
+}
+
+std::string KeyStore::rotate(const std::string& database_url, const std::string& secret_key) {
+  Conn conn = connect(database_url);
+  exec(conn.get(), "BEGIN");
+  insert_new_key(conn.get(), secret_key);
+  Res res = exec(conn.get(), "SELECT kid FROM signing_keys WHERE retired_at IS NULL");
+  exec(conn.get(), "COMMIT");
+  return PQgetvalue(res.get(), 0, 0);
+}
+
+std::string KeyStore::sign(const AccessClaims& claims) const {
+  const Key& key = *keys_.front();
+  boost::json::object header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", key.kid}};
+  boost::json::object payload{{"iss", issuer_},
+                              {"aud", kAudience},
+                              {"sub", claims.user_id},
+                              {"tid", claims.tenant_id},
+                              {"sid", claims.session_id},
+                              {"iat", claims.issued_at},
+                              {"exp", claims.expires_at}};
+  std::string signing_input = base64url_encode(boost::json::serialize(header)) + "." +
+                              base64url_encode(boost::json::serialize(payload));
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  std::size_t len = 0;
+  std::vector<unsigned char> der;
+  bool ok = EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key.pkey) == 1 &&
+            EVP_DigestSign(ctx, nullptr, &len,
+                           reinterpret_cast<const unsigned char*>(signing_input.data()),
+                           signing_input.size()) == 1;
+  if (ok) {
+    der.resize(len);
+    ok = EVP_DigestSign(ctx, der.data(), &len,
+                        reinterpret_cast<const unsigned char*>(signing_input.data()),
+                        signing_input.size()) == 1;
+  }
+  EVP_MD_CTX_free(ctx);
+  if (!ok) throw std::runtime_error("signing an access token failed");
+  return signing_input + "." + base64url_encode(der_to_raw(der.data(), len));
+}
+
+std::expected<AccessClaims, std::string> KeyStore::verify(std::string_view token,
+                                                          std::int64_t now) const {
+  auto dot1 = token.find('.');
+  auto dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos) {
+    return std::unexpected(std::string("malformed token"));
+  }
+  auto header = decode_json_part(token.substr(0, dot1));
+  if (!header) return std::unexpected(std::string("malformed header"));
+  if (string_claim(*header, "alg") != "ES256") return std::unexpected(std::string("bad alg"));
+  std::string kid = string_claim(*header, "kid");
+  const Key* key = nullptr;
+  for (const auto& k : keys_) {
+    if (k->kid == kid) key = k.get();
+  }
+  if (key == nullptr) return std::unexpected(std::string("unknown kid"));
+  auto signature = base64url_decode(token.substr(dot2 + 1));
+  if (!signature || !verify_es256(key->pkey, token.substr(0, dot2), *signature)) {
+    return std::unexpected(std::string("bad signature"));
+  }
+  auto payload = decode_json_part(token.substr(dot1 + 1, dot2 - dot1 - 1));
+  if (!payload) return std::unexpected(std::string("malformed payload"));
+  if (string_claim(*payload, "iss") != issuer_ || string_claim(*payload, "aud") != kAudience) {
+    return std::unexpected(std::string("wrong issuer or audience"));
+  }
+  AccessClaims claims{.user_id = string_claim(*payload, "sub"),
+                      .tenant_id = string_claim(*payload, "tid"),
+                      .session_id = string_claim(*payload, "sid")};
+  auto iat = int_claim(*payload, "iat"), exp = int_claim(*payload, "exp");
+  if (!iat || !exp || !core::is_uuid(claims.user_id) || !core::is_uuid(claims.session_id)) {
+    return std::unexpected(std::string("missing claims"));
+  }
+  if (*exp <= now) return std::unexpected(std::string("expired"));
+  if (*iat > now + 60) return std::unexpected(std::string("issued in the future"));
+  claims.issued_at = *iat;
+  claims.expires_at = *exp;
+  return claims;
+}
+
+std::string KeyStore::jwks_json() const {
+  boost::json::array keys;
+  for (const auto& k : keys_) {
+    keys.push_back(boost::json::object{{"kty", "EC"},
+                                       {"crv", "P-256"},
+                                       {"alg", "ES256"},
+                                       {"use", "sig"},
+                                       {"kid", k->kid},
+                                       {"x", k->x},
+                                       {"y", k->y}});
+  }
+  return boost::json::serialize(boost::json::object{{"keys", std::move(keys)}});
+}
+
+}  // namespace hsea::identity

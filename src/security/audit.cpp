@@ -1,0 +1,78 @@
+#include "security/audit.hpp"
+
+#include <libpq-fe.h>
+
+#include <memory>
+#include <stdexcept>
+
+#include "core/ids.hpp"
+#include "http/context.hpp"
+
+namespace hsea::security {
+namespace {
+
+constexpr db::Query kInsert{
+    "audit_insert",
+    "INSERT INTO audit_logs (tenant_id, id, actor_type, actor_id, action, target_type, "
+    "target_id, ip, user_agent, request_id, metadata) VALUES ("
+    "NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, $2, $3, $4, $5, $6, $7, $8, "
+    "$9, $10::jsonb)"};
+
+constexpr db::Query kPrune{"audit_prune", "SELECT audit_prune($1::int) AS removed"};
+
+db::Params insert_params(const http::RequestContext& ctx, AuditEvent& e) {
+  if (e.actor_type.empty()) {
+    switch (ctx.principal.kind) {
+      case http::Principal::Kind::kUser:
+        e.actor_type = "user";
+        e.actor_id = ctx.principal.user_id;
+        break;
+      case http::Principal::Kind::kApiKey:
+        e.actor_type = "api_key";
+        e.actor_id = ctx.principal.api_key_id;
+        break;
+      case http::Principal::Kind::kAnonymous:
+        e.actor_type = "anonymous";
+        break;
+    }
+  }
+  std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
+  return db::params(core::uuid_v7(), e.actor_type, e.actor_id, e.action, e.target_type,
+                    e.target_id, ctx.request.remote_ip, user_agent, ctx.request_id, e.metadata);
+}
+
+}  // namespace
+
+boost::asio::awaitable<void> record(db::Transaction& tx, const http::RequestContext& ctx,
+                                    AuditEvent event) {
+  co_await tx.exec(kInsert, insert_params(ctx, event));
+}
+
+boost::asio::awaitable<void> record_in(std::string tenant_id, const http::RequestContext& ctx,
+                                       AuditEvent event) {
+  co_await ctx.db.tenant_query(std::move(tenant_id), kInsert, insert_params(ctx, event));
+}
+
+boost::asio::awaitable<std::int64_t> prune(db::Pool& db, int days) {
+  db::Result r = co_await db.query(kPrune, db::params(days));
+  co_return r.get_int(0, "removed");
+}
+
+long prune_audit_log(const std::string& admin_url, int days) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(admin_url.c_str()), &PQfinish);
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    throw std::runtime_error(std::string("cannot connect: ") + PQerrorMessage(conn.get()));
+  }
+  std::string d = std::to_string(days);
+  const char* values[] = {d.c_str()};
+  std::unique_ptr<PGresult, decltype(&PQclear)> res(
+      PQexecParams(conn.get(), "SELECT audit_prune($1::int)", 1, nullptr, values, nullptr,
+                   nullptr, 0),
+      &PQclear);
+  if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
+    throw std::runtime_error(PQresultErrorMessage(res.get()));
+  }
+  return std::stol(PQgetvalue(res.get(), 0, 0));
+}
+
+}  // namespace hsea::security

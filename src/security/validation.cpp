@@ -1,0 +1,109 @@
+#include <valijson/adapters/boost_json_adapter.hpp>
+#include <valijson/adapters/yaml_cpp_adapter.hpp>
+#include <valijson/schema.hpp>
+#include <valijson/schema_parser.hpp>
+#include <valijson/validator.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <boost/json/parse.hpp>
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "core/embedded.hpp"
+#include "http/json.hpp"
+#include "security/security.hpp"
+
+namespace hsea::security {
+namespace {
+
+// Every component schema of the contract, compiled once. Request schemas are self-contained
+// (no $ref), so each compiles on its own.
+class Schemas {
+ public:
+  Schemas() {
+    YAML::Node spec = YAML::Load(std::string(embedded::openapi_yaml()));
+    for (const auto& entry : spec["components"]["schemas"]) {
+      auto schema = std::make_unique<valijson::Schema>();
+      valijson::SchemaParser parser;
+      valijson::adapters::YamlCppAdapter adapter(entry.second);
+      try {
+        parser.populateSchema(adapter, *schema);
+      } catch (const std::exception&) {
+        continue;  // response-only schemas with $ref are not used for bodies
+      }
+      schemas_.emplace(entry.first.as<std::string>(), std::move(schema));
+    }
+  }
+  const valijson::Schema& get(const std::string& name) const { return *schemas_.at(name); }
+
+ private:
+  std::map<std::string, std::unique_ptr<valijson::Schema>> schemas_;
+};
+
+const Schemas& schemas() {
+  static const Schemas kSchemas;
+  return kSchemas;
+}
+
+// valijson's context is {"<root>", "[email]", "[0]"}; clients get a JSON pointer.
+std::string pointer(const std::vector<std::string>& context, const std::string& description) {
+  std::string out;
+  for (const auto& part : context) {
+    if (part.size() >= 2 && part.front() == '[' && part.back() == ']') {
+      std::string key = part.substr(1, part.size() - 2);
+      if (key.size() >= 2 && key.front() == '"' && key.back() == '"') {
+        key = key.substr(1, key.size() - 2);
+      }
+      out += "/" + key;
+    }
+  }
+  // "Missing required property 'email'." names the field itself.
+  auto quote = description.find('\'');
+  if (description.starts_with("Missing required property") && quote != std::string::npos) {
+    auto end = description.find('\'', quote + 1);
+    if (end != std::string::npos) out += "/" + description.substr(quote + 1, end - quote - 1);
+  }
+  return out.empty() ? "/" : out;
+}
+
+}  // namespace
+
+std::vector<core::FieldError> schema_errors(const std::string& schema_name,
+                                            const std::string& json) {
+  const valijson::Schema& schema = schemas().get(schema_name);
+  boost::system::error_code ec;
+  boost::json::value value = boost::json::parse(json, ec);
+  if (ec) return {{"/", "is not valid JSON"}};
+  valijson::Validator validator;
+  valijson::ValidationResults results;
+  valijson::adapters::BoostJsonAdapter target(value);
+  if (validator.validate(schema, target, &results)) return {};
+  std::vector<core::FieldError> errors;
+  valijson::ValidationResults::Error error;
+  while (results.popError(error)) {
+    // Nested "failed to validate against child schema" lines repeat what the leaves say.
+    if (error.description.find("child schema") != std::string::npos) continue;
+    errors.push_back({pointer(error.context, error.description), error.description});
+  }
+  if (errors.empty()) errors.push_back({"/", "does not match the schema"});
+  return errors;
+}
+
+boost::asio::awaitable<http::Response> validate_body(http::RequestContext& ctx,
+                                                     http::Next next) {
+  const std::string& schema = ctx.route()->needs.body_schema;
+  if (!schema.empty()) {
+    http::json_body(ctx);  // 415 / 400 first
+    auto errors = schema_errors(schema, ctx.request.body);
+    if (!errors.empty()) {
+      throw core::ApiError(core::ErrorCode::kValidationFailed,
+                           "The request body does not match the " + schema + " schema.",
+                           std::move(errors));
+    }
+  }
+  co_return co_await next(ctx);
+}
+
+}  // namespace hsea::security

@@ -1,0 +1,229 @@
+#include "tenancy/tenancy.hpp"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <regex>
+
+#include "app/app.hpp"
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/ids.hpp"
+#include "db/db.hpp"
+#include "http/json.hpp"
+#include "security/audit.hpp"
+
+namespace hsea::tenancy {
+namespace {
+
+using boost::asio::awaitable;
+using boost::json::object;
+using core::ApiError;
+using core::ErrorCode;
+using http::RequestContext;
+using http::Response;
+
+constexpr db::Query kUserTenants{"tenancy_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
+constexpr db::Query kTenant{
+    "tenancy_tenant",
+    "SELECT id, slug, name, status, created_at, updated_at, deletion_scheduled_at FROM tenants"};
+constexpr db::Query kUpdateTenant{
+    "tenancy_update_tenant",
+    "UPDATE tenants SET name = COALESCE($1, name), slug = COALESCE($2, slug), "
+    "updated_at = now() RETURNING id, slug, name, status, created_at, updated_at, "
+    "deletion_scheduled_at"};
+constexpr db::Query kScheduleDeletion{
+    "tenancy_schedule_deletion",
+    "UPDATE tenants SET status = 'suspended', suspended_at = now(), "
+    "deletion_scheduled_at = now() + make_interval(days => $1::int), updated_at = now() "
+    "RETURNING id, slug, name, status, created_at, updated_at, deletion_scheduled_at"};
+constexpr db::Query kMembers{
+    "tenancy_members",
+    "SELECT m.user_id, u.email, u.name, m.role, m.created_at FROM memberships m "
+    "JOIN users u ON u.id = m.user_id ORDER BY m.created_at, m.user_id"};
+constexpr db::Query kMember{
+    "tenancy_member",
+    "SELECT m.user_id, m.role, (SELECT count(*) FROM memberships WHERE role = 'owner') AS owners "
+    "FROM memberships m WHERE m.user_id = $1 FOR UPDATE"};
+constexpr db::Query kLockOwners{
+    "tenancy_lock_owners", "SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE"};
+constexpr db::Query kSetRole{
+    "tenancy_set_role",
+    "UPDATE memberships SET role = $2, updated_at = now() WHERE user_id = $1 "
+    "RETURNING user_id, role, created_at"};
+constexpr db::Query kRemoveMember{"tenancy_remove_member",
+                                  "DELETE FROM memberships WHERE user_id = $1"};
+
+object tenant_json(const db::Result& r) {
+  return object{{"id", r.get(0, "id")},
+                {"slug", r.get(0, "slug")},
+                {"name", r.get(0, "name")},
+                {"status", r.get(0, "status")},
+                {"created_at", r.get(0, "created_at")},
+                {"updated_at", r.get(0, "updated_at")},
+                {"deletion_scheduled_at", r.is_null(0, r.column("deletion_scheduled_at"))
+                                              ? boost::json::value(nullptr)
+                                              : boost::json::value(r.get(0, "deletion_scheduled_at"))}};
+}
+
+awaitable<Response> list_tenants(RequestContext& ctx) {
+  db::Result r = co_await ctx.db.query(kUserTenants, db::params(ctx.principal.user_id));
+  boost::json::array data;
+  for (int i = 0; i < r.rows(); ++i) {
+    data.push_back(object{{"id", r.get(i, "tenant_id")},
+                          {"slug", r.get(i, "slug")},
+                          {"name", r.get(i, "name")},
+                          {"status", r.get(i, "status")},
+                          {"role", r.get(i, "role")}});
+  }
+  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+}
+
+awaitable<Response> get_tenant(RequestContext& ctx) {
+  db::Result r = co_await ctx.db.tenant_query(ctx.tenant_id, kTenant);
+  if (r.empty()) throw ApiError(ErrorCode::kNotFound, "No such tenant.");
+  co_return http::json_response(200, tenant_json(r));
+}
+
+awaitable<Response> patch_tenant(RequestContext& ctx) {
+  object body = http::json_body(ctx);
+  std::optional<std::string> name, slug;
+  std::vector<core::FieldError> errors;
+  for (const auto& [key, value] : body) {
+    if (key != "name" && key != "slug") errors.push_back({"/" + std::string(key), "is not a changeable field"});
+  }
+  name = http::optional_string(body, "name");
+  slug = http::optional_string(body, "slug");
+  if (name && (name->empty() || name->size() > 200)) {
+    errors.push_back({"/name", "must be 1 to 200 characters"});
+  }
+  static const std::regex kSlug("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$");
+  if (slug && !std::regex_match(*slug, kSlug)) {
+    errors.push_back({"/slug", "must be lower-case letters, digits and inner hyphens"});
+  }
+  if (!errors.empty()) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.", std::move(errors));
+  }
+  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Result r;
+  try {
+    r = co_await tx.exec(kUpdateTenant, db::params(name, slug));
+  } catch (const db::Error& e) {
+    if (e.sqlstate() == "23505") throw ApiError(ErrorCode::kConflict, "That slug is taken.");
+    throw;
+  }
+  co_await security::record(tx, ctx, security::event("tenant.updated", "tenant", ctx.tenant_id, boost::json::serialize(body)));
+  co_await tx.commit();
+  co_return http::json_response(200, tenant_json(r));
+}
+
+awaitable<Response> delete_tenant(RequestContext& ctx) {
+  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Result r = co_await tx.exec(kScheduleDeletion,
+                                  db::params(ctx.config.tenant_deletion_grace_days));
+  co_await security::record(tx, ctx, security::event("tenant.deletion_scheduled", "tenant", ctx.tenant_id));
+  co_await tx.commit();
+  co_return http::json_response(202, tenant_json(r));
+}
+
+awaitable<Response> list_members(RequestContext& ctx) {
+  db::Result r = co_await ctx.db.scoped_query(
+      {.tenant_id = ctx.tenant_id, .user_id = ctx.principal.user_id}, kMembers);
+  boost::json::array data;
+  for (int i = 0; i < r.rows(); ++i) {
+    data.push_back(object{{"user_id", r.get(i, "user_id")},
+                          {"email", r.get(i, "email")},
+                          {"name", r.get(i, "name")},
+                          {"role", r.get(i, "role")},
+                          {"created_at", r.get(i, "created_at")}});
+  }
+  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+}
+
+std::string member_id(const RequestContext& ctx) {
+  std::string id(ctx.param("user_id"));
+  if (!core::is_uuid(id)) throw ApiError(ErrorCode::kNotFound, "No such member.");
+  return id;
+}
+
+// Owners are protected: only an owner changes or removes one, and the last owner stays.
+void check_owner_change(const RequestContext& ctx, const db::Result& member, bool stays_owner) {
+  if (member.get(0, "role") != "owner") return;
+  if (ctx.principal.role != "owner") {
+    throw ApiError(ErrorCode::kForbidden, "Only an owner can change another owner.");
+  }
+  if (!stays_owner && member.get_int(0, "owners") <= 1) {
+    throw ApiError(ErrorCode::kConflict, "A tenant must keep at least one owner.");
+  }
+}
+
+awaitable<Response> patch_member(RequestContext& ctx) {
+  std::string user_id = member_id(ctx);
+  object body = http::json_body(ctx);
+  std::string role = http::required_string(body, "role");
+  if (role != "owner" && role != "admin" && role != "member" && role != "billing") {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/role", "must be owner, admin, member or billing"}});
+  }
+  if (role == "owner" && ctx.principal.role != "owner") {
+    throw ApiError(ErrorCode::kForbidden, "Only an owner can make someone an owner.");
+  }
+  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  co_await tx.exec(kLockOwners);  // serialises concurrent owner changes
+  db::Result member = co_await tx.exec(kMember, db::params(user_id));
+  if (member.empty()) throw ApiError(ErrorCode::kNotFound, "No such member.");
+  check_owner_change(ctx, member, role == "owner");
+  std::string before(member.get(0, "role"));
+  db::Result r = co_await tx.exec(kSetRole, db::params(user_id, role));
+  object change{{"from", before}, {"to", role}};
+  security::AuditEvent event{.action = "member.role_changed", .target_type = "user",
+                             .target_id = user_id, .metadata = boost::json::serialize(change)};
+  co_await security::record(tx, ctx, std::move(event));
+  co_await tx.commit();
+  co_return http::json_response(200, object{{"user_id", user_id}, {"role", role},
+                                            {"created_at", r.get(0, "created_at")}});
+}
+
+awaitable<Response> delete_member(RequestContext& ctx) {
+  std::string user_id = member_id(ctx);
+  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  co_await tx.exec(kLockOwners);
+  db::Result member = co_await tx.exec(kMember, db::params(user_id));
+  if (member.empty()) throw ApiError(ErrorCode::kNotFound, "No such member.");
+  check_owner_change(ctx, member, false);
+  co_await tx.exec(kRemoveMember, db::params(user_id));
+  co_await security::record(tx, ctx, security::event("member.removed", "user", user_id));
+  co_await tx.commit();
+  co_return Response::no_content();
+}
+
+}  // namespace
+
+void Register(app::App& app) {
+  using http::Method;
+  const std::vector<std::string> anyone{"owner", "admin", "member", "billing"};
+  const std::vector<std::string> admins{"owner", "admin"};
+  app.router.add({.method = Method::kGet, .path = "/api/tenants", .handler = list_tenants,
+                  .needs = {.authenticated = true}});
+  app.router.add({.method = Method::kGet, .path = "/api/tenant", .handler = get_tenant,
+                  .needs = {.authenticated = true, .tenant = true, .roles = anyone,
+                            .scopes = {"tenant:read"}}});
+  app.router.add({.method = Method::kPatch, .path = "/api/tenant", .handler = patch_tenant,
+                  .needs = {.authenticated = true, .tenant = true, .roles = admins,
+                            .scopes = {"tenant:write"}, .body_schema = "UpdateTenantRequest"}});
+  app.router.add({.method = Method::kDelete, .path = "/api/tenant", .handler = delete_tenant,
+                  .needs = {.authenticated = true, .tenant = true, .roles = {"owner"}}});
+  app.router.add({.method = Method::kGet, .path = "/api/members", .handler = list_members,
+                  .needs = {.authenticated = true, .tenant = true, .roles = anyone,
+                            .scopes = {"members:read"}}});
+  app.router.add({.method = Method::kPatch, .path = "/api/members/{user_id}",
+                  .handler = patch_member,
+                  .needs = {.authenticated = true, .tenant = true, .roles = admins,
+                            .body_schema = "UpdateMemberRequest"}});
+  app.router.add({.method = Method::kDelete, .path = "/api/members/{user_id}",
+                  .handler = delete_member,
+                  .needs = {.authenticated = true, .tenant = true, .roles = admins}});
+}
+
+}  // namespace hsea::tenancy
