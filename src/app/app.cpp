@@ -34,13 +34,15 @@ struct ThreadResources {
   std::unique_ptr<redis::Client> redis;
 };
 
-void add_pool_metrics(ops::Metrics& metrics,
-                      const std::vector<std::unique_ptr<ThreadResources>>& threads) {
-  metrics.add_source([&threads](std::string& out) {
+// Scrapes run on any thread, so they see each pool through an atomic pointer that its I/O
+// thread publishes once the pool exists.
+void add_pool_metrics(ops::Metrics& metrics, const std::vector<std::atomic<db::Pool*>>& pools) {
+  metrics.add_source([&pools](std::string& out) {
     db::PoolStats total;
-    for (const auto& t : threads) {
-      if (!t || !t->db) continue;
-      db::PoolStats s = t->db->stats();
+    for (const auto& p : pools) {
+      const db::Pool* pool = p.load(std::memory_order_acquire);
+      if (pool == nullptr) continue;
+      db::PoolStats s = pool->stats();
       total.in_use += s.in_use;
       total.idle += s.idle;
       total.waiting += s.waiting;
@@ -131,7 +133,8 @@ int serve(App& app) {
   } join_loader{stopping, key_loader};
   ops::Metrics metrics(config.threads, app.router);
   std::vector<std::unique_ptr<ThreadResources>> threads(config.threads);
-  add_pool_metrics(metrics, threads);
+  std::vector<std::atomic<db::Pool*>> pools(config.threads);
+  add_pool_metrics(metrics, pools);
 
   http::Server server({
       .config = config,
@@ -140,6 +143,7 @@ int serve(App& app) {
       .chain = {http::request_id, http::access_log, http::security_headers, http::error_mapping,
                 http::deadline, http::routing, identity::resolve_tenant, identity::authenticate,
                 identity::authorize, security::validate_body},
+      .outer_layers = 4,  // request id .. error mapping also wrap requests refused unread
       .start_thread =
           [&](int index, boost::asio::io_context& io) {
             auto resources = std::make_unique<ThreadResources>();
@@ -164,12 +168,15 @@ int serve(App& app) {
                                           .db = resources->db.get(),
                                           .redis = resources->redis.get(),
                                           .shared = &shared};
+            pools[index].store(resources->db.get(), std::memory_order_release);
             threads[index] = std::move(resources);
             return services;
           },
       .stop_thread =
           [&](int index) {
-            if (threads[index]->redis) threads[index]->redis->stop();
+            // On the thread, while its io_context still exists: the Redis client's sockets
+            // and timers belong to it.
+            threads[index]->redis.reset();
             threads[index]->db->close();
           },
   });

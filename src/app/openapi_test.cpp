@@ -37,3 +37,21 @@ TEST(OpenApi, DescribesEveryDeclaredRouteAndNothingElse) {
 
 }  // namespace
 }  // namespace hsea::app
+
+#include "security/security.hpp"
+
+namespace hsea::app {
+namespace {
+
+TEST(OpenApi, EveryBodySchemaARouteNamesExists) {
+  App app;
+  register_modules(app);
+  for (const auto& route : app.router.routes()) {
+    if (route->needs.body_schema.empty()) continue;
+    EXPECT_NO_THROW(security::schema_errors(route->needs.body_schema, "{}"))
+        << route->path << " names " << route->needs.body_schema;
+  }
+}
+
+}  // namespace
+}  // namespace hsea::app

@@ -1,5 +1,7 @@
 #include "core/config.hpp"
 
+#include "redis/client.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -83,7 +85,7 @@ const std::array kEntries{
     Entry{{"HSEA_IDLE_TIMEOUT_SECONDS", "60", false, "keep-alive connection idle time"},
           HSEA_INT_SETTING(idle_timeout_seconds, 1, 3600)},
     Entry{{"HSEA_REQUEST_TIMEOUT_SECONDS", "30", false,
-           "deadline for a handler; past it the request is cancelled with 503"},
+           "deadline for a handler; past it the request is cancelled with 504"},
           HSEA_INT_SETTING(request_timeout_seconds, 1, 3600)},
     Entry{{"HSEA_SHUTDOWN_GRACE_SECONDS", "10", false,
            "on SIGTERM/SIGINT, how long in-flight requests may finish"},
@@ -128,7 +130,13 @@ const std::array kEntries{
     Entry{{"HSEA_REDIS_URL", "(unset: in-process fallbacks)", true,
            "redis://[:password@]host:port[/db]"},
           [](const std::string& v, Config& c) -> std::optional<std::string> {
-            if (!v.empty() && !v.starts_with("redis://")) return "must be a redis:// URL";
+            if (!v.empty()) {
+              try {
+                redis::parse_url(v);
+              } catch (const std::exception& e) {
+                return std::string("must be redis://[:password@]host[:port][/db]: ") + e.what();
+              }
+            }
             c.redis_url = v;
             return std::nullopt;
           },

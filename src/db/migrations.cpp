@@ -110,7 +110,10 @@ SELECT c.relname,
        EXISTS (SELECT 1 FROM pg_index i
                  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
                 WHERE i.indrelid = c.oid AND a.attname = 'tenant_id') AS tenant_indexed,
-       pg_has_role('hsea_app', c.relowner, 'MEMBER') AS owned_by_app
+       c.relowner IN (SELECT oid FROM pg_roles WHERE rolname = 'hsea_app'
+                       UNION SELECT m.member FROM pg_auth_members m
+                        JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = 'hsea_app')
+         AS owned_by_app
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')

@@ -117,6 +117,7 @@ class Connection {
                     kCannotConnect);
       status = PQconnectPoll(pg_);
     }
+    ++deadline_generation_;
     deadline_.cancel();
     track_socket();
     if (PQsetnonblocking(pg_, 1) != 0 || PQenterPipelineMode(pg_) != 1) {
@@ -175,6 +176,7 @@ class Connection {
       Result res(raw);
       if (raw == nullptr || PQresultStatus(raw) != PGRES_PIPELINE_SYNC) throw broken();
     }
+    ++deadline_generation_;
     deadline_.cancel();
     in_flight_ = false;
     if (first_error) throw *first_error;
@@ -232,8 +234,11 @@ class Connection {
   void arm_deadline(std::chrono::milliseconds timeout) {
     deadline_hit_ = false;
     deadline_.expires_after(timeout);
-    deadline_.async_wait([this](boost::system::error_code ec) {
-      if (ec) return;  // cancelled: the operation finished, or the connection is going away
+    // A handler already queued for an earlier deadline must not cancel this operation.
+    unsigned generation = ++deadline_generation_;
+    deadline_.async_wait([this, generation](boost::system::error_code ec) {
+      // Cancelled: the operation finished, or the connection is going away.
+      if (ec || generation != deadline_generation_) return;
       deadline_hit_ = true;
       boost::system::error_code ignored;
       socket_.cancel(ignored);
@@ -244,7 +249,11 @@ class Connection {
     auto [ec] = co_await socket_.async_wait(type, asio::as_tuple(use_awaitable));
     if (!ec) co_return;
     in_flight_ = true;
-    if (deadline_hit_) throw Error(kTimedOut, "database deadline passed");
+    if (deadline_hit_) {
+      // A slow connect means the database is unreachable (503); a slow statement, 504.
+      throw Error(error_state == kCannotConnect ? kCannotConnect : kTimedOut,
+                  "database deadline passed");
+    }
     if (ec == asio::error::operation_aborted) throw boost::system::system_error(ec);
     throw Error(error_state, ec.message());
   }
@@ -279,6 +288,7 @@ class Connection {
   int tracked_fd_ = -1;
   asio::steady_timer deadline_;
   bool deadline_hit_ = false;
+  unsigned deadline_generation_ = 0;
   bool in_flight_ = false;
   std::vector<Step> steps_;
   std::unordered_set<std::string> prepared_;

@@ -111,6 +111,9 @@ awaitable<Response> error_mapping(RequestContext& ctx, Next next) {
       case core::ErrorCode::kTimeout:
         detail = "The database did not answer in time.";
         break;
+      case core::ErrorCode::kForbidden:
+        detail = "You may not change this data.";
+        break;
       default:
         detail = "An unexpected error occurred.";
     }

@@ -43,10 +43,12 @@ struct Session;
 struct Worker {
   explicit Worker(int i) : index(i), acceptor(io) {}
   int index;
+  // Declared before io: frames of unfinished sessions are destroyed with io and unregister
+  // themselves from this set.
+  std::unordered_set<Session*> sessions;
   asio::io_context io{1};
   tcp::acceptor acceptor;
   ThreadServices services;
-  std::unordered_set<Session*> sessions;
   std::thread thread;
 };
 
@@ -140,8 +142,7 @@ struct Server::Impl {
     if (rejection != nullptr) {
       ctx.rejection = rejection;
       // Refused before routing: only the outer layers apply.
-      static constexpr std::size_t kOuterLayers = 4;  // request id, log, headers, errors
-      co_return co_await Next(std::span(parts.chain).first(kOuterLayers), reject)(ctx);
+      co_return co_await Next(std::span(parts.chain).first(parts.outer_layers), reject)(ctx);
     }
     ctx.match = parts.router.match(request.method, request.path);
     co_return co_await Next(parts.chain, dispatch)(ctx);
@@ -237,7 +238,12 @@ struct Server::Impl {
       bool head = request.method == Method::kHead;
       Response response = co_await handle(w, request, nullptr);
       bool keep_alive = message.keep_alive() && !draining.load(std::memory_order_relaxed);
-      co_await send(s, std::move(response), message.version(), keep_alive, head);
+      try {
+        co_await send(s, std::move(response), message.version(), keep_alive, head);
+      } catch (const boost::system::system_error& e) {
+        log::debug("client went away before the response was sent", {{"error", e.what()}});
+        break;
+      }
       if (!keep_alive) break;
     }
     boost::system::error_code ignored;

@@ -20,6 +20,9 @@ struct ServerParts {
   const Router& router;
   ops::Metrics& metrics;
   std::vector<Middleware> chain;  // the middleware in order; the handler is appended
+  // How many leading layers of `chain` also wrap requests refused before routing (malformed,
+  // too large): request id, access log, security headers, error mapping.
+  std::size_t outer_layers = 4;
   // Runs on each I/O thread before it serves: makes that thread's pools and clients.
   std::function<ThreadServices(int thread_index, boost::asio::io_context& io)> start_thread;
   // Runs on each I/O thread after it stops serving, before its io_context is destroyed.

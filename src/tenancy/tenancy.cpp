@@ -128,8 +128,9 @@ awaitable<Response> delete_tenant(RequestContext& ctx) {
 }
 
 awaitable<Response> list_members(RequestContext& ctx) {
-  db::Result r = co_await ctx.db.scoped_query(
-      {.tenant_id = ctx.tenant_id, .user_id = ctx.principal.user_id}, kMembers);
+  // A named factory, not a braced Scope: g++ 12 destroys such a coroutine argument twice.
+  db::Result r =
+      co_await ctx.db.scoped_query(db::scope(ctx.tenant_id, ctx.principal.user_id), kMembers);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     data.push_back(object{{"user_id", r.get(i, "user_id")},
