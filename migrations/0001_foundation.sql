@@ -4,7 +4,7 @@
 --   * ALTER TABLE ... ENABLE ROW LEVEL SECURITY and FORCE ROW LEVEL SECURITY;
 --   * one policy FOR ALL with USING and WITH CHECK on the transaction's tenant:
 --       tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid
---   * privileges granted to hsea_app table by table, only what the server needs.
+--   * privileges granted to hsea_app_privileges table by table, only what the server needs.
 -- `hsea migrate` refuses a schema where a table holding tenant_id breaks this rule.
 
 CREATE TABLE tenants (
@@ -23,4 +23,4 @@ ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON tenants FOR ALL
   USING (id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
   WITH CHECK (id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
-GRANT SELECT, INSERT, UPDATE ON tenants TO hsea_app;
+GRANT SELECT, INSERT, UPDATE ON tenants TO hsea_app_privileges;

@@ -35,7 +35,7 @@ ALTER TABLE memberships FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON memberships FOR ALL
   USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
   WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
-GRANT SELECT, INSERT, UPDATE, DELETE ON memberships TO hsea_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON memberships TO hsea_app_privileges;
 
 -- A user sees their own row, and the rows of members of the current tenant.
 ALTER TABLE users ENABLE ROW LEVEL SECURITY;
@@ -46,7 +46,7 @@ CREATE POLICY self_or_tenant_member ON users FOR SELECT
 CREATE POLICY self_write ON users FOR ALL
   USING (id = NULLIF(current_setting('app.user_id', true), '')::uuid)
   WITH CHECK (id = NULLIF(current_setting('app.user_id', true), '')::uuid);
-GRANT SELECT, INSERT, UPDATE, DELETE ON users TO hsea_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON users TO hsea_app_privileges;
 
 CREATE TABLE sessions (
   id uuid PRIMARY KEY,
@@ -66,7 +66,7 @@ ALTER TABLE sessions FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_sessions ON sessions FOR ALL
   USING (user_id = NULLIF(current_setting('app.user_id', true), '')::uuid)
   WITH CHECK (user_id = NULLIF(current_setting('app.user_id', true), '')::uuid);
-GRANT SELECT, INSERT, UPDATE, DELETE ON sessions TO hsea_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON sessions TO hsea_app_privileges;
 
 -- One row per refresh token ever issued; a session's tokens form one rotation family.
 CREATE TABLE refresh_tokens (
@@ -83,7 +83,7 @@ ALTER TABLE refresh_tokens FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_tokens ON refresh_tokens FOR ALL
   USING (user_id = NULLIF(current_setting('app.user_id', true), '')::uuid)
   WITH CHECK (user_id = NULLIF(current_setting('app.user_id', true), '')::uuid);
-GRANT SELECT, INSERT, UPDATE ON refresh_tokens TO hsea_app;
+GRANT SELECT, INSERT, UPDATE ON refresh_tokens TO hsea_app_privileges;
 
 CREATE TABLE api_keys (
   tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
@@ -104,7 +104,7 @@ ALTER TABLE api_keys FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON api_keys FOR ALL
   USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
   WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
-GRANT SELECT, INSERT, UPDATE, DELETE ON api_keys TO hsea_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON api_keys TO hsea_app_privileges;
 
 -- Append-only: the application may read and add entries, never change or remove them.
 -- Retention is applied by `hsea audit prune` (owner role) and the server's daily job.
@@ -129,7 +129,7 @@ ALTER TABLE audit_logs FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON audit_logs FOR ALL
   USING (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
   WITH CHECK (tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid);
-GRANT SELECT, INSERT ON audit_logs TO hsea_app;
+GRANT SELECT, INSERT ON audit_logs TO hsea_app_privileges;
 
 -- JWT signing keys: private keys sealed with a key derived from HSEA_SECRET_KEY.
 CREATE TABLE signing_keys (
@@ -140,7 +140,7 @@ CREATE TABLE signing_keys (
   created_at timestamptz NOT NULL DEFAULT now(),
   retired_at timestamptz
 );
-GRANT SELECT, INSERT, UPDATE ON signing_keys TO hsea_app;
+GRANT SELECT, INSERT, UPDATE ON signing_keys TO hsea_app_privileges;
 
 -- Look-ups across the boundary, before a tenant or user is known.
 CREATE FUNCTION auth_user_by_email(p_email text)
@@ -180,7 +180,7 @@ CREATE FUNCTION auth_user_tenants(p_user uuid)
 REVOKE ALL ON FUNCTION auth_user_by_email(text), auth_refresh_token(text), auth_api_key(text),
   auth_tenant_by_slug(text), auth_user_tenants(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION auth_user_by_email(text), auth_refresh_token(text),
-  auth_api_key(text), auth_tenant_by_slug(text), auth_user_tenants(uuid) TO hsea_app;
+  auth_api_key(text), auth_tenant_by_slug(text), auth_user_tenants(uuid) TO hsea_app_privileges;
 
 -- Tenants where the user is the only owner (account deletion is refused while any exists).
 CREATE FUNCTION auth_sole_owner_tenants(p_user uuid)
@@ -191,7 +191,7 @@ CREATE FUNCTION auth_sole_owner_tenants(p_user uuid)
           AND NOT EXISTS (SELECT 1 FROM memberships o WHERE o.tenant_id = m.tenant_id
                           AND o.role = 'owner' AND o.user_id <> p_user) $$;
 REVOKE ALL ON FUNCTION auth_sole_owner_tenants(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION auth_sole_owner_tenants(uuid) TO hsea_app;
+GRANT EXECUTE ON FUNCTION auth_sole_owner_tenants(uuid) TO hsea_app_privileges;
 
 -- Retention of the audit log: the only way entries are ever removed.
 CREATE FUNCTION audit_prune(p_days int)
@@ -202,6 +202,6 @@ CREATE FUNCTION audit_prune(p_days int)
                        RETURNING 1)
         SELECT count(*) FROM gone $$;
 REVOKE ALL ON FUNCTION audit_prune(int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION audit_prune(int) TO hsea_app;
+GRANT EXECUTE ON FUNCTION audit_prune(int) TO hsea_app_privileges;
 
-GRANT DELETE ON tenants TO hsea_app;
+GRANT DELETE ON tenants TO hsea_app_privileges;

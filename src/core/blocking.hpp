@@ -7,6 +7,9 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <exception>
 #include <optional>
 #include <type_traits>
@@ -25,6 +28,7 @@ class BlockingPool {
     using R = std::invoke_result_t<F>;
     auto home = co_await boost::asio::this_coro::executor;
     co_await boost::asio::post(pool_.get_executor(), boost::asio::use_awaitable);
+    lower_priority_once();
     std::exception_ptr error;
     if constexpr (std::is_void_v<R>) {
       try {
@@ -48,6 +52,15 @@ class BlockingPool {
   }
 
  private:
+  // Blocking threads run at a lower priority than the I/O threads, so that saturating them
+  // with password hashing does not starve request handling on a small machine.
+  static void lower_priority_once() {
+    thread_local bool lowered = [] {
+      setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
+      return true;
+    }();
+    (void)lowered;
+  }
   boost::asio::thread_pool pool_;
 };
 

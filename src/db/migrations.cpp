@@ -60,6 +60,9 @@ void ensure_app_role(PGconn* conn, const std::string& app_url, MigrateReport& re
     throw std::runtime_error("HSEA_DATABASE_URL must name the application user");
   }
   std::string user = url->user();
+  if (user == "hsea_app_privileges") {
+    throw std::runtime_error("HSEA_DATABASE_URL must not use the group role hsea_app_privileges");
+  }
   std::string password = url->password();
   // Cross-boundary look-ups are SECURITY DEFINER functions running as this role, and every
   // table forces row-level security: the owner must bypass it, or they would see nothing.
@@ -70,8 +73,8 @@ void ensure_app_role(PGconn* conn, const std::string& app_url, MigrateReport& re
   }
   // The group role every migration grants to; the login role only inherits from it.
   exec_script(conn,
-              "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hsea_app') "
-              "THEN CREATE ROLE hsea_app NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
+              "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hsea_app_privileges') "
+              "THEN CREATE ROLE hsea_app_privileges NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
               "NOCREATEROLE; END IF; END $$");
   auto found = exec(conn, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
                     {user});
@@ -88,11 +91,11 @@ void ensure_app_role(PGconn* conn, const std::string& app_url, MigrateReport& re
         "to serve through it",
         user));
   }
-  exec_script(conn, fmt::format("GRANT hsea_app TO {}", ident));
+  exec_script(conn, fmt::format("GRANT hsea_app_privileges TO {}", ident));
   auto db = exec(conn, "SELECT current_database()");
   std::string db_ident = quote_ident(conn, PQgetvalue(db.get(), 0, 0));
-  exec_script(conn, fmt::format("GRANT CONNECT ON DATABASE {} TO hsea_app", db_ident));
-  exec_script(conn, "GRANT USAGE ON SCHEMA public TO hsea_app");
+  exec_script(conn, fmt::format("GRANT CONNECT ON DATABASE {} TO hsea_app_privileges", db_ident));
+  exec_script(conn, "GRANT USAGE ON SCHEMA public TO hsea_app_privileges");
 }
 
 constexpr const char* kLintTables = R"sql(
@@ -110,9 +113,9 @@ SELECT c.relname,
        EXISTS (SELECT 1 FROM pg_index i
                  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
                 WHERE i.indrelid = c.oid AND a.attname = 'tenant_id') AS tenant_indexed,
-       c.relowner IN (SELECT oid FROM pg_roles WHERE rolname = 'hsea_app'
+       c.relowner IN (SELECT oid FROM pg_roles WHERE rolname = 'hsea_app_privileges'
                        UNION SELECT m.member FROM pg_auth_members m
-                        JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = 'hsea_app')
+                        JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = 'hsea_app_privileges')
          AS owned_by_app
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -21,7 +21,7 @@ struct MigrateReport {
 };
 
 // Runs as the owner role (admin_url). Creates the application role from app_url's user and
-// password if missing (NOSUPERUSER, NOBYPASSRLS, owning nothing, member of hsea_app) and
+// password if missing (NOSUPERUSER, NOBYPASSRLS, owning nothing, member of hsea_app_privileges) and
 // applies pending migrations. Throws std::runtime_error with a clear message on failure.
 MigrateReport migrate(const std::string& admin_url, const std::string& app_url,
                       const std::vector<Migration>& migrations);

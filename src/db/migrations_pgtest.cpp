@@ -57,7 +57,7 @@ TEST(Migrations, ApplicationRoleIsUnprivilegedAndOwnsNothing) {
   EXPECT_EQ(role[0], (std::vector<std::string>{"f", "f", "f", "f"}));
   auto owned = sql(db.admin_url(),
                    "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner "
-                   "WHERE r.rolname = $1 OR r.rolname = 'hsea_app'",
+                   "WHERE r.rolname = $1 OR r.rolname = 'hsea_app_privileges'",
                    {sql(db.app_url(), "SELECT current_user")[0][0]});
   EXPECT_EQ(owned[0][0], "0");
   // It cannot change the schema or the migration record.

@@ -4,6 +4,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <optional>
 #include <regex>
 
 #include "app/app.hpp"
@@ -31,8 +32,9 @@ constexpr db::Query kTenant{
 constexpr db::Query kUpdateTenant{
     "tenancy_update_tenant",
     "UPDATE tenants SET name = COALESCE($1, name), slug = COALESCE($2, slug), "
-    "updated_at = now() RETURNING id, slug, name, status, created_at, updated_at, "
-    "deletion_scheduled_at"};
+    "updated_at = now() "
+    "WHERE $2::text IS NULL OR COALESCE(auth_tenant_by_slug($2) = id, true) "
+    "RETURNING id, slug, name, status, created_at, updated_at, deletion_scheduled_at"};
 constexpr db::Query kScheduleDeletion{
     "tenancy_schedule_deletion",
     "UPDATE tenants SET status = 'suspended', suspended_at = now(), "
@@ -46,8 +48,8 @@ constexpr db::Query kMember{
     "tenancy_member",
     "SELECT m.user_id, m.role, (SELECT count(*) FROM memberships WHERE role = 'owner') AS owners "
     "FROM memberships m WHERE m.user_id = $1 FOR UPDATE"};
-constexpr db::Query kLockOwners{
-    "tenancy_lock_owners", "SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE"};
+constexpr db::Query kLockOwners{"tenancy_lock_owners",
+                                "SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE"};
 constexpr db::Query kSetRole{
     "tenancy_set_role",
     "UPDATE memberships SET role = $2, updated_at = now() WHERE user_id = $1 "
@@ -56,15 +58,16 @@ constexpr db::Query kRemoveMember{"tenancy_remove_member",
                                   "DELETE FROM memberships WHERE user_id = $1"};
 
 object tenant_json(const db::Result& r) {
-  return object{{"id", r.get(0, "id")},
-                {"slug", r.get(0, "slug")},
-                {"name", r.get(0, "name")},
-                {"status", r.get(0, "status")},
-                {"created_at", r.get(0, "created_at")},
-                {"updated_at", r.get(0, "updated_at")},
-                {"deletion_scheduled_at", r.is_null(0, r.column("deletion_scheduled_at"))
-                                              ? boost::json::value(nullptr)
-                                              : boost::json::value(r.get(0, "deletion_scheduled_at"))}};
+  return object{
+      {"id", r.get(0, "id")},
+      {"slug", r.get(0, "slug")},
+      {"name", r.get(0, "name")},
+      {"status", r.get(0, "status")},
+      {"created_at", r.get(0, "created_at")},
+      {"updated_at", r.get(0, "updated_at")},
+      {"deletion_scheduled_at", r.is_null(0, r.column("deletion_scheduled_at"))
+                                    ? boost::json::value(nullptr)
+                                    : boost::json::value(r.get(0, "deletion_scheduled_at"))}};
 }
 
 awaitable<Response> list_tenants(RequestContext& ctx) {
@@ -91,7 +94,8 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
   std::optional<std::string> name, slug;
   std::vector<core::FieldError> errors;
   for (const auto& [key, value] : body) {
-    if (key != "name" && key != "slug") errors.push_back({"/" + std::string(key), "is not a changeable field"});
+    if (key != "name" && key != "slug")
+      errors.push_back({"/" + std::string(key), "is not a changeable field"});
   }
   name = http::optional_string(body, "name");
   slug = http::optional_string(body, "slug");
@@ -113,16 +117,25 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
     if (e.sqlstate() == "23505") throw ApiError(ErrorCode::kConflict, "That slug is taken.");
     throw;
   }
-  co_await security::record(tx, ctx, security::event("tenant.updated", "tenant", ctx.tenant_id, boost::json::serialize(body)));
+  if (r.empty()) {
+    // Another tenant has the slug: checked in the UPDATE rather than left to the unique
+    // constraint, whose error would leave the tenant row locked (see patch_member).
+    co_await tx.commit();
+    throw ApiError(ErrorCode::kConflict, "That slug is taken.");
+  }
+  co_await security::record(
+      tx, ctx,
+      security::event("tenant.updated", "tenant", ctx.tenant_id, boost::json::serialize(body)));
   co_await tx.commit();
   co_return http::json_response(200, tenant_json(r));
 }
 
 awaitable<Response> delete_tenant(RequestContext& ctx) {
   db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
-  db::Result r = co_await tx.exec(kScheduleDeletion,
-                                  db::params(ctx.config.tenant_deletion_grace_days));
-  co_await security::record(tx, ctx, security::event("tenant.deletion_scheduled", "tenant", ctx.tenant_id));
+  db::Result r =
+      co_await tx.exec(kScheduleDeletion, db::params(ctx.config.tenant_deletion_grace_days));
+  co_await security::record(tx, ctx,
+                            security::event("tenant.deletion_scheduled", "tenant", ctx.tenant_id));
   co_await tx.commit();
   co_return http::json_response(202, tenant_json(r));
 }
@@ -149,14 +162,17 @@ std::string member_id(const RequestContext& ctx) {
 }
 
 // Owners are protected: only an owner changes or removes one, and the last owner stays.
-void check_owner_change(const RequestContext& ctx, const db::Result& member, bool stays_owner) {
-  if (member.get(0, "role") != "owner") return;
+std::optional<ApiError> owner_change_refusal(const RequestContext& ctx, const db::Result& member,
+                                             bool stays_owner) {
+  if (member.empty()) return ApiError(ErrorCode::kNotFound, "No such member.");
+  if (member.get(0, "role") != "owner") return std::nullopt;
   if (ctx.principal.role != "owner") {
-    throw ApiError(ErrorCode::kForbidden, "Only an owner can change another owner.");
+    return ApiError(ErrorCode::kForbidden, "Only an owner can change another owner.");
   }
   if (!stays_owner && member.get_int(0, "owners") <= 1) {
-    throw ApiError(ErrorCode::kConflict, "A tenant must keep at least one owner.");
+    return ApiError(ErrorCode::kConflict, "A tenant must keep at least one owner.");
   }
+  return std::nullopt;
 }
 
 awaitable<Response> patch_member(RequestContext& ctx) {
@@ -173,17 +189,23 @@ awaitable<Response> patch_member(RequestContext& ctx) {
   db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
   co_await tx.exec(kLockOwners);  // serialises concurrent owner changes
   db::Result member = co_await tx.exec(kMember, db::params(user_id));
-  if (member.empty()) throw ApiError(ErrorCode::kNotFound, "No such member.");
-  check_owner_change(ctx, member, role == "owner");
+  if (auto refusal = owner_change_refusal(ctx, member, role == "owner")) {
+    // End the transaction before refusing: it holds the owners' row locks, and a transaction
+    // dropped without commit keeps them until its connection is next used.
+    co_await tx.commit();
+    throw *refusal;
+  }
   std::string before(member.get(0, "role"));
   db::Result r = co_await tx.exec(kSetRole, db::params(user_id, role));
   object change{{"from", before}, {"to", role}};
-  security::AuditEvent event{.action = "member.role_changed", .target_type = "user",
-                             .target_id = user_id, .metadata = boost::json::serialize(change)};
+  security::AuditEvent event{.action = "member.role_changed",
+                             .target_type = "user",
+                             .target_id = user_id,
+                             .metadata = boost::json::serialize(change)};
   co_await security::record(tx, ctx, std::move(event));
   co_await tx.commit();
-  co_return http::json_response(200, object{{"user_id", user_id}, {"role", role},
-                                            {"created_at", r.get(0, "created_at")}});
+  co_return http::json_response(
+      200, object{{"user_id", user_id}, {"role", role}, {"created_at", r.get(0, "created_at")}});
 }
 
 awaitable<Response> delete_member(RequestContext& ctx) {
@@ -191,8 +213,10 @@ awaitable<Response> delete_member(RequestContext& ctx) {
   db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
   co_await tx.exec(kLockOwners);
   db::Result member = co_await tx.exec(kMember, db::params(user_id));
-  if (member.empty()) throw ApiError(ErrorCode::kNotFound, "No such member.");
-  check_owner_change(ctx, member, false);
+  if (auto refusal = owner_change_refusal(ctx, member, false)) {
+    co_await tx.commit();  // releases the owners' row locks (see patch_member)
+    throw *refusal;
+  }
   co_await tx.exec(kRemoveMember, db::params(user_id));
   co_await security::record(tx, ctx, security::event("member.removed", "user", user_id));
   co_await tx.commit();
@@ -205,24 +229,43 @@ void Register(app::App& app) {
   using http::Method;
   const std::vector<std::string> anyone{"owner", "admin", "member", "billing"};
   const std::vector<std::string> admins{"owner", "admin"};
-  app.router.add({.method = Method::kGet, .path = "/api/tenants", .handler = list_tenants,
+  app.router.add({.method = Method::kGet,
+                  .path = "/api/tenants",
+                  .handler = list_tenants,
                   .needs = {.authenticated = true}});
-  app.router.add({.method = Method::kGet, .path = "/api/tenant", .handler = get_tenant,
-                  .needs = {.authenticated = true, .tenant = true, .roles = anyone,
-                            .scopes = {"tenant:read"}}});
-  app.router.add({.method = Method::kPatch, .path = "/api/tenant", .handler = patch_tenant,
-                  .needs = {.authenticated = true, .tenant = true, .roles = admins,
-                            .scopes = {"tenant:write"}, .body_schema = "UpdateTenantRequest"}});
-  app.router.add({.method = Method::kDelete, .path = "/api/tenant", .handler = delete_tenant,
+  app.router.add(
+      {.method = Method::kGet,
+       .path = "/api/tenant",
+       .handler = get_tenant,
+       .needs = {
+           .authenticated = true, .tenant = true, .roles = anyone, .scopes = {"tenant:read"}}});
+  app.router.add({.method = Method::kPatch,
+                  .path = "/api/tenant",
+                  .handler = patch_tenant,
+                  .needs = {.authenticated = true,
+                            .tenant = true,
+                            .roles = admins,
+                            .scopes = {"tenant:write"},
+                            .body_schema = "UpdateTenantRequest"}});
+  app.router.add({.method = Method::kDelete,
+                  .path = "/api/tenant",
+                  .handler = delete_tenant,
                   .needs = {.authenticated = true, .tenant = true, .roles = {"owner"}}});
-  app.router.add({.method = Method::kGet, .path = "/api/members", .handler = list_members,
-                  .needs = {.authenticated = true, .tenant = true, .roles = anyone,
-                            .scopes = {"members:read"}}});
-  app.router.add({.method = Method::kPatch, .path = "/api/members/{user_id}",
+  app.router.add(
+      {.method = Method::kGet,
+       .path = "/api/members",
+       .handler = list_members,
+       .needs = {
+           .authenticated = true, .tenant = true, .roles = anyone, .scopes = {"members:read"}}});
+  app.router.add({.method = Method::kPatch,
+                  .path = "/api/members/{user_id}",
                   .handler = patch_member,
-                  .needs = {.authenticated = true, .tenant = true, .roles = admins,
+                  .needs = {.authenticated = true,
+                            .tenant = true,
+                            .roles = admins,
                             .body_schema = "UpdateMemberRequest"}});
-  app.router.add({.method = Method::kDelete, .path = "/api/members/{user_id}",
+  app.router.add({.method = Method::kDelete,
+                  .path = "/api/members/{user_id}",
                   .handler = delete_member,
                   .needs = {.authenticated = true, .tenant = true, .roles = admins}});
 }

@@ -1,0 +1,1109 @@
+// Black-box tests of sign-up, sign-in, tokens, sessions, the caller's profile and API keys: the
+// real `hsea` binary against a real PostgreSQL, seen only through HTTP (and, for checks of what
+// was stored or removed, the database's owner role).
+#include <curl/curl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <sodium.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <thread>
+
+#include "core/ids.hpp"
+#include "testkit/testkit.hpp"
+
+namespace hsea {
+namespace {
+
+using boost::json::object;
+using testkit::http;
+using testkit::HttpResponse;
+using testkit::TestDatabase;
+using testkit::TestServer;
+
+// ------------------------------------------------------------------------------ helpers
+
+constexpr const char* kGoodPassword = "violet-Staple-97-horizon";
+constexpr const char* kFirefoxAgent =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+object json_of(const HttpResponse& r) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(r.body, ec);
+  if (ec || !v.is_object()) {
+    ADD_FAILURE() << "not a JSON object (status " << r.status << "): " << r.body;
+    return {};
+  }
+  return std::move(v.as_object());
+}
+
+std::string str(const object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end() || !it->value().is_string()) return {};
+  return std::string(it->value().as_string());
+}
+
+std::string unique_email(std::string_view who) {
+  static std::atomic<int> counter{0};
+  return fmt::format("{}-{}-{}@example.test", who, ++counter, core::random_hex(4));
+}
+
+std::string bearer(const std::string& credential) { return "Authorization: Bearer " + credential; }
+
+std::string b64url(std::string_view bytes) {
+  if (sodium_init() < 0) throw std::runtime_error("sodium");
+  std::string out(sodium_base64_ENCODED_LEN(bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                  '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                    bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  out.resize(std::strlen(out.c_str()));
+  return out;
+}
+
+std::string unb64url(std::string_view text) {
+  std::string out(text.size(), '\0');
+  std::size_t len = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), nullptr, &len, nullptr,
+                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
+    ADD_FAILURE() << "not base64url: " << text;
+    return {};
+  }
+  out.resize(len);
+  return out;
+}
+
+std::vector<std::string> split_jwt(const std::string& token) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (true) {
+    auto dot = token.find('.', start);
+    parts.push_back(token.substr(start, dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+object jwt_part(const std::string& token, int index) {
+  auto parts = split_jwt(token);
+  if (parts.size() != 3) {
+    ADD_FAILURE() << "not a JWT: " << token;
+    return {};
+  }
+  return boost::json::parse(unb64url(parts[index])).as_object();
+}
+
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+  unsigned char out[32];
+  unsigned int len = sizeof out;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+// An ES256 signature in JWS form (r || s, 32 bytes each).
+std::string es256(EVP_PKEY* key, std::string_view data) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  std::size_t len = 0;
+  std::vector<unsigned char> der;
+  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
+  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
+                 data.size());
+  der.resize(len);
+  EVP_DigestSign(ctx, der.data(), &len, reinterpret_cast<const unsigned char*>(data.data()),
+                 data.size());
+  EVP_MD_CTX_free(ctx);
+  const unsigned char* p = der.data();
+  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len));
+  const BIGNUM *r = nullptr, *s = nullptr;
+  ECDSA_SIG_get0(sig, &r, &s);
+  std::string raw(64, '\0');
+  BN_bn2binpad(r, reinterpret_cast<unsigned char*>(raw.data()), 32);
+  BN_bn2binpad(s, reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
+  ECDSA_SIG_free(sig);
+  return raw;
+}
+
+struct EcKey {
+  EVP_PKEY* pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  ~EcKey() { EVP_PKEY_free(pkey); }
+  std::string public_pem() const {
+    BIO* bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PUBKEY(bio, pkey);
+    char* data = nullptr;
+    long n = BIO_get_mem_data(bio, &data);
+    std::string out(data, static_cast<std::size_t>(n));
+    BIO_free(bio);
+    return out;
+  }
+};
+
+std::string jwt(const object& header, const object& payload) {
+  return b64url(boost::json::serialize(header)) + "." + b64url(boost::json::serialize(payload));
+}
+
+// A response with every header line kept (testkit::http keeps one value per name, and a
+// sign-in sets two cookies).
+struct FullResponse {
+  int status = 0;
+  std::vector<std::string> header_lines;
+  std::string body;
+  std::vector<std::string> set_cookies() const {
+    std::vector<std::string> out;
+    for (const auto& line : header_lines) {
+      if (line.size() > 11 && strncasecmp(line.c_str(), "set-cookie:", 11) == 0) {
+        std::string v = line.substr(11);
+        v.erase(0, v.find_first_not_of(' '));
+        while (!v.empty() && (v.back() == '\r' || v.back() == '\n')) v.pop_back();
+        out.push_back(v);
+      }
+    }
+    return out;
+  }
+  std::string cookie(std::string_view name) const {
+    for (const auto& c : set_cookies()) {
+      if (c.starts_with(std::string(name) + "=")) return c;
+    }
+    return {};
+  }
+};
+
+size_t collect_body(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+size_t collect_header(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::vector<std::string>*>(out)->emplace_back(data, size * n);
+  return size * n;
+}
+
+FullResponse post_full(const std::string& url, const std::string& body,
+                       const std::vector<std::string>& headers = {}) {
+  FullResponse out;
+  CURL* curl = curl_easy_init();
+  curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
+  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect_header);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &out.header_lines);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  if (curl_easy_perform(curl) == CURLE_OK) {
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    out.status = static_cast<int>(status);
+  }
+  curl_slist_free_all(list);
+  curl_easy_cleanup(curl);
+  return out;
+}
+
+// "hsea_session=abc; Path=/; HttpOnly" -> "hsea_session=abc"
+std::string cookie_pair(const std::string& set_cookie) {
+  return set_cookie.substr(0, set_cookie.find(';'));
+}
+
+struct Account {
+  std::string email;
+  std::string password;
+  std::string user_id;
+  std::string tenant_id;
+  std::string access_token;
+  std::string refresh_token;
+};
+
+HttpResponse signup_request(const TestServer& s, const std::string& email,
+                            const std::string& password, const std::string& org = "Acme Inc") {
+  object body{{"email", email},
+              {"password", password},
+              {"name", "Test Person"},
+              {"organization_name", org}};
+  return http("POST", s.url("/api/auth/signup"), boost::json::serialize(body));
+}
+
+// Signs up a new user (owner of a new tenant); fails the test when that does not work.
+Account signup(const TestServer& s, std::string_view who = "user") {
+  Account a{unique_email(who), kGoodPassword, {}, {}, {}, {}};
+  HttpResponse r = signup_request(s, a.email, a.password);
+  EXPECT_EQ(r.status, 201) << r.body;
+  object body = json_of(r);
+  if (r.status != 201) return a;
+  a.user_id = str(body.at("user").as_object(), "id");
+  a.tenant_id = str(body.at("tenant").as_object(), "id");
+  a.access_token = str(body, "access_token");
+  a.refresh_token = str(body, "refresh_token");
+  return a;
+}
+
+HttpResponse login_request(const TestServer& s, const std::string& email,
+                           const std::string& password,
+                           const std::vector<std::string>& headers = {}) {
+  object body{{"email", email}, {"password", password}};
+  return http("POST", s.url("/api/auth/login"), boost::json::serialize(body), headers);
+}
+
+// Signs in again (a new session); returns {access_token, refresh_token}.
+std::pair<std::string, std::string> login(const TestServer& s, const Account& a,
+                                          const std::vector<std::string>& headers = {}) {
+  HttpResponse r = login_request(s, a.email, a.password, headers);
+  EXPECT_EQ(r.status, 200) << r.body;
+  object body = json_of(r);
+  return {str(body, "access_token"), str(body, "refresh_token")};
+}
+
+int me_status(const TestServer& s, const std::string& access_token) {
+  return http("GET", s.url("/api/me"), "", {bearer(access_token)}).status;
+}
+
+// Waits until the server has loaded its signing keys (it may listen a moment before).
+void wait_for_keys(const TestServer& s) {
+  for (int i = 0; i < 200; ++i) {
+    if (http("GET", s.url("/.well-known/jwks.json")).status == 200) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  FAIL() << "signing keys never loaded";
+}
+
+struct ApiKey {
+  std::string id;
+  std::string key;
+};
+
+ApiKey create_api_key(const TestServer& s, const Account& owner,
+                      const std::string& scopes_json = R"(["read"])") {
+  HttpResponse r =
+      http("POST", s.url("/api/api-keys"), R"({"name":"ci","scopes":)" + scopes_json + "}",
+           {bearer(owner.access_token)});
+  EXPECT_EQ(r.status, 201) << r.body;
+  object body = json_of(r);
+  return {str(body, "id"), str(body, "key")};
+}
+
+// A JWT signing key the test holds: inserted as a key retired a minute ago, which the server
+// still accepts for verification (keys keep verifying for an hour after rotation). It lets the
+// test sign tokens with a valid signature and chosen claims (e.g. already expired).
+constexpr const char* kRetiredKid = "test-retired-key";
+
+// ------------------------------------------------------------------------------ fixture
+
+class Identity : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    db_ = new TestDatabase();
+    retired_key_ = new EcKey();
+    testkit::sql(db_->admin_url(),
+                 "INSERT INTO signing_keys (kid, algorithm, public_pem, sealed_private, "
+                 "created_at, retired_at) VALUES ($1, 'ES256', $2, 'not-used', "
+                 "now() - interval '30 minutes', now() - interval '1 minute')",
+                 {kRetiredKid, retired_key_->public_pem()});
+    server_ = new TestServer(*db_, {{"HSEA_LOGIN_MAX_FAILURES_PER_ACCOUNT", "3"}});
+    wait_for_keys(*server_);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete retired_key_;
+    delete db_;
+  }
+  static TestDatabase* db_;
+  static TestServer* server_;
+  static EcKey* retired_key_;
+};
+TestDatabase* Identity::db_ = nullptr;
+TestServer* Identity::server_ = nullptr;
+EcKey* Identity::retired_key_ = nullptr;
+
+// ------------------------------------------------------------------------------ sign-up
+
+TEST_F(Identity, SignupReturnsUserTenantAndTokens) {
+  std::string email = unique_email("signup");
+  HttpResponse r = signup_request(*server_, email, kGoodPassword, "Globex Corporation");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  object body = json_of(r);
+  const object& user = body.at("user").as_object();
+  EXPECT_TRUE(core::is_uuid(str(user, "id")));
+  EXPECT_EQ(str(user, "email"), email);
+  EXPECT_EQ(str(user, "name"), "Test Person");
+  EXPECT_FALSE(user.contains("password_hash"));
+  EXPECT_EQ(r.body.find(kGoodPassword), std::string::npos);
+  const object& tenant = body.at("tenant").as_object();
+  EXPECT_TRUE(core::is_uuid(str(tenant, "id")));
+  EXPECT_EQ(str(tenant, "name"), "Globex Corporation");
+  EXPECT_EQ(str(tenant, "slug").rfind("globex-corporation", 0), 0u) << str(tenant, "slug");
+  EXPECT_EQ(split_jwt(str(body, "access_token")).size(), 3u);
+  EXPECT_GE(str(body, "refresh_token").size(), 32u);
+  ASSERT_TRUE(body.contains("expires_in"));
+  EXPECT_EQ(body.at("expires_in").as_int64(), 900);
+
+  // The token works, and the new user owns the new tenant.
+  HttpResponse me = http("GET", server_->url("/api/me"), "", {bearer(str(body, "access_token"))});
+  ASSERT_EQ(me.status, 200) << me.body;
+  object me_body = json_of(me);
+  EXPECT_EQ(str(me_body, "email"), email);
+  ASSERT_EQ(me_body.at("tenants").as_array().size(), 1u);
+  const object& membership = me_body.at("tenants").as_array()[0].as_object();
+  EXPECT_EQ(str(membership, "id"), str(tenant, "id"));
+  EXPECT_EQ(str(membership, "role"), "owner");
+
+  // Also served under /api/v1.
+  HttpResponse v1 = signup_request(*server_, unique_email("v1"), kGoodPassword);
+  HttpResponse v1r = http("POST", server_->url("/api/v1/auth/login"),
+                          R"({"email":"nobody@example.test","password":"whatever-long-1"})");
+  EXPECT_EQ(v1.status, 201);
+  EXPECT_EQ(v1r.status, 401) << v1r.body;
+}
+
+TEST_F(Identity, WeakPasswordsAre422AndCreateNothing) {
+  std::string email = unique_email("weak");
+  for (std::string weak : {"short1!", "password1234", "PassWord1234", "qwerty123456",
+                           "correcthorsebatterystaple", "aaaaaaaaaaaaaaaa"}) {
+    HttpResponse r = signup_request(*server_, email, weak);
+    EXPECT_EQ(r.status, 422) << weak << ": " << r.body;
+    EXPECT_EQ(r.header("content-type"), "application/problem+json");
+    object body = json_of(r);
+    EXPECT_EQ(str(body, "code"), "validation_failed");
+    bool names_password = false;
+    if (body.contains("errors")) {
+      for (const auto& e : body.at("errors").as_array()) {
+        names_password |= str(e.as_object(), "field") == "/password";
+      }
+    }
+    EXPECT_TRUE(names_password) << weak << ": " << r.body;
+  }
+  auto rows =
+      testkit::sql(db_->admin_url(), "SELECT count(*) FROM users WHERE email = $1", {email});
+  EXPECT_EQ(rows[0][0], "0");
+  // Nothing was reserved: the same e-mail signs up with a good password.
+  HttpResponse ok = signup_request(*server_, email, kGoodPassword);
+  EXPECT_EQ(ok.status, 201) << ok.body;
+}
+
+TEST_F(Identity, DuplicateEmailIs409AndLeavesNoTenantBehind) {
+  Account a = signup(*server_, "dup");
+  auto tenants_before = testkit::sql(db_->admin_url(), "SELECT count(*) FROM tenants")[0][0];
+  std::string upper = a.email;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (const std::string& email : {a.email, upper}) {
+    HttpResponse r = signup_request(*server_, email, "another-Good-passphrase-5");
+    EXPECT_EQ(r.status, 409) << r.body;
+    EXPECT_EQ(str(json_of(r), "code"), "conflict");
+  }
+  EXPECT_EQ(testkit::sql(db_->admin_url(), "SELECT count(*) FROM tenants")[0][0], tenants_before);
+  // The first account is untouched.
+  EXPECT_EQ(login_request(*server_, a.email, a.password).status, 200);
+}
+
+TEST_F(Identity, MalformedJsonIs400AndWrongContentTypeIs415) {
+  HttpResponse bad = http("POST", server_->url("/api/auth/signup"), R"({"email": "x@y.z",)");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(bad.header("content-type"), "application/problem+json");
+  HttpResponse form = http("POST", server_->url("/api/auth/login"), "email=a%40b.c&password=x",
+                           {"Content-Type: text/plain"});
+  EXPECT_EQ(form.status, 415) << form.body;
+  HttpResponse missing =
+      http("POST", server_->url("/api/auth/signup"), R"({"email":"a@example.test"})");
+  EXPECT_EQ(missing.status, 422) << missing.body;
+}
+
+// ------------------------------------------------------------------------------ sign-in
+
+TEST_F(Identity, LoginReturnsTheSameTokenShape) {
+  Account a = signup(*server_, "login");
+  HttpResponse r = login_request(*server_, a.email, a.password);
+  ASSERT_EQ(r.status, 200) << r.body;
+  object body = json_of(r);
+  EXPECT_EQ(str(body.at("user").as_object(), "id"), a.user_id);
+  ASSERT_TRUE(body.at("tenant").is_object()) << r.body;
+  EXPECT_EQ(str(body.at("tenant").as_object(), "id"), a.tenant_id);
+  EXPECT_FALSE(str(body.at("tenant").as_object(), "slug").empty());
+  EXPECT_EQ(split_jwt(str(body, "access_token")).size(), 3u);
+  EXPECT_FALSE(str(body, "refresh_token").empty());
+  EXPECT_NE(str(body, "refresh_token"), a.refresh_token);
+  EXPECT_EQ(body.at("expires_in").as_int64(), 900);
+  EXPECT_EQ(me_status(*server_, str(body, "access_token")), 200);
+  // E-mail addresses are not case-sensitive.
+  std::string upper = a.email;
+  upper[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(upper[0])));
+  EXPECT_EQ(login_request(*server_, upper, a.password).status, 200);
+}
+
+TEST_F(Identity, WrongPasswordAndUnknownEmailGetTheSame401) {
+  Account a = signup(*server_, "wrongpw");
+  HttpResponse wrong = login_request(*server_, a.email, "not-the-right-password-1");
+  HttpResponse unknown = login_request(*server_, unique_email("ghost"), "not-the-right-password-1");
+  ASSERT_EQ(wrong.status, 401) << wrong.body;
+  ASSERT_EQ(unknown.status, 401) << unknown.body;
+  object w = json_of(wrong), u = json_of(unknown);
+  EXPECT_NE(str(w, "request_id"), str(u, "request_id"));
+  w.erase("request_id");
+  u.erase("request_id");
+  EXPECT_EQ(boost::json::serialize(w), boost::json::serialize(u));
+  EXPECT_EQ(wrong.header("www-authenticate"), unknown.header("www-authenticate"));
+}
+
+TEST_F(Identity, FailedLoginsAreThrottledPerAccount) {
+  // The suite's server allows 3 failures per account (HSEA_LOGIN_MAX_FAILURES_PER_ACCOUNT).
+  Account a = signup(*server_, "throttle");
+  Account other = signup(*server_, "bystander");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(login_request(*server_, a.email, "wrong-password-attempt").status, 401) << i;
+  }
+  HttpResponse fourth = login_request(*server_, a.email, "wrong-password-attempt");
+  EXPECT_EQ(fourth.status, 429) << fourth.body;
+  std::string retry = fourth.header("retry-after");
+  ASSERT_FALSE(retry.empty());
+  EXPECT_GT(std::stoi(retry), 0);
+  EXPECT_LE(std::stoi(retry), 3600);
+  EXPECT_EQ(str(json_of(fourth), "code"), "rate_limited");
+  // Even the right password is refused while throttled.
+  HttpResponse right = login_request(*server_, a.email, a.password);
+  EXPECT_EQ(right.status, 429) << right.body;
+  EXPECT_TRUE(str(json_of(right), "access_token").empty());
+  // Other accounts are not affected.
+  EXPECT_EQ(login_request(*server_, other.email, other.password).status, 200);
+}
+
+// ------------------------------------------------------------------------------ refresh, logout
+
+TEST_F(Identity, RefreshRotatesAndReuseRevokesTheFamily) {
+  Account a = signup(*server_, "refresh");
+  HttpResponse first = http("POST", server_->url("/api/auth/refresh"),
+                            boost::json::serialize(object{{"refresh_token", a.refresh_token}}));
+  ASSERT_EQ(first.status, 200) << first.body;
+  object pair = json_of(first);
+  std::string access2 = str(pair, "access_token"), refresh2 = str(pair, "refresh_token");
+  EXPECT_EQ(split_jwt(access2).size(), 3u);
+  EXPECT_FALSE(refresh2.empty());
+  EXPECT_NE(refresh2, a.refresh_token);
+  EXPECT_EQ(pair.at("expires_in").as_int64(), 900);
+  EXPECT_EQ(me_status(*server_, access2), 200);
+  // The refreshed token still names the tenant chosen at sign-in.
+  EXPECT_EQ(str(jwt_part(access2, 1), "tid"), a.tenant_id);
+  HttpResponse tenant = http("GET", server_->url("/api/tenant"), "", {bearer(access2)});
+  EXPECT_EQ(tenant.status, 200) << tenant.body;
+
+  // Another session of the same user is a different family and must survive.
+  auto [other_access, other_refresh] = login(*server_, a);
+
+  // The spent token presented again: refused, and the whole family ends.
+  HttpResponse reuse = http("POST", server_->url("/api/auth/refresh"),
+                            boost::json::serialize(object{{"refresh_token", a.refresh_token}}));
+  EXPECT_EQ(reuse.status, 401) << reuse.body;
+  HttpResponse newer = http("POST", server_->url("/api/auth/refresh"),
+                            boost::json::serialize(object{{"refresh_token", refresh2}}));
+  EXPECT_EQ(newer.status, 401) << newer.body;
+  EXPECT_EQ(me_status(*server_, access2), 401);
+  EXPECT_EQ(me_status(*server_, a.access_token), 401);
+
+  EXPECT_EQ(me_status(*server_, other_access), 200);
+  HttpResponse other = http("POST", server_->url("/api/auth/refresh"),
+                            boost::json::serialize(object{{"refresh_token", other_refresh}}));
+  EXPECT_EQ(other.status, 200) << other.body;
+
+  HttpResponse garbage =
+      http("POST", server_->url("/api/auth/refresh"), R"({"refresh_token":"0123456789abcdef"})");
+  EXPECT_EQ(garbage.status, 401) << garbage.body;
+}
+
+TEST_F(Identity, LogoutRevokesTheSession) {
+  Account a = signup(*server_, "logout");
+  auto [access2, refresh2] = login(*server_, a);
+  HttpResponse out = http("POST", server_->url("/api/auth/logout"), "", {bearer(a.access_token)});
+  EXPECT_EQ(out.status, 204) << out.body;
+  EXPECT_EQ(me_status(*server_, a.access_token), 401);
+  HttpResponse refresh = http("POST", server_->url("/api/auth/refresh"),
+                              boost::json::serialize(object{{"refresh_token", a.refresh_token}}));
+  EXPECT_EQ(refresh.status, 401) << refresh.body;
+  // Only that session ended.
+  EXPECT_EQ(me_status(*server_, access2), 200);
+  EXPECT_EQ(http("POST", server_->url("/api/auth/logout")).status, 401);
+}
+
+// ------------------------------------------------------------------------------ JWT
+
+TEST_F(Identity, JwksListsTheKeyThatSignsTokens) {
+  Account a = signup(*server_, "jwks");
+  HttpResponse r = http("GET", server_->url("/.well-known/jwks.json"));
+  ASSERT_EQ(r.status, 200);
+  object header = jwt_part(a.access_token, 0);
+  EXPECT_EQ(str(header, "alg"), "ES256");
+  std::string kid = str(header, "kid");
+  ASSERT_FALSE(kid.empty());
+  bool found = false;
+  for (const auto& k : json_of(r).at("keys").as_array()) {
+    const object& key = k.as_object();
+    EXPECT_FALSE(key.contains("d")) << "private key published";
+    if (str(key, "kid") != kid) continue;
+    found = true;
+    EXPECT_EQ(str(key, "kty"), "EC");
+    EXPECT_EQ(str(key, "crv"), "P-256");
+    EXPECT_EQ(unb64url(str(key, "x")).size(), 32u);
+    EXPECT_EQ(unb64url(str(key, "y")).size(), 32u);
+  }
+  EXPECT_TRUE(found) << r.body;
+  object payload = jwt_part(a.access_token, 1);
+  EXPECT_EQ(payload.at("exp").as_int64() - payload.at("iat").as_int64(), 900);
+  EXPECT_EQ(str(payload, "sub"), a.user_id);
+}
+
+TEST_F(Identity, ForgedAndExpiredTokensAre401) {
+  Account a = signup(*server_, "jwt");
+  Account b = signup(*server_, "jwt-other");
+  auto parts = split_jwt(a.access_token);
+  object header = jwt_part(a.access_token, 0);
+  object payload = jwt_part(a.access_token, 1);
+  std::int64_t now = payload.at("iat").as_int64();
+
+  // A control: a token the test signs with a key the server knows is accepted, so the refusals
+  // below are about the attack, not the test's signing.
+  object retired_header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
+  std::string input = jwt(retired_header, payload);
+  std::string control = input + "." + b64url(es256(retired_key_->pkey, input));
+  ASSERT_EQ(me_status(*server_, control), 200) << "the test's own signing is broken";
+
+  std::vector<std::pair<std::string, std::string>> forged;
+  for (std::string alg : {"none", "None", "NONE"}) {
+    object h{{"alg", alg}, {"typ", "JWT"}};
+    forged.push_back({"alg " + alg, jwt(h, payload) + "."});
+    object hk = header;
+    hk["alg"] = alg;
+    forged.push_back({"alg " + alg + " with kid and signature", jwt(hk, payload) + "." + parts[2]});
+  }
+  // HS256 keyed with the public key material (the classic RS/ES -> HS confusion).
+  HttpResponse jwks = http("GET", server_->url("/.well-known/jwks.json"));
+  object jwk;
+  for (const auto& k : json_of(jwks).at("keys").as_array()) {
+    if (str(k.as_object(), "kid") == str(header, "kid")) jwk = k.as_object();
+  }
+  ASSERT_FALSE(jwk.empty());
+  std::string point = "\x04" + unb64url(str(jwk, "x")) + unb64url(str(jwk, "y"));
+  std::string pem;
+  {
+    OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "P-256", 0);
+    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size());
+    OSSL_PARAM* params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr);
+    EVP_PKEY* pub = nullptr;
+    EVP_PKEY_fromdata_init(ctx);
+    EVP_PKEY_fromdata(ctx, &pub, EVP_PKEY_PUBLIC_KEY, params);
+    BIO* bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PUBKEY(bio, pub);
+    char* data = nullptr;
+    long n = BIO_get_mem_data(bio, &data);
+    pem.assign(data, static_cast<std::size_t>(n));
+    BIO_free(bio);
+    EVP_PKEY_free(pub);
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+  }
+  ASSERT_NE(pem.find("BEGIN PUBLIC KEY"), std::string::npos);
+  for (const auto& [what, secret] :
+       std::vector<std::pair<std::string, std::string>>{{"jwks document", jwks.body},
+                                                        {"jwk", boost::json::serialize(jwk)},
+                                                        {"pem", pem},
+                                                        {"raw point", point},
+                                                        {"x", str(jwk, "x")}}) {
+    object h = header;
+    h["alg"] = "HS256";
+    std::string in = jwt(h, payload);
+    forged.push_back({"HS256 keyed with " + what, in + "." + b64url(hmac_sha256(secret, in))});
+  }
+  // A key the server never issued, under an unknown kid and under the real kid.
+  EcKey stranger;
+  for (std::string kid : {"unknown-kid", str(header, "kid"), ""}) {
+    object h = header;
+    h["kid"] = kid;
+    std::string in = jwt(h, payload);
+    forged.push_back(
+        {"foreign key, kid '" + kid + "'", in + "." + b64url(es256(stranger.pkey, in))});
+  }
+  // The real signature over a changed payload (another user; a later expiry).
+  {
+    object p = payload;
+    p["sub"] = b.user_id;
+    p["tid"] = b.tenant_id;
+    forged.push_back({"payload naming another user",
+                      parts[0] + "." + b64url(boost::json::serialize(p)) + "." + parts[2]});
+    object q = payload;
+    q["exp"] = now + 86400 * 365;
+    forged.push_back({"payload with a later expiry",
+                      parts[0] + "." + b64url(boost::json::serialize(q)) + "." + parts[2]});
+  }
+  // Validly signed but expired, or not yet valid, or for another audience.
+  {
+    object p = payload;
+    p["iat"] = now - 1000;
+    p["exp"] = now - 100;
+    std::string in = jwt(retired_header, p);
+    forged.push_back({"expired", in + "." + b64url(es256(retired_key_->pkey, in))});
+    object q = payload;
+    q["aud"] = "someone-else";
+    in = jwt(retired_header, q);
+    forged.push_back({"wrong audience", in + "." + b64url(es256(retired_key_->pkey, in))});
+    object f = payload;
+    f["iat"] = now + 3600;
+    f["exp"] = now + 4500;
+    in = jwt(retired_header, f);
+    forged.push_back({"issued in the future", in + "." + b64url(es256(retired_key_->pkey, in))});
+  }
+  // Mangled shapes.
+  forged.push_back({"two parts", parts[0] + "." + parts[1]});
+  forged.push_back(
+      {"truncated signature", parts[0] + "." + parts[1] + "." + parts[2].substr(0, 20)});
+  forged.push_back({"garbage", "not-a-token"});
+
+  for (const auto& [what, token] : forged) {
+    HttpResponse r = http("GET", server_->url("/api/me"), "", {bearer(token)});
+    EXPECT_EQ(r.status, 401) << what << ": " << r.body;
+    EXPECT_EQ(r.body.find(b.email), std::string::npos) << what;
+  }
+  // The genuine token still works after all that.
+  EXPECT_EQ(me_status(*server_, a.access_token), 200);
+}
+
+// ------------------------------------------------------------------------------ cookie sessions
+
+TEST_F(Identity, CookieSessionNeedsCsrfTokenForUnsafeRequests) {
+  Account a = signup(*server_, "cookie");
+  FullResponse r =
+      post_full(server_->url("/api/auth/login"),
+                boost::json::serialize(
+                    object{{"email", a.email}, {"password", a.password}, {"session", "cookie"}}));
+  ASSERT_EQ(r.status, 200) << r.body;
+  object body = boost::json::parse(r.body).as_object();
+  std::string csrf = str(body, "csrf_token");
+  EXPECT_FALSE(csrf.empty()) << r.body;
+  EXPECT_FALSE(body.contains("access_token")) << "cookie sessions keep tokens out of the page";
+  EXPECT_FALSE(body.contains("refresh_token"));
+  std::string session = r.cookie("hsea_session");
+  ASSERT_FALSE(session.empty()) << "no hsea_session cookie";
+  EXPECT_NE(session.find("; HttpOnly"), std::string::npos) << session;
+  EXPECT_NE(session.find("SameSite=Lax"), std::string::npos) << session;
+  EXPECT_NE(session.find("Path=/"), std::string::npos) << session;
+  EXPECT_EQ(session.find("Secure"), std::string::npos) << "http public URL: " << session;
+  std::string cookie = "Cookie: " + cookie_pair(session);
+
+  HttpResponse me = http("GET", server_->url("/api/me"), "", {cookie});
+  ASSERT_EQ(me.status, 200) << me.body;
+  EXPECT_EQ(str(json_of(me), "id"), a.user_id);
+
+  std::string rename = R"({"name":"Cookie Monster"})";
+  HttpResponse no_csrf = http("PATCH", server_->url("/api/me"), rename, {cookie});
+  EXPECT_EQ(no_csrf.status, 403) << no_csrf.body;
+  HttpResponse wrong_csrf =
+      http("PATCH", server_->url("/api/me"), rename, {cookie, "X-CSRF-Token: " + csrf + "x"});
+  EXPECT_EQ(wrong_csrf.status, 403) << wrong_csrf.body;
+  EXPECT_EQ(str(json_of(http("GET", server_->url("/api/me"), "", {cookie})), "name"),
+            "Test Person");
+  HttpResponse with_csrf =
+      http("PATCH", server_->url("/api/me"), rename, {cookie, "X-CSRF-Token: " + csrf});
+  EXPECT_EQ(with_csrf.status, 200) << with_csrf.body;
+  EXPECT_EQ(str(json_of(with_csrf), "name"), "Cookie Monster");
+
+  // A tampered cookie is no session at all.
+  std::string tampered = cookie;
+  tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(http("GET", server_->url("/api/me"), "", {tampered}).status, 401);
+
+  // Signing out ends the session and clears the cookie.
+  FullResponse out =
+      post_full(server_->url("/api/auth/logout"), "", {cookie, "X-CSRF-Token: " + csrf});
+  EXPECT_EQ(out.status, 204) << out.body;
+  EXPECT_NE(out.cookie("hsea_session").find("Max-Age=0"), std::string::npos);
+  EXPECT_EQ(http("GET", server_->url("/api/me"), "", {cookie}).status, 401);
+}
+
+TEST(IdentityHttps, CookieIsSecureWhenThePublicUrlIsHttps) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_PUBLIC_URL", "https://app.example.test"}});
+  wait_for_keys(server);
+  std::string email = unique_email("secure");
+  object body{{"email", email},
+              {"password", kGoodPassword},
+              {"name", "Secure Person"},
+              {"organization_name", "Secure Org"},
+              {"session", "cookie"}};
+  FullResponse r = post_full(server.url("/api/auth/signup"), boost::json::serialize(body));
+  ASSERT_EQ(r.status, 201) << r.body;
+  std::string session = r.cookie("hsea_session");
+  EXPECT_NE(session.find("; Secure"), std::string::npos) << session;
+  EXPECT_NE(session.find("HttpOnly"), std::string::npos) << session;
+  EXPECT_NE(session.find("SameSite=Lax"), std::string::npos) << session;
+  HttpResponse me = http("GET", server.url("/api/me"), "", {"Cookie: " + cookie_pair(session)});
+  EXPECT_EQ(me.status, 200) << me.body;
+}
+
+// ------------------------------------------------------------------------------ /api/me
+
+TEST_F(Identity, GetAndPatchMe) {
+  Account a = signup(*server_, "me");
+  HttpResponse me = http("GET", server_->url("/api/me"), "", {bearer(a.access_token)});
+  ASSERT_EQ(me.status, 200) << me.body;
+  object body = json_of(me);
+  EXPECT_EQ(str(body, "id"), a.user_id);
+  EXPECT_EQ(str(body, "email"), a.email);
+  EXPECT_TRUE(body.at("email_verified").is_bool());
+  EXPECT_TRUE(body.at("mfa_enabled").is_bool());
+  EXPECT_EQ(str(body, "current_tenant_id"), a.tenant_id);
+  EXPECT_FALSE(body.contains("password_hash"));
+
+  HttpResponse patched = http("PATCH", server_->url("/api/me"), R"({"name":"Renamed Person"})",
+                              {bearer(a.access_token)});
+  ASSERT_EQ(patched.status, 200) << patched.body;
+  EXPECT_EQ(str(json_of(patched), "name"), "Renamed Person");
+  EXPECT_EQ(
+      str(json_of(http("GET", server_->url("/api/me"), "", {bearer(a.access_token)})), "name"),
+      "Renamed Person");
+  // Only the name is changeable here.
+  HttpResponse email =
+      http("PATCH", server_->url("/api/me"), R"({"name":"X","email":"evil@example.test"})",
+           {bearer(a.access_token)});
+  EXPECT_EQ(email.status, 422) << email.body;
+  HttpResponse empty =
+      http("PATCH", server_->url("/api/me"), R"({"name":""})", {bearer(a.access_token)});
+  EXPECT_EQ(empty.status, 422) << empty.body;
+  EXPECT_EQ(http("GET", server_->url("/api/me")).status, 401);
+}
+
+TEST_F(Identity, SessionsAreListedAndRevocable) {
+  Account a = signup(*server_, "sessions");
+  Account b = signup(*server_, "sessions-other");
+  auto [firefox_access, firefox_refresh] =
+      login(*server_, a, {"User-Agent: " + std::string(kFirefoxAgent)});
+  auto [cli_access, cli_refresh] = login(*server_, a, {"User-Agent: hsea-cli/1.0"});
+  std::string firefox_sid = str(jwt_part(firefox_access, 1), "sid");
+  std::string cli_sid = str(jwt_part(cli_access, 1), "sid");
+
+  HttpResponse list = http("GET", server_->url("/api/me/sessions"), "", {bearer(firefox_access)});
+  ASSERT_EQ(list.status, 200) << list.body;
+  const auto& data = json_of(list).at("data").as_array();
+  EXPECT_EQ(data.size(), 3u) << list.body;  // sign-up, Firefox, CLI
+  int current = 0;
+  bool saw_firefox = false;
+  for (const auto& v : data) {
+    const object& s = v.as_object();
+    EXPECT_EQ(str(s, "ip"), "127.0.0.1") << list.body;
+    EXPECT_FALSE(str(s, "last_seen_at").empty());
+    EXPECT_FALSE(str(s, "created_at").empty());
+    EXPECT_TRUE(s.contains("device")) << "no device: " << list.body;
+    if (s.at("current").as_bool()) {
+      ++current;
+      EXPECT_EQ(str(s, "id"), firefox_sid);
+    }
+    if (str(s, "id") == firefox_sid) {
+      saw_firefox = true;
+      EXPECT_EQ(str(s, "user_agent"), kFirefoxAgent);
+      std::string device = str(s, "device");
+      EXPECT_NE(device.find("Firefox"), std::string::npos) << device;
+      EXPECT_NE(device.find("Linux"), std::string::npos) << device;
+    }
+    if (str(s, "id") == cli_sid) EXPECT_EQ(str(s, "user_agent"), "hsea-cli/1.0");
+  }
+  EXPECT_EQ(current, 1) << list.body;
+  EXPECT_TRUE(saw_firefox);
+  // Another user's sessions are not listed.
+  EXPECT_EQ(list.body.find(str(jwt_part(b.access_token, 1), "sid")), std::string::npos);
+
+  // Revoking another of one's own sessions ends it.
+  HttpResponse revoke =
+      http("DELETE", server_->url("/api/me/sessions/" + cli_sid), "", {bearer(firefox_access)});
+  EXPECT_EQ(revoke.status, 204) << revoke.body;
+  EXPECT_EQ(me_status(*server_, cli_access), 401);
+  HttpResponse refresh = http("POST", server_->url("/api/auth/refresh"),
+                              boost::json::serialize(object{{"refresh_token", cli_refresh}}));
+  EXPECT_EQ(refresh.status, 401);
+  EXPECT_EQ(me_status(*server_, firefox_access), 200);
+  HttpResponse after = http("GET", server_->url("/api/me/sessions"), "", {bearer(firefox_access)});
+  EXPECT_EQ(after.body.find(cli_sid), std::string::npos) << after.body;
+
+  // Another user's session id is not found, and that session lives on.
+  std::string b_sid = str(jwt_part(b.access_token, 1), "sid");
+  HttpResponse foreign =
+      http("DELETE", server_->url("/api/me/sessions/" + b_sid), "", {bearer(firefox_access)});
+  EXPECT_EQ(foreign.status, 404) << foreign.body;
+  EXPECT_EQ(me_status(*server_, b.access_token), 200);
+  EXPECT_EQ(
+      http("DELETE", server_->url("/api/me/sessions/not-a-uuid"), "", {bearer(firefox_access)})
+          .status,
+      404);
+  EXPECT_EQ(http("DELETE", server_->url("/api/me/sessions/" + core::uuid_v7()), "",
+                 {bearer(firefox_access)})
+                .status,
+            404);
+}
+
+TEST_F(Identity, DeleteMeIsRefusedForTheOnlyOwner) {
+  Account a = signup(*server_, "soleowner");
+  HttpResponse r = http("DELETE", server_->url("/api/me"), "", {bearer(a.access_token)});
+  EXPECT_EQ(r.status, 409) << r.body;
+  EXPECT_EQ(me_status(*server_, a.access_token), 200);
+  EXPECT_EQ(login_request(*server_, a.email, a.password).status, 200);
+}
+
+TEST_F(Identity, DeleteMeRemovesAMembersPersonalData) {
+  Account owner = signup(*server_, "owner");
+  Account member = signup(*server_, "member");
+  // The member leaves their own tenant (to another owner) and joins the owner's as a member.
+  testkit::sql(db_->admin_url(), "UPDATE memberships SET role = 'member' WHERE user_id = $1::uuid",
+               {member.user_id});
+  testkit::sql(db_->admin_url(),
+               "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')",
+               {member.tenant_id, owner.user_id});
+  testkit::sql(db_->admin_url(),
+               "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'member')",
+               {owner.tenant_id, member.user_id});
+  auto [access, refresh] = login(*server_, member);
+  ASSERT_EQ(me_status(*server_, access), 200);
+
+  HttpResponse r = http("DELETE", server_->url("/api/me"), "", {bearer(access)});
+  EXPECT_EQ(r.status, 204) << r.body;
+  EXPECT_EQ(me_status(*server_, access), 401);
+  EXPECT_EQ(me_status(*server_, member.access_token), 401);
+  EXPECT_EQ(login_request(*server_, member.email, member.password).status, 401);
+  HttpResponse refreshed = http("POST", server_->url("/api/auth/refresh"),
+                                boost::json::serialize(object{{"refresh_token", refresh}}));
+  EXPECT_EQ(refreshed.status, 401);
+
+  for (const char* table : {"users WHERE id", "memberships WHERE user_id", "sessions WHERE user_id",
+                            "refresh_tokens WHERE user_id"}) {
+    auto rows =
+        testkit::sql(db_->admin_url(), fmt::format("SELECT count(*) FROM {} = $1::uuid", table),
+                     {member.user_id});
+    EXPECT_EQ(rows[0][0], "0") << table;
+  }
+  auto mentions =
+      testkit::sql(db_->admin_url(), "SELECT count(*) FROM audit_logs a WHERE a::text ILIKE $1",
+                   {"%" + member.email + "%"});
+  EXPECT_EQ(mentions[0][0], "0") << "the e-mail address survives in the audit log";
+  // The owner and their tenant are untouched; the member is gone from it.
+  EXPECT_EQ(me_status(*server_, owner.access_token), 200);
+  HttpResponse members =
+      http("GET", server_->url("/api/members"), "", {bearer(owner.access_token)});
+  EXPECT_EQ(members.status, 200) << members.body;
+  EXPECT_EQ(members.body.find(member.user_id), std::string::npos) << members.body;
+  // The address is free again.
+  EXPECT_EQ(signup_request(*server_, member.email, kGoodPassword).status, 201);
+}
+
+// ------------------------------------------------------------------------------ API keys
+
+TEST_F(Identity, ApiKeyIsShownOnceAndAuthenticates) {
+  Account a = signup(*server_, "apikey");
+  HttpResponse created =
+      http("POST", server_->url("/api/api-keys"), R"({"name":"deploy bot","scopes":["read"]})",
+           {bearer(a.access_token)});
+  ASSERT_EQ(created.status, 201) << created.body;
+  object body = json_of(created);
+  std::string key = str(body, "key"), id = str(body, "id");
+  ASSERT_EQ(key.rfind("hsea_", 0), 0u) << key;
+  EXPECT_EQ(str(body, "name"), "deploy bot");
+  EXPECT_FALSE(str(body, "prefix").empty());
+  EXPECT_EQ(key.find(str(body, "prefix")), 5u);
+  ASSERT_EQ(body.at("scopes").as_array().size(), 1u);
+  EXPECT_EQ(body.at("scopes").as_array()[0].as_string(), "read");
+  // At least 128 bits of randomness in the secret part.
+  std::string secret = key.substr(key.rfind('_') + 1);
+  EXPECT_GE(unb64url(secret).size(), 16u) << key;
+  EXPECT_NE(create_api_key(*server_, a).key, key);
+
+  // Stored hashed: the database never holds the key.
+  auto stored =
+      testkit::sql(db_->admin_url(), "SELECT count(*) FROM api_keys k WHERE k::text LIKE $1",
+                   {"%" + secret + "%"});
+  EXPECT_EQ(stored[0][0], "0");
+
+  HttpResponse list = http("GET", server_->url("/api/api-keys"), "", {bearer(a.access_token)});
+  ASSERT_EQ(list.status, 200) << list.body;
+  EXPECT_EQ(list.body.find(secret), std::string::npos);
+  EXPECT_NE(list.body.find(id), std::string::npos);
+  for (const auto& k : json_of(list).at("data").as_array()) {
+    EXPECT_FALSE(k.as_object().contains("key")) << list.body;
+  }
+  HttpResponse one = http("GET", server_->url("/api/api-keys/" + id), "", {bearer(a.access_token)});
+  ASSERT_EQ(one.status, 200) << one.body;
+  EXPECT_FALSE(json_of(one).contains("key"));
+  EXPECT_EQ(one.body.find(secret), std::string::npos);
+
+  HttpResponse tenant = http("GET", server_->url("/api/tenant"), "", {bearer(key)});
+  ASSERT_EQ(tenant.status, 200) << tenant.body;
+  EXPECT_EQ(str(json_of(tenant), "id"), a.tenant_id);
+  // A wrong secret with a real prefix is refused.
+  std::string wrong = key;
+  wrong.back() = wrong.back() == 'A' ? 'B' : 'A';
+  EXPECT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer(wrong)}).status, 401);
+  EXPECT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer("hsea_nonsense")}).status, 401);
+}
+
+TEST_F(Identity, ReadOnlyApiKeyCannotWrite) {
+  Account a = signup(*server_, "readonly");
+  ApiKey read = create_api_key(*server_, a, R"(["read"])");
+  ApiKey write = create_api_key(*server_, a, R"(["write"])");
+  EXPECT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer(read.key)}).status, 200);
+  HttpResponse patch =
+      http("PATCH", server_->url("/api/tenant"), R"({"name":"Hacked"})", {bearer(read.key)});
+  EXPECT_EQ(patch.status, 403) << patch.body;
+  HttpResponse post = http("POST", server_->url("/api/api-keys"),
+                           R"({"name":"escalate","scopes":["write"]})", {bearer(read.key)});
+  EXPECT_EQ(post.status, 403) << post.body;
+  HttpResponse del =
+      http("DELETE", server_->url("/api/api-keys/" + write.id), "", {bearer(read.key)});
+  EXPECT_EQ(del.status, 403) << del.body;
+  EXPECT_NE(
+      http("GET", server_->url("/api/tenant"), "", {bearer(a.access_token)}).body.find("Acme Inc"),
+      std::string::npos)
+      << "the read-only key changed the tenant";
+  // The write key may (so the 403 above is about the scope).
+  HttpResponse allowed =
+      http("PATCH", server_->url("/api/tenant"), R"({"name":"Renamed Inc"})", {bearer(write.key)});
+  EXPECT_EQ(allowed.status, 200) << allowed.body;
+  // Keys never act as a user.
+  EXPECT_EQ(http("GET", server_->url("/api/me"), "", {bearer(write.key)}).status, 403);
+}
+
+TEST_F(Identity, ApiKeyActsOnlyForItsOwnTenant) {
+  Account a = signup(*server_, "keytenant");
+  Account b = signup(*server_, "keytenant-other");
+  ApiKey key = create_api_key(*server_, a);
+  HttpResponse other = http("GET", server_->url("/api/tenant"), "",
+                            {bearer(key.key), "X-Tenant-Id: " + b.tenant_id});
+  EXPECT_EQ(other.status, 403) << other.body;
+  EXPECT_EQ(other.body.find(b.tenant_id), std::string::npos);
+  HttpResponse own = http("GET", server_->url("/api/tenant"), "",
+                          {bearer(key.key), "X-Tenant-Id: " + a.tenant_id});
+  EXPECT_EQ(own.status, 200) << own.body;
+  // Another tenant's owner cannot see or revoke the key.
+  EXPECT_EQ(
+      http("GET", server_->url("/api/api-keys/" + key.id), "", {bearer(b.access_token)}).status,
+      404);
+  EXPECT_EQ(
+      http("DELETE", server_->url("/api/api-keys/" + key.id), "", {bearer(b.access_token)}).status,
+      404);
+  EXPECT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer(key.key)}).status, 200);
+}
+
+TEST_F(Identity, DeletedApiKeyIsRefused) {
+  Account a = signup(*server_, "keydelete");
+  ApiKey key = create_api_key(*server_, a);
+  ASSERT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer(key.key)}).status, 200);
+  HttpResponse del =
+      http("DELETE", server_->url("/api/api-keys/" + key.id), "", {bearer(a.access_token)});
+  EXPECT_EQ(del.status, 204) << del.body;
+  EXPECT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer(key.key)}).status, 401);
+  EXPECT_EQ(
+      http("GET", server_->url("/api/api-keys/" + key.id), "", {bearer(a.access_token)}).status,
+      404);
+  EXPECT_EQ(
+      http("DELETE", server_->url("/api/api-keys/" + key.id), "", {bearer(a.access_token)}).status,
+      404);
+}
+
+TEST_F(Identity, ApiKeyRecordsLastUsedAt) {
+  Account a = signup(*server_, "lastused");
+  ApiKey key = create_api_key(*server_, a);
+  HttpResponse before =
+      http("GET", server_->url("/api/api-keys/" + key.id), "", {bearer(a.access_token)});
+  ASSERT_EQ(before.status, 200) << before.body;
+  EXPECT_TRUE(json_of(before).at("last_used_at").is_null()) << before.body;
+  ASSERT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer(key.key)}).status, 200);
+  HttpResponse after =
+      http("GET", server_->url("/api/api-keys/" + key.id), "", {bearer(a.access_token)});
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_TRUE(json_of(after).at("last_used_at").is_string()) << after.body;
+}
+
+TEST(IdentityApiKeys, RotatedKeyWorksDuringTheGracePeriodOnly) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_API_KEY_ROTATION_GRACE_SECONDS", "1"}});
+  wait_for_keys(server);
+  Account a = signup(server, "rotate");
+  ApiKey old_key = create_api_key(server, a);
+  HttpResponse rotated = http("POST", server.url("/api/api-keys/" + old_key.id + "/rotate"), "",
+                              {bearer(a.access_token)});
+  ASSERT_EQ(rotated.status, 201) << rotated.body;
+  object body = json_of(rotated);
+  std::string new_key = str(body, "key");
+  ASSERT_EQ(new_key.rfind("hsea_", 0), 0u) << rotated.body;
+  EXPECT_NE(new_key, old_key.key);
+  EXPECT_NE(str(body, "id"), old_key.id);
+  EXPECT_EQ(body.at("scopes").as_array().size(), 1u);
+  EXPECT_EQ(http("GET", server.url("/api/tenant"), "", {bearer(new_key)}).status, 200);
+  EXPECT_EQ(http("GET", server.url("/api/tenant"), "", {bearer(old_key.key)}).status, 200)
+      << "the old key must keep working during the grace period";
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(http("GET", server.url("/api/tenant"), "", {bearer(old_key.key)}).status, 401);
+  EXPECT_EQ(http("GET", server.url("/api/tenant"), "", {bearer(new_key)}).status, 200);
+}
+
+// ------------------------------------------------------------------------------ secrets
+
+TEST(IdentitySecrets, PasswordsTokensAndKeysNeverAppearInTheServerOutput) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_LOG_LEVEL", "debug"}});
+  wait_for_keys(server);
+  std::vector<std::string> secrets;
+  Account a = signup(server, "secrets");
+  secrets.insert(secrets.end(), {a.password, a.access_token, a.refresh_token});
+  std::string wrong = "Wrong-Secret-Password-42";
+  secrets.push_back(wrong);
+  EXPECT_EQ(login_request(server, a.email, wrong).status, 401);
+  std::string weak = "weakpw-Zq";
+  secrets.push_back(weak);
+  EXPECT_EQ(signup_request(server, unique_email("weak"), weak).status, 422);
+  auto [access, refresh] = login(server, a);
+  secrets.insert(secrets.end(), {access, refresh});
+  HttpResponse r = http("POST", server.url("/api/auth/refresh"),
+                        boost::json::serialize(object{{"refresh_token", refresh}}));
+  EXPECT_EQ(r.status, 200);
+  secrets.push_back(str(json_of(r), "access_token"));
+  secrets.push_back(str(json_of(r), "refresh_token"));
+  // Reuse, and a forged token, take the logging paths of refusals.
+  http("POST", server.url("/api/auth/refresh"),
+       boost::json::serialize(object{{"refresh_token", refresh}}));
+  http("GET", server.url("/api/me"), "", {bearer(access + "x")});
+  FullResponse cookie =
+      post_full(server.url("/api/auth/login"),
+                boost::json::serialize(
+                    object{{"email", a.email}, {"password", a.password}, {"session", "cookie"}}));
+  EXPECT_EQ(cookie.status, 200);
+  std::string session = cookie_pair(cookie.cookie("hsea_session"));
+  secrets.push_back(session.substr(session.find('=') + 1));
+  secrets.push_back(str(boost::json::parse(cookie.body).as_object(), "csrf_token"));
+  http("PATCH", server.url("/api/me"), R"({"name":"X"})", {"Cookie: " + session});
+  ApiKey key = create_api_key(server, a);
+  secrets.push_back(key.key);
+  http("GET", server.url("/api/tenant"), "", {bearer(key.key)});
+  http("GET", server.url("/api/tenant"), "", {bearer(key.key + "x")});
+  std::string out = server.output();
+  ASSERT_NE(out.find("listening"), std::string::npos);
+  for (const auto& s : secrets) {
+    ASSERT_FALSE(s.empty());
+    EXPECT_EQ(out.find(s), std::string::npos) << "secret in the server output: " << s;
+    // Tokens are also refused in part (e.g. a JWT's signature or a key's secret half).
+    if (s.size() > 40) {
+      EXPECT_EQ(out.find(s.substr(s.size() - 24)), std::string::npos) << s;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hsea
