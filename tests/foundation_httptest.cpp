@@ -1,7 +1,7 @@
 // Black-box tests of the foundation: the real `hsea` binary against a real PostgreSQL.
-#include <boost/json/parse.hpp>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <boost/json/parse.hpp>
 
 #include <cstdio>
 #include <future>
@@ -116,8 +116,9 @@ TEST_F(Foundation, MalformedRequestGets400) {
 }
 
 TEST_F(Foundation, KeepAliveServesSeveralRequestsOnOneConnection) {
-  std::string two = "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
-                    "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  std::string two =
+      "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+      "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   std::string reply = testkit::raw_exchange(server_->port(), two);
   EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u);
   EXPECT_NE(reply.find("HTTP/1.1 200", 10), std::string::npos) << reply;
@@ -128,8 +129,9 @@ TEST_F(Foundation, MetricsPassPromtool) {
   http("GET", server_->url("/health"));
   auto r = http("GET", server_->url("/metrics"));
   ASSERT_EQ(r.status, 200);
-  EXPECT_NE(r.body.find("hsea_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"}"),
-            std::string::npos);
+  EXPECT_NE(
+      r.body.find("hsea_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"}"),
+      std::string::npos);
   EXPECT_NE(r.body.find("hsea_http_request_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(r.body.find("hsea_db_pool_connections{state=\"idle\"}"), std::string::npos);
   EXPECT_NE(r.body.find("process_resident_memory_bytes"), std::string::npos);

@@ -161,7 +161,8 @@ int serve(App& app) {
               resources->redis->start();
             }
             if (index == 0) {
-              boost::asio::co_spawn(io, prune_audit_daily(*resources->db, config.audit_retention_days),
+              boost::asio::co_spawn(io,
+                                    prune_audit_daily(*resources->db, config.audit_retention_days),
                                     [](std::exception_ptr) {});
             }
             http::ThreadServices services{.thread_index = index,

@@ -1,14 +1,14 @@
 // hsea: serve | migrate | version | keys rotate | audit prune
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 
 #include "app/app.hpp"
 #include "core/build_info.hpp"
 #include "core/config.hpp"
-#include "core/log.hpp"
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/migrations.hpp"
 #include "identity/tokens.hpp"
 #include "security/audit.hpp"
@@ -77,10 +77,8 @@ int main(int argc, char** argv) {
 
   if (keys_rotate->parsed()) {
     try {
-      std::string kid =
-          hsea::identity::KeyStore::rotate(config->database_url, config->secret_key);
-      std::printf("keys: now signing with %s; servers pick it up when they restart\n",
-                  kid.c_str());
+      std::string kid = hsea::identity::KeyStore::rotate(config->database_url, config->secret_key);
+      std::printf("keys: now signing with %s; servers pick it up when they restart\n", kid.c_str());
       return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "hsea keys rotate: %s\n", e.what());

@@ -37,20 +37,20 @@ std::optional<bool> parse_bool(std::string_view text) {
   return std::nullopt;
 }
 
-#define HSEA_INT_SETTING(field, min, max)                                            \
-  [](const std::string& v, Config& c) -> std::optional<std::string> {                \
-    auto n = parse_number<long long>(v, min, max);                                   \
-    if (!n) return fmt::format("must be an integer from {} to {}", (min), (max));    \
-    c.field = static_cast<decltype(c.field)>(*n);                                    \
-    return std::nullopt;                                                             \
-  },                                                                                 \
+#define HSEA_INT_SETTING(field, min, max)                                         \
+  [](const std::string& v, Config& c) -> std::optional<std::string> {             \
+    auto n = parse_number<long long>(v, min, max);                                \
+    if (!n) return fmt::format("must be an integer from {} to {}", (min), (max)); \
+    c.field = static_cast<decltype(c.field)>(*n);                                 \
+    return std::nullopt;                                                          \
+  },                                                                              \
       [](const Config& c) { return fmt::format("{}", c.field); }
 
-#define HSEA_STRING_SETTING(field)                                                          \
-  [](const std::string& v, Config& c) -> std::optional<std::string> {                       \
-    c.field = v;                                                                            \
-    return std::nullopt;                                                                    \
-  },                                                                                        \
+#define HSEA_STRING_SETTING(field)                                    \
+  [](const std::string& v, Config& c) -> std::optional<std::string> { \
+    c.field = v;                                                      \
+    return std::nullopt;                                              \
+  },                                                                  \
       [](const Config& c) { return c.field; }
 
 std::optional<std::string> check_postgres_url(std::string_view v) {
@@ -79,8 +79,7 @@ const std::array kEntries{
           HSEA_INT_SETTING(threads, 1, 256)},
     Entry{{"HSEA_MAX_BODY_BYTES", "1048576", false, "largest request body; larger gets 413"},
           HSEA_INT_SETTING(max_body_bytes, 1, 1LL << 32)},
-    Entry{{"HSEA_READ_TIMEOUT_SECONDS", "30", false,
-           "time a client has to send a whole request"},
+    Entry{{"HSEA_READ_TIMEOUT_SECONDS", "30", false, "time a client has to send a whole request"},
           HSEA_INT_SETTING(read_timeout_seconds, 1, 3600)},
     Entry{{"HSEA_IDLE_TIMEOUT_SECONDS", "60", false, "keep-alive connection idle time"},
           HSEA_INT_SETTING(idle_timeout_seconds, 1, 3600)},
@@ -237,8 +236,8 @@ std::expected<Config, std::string> load_config(const EnvLookup& lookup) {
     config.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
   if (config.secret_key.empty() && !config.development()) {
-    return std::unexpected(std::string(
-        "HSEA_SECRET_KEY: is required outside development (at least 32 bytes)"));
+    return std::unexpected(
+        std::string("HSEA_SECRET_KEY: is required outside development (at least 32 bytes)"));
   }
   return config;
 }

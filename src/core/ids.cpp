@@ -20,9 +20,8 @@ void fill_random(unsigned char* out, std::size_t n) {
 }
 
 bool is_hex(std::string_view s) {
-  return std::ranges::all_of(s, [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  });
+  return std::ranges::all_of(
+      s, [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 // Identifiers need uniqueness, not secrecy: a per-thread generator seeded from the CSPRNG
@@ -90,8 +89,8 @@ std::string random_hex(std::size_t bytes) {
 bool is_safe_request_id(std::string_view s) {
   if (s.empty() || s.size() > 128) return false;
   return std::ranges::all_of(s, [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
   });
 }
 

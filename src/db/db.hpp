@@ -39,8 +39,7 @@ inline std::optional<std::string> to_param(const char* v) { return std::string(v
 inline std::optional<std::string> to_param(bool v) { return v ? "true" : "false"; }
 inline std::optional<std::string> to_param(std::nullopt_t) { return std::nullopt; }
 template <typename T>
-  requires std::is_integral_v<T>
-std::optional<std::string> to_param(T v) {
+requires std::is_integral_v<T> std::optional<std::string> to_param(T v) {
   return std::to_string(v);
 }
 template <typename T>

@@ -21,8 +21,8 @@ using Res = std::unique_ptr<PGresult, decltype(&PQclear)>;
 Res exec(PGconn* conn, const std::string& sql, const std::vector<std::string>& args = {}) {
   std::vector<const char*> values;
   for (const auto& a : args) values.push_back(a.c_str());
-  Res res(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                       values.data(), nullptr, nullptr, 0),
+  Res res(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                       nullptr, nullptr, 0),
           &PQclear);
   auto status = PQresultStatus(res.get());
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
@@ -66,18 +66,19 @@ void ensure_app_role(PGconn* conn, const std::string& app_url, MigrateReport& re
   std::string password = url->password();
   // Cross-boundary look-ups are SECURITY DEFINER functions running as this role, and every
   // table forces row-level security: the owner must bypass it, or they would see nothing.
-  auto self = exec(conn, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
+  auto self =
+      exec(conn, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
   if (std::string_view(PQgetvalue(self.get(), 0, 0)) != "t") {
     throw std::runtime_error(
         "HSEA_DATABASE_ADMIN_URL must name a superuser or a BYPASSRLS role (the schema owner)");
   }
   // The group role every migration grants to; the login role only inherits from it.
-  exec_script(conn,
-              "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hsea_app_privileges') "
-              "THEN CREATE ROLE hsea_app_privileges NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
-              "NOCREATEROLE; END IF; END $$");
-  auto found = exec(conn, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
-                    {user});
+  exec_script(
+      conn,
+      "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hsea_app_privileges') "
+      "THEN CREATE ROLE hsea_app_privileges NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
+      "NOCREATEROLE; END IF; END $$");
+  auto found = exec(conn, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", {user});
   std::string ident = quote_ident(conn, user);
   if (PQntuples(found.get()) == 0) {
     exec_script(conn, fmt::format("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
@@ -155,13 +156,12 @@ std::vector<std::string> lint_row_level_security(const std::string& admin_url) {
   return lint(conn.get());
 }
 
-
 MigrateReport migrate(const std::string& admin_url, const std::string& app_url,
                       const std::vector<Migration>& migrations) {
   Conn conn(PQconnectdb(admin_url.c_str()), &PQfinish);
   if (PQstatus(conn.get()) != CONNECTION_OK) {
-    throw std::runtime_error(fmt::format("cannot connect with HSEA_DATABASE_ADMIN_URL: {}",
-                                         PQerrorMessage(conn.get())));
+    throw std::runtime_error(
+        fmt::format("cannot connect with HSEA_DATABASE_ADMIN_URL: {}", PQerrorMessage(conn.get())));
   }
   exec_script(conn.get(), "SET client_min_messages = warning");
   MigrateReport report;

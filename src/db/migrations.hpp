@@ -32,5 +32,4 @@ MigrateReport migrate(const std::string& admin_url, const std::string& app_url,
 // one message per violation; `migrate` refuses to finish while there is any.
 std::vector<std::string> lint_row_level_security(const std::string& admin_url);
 
-
 }  // namespace hsea::db

@@ -75,7 +75,8 @@ TEST(RowLevelSecurityLint, RealSchemaIsClean) {
 
 TEST(RowLevelSecurityLint, CatchesTablesThatBreakTheRule) {
   testkit::TestDatabase db;
-  sql(db.admin_url(), "CREATE TABLE leaky (tenant_id uuid NOT NULL, id uuid, PRIMARY KEY (tenant_id, id))");
+  sql(db.admin_url(),
+      "CREATE TABLE leaky (tenant_id uuid NOT NULL, id uuid, PRIMARY KEY (tenant_id, id))");
   sql(db.admin_url(),
       "CREATE TABLE half (tenant_id uuid NOT NULL, id uuid, PRIMARY KEY (tenant_id, id));"
       "ALTER TABLE half ENABLE ROW LEVEL SECURITY;"

@@ -429,7 +429,8 @@ void Pool::release(std::unique_ptr<Connection> conn) {
 namespace {
 // Returns the connection to its pool however the awaiting coroutine ends.
 struct Lease {
-  Lease(Pool* pool, std::unique_ptr<Connection> c, void (*give_back)(Pool*, std::unique_ptr<Connection>))
+  Lease(Pool* pool, std::unique_ptr<Connection> c,
+        void (*give_back)(Pool*, std::unique_ptr<Connection>))
       : pool(pool), conn(std::move(c)), give_back(give_back) {}
   ~Lease() {
     if (conn) give_back(pool, std::move(conn));
@@ -529,8 +530,7 @@ awaitable<Result> Transaction::exec(const Query& query, Params params) {
   }
   conn_->queue_statement(query, params);
   try {
-    auto results =
-        co_await conn_->round_trip(false, round_trip_deadline(pool_->impl_->options));
+    auto results = co_await conn_->round_trip(false, round_trip_deadline(pool_->impl_->options));
     co_return std::move(results.at(0));
   } catch (const Error&) {
     done_ = true;
@@ -549,8 +549,7 @@ awaitable<Result> Transaction::exec_commit(const Query& query, Params params) {
   conn_->queue_control("COMMIT");
   done_ = true;
   try {
-    auto results =
-        co_await conn_->round_trip(true, round_trip_deadline(pool_->impl_->options));
+    auto results = co_await conn_->round_trip(true, round_trip_deadline(pool_->impl_->options));
     co_return std::move(results.at(0));
   } catch (const Error&) {
     conn_->needs_rollback = true;

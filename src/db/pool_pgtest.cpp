@@ -1,8 +1,8 @@
+#include <gtest/gtest.h>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <gtest/gtest.h>
 
 #include "core/ids.hpp"
 #include "db/db.hpp"
@@ -74,8 +74,8 @@ TEST_F(PoolTest, TenantQuerySetsContextOnlyForItsTransaction) {
 
 TEST_F(PoolTest, RowLevelSecurityScopesEveryQueryToTheTenant) {
   std::string a = core::uuid_v7(), b = core::uuid_v7();
-  testkit::sql(db_.admin_url(), "INSERT INTO tenants (id, slug, name) VALUES ($1,'a','A'),($2,'b','B')",
-               {a, b});
+  testkit::sql(db_.admin_url(),
+               "INSERT INTO tenants (id, slug, name) VALUES ($1,'a','A'),($2,'b','B')", {a, b});
   Pool pool(io_, options());
   auto task = [](Pool& p, std::string a) -> awaitable<std::pair<std::int64_t, std::int64_t>> {
     Result scoped = co_await p.tenant_query(a, kCountTenants);  // no WHERE clause

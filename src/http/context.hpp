@@ -11,7 +11,7 @@
 namespace hsea::core {
 struct Config;
 class ApiError;
-}
+}  // namespace hsea::core
 namespace hsea::db {
 class Pool;
 }
@@ -40,10 +40,10 @@ struct ThreadServices {
 struct Principal {
   enum class Kind { kAnonymous, kUser, kApiKey };
   Kind kind = Kind::kAnonymous;
-  std::string user_id;     // kUser
-  std::string session_id;  // kUser
-  std::string api_key_id;  // kApiKey
-  std::string role;        // the caller's role in the request's tenant ("" when none)
+  std::string user_id;              // kUser
+  std::string session_id;           // kUser
+  std::string api_key_id;           // kApiKey
+  std::string role;                 // the caller's role in the request's tenant ("" when none)
   std::vector<std::string> scopes;  // kApiKey
   bool via_cookie = false;
   bool authenticated() const { return kind != Kind::kAnonymous; }
@@ -71,9 +71,9 @@ struct RequestContext {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::string request_id;
   std::string trace_id;
-  Match match;                 // route lookup result
-  std::string tenant_id;       // set by tenant resolution; empty when none
-  Principal principal;         // set by authentication
+  Match match;            // route lookup result
+  std::string tenant_id;  // set by tenant resolution; empty when none
+  Principal principal;    // set by authentication
   // Set when the request was refused before routing (malformed, too large): the chain's
   // handler throws it so the answer gets the same headers, log line and metrics.
   const core::ApiError* rejection = nullptr;

@@ -19,7 +19,6 @@ Response json_response(int status, const boost::json::value& value);
 
 // Field access with 422 problems naming the field.
 std::string required_string(const boost::json::object& body, std::string_view field);
-std::optional<std::string> optional_string(const boost::json::object& body,
-                                           std::string_view field);
+std::optional<std::string> optional_string(const boost::json::object& body, std::string_view field);
 
 }  // namespace hsea::http

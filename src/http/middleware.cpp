@@ -92,11 +92,12 @@ awaitable<Response> error_mapping(RequestContext& ctx, Next next) {
   } catch (const db::Error& e) {
     core::ErrorCode code = core::error_code_for_sqlstate(e.sqlstate());
     auto level = code == core::ErrorCode::kInternal ? log::Level::kError : log::Level::kWarn;
-    log::write(level, "database error", {{"request_id", ctx.request_id},
-                                         {"tenant_id", ctx.tenant_id},
-                                         {"sqlstate", e.sqlstate()},
-                                         {"constraint", e.constraint()},
-                                         {"error", e.what()}});
+    log::write(level, "database error",
+               {{"request_id", ctx.request_id},
+                {"tenant_id", ctx.tenant_id},
+                {"sqlstate", e.sqlstate()},
+                {"constraint", e.constraint()},
+                {"error", e.what()}});
     std::string_view detail;
     switch (code) {
       case core::ErrorCode::kConflict:
@@ -171,10 +172,10 @@ awaitable<Response> routing(RequestContext& ctx, Next next) {
     case Match::Kind::kFound:
       co_return co_await next(ctx);
     case Match::Kind::kMethodNotAllowed: {
-      Response r = problem(core::ErrorCode::kMethodNotAllowed,
-                           "This resource does not support " +
-                               std::string(method_name(ctx.request.method)) + ".",
-                           ctx.request_id);
+      Response r = problem(
+          core::ErrorCode::kMethodNotAllowed,
+          "This resource does not support " + std::string(method_name(ctx.request.method)) + ".",
+          ctx.request_id);
       r.set_header("allow", ctx.match.allow);
       co_return r;
     }

@@ -1,10 +1,10 @@
 #include "http/middleware.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json/parse.hpp>
-#include <gtest/gtest.h>
 
 #include "core/config.hpp"
 #include "core/error.hpp"
@@ -50,8 +50,8 @@ class Pipeline : public ::testing::Test {
     request.headers = std::move(headers);
     RequestContext ctx(request, config_, *metrics_, services_);
     ctx.match = router_.match(method, path);
-    static const Middleware kChain[] = {request_id, access_log, security_headers,
-                                        error_mapping, deadline, routing};
+    static const Middleware kChain[] = {request_id,    access_log, security_headers,
+                                        error_mapping, deadline,   routing};
     auto future = boost::asio::co_spawn(io_, Next(kChain, dispatch)(ctx), boost::asio::use_future);
     io_.run();
     io_.restart();

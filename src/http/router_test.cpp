@@ -66,14 +66,12 @@ TEST(Router, TrailingAndDoubleSlashesAreTolerated) {
 
 TEST(Router, RejectsDuplicatesAndBadDeclarations) {
   Router r = make_router();
-  EXPECT_THROW(r.add({.method = Method::kGet, .path = "/health", .handler = ok}),
-               std::logic_error);
+  EXPECT_THROW(r.add({.method = Method::kGet, .path = "/health", .handler = ok}), std::logic_error);
   EXPECT_THROW(r.add({.method = Method::kGet, .path = "/api/members/{other}", .handler = ok}),
                std::logic_error);
   EXPECT_THROW(r.add({.method = Method::kGet, .path = "relative", .handler = ok}),
                std::logic_error);
-  EXPECT_THROW(r.add({.method = Method::kGet, .path = "/x", .handler = nullptr}),
-               std::logic_error);
+  EXPECT_THROW(r.add({.method = Method::kGet, .path = "/x", .handler = nullptr}), std::logic_error);
 }
 
 TEST(Router, RouteIdsIndexTheRouteList) {

@@ -1,5 +1,6 @@
 #include "http/server.hpp"
 
+#include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -15,7 +16,6 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/url/decode_view.hpp>
-#include <fmt/format.h>
 
 #include <atomic>
 #include <cctype>
@@ -200,7 +200,7 @@ struct Server::Impl {
                                                         : parts.config.idle_timeout_seconds));
       first = false;
       auto [ec, n] = co_await bhttp::async_read_header(s.stream, buffer, parser,
-                                                        asio::as_tuple(asio::use_awaitable));
+                                                       asio::as_tuple(asio::use_awaitable));
       s.idle = false;
       if (!ec && parser.get()[bhttp::field::expect] == "100-continue" && !parser.is_done()) {
         bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
@@ -209,7 +209,7 @@ struct Server::Impl {
       if (!ec && !parser.is_done()) {
         s.stream.expires_after(std::chrono::seconds(parts.config.read_timeout_seconds));
         std::tie(ec, n) = co_await bhttp::async_read(s.stream, buffer, parser,
-                                                      asio::as_tuple(asio::use_awaitable));
+                                                     asio::as_tuple(asio::use_awaitable));
       }
       if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
           ec == asio::error::connection_reset || ec == beast::error::timeout ||
@@ -222,10 +222,10 @@ struct Server::Impl {
         break;
       }
       if (ec == bhttp::error::body_limit) {
-        co_await refuse(w, s, core::ErrorCode::kPayloadTooLarge,
-                        fmt::format("Request body is larger than {} bytes.",
-                                    parts.config.max_body_bytes),
-                        parser);
+        co_await refuse(
+            w, s, core::ErrorCode::kPayloadTooLarge,
+            fmt::format("Request body is larger than {} bytes.", parts.config.max_body_bytes),
+            parser);
         break;
       }
       if (ec) {
@@ -280,8 +280,8 @@ void Server::bind() {
     ::setsockopt(w->acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     w->acceptor.bind(endpoint, ec);
     if (ec) {
-      throw std::runtime_error(fmt::format("cannot listen on {}:{}: {}", config.http_host, port,
-                                           ec.message()));
+      throw std::runtime_error(
+          fmt::format("cannot listen on {}:{}: {}", config.http_host, port, ec.message()));
     }
     w->acceptor.listen(asio::socket_base::max_listen_connections);
     port = w->acceptor.local_endpoint().port();  // port 0: the rest share the chosen port
@@ -310,8 +310,8 @@ int Server::run() {
   });
   signals_io.run();
 
-  log::info("shutting down", {{"signal", received},
-                              {"grace_seconds", impl.parts.config.shutdown_grace_seconds}});
+  log::info("shutting down",
+            {{"signal", received}, {"grace_seconds", impl.parts.config.shutdown_grace_seconds}});
   impl.draining = true;
   for (auto& w : impl.workers) {
     asio::post(w->io, [w = w.get()] { Impl::stop_accepting(*w); });

@@ -28,9 +28,7 @@ double milliseconds_since(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
-awaitable<Response> live(RequestContext&) {
-  co_return Response::json(200, R"({"status":"ok"})");
-}
+awaitable<Response> live(RequestContext&) { co_return Response::json(200, R"({"status":"ok"})"); }
 
 awaitable<Response> health(RequestContext& ctx) {
   boost::json::object checks;
@@ -80,9 +78,8 @@ awaitable<Response> status(RequestContext&) {
   body["version"] = build.version;
   body["git_commit"] = build.git_commit;
   body["build_time"] = build.build_time;
-  body["started_at"] = fmt::format(
-      "{:%Y-%m-%dT%H:%M:%S}Z",
-      std::chrono::time_point_cast<std::chrono::seconds>(g_started));
+  body["started_at"] = fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
+                                   std::chrono::time_point_cast<std::chrono::seconds>(g_started));
   body["uptime_seconds"] = uptime.count();
   co_return Response::json(200, boost::json::serialize(body));
 }

@@ -16,9 +16,8 @@
 namespace hsea::ops {
 namespace {
 
-constexpr std::array kStatuses{200, 201, 202, 204, 301, 302, 304, 400, 401, 402, 403, 404,
-                               405, 409, 410, 412, 413, 415, 422, 429, 431, 500, 502, 503,
-                               504};
+constexpr std::array kStatuses{200, 201, 202, 204, 301, 302, 304, 400, 401, 402, 403, 404, 405,
+                               409, 410, 412, 413, 415, 422, 429, 431, 500, 502, 503, 504};
 constexpr std::size_t kOtherStatus = kStatuses.size();
 constexpr std::size_t kStatusSlots = kStatuses.size() + 1;
 constexpr std::size_t kMethods = static_cast<std::size_t>(http::Method::kOther) + 1;
@@ -95,8 +94,8 @@ Metrics::Metrics(int threads, const http::Router& router) : impl_(std::make_uniq
 
 Metrics::~Metrics() = default;
 
-void Metrics::record_request(int thread, const http::Route* route, http::Method method,
-                             int status, double seconds) {
+void Metrics::record_request(int thread, const http::Route* route, http::Method method, int status,
+                             double seconds) {
   std::size_t route_index = route ? route->id : impl_->route_names.size() - 1;
   RouteSlot& slot = impl_->threads[thread]->routes[route_index];
   auto count_index = static_cast<std::size_t>(method) * kStatusSlots + status_slot(status);
@@ -131,12 +130,10 @@ std::string Metrics::render() const {
           total += t->routes[r].counts[m * kStatusSlots + s].load(std::memory_order_relaxed);
         }
         if (total == 0) continue;
-        fmt::format_to(inserter,
-                       "hsea_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}\n",
-                       escape_label(impl_->route_names[r]),
-                       http::method_name(static_cast<http::Method>(m)),
-                       s == kOtherStatus ? std::string("other") : std::to_string(kStatuses[s]),
-                       total);
+        fmt::format_to(
+            inserter, "hsea_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}\n",
+            escape_label(impl_->route_names[r]), http::method_name(static_cast<http::Method>(m)),
+            s == kOtherStatus ? std::string("other") : std::to_string(kStatuses[s]), total);
       }
     }
   }
@@ -168,31 +165,30 @@ std::string Metrics::render() const {
                    label, observations);
     fmt::format_to(inserter, "hsea_http_request_duration_seconds_sum{{route=\"{}\"}} {:.9f}\n",
                    label, static_cast<double>(nanos) / 1e9);
-    fmt::format_to(inserter, "hsea_http_request_duration_seconds_count{{route=\"{}\"}} {}\n",
-                   label, observations);
+    fmt::format_to(inserter, "hsea_http_request_duration_seconds_count{{route=\"{}\"}} {}\n", label,
+                   observations);
   }
 
-  auto uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                              impl_->started_steady)
-                    .count();
-  fmt::format_to(inserter,
-                 "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-                 "# TYPE process_resident_memory_bytes gauge\n"
-                 "process_resident_memory_bytes {}\n"
-                 "# HELP process_open_fds Number of open file descriptors.\n"
-                 "# TYPE process_open_fds gauge\n"
-                 "process_open_fds {}\n"
-                 "# HELP process_start_time_seconds Start time of the process since unix epoch.\n"
-                 "# TYPE process_start_time_seconds gauge\n"
-                 "process_start_time_seconds {}\n"
-                 "# HELP hsea_uptime_seconds Seconds since the server started.\n"
-                 "# TYPE hsea_uptime_seconds gauge\n"
-                 "hsea_uptime_seconds {:.3f}\n",
-                 resident_bytes(), open_fds(),
-                 std::chrono::duration_cast<std::chrono::seconds>(
-                     impl_->started.time_since_epoch())
-                     .count(),
-                 uptime);
+  auto uptime =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - impl_->started_steady)
+          .count();
+  fmt::format_to(
+      inserter,
+      "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+      "# TYPE process_resident_memory_bytes gauge\n"
+      "process_resident_memory_bytes {}\n"
+      "# HELP process_open_fds Number of open file descriptors.\n"
+      "# TYPE process_open_fds gauge\n"
+      "process_open_fds {}\n"
+      "# HELP process_start_time_seconds Start time of the process since unix epoch.\n"
+      "# TYPE process_start_time_seconds gauge\n"
+      "process_start_time_seconds {}\n"
+      "# HELP hsea_uptime_seconds Seconds since the server started.\n"
+      "# TYPE hsea_uptime_seconds gauge\n"
+      "hsea_uptime_seconds {:.3f}\n",
+      resident_bytes(), open_fds(),
+      std::chrono::duration_cast<std::chrono::seconds>(impl_->started.time_since_epoch()).count(),
+      uptime);
 
   std::lock_guard lock(impl_->sources_mutex);
   for (const auto& source : impl_->sources) source(out);

@@ -37,8 +37,8 @@ db::Params insert_params(const http::RequestContext& ctx, AuditEvent& e) {
     }
   }
   std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
-  return db::params(core::uuid_v7(), e.actor_type, e.actor_id, e.action, e.target_type,
-                    e.target_id, ctx.request.remote_ip, user_agent, ctx.request_id, e.metadata);
+  return db::params(core::uuid_v7(), e.actor_type, e.actor_id, e.action, e.target_type, e.target_id,
+                    ctx.request.remote_ip, user_agent, ctx.request_id, e.metadata);
 }
 
 }  // namespace
@@ -66,8 +66,8 @@ long prune_audit_log(const std::string& admin_url, int days) {
   std::string d = std::to_string(days);
   const char* values[] = {d.c_str()};
   std::unique_ptr<PGresult, decltype(&PQclear)> res(
-      PQexecParams(conn.get(), "SELECT audit_prune($1::int)", 1, nullptr, values, nullptr,
-                   nullptr, 0),
+      PQexecParams(conn.get(), "SELECT audit_prune($1::int)", 1, nullptr, values, nullptr, nullptr,
+                   0),
       &PQclear);
   if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
     throw std::runtime_error(PQresultErrorMessage(res.get()));

@@ -30,13 +30,13 @@ struct AuditEvent {
 // Build events with these (not braced temporaries inside co_await; see db::tenant_scope).
 inline AuditEvent event(std::string action, std::string target_type, std::string target_id,
                         std::string metadata = "{}") {
-  return AuditEvent{std::move(action), std::move(target_type), std::move(target_id),
-                    std::move(metadata), {}, {}};
+  return AuditEvent{
+      std::move(action), std::move(target_type), std::move(target_id), std::move(metadata), {}, {}};
 }
 // The same, naming the actor (e.g. the user who is signing in, before a principal exists).
 inline AuditEvent event_by(std::string actor_type, std::string actor_id, std::string action,
                            std::string target_type, std::string target_id) {
-  return AuditEvent{std::move(action), std::move(target_type), std::move(target_id), "{}",
+  return AuditEvent{std::move(action),     std::move(target_type), std::move(target_id), "{}",
                     std::move(actor_type), std::move(actor_id)};
 }
 
@@ -52,6 +52,5 @@ boost::asio::awaitable<void> record_in(std::string tenant_id, const http::Reques
 // variant with any database URL.
 boost::asio::awaitable<std::int64_t> prune(db::Pool& db, int days);
 long prune_audit_log(const std::string& database_url, int days);
-
 
 }  // namespace hsea::security

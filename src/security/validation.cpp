@@ -1,11 +1,11 @@
 // Throw (not abort) on a schema valijson cannot compile.
 #define VALIJSON_USE_EXCEPTIONS 1
+#include <yaml-cpp/yaml.h>
 #include <valijson/adapters/boost_json_adapter.hpp>
 #include <valijson/adapters/yaml_cpp_adapter.hpp>
 #include <valijson/schema.hpp>
 #include <valijson/schema_parser.hpp>
 #include <valijson/validator.hpp>
-#include <yaml-cpp/yaml.h>
 
 #include <boost/json/parse.hpp>
 
@@ -91,8 +91,7 @@ std::vector<core::FieldError> schema_errors(const std::string& schema_name,
   return errors;
 }
 
-boost::asio::awaitable<http::Response> validate_body(http::RequestContext& ctx,
-                                                     http::Next next) {
+boost::asio::awaitable<http::Response> validate_body(http::RequestContext& ctx, http::Next next) {
   const std::string& schema = ctx.route()->needs.body_schema;
   if (!schema.empty()) {
     http::json_body(ctx);  // 415 / 400 first

@@ -13,9 +13,8 @@ bool names(const std::vector<core::FieldError>& errors, const std::string& field
 }
 
 TEST(BodyValidation, AcceptsAValidBody) {
-  EXPECT_TRUE(schema_errors("SignupRequest",
-                            R"({"email":"a@b.co","password":"x","name":"A",)"
-                            R"("organization_name":"Acme"})")
+  EXPECT_TRUE(schema_errors("SignupRequest", R"({"email":"a@b.co","password":"x","name":"A",)"
+                                             R"("organization_name":"Acme"})")
                   .empty());
 }
 

@@ -48,9 +48,8 @@ std::vector<std::vector<std::string>> sql(const std::string& url, const std::str
   // Without parameters the simple protocol runs scripts of several statements.
   std::unique_ptr<PGresult, decltype(&PQclear)> res(
       params.empty() ? PQexec(conn.get(), statement.c_str())
-                     : PQexecParams(conn.get(), statement.c_str(),
-                                    static_cast<int>(values.size()), nullptr, values.data(),
-                                    nullptr, nullptr, 0),
+                     : PQexecParams(conn.get(), statement.c_str(), static_cast<int>(values.size()),
+                                    nullptr, values.data(), nullptr, nullptr, 0),
       &PQclear);
   auto status = PQresultStatus(res.get());
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {

@@ -73,9 +73,8 @@ struct HttpResponse {
   std::string header(const std::string& name) const;
 };
 
-HttpResponse http(const std::string& method, const std::string& url,
-                  const std::string& body = "", const std::vector<std::string>& headers = {},
-                  long timeout_ms = 10000);
+HttpResponse http(const std::string& method, const std::string& url, const std::string& body = "",
+                  const std::vector<std::string>& headers = {}, long timeout_ms = 10000);
 
 // Sends raw bytes on a new TCP connection (optionally a second part after a pause) and returns
 // whatever comes back until the server closes or `timeout` passes.
