@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include "testkit/testkit.hpp"
@@ -170,10 +171,62 @@ TEST_F(Foundation, ConcurrentClientsAreServed) {
   EXPECT_EQ(total, 16 * 20);
 }
 
+TEST(Lifecycle, VersionCommand) {
+  auto r = testkit::run_hsea({"version"}, {});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.output.rfind("hsea 0.", 0), 0u) << r.output;
+  EXPECT_NE(r.output.find("commit"), std::string::npos);
+}
+
+TEST(Lifecycle, IdleKeepAliveConnectionsAreClosed) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_IDLE_TIMEOUT_SECONDS", "1"}});
+  auto start = std::chrono::steady_clock::now();
+  std::string reply = testkit::raw_exchange(
+      server.port(), "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n", std::chrono::seconds(5));
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u) << reply;
+  EXPECT_GE(waited, std::chrono::milliseconds(900));  // kept alive for a while
+  EXPECT_LT(waited, std::chrono::milliseconds(3000)) << "idle connection not closed";
+}
+
+TEST(Lifecycle, AccessLogIsJsonLinesWithRequestFields) {
+  TestDatabase db;
+  TestServer server(db);
+  http("GET", server.url("/health"), "", {"X-Request-Id: log-check-1"});
+  http("GET", server.url("/nope"), "", {"X-Request-Id: log-check-2"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the log flushes every second
+  int seen = 0;
+  std::istringstream lines(server.output());
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] != '{') continue;
+    auto entry = boost::json::parse(line).as_object();  // every stdout line is JSON
+    EXPECT_TRUE(entry.contains("time") && entry.contains("level") && entry.contains("message"));
+    if (entry.contains("request_id") &&
+        entry.at("request_id").as_string().starts_with("log-check-")) {
+      ++seen;
+      EXPECT_EQ(entry.at("message").as_string(), "request");
+      EXPECT_TRUE(entry.contains("route") && entry.contains("status") &&
+                  entry.contains("duration_ms") && entry.contains("tenant_id"));
+      if (entry.at("request_id").as_string() == "log-check-2") {
+        EXPECT_EQ(entry.at("status").as_int64(), 404);
+        EXPECT_EQ(entry.at("route").as_string(), "unmatched");
+      }
+    }
+  }
+  EXPECT_EQ(seen, 2) << server.output();
+}
+
 TEST(Lifecycle, BadConfigurationExitsWith2NamingTheVariable) {
   auto r = testkit::run_hsea({"serve"}, {{"HSEA_HTTP_PORT", "not-a-port"}});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("HSEA_HTTP_PORT"), std::string::npos) << r.output;
+  auto host = testkit::run_hsea({"serve"}, {{"HSEA_HTTP_HOST", "not-an-address"}});
+  EXPECT_EQ(host.exit_code, 2);
+  EXPECT_NE(host.output.find("HSEA_HTTP_HOST"), std::string::npos) << host.output;
+  auto redis = testkit::run_hsea({"serve"}, {{"HSEA_REDIS_URL", "redis://h:notaport"}});
+  EXPECT_EQ(redis.exit_code, 2);
+  EXPECT_NE(redis.output.find("HSEA_REDIS_URL"), std::string::npos) << redis.output;
   auto prod = testkit::run_hsea({"serve"}, {{"HSEA_ENV", "production"}});
   EXPECT_EQ(prod.exit_code, 2);
   EXPECT_NE(prod.output.find("HSEA_SECRET_KEY"), std::string::npos) << prod.output;

@@ -15,10 +15,13 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "core/ids.hpp"
@@ -463,8 +466,13 @@ TEST_F(Identity, FailedLoginsAreThrottledPerAccount) {
   // The suite's server allows 3 failures per account (HSEA_LOGIN_MAX_FAILURES_PER_ACCOUNT).
   Account a = signup(*server_, "throttle");
   Account other = signup(*server_, "bystander");
+  std::string upper = a.email;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(login_request(*server_, a.email, "wrong-password-attempt").status, 401) << i;
+    // The spelling of the address does not matter: it is one account.
+    EXPECT_EQ(login_request(*server_, i == 1 ? upper : a.email, "wrong-password-attempt").status,
+              401)
+        << i;
   }
   HttpResponse fourth = login_request(*server_, a.email, "wrong-password-attempt");
   EXPECT_EQ(fourth.status, 429) << fourth.body;
@@ -479,6 +487,124 @@ TEST_F(Identity, FailedLoginsAreThrottledPerAccount) {
   EXPECT_TRUE(str(json_of(right), "access_token").empty());
   // Other accounts are not affected.
   EXPECT_EQ(login_request(*server_, other.email, other.password).status, 200);
+}
+
+TEST_F(Identity, UnknownEmailCostsAboutAsMuchAsAWrongPassword) {
+  login_request(*server_, unique_email("warmup"), "warm-up-password-1");
+  auto median_ms = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::vector<double> known, unknown;
+  for (int i = 0; i < 3; ++i) {
+    Account a = signup(*server_, "timing");  // one failure each: no throttling
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(login_request(*server_, a.email, "not-the-password-12").status, 401);
+    known.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
+    start = std::chrono::steady_clock::now();
+    EXPECT_EQ(login_request(*server_, unique_email("nobody"), "not-the-password-12").status, 401);
+    unknown.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
+  }
+  // Without the password hash work an unknown address would answer many times faster.
+  EXPECT_GT(median_ms(unknown), 0.4 * median_ms(known))
+      << "unknown " << median_ms(unknown) << " ms, known " << median_ms(known) << " ms";
+}
+
+TEST_F(Identity, AccountWithoutPasswordCannotSignInWithPassword) {
+  // Accounts may have no password (invited, SSO-only): no password at all must sign them in.
+  Account a = signup(*server_, "nopassword");
+  testkit::sql(db_->admin_url(), "UPDATE users SET password_hash = NULL WHERE id = $1::uuid",
+               {a.user_id});
+  for (std::string pw : {a.password, std::string("hsea-dummy-password-for-timing"),
+                         std::string("some-other-password-1")}) {
+    HttpResponse r = login_request(*server_, a.email, pw);
+    EXPECT_EQ(r.status, 401) << pw << ": " << r.body;
+  }
+}
+
+TEST_F(Identity, PasswordsAreStoredWithArgon2idAndUpgradedOnLogin) {
+  Account a = signup(*server_, "rehash");
+  auto stored = [&] {
+    return testkit::sql(db_->admin_url(), "SELECT password_hash FROM users WHERE id = $1::uuid",
+                        {a.user_id})[0][0];
+  };
+  std::string hash = stored();
+  EXPECT_EQ(hash.rfind("$argon2id$v=19$m=19456,t=2,p=1$", 0), 0u) << hash;
+  EXPECT_EQ(hash.find(a.password), std::string::npos);
+  // A hash made with weaker parameters (as an older release might have) is upgraded at the
+  // next successful sign-in.
+  ASSERT_GE(sodium_init(), 0);
+  char weak[crypto_pwhash_STRBYTES];
+  ASSERT_EQ(crypto_pwhash_str_alg(
+                weak, a.password.data(), a.password.size(), crypto_pwhash_argon2id_OPSLIMIT_MIN,
+                crypto_pwhash_argon2id_MEMLIMIT_MIN, crypto_pwhash_ALG_ARGON2ID13),
+            0);
+  testkit::sql(db_->admin_url(), "UPDATE users SET password_hash = $1 WHERE id = $2::uuid",
+               {weak, a.user_id});
+  EXPECT_EQ(login_request(*server_, a.email, a.password).status, 200);
+  std::string upgraded = stored();
+  EXPECT_NE(upgraded, weak);
+  EXPECT_EQ(upgraded.rfind("$argon2id$v=19$m=19456,t=2,p=1$", 0), 0u) << upgraded;
+  EXPECT_EQ(login_request(*server_, a.email, a.password).status, 200);
+}
+
+TEST_F(Identity, ConcurrentSignupsWithOneOrganizationNameAllSucceed) {
+  std::string org = "Race Corp " + core::random_hex(3);
+  std::vector<std::future<HttpResponse>> replies;
+  for (int i = 0; i < 6; ++i) {
+    replies.push_back(std::async(std::launch::async, [org] {
+      return signup_request(*server_, unique_email("race"), kGoodPassword, org);
+    }));
+  }
+  std::set<std::string> slugs;
+  for (auto& f : replies) {
+    HttpResponse r = f.get();
+    EXPECT_EQ(r.status, 201) << r.body;
+    if (r.status == 201) slugs.insert(str(json_of(r).at("tenant").as_object(), "slug"));
+  }
+  EXPECT_EQ(slugs.size(), 6u);
+}
+
+TEST_F(Identity, TokensSelectOnlyTheCallersTenants) {
+  Account a = signup(*server_, "tenants-a");
+  Account b = signup(*server_, "tenants-b");
+  HttpResponse other = http("GET", server_->url("/api/tenant"), "",
+                            {bearer(a.access_token), "X-Tenant-Id: " + b.tenant_id});
+  EXPECT_TRUE(other.status == 403 || other.status == 404) << other.body;
+  EXPECT_EQ(other.body.find(b.tenant_id), std::string::npos);
+  HttpResponse login_other =
+      http("POST", server_->url("/api/auth/login"),
+           boost::json::serialize(
+               object{{"email", a.email}, {"password", a.password}, {"tenant_id", b.tenant_id}}));
+  EXPECT_EQ(login_other.status, 403) << login_other.body;
+  EXPECT_TRUE(str(json_of(login_other), "access_token").empty());
+
+  // Once a member of both, the header picks the tenant, and sign-in may name it.
+  testkit::sql(db_->admin_url(),
+               "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'member')",
+               {b.tenant_id, a.user_id});
+  HttpResponse picked = http("GET", server_->url("/api/tenant"), "",
+                             {bearer(a.access_token), "X-Tenant-Id: " + b.tenant_id});
+  ASSERT_EQ(picked.status, 200) << picked.body;
+  EXPECT_EQ(str(json_of(picked), "id"), b.tenant_id);
+  HttpResponse own = http("GET", server_->url("/api/tenant"), "", {bearer(a.access_token)});
+  EXPECT_EQ(str(json_of(own), "id"), a.tenant_id);
+  HttpResponse login_b =
+      http("POST", server_->url("/api/auth/login"),
+           boost::json::serialize(
+               object{{"email", a.email}, {"password", a.password}, {"tenant_id", b.tenant_id}}));
+  ASSERT_EQ(login_b.status, 200) << login_b.body;
+  object body = json_of(login_b);
+  EXPECT_EQ(str(body.at("tenant").as_object(), "id"), b.tenant_id);
+  HttpResponse via_token =
+      http("GET", server_->url("/api/tenant"), "", {bearer(str(body, "access_token"))});
+  EXPECT_EQ(str(json_of(via_token), "id"), b.tenant_id);
+  HttpResponse me = http("GET", server_->url("/api/me"), "", {bearer(a.access_token)});
+  EXPECT_EQ(json_of(me).at("tenants").as_array().size(), 2u) << me.body;
 }
 
 // ------------------------------------------------------------------------------ refresh, logout
@@ -548,7 +674,8 @@ TEST_F(Identity, JwksListsTheKeyThatSignsTokens) {
   std::string kid = str(header, "kid");
   ASSERT_FALSE(kid.empty());
   bool found = false;
-  for (const auto& k : json_of(r).at("keys").as_array()) {
+  object jwks = json_of(r);
+  for (const auto& k : jwks.at("keys").as_array()) {
     const object& key = k.as_object();
     EXPECT_FALSE(key.contains("d")) << "private key published";
     if (str(key, "kid") != kid) continue;
@@ -590,7 +717,8 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
   // HS256 keyed with the public key material (the classic RS/ES -> HS confusion).
   HttpResponse jwks = http("GET", server_->url("/.well-known/jwks.json"));
   object jwk;
-  for (const auto& k : json_of(jwks).at("keys").as_array()) {
+  object jwks_body = json_of(jwks);
+  for (const auto& k : jwks_body.at("keys").as_array()) {
     if (str(k.as_object(), "kid") == str(header, "kid")) jwk = k.as_object();
   }
   ASSERT_FALSE(jwk.empty());
@@ -630,7 +758,7 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
   }
   // A key the server never issued, under an unknown kid and under the real kid.
   EcKey stranger;
-  for (std::string kid : {"unknown-kid", str(header, "kid"), ""}) {
+  for (const std::string& kid : std::vector<std::string>{"unknown-kid", str(header, "kid"), ""}) {
     object h = header;
     h["kid"] = kid;
     std::string in = jwt(h, payload);
@@ -701,6 +829,10 @@ TEST_F(Identity, CookieSessionNeedsCsrfTokenForUnsafeRequests) {
   EXPECT_NE(session.find("SameSite=Lax"), std::string::npos) << session;
   EXPECT_NE(session.find("Path=/"), std::string::npos) << session;
   EXPECT_EQ(session.find("Secure"), std::string::npos) << "http public URL: " << session;
+  // The page reads the CSRF token from the non-HttpOnly hsea_csrf cookie after a reload.
+  std::string csrf_cookie = r.cookie("hsea_csrf");
+  EXPECT_EQ(cookie_pair(csrf_cookie), "hsea_csrf=" + csrf) << "hsea_csrf cookie missing";
+  EXPECT_EQ(csrf_cookie.find("HttpOnly"), std::string::npos) << csrf_cookie;
   std::string cookie = "Cookie: " + cookie_pair(session);
 
   HttpResponse me = http("GET", server_->url("/api/me"), "", {cookie});
@@ -796,7 +928,8 @@ TEST_F(Identity, SessionsAreListedAndRevocable) {
 
   HttpResponse list = http("GET", server_->url("/api/me/sessions"), "", {bearer(firefox_access)});
   ASSERT_EQ(list.status, 200) << list.body;
-  const auto& data = json_of(list).at("data").as_array();
+  object list_body = json_of(list);
+  const auto& data = list_body.at("data").as_array();
   EXPECT_EQ(data.size(), 3u) << list.body;  // sign-up, Firefox, CLI
   int current = 0;
   bool saw_firefox = false;
@@ -922,7 +1055,7 @@ TEST_F(Identity, ApiKeyIsShownOnceAndAuthenticates) {
   ASSERT_EQ(body.at("scopes").as_array().size(), 1u);
   EXPECT_EQ(body.at("scopes").as_array()[0].as_string(), "read");
   // At least 128 bits of randomness in the secret part.
-  std::string secret = key.substr(key.rfind('_') + 1);
+  std::string secret = key.substr(key.find('_', 5) + 1);  // hsea_<prefix>_<secret>
   EXPECT_GE(unb64url(secret).size(), 16u) << key;
   EXPECT_NE(create_api_key(*server_, a).key, key);
 
@@ -936,7 +1069,8 @@ TEST_F(Identity, ApiKeyIsShownOnceAndAuthenticates) {
   ASSERT_EQ(list.status, 200) << list.body;
   EXPECT_EQ(list.body.find(secret), std::string::npos);
   EXPECT_NE(list.body.find(id), std::string::npos);
-  for (const auto& k : json_of(list).at("data").as_array()) {
+  object list_body = json_of(list);
+  for (const auto& k : list_body.at("data").as_array()) {
     EXPECT_FALSE(k.as_object().contains("key")) << list.body;
   }
   HttpResponse one = http("GET", server_->url("/api/api-keys/" + id), "", {bearer(a.access_token)});
@@ -1029,6 +1163,45 @@ TEST_F(Identity, ApiKeyRecordsLastUsedAt) {
       http("GET", server_->url("/api/api-keys/" + key.id), "", {bearer(a.access_token)});
   ASSERT_EQ(after.status, 200) << after.body;
   EXPECT_TRUE(json_of(after).at("last_used_at").is_string()) << after.body;
+}
+
+TEST_F(Identity, ApiKeyScopesAndExpiry) {
+  Account a = signup(*server_, "keyscopes");
+  ApiKey tenant_read = create_api_key(*server_, a, R"(["tenant:read"])");
+  EXPECT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer(tenant_read.key)}).status, 200);
+  EXPECT_EQ(
+      http("PATCH", server_->url("/api/tenant"), R"({"name":"Nope"})", {bearer(tenant_read.key)})
+          .status,
+      403);
+  ApiKey members_read = create_api_key(*server_, a, R"(["members:read"])");
+  EXPECT_EQ(http("GET", server_->url("/api/tenant"), "", {bearer(members_read.key)}).status, 403);
+  EXPECT_EQ(http("GET", server_->url("/api/members"), "", {bearer(members_read.key)}).status, 200);
+
+  HttpResponse unknown_scope = http("POST", server_->url("/api/api-keys"),
+                                    R"({"name":"x","scopes":["admin"]})", {bearer(a.access_token)});
+  EXPECT_EQ(unknown_scope.status, 422) << unknown_scope.body;
+  HttpResponse bad_date = http("POST", server_->url("/api/api-keys"),
+                               R"({"name":"x","scopes":["read"],"expires_at":"next tuesday"})",
+                               {bearer(a.access_token)});
+  EXPECT_EQ(bad_date.status, 422) << bad_date.body;
+
+  HttpResponse expired =
+      http("POST", server_->url("/api/api-keys"),
+           R"({"name":"old","scopes":["read"],"expires_at":"2020-01-01T00:00:00Z"})",
+           {bearer(a.access_token)});
+  ASSERT_EQ(expired.status, 201) << expired.body;
+  EXPECT_EQ(
+      http("GET", server_->url("/api/tenant"), "", {bearer(str(json_of(expired), "key"))}).status,
+      401);
+  HttpResponse later =
+      http("POST", server_->url("/api/api-keys"),
+           R"({"name":"new","scopes":["read"],"expires_at":"2999-01-01T00:00:00Z"})",
+           {bearer(a.access_token)});
+  ASSERT_EQ(later.status, 201) << later.body;
+  EXPECT_TRUE(json_of(later).at("expires_at").is_string());
+  EXPECT_EQ(
+      http("GET", server_->url("/api/tenant"), "", {bearer(str(json_of(later), "key"))}).status,
+      200);
 }
 
 TEST(IdentityApiKeys, RotatedKeyWorksDuringTheGracePeriodOnly) {

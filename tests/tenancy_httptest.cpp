@@ -809,6 +809,11 @@ TEST_F(Tenancy, AuditLogFiltersAndPages) {
   EXPECT_EQ(created.size(), 3u);
   EXPECT_EQ(audit(a.token, "?action=api_key").size(), 3u);
   EXPECT_EQ(audit(a.token, "?action=api_k").size(), 0u);
+  // The filter is text, not a pattern: LIKE wildcards match nothing.
+  EXPECT_EQ(audit(a.token, "?action=%25").size(), 0u);
+  EXPECT_EQ(audit(a.token, "?action=api%5Fkey").size(), 3u);
+  EXPECT_EQ(audit(a.token, "?action=api%25").size(), 0u);
+  EXPECT_EQ(audit(a.token, "?action=api_key.%25").size(), 0u);
   EXPECT_EQ(audit(a.token, "?action=tenant.updated").size(), 2u);
   // actor and target.
   array by_admin = audit(a.token, "?actor=" + m.user_id);

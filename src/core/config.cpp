@@ -2,6 +2,7 @@
 
 #include "redis/client.hpp"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -71,7 +72,16 @@ const std::array kEntries{
           },
           [](const Config& c) { return c.env; }},
     Entry{{"HSEA_HTTP_HOST", "127.0.0.1", false, "address to listen on"},
-          HSEA_STRING_SETTING(http_host)},
+          [](const std::string& v, Config& c) -> std::optional<std::string> {
+            in6_addr buf{};
+            if (inet_pton(AF_INET, v.c_str(), &buf) != 1 &&
+                inet_pton(AF_INET6, v.c_str(), &buf) != 1) {
+              return "must be an IPv4 or IPv6 address";
+            }
+            c.http_host = v;
+            return std::nullopt;
+          },
+          [](const Config& c) { return c.http_host; }},
     Entry{{"HSEA_HTTP_PORT", "8080", false, "TCP port to listen on (0 picks a free one)"},
           HSEA_INT_SETTING(http_port, 0, 65535)},
     Entry{{"HSEA_THREADS", "number of cores", false,

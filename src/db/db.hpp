@@ -117,6 +117,7 @@ struct PoolStats {
   std::uint64_t wait_timeouts_total = 0;
   std::uint64_t connects_total = 0;
   std::uint64_t broken_total = 0;
+  std::uint64_t round_trips_total = 0;  // waits for the server: one per pipeline sent
 };
 
 class Pool;

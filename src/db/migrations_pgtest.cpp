@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "testkit/testkit.hpp"
 
 namespace hsea::db {
@@ -19,6 +22,26 @@ TEST(Migrations, ApplyOnceAndSecondRunChangesNothing) {
   EXPECT_TRUE(second.applied.empty());
   EXPECT_EQ(sql(db.admin_url(), "SELECT count(*) FROM schema_migrations")[0][0],
             std::to_string(embedded_migrations().size()));
+}
+
+TEST(Migrations, ConcurrentRunnersApplyEachMigrationOnce) {
+  testkit::TestDatabase db(false);
+  std::vector<std::thread> runners;
+  std::atomic<int> applied{0}, failed{0};
+  for (int i = 0; i < 3; ++i) {
+    runners.emplace_back([&] {
+      try {
+        applied += static_cast<int>(
+            migrate(db.admin_url(), db.app_url(), embedded_migrations()).applied.size());
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    });
+  }
+  for (auto& t : runners) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  // The advisory lock serialises the runners: each migration is applied by exactly one.
+  EXPECT_EQ(applied.load(), static_cast<int>(embedded_migrations().size()));
 }
 
 TEST(Migrations, ChangedAppliedFileIsAnErrorNamingIt) {

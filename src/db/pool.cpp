@@ -134,12 +134,14 @@ class Connection {
     return ::poll(&p, 1, 0) == 0;
   }
   bool in_flight() const { return in_flight_; }
+  std::uint64_t take_round_trips() { return std::exchange(round_trips_, 0); }
 
   // Sends queued steps, ended by Sync (end of a transaction) or a flush request (mid
   // transaction), and returns the results of the statements in order. On a statement error
   // the pipeline is re-synchronised and the error thrown.
   awaitable<std::vector<Result>> round_trip(bool sync, std::chrono::milliseconds timeout) {
     in_flight_ = true;
+    ++round_trips_;
     if (sync) {
       if (PQpipelineSync(pg_) != 1) throw broken();
     } else if (PQsendFlushRequest(pg_) != 1) {
@@ -290,6 +292,7 @@ class Connection {
   bool deadline_hit_ = false;
   unsigned deadline_generation_ = 0;
   bool in_flight_ = false;
+  std::uint64_t round_trips_ = 0;
   std::vector<Step> steps_;
   std::unordered_set<std::string> prepared_;
 };
@@ -320,6 +323,7 @@ struct Pool::Impl {
   std::atomic<std::uint64_t> wait_timeouts_total{0};
   std::atomic<std::uint64_t> connects_total{0};
   std::atomic<std::uint64_t> broken_total{0};
+  std::atomic<std::uint64_t> round_trips_total{0};
 
   void update_gauges() {
     idle_count.store(static_cast<int>(idle.size()), std::memory_order_relaxed);
@@ -349,6 +353,7 @@ PoolStats Pool::stats() const {
   s.wait_timeouts_total = impl_->wait_timeouts_total.load(std::memory_order_relaxed);
   s.connects_total = impl_->connects_total.load(std::memory_order_relaxed);
   s.broken_total = impl_->broken_total.load(std::memory_order_relaxed);
+  s.round_trips_total = impl_->round_trips_total.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -403,6 +408,7 @@ awaitable<std::unique_ptr<Connection>> Pool::acquire() {
 
 void Pool::release(std::unique_ptr<Connection> conn) {
   Impl& p = *impl_;
+  if (conn) p.round_trips_total.fetch_add(conn->take_round_trips(), std::memory_order_relaxed);
   bool reusable = conn && !p.closed && !conn->in_flight();
   if (conn && !reusable) p.broken_total.fetch_add(1, std::memory_order_relaxed);
   if (!reusable) {

@@ -102,6 +102,27 @@ TEST_F(PoolTest, WithCheckRefusesWritesForAnotherTenant) {
   EXPECT_EQ(testkit::sql(db_.admin_url(), "SELECT count(*) FROM tenants")[0][0], "0");
 }
 
+TEST_F(PoolTest, TenantScopedStatementIsOneRoundTrip) {
+  Pool pool(io_, options(1));
+  auto warm = [](Pool& p) -> awaitable<void> { co_await p.query(kAdd, params(1, 1)); };
+  run_sync(io_, warm(pool));
+  auto before = pool.stats().round_trips_total;
+  auto scoped = [](Pool& p) -> awaitable<void> {
+    // BEGIN, set_config, PREPARE (first use), the statement and COMMIT: one wait.
+    co_await p.tenant_query(core::uuid_v7(), kCountTenants);
+  };
+  run_sync(io_, scoped(pool));
+  EXPECT_EQ(pool.stats().round_trips_total - before, 1u);
+  auto tx = [](Pool& p) -> awaitable<void> {
+    Transaction t = co_await p.begin(db::tenant_scope(core::uuid_v7()));
+    co_await t.exec(kCountTenants);         // BEGIN + set_config + statement
+    co_await t.exec_commit(kCountTenants);  // statement + COMMIT
+  };
+  before = pool.stats().round_trips_total;
+  run_sync(io_, tx(pool));
+  EXPECT_EQ(pool.stats().round_trips_total - before, 2u);
+}
+
 TEST_F(PoolTest, TransactionCommitsAndRollsBack) {
   Pool pool(io_, options(1));
   std::string committed = core::uuid_v7(), abandoned = core::uuid_v7();

@@ -1,4 +1,6 @@
 // /api/auth/* (sign-up, sign-in, refresh, sign-out), /.well-known/jwks.json and /api/me*.
+#include <fmt/format.h>
+
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
@@ -32,7 +34,8 @@ using http::Response;
 
 constexpr db::Query kInsertTenant{
     "signup_insert_tenant",
-    "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3) RETURNING id, slug, name, status, "
+    "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING "
+    "RETURNING id, slug, name, status, "
     "created_at"};
 constexpr db::Query kSlugTaken{"signup_slug_taken",
                                "SELECT auth_tenant_by_slug($1) IS NOT NULL AS taken"};
@@ -54,11 +57,11 @@ constexpr db::Query kInsertRefresh{
     "VALUES ($1, $2, $3, now() + make_interval(days => $4::int))"};
 constexpr db::Query kUserByEmail{"auth_user_by_email", "SELECT * FROM auth_user_by_email($1)"};
 constexpr db::Query kUserTenants{"auth_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
-constexpr db::Query kRehash{"auth_rehash",
-                            "UPDATE users SET password_hash = $2 WHERE id = $1"};
+constexpr db::Query kRehash{"auth_rehash", "UPDATE users SET password_hash = $2 WHERE id = $1"};
 constexpr db::Query kUserById{
-    "me_user", "SELECT id, email, name, email_verified, mfa_enabled, created_at, updated_at "
-               "FROM users WHERE id = $1"};
+    "me_user",
+    "SELECT id, email, name, email_verified, mfa_enabled, created_at, updated_at "
+    "FROM users WHERE id = $1"};
 constexpr db::Query kRefreshToken{"auth_refresh_token", "SELECT * FROM auth_refresh_token($1)"};
 constexpr db::Query kSpendRefresh{
     "auth_spend_refresh",
@@ -145,8 +148,8 @@ struct Issued {
 
 // Creates a session and its first refresh token inside the caller's transaction (whose scope
 // names the user).
-awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx,
-                               std::string user_id, std::string tenant_id, bool cookie) {
+awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, std::string user_id,
+                               std::string tenant_id, bool cookie) {
   Issued out{core::uuid_v7(), core::random_hex(32)};
   std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
   co_await tx.exec(kInsertSession,
@@ -220,6 +223,14 @@ awaitable<Response> signup(RequestContext& ctx) {
   std::string tenant_id = core::uuid_v7(), user_id = core::uuid_v7();
   db::Transaction tx = co_await ctx.db.begin(db::scope(tenant_id, user_id));
   db::Result tenant = co_await tx.exec(kInsertTenant, db::params(tenant_id, slug, organization));
+  // Another sign-up (or a deleted tenant) may hold the slug by now: pick another.
+  for (int attempt = 0; tenant.empty() && attempt < 5; ++attempt) {
+    slug = slug_from(organization).substr(0, 35) + "-" + core::random_hex(3);
+    tenant = co_await tx.exec(kInsertTenant, db::params(tenant_id, slug, organization));
+  }
+  if (tenant.empty()) {
+    throw ApiError(ErrorCode::kConflict, "Could not choose an address for the organization.");
+  }
   db::Result user;
   try {
     user = co_await tx.exec(kInsertUser, db::params(user_id, email, name, hash));
@@ -232,8 +243,11 @@ awaitable<Response> signup(RequestContext& ctx) {
   co_await tx.exec(kInsertOwner, db::params(user_id));
   Issued issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie);
   ctx.tenant_id = tenant_id;
-  security::AuditEvent event{.action = "user.signed_up", .target_type = "user",
-                             .target_id = user_id, .actor_type = "user", .actor_id = user_id};
+  security::AuditEvent event{.action = "user.signed_up",
+                             .target_type = "user",
+                             .target_id = user_id,
+                             .actor_type = "user",
+                             .actor_id = user_id};
   co_await security::record(tx, ctx, event);
   co_await tx.commit();
 
@@ -257,11 +271,12 @@ awaitable<Response> login(RequestContext& ctx) {
         .retry_after(*wait);
   }
   db::Result found = co_await ctx.db.query(kUserByEmail, db::params(email));
-  std::string hash = found.empty() || found.is_null(0, 1) ? dummy_hash()
-                                                          : std::string(found.get(0, 1));
+  std::string hash =
+      found.empty() || found.is_null(0, 1) ? dummy_hash() : std::string(found.get(0, 1));
   auto verify_work = [hash, password] { return verify_password(hash, password); };
   bool ok = co_await shared.blocking.run(std::move(verify_work));
-  ok = ok && !found.empty();
+  // An account without a password (invited, SSO) never signs in with one.
+  ok = ok && !found.empty() && !found.is_null(0, 1);
   std::string user_id = found.empty() ? std::string() : std::string(found.get(0, "id"));
   db::Result tenants;
   if (!user_id.empty()) tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
@@ -298,7 +313,8 @@ awaitable<Response> login(RequestContext& ctx) {
   Issued issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie);
   db::Result user = co_await tx.exec(kUserById, db::params(user_id));
   if (!tenant_id.empty()) {
-    co_await security::record(tx, ctx, security::event_by("user", user_id, "auth.login", "session", issued.session_id));
+    co_await security::record(
+        tx, ctx, security::event_by("user", user_id, "auth.login", "session", issued.session_id));
   }
   co_await tx.commit();
 
@@ -328,8 +344,9 @@ awaitable<Response> refresh(RequestContext& ctx) {
     co_await tx.commit();
     db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
     for (int i = 0; i < tenants.rows(); ++i) {
-      co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
-                                   security::event_by("user", user_id, "auth.refresh_token_reused", "session", session_id));
+      co_await security::record_in(
+          tenants.text(i, "tenant_id"), ctx,
+          security::event_by("user", user_id, "auth.refresh_token_reused", "session", session_id));
     }
     throw ApiError(ErrorCode::kUnauthorized,
                    "The refresh token was already used; every token of its session is revoked.");
@@ -373,8 +390,8 @@ awaitable<Response> jwks(RequestContext& ctx) {
 
 awaitable<Response> get_me(RequestContext& ctx) {
   const std::string& user_id = ctx.principal.user_id;
-  db::Result user = co_await ctx.db.scoped_query(db::user_scope(user_id), kUserById,
-                                                 db::params(user_id));
+  db::Result user =
+      co_await ctx.db.scoped_query(db::user_scope(user_id), kUserById, db::params(user_id));
   if (user.empty()) throw ApiError(ErrorCode::kNotFound, "The account no longer exists.");
   db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
   object out = user_json(user);
@@ -388,8 +405,8 @@ awaitable<Response> get_me(RequestContext& ctx) {
                           {"role", tenants.get(i, "role")}});
   }
   out["tenants"] = std::move(list);
-  out["current_tenant_id"] = ctx.tenant_id.empty() ? boost::json::value(nullptr)
-                                                   : boost::json::value(ctx.tenant_id);
+  out["current_tenant_id"] =
+      ctx.tenant_id.empty() ? boost::json::value(nullptr) : boost::json::value(ctx.tenant_id);
   co_return http::json_response(200, out);
 }
 
@@ -403,8 +420,8 @@ awaitable<Response> patch_me(RequestContext& ctx) {
   }
   std::string name = bounded_name(body, "name");
   const std::string& user_id = ctx.principal.user_id;
-  db::Result user = co_await ctx.db.scoped_query(db::user_scope(user_id), kUpdateName,
-                                                 db::params(user_id, name));
+  db::Result user =
+      co_await ctx.db.scoped_query(db::user_scope(user_id), kUpdateName, db::params(user_id, name));
   object out = user_json(user);
   out["updated_at"] = user.get(0, "updated_at");
   co_return http::json_response(200, out);
@@ -431,12 +448,51 @@ awaitable<Response> delete_me(RequestContext& ctx) {
   co_return r;
 }
 
+// A short human description of the device behind a session ("Firefox on Linux"), from its
+// User-Agent; other clients are named by their product token ("hsea-cli").
+std::string device_label(std::string_view ua) {
+  if (ua.empty()) return "Unknown device";
+  auto has = [ua](std::string_view s) { return ua.find(s) != std::string_view::npos; };
+  std::string_view browser;
+  if (has("Edg/")) {
+    browser = "Edge";
+  } else if (has("OPR/")) {
+    browser = "Opera";
+  } else if (has("Firefox/")) {
+    browser = "Firefox";
+  } else if (has("Chrome/") || has("Chromium/")) {
+    browser = "Chrome";
+  } else if (has("Safari/")) {
+    browser = "Safari";
+  }
+  std::string_view os;
+  if (has("iPhone") || has("iPad")) {
+    os = "iOS";
+  } else if (has("Android")) {
+    os = "Android";
+  } else if (has("Windows")) {
+    os = "Windows";
+  } else if (has("Mac OS X") || has("Macintosh")) {
+    os = "macOS";
+  } else if (has("CrOS")) {
+    os = "ChromeOS";
+  } else if (has("Linux")) {
+    os = "Linux";
+  }
+  if (!browser.empty() && !os.empty()) return fmt::format("{} on {}", browser, os);
+  if (!browser.empty()) return std::string(browser);
+  if (!os.empty()) return fmt::format("Browser on {}", os);
+  std::string_view product = ua.substr(0, ua.find_first_of("/ "));
+  return std::string(product.substr(0, 64));
+}
+
 awaitable<Response> list_sessions(RequestContext& ctx) {
   db::Result r = co_await ctx.db.scoped_query(db::user_scope(ctx.principal.user_id), kListSessions);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     data.push_back(object{{"id", r.get(i, "id")},
                           {"kind", r.get(i, "kind")},
+                          {"device", device_label(r.get(i, "user_agent"))},
                           {"user_agent", r.get(i, "user_agent")},
                           {"ip", r.get(i, "ip")},
                           {"created_at", r.get(i, "created_at")},
@@ -466,24 +522,36 @@ awaitable<Response> revoke_session(RequestContext& ctx) {
 void Register(app::App& app) {
   using http::Method;
   http::Needs user{.authenticated = true};
-  app.router.add({.method = Method::kPost, .path = "/api/auth/signup", .handler = signup,
+  app.router.add({.method = Method::kPost,
+                  .path = "/api/auth/signup",
+                  .handler = signup,
                   .needs = {.body_schema = "SignupRequest"}});
-  app.router.add({.method = Method::kPost, .path = "/api/auth/login", .handler = login,
+  app.router.add({.method = Method::kPost,
+                  .path = "/api/auth/login",
+                  .handler = login,
                   .needs = {.body_schema = "LoginRequest"}});
-  app.router.add({.method = Method::kPost, .path = "/api/auth/refresh", .handler = refresh,
+  app.router.add({.method = Method::kPost,
+                  .path = "/api/auth/refresh",
+                  .handler = refresh,
                   .needs = {.body_schema = "RefreshRequest"}});
-  app.router.add({.method = Method::kPost, .path = "/api/auth/logout", .handler = logout,
-                  .needs = user});
+  app.router.add(
+      {.method = Method::kPost, .path = "/api/auth/logout", .handler = logout, .needs = user});
   app.router.add({.method = Method::kGet, .path = "/.well-known/jwks.json", .handler = jwks});
   app.router.add({.method = Method::kGet, .path = "/api/me", .handler = get_me, .needs = user});
-  app.router.add({.method = Method::kPatch, .path = "/api/me", .handler = patch_me,
+  app.router.add({.method = Method::kPatch,
+                  .path = "/api/me",
+                  .handler = patch_me,
                   .needs = {.authenticated = true, .body_schema = "UpdateMeRequest"}});
-  app.router.add({.method = Method::kDelete, .path = "/api/me", .handler = delete_me,
+  app.router.add(
+      {.method = Method::kDelete, .path = "/api/me", .handler = delete_me, .needs = user});
+  app.router.add({.method = Method::kGet,
+                  .path = "/api/me/sessions",
+                  .handler = list_sessions,
                   .needs = user});
-  app.router.add({.method = Method::kGet, .path = "/api/me/sessions", .handler = list_sessions,
+  app.router.add({.method = Method::kDelete,
+                  .path = "/api/me/sessions/{id}",
+                  .handler = revoke_session,
                   .needs = user});
-  app.router.add({.method = Method::kDelete, .path = "/api/me/sessions/{id}",
-                  .handler = revoke_session, .needs = user});
 }
 
 }  // namespace hsea::identity

@@ -64,7 +64,7 @@ void set_session_cookies(http::Response& response, const core::Config& config,
                          const std::optional<SessionCookie>& cookie, int max_age_seconds) {
   std::string secure = config.public_url_is_https() ? "; Secure" : "";
   if (!cookie) {
-    for (auto name : {kSessionCookie, kCsrfCookie}) {
+    for (auto name : {kCsrfCookie, kSessionCookie}) {
       response.headers.push_back(
           {"set-cookie", fmt::format("{}=; Path=/; Max-Age=0; SameSite=Lax{}", name, secure)});
     }
@@ -72,15 +72,17 @@ void set_session_cookies(http::Response& response, const core::Config& config,
   }
   std::string signed_part = fmt::format("{}.{}.{}", cookie->user_id, cookie->session_id,
                                         cookie->tenant_id.empty() ? "-" : cookie->tenant_id);
+  // The session cookie goes last: if a layer keeps only one Set-Cookie, it must be this one
+  // (the page also gets the CSRF token in the response body).
+  response.headers.push_back(
+      {"set-cookie",
+       fmt::format("{}={}; Path=/; Max-Age={}; SameSite=Lax{}", kCsrfCookie,
+                   csrf_token(config.secret_key, cookie->session_id), max_age_seconds, secure)});
   response.headers.push_back(
       {"set-cookie",
        fmt::format("{}={}.{}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}", kSessionCookie,
                    signed_part, mac(config.secret_key, "session", signed_part), max_age_seconds,
                    secure)});
-  response.headers.push_back(
-      {"set-cookie", fmt::format("{}={}; Path=/; Max-Age={}; SameSite=Lax{}", kCsrfCookie,
-                                 csrf_token(config.secret_key, cookie->session_id),
-                                 max_age_seconds, secure)});
 }
 
 }  // namespace hsea::identity

@@ -26,7 +26,7 @@ constexpr db::Query kList{
     "SELECT id, actor_type, actor_id, action, target_type, target_id, ip, user_agent, "
     "request_id, metadata::text AS metadata, created_at FROM audit_logs "
     "WHERE ($1::text IS NULL OR actor_id = $1) "
-    "  AND ($2::text IS NULL OR action = $2 OR action LIKE $2 || '.%') "
+    "  AND ($2::text IS NULL OR action = $2 OR starts_with(action, $2 || '.')) "
     "  AND ($3::text IS NULL OR target_id = $3) "
     "  AND ($4::timestamptz IS NULL OR created_at >= $4) "
     "  AND ($5::timestamptz IS NULL OR created_at < $5) "
@@ -56,23 +56,21 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
   // Time bounds are passed to PostgreSQL, which rejects a bad timestamp with 22007 -> 422.
   db::Result r = co_await ctx.db.tenant_query(
       ctx.tenant_id, kList,
-      db::params(query_param(ctx, "actor"), query_param(ctx, "action"),
-                 query_param(ctx, "target"), query_param(ctx, "since"),
-                 query_param(ctx, "until"), cursor, limit + 1));
+      db::params(query_param(ctx, "actor"), query_param(ctx, "action"), query_param(ctx, "target"),
+                 query_param(ctx, "since"), query_param(ctx, "until"), cursor, limit + 1));
   boost::json::array data;
   int rows = std::min(r.rows(), limit);
   for (int i = 0; i < rows; ++i) {
-    data.push_back(object{{"id", r.get(i, "id")},
-                          {"actor", object{{"type", r.get(i, "actor_type")},
-                                           {"id", r.get(i, "actor_id")}}},
-                          {"action", r.get(i, "action")},
-                          {"target", object{{"type", r.get(i, "target_type")},
-                                            {"id", r.get(i, "target_id")}}},
-                          {"ip", r.get(i, "ip")},
-                          {"user_agent", r.get(i, "user_agent")},
-                          {"request_id", r.get(i, "request_id")},
-                          {"metadata", boost::json::parse(r.get(i, "metadata"))},
-                          {"created_at", r.get(i, "created_at")}});
+    data.push_back(
+        object{{"id", r.get(i, "id")},
+               {"actor", object{{"type", r.get(i, "actor_type")}, {"id", r.get(i, "actor_id")}}},
+               {"action", r.get(i, "action")},
+               {"target", object{{"type", r.get(i, "target_type")}, {"id", r.get(i, "target_id")}}},
+               {"ip", r.get(i, "ip")},
+               {"user_agent", r.get(i, "user_agent")},
+               {"request_id", r.get(i, "request_id")},
+               {"metadata", boost::json::parse(r.get(i, "metadata"))},
+               {"created_at", r.get(i, "created_at")}});
   }
   co_return http::json_response(200,
                                 object{{"data", std::move(data)}, {"has_more", r.rows() > limit}});
@@ -81,9 +79,12 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
 }  // namespace
 
 void Register(app::App& app) {
-  app.router.add({.method = http::Method::kGet, .path = "/api/audit-logs",
+  app.router.add({.method = http::Method::kGet,
+                  .path = "/api/audit-logs",
                   .handler = list_audit_logs,
-                  .needs = {.authenticated = true, .tenant = true, .roles = {"owner", "admin"},
+                  .needs = {.authenticated = true,
+                            .tenant = true,
+                            .roles = {"owner", "admin"},
                             .scopes = {"audit:read"}}});
 }
 
