@@ -156,12 +156,12 @@ CREATE FUNCTION auth_refresh_token(p_hash text)
 
 CREATE FUNCTION auth_api_key(p_prefix text)
   RETURNS TABLE (tenant_id uuid, id uuid, secret_hash text, scopes text[], usable boolean,
-                 stale_last_used boolean, tenant_status text)
+                 stale_last_used boolean, tenant_status text, seconds_left float8)
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
   AS $$ SELECT k.tenant_id, k.id, k.secret_hash, k.scopes,
                k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()),
                k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds',
-               t.status
+               t.status, EXTRACT(EPOCH FROM k.expires_at - now())::float8
           FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
          WHERE k.prefix = p_prefix $$;
 
@@ -194,12 +194,21 @@ REVOKE ALL ON FUNCTION auth_sole_owner_tenants(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION auth_sole_owner_tenants(uuid) TO hsea_app_privileges;
 
 -- Retention of the audit log: the only way entries are ever removed.
+-- Called by the application role (the server's daily job) it never removes entries younger
+-- than 30 days, whatever it asks; the owner (`hsea audit prune` with the admin URL) may go
+-- down to one day.
 CREATE FUNCTION audit_prune(p_days int)
   RETURNS bigint
   LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public
-  AS $$ WITH gone AS (DELETE FROM audit_logs
-                       WHERE created_at < now() - make_interval(days => greatest(p_days, 1))
-                       RETURNING 1)
+  AS $$ WITH gone AS (
+          DELETE FROM audit_logs
+           WHERE created_at < now() - make_interval(days => greatest(
+                   p_days,
+                   CASE WHEN pg_has_role(session_user, 'hsea_app_privileges', 'MEMBER')
+                             AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles
+                                       WHERE rolname = session_user)
+                        THEN 30 ELSE 1 END))
+          RETURNING 1)
         SELECT count(*) FROM gone $$;
 REVOKE ALL ON FUNCTION audit_prune(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit_prune(int) TO hsea_app_privileges;

@@ -487,6 +487,12 @@ TEST_F(Identity, FailedLoginsAreThrottledPerAccount) {
   EXPECT_TRUE(str(json_of(right), "access_token").empty());
   // Other accounts are not affected.
   EXPECT_EQ(login_request(*server_, other.email, other.password).status, 200);
+  // An address without an account is throttled the same way (no way to tell them apart).
+  std::string ghost = unique_email("ghost");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(login_request(*server_, ghost, "wrong-pw-123").status, 401);
+  HttpResponse ghost_fourth = login_request(*server_, ghost, "wrong-pw-123");
+  EXPECT_EQ(ghost_fourth.status, 429) << ghost_fourth.body;
+  EXPECT_FALSE(ghost_fourth.header("retry-after").empty());
 }
 
 TEST_F(Identity, UnknownEmailCostsAboutAsMuchAsAWrongPassword) {

@@ -647,7 +647,8 @@ TEST_F(Tenancy, OwnerDeletionSuspendsTheTenant) {
 TEST_F(Tenancy, ApiKeyScopesLimitWhatAKeyMayDo) {
   Account a = signup("Scoped");
   std::string read = str(create_key(a.token, R"(["read"])"), "key");
-  std::string write = str(create_key(a.token, R"(["write"])"), "key");
+  object write_key = create_key(a.token, R"(["write"])");
+  std::string write = str(write_key, "key");
   std::string tenant_read = str(create_key(a.token, R"(["tenant:read"])"), "key");
 
   EXPECT_EQ(call("GET", "/api/tenant", read).status, 200);
@@ -662,6 +663,11 @@ TEST_F(Tenancy, ApiKeyScopesLimitWhatAKeyMayDo) {
 
   auto renamed = call("PATCH", "/api/tenant", write, R"({"name":"By write key"})");
   EXPECT_EQ(renamed.status, 200) << renamed.body;
+  // The audit log names the key as the actor.
+  array by_key = audit(a.token, "?actor=" + str(write_key, "id"));
+  ASSERT_EQ(by_key.size(), 1u);
+  EXPECT_EQ(str(by_key[0].as_object(), "action"), "tenant.updated");
+  EXPECT_EQ(str(by_key[0].as_object().at("actor").as_object(), "type"), "api_key");
   // Keys never manage members, keys or the tenant's existence, whatever their scopes.
   EXPECT_EQ(call("POST", "/api/api-keys", write, R"({"name":"child","scopes":["write"]})").status,
             403);

@@ -17,8 +17,8 @@ namespace {
 
 constexpr int kConfigError = 2;
 
-std::optional<hsea::core::Config> load_or_report() {
-  auto config = hsea::core::load_config(hsea::core::process_env());
+std::optional<hsea::core::Config> load_or_report(bool require_secret) {
+  auto config = hsea::core::load_config(hsea::core::process_env(), require_secret);
   if (!config) {
     std::fprintf(stderr, "hsea: configuration error: %s\n", config.error().c_str());
     return std::nullopt;
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  auto config = load_or_report();
+  auto config = load_or_report(serve->parsed() || keys_rotate->parsed());
   if (!config) return kConfigError;
   hsea::log::init(config->log_level);
 

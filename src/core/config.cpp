@@ -228,7 +228,7 @@ EnvLookup process_env() {
   };
 }
 
-std::expected<Config, std::string> load_config(const EnvLookup& lookup) {
+std::expected<Config, std::string> load_config(const EnvLookup& lookup, bool require_secret) {
   Config config;
   config.database_url = "postgresql://hsea_app:hsea_app@127.0.0.1:5432/hsea";
   config.database_admin_url = "postgresql://postgres@127.0.0.1:5432/hsea";
@@ -245,7 +245,7 @@ std::expected<Config, std::string> load_config(const EnvLookup& lookup) {
   if (config.threads == 0) {
     config.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
-  if (config.secret_key.empty() && !config.development()) {
+  if (require_secret && config.secret_key.empty() && !config.development()) {
     return std::unexpected(
         std::string("HSEA_SECRET_KEY: is required outside development (at least 32 bytes)"));
   }

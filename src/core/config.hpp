@@ -59,8 +59,10 @@ std::span<const Setting> settings();
 using EnvLookup = std::function<std::optional<std::string>(std::string_view)>;
 EnvLookup process_env();
 
-// Returns the configuration or a message naming the first bad variable.
-std::expected<Config, std::string> load_config(const EnvLookup& lookup);
+// Returns the configuration or a message naming the first bad variable. Commands that use no
+// secret (migrate, audit prune) pass require_secret = false.
+std::expected<Config, std::string> load_config(const EnvLookup& lookup,
+                                               bool require_secret = true);
 
 // One line per setting, secrets and URL passwords masked: printed by `hsea serve` at start.
 std::string describe(const Config& config);

@@ -48,6 +48,22 @@ std::string uuid_v7() {
   auto ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                            std::chrono::system_clock::now().time_since_epoch())
                                            .count());
+  // RFC 9562 method 1: within one millisecond the 12-bit rand_a field counts up, so ids made
+  // by one thread sort in creation order; it starts low and random each millisecond.
+  thread_local std::uint64_t last_ms = 0;
+  thread_local std::uint16_t counter = 0;
+  if (ms <= last_ms) {
+    ms = last_ms;
+    if (++counter > 0x0fff) {
+      ++ms;
+      counter = static_cast<std::uint16_t>(r1 & 0x03ff);
+    }
+  } else {
+    counter = static_cast<std::uint16_t>(r1 & 0x03ff);
+  }
+  last_ms = ms;
+  b[6] = static_cast<unsigned char>(counter >> 8);
+  b[7] = static_cast<unsigned char>(counter & 0xff);
   for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(ms >> (40 - 8 * i));
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x70);
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);

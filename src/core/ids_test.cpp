@@ -21,6 +21,16 @@ TEST(Ids, UuidV7HasVersionVariantAndSortsByTime) {
   EXPECT_EQ(seen.size(), 1000u);
 }
 
+TEST(Ids, UuidV7IsMonotonicWithinAThread) {
+  std::string previous = uuid_v7();
+  for (int i = 0; i < 20000; ++i) {
+    std::string next = uuid_v7();
+    ASSERT_LT(previous, next) << "at " << i;
+    ASSERT_EQ(next[14], '7');
+    previous = next;
+  }
+}
+
 TEST(Ids, IsUuid) {
   EXPECT_TRUE(is_uuid("0190f5d2-7c3a-7b8e-9a01-23456789abcd"));
   EXPECT_FALSE(is_uuid("0190f5d2-7c3a-7b8e-9a01-23456789abc"));

@@ -2,6 +2,8 @@
 #include <poll.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -65,6 +67,16 @@ std::int64_t Result::get_int(int row, std::string_view name) const {
   return std::stoll(std::string(get(row, column(name))));
 }
 bool Result::get_bool(int row, std::string_view name) const { return get(row, name) == "t"; }
+std::string Result::time(int row, std::string_view name) const {
+  std::string out(get(row, name));
+  if (out.size() > 10 && out[10] == ' ') out[10] = 'T';
+  if (out.ends_with("+00")) {
+    out.replace(out.size() - 3, 3, "Z");
+  } else if (out.size() > 3 && (out[out.size() - 3] == '+' || out[out.size() - 3] == '-')) {
+    out += ":00";
+  }
+  return out;
+}
 
 // ------------------------------------------------------------------------------ Connection
 
@@ -97,8 +109,10 @@ class Connection {
   ~Connection() { close(); }
 
   awaitable<void> connect(const PoolOptions& options) {
+    // UTC so timestamps read back as RFC 3339 (Result::time).
     std::string statement_timeout =
-        "-c statement_timeout=" + std::to_string(options.statement_timeout.count());
+        "-c statement_timeout=" + std::to_string(options.statement_timeout.count()) +
+        " -c TimeZone=UTC";
     const char* keys[] = {"dbname", "application_name", "options", nullptr};
     const char* values[] = {options.url.c_str(), "hsea", statement_timeout.c_str(), nullptr};
     pg_ = PQconnectStartParams(keys, values, 1);
@@ -406,8 +420,33 @@ awaitable<std::unique_ptr<Connection>> Pool::acquire() {
   }
 }
 
+namespace {
+// A transaction left open holds its locks until ROLLBACK: send it now, not at the next use.
+awaitable<void> roll_back_and_release(Pool* pool, std::unique_ptr<Connection> conn,
+                                      std::chrono::milliseconds timeout,
+                                      void (*give_back)(Pool*, std::unique_ptr<Connection>)) {
+  try {
+    conn->needs_rollback = false;
+    conn->queue_control("ROLLBACK");
+    co_await conn->round_trip(true, timeout);
+  } catch (const std::exception&) {
+    // A failed rollback leaves the connection in flight: release drops it.
+  }
+  give_back(pool, std::move(conn));
+}
+}  // namespace
+
 void Pool::release(std::unique_ptr<Connection> conn) {
   Impl& p = *impl_;
+  if (conn && conn->needs_rollback && !conn->in_flight() && !p.closed) {
+    asio::co_spawn(
+        p.io,
+        roll_back_and_release(
+            this, std::move(conn), p.options.statement_timeout + std::chrono::seconds(1),
+            [](Pool* pool, std::unique_ptr<Connection> c) { pool->release(std::move(c)); }),
+        asio::detached);
+    return;
+  }
   if (conn) p.round_trips_total.fetch_add(conn->take_round_trips(), std::memory_order_relaxed);
   bool reusable = conn && !p.closed && !conn->in_flight();
   if (conn && !reusable) p.broken_total.fetch_add(1, std::memory_order_relaxed);

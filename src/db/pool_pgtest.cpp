@@ -264,3 +264,45 @@ TEST_F(PoolTest, UnreachableServerIsAnUnavailableError) {
 
 }  // namespace
 }  // namespace hsea::db
+
+namespace hsea::db {
+namespace {
+
+constexpr Query kNow{"test_now", "SELECT now() AS t, NULL::timestamptz AS n"};
+constexpr Query kLockTenant{"test_lock_tenant", "SELECT id FROM tenants FOR UPDATE"};
+
+TEST_F(PoolTest, TimestampsReadAsRfc3339) {
+  Pool pool(io_, options(1));
+  auto task = [](Pool& p) -> awaitable<std::string> {
+    Result r = co_await p.query(kNow);
+    co_return r.time(0, "t");
+  };
+  std::string t = run_sync(io_, task(pool));
+  EXPECT_EQ(t.size() >= 20, true) << t;
+  EXPECT_EQ(t[10], 'T') << t;
+  EXPECT_EQ(t.back(), 'Z') << t;
+}
+
+TEST_F(PoolTest, AbandonedTransactionReleasesItsLocksAtOnce) {
+  std::string id = core::uuid_v7();
+  testkit::sql(db_.admin_url(), "INSERT INTO tenants (id, slug, name) VALUES ($1, 'lock', 'L')",
+               {id});
+  Pool pool(io_, options(2));
+  auto task = [](Pool& p, std::string id) -> awaitable<std::int64_t> {
+    {
+      Transaction tx = co_await p.begin(db::tenant_scope(id));
+      co_await tx.exec(kLockTenant);
+      // Dropped without commit while holding the row lock.
+    }
+    auto start = std::chrono::steady_clock::now();
+    Transaction other = co_await p.begin(db::tenant_scope(id));
+    co_await other.exec_commit(kLockTenant);  // would wait for the lock if it were still held
+    co_return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start)
+        .count();
+  };
+  EXPECT_LT(run_sync(io_, task(pool, id)), 1000);
+}
+
+}  // namespace
+}  // namespace hsea::db

@@ -50,11 +50,10 @@ bool Request::query_param(std::string_view name, std::string& value) const {
     boost::urls::params_encoded_view params(query);
     for (auto p : params) {
       if (p.key.decode() == name) {
-        value = p.has_value ? std::string(p.value.decode()) : std::string();
-        // '+' is a space in form-encoded queries.
-        for (char& c : value) {
-          if (c == '+') c = ' ';
-        }
+        // '+' is a space in form-encoded queries; "%2B" is a plus. Decode with that rule.
+        boost::urls::encoding_opts opts;
+        opts.space_as_plus = true;
+        value = p.has_value ? p.value.decode(opts) : std::string();
         return true;
       }
     }

@@ -92,7 +92,8 @@ Request to_request(const bhttp::request<bhttp::string_body>& in, const std::stri
 
 bhttp::response<bhttp::string_body> to_beast(Response&& in, unsigned version, bool keep_alive) {
   bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(in.status), version};
-  for (Header& h : in.headers) out.set(h.name, std::move(h.value));
+  // insert, not set: a response may carry several Set-Cookie headers.
+  for (Header& h : in.headers) out.insert(h.name, std::move(h.value));
   out.body() = std::move(in.body);
   out.keep_alive(keep_alive);
   out.prepare_payload();

@@ -1,8 +1,8 @@
 // HSEA-048: API keys. A key is "hsea_<12 hex prefix>_<43 base64url chars>" (256 random bits
 // in the secret); only its SHA-256 is stored, and it is shown once.
+#include <sodium.h>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
-#include <sodium.h>
 
 #include <algorithm>
 
@@ -13,6 +13,7 @@
 #include "core/ids.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
 #include "identity/tokens.hpp"
 #include "security/audit.hpp"
@@ -28,10 +29,8 @@ using http::RequestContext;
 using http::Response;
 
 // The scopes a key may hold: read (safe methods), write (any method), and per resource.
-const std::vector<std::string> kScopes{"read",         "write",         "tenant:read",
-                                       "tenant:write", "members:read",  "audit:read",
-                                       "api_keys:read"};
-
+const std::vector<std::string> kScopes{"read",         "write",      "tenant:read",  "tenant:write",
+                                       "members:read", "audit:read", "api_keys:read"};
 
 constexpr db::Query kInsert{
     "api_key_insert",
@@ -86,15 +85,20 @@ boost::json::value nullable(const db::Result& r, int row, std::string_view colum
   return r.is_null(row, c) ? boost::json::value(nullptr) : boost::json::value(r.get(row, c));
 }
 
+boost::json::value nullable_time(const db::Result& r, int row, std::string_view column) {
+  return r.is_null(row, r.column(column)) ? boost::json::value(nullptr)
+                                          : boost::json::value(r.time(row, column));
+}
+
 object key_json(const db::Result& r, int row) {
   return object{{"id", r.get(row, "id")},
                 {"name", r.get(row, "name")},
                 {"prefix", r.get(row, "prefix")},
                 {"scopes", scopes_json(r.get(row, "scopes"))},
                 {"created_by", nullable(r, row, "created_by")},
-                {"created_at", r.get(row, "created_at")},
-                {"expires_at", nullable(r, row, "expires_at")},
-                {"last_used_at", nullable(r, row, "last_used_at")}};
+                {"created_at", r.time(row, "created_at")},
+                {"expires_at", nullable_time(r, row, "expires_at")},
+                {"last_used_at", nullable_time(r, row, "last_used_at")}};
 }
 
 std::string scopes_literal(const object& body) {
@@ -138,9 +142,9 @@ awaitable<Response> create_key(RequestContext& ctx) {
   NewKey key = make_key();
   std::string id = core::uuid_v7();
   db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
-  db::Result r = co_await tx.exec(
-      kInsert, db::params(id, name, key.prefix, core::sha256_hex(key.key), scopes,
-                          ctx.principal.user_id, expires_at));
+  db::Result r =
+      co_await tx.exec(kInsert, db::params(id, name, key.prefix, core::sha256_hex(key.key), scopes,
+                                           ctx.principal.user_id, expires_at));
   co_await security::record(tx, ctx, security::event("api_key.created", "api_key", id));
   co_await tx.commit();
   object out = key_json(r, 0);
@@ -168,14 +172,15 @@ awaitable<Response> delete_key(RequestContext& ctx) {
   if (r.affected() == 0) throw ApiError(ErrorCode::kNotFound, "No such API key.");
   co_await security::record(tx, ctx, security::event("api_key.deleted", "api_key", id));
   co_await tx.commit();
+  invalidate_auth_cache();  // ends cached access at once
   co_return Response::no_content();
 }
 
 awaitable<Response> rotate_key(RequestContext& ctx) {
   std::string id = key_id(ctx);
   db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
-  db::Result old = co_await tx.exec(
-      kExpireSoon, db::params(id, ctx.config.api_key_rotation_grace_seconds));
+  db::Result old =
+      co_await tx.exec(kExpireSoon, db::params(id, ctx.config.api_key_rotation_grace_seconds));
   if (old.empty()) throw ApiError(ErrorCode::kNotFound, "No such API key.");
   NewKey key = make_key();
   std::string new_id = core::uuid_v7();
@@ -187,9 +192,10 @@ awaitable<Response> rotate_key(RequestContext& ctx) {
       tx, ctx,
       security::event("api_key.rotated", "api_key", id, "{\"replaced_by\":\"" + new_id + "\"}"));
   co_await tx.commit();
+  invalidate_auth_cache();  // ends cached access at once
   object out = key_json(r, 0);
   out["key"] = key.key;
-  out["replaces"] = object{{"id", id}, {"expires_at", old.get(0, "expires_at")}};
+  out["replaces"] = object{{"id", id}, {"expires_at", old.time(0, "expires_at")}};
   co_return http::json_response(201, out);
 }
 
@@ -199,19 +205,27 @@ void RegisterApiKeys(app::App& app) {
   using http::Method;
   const std::vector<std::string> admins{"owner", "admin"};
   http::Needs manage{.authenticated = true, .tenant = true, .roles = admins};
-  http::Needs read{.authenticated = true, .tenant = true, .roles = admins,
-                   .scopes = {"api_keys:read"}};
-  app.router.add({.method = Method::kPost, .path = "/api/api-keys", .handler = create_key,
-                  .needs = {.authenticated = true, .tenant = true, .roles = admins,
+  http::Needs read{
+      .authenticated = true, .tenant = true, .roles = admins, .scopes = {"api_keys:read"}};
+  app.router.add({.method = Method::kPost,
+                  .path = "/api/api-keys",
+                  .handler = create_key,
+                  .needs = {.authenticated = true,
+                            .tenant = true,
+                            .roles = admins,
                             .body_schema = "CreateApiKeyRequest"}});
-  app.router.add({.method = Method::kGet, .path = "/api/api-keys", .handler = list_keys,
-                  .needs = read});
-  app.router.add({.method = Method::kGet, .path = "/api/api-keys/{id}", .handler = get_key,
-                  .needs = read});
-  app.router.add({.method = Method::kDelete, .path = "/api/api-keys/{id}",
-                  .handler = delete_key, .needs = manage});
-  app.router.add({.method = Method::kPost, .path = "/api/api-keys/{id}/rotate",
-                  .handler = rotate_key, .needs = manage});
+  app.router.add(
+      {.method = Method::kGet, .path = "/api/api-keys", .handler = list_keys, .needs = read});
+  app.router.add(
+      {.method = Method::kGet, .path = "/api/api-keys/{id}", .handler = get_key, .needs = read});
+  app.router.add({.method = Method::kDelete,
+                  .path = "/api/api-keys/{id}",
+                  .handler = delete_key,
+                  .needs = manage});
+  app.router.add({.method = Method::kPost,
+                  .path = "/api/api-keys/{id}/rotate",
+                  .handler = rotate_key,
+                  .needs = manage});
 }
 
 }  // namespace hsea::identity

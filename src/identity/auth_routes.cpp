@@ -16,6 +16,7 @@
 #include "core/ids.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
 #include "identity/password.hpp"
 #include "identity/session_cookie.hpp"
@@ -35,8 +36,7 @@ using http::Response;
 constexpr db::Query kInsertTenant{
     "signup_insert_tenant",
     "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING "
-    "RETURNING id, slug, name, status, "
-    "created_at"};
+    "RETURNING id, slug, name, status, created_at"};
 constexpr db::Query kSlugTaken{"signup_slug_taken",
                                "SELECT auth_tenant_by_slug($1) IS NOT NULL AS taken"};
 constexpr db::Query kInsertUser{
@@ -138,7 +138,7 @@ object user_json(const db::Result& r) {
                 {"name", r.get(0, "name")},
                 {"email_verified", r.get_bool(0, "email_verified")},
                 {"mfa_enabled", r.get_bool(0, "mfa_enabled")},
-                {"created_at", r.get(0, "created_at")}};
+                {"created_at", r.time(0, "created_at")}};
 }
 
 struct Issued {
@@ -292,9 +292,11 @@ awaitable<Response> login(RequestContext& ctx) {
   }
 
   std::string tenant_id;
+  // The requested tenant, else the oldest one the user can use now (active, or owned).
   int tenant_row = -1;
   for (int i = 0; i < tenants.rows(); ++i) {
-    if (!requested_tenant || tenants.get(i, "tenant_id") == *requested_tenant) {
+    bool usable = tenants.get(i, "status") == "active" || tenants.get(i, "role") == "owner";
+    if (requested_tenant ? tenants.get(i, "tenant_id") == *requested_tenant : usable) {
       tenant_row = i;
       break;
     }
@@ -342,6 +344,7 @@ awaitable<Response> refresh(RequestContext& ctx) {
     db::Transaction tx = co_await ctx.db.begin(db::user_scope(user_id));
     co_await tx.exec(kRevokeSession, db::params(session_id));
     co_await tx.commit();
+    invalidate_auth_cache();  // ends cached access at once
     db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
     for (int i = 0; i < tenants.rows(); ++i) {
       co_await security::record_in(
@@ -377,6 +380,7 @@ awaitable<Response> logout(RequestContext& ctx) {
     co_await security::record(tx, ctx, security::event("auth.logout", "session", p.session_id));
   }
   co_await tx.commit();
+  invalidate_auth_cache();  // ends cached access at once
   Response r = Response::no_content();
   if (p.via_cookie) set_session_cookies(r, ctx.config, std::nullopt, 0);
   co_return r;
@@ -395,7 +399,7 @@ awaitable<Response> get_me(RequestContext& ctx) {
   if (user.empty()) throw ApiError(ErrorCode::kNotFound, "The account no longer exists.");
   db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
   object out = user_json(user);
-  out["updated_at"] = user.get(0, "updated_at");
+  out["updated_at"] = user.time(0, "updated_at");
   boost::json::array list;
   for (int i = 0; i < tenants.rows(); ++i) {
     list.push_back(object{{"id", tenants.get(i, "tenant_id")},
@@ -423,7 +427,7 @@ awaitable<Response> patch_me(RequestContext& ctx) {
   db::Result user =
       co_await ctx.db.scoped_query(db::user_scope(user_id), kUpdateName, db::params(user_id, name));
   object out = user_json(user);
-  out["updated_at"] = user.get(0, "updated_at");
+  out["updated_at"] = user.time(0, "updated_at");
   co_return http::json_response(200, out);
 }
 
@@ -443,6 +447,7 @@ awaitable<Response> delete_me(RequestContext& ctx) {
   // Removes the profile, password hash, memberships, sessions and tokens. Audit entries keep
   // only the user's id, which no longer leads to any personal data.
   co_await ctx.db.scoped_query(db::user_scope(user_id), kDeleteUser, db::params(user_id));
+  invalidate_auth_cache();
   Response r = Response::no_content();
   if (ctx.principal.via_cookie) set_session_cookies(r, ctx.config, std::nullopt, 0);
   co_return r;
@@ -495,9 +500,9 @@ awaitable<Response> list_sessions(RequestContext& ctx) {
                           {"device", device_label(r.get(i, "user_agent"))},
                           {"user_agent", r.get(i, "user_agent")},
                           {"ip", r.get(i, "ip")},
-                          {"created_at", r.get(i, "created_at")},
-                          {"last_seen_at", r.get(i, "last_seen_at")},
-                          {"expires_at", r.get(i, "expires_at")},
+                          {"created_at", r.time(i, "created_at")},
+                          {"last_seen_at", r.time(i, "last_seen_at")},
+                          {"expires_at", r.time(i, "expires_at")},
                           {"current", r.get(i, "id") == ctx.principal.session_id}});
   }
   co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
@@ -514,6 +519,7 @@ awaitable<Response> revoke_session(RequestContext& ctx) {
     co_await security::record(tx, ctx, security::event("session.revoked", "session", id));
   }
   co_await tx.commit();
+  invalidate_auth_cache();  // ends cached access at once
   co_return Response::no_content();
 }
 

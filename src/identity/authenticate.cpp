@@ -9,6 +9,7 @@
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
+#include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
 #include "identity/session_cookie.hpp"
 #include "identity/tokens.hpp"
@@ -25,8 +26,8 @@ using http::Response;
 
 constexpr db::Query kTenantBySlug{"auth_tenant_by_slug", "SELECT auth_tenant_by_slug($1) AS id"};
 constexpr db::Query kApiKey{"auth_api_key", "SELECT * FROM auth_api_key($1)"};
-constexpr db::Query kTouchApiKey{
-    "auth_touch_api_key", "UPDATE api_keys SET last_used_at = now() WHERE id = $1"};
+constexpr db::Query kTouchApiKey{"auth_touch_api_key",
+                                 "UPDATE api_keys SET last_used_at = now() WHERE id = $1"};
 // One round trip per request: is the session live, what is the caller's role in the tenant,
 // is the tenant active; last_seen_at is refreshed at most once a minute.
 constexpr db::Query kSessionAndRole{
@@ -63,60 +64,91 @@ std::string subdomain(std::string_view host, std::string_view base) {
   return label;
 }
 
+void act_as_api_key(RequestContext& ctx, const CachedApiKey& key) {
+  if (!ctx.tenant_id.empty() && ctx.tenant_id != key.tenant_id) {
+    throw ApiError(ErrorCode::kForbidden, "An API key acts only for its own tenant.");
+  }
+  ctx.tenant_id = key.tenant_id;
+  ctx.principal.kind = Principal::Kind::kApiKey;
+  ctx.principal.api_key_id = key.key_id;
+  ctx.principal.scopes = key.scopes;
+}
+
 awaitable<void> authenticate_api_key(RequestContext& ctx, std::string_view key) {
   // hsea_<12 hex prefix>_<secret>
   auto second = key.find('_', 5);
   if (second != 17) throw unauthorized("The API key is not valid.");
+  std::string key_hash = core::sha256_hex(key);
+  AuthCache& cache = AuthCache::for_this_thread();
+  if (auto known = cache.api_key(key_hash)) {
+    act_as_api_key(ctx, *known);
+    co_return;
+  }
   db::Result r = co_await ctx.db.query(kApiKey, db::params(key.substr(5, 12)));
-  if (r.empty() ||
-      !core::constant_time_equal(r.get(0, "secret_hash"), core::sha256_hex(key))) {
+  if (r.empty() || !core::constant_time_equal(r.get(0, "secret_hash"), key_hash)) {
     throw unauthorized("The API key is not valid.");
   }
   if (!r.get_bool(0, "usable")) throw unauthorized("The API key is revoked or expired.");
-  std::string tenant(r.get(0, "tenant_id"));
-  if (!ctx.tenant_id.empty() && ctx.tenant_id != tenant) {
+  CachedApiKey found{r.text(0, "tenant_id"), r.text(0, "id"), {}};
+  if (!ctx.tenant_id.empty() && ctx.tenant_id != found.tenant_id) {
     throw ApiError(ErrorCode::kForbidden, "An API key acts only for its own tenant.");
   }
   if (r.get(0, "tenant_status") != "active") {
     throw ApiError(ErrorCode::kForbidden, "The tenant is suspended.");
   }
-  ctx.tenant_id = tenant;
-  ctx.principal.kind = Principal::Kind::kApiKey;
-  ctx.principal.api_key_id = std::string(r.get(0, "id"));
   // text[] arrives as {read,write}
   std::string_view scopes = r.get(0, "scopes");
   if (scopes.size() >= 2) scopes = scopes.substr(1, scopes.size() - 2);
   while (!scopes.empty()) {
     auto comma = scopes.find(',');
-    ctx.principal.scopes.emplace_back(scopes.substr(0, comma));
+    found.scopes.emplace_back(scopes.substr(0, comma));
     if (comma == std::string_view::npos) break;
     scopes.remove_prefix(comma + 1);
   }
+  auto ttl = std::chrono::milliseconds::max();
+  if (auto left = r.optional(0, "seconds_left")) {
+    ttl = std::chrono::milliseconds(static_cast<std::int64_t>(std::stod(*left) * 1000));
+  }
+  cache.put_api_key(key_hash, found, ttl);
+  act_as_api_key(ctx, found);
   if (r.get_bool(0, "stale_last_used")) {
-    co_await ctx.db.tenant_query(tenant, kTouchApiKey, db::params(ctx.principal.api_key_id));
+    co_await ctx.db.tenant_query(found.tenant_id, kTouchApiKey, db::params(found.key_id));
   }
 }
 
 awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
                                      std::string session_id, std::string token_tenant) {
-  if (ctx.tenant_id.empty()) ctx.tenant_id = token_tenant;
-  db::Result r = co_await ctx.db.scoped_query(db::scope(ctx.tenant_id, user_id),
-                                              kSessionAndRole, db::params(session_id));
-  if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
+  // A tenant the request named (header, subdomain) must admit the caller; the token's own
+  // tenant is only a default, dropped when the caller no longer belongs there, so routes that
+  // need no tenant (profile, tenant list, sign-out) keep working.
+  bool named = !ctx.tenant_id.empty();
+  if (!named) ctx.tenant_id = token_tenant;
+  AuthCache& cache = AuthCache::for_this_thread();
+  std::optional<CachedSession> known = cache.session(session_id, ctx.tenant_id);
+  if (!known) {
+    db::Result r = co_await ctx.db.scoped_query(db::scope(ctx.tenant_id, user_id), kSessionAndRole,
+                                                db::params(session_id));
+    if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
+    known = CachedSession{r.optional(0, "role").value_or(""),
+                          r.optional(0, "tenant_status").value_or("")};
+    cache.put_session(session_id, ctx.tenant_id, *known);
+  }
   ctx.principal.kind = Principal::Kind::kUser;
   ctx.principal.user_id = std::move(user_id);
   ctx.principal.session_id = std::move(session_id);
-  if (!ctx.tenant_id.empty()) {
-    auto role = r.optional(0, "role");
-    if (!role) {
-      // Never reveal whether the tenant exists.
-      throw ApiError(ErrorCode::kForbidden, "You are not a member of this tenant.");
-    }
-    ctx.principal.role = *role;
-    if (r.get(0, "tenant_status") != "active" && ctx.principal.role != "owner") {
-      throw ApiError(ErrorCode::kForbidden, "The tenant is suspended.");
-    }
+  if (ctx.tenant_id.empty()) co_return;
+  bool usable =
+      !known->role.empty() && (known->tenant_status == "active" || known->role == "owner");
+  if (!usable && !named && !ctx.route()->needs.tenant) {
+    ctx.tenant_id.clear();
+    co_return;
   }
+  if (known->role.empty()) {
+    // Never reveal whether the tenant exists.
+    throw ApiError(ErrorCode::kForbidden, "You are not a member of this tenant.");
+  }
+  ctx.principal.role = known->role;
+  if (!usable) throw ApiError(ErrorCode::kForbidden, "The tenant is suspended.");
 }
 
 }  // namespace
@@ -128,7 +160,8 @@ awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
       throw ApiError(ErrorCode::kBadRequest, "X-Tenant-Id must be a tenant id (a UUID).");
     }
     ctx.tenant_id = std::string(header);
-    for (char& c : ctx.tenant_id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char& c : ctx.tenant_id)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   } else if (std::string slug = subdomain(ctx.request.header("host"), ctx.config.base_domain);
              !slug.empty()) {
     db::Result r = co_await ctx.db.query(kTenantBySlug, db::params(slug));
@@ -150,8 +183,8 @@ awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
     } else {
       auto claims = ctx.shared->keys().verify(credential, unix_now());
       if (!claims) {
-        log::debug("access token refused", {{"request_id", ctx.request_id},
-                                            {"reason", claims.error()}});
+        log::debug("access token refused",
+                   {{"request_id", ctx.request_id}, {"reason", claims.error()}});
         throw unauthorized("The access token is invalid or expired.");
       }
       co_await authenticate_session(ctx, claims->user_id, claims->session_id, claims->tenant_id);
@@ -186,8 +219,8 @@ awaitable<Response> authorize(RequestContext& ctx, http::Next next) {
     if (needs.scopes.empty()) {
       throw ApiError(ErrorCode::kForbidden, "API keys cannot use this endpoint.");
     }
-    bool general = http::is_safe_method(ctx.request.method) ? (has("read") || has("write"))
-                                                            : has("write");
+    bool general =
+        http::is_safe_method(ctx.request.method) ? (has("read") || has("write")) : has("write");
     bool specific = std::ranges::any_of(needs.scopes, has);
     if (!general && !specific) {
       throw ApiError(ErrorCode::kForbidden, "The API key lacks the scope for this request.");

@@ -41,12 +41,10 @@ void LoginThrottle::record_failure(const std::string& account, const std::string
     ++entry->failures;
   }
   // Bound memory under a spray of random accounts: forget expired windows now and then.
-  if (accounts_.size() > 100000) std::erase_if(accounts_, [&](auto& kv) {
-      return now - kv.second.start >= kWindow;
-    });
-  if (ips_.size() > 100000) std::erase_if(ips_, [&](auto& kv) {
-      return now - kv.second.start >= kWindow;
-    });
+  if (accounts_.size() > 100000)
+    std::erase_if(accounts_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
+  if (ips_.size() > 100000)
+    std::erase_if(ips_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
 }
 
 }  // namespace hsea::identity

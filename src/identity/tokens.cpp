@@ -39,8 +39,8 @@ constexpr std::string_view kAudience = "hsea";
 Res exec(PGconn* conn, const char* sql, const std::vector<std::string>& args = {}) {
   std::vector<const char*> values;
   for (const auto& a : args) values.push_back(a.c_str());
-  Res res(PQexecParams(conn, sql, static_cast<int>(values.size()), nullptr, values.data(),
-                       nullptr, nullptr, 0),
+  Res res(PQexecParams(conn, sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                       nullptr, 0),
           &PQclear);
   auto status = PQresultStatus(res.get());
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
@@ -87,10 +87,9 @@ std::string unseal(const std::string& sealed, const std::string& secret) {
   auto key = sealing_key(secret);
   auto* nonce = reinterpret_cast<const unsigned char*>(raw->data());
   std::string plain(raw->size() - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES, '\0');
-  if (crypto_secretbox_open_easy(reinterpret_cast<unsigned char*>(plain.data()),
-                                 nonce + crypto_secretbox_NONCEBYTES,
-                                 raw->size() - crypto_secretbox_NONCEBYTES, nonce,
-                                 key.data()) != 0) {
+  if (crypto_secretbox_open_easy(
+          reinterpret_cast<unsigned char*>(plain.data()), nonce + crypto_secretbox_NONCEBYTES,
+          raw->size() - crypto_secretbox_NONCEBYTES, nonce, key.data()) != 0) {
     throw std::runtime_error(
         "signing keys: cannot open a private key: HSEA_SECRET_KEY differs from the one that "
         "sealed it");
@@ -140,8 +139,7 @@ void insert_new_key(PGconn* conn, const std::string& secret) {
   BIO_free(pub);
   EVP_PKEY_free(pkey);
   std::string kid = core::random_hex(8);
-  exec(conn,
-       "UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL");
+  exec(conn, "UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL");
   exec(conn,
        "INSERT INTO signing_keys (kid, algorithm, public_pem, sealed_private) "
        "VALUES ($1, 'ES256', $2, $3)",
@@ -276,12 +274,9 @@ std::string KeyStore::rotate(const std::string& database_url, const std::string&
 std::string KeyStore::sign(const AccessClaims& claims) const {
   const Key& key = *keys_.front();
   boost::json::object header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", key.kid}};
-  boost::json::object payload{{"iss", issuer_},
-                              {"aud", kAudience},
-                              {"sub", claims.user_id},
-                              {"tid", claims.tenant_id},
-                              {"sid", claims.session_id},
-                              {"iat", claims.issued_at},
+  boost::json::object payload{{"iss", issuer_},           {"aud", kAudience},
+                              {"sub", claims.user_id},    {"tid", claims.tenant_id},
+                              {"sid", claims.session_id}, {"iat", claims.issued_at},
                               {"exp", claims.expires_at}};
   std::string signing_input = base64url_encode(boost::json::serialize(header)) + "." +
                               base64url_encode(boost::json::serialize(payload));

@@ -70,7 +70,7 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
                {"user_agent", r.get(i, "user_agent")},
                {"request_id", r.get(i, "request_id")},
                {"metadata", boost::json::parse(r.get(i, "metadata"))},
-               {"created_at", r.get(i, "created_at")}});
+               {"created_at", r.time(i, "created_at")}});
   }
   co_return http::json_response(200,
                                 object{{"data", std::move(data)}, {"has_more", r.rows() > limit}});

@@ -13,6 +13,7 @@
 #include "core/ids.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "identity/auth_cache.hpp"
 #include "security/audit.hpp"
 
 namespace hsea::tenancy {
@@ -63,11 +64,11 @@ object tenant_json(const db::Result& r) {
       {"slug", r.get(0, "slug")},
       {"name", r.get(0, "name")},
       {"status", r.get(0, "status")},
-      {"created_at", r.get(0, "created_at")},
-      {"updated_at", r.get(0, "updated_at")},
+      {"created_at", r.time(0, "created_at")},
+      {"updated_at", r.time(0, "updated_at")},
       {"deletion_scheduled_at", r.is_null(0, r.column("deletion_scheduled_at"))
                                     ? boost::json::value(nullptr)
-                                    : boost::json::value(r.get(0, "deletion_scheduled_at"))}};
+                                    : boost::json::value(r.time(0, "deletion_scheduled_at"))}};
 }
 
 awaitable<Response> list_tenants(RequestContext& ctx) {
@@ -137,6 +138,7 @@ awaitable<Response> delete_tenant(RequestContext& ctx) {
   co_await security::record(tx, ctx,
                             security::event("tenant.deletion_scheduled", "tenant", ctx.tenant_id));
   co_await tx.commit();
+  identity::invalidate_auth_cache();  // ends cached access at once
   co_return http::json_response(202, tenant_json(r));
 }
 
@@ -150,7 +152,7 @@ awaitable<Response> list_members(RequestContext& ctx) {
                           {"email", r.get(i, "email")},
                           {"name", r.get(i, "name")},
                           {"role", r.get(i, "role")},
-                          {"created_at", r.get(i, "created_at")}});
+                          {"created_at", r.time(i, "created_at")}});
   }
   co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
 }
@@ -204,8 +206,9 @@ awaitable<Response> patch_member(RequestContext& ctx) {
                              .metadata = boost::json::serialize(change)};
   co_await security::record(tx, ctx, std::move(event));
   co_await tx.commit();
+  identity::invalidate_auth_cache();  // ends cached access at once
   co_return http::json_response(
-      200, object{{"user_id", user_id}, {"role", role}, {"created_at", r.get(0, "created_at")}});
+      200, object{{"user_id", user_id}, {"role", role}, {"created_at", r.time(0, "created_at")}});
 }
 
 awaitable<Response> delete_member(RequestContext& ctx) {
@@ -220,6 +223,7 @@ awaitable<Response> delete_member(RequestContext& ctx) {
   co_await tx.exec(kRemoveMember, db::params(user_id));
   co_await security::record(tx, ctx, security::event("member.removed", "user", user_id));
   co_await tx.commit();
+  identity::invalidate_auth_cache();  // ends cached access at once
   co_return Response::no_content();
 }
 

@@ -1,0 +1,60 @@
+#pragma once
+// What authentication learned about a credential, remembered briefly per I/O thread so an
+// authenticated request costs one database round trip (its own query), not two.
+//
+// Staleness is bounded two ways: entries live at most kAuthCacheTtl, and any revocation in this
+// process (API key deleted or rotated, session revoked, membership or role changed, tenant
+// suspended) bumps a process-wide epoch that empties every thread's cache before its next use.
+// Other nodes see a revocation within kAuthCacheTtl.
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace hsea::identity {
+
+constexpr auto kAuthCacheTtl = std::chrono::seconds(5);
+
+struct CachedApiKey {
+  std::string tenant_id;
+  std::string key_id;
+  std::vector<std::string> scopes;
+};
+
+struct CachedSession {
+  std::string role;           // "" when not a member of the tenant
+  std::string tenant_status;  // "" when no tenant
+};
+
+// Call after any change that must end access at once.
+void invalidate_auth_cache();
+
+// One per I/O thread (thread_local); never shared, so never locked.
+class AuthCache {
+ public:
+  static AuthCache& for_this_thread();
+
+  std::optional<CachedApiKey> api_key(const std::string& key_hash);
+  // Remembered for kAuthCacheTtl, or less when the key expires sooner.
+  void put_api_key(const std::string& key_hash, CachedApiKey entry,
+                   std::chrono::milliseconds ttl = kAuthCacheTtl);
+
+  std::optional<CachedSession> session(const std::string& session_id, const std::string& tenant_id);
+  void put_session(const std::string& session_id, const std::string& tenant_id,
+                   CachedSession entry);
+
+ private:
+  template <typename T>
+  struct Entry {
+    T value;
+    std::chrono::steady_clock::time_point expires;
+  };
+  void sync_epoch();
+  std::uint64_t epoch_ = 0;
+  std::unordered_map<std::string, Entry<CachedApiKey>> keys_;
+  std::unordered_map<std::string, Entry<CachedSession>> sessions_;
+};
+
+}  // namespace hsea::identity

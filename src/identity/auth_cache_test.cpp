@@ -1,0 +1,43 @@
+#include "identity/auth_cache.hpp"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace hsea::identity {
+namespace {
+
+TEST(AuthCache, RemembersUntilInvalidated) {
+  AuthCache& cache = AuthCache::for_this_thread();
+  cache.put_api_key("h1", {"t1", "k1", {"read"}});
+  cache.put_session("s1", "t1", {"owner", "active"});
+  ASSERT_TRUE(cache.api_key("h1"));
+  EXPECT_EQ(cache.api_key("h1")->tenant_id, "t1");
+  EXPECT_EQ(cache.session("s1", "t1")->role, "owner");
+  EXPECT_FALSE(cache.session("s1", "t2"));  // per tenant
+  invalidate_auth_cache();
+  EXPECT_FALSE(cache.api_key("h1"));
+  EXPECT_FALSE(cache.session("s1", "t1"));
+}
+
+TEST(AuthCache, InvalidationReachesOtherThreads) {
+  std::atomic<int> stage{0};
+  bool seen_before = false, seen_after = true;
+  std::thread other([&] {
+    AuthCache& cache = AuthCache::for_this_thread();
+    cache.put_api_key("h2", {"t", "k", {}});
+    seen_before = cache.api_key("h2").has_value();
+    stage = 1;
+    while (stage != 2) std::this_thread::yield();
+    seen_after = cache.api_key("h2").has_value();
+  });
+  while (stage != 1) std::this_thread::yield();
+  invalidate_auth_cache();
+  stage = 2;
+  other.join();
+  EXPECT_TRUE(seen_before);
+  EXPECT_FALSE(seen_after);
+}
+
+}  // namespace
+}  // namespace hsea::identity
