@@ -213,4 +213,17 @@ CREATE FUNCTION audit_prune(p_days int)
 REVOKE ALL ON FUNCTION audit_prune(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit_prune(int) TO hsea_app_privileges;
 
+-- Tenants deleted by their owner are suspended for a grace period, then removed with all their
+-- rows (memberships, API keys, audit log: ON DELETE CASCADE). Users stay: they are people who
+-- may belong to other tenants.
+CREATE FUNCTION tenants_purge_due()
+  RETURNS bigint
+  LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public
+  AS $$ WITH gone AS (DELETE FROM tenants
+                       WHERE deletion_scheduled_at IS NOT NULL AND deletion_scheduled_at < now()
+                       RETURNING 1)
+        SELECT count(*) FROM gone $$;
+REVOKE ALL ON FUNCTION tenants_purge_due() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenants_purge_due() TO hsea_app_privileges;
+
 GRANT DELETE ON tenants TO hsea_app_privileges;

@@ -1286,3 +1286,34 @@ TEST(IdentitySecrets, PasswordsTokensAndKeysNeverAppearInTheServerOutput) {
 
 }  // namespace
 }  // namespace hsea
+
+namespace hsea {
+namespace {
+
+TEST(IdentityKeys, TokensSignedAfterARotationOnAnotherNodeAreAccepted) {
+  TestDatabase db;
+  TestServer old_node(db);
+  auto before = testkit::http("GET", old_node.url("/.well-known/jwks.json"));
+  ASSERT_EQ(before.status, 200);
+  auto rotated = testkit::run_hsea(
+      {"keys", "rotate"}, {{"HSEA_ENV", "test"},
+                           {"HSEA_SECRET_KEY", "test-secret-key-0123456789abcdef0123456789"},
+                           {"HSEA_DATABASE_URL", db.app_url()}});
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.output;
+  // A node started after the rotation signs with the new key.
+  TestServer new_node(db);
+  auto signup = testkit::http("POST", new_node.url("/api/auth/signup"),
+                              R"({"email":"rotate@example.com","password":"a long enough pass",)"
+                              R"("name":"R","organization_name":"Rotate"})");
+  ASSERT_EQ(signup.status, 201) << signup.body;
+  std::string token(boost::json::parse(signup.body).as_object().at("access_token").as_string());
+  // The old node has not seen that key yet: it reloads its keys and accepts the token.
+  auto me = testkit::http("GET", old_node.url("/api/me"), "", {"Authorization: Bearer " + token});
+  EXPECT_EQ(me.status, 200) << me.body;
+  auto after = testkit::http("GET", old_node.url("/.well-known/jwks.json"));
+  EXPECT_EQ(boost::json::parse(after.body).as_object().at("keys").as_array().size(),
+            boost::json::parse(before.body).as_object().at("keys").as_array().size() + 1);
+}
+
+}  // namespace
+}  // namespace hsea

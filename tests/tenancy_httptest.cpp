@@ -642,6 +642,40 @@ TEST_F(Tenancy, OwnerDeletionSuspendsTheTenant) {
   EXPECT_EQ(str(log[0].as_object().at("target").as_object(), "id"), owner.tenant_id);
 }
 
+TEST_F(Tenancy, DeletedTenantIsPurgedAfterItsGracePeriod) {
+  Account owner = signup("Purged");
+  Account member = signup("Purged member's own");
+  add_member(owner.tenant_id, member, "member");  // test setup: no invitations yet
+  create_key(owner.token, R"(["read"])");
+  Account neighbour = signup("Survivor");
+  ASSERT_EQ(call("DELETE", "/api/tenant", owner.token).status, 202);
+
+  std::map<std::string, std::string> env{{"HSEA_ENV", "test"},
+                                         {"HSEA_DATABASE_URL", db_->app_url()}};
+  // Still inside the grace period: nothing is removed.
+  auto early = testkit::run_hsea({"tenants", "purge"}, env);
+  EXPECT_EQ(early.exit_code, 0) << early.output;
+  EXPECT_EQ(scalar("SELECT count(*) FROM tenants WHERE id = $1", {owner.tenant_id}), "1");
+
+  testkit::sql(db_->admin_url(),
+               "UPDATE tenants SET deletion_scheduled_at = now() - interval '1 minute' "
+               "WHERE id = $1",
+               {owner.tenant_id});
+  auto run = testkit::run_hsea({"tenants", "purge"}, env);
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("removed 1 tenants"), std::string::npos) << run.output;
+  for (const char* table : {"tenants WHERE id", "memberships WHERE tenant_id",
+                            "api_keys WHERE tenant_id", "audit_logs WHERE tenant_id"}) {
+    EXPECT_EQ(scalar(std::string("SELECT count(*) FROM ") + table + " = $1", {owner.tenant_id}),
+              "0")
+        << table;
+  }
+  // People stay (they may belong elsewhere), and other tenants are untouched.
+  EXPECT_EQ(scalar("SELECT count(*) FROM users WHERE id = $1", {member.user_id}), "1");
+  EXPECT_EQ(call("GET", "/api/tenant", member.token).status, 200);
+  EXPECT_EQ(call("GET", "/api/tenant", neighbour.token).status, 200);
+}
+
 // ------------------------------------------------------------------------------ API keys
 
 TEST_F(Tenancy, ApiKeyScopesLimitWhatAKeyMayDo) {

@@ -76,8 +76,9 @@ void add_pool_metrics(ops::Metrics& metrics, const std::vector<std::atomic<db::P
   });
 }
 
-// Applies audit-log retention a minute after start and then daily (one thread does it).
-boost::asio::awaitable<void> prune_audit_daily(db::Pool& db, int days) {
+// Daily maintenance, a minute after start and then every 24 hours (one thread does it):
+// audit-log retention and removal of tenants whose deletion grace period is over.
+boost::asio::awaitable<void> daily_maintenance(db::Pool& db, int days) {
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
   auto wait = std::chrono::minutes(1);
   while (true) {
@@ -89,6 +90,12 @@ boost::asio::awaitable<void> prune_audit_daily(db::Pool& db, int days) {
       log::info("audit log pruned", {{"removed", removed}, {"retention_days", days}});
     } catch (const std::exception& e) {
       log::warn("audit log pruning failed", {{"error", e.what()}});
+    }
+    try {
+      std::int64_t purged = co_await tenancy::purge_due_tenants(db);
+      if (purged > 0) log::info("deleted tenants purged", {{"tenants", purged}});
+    } catch (const std::exception& e) {
+      log::warn("tenant purge failed", {{"error", e.what()}});
     }
   }
 }
@@ -108,15 +115,23 @@ int serve(App& app) {
   Shared shared(config.blocking_threads, config.login_failures_per_account,
                 config.login_failures_per_ip);
   std::atomic<bool> stopping{false};
+  bool keys_loaded = false;
+  try {
+    shared.set_keys(
+        identity::KeyStore::load(config.database_url, config.secret_key, config.public_url));
+    keys_loaded = true;
+  } catch (const std::exception& e) {
+    log::warn("cannot load signing keys yet; retrying in the background", {{"error", e.what()}});
+  }
   std::thread key_loader([&] {
     // Retries until PostgreSQL answers, so the server can start before its database.
-    for (int attempt = 0; !stopping; ++attempt) {
+    for (int attempt = 1; !keys_loaded && !stopping; ++attempt) {
       try {
         shared.set_keys(
             identity::KeyStore::load(config.database_url, config.secret_key, config.public_url));
         return;
       } catch (const std::exception& e) {
-        if (attempt == 0) log::warn("cannot load signing keys yet", {{"error", e.what()}});
+        if (attempt % 30 == 0) log::warn("still cannot load signing keys", {{"error", e.what()}});
       }
       for (int i = 0; i < 20 && !stopping; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -162,7 +177,7 @@ int serve(App& app) {
             }
             if (index == 0) {
               boost::asio::co_spawn(io,
-                                    prune_audit_daily(*resources->db, config.audit_retention_days),
+                                    daily_maintenance(*resources->db, config.audit_retention_days),
                                     [](std::exception_ptr) {});
             }
             http::ThreadServices services{.thread_index = index,

@@ -1,4 +1,4 @@
-// hsea: serve | migrate | version | keys rotate | audit prune
+// hsea: serve | migrate | version | keys rotate | audit prune | tenants purge
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
@@ -12,6 +12,7 @@
 #include "db/migrations.hpp"
 #include "identity/tokens.hpp"
 #include "security/audit.hpp"
+#include "tenancy/tenancy.hpp"
 
 namespace {
 
@@ -41,6 +42,10 @@ int main(int argc, char** argv) {
   auto* audit_prune =
       audit->add_subcommand("prune", "delete entries older than HSEA_AUDIT_RETENTION_DAYS");
   audit->require_subcommand(1);
+  auto* tenants = cli.add_subcommand("tenants", "tenant maintenance");
+  auto* tenants_purge = tenants->add_subcommand(
+      "purge", "remove tenants whose deletion grace period is over, with their data");
+  tenants->require_subcommand(1);
   CLI11_PARSE(cli, argc, argv);
 
   if (version->parsed()) {
@@ -95,6 +100,17 @@ int main(int argc, char** argv) {
       return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "hsea audit prune: %s\n", e.what());
+      return 1;
+    }
+  }
+
+  if (tenants_purge->parsed()) {
+    try {
+      long removed = hsea::tenancy::purge_due_tenants(config->database_url);
+      std::printf("tenants: removed %ld tenants past their deletion grace period\n", removed);
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hsea tenants purge: %s\n", e.what());
       return 1;
     }
   }

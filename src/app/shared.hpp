@@ -1,8 +1,11 @@
 #pragma once
 // Process-wide services shared by every I/O thread. Each is thread-safe.
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "core/blocking.hpp"
 #include "core/error.hpp"
@@ -30,14 +33,30 @@ struct Shared {
   }
   void set_keys(std::unique_ptr<identity::KeyStore> keys) {
     std::lock_guard lock(keys_mutex_);
-    owned_keys_ = std::move(keys);
-    keys_.store(owned_keys_.get(), std::memory_order_release);
+    // Earlier stores stay alive: a request on another thread may still be using one.
+    owned_keys_.push_back(std::move(keys));
+    keys_.store(owned_keys_.back().get(), std::memory_order_release);
+  }
+
+  // After `hsea keys rotate`, other nodes sign with a key this one has not loaded: reload the
+  // keys (blocking; at most once per 10 s) when a token names an unknown kid.
+  bool reload_keys(const std::string& database_url, const std::string& secret,
+                   const std::string& issuer) {
+    auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    auto last = last_reload_.load();
+    if (now - last < std::chrono::steady_clock::duration(std::chrono::seconds(10)).count() ||
+        !last_reload_.compare_exchange_strong(last, now)) {
+      return false;
+    }
+    set_keys(identity::KeyStore::load(database_url, secret, issuer));
+    return true;
   }
 
  private:
   std::mutex keys_mutex_;
-  std::unique_ptr<identity::KeyStore> owned_keys_;
+  std::vector<std::unique_ptr<identity::KeyStore>> owned_keys_;
   std::atomic<const identity::KeyStore*> keys_{nullptr};
+  std::atomic<std::chrono::steady_clock::rep> last_reload_{0};
 };
 
 }  // namespace hsea::app

@@ -182,6 +182,22 @@ awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
       co_await authenticate_api_key(ctx, credential);
     } else {
       auto claims = ctx.shared->keys().verify(credential, unix_now());
+      if (!claims && claims.error() == "unknown kid") {
+        // Perhaps signed by a key rotated in on another node since this one loaded its keys.
+        app::Shared* shared = ctx.shared;
+        const core::Config* config = &ctx.config;
+        auto reload = [shared, config] {
+          try {
+            return shared->reload_keys(config->database_url, config->secret_key,
+                                       config->public_url);
+          } catch (const std::exception&) {
+            return false;
+          }
+        };
+        if (co_await ctx.shared->blocking.run(std::move(reload))) {
+          claims = ctx.shared->keys().verify(credential, unix_now());
+        }
+      }
       if (!claims) {
         log::debug("access token refused",
                    {{"request_id", ctx.request_id}, {"reason", claims.error()}});

@@ -1,3 +1,5 @@
+// valijson inlines std::string code that g++ 12 misreads under -Wrestrict.
+#pragma GCC diagnostic ignored "-Wrestrict"
 // Throw (not abort) on a schema valijson cannot compile.
 #define VALIJSON_USE_EXCEPTIONS 1
 #include <yaml-cpp/yaml.h>

@@ -1,5 +1,7 @@
 #include "tenancy/tenancy.hpp"
 
+#include <libpq-fe.h>
+
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -26,6 +28,7 @@ using core::ErrorCode;
 using http::RequestContext;
 using http::Response;
 
+constexpr db::Query kPurgeDue{"tenancy_purge_due", "SELECT tenants_purge_due() AS removed"};
 constexpr db::Query kUserTenants{"tenancy_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
 constexpr db::Query kTenant{
     "tenancy_tenant",
@@ -228,6 +231,24 @@ awaitable<Response> delete_member(RequestContext& ctx) {
 }
 
 }  // namespace
+
+awaitable<std::int64_t> purge_due_tenants(db::Pool& db) {
+  db::Result r = co_await db.query(kPurgeDue);
+  co_return r.get_int(0, "removed");
+}
+
+long purge_due_tenants(const std::string& database_url) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(database_url.c_str()), &PQfinish);
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    throw std::runtime_error(std::string("cannot connect: ") + PQerrorMessage(conn.get()));
+  }
+  std::unique_ptr<PGresult, decltype(&PQclear)> res(
+      PQexec(conn.get(), "SELECT tenants_purge_due()"), &PQclear);
+  if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
+    throw std::runtime_error(PQresultErrorMessage(res.get()));
+  }
+  return std::stol(PQgetvalue(res.get(), 0, 0));
+}
 
 void Register(app::App& app) {
   using http::Method;

@@ -1,13 +1,25 @@
 #pragma once
+#include <boost/asio/awaitable.hpp>
+
+#include <cstdint>
+#include <string>
 // Tenants and memberships: GET /api/tenants, GET/PATCH/DELETE /api/tenant,
 // GET /api/members, PATCH/DELETE /api/members/{user_id}.
 
 namespace hsea::app {
 struct App;
 }
+namespace hsea::db {
+class Pool;
+}
 
 namespace hsea::tenancy {
 
 void Register(app::App& app);
+
+// Removes tenants whose deletion grace period is over, with all their data; returns how many.
+// The server runs it daily; `hsea tenants purge` runs it once (blocking).
+boost::asio::awaitable<std::int64_t> purge_due_tenants(db::Pool& db);
+long purge_due_tenants(const std::string& database_url);
 
 }  // namespace hsea::tenancy
