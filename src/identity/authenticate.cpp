@@ -131,7 +131,10 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
     if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
     known = CachedSession{r.optional(0, "role").value_or(""),
                           r.optional(0, "tenant_status").value_or("")};
-    cache.put_session(session_id, ctx.tenant_id, *known);
+    // Only admissions are remembered: someone just added to a tenant gets in at once.
+    if (!known->role.empty() || ctx.tenant_id.empty()) {
+      cache.put_session(session_id, ctx.tenant_id, *known);
+    }
   }
   ctx.principal.kind = Principal::Kind::kUser;
   ctx.principal.user_id = std::move(user_id);

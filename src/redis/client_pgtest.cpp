@@ -510,7 +510,8 @@ TEST_F(RedisClientTest, CancelledCommandsNeverReceiveSomeoneElsesReply) {
   }
   // The test only means something if cancellations really happened mid-flight.
   EXPECT_GE(cancelled, 10) << "chosen for cancellation: " << chosen;
-  EXPECT_GE(replied, kCommands / 2);
+  // Randomly chosen, about half are never cancelled: plenty must have answered.
+  EXPECT_GE(replied, kCommands / 5);
 
   // The same connection keeps answering each caller with its own reply.
   std::vector<Outcome> after(50);
