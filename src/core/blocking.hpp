@@ -2,6 +2,7 @@
 // The one bounded pool for CPU-heavy or blocking work (Argon2id, key generation, libcurl):
 // a coroutine awaits it and resumes on its own I/O thread, so no I/O thread ever blocks.
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -27,7 +28,10 @@ class BlockingPool {
   boost::asio::awaitable<std::invoke_result_t<F>> run(F f) {
     using R = std::invoke_result_t<F>;
     auto home = co_await boost::asio::this_coro::executor;
-    co_await boost::asio::post(pool_.get_executor(), boost::asio::use_awaitable);
+    // The completion token carries the executor to resume on: bind it, or post() would only
+    // bounce through the pool and resume right back on the I/O thread.
+    co_await boost::asio::post(
+        boost::asio::bind_executor(pool_.get_executor(), boost::asio::use_awaitable));
     lower_priority_once();
     std::exception_ptr error;
     if constexpr (std::is_void_v<R>) {
@@ -36,7 +40,7 @@ class BlockingPool {
       } catch (...) {
         error = std::current_exception();
       }
-      co_await boost::asio::post(home, boost::asio::use_awaitable);
+      co_await boost::asio::post(boost::asio::bind_executor(home, boost::asio::use_awaitable));
       if (error) std::rethrow_exception(error);
     } else {
       std::optional<R> result;
@@ -45,7 +49,7 @@ class BlockingPool {
       } catch (...) {
         error = std::current_exception();
       }
-      co_await boost::asio::post(home, boost::asio::use_awaitable);
+      co_await boost::asio::post(boost::asio::bind_executor(home, boost::asio::use_awaitable));
       if (error) std::rethrow_exception(error);
       co_return std::move(*result);
     }
