@@ -17,9 +17,7 @@ using testkit::http;
 using testkit::TestDatabase;
 using testkit::TestServer;
 
-boost::json::object json_of(const testkit::HttpResponse& r) {
-  return boost::json::parse(r.body).as_object();
-}
+using testkit::json_of;
 
 class Foundation : public ::testing::Test {
  protected:

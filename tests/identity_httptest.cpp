@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "core/ids.hpp"
+#include "identity/tokens.hpp"
 #include "testkit/testkit.hpp"
 
 namespace hsea {
@@ -33,6 +34,8 @@ namespace {
 using boost::json::object;
 using testkit::http;
 using testkit::HttpResponse;
+using testkit::json_of;
+using testkit::str;
 using testkit::TestDatabase;
 using testkit::TestServer;
 
@@ -42,22 +45,6 @@ constexpr const char* kGoodPassword = "violet-Staple-97-horizon";
 constexpr const char* kFirefoxAgent =
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
-object json_of(const HttpResponse& r) {
-  boost::system::error_code ec;
-  auto v = boost::json::parse(r.body, ec);
-  if (ec || !v.is_object()) {
-    ADD_FAILURE() << "not a JSON object (status " << r.status << "): " << r.body;
-    return {};
-  }
-  return std::move(v.as_object());
-}
-
-std::string str(const object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_string()) return {};
-  return std::string(it->value().as_string());
-}
-
 std::string unique_email(std::string_view who) {
   static std::atomic<int> counter{0};
   return fmt::format("{}-{}-{}@example.test", who, ++counter, core::random_hex(4));
@@ -65,27 +52,12 @@ std::string unique_email(std::string_view who) {
 
 std::string bearer(const std::string& credential) { return "Authorization: Bearer " + credential; }
 
-std::string b64url(std::string_view bytes) {
-  if (sodium_init() < 0) throw std::runtime_error("sodium");
-  std::string out(sodium_base64_ENCODED_LEN(bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING),
-                  '\0');
-  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
-                    bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-  out.resize(std::strlen(out.c_str()));
-  return out;
-}
+std::string b64url(std::string_view bytes) { return identity::base64url_encode(bytes); }
 
 std::string unb64url(std::string_view text) {
-  std::string out(text.size(), '\0');
-  std::size_t len = 0;
-  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
-                        text.size(), nullptr, &len, nullptr,
-                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
-    ADD_FAILURE() << "not base64url: " << text;
-    return {};
-  }
-  out.resize(len);
-  return out;
+  auto out = identity::base64url_decode(text);
+  if (!out) ADD_FAILURE() << "not base64url: " << text;
+  return out.value_or("");
 }
 
 std::vector<std::string> split_jwt(const std::string& token) {
@@ -156,67 +128,6 @@ struct EcKey {
 
 std::string jwt(const object& header, const object& payload) {
   return b64url(boost::json::serialize(header)) + "." + b64url(boost::json::serialize(payload));
-}
-
-// A response with every header line kept (testkit::http keeps one value per name, and a
-// sign-in sets two cookies).
-struct FullResponse {
-  int status = 0;
-  std::vector<std::string> header_lines;
-  std::string body;
-  std::vector<std::string> set_cookies() const {
-    std::vector<std::string> out;
-    for (const auto& line : header_lines) {
-      if (line.size() > 11 && strncasecmp(line.c_str(), "set-cookie:", 11) == 0) {
-        std::string v = line.substr(11);
-        v.erase(0, v.find_first_not_of(' '));
-        while (!v.empty() && (v.back() == '\r' || v.back() == '\n')) v.pop_back();
-        out.push_back(v);
-      }
-    }
-    return out;
-  }
-  std::string cookie(std::string_view name) const {
-    for (const auto& c : set_cookies()) {
-      if (c.starts_with(std::string(name) + "=")) return c;
-    }
-    return {};
-  }
-};
-
-size_t collect_body(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-size_t collect_header(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::vector<std::string>*>(out)->emplace_back(data, size * n);
-  return size * n;
-}
-
-FullResponse post_full(const std::string& url, const std::string& body,
-                       const std::vector<std::string>& headers = {}) {
-  FullResponse out;
-  CURL* curl = curl_easy_init();
-  curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
-  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect_header);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &out.header_lines);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  if (curl_easy_perform(curl) == CURLE_OK) {
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    out.status = static_cast<int>(status);
-  }
-  curl_slist_free_all(list);
-  curl_easy_cleanup(curl);
-  return out;
 }
 
 // "hsea_session=abc; Path=/; HttpOnly" -> "hsea_session=abc"
@@ -819,10 +730,9 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
 
 TEST_F(Identity, CookieSessionNeedsCsrfTokenForUnsafeRequests) {
   Account a = signup(*server_, "cookie");
-  FullResponse r =
-      post_full(server_->url("/api/auth/login"),
-                boost::json::serialize(
-                    object{{"email", a.email}, {"password", a.password}, {"session", "cookie"}}));
+  HttpResponse r = http("POST", server_->url("/api/auth/login"),
+                        boost::json::serialize(object{
+                            {"email", a.email}, {"password", a.password}, {"session", "cookie"}}));
   ASSERT_EQ(r.status, 200) << r.body;
   object body = boost::json::parse(r.body).as_object();
   std::string csrf = str(body, "csrf_token");
@@ -864,8 +774,8 @@ TEST_F(Identity, CookieSessionNeedsCsrfTokenForUnsafeRequests) {
   EXPECT_EQ(http("GET", server_->url("/api/me"), "", {tampered}).status, 401);
 
   // Signing out ends the session and clears the cookie.
-  FullResponse out =
-      post_full(server_->url("/api/auth/logout"), "", {cookie, "X-CSRF-Token: " + csrf});
+  HttpResponse out =
+      http("POST", server_->url("/api/auth/logout"), "", {cookie, "X-CSRF-Token: " + csrf});
   EXPECT_EQ(out.status, 204) << out.body;
   EXPECT_NE(out.cookie("hsea_session").find("Max-Age=0"), std::string::npos);
   EXPECT_EQ(http("GET", server_->url("/api/me"), "", {cookie}).status, 401);
@@ -881,7 +791,7 @@ TEST(IdentityHttps, CookieIsSecureWhenThePublicUrlIsHttps) {
               {"name", "Secure Person"},
               {"organization_name", "Secure Org"},
               {"session", "cookie"}};
-  FullResponse r = post_full(server.url("/api/auth/signup"), boost::json::serialize(body));
+  HttpResponse r = http("POST", server.url("/api/auth/signup"), boost::json::serialize(body));
   ASSERT_EQ(r.status, 201) << r.body;
   std::string session = r.cookie("hsea_session");
   EXPECT_NE(session.find("; Secure"), std::string::npos) << session;
@@ -1259,10 +1169,10 @@ TEST(IdentitySecrets, PasswordsTokensAndKeysNeverAppearInTheServerOutput) {
   http("POST", server.url("/api/auth/refresh"),
        boost::json::serialize(object{{"refresh_token", refresh}}));
   http("GET", server.url("/api/me"), "", {bearer(access + "x")});
-  FullResponse cookie =
-      post_full(server.url("/api/auth/login"),
-                boost::json::serialize(
-                    object{{"email", a.email}, {"password", a.password}, {"session", "cookie"}}));
+  HttpResponse cookie =
+      http("POST", server.url("/api/auth/login"),
+           boost::json::serialize(
+               object{{"email", a.email}, {"password", a.password}, {"session", "cookie"}}));
   EXPECT_EQ(cookie.status, 200);
   std::string session = cookie_pair(cookie.cookie("hsea_session"));
   secrets.push_back(session.substr(session.find('=') + 1));

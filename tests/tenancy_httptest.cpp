@@ -31,22 +31,8 @@ using testkit::TestServer;
 constexpr const char* kPassword = "correct horse battery staple 42";
 constexpr const char* kUserAgent = "hsea-tenancy-test/1.0";
 
-object json_of(const HttpResponse& r) {
-  boost::system::error_code ec;
-  boost::json::value v = boost::json::parse(r.body, ec);
-  if (ec || !v.is_object()) {
-    ADD_FAILURE() << "not a JSON object (status " << r.status << "): " << r.body;
-    return {};
-  }
-  return std::move(v.as_object());
-}
-
-// A string member ("" when absent or not a string).
-std::string str(const object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_string()) return {};
-  return std::string(it->value().as_string());
-}
+using testkit::json_of;
+using testkit::str;
 
 array data_of(const HttpResponse& r) {
   object body = json_of(r);

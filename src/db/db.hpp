@@ -94,6 +94,8 @@ class Result {
   std::string text(int row, std::string_view name) const { return std::string(get(row, name)); }
   // A timestamptz column as RFC 3339 ("2026-11-24T08:49:11.903313Z"); connections run in UTC.
   std::string time(int row, std::string_view name) const;
+  // A text[] column of simple words ("{read,write}") as its elements.
+  std::vector<std::string> words(int row, std::string_view name) const;
   std::optional<std::string> optional(int row, std::string_view name) const;
   std::int64_t get_int(int row, std::string_view name) const;
   bool get_bool(int row, std::string_view name) const;

@@ -67,6 +67,19 @@ std::int64_t Result::get_int(int row, std::string_view name) const {
   return std::stoll(std::string(get(row, column(name))));
 }
 bool Result::get_bool(int row, std::string_view name) const { return get(row, name) == "t"; }
+std::vector<std::string> Result::words(int row, std::string_view name) const {
+  std::string_view text = get(row, name);
+  std::vector<std::string> out;
+  if (text.size() >= 2) text = text.substr(1, text.size() - 2);
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    out.emplace_back(text.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 std::string Result::time(int row, std::string_view name) const {
   std::string out(get(row, name));
   if (out.size() > 10 && out[10] == ' ') out[10] = 'T';

@@ -68,15 +68,9 @@ NewKey make_key() {
   return {"hsea_" + prefix + "_" + base64url_encode(secret), prefix};
 }
 
-boost::json::array scopes_json(std::string_view text) {
+boost::json::array scopes_json(const db::Result& r, int row) {
   boost::json::array out;
-  if (text.size() >= 2) text = text.substr(1, text.size() - 2);
-  while (!text.empty()) {
-    auto comma = text.find(',');
-    out.emplace_back(text.substr(0, comma));
-    if (comma == std::string_view::npos) break;
-    text.remove_prefix(comma + 1);
-  }
+  for (const auto& scope : r.words(row, "scopes")) out.emplace_back(scope);
   return out;
 }
 
@@ -94,7 +88,7 @@ object key_json(const db::Result& r, int row) {
   return object{{"id", r.get(row, "id")},
                 {"name", r.get(row, "name")},
                 {"prefix", r.get(row, "prefix")},
-                {"scopes", scopes_json(r.get(row, "scopes"))},
+                {"scopes", scopes_json(r, row)},
                 {"created_by", nullable(r, row, "created_by")},
                 {"created_at", r.time(row, "created_at")},
                 {"expires_at", nullable_time(r, row, "expires_at")},

@@ -96,15 +96,7 @@ awaitable<void> authenticate_api_key(RequestContext& ctx, std::string_view key) 
   if (r.get(0, "tenant_status") != "active") {
     throw ApiError(ErrorCode::kForbidden, "The tenant is suspended.");
   }
-  // text[] arrives as {read,write}
-  std::string_view scopes = r.get(0, "scopes");
-  if (scopes.size() >= 2) scopes = scopes.substr(1, scopes.size() - 2);
-  while (!scopes.empty()) {
-    auto comma = scopes.find(',');
-    found.scopes.emplace_back(scopes.substr(0, comma));
-    if (comma == std::string_view::npos) break;
-    scopes.remove_prefix(comma + 1);
-  }
+  found.scopes = r.words(0, "scopes");
   auto ttl = std::chrono::milliseconds::max();
   if (auto left = r.optional(0, "seconds_left")) {
     ttl = std::chrono::milliseconds(static_cast<std::int64_t>(std::stod(*left) * 1000));

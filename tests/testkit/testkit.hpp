@@ -2,6 +2,8 @@
 // The one way tests get real services. scripts/test starts one PostgreSQL and one Redis and
 // exports HSEA_TEST_DATABASE_ADMIN_URL and HSEA_TEST_REDIS_URL; each test makes its own
 // migrated database from that server and, for black-box tests, starts the real `hsea serve`.
+#include <boost/json/object.hpp>
+
 #include <chrono>
 #include <map>
 #include <string>
@@ -68,10 +70,18 @@ class TestServer {
 
 struct HttpResponse {
   int status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names
+  std::map<std::string, std::string> headers;  // lower-case names; the last value of each
+  std::vector<std::string> set_cookies;        // every Set-Cookie value, in order
   std::string body;
   std::string header(const std::string& name) const;
+  // The Set-Cookie value for `name` ("name=value; Path=/; ..."), or "".
+  std::string cookie(std::string_view name) const;
 };
+
+// The body as a JSON object; records a test failure (and returns {}) when it is not one.
+boost::json::object json_of(const HttpResponse& response);
+// A string member of a JSON object ("" when absent or not a string).
+std::string str(const boost::json::object& object, std::string_view key);
 
 HttpResponse http(const std::string& method, const std::string& url, const std::string& body = "",
                   const std::vector<std::string>& headers = {}, long timeout_ms = 10000);
