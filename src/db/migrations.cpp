@@ -1,9 +1,9 @@
 #include "db/migrations.hpp"
 
 #include "core/crypto.hpp"
+#include "db/blocking.hpp"
 
 #include <fmt/format.h>
-#include <libpq-fe.h>
 #include <openssl/evp.h>
 
 #include <boost/url/parse.hpp>
@@ -14,47 +14,7 @@
 namespace hsea::db {
 namespace {
 
-using Conn = std::unique_ptr<PGconn, decltype(&PQfinish)>;
-using Res = std::unique_ptr<PGresult, decltype(&PQclear)>;
-
-// The migration runner is a short-lived CLI step, so plain blocking libpq is right here.
-Res exec(PGconn* conn, const std::string& sql, const std::vector<std::string>& args = {}) {
-  std::vector<const char*> values;
-  for (const auto& a : args) values.push_back(a.c_str());
-  Res res(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                       nullptr, nullptr, 0),
-          &PQclear);
-  auto status = PQresultStatus(res.get());
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    throw std::runtime_error(PQresultErrorMessage(res.get()));
-  }
-  return res;
-}
-
-// Runs a script that may hold many statements (simple query protocol).
-void exec_script(PGconn* conn, std::string_view sql) {
-  Res res(PQexec(conn, std::string(sql).c_str()), &PQclear);
-  auto status = PQresultStatus(res.get());
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && status != PGRES_EMPTY_QUERY) {
-    throw std::runtime_error(PQresultErrorMessage(res.get()));
-  }
-}
-
-std::string quote_ident(PGconn* conn, const std::string& name) {
-  char* q = PQescapeIdentifier(conn, name.c_str(), name.size());
-  std::string out(q);
-  PQfreemem(q);
-  return out;
-}
-
-std::string quote_literal(PGconn* conn, const std::string& value) {
-  char* q = PQescapeLiteral(conn, value.c_str(), value.size());
-  std::string out(q);
-  PQfreemem(q);
-  return out;
-}
-
-void ensure_app_role(PGconn* conn, const std::string& app_url, MigrateReport& report) {
+void ensure_app_role(BlockingConnection& conn, const std::string& app_url, MigrateReport& report) {
   auto url = boost::urls::parse_uri(app_url);
   if (!url || url->encoded_user().empty()) {
     throw std::runtime_error("HSEA_DATABASE_URL must name the application user");
@@ -67,36 +27,35 @@ void ensure_app_role(PGconn* conn, const std::string& app_url, MigrateReport& re
   // Cross-boundary look-ups are SECURITY DEFINER functions running as this role, and every
   // table forces row-level security: the owner must bypass it, or they would see nothing.
   auto self =
-      exec(conn, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
-  if (std::string_view(PQgetvalue(self.get(), 0, 0)) != "t") {
+      conn.exec("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
+  if (self.get(0, 0) != "t") {
     throw std::runtime_error(
         "HSEA_DATABASE_ADMIN_URL must name a superuser or a BYPASSRLS role (the schema owner)");
   }
   // The group role every migration grants to; the login role only inherits from it.
-  exec_script(
-      conn,
+  conn.exec_script(
       "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hsea_app_privileges') "
       "THEN CREATE ROLE hsea_app_privileges NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
       "NOCREATEROLE; END IF; END $$");
-  auto found = exec(conn, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", {user});
-  std::string ident = quote_ident(conn, user);
-  if (PQntuples(found.get()) == 0) {
-    exec_script(conn, fmt::format("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
-                                  "NOCREATEROLE INHERIT PASSWORD {}",
-                                  ident, quote_literal(conn, password)));
+  auto found = conn.exec("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", {user});
+  std::string ident = conn.quote_identifier(user);
+  if (found.empty()) {
+    conn.exec_script(
+        fmt::format("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
+                    "NOCREATEROLE INHERIT PASSWORD {}",
+                    ident, conn.quote_literal(password)));
     report.role_created = true;
-  } else if (std::string_view(PQgetvalue(found.get(), 0, 0)) == "t" ||
-             std::string_view(PQgetvalue(found.get(), 0, 1)) == "t") {
+  } else if (found.get(0, 0) == "t" || found.get(0, 1) == "t") {
     throw std::runtime_error(fmt::format(
         "the application role {} is a superuser or bypasses row-level security; HSEA refuses "
         "to serve through it",
         user));
   }
-  exec_script(conn, fmt::format("GRANT hsea_app_privileges TO {}", ident));
-  auto db = exec(conn, "SELECT current_database()");
-  std::string db_ident = quote_ident(conn, PQgetvalue(db.get(), 0, 0));
-  exec_script(conn, fmt::format("GRANT CONNECT ON DATABASE {} TO hsea_app_privileges", db_ident));
-  exec_script(conn, "GRANT USAGE ON SCHEMA public TO hsea_app_privileges");
+  conn.exec_script(fmt::format("GRANT hsea_app_privileges TO {}", ident));
+  auto db = conn.exec("SELECT current_database()");
+  std::string db_ident = conn.quote_identifier(db.text(0, "current_database"));
+  conn.exec_script(fmt::format("GRANT CONNECT ON DATABASE {} TO hsea_app_privileges", db_ident));
+  conn.exec_script("GRANT USAGE ON SCHEMA public TO hsea_app_privileges");
 }
 
 constexpr const char* kLintTables = R"sql(
@@ -125,18 +84,18 @@ SELECT c.relname,
                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
  ORDER BY c.relname)sql";
 
-std::vector<std::string> lint(PGconn* conn) {
+std::vector<std::string> lint(BlockingConnection& conn) {
   std::vector<std::string> problems;
-  auto res = exec(conn, kLintTables);
-  for (int r = 0; r < PQntuples(res.get()); ++r) {
-    std::string table = PQgetvalue(res.get(), r, 0);
-    auto flag = [&](int col) { return std::string_view(PQgetvalue(res.get(), r, col)) == "t"; };
+  auto res = conn.exec(kLintTables);
+  for (int r = 0; r < res.rows(); ++r) {
+    std::string table(res.get(r, 0));
+    auto flag = [&](int col) { return res.get(r, col) == "t"; };
     if (!flag(1)) problems.push_back(table + ": row-level security is not enabled");
     if (!flag(2)) problems.push_back(table + ": row-level security is not forced");
-    if (std::string_view(PQgetvalue(res.get(), r, 3)) == "0") {
+    if (res.get(r, 3) == "0") {
       problems.push_back(table + ": has no policy");
     }
-    if (std::string_view(PQgetvalue(res.get(), r, 4)) != "0") {
+    if (res.get(r, 4) != "0") {
       problems.push_back(table +
                          ": a policy is not FOR ALL with USING and WITH CHECK on app.tenant_id");
     }
@@ -149,65 +108,61 @@ std::vector<std::string> lint(PGconn* conn) {
 }  // namespace
 
 std::vector<std::string> lint_row_level_security(const std::string& admin_url) {
-  Conn conn(PQconnectdb(admin_url.c_str()), &PQfinish);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    throw std::runtime_error(fmt::format("cannot connect: {}", PQerrorMessage(conn.get())));
-  }
-  return lint(conn.get());
+  BlockingConnection conn(admin_url, "row-level-security lint");
+  return lint(conn);
 }
 
 MigrateReport migrate(const std::string& admin_url, const std::string& app_url,
                       const std::vector<Migration>& migrations) {
-  Conn conn(PQconnectdb(admin_url.c_str()), &PQfinish);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    throw std::runtime_error(
-        fmt::format("cannot connect with HSEA_DATABASE_ADMIN_URL: {}", PQerrorMessage(conn.get())));
-  }
-  exec_script(conn.get(), "SET client_min_messages = warning");
+  BlockingConnection conn(admin_url, "HSEA_DATABASE_ADMIN_URL");
+  conn.exec_script("SET client_min_messages = warning");
   MigrateReport report;
   // One runner at a time, across every node that starts with `hsea migrate`.
-  exec(conn.get(), "SELECT pg_advisory_lock(7283410001)");
+  conn.exec("SELECT pg_advisory_lock(7283410001)");
   try {
-    ensure_app_role(conn.get(), app_url, report);
-    exec_script(conn.get(),
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " name text PRIMARY KEY, checksum text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())");
+    ensure_app_role(conn, app_url, report);
+    conn.exec_script(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " name text PRIMARY KEY, checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())");
     for (const Migration& m : migrations) {
       std::string checksum = core::sha256_hex(m.sql);
-      auto row = exec(conn.get(), "SELECT checksum FROM schema_migrations WHERE name = $1",
-                      {std::string(m.name)});
-      if (PQntuples(row.get()) > 0) {
-        if (checksum != PQgetvalue(row.get(), 0, 0)) {
+      auto row = conn.exec("SELECT checksum FROM schema_migrations WHERE name = $1",
+                           {std::string(m.name)});
+      if (!row.empty()) {
+        if (checksum != row.get(0, 0)) {
           throw std::runtime_error(fmt::format(
               "migration {} was changed after it was applied (checksum {} recorded, {} now); "
               "add a new migration instead",
-              m.name, PQgetvalue(row.get(), 0, 0), checksum));
+              m.name, row.get(0, 0), checksum));
         }
         continue;
       }
-      exec_script(conn.get(), "BEGIN");
+      conn.exec_script("BEGIN");
       try {
-        exec_script(conn.get(), m.sql);
-        exec(conn.get(), "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
-             {std::string(m.name), checksum});
-        exec_script(conn.get(), "COMMIT");
+        conn.exec_script(m.sql);
+        conn.exec("INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
+                  {std::string(m.name), checksum});
+        conn.exec_script("COMMIT");
       } catch (const std::exception& e) {
-        exec_script(conn.get(), "ROLLBACK");
+        conn.exec_script("ROLLBACK");
         throw std::runtime_error(fmt::format("migration {} failed: {}", m.name, e.what()));
       }
       report.applied.emplace_back(m.name);
     }
-    if (auto problems = lint(conn.get()); !problems.empty()) {
+    if (auto problems = lint(conn); !problems.empty()) {
       std::string message = "row-level-security rules broken:";
       for (const auto& p : problems) message += "\n  " + p;
       throw std::runtime_error(message);
     }
   } catch (...) {
-    Res unlock(PQexec(conn.get(), "SELECT pg_advisory_unlock(7283410001)"), &PQclear);
+    try {
+      conn.exec("SELECT pg_advisory_unlock(7283410001)");
+    } catch (const std::exception&) {
+    }
     throw;
   }
-  exec(conn.get(), "SELECT pg_advisory_unlock(7283410001)");
+  conn.exec("SELECT pg_advisory_unlock(7283410001)");
   return report;
 }
 

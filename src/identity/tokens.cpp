@@ -1,7 +1,6 @@
 #include "identity/tokens.hpp"
 
 #include <fmt/format.h>
-#include <libpq-fe.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -19,6 +18,7 @@
 #include <stdexcept>
 
 #include "core/ids.hpp"
+#include "db/blocking.hpp"
 
 namespace hsea::identity {
 
@@ -31,32 +31,7 @@ struct KeyStore::Key {
 
 namespace {
 
-using Conn = std::unique_ptr<PGconn, decltype(&PQfinish)>;
-using Res = std::unique_ptr<PGresult, decltype(&PQclear)>;
-
 constexpr std::string_view kAudience = "hsea";
-
-Res exec(PGconn* conn, const char* sql, const std::vector<std::string>& args = {}) {
-  std::vector<const char*> values;
-  for (const auto& a : args) values.push_back(a.c_str());
-  Res res(PQexecParams(conn, sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr,
-                       nullptr, 0),
-          &PQclear);
-  auto status = PQresultStatus(res.get());
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    throw std::runtime_error(std::string("signing keys: ") + PQresultErrorMessage(res.get()));
-  }
-  return res;
-}
-
-Conn connect(const std::string& url) {
-  Conn conn(PQconnectdb(url.c_str()), &PQfinish);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    throw std::runtime_error(std::string("signing keys: cannot connect: ") +
-                             PQerrorMessage(conn.get()));
-  }
-  return conn;
-}
 
 std::array<unsigned char, crypto_secretbox_KEYBYTES> sealing_key(const std::string& secret) {
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
@@ -127,7 +102,7 @@ std::unique_ptr<KeyStore::Key> key_from_pem(std::string kid, const std::string& 
   return key;
 }
 
-void insert_new_key(PGconn* conn, const std::string& secret) {
+void insert_new_key(db::BlockingConnection& conn, const std::string& secret) {
   EVP_PKEY* pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
   if (pkey == nullptr) throw std::runtime_error("signing keys: key generation failed");
   BIO* priv = BIO_new(BIO_s_mem());
@@ -139,11 +114,11 @@ void insert_new_key(PGconn* conn, const std::string& secret) {
   BIO_free(pub);
   EVP_PKEY_free(pkey);
   std::string kid = core::random_hex(8);
-  exec(conn, "UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL");
-  exec(conn,
-       "INSERT INTO signing_keys (kid, algorithm, public_pem, sealed_private) "
-       "VALUES ($1, 'ES256', $2, $3)",
-       {kid, public_pem, seal(private_pem, secret)});
+  conn.exec("UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL");
+  conn.exec(
+      "INSERT INTO signing_keys (kid, algorithm, public_pem, sealed_private) "
+      "VALUES ($1, 'ES256', $2, $3)",
+      {kid, public_pem, seal(private_pem, secret)});
   OPENSSL_cleanse(private_pem.data(), private_pem.size());
 }
 
@@ -229,46 +204,44 @@ KeyStore::~KeyStore() = default;
 
 std::unique_ptr<KeyStore> KeyStore::load(const std::string& database_url,
                                          const std::string& secret_key, std::string issuer) {
-  Conn conn = connect(database_url);
+  db::BlockingConnection conn(database_url, "signing keys");
   auto rows = [&] {
-    return exec(conn.get(),
-                "SELECT kid, public_pem, sealed_private, retired_at IS NULL FROM signing_keys "
-                "WHERE retired_at IS NULL OR retired_at > now() - interval '1 hour' "
-                "ORDER BY created_at DESC");
+    return conn.exec(
+        "SELECT kid, public_pem, sealed_private, retired_at IS NULL AS current FROM signing_keys "
+        "WHERE retired_at IS NULL OR retired_at > now() - interval '1 hour' "
+        "ORDER BY created_at DESC");
   };
-  Res res = rows();
-  if (PQntuples(res.get()) == 0 || std::string_view(PQgetvalue(res.get(), 0, 3)) != "t") {
-    exec(conn.get(), "BEGIN");
-    exec(conn.get(), "LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE");
-    Res again = rows();
-    if (PQntuples(again.get()) == 0 || std::string_view(PQgetvalue(again.get(), 0, 3)) != "t") {
-      insert_new_key(conn.get(), secret_key);
-    }
-    exec(conn.get(), "COMMIT");
+  auto has_current = [](const db::Result& r) { return !r.empty() && r.get(0, "current") == "t"; };
+  db::Result res = rows();
+  if (!has_current(res)) {
+    conn.exec("BEGIN");
+    conn.exec("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE");
+    if (!has_current(rows())) insert_new_key(conn, secret_key);
+    conn.exec("COMMIT");
     res = rows();
   }
   std::unique_ptr<KeyStore> store(new KeyStore());
   store->issuer_ = std::move(issuer);
-  for (int r = 0; r < PQntuples(res.get()); ++r) {
-    std::string kid = PQgetvalue(res.get(), r, 0);
+  for (int r = 0; r < res.rows(); ++r) {
+    std::string kid = res.text(r, "kid");
     if (r == 0) {
-      std::string pem = unseal(PQgetvalue(res.get(), r, 2), secret_key);
+      std::string pem = unseal(res.text(r, "sealed_private"), secret_key);
       store->keys_.push_back(key_from_pem(kid, pem, true));
       OPENSSL_cleanse(pem.data(), pem.size());
     } else {
-      store->keys_.push_back(key_from_pem(kid, PQgetvalue(res.get(), r, 1), false));
+      store->keys_.push_back(key_from_pem(kid, res.text(r, "public_pem"), false));
     }
   }
   return store;
 }
 
 std::string KeyStore::rotate(const std::string& database_url, const std::string& secret_key) {
-  Conn conn = connect(database_url);
-  exec(conn.get(), "BEGIN");
-  insert_new_key(conn.get(), secret_key);
-  Res res = exec(conn.get(), "SELECT kid FROM signing_keys WHERE retired_at IS NULL");
-  exec(conn.get(), "COMMIT");
-  return PQgetvalue(res.get(), 0, 0);
+  db::BlockingConnection conn(database_url, "signing keys");
+  conn.exec("BEGIN");
+  insert_new_key(conn, secret_key);
+  db::Result res = conn.exec("SELECT kid FROM signing_keys WHERE retired_at IS NULL");
+  conn.exec("COMMIT");
+  return res.text(0, "kid");
 }
 
 std::string KeyStore::sign(const AccessClaims& claims) const {

@@ -1,11 +1,10 @@
 #include "security/audit.hpp"
 
-#include <libpq-fe.h>
-
 #include <memory>
 #include <stdexcept>
 
 #include "core/ids.hpp"
+#include "db/blocking.hpp"
 #include "http/context.hpp"
 
 namespace hsea::security {
@@ -58,21 +57,10 @@ boost::asio::awaitable<std::int64_t> prune(db::Pool& db, int days) {
   co_return r.get_int(0, "removed");
 }
 
-long prune_audit_log(const std::string& admin_url, int days) {
-  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(admin_url.c_str()), &PQfinish);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    throw std::runtime_error(std::string("cannot connect: ") + PQerrorMessage(conn.get()));
-  }
-  std::string d = std::to_string(days);
-  const char* values[] = {d.c_str()};
-  std::unique_ptr<PGresult, decltype(&PQclear)> res(
-      PQexecParams(conn.get(), "SELECT audit_prune($1::int)", 1, nullptr, values, nullptr, nullptr,
-                   0),
-      &PQclear);
-  if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
-    throw std::runtime_error(PQresultErrorMessage(res.get()));
-  }
-  return std::stol(PQgetvalue(res.get(), 0, 0));
+long prune_audit_log(const std::string& database_url, int days) {
+  db::BlockingConnection conn(database_url, "audit prune");
+  return conn.exec("SELECT audit_prune($1::int) AS removed", {std::to_string(days)})
+      .get_int(0, "removed");
 }
 
 }  // namespace hsea::security

@@ -1,7 +1,5 @@
 #include "tenancy/tenancy.hpp"
 
-#include <libpq-fe.h>
-
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -13,6 +11,7 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
+#include "db/blocking.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
 #include "identity/auth_cache.hpp"
@@ -238,16 +237,8 @@ awaitable<std::int64_t> purge_due_tenants(db::Pool& db) {
 }
 
 long purge_due_tenants(const std::string& database_url) {
-  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(database_url.c_str()), &PQfinish);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    throw std::runtime_error(std::string("cannot connect: ") + PQerrorMessage(conn.get()));
-  }
-  std::unique_ptr<PGresult, decltype(&PQclear)> res(
-      PQexec(conn.get(), "SELECT tenants_purge_due()"), &PQclear);
-  if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
-    throw std::runtime_error(PQresultErrorMessage(res.get()));
-  }
-  return std::stol(PQgetvalue(res.get(), 0, 0));
+  db::BlockingConnection conn(database_url, "tenant purge");
+  return conn.exec("SELECT tenants_purge_due() AS removed").get_int(0, "removed");
 }
 
 void Register(app::App& app) {
