@@ -225,5 +225,3 @@ CREATE FUNCTION tenants_purge_due()
         SELECT count(*) FROM gone $$;
 REVOKE ALL ON FUNCTION tenants_purge_due() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenants_purge_due() TO hsea_app_privileges;
-
-GRANT DELETE ON tenants TO hsea_app_privileges;

@@ -215,6 +215,20 @@ TEST(Lifecycle, AccessLogIsJsonLinesWithRequestFields) {
   EXPECT_EQ(seen, 2) << server.output();
 }
 
+TEST(Lifecycle, ClientAddressFromTheProxyWhenTrusted) {
+  TestDatabase db;
+  for (bool trusted : {false, true}) {
+    TestServer server(db, {{"HSEA_TRUST_FORWARDED_FOR", trusted ? "true" : "false"}});
+    http("GET", server.url("/health/live"), "",
+         {"X-Request-Id: xff-check", "X-Forwarded-For: 203.0.113.9, 198.51.100.7"});
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    std::string out = server.output();
+    std::string expected = trusted ? R"("remote_ip":"198.51.100.7")" : R"("remote_ip":"127.0.0.1")";
+    EXPECT_NE(out.find(expected), std::string::npos) << trusted << "\n" << out;
+    EXPECT_EQ(out.find("203.0.113.9\""), std::string::npos) << "a forgeable entry was used";
+  }
+}
+
 TEST(Lifecycle, BadConfigurationExitsWith2NamingTheVariable) {
   auto r = testkit::run_hsea({"serve"}, {{"HSEA_HTTP_PORT", "not-a-port"}});
   EXPECT_EQ(r.exit_code, 2);

@@ -75,15 +75,19 @@ int main(int argc, char** argv) {
   }
 
   if (config->secret_key.empty()) {
-    // Development only (load_config refuses this elsewhere): tokens last until restart.
-    config->secret_key = hsea::core::random_hex(32);
-    std::fprintf(stderr, "hsea: HSEA_SECRET_KEY unset: using a random one for this run\n");
+    // Development only (load_config refuses this elsewhere). A fixed value, so that signing
+    // keys sealed by one run open in the next; scripts/run generates a real one into var/.
+    config->secret_key = "hsea-development-only-secret-never-use-in-production";
+    std::fprintf(stderr, "hsea: HSEA_SECRET_KEY unset: using the public development secret\n");
   }
 
   if (keys_rotate->parsed()) {
     try {
       std::string kid = hsea::identity::KeyStore::rotate(config->database_url, config->secret_key);
-      std::printf("keys: now signing with %s; servers pick it up when they restart\n", kid.c_str());
+      std::printf(
+          "keys: new signing key %s; running servers accept its tokens at once (they reload on "
+          "an unknown kid) and sign with it after a restart; restart them within the hour\n",
+          kid.c_str());
       return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "hsea keys rotate: %s\n", e.what());
@@ -94,7 +98,7 @@ int main(int argc, char** argv) {
   if (audit_prune->parsed()) {
     try {
       long removed =
-          hsea::security::prune_audit_log(config->database_url, config->audit_retention_days);
+          hsea::security::prune_audit_log(config->database_admin_url, config->audit_retention_days);
       std::printf("audit: removed %ld entries older than %d days\n", removed,
                   config->audit_retention_days);
       return 0;

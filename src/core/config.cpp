@@ -182,6 +182,15 @@ const std::array kEntries{
             return std::nullopt;
           },
           [](const Config& c) { return std::string(c.access_log ? "true" : "false"); }},
+    Entry{{"HSEA_TRUST_FORWARDED_FOR", "false", false,
+           "behind a reverse proxy: the client address is the last X-Forwarded-For entry"},
+          [](const std::string& v, Config& c) -> std::optional<std::string> {
+            auto b = parse_bool(v);
+            if (!b) return "must be true or false";
+            c.trust_forwarded_for = *b;
+            return std::nullopt;
+          },
+          [](const Config& c) { return std::string(c.trust_forwarded_for ? "true" : "false"); }},
     Entry{{"HSEA_BASE_DOMAIN", "(unset)", false,
            "tenants are also reachable at <slug>.<base domain>, e.g. app.example.com"},
           HSEA_STRING_SETTING(base_domain)},

@@ -33,6 +33,7 @@ struct Config {
   std::string secret_key;
   std::string log_level = "info";
   bool access_log = true;
+  bool trust_forwarded_for = false;  // behind a proxy that appends the client to X-Forwarded-For
   std::string base_domain;   // tenants are reachable at <slug>.<base_domain> when set
   int blocking_threads = 0;  // 0 until loaded: then the number of cores
   int login_failures_per_account = 100;

@@ -72,7 +72,8 @@ std::string decode_path(std::string_view encoded) {
   }
 }
 
-Request to_request(const bhttp::request<bhttp::string_body>& in, const std::string& remote_ip) {
+Request to_request(const bhttp::request<bhttp::string_body>& in, const std::string& remote_ip,
+                   bool trust_forwarded_for) {
   Request out;
   out.method = method_from_name(std::string_view(in.method_string()));
   out.target = std::string(in.target());
@@ -87,6 +88,16 @@ Request to_request(const bhttp::request<bhttp::string_body>& in, const std::stri
   }
   out.body = in.body();
   out.remote_ip = remote_ip;
+  if (trust_forwarded_for) {
+    // The proxy appends the address it saw; anything before it the client may have forged.
+    std::string_view forwarded = out.header("x-forwarded-for");
+    if (!forwarded.empty()) {
+      std::string_view last = forwarded.substr(forwarded.rfind(',') + 1);
+      while (!last.empty() && last.front() == ' ') last.remove_prefix(1);
+      while (!last.empty() && last.back() == ' ') last.remove_suffix(1);
+      if (!last.empty() && last.size() <= 45) out.remote_ip = std::string(last);
+    }
+  }
   return out;
 }
 
@@ -235,7 +246,7 @@ struct Server::Impl {
       }
 
       const auto& message = parser.get();
-      Request request = to_request(message, s.remote_ip);
+      Request request = to_request(message, s.remote_ip, parts.config.trust_forwarded_for);
       bool head = request.method == Method::kHead;
       Response response = co_await handle(w, request, nullptr);
       bool keep_alive = message.keep_alive() && !draining.load(std::memory_order_relaxed);

@@ -52,9 +52,12 @@ constexpr db::Query kRevoke{
 // The old key keeps working until the grace period ends (or its own expiry, if sooner).
 constexpr db::Query kExpireSoon{
     "api_key_expire_soon",
-    "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), "
-    "now() + make_interval(secs => $2::int)) WHERE id = $1 AND revoked_at IS NULL "
-    "RETURNING name, scopes::text AS scopes, expires_at"};
+    "WITH old AS (SELECT id, expires_at FROM api_keys WHERE id = $1 AND revoked_at IS NULL "
+    "FOR UPDATE) "
+    "UPDATE api_keys k SET expires_at = LEAST(COALESCE(k.expires_at, 'infinity'), "
+    "now() + make_interval(secs => $2::int)) FROM old WHERE k.id = old.id "
+    "RETURNING k.name, k.scopes::text AS scopes, k.expires_at, "
+    "old.expires_at::text AS original_expires_at"};
 
 struct NewKey {
   std::string key;
@@ -181,7 +184,7 @@ awaitable<Response> rotate_key(RequestContext& ctx) {
   db::Result r = co_await tx.exec(
       kInsert, db::params(new_id, std::string(old.get(0, "name")), key.prefix,
                           core::sha256_hex(key.key), std::string(old.get(0, "scopes")),
-                          ctx.principal.user_id, std::optional<std::string>()));
+                          ctx.principal.user_id, old.optional(0, "original_expires_at")));
   co_await security::record(
       tx, ctx,
       security::event("api_key.rotated", "api_key", id, "{\"replaced_by\":\"" + new_id + "\"}"));

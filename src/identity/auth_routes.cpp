@@ -65,7 +65,8 @@ constexpr db::Query kUserById{
 constexpr db::Query kRefreshToken{"auth_refresh_token", "SELECT * FROM auth_refresh_token($1)"};
 constexpr db::Query kSpendRefresh{
     "auth_spend_refresh",
-    "UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = $1 AND spent_at IS NULL"};
+    "UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = $1 AND spent_at IS NULL "
+    "AND expires_at > now()"};
 constexpr db::Query kSessionForRefresh{
     "auth_session_for_refresh",
     "UPDATE sessions SET last_seen_at = now() WHERE id = $1 AND revoked_at IS NULL "

@@ -149,6 +149,9 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
 }  // namespace
 
 awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
+  // Public routes (health, sign-up, JWKS) have no tenant context to resolve.
+  const http::Needs& needs = ctx.route()->needs;
+  if (!needs.authenticated && !needs.tenant) co_return co_await next(ctx);
   std::string_view header = ctx.request.header("x-tenant-id");
   if (!header.empty()) {
     if (!core::is_uuid(header)) {
