@@ -918,6 +918,28 @@ TEST_F(Tenancy, AuditLogTimeBoundsAcceptOffsets) {
   EXPECT_EQ(audit(a.token, "?until=" + encoded).size(), 0u) << created;
 }
 
+TEST_F(Tenancy, ReadsOfPersonalDataAndKeysAreAudited) {
+  Account a = signup("Access log");
+  object key = create_key(a.token, R"(["read"])");
+  ASSERT_EQ(call("GET", "/api/members", a.token).status, 200);
+  ASSERT_EQ(call("GET", "/api/members", str(key, "key")).status, 200);
+  ASSERT_EQ(call("GET", "/api/api-keys/" + str(key, "id"), a.token).status, 200);
+  array members = audit(a.token, "?action=member.read");
+  ASSERT_EQ(members.size(), 2u) << boost::json::serialize(members);
+  // Newest first: the API key's read, then the owner's.
+  const object& by_key = members[0].as_object();
+  EXPECT_EQ(str(by_key.at("actor").as_object(), "type"), "api_key");
+  EXPECT_EQ(str(by_key.at("actor").as_object(), "id"), str(key, "id"));
+  EXPECT_EQ(str(members[1].as_object().at("actor").as_object(), "id"), a.user_id);
+  EXPECT_EQ(str(by_key.at("metadata").as_object(), "path"), "/api/members");
+  EXPECT_FALSE(str(by_key, "request_id").empty());
+  EXPECT_EQ(audit(a.token, "?action=api_key.read").size(), 1u);
+  // A refused read is not an access.
+  Account b = signup("Access log B");
+  ASSERT_EQ(call("GET", "/api/members", b.token, "", {tenant_header(a.tenant_id)}).status, 403);
+  EXPECT_EQ(audit(a.token, "?action=member.read").size(), 2u);
+}
+
 TEST_F(Tenancy, AuditLogCannotBeChanged) {
   Account a = signup("Append only");
   array log = audit(a.token);

@@ -157,7 +157,7 @@ int serve(App& app) {
       .metrics = metrics,
       .chain = {http::request_id, http::access_log, http::security_headers, http::error_mapping,
                 http::deadline, http::routing, identity::resolve_tenant, identity::authenticate,
-                identity::authorize, security::validate_body},
+                identity::authorize, security::record_access, security::validate_body},
       .outer_layers = 4,  // request id .. error mapping also wrap requests refused unread
       .start_thread =
           [&](int index, boost::asio::io_context& io) {

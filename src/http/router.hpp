@@ -25,6 +25,7 @@ struct Needs {
   std::string rate_limit;           // rate-limit rule name
   std::string quota_meter;          // quota meter name
   std::string body_schema;          // openapi component schema name for the body
+  std::string access_event;         // audit action recorded when a read succeeds (data access)
 };
 
 struct Route {

@@ -202,8 +202,11 @@ void RegisterApiKeys(app::App& app) {
   using http::Method;
   const std::vector<std::string> admins{"owner", "admin"};
   http::Needs manage{.authenticated = true, .tenant = true, .roles = admins};
-  http::Needs read{
-      .authenticated = true, .tenant = true, .roles = admins, .scopes = {"api_keys:read"}};
+  http::Needs read{.authenticated = true,
+                   .tenant = true,
+                   .roles = admins,
+                   .scopes = {"api_keys:read"},
+                   .access_event = "api_key.read"};
   app.router.add({.method = Method::kPost,
                   .path = "/api/api-keys",
                   .handler = create_key,

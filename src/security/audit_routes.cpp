@@ -2,6 +2,7 @@
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <charconv>
 
@@ -10,6 +11,7 @@
 #include "core/ids.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "security/audit.hpp"
 #include "security/security.hpp"
 
 namespace hsea::security {
@@ -77,6 +79,17 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
 }
 
 }  // namespace
+
+awaitable<http::Response> record_access(http::RequestContext& ctx, http::Next next) {
+  http::Response response = co_await next(ctx);
+  const std::string& action = ctx.route()->needs.access_event;
+  if (!action.empty() && response.status < 400 && !ctx.tenant_id.empty()) {
+    boost::json::object query{{"path", ctx.request.path}, {"query", ctx.request.query}};
+    co_await record_in(ctx.tenant_id, ctx,
+                       event(action, "tenant", ctx.tenant_id, boost::json::serialize(query)));
+  }
+  co_return response;
+}
 
 void Register(app::App& app) {
   app.router.add({.method = http::Method::kGet,

@@ -267,12 +267,14 @@ void Register(app::App& app) {
                   .path = "/api/tenant",
                   .handler = delete_tenant,
                   .needs = {.authenticated = true, .tenant = true, .roles = {"owner"}}});
-  app.router.add(
-      {.method = Method::kGet,
-       .path = "/api/members",
-       .handler = list_members,
-       .needs = {
-           .authenticated = true, .tenant = true, .roles = anyone, .scopes = {"members:read"}}});
+  app.router.add({.method = Method::kGet,
+                  .path = "/api/members",
+                  .handler = list_members,
+                  .needs = {.authenticated = true,
+                            .tenant = true,
+                            .roles = anyone,
+                            .scopes = {"members:read"},
+                            .access_event = "member.read"}});
   app.router.add({.method = Method::kPatch,
                   .path = "/api/members/{user_id}",
                   .handler = patch_member,
