@@ -96,6 +96,7 @@ CREATE TABLE api_keys (
   created_at timestamptz NOT NULL DEFAULT now(),
   expires_at timestamptz,
   last_used_at timestamptz,
+  request_count bigint NOT NULL DEFAULT 0,
   revoked_at timestamptz,
   PRIMARY KEY (tenant_id, id)
 );

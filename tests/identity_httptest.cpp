@@ -1200,6 +1200,58 @@ TEST(IdentitySecrets, PasswordsTokensAndKeysNeverAppearInTheServerOutput) {
 namespace hsea {
 namespace {
 
+TEST(IdentityThrottle, FailedSignInsAreThrottledPerClientAddress) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_LOGIN_MAX_FAILURES_PER_IP", "3"}});
+  auto signup = testkit::http("POST", server.url("/api/auth/signup"),
+                              R"({"email":"ip@example.com","password":"a long enough pass",)"
+                              R"("name":"I","organization_name":"Ip"})");
+  ASSERT_EQ(signup.status, 201) << signup.body;
+  // Three wrong guesses against three different accounts from one address...
+  for (const char* who : {"a@example.com", "b@example.com", "ip@example.com"}) {
+    auto r = testkit::http("POST", server.url("/api/auth/login"),
+                           std::string(R"({"email":")") + who + R"(","password":"wrong guess 1"})");
+    EXPECT_EQ(r.status, 401) << r.body;
+  }
+  // ...and that address is refused, even with the right password of a fourth attempt.
+  auto refused = testkit::http("POST", server.url("/api/auth/login"),
+                               R"({"email":"ip@example.com","password":"a long enough pass"})");
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_FALSE(refused.header("retry-after").empty());
+}
+
+TEST(IdentityKeys, ApiKeyUsageIsCountedPerKey) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_USAGE_FLUSH_SECONDS", "1"}});
+  auto signup = testkit::http("POST", server.url("/api/auth/signup"),
+                              R"({"email":"usage@example.com","password":"a long enough pass",)"
+                              R"("name":"U","organization_name":"Usage"})");
+  ASSERT_EQ(signup.status, 201) << signup.body;
+  std::string token(json_of(signup).at("access_token").as_string());
+  auto make = [&](const char* name) {
+    auto r = testkit::http("POST", server.url("/api/api-keys"),
+                           std::string(R"({"name":")") + name + R"(","scopes":["read"]})",
+                           {"Authorization: Bearer " + token});
+    return json_of(r);
+  };
+  auto busy = make("busy"), idle = make("idle");
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_EQ(testkit::http("GET", server.url("/api/tenant"), "",
+                            {"Authorization: Bearer " + str(busy, "key")})
+                  .status,
+              200);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // two flush intervals
+  auto list = json_of(
+      testkit::http("GET", server.url("/api/api-keys"), "", {"Authorization: Bearer " + token}));
+  std::map<std::string, std::int64_t> counts;
+  for (const auto& k : list.at("data").as_array()) {
+    counts[str(k.as_object(), "name")] = k.as_object().at("request_count").as_int64();
+  }
+  EXPECT_EQ(counts["busy"], 7);
+  EXPECT_EQ(counts["idle"], 0);
+}
+
 TEST(IdentityKeys, TokensSignedAfterARotationOnAnotherNodeAreAccepted) {
   TestDatabase db;
   TestServer old_node(db);

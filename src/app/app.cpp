@@ -175,6 +175,10 @@ int serve(App& app) {
                   io, config.redis_url, std::chrono::milliseconds(config.redis_timeout_ms));
               resources->redis->start();
             }
+            boost::asio::co_spawn(
+                io,
+                identity::flush_api_key_usage_forever(*resources->db, config.usage_flush_seconds),
+                [](std::exception_ptr) {});
             if (index == 0) {
               boost::asio::co_spawn(io,
                                     daily_maintenance(*resources->db, config.audit_retention_days),

@@ -214,6 +214,9 @@ const std::array kEntries{
     Entry{{"HSEA_AUDIT_RETENTION_DAYS", "365", false,
            "audit entries older than this are pruned (daily, and by `hsea audit prune`)"},
           HSEA_INT_SETTING(audit_retention_days, 1, 36500)},
+    Entry{{"HSEA_USAGE_FLUSH_SECONDS", "10", false,
+           "how often each thread adds its API-key request counts to the database"},
+          HSEA_INT_SETTING(usage_flush_seconds, 1, 3600)},
 };
 
 #undef HSEA_INT_SETTING

@@ -34,14 +34,15 @@ struct Config {
   std::string log_level = "info";
   bool access_log = true;
   bool trust_forwarded_for = false;  // behind a proxy that appends the client to X-Forwarded-For
-  std::string base_domain;   // tenants are reachable at <slug>.<base_domain> when set
-  int blocking_threads = 0;  // 0 until loaded: then the number of cores
+  std::string base_domain;           // tenants are reachable at <slug>.<base_domain> when set
+  int blocking_threads = 0;          // 0 until loaded: then the number of cores
   int login_failures_per_account = 100;
   int login_failures_per_ip = 1000;
   int refresh_token_days = 30;
   int api_key_rotation_grace_seconds = 86400;
   int tenant_deletion_grace_days = 30;
   int audit_retention_days = 365;
+  int usage_flush_seconds = 10;
 
   bool development() const { return env == "development"; }
   bool public_url_is_https() const { return public_url.starts_with("https://"); }
@@ -62,8 +63,7 @@ EnvLookup process_env();
 
 // Returns the configuration or a message naming the first bad variable. Commands that use no
 // secret (migrate, audit prune) pass require_secret = false.
-std::expected<Config, std::string> load_config(const EnvLookup& lookup,
-                                               bool require_secret = true);
+std::expected<Config, std::string> load_config(const EnvLookup& lookup, bool require_secret = true);
 
 // One line per setting, secrets and URL passwords masked: printed by `hsea serve` at start.
 std::string describe(const Config& config);

@@ -90,6 +90,27 @@ TEST(Migrations, ApplicationRoleIsUnprivilegedAndOwnsNothing) {
                std::runtime_error);
 }
 
+TEST(AuditRetention, ApplicationRoleCannotPruneRecentEntries) {
+  testkit::TestDatabase db;
+  std::string tenant = "0190f5d2-7c3a-7b8e-9a01-23456789abcd";
+  sql(db.admin_url(), "INSERT INTO tenants (id, slug, name) VALUES ($1, 'keep', 'Keep')", {tenant});
+  sql(db.admin_url(),
+      "INSERT INTO audit_logs (tenant_id, id, actor_type, action, created_at) VALUES "
+      "($1, gen_random_uuid(), 'system', 'ten.days', now() - interval '10 days'), "
+      "($1, gen_random_uuid(), 'system', 'forty.days', now() - interval '40 days')",
+      {tenant});
+  // The server's role asks for one day: the function's 30-day floor keeps the recent entry.
+  EXPECT_EQ(sql(db.app_url(), "SELECT audit_prune(1)")[0][0], "1");
+  EXPECT_EQ(sql(db.admin_url(), "SELECT string_agg(action, ',') FROM audit_logs")[0][0],
+            "ten.days");
+  // The owner (hsea audit prune) may go down to one day.
+  EXPECT_EQ(sql(db.admin_url(), "SELECT audit_prune(1)")[0][0], "1");
+  // And the server's role cannot delete entries or tenants directly.
+  EXPECT_THROW(sql(db.app_url(), "DELETE FROM audit_logs"), std::runtime_error);
+  EXPECT_THROW(sql(db.app_url(), "SET app.tenant_id = '" + tenant + "'; DELETE FROM tenants"),
+               std::runtime_error);
+}
+
 TEST(RowLevelSecurityLint, RealSchemaIsClean) {
   testkit::TestDatabase db;
   auto problems = lint_row_level_security(db.admin_url());

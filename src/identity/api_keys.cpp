@@ -4,13 +4,19 @@
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <algorithm>
+#include <unordered_map>
 
 #include "app/app.hpp"
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
 #include "identity/auth_cache.hpp"
@@ -37,15 +43,17 @@ constexpr db::Query kInsert{
     "INSERT INTO api_keys (tenant_id, id, name, prefix, secret_hash, scopes, created_by, "
     "expires_at) VALUES (NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, $2, $3, "
     "$4, $5::text[], NULLIF($6, '')::uuid, $7::timestamptz) RETURNING id, name, prefix, "
-    "scopes::text AS scopes, created_by, created_at, expires_at, last_used_at, revoked_at"};
+    "scopes::text AS scopes, created_by, created_at, expires_at, last_used_at, request_count, "
+    "revoked_at"};
 constexpr db::Query kList{
     "api_key_list",
     "SELECT id, name, prefix, scopes::text AS scopes, created_by, created_at, expires_at, "
-    "last_used_at, revoked_at FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at DESC"};
+    "last_used_at, request_count, revoked_at FROM api_keys WHERE revoked_at IS NULL ORDER BY "
+    "created_at DESC"};
 constexpr db::Query kGet{
     "api_key_get",
     "SELECT id, name, prefix, scopes::text AS scopes, created_by, created_at, expires_at, "
-    "last_used_at, revoked_at FROM api_keys WHERE id = $1 AND revoked_at IS NULL"};
+    "last_used_at, request_count, revoked_at FROM api_keys WHERE id = $1 AND revoked_at IS NULL"};
 constexpr db::Query kRevoke{
     "api_key_revoke",
     "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"};
@@ -58,6 +66,17 @@ constexpr db::Query kExpireSoon{
     "now() + make_interval(secs => $2::int)) FROM old WHERE k.id = old.id "
     "RETURNING k.name, k.scopes::text AS scopes, k.expires_at, "
     "old.expires_at::text AS original_expires_at"};
+
+constexpr db::Query kAddUsage{"api_key_add_usage",
+                              "UPDATE api_keys SET request_count = request_count + $2, "
+                              "last_used_at = GREATEST(last_used_at, now()) WHERE id = $1"};
+
+struct UsageCount {
+  std::string tenant_id;
+  std::int64_t requests = 0;
+};
+// key id -> requests not yet written; one map per I/O thread, so no lock.
+thread_local std::unordered_map<std::string, UsageCount> t_usage;
 
 struct NewKey {
   std::string key;
@@ -95,7 +114,8 @@ object key_json(const db::Result& r, int row) {
                 {"created_by", nullable(r, row, "created_by")},
                 {"created_at", r.time(row, "created_at")},
                 {"expires_at", nullable_time(r, row, "expires_at")},
-                {"last_used_at", nullable_time(r, row, "last_used_at")}};
+                {"last_used_at", nullable_time(r, row, "last_used_at")},
+                {"request_count", r.get_int(row, "request_count")}};
 }
 
 std::string scopes_literal(const object& body) {
@@ -197,6 +217,29 @@ awaitable<Response> rotate_key(RequestContext& ctx) {
 }
 
 }  // namespace
+
+void count_api_key_use(const std::string& tenant_id, const std::string& key_id) {
+  UsageCount& c = t_usage[key_id];
+  if (c.tenant_id.empty()) c.tenant_id = tenant_id;
+  ++c.requests;
+}
+
+awaitable<void> flush_api_key_usage_forever(db::Pool& db, int interval_seconds) {
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+  while (true) {
+    timer.expires_after(std::chrono::seconds(interval_seconds));
+    co_await timer.async_wait(boost::asio::use_awaitable);
+    std::unordered_map<std::string, UsageCount> pending;
+    pending.swap(t_usage);
+    for (auto& [key_id, count] : pending) {
+      try {
+        co_await db.tenant_query(count.tenant_id, kAddUsage, db::params(key_id, count.requests));
+      } catch (const std::exception& e) {
+        log::warn("API key usage not recorded", {{"key_id", key_id}, {"error", e.what()}});
+      }
+    }
+  }
+}
 
 void RegisterApiKeys(app::App& app) {
   using http::Method;

@@ -72,6 +72,7 @@ void act_as_api_key(RequestContext& ctx, const CachedApiKey& key) {
   ctx.principal.kind = Principal::Kind::kApiKey;
   ctx.principal.api_key_id = key.key_id;
   ctx.principal.scopes = key.scopes;
+  count_api_key_use(key.tenant_id, key.key_id);
 }
 
 awaitable<void> authenticate_api_key(RequestContext& ctx, std::string_view key) {
