@@ -82,31 +82,13 @@ class Tenancy : public ::testing::Test {
 
   // A new user and its new tenant, through POST /api/auth/signup.
   static Account signup(const std::string& org, const std::vector<std::string>& headers = {}) {
-    Account a;
-    a.email = "user-" + random_suffix() + "@example.com";
-    a.tenant_name = org + " " + random_suffix();
-    object body{{"email", a.email},
-                {"password", kPassword},
-                {"name", "User of " + org},
-                {"organization_name", a.tenant_name}};
-    auto r = http("POST", url("/api/auth/signup"), boost::json::serialize(body), headers);
-    EXPECT_EQ(r.status, 201) << r.body;
-    object out = json_of(r);
-    if (r.status != 201) return a;
-    a.user_id = str(out.at("user").as_object(), "id");
-    a.tenant_id = str(out.at("tenant").as_object(), "id");
-    a.slug = str(out.at("tenant").as_object(), "slug");
-    a.token = str(out, "access_token");
-    EXPECT_EQ(str(out.at("tenant").as_object(), "name"), a.tenant_name);
-    return a;
+    testkit::Account t = testkit::sign_up(*server_, org, headers);
+    return Account{t.email, t.user_id, t.tenant_id, t.slug, t.tenant_name, t.access_token};
   }
 
-  // Test setup, not the API: there is no invitation flow yet.
   static void add_member(const std::string& tenant_id, const Account& user,
                          const std::string& role) {
-    testkit::sql(db_->admin_url(),
-                 "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)",
-                 {tenant_id, user.user_id, role});
+    testkit::add_member(*db_, tenant_id, user.user_id, role);
   }
 
   // A request with a bearer credential (access token or API key) and optional extra headers.

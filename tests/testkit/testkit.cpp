@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
 
@@ -346,6 +347,36 @@ std::string raw_exchange(int port, const std::string& bytes, std::chrono::millis
   }
   close(fd);
   return out;
+}
+
+Account sign_up(const TestServer& server, const std::string& organization,
+                const std::vector<std::string>& headers) {
+  Account a;
+  std::string suffix = core::random_hex(5);
+  a.email = "user-" + suffix + "@example.com";
+  a.password = "correct horse battery staple 42";
+  a.tenant_name = organization + " " + suffix;
+  boost::json::object body{{"email", a.email},
+                           {"password", a.password},
+                           {"name", "User of " + organization},
+                           {"organization_name", a.tenant_name}};
+  HttpResponse r =
+      http("POST", server.url("/api/auth/signup"), boost::json::serialize(body), headers);
+  EXPECT_EQ(r.status, 201) << r.body;
+  if (r.status != 201) return a;
+  boost::json::object out = json_of(r);
+  a.user_id = str(out.at("user").as_object(), "id");
+  a.tenant_id = str(out.at("tenant").as_object(), "id");
+  a.slug = str(out.at("tenant").as_object(), "slug");
+  a.access_token = str(out, "access_token");
+  a.refresh_token = str(out, "refresh_token");
+  return a;
+}
+
+void add_member(const TestDatabase& db, const std::string& tenant_id, const std::string& user_id,
+                const std::string& role) {
+  sql(db.admin_url(), "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)",
+      {tenant_id, user_id, role});
 }
 
 }  // namespace hsea::testkit

@@ -93,4 +93,23 @@ std::string raw_exchange(int port, const std::string& bytes,
                          const std::string& second_part = "",
                          std::chrono::milliseconds pause = std::chrono::milliseconds(0));
 
+// Multi-tenant fixtures, through the public API: a new user who owns a new tenant.
+struct Account {
+  std::string email;
+  std::string password;
+  std::string user_id;
+  std::string tenant_id;  // the tenant made at sign-up
+  std::string slug;
+  std::string tenant_name;
+  std::string access_token;  // bound to tenant_id
+  std::string refresh_token;
+};
+// Signs up a fresh user (unique e-mail) owning a fresh tenant named after `organization`;
+// records a test failure when the server refuses.
+Account sign_up(const TestServer& server, const std::string& organization,
+                const std::vector<std::string>& headers = {});
+// Test setup, not the API (there is no invitation flow yet): makes `user_id` a member.
+void add_member(const TestDatabase& db, const std::string& tenant_id, const std::string& user_id,
+                const std::string& role);
+
 }  // namespace hsea::testkit
