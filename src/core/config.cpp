@@ -194,7 +194,7 @@ const std::array kEntries{
     Entry{{"HSEA_BASE_DOMAIN", "(unset)", false,
            "tenants are also reachable at <slug>.<base domain>, e.g. app.example.com"},
           HSEA_STRING_SETTING(base_domain)},
-    Entry{{"HSEA_BLOCKING_THREADS", "number of cores", false,
+    Entry{{"HSEA_BLOCKING_THREADS", "half the cores (at least 1)", false,
            "threads for CPU-heavy work (password hashing) off the I/O threads"},
           HSEA_INT_SETTING(blocking_threads, 1, 256)},
     Entry{{"HSEA_LOGIN_MAX_FAILURES_PER_ACCOUNT", "100", false,
@@ -252,7 +252,10 @@ std::expected<Config, std::string> load_config(const EnvLookup& lookup, bool req
     }
   }
   if (config.blocking_threads == 0) {
-    config.blocking_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // Half the cores: Argon2id is memory-hard, and hashing on every core starves request
+    // handling of memory bandwidth as much as of CPU (docs/perf.md, sign-in benchmark).
+    config.blocking_threads =
+        static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / 2));
   }
   if (config.threads == 0) {
     config.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -35,7 +35,7 @@ struct Config {
   bool access_log = true;
   bool trust_forwarded_for = false;  // behind a proxy that appends the client to X-Forwarded-For
   std::string base_domain;           // tenants are reachable at <slug>.<base_domain> when set
-  int blocking_threads = 0;          // 0 until loaded: then the number of cores
+  int blocking_threads = 0;          // 0 until loaded: then half the cores, at least 1
   int login_failures_per_account = 100;
   int login_failures_per_ip = 1000;
   int refresh_token_days = 30;
