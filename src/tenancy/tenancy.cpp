@@ -121,8 +121,8 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
     throw;
   }
   if (r.empty()) {
-    // Another tenant has the slug: checked in the UPDATE rather than left to the unique
-    // constraint, whose error would leave the tenant row locked (see patch_member).
+    // Another tenant has the slug: checked in the UPDATE, so the common case answers 409
+    // without a failed statement (the unique constraint still guards a race).
     co_await tx.commit();
     throw ApiError(ErrorCode::kConflict, "That slug is taken.");
   }
@@ -194,8 +194,8 @@ awaitable<Response> patch_member(RequestContext& ctx) {
   co_await tx.exec(kLockOwners);  // serialises concurrent owner changes
   db::Result member = co_await tx.exec(kMember, db::params(user_id));
   if (auto refusal = owner_change_refusal(ctx, member, role == "owner")) {
-    // End the transaction before refusing: it holds the owners' row locks, and a transaction
-    // dropped without commit keeps them until its connection is next used.
+    // End the transaction before refusing, so the owners' row locks go at once (an abandoned
+    // one is also rolled back promptly, but one round trip later).
     co_await tx.commit();
     throw *refusal;
   }
