@@ -866,7 +866,9 @@ TEST_F(Identity, SessionsAreListedAndRevocable) {
       EXPECT_NE(device.find("Firefox"), std::string::npos) << device;
       EXPECT_NE(device.find("Linux"), std::string::npos) << device;
     }
-    if (str(s, "id") == cli_sid) EXPECT_EQ(str(s, "user_agent"), "hsea-cli/1.0");
+    if (str(s, "id") == cli_sid) {
+      EXPECT_EQ(str(s, "user_agent"), "hsea-cli/1.0");
+    }
   }
   EXPECT_EQ(current, 1) << list.body;
   EXPECT_TRUE(saw_firefox);

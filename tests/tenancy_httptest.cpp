@@ -137,10 +137,14 @@ void expect_refused(const HttpResponse& r, int status, const Account& other,
   EXPECT_EQ(r.status, status) << r.body;
   EXPECT_EQ(r.header("content-type"), "application/problem+json") << r.body;
   for (const std::string& s : {other.slug, other.tenant_name, other.email, other.user_id}) {
-    if (!s.empty()) EXPECT_EQ(r.body.find(s), std::string::npos) << s << " leaked: " << r.body;
+    if (!s.empty()) {
+      EXPECT_EQ(r.body.find(s), std::string::npos) << s << " leaked: " << r.body;
+    }
   }
   for (const std::string& s : secrets) {
-    if (!s.empty()) EXPECT_EQ(r.body.find(s), std::string::npos) << s << " leaked: " << r.body;
+    if (!s.empty()) {
+      EXPECT_EQ(r.body.find(s), std::string::npos) << s << " leaked: " << r.body;
+    }
   }
 }
 
