@@ -190,6 +190,9 @@ class Pool {
 
  private:
   friend class Transaction;
+  struct Lease;  // returns a connection to the pool however the holder ends
+  static boost::asio::awaitable<void> roll_back_and_release(Lease lease,
+                                                            std::chrono::milliseconds timeout);
   boost::asio::awaitable<std::unique_ptr<Connection>> acquire();
   void release(std::unique_ptr<Connection> conn);
   struct Impl;

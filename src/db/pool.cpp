@@ -226,8 +226,8 @@ class Connection {
     steps_.push_back({Step::Kind::kStatement, {}});
   }
 
-  // A transaction left open (error, or abandoned without commit) is rolled back in the
-  // same pipeline as the connection's next use: no extra round trip.
+  // A transaction left open (error, or abandoned without commit): the pool sends ROLLBACK
+  // when the connection comes back (Pool::release), before anyone else can use it.
   bool needs_rollback = false;
 
  private:
@@ -433,31 +433,34 @@ awaitable<std::unique_ptr<Connection>> Pool::acquire() {
   }
 }
 
-namespace {
+struct Pool::Lease {
+  Lease(Pool* p, std::unique_ptr<Connection> c) : pool(p), conn(std::move(c)) {}
+  Lease(Lease&&) noexcept = default;
+  ~Lease() {
+    if (conn) pool->release(std::move(conn));
+  }
+  Pool* pool;
+  std::unique_ptr<Connection> conn;
+};
+
 // A transaction left open holds its locks until ROLLBACK: send it now, not at the next use.
-awaitable<void> roll_back_and_release(Pool* pool, std::unique_ptr<Connection> conn,
-                                      std::chrono::milliseconds timeout,
-                                      void (*give_back)(Pool*, std::unique_ptr<Connection>)) {
+awaitable<void> Pool::roll_back_and_release(Lease lease, std::chrono::milliseconds timeout) {
   try {
-    conn->needs_rollback = false;
-    conn->queue_control("ROLLBACK");
-    co_await conn->round_trip(true, timeout);
+    lease.conn->needs_rollback = false;
+    lease.conn->queue_control("ROLLBACK");
+    co_await lease.conn->round_trip(true, timeout);
   } catch (const std::exception&) {
     // A failed rollback leaves the connection in flight: release drops it.
   }
-  give_back(pool, std::move(conn));
 }
-}  // namespace
 
 void Pool::release(std::unique_ptr<Connection> conn) {
   Impl& p = *impl_;
   if (conn && conn->needs_rollback && !conn->in_flight() && !p.closed) {
-    asio::co_spawn(
-        p.io,
-        roll_back_and_release(
-            this, std::move(conn), p.options.statement_timeout + std::chrono::seconds(1),
-            [](Pool* pool, std::unique_ptr<Connection> c) { pool->release(std::move(c)); }),
-        asio::detached);
+    asio::co_spawn(p.io,
+                   roll_back_and_release(Lease(this, std::move(conn)),
+                                         p.options.statement_timeout + std::chrono::seconds(1)),
+                   asio::detached);
     return;
   }
   if (conn) p.round_trips_total.fetch_add(conn->take_round_trips(), std::memory_order_relaxed);
@@ -485,28 +488,7 @@ void Pool::release(std::unique_ptr<Connection> conn) {
 }
 
 namespace {
-// Returns the connection to its pool however the awaiting coroutine ends.
-struct Lease {
-  Lease(Pool* pool, std::unique_ptr<Connection> c,
-        void (*give_back)(Pool*, std::unique_ptr<Connection>))
-      : pool(pool), conn(std::move(c)), give_back(give_back) {}
-  ~Lease() {
-    if (conn) give_back(pool, std::move(conn));
-  }
-  Pool* pool;
-  std::unique_ptr<Connection> conn;
-  void (*give_back)(Pool*, std::unique_ptr<Connection>);
-};
-
-void queue_rollback_if_needed(Connection& conn) {
-  if (conn.needs_rollback) {
-    conn.queue_control("ROLLBACK");
-    conn.needs_rollback = false;
-  }
-}
-
 void queue_begin(Connection& conn, const Scope& scope) {
-  queue_rollback_if_needed(conn);
   conn.queue_control("BEGIN");
   if (!scope.tenant_id.empty() && !scope.user_id.empty()) {
     conn.queue_control(
@@ -525,9 +507,7 @@ std::chrono::milliseconds round_trip_deadline(const PoolOptions& options) {
 }  // namespace
 
 awaitable<Result> Pool::query(const Query& query, Params params) {
-  Lease lease(this, co_await acquire(),
-              [](Pool* p, std::unique_ptr<Connection> c) { p->release(std::move(c)); });
-  queue_rollback_if_needed(*lease.conn);
+  Lease lease(this, co_await acquire());
   lease.conn->queue_statement(query, params);
   auto results = co_await lease.conn->round_trip(true, round_trip_deadline(impl_->options));
   co_return std::move(results.at(0));
@@ -541,8 +521,7 @@ awaitable<Result> Pool::tenant_query(std::string tenant_id, const Query& query, 
 }
 
 awaitable<Result> Pool::scoped_query(Scope scope, const Query& query, Params params) {
-  Lease lease(this, co_await acquire(),
-              [](Pool* p, std::unique_ptr<Connection> c) { p->release(std::move(c)); });
+  Lease lease(this, co_await acquire());
   Connection& conn = *lease.conn;
   queue_begin(conn, scope);
   conn.queue_statement(query, params);
