@@ -39,10 +39,10 @@ Result BlockingConnection::exec(const std::string& sql, const std::vector<std::s
   return Result(res);
 }
 
-void BlockingConnection::exec_script(std::string_view sql) {
+Result BlockingConnection::exec_script(std::string_view sql) {
   PGresult* res = PQexec(conn_, std::string(sql).c_str());
   check(res);
-  PQclear(res);
+  return Result(res);
 }
 
 std::string BlockingConnection::quote_identifier(const std::string& name) {

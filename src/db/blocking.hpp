@@ -23,8 +23,9 @@ class BlockingConnection {
   // One statement with text parameters (extended protocol); throws std::runtime_error with
   // PostgreSQL's message.
   Result exec(const std::string& sql, const std::vector<std::string>& params = {});
-  // Several statements at once (simple protocol), e.g. a migration file.
-  void exec_script(std::string_view sql);
+  // Several statements at once (simple protocol), e.g. a migration file; returns the result of
+  // the last one.
+  Result exec_script(std::string_view sql);
 
   std::string quote_identifier(const std::string& name);
   std::string quote_literal(const std::string& value);

@@ -91,12 +91,6 @@ const std::string& dummy_hash() {
   return kHash;
 }
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string normalized_email(const object& body) {
   std::string email = http::required_string(body, "email");
   std::ranges::transform(email, email.begin(),
@@ -273,8 +267,12 @@ awaitable<Response> login(RequestContext& ctx) {
   }
   db::Result found = co_await ctx.db.query(kUserByEmail, db::params(email));
   std::string hash =
-      found.empty() || found.is_null(0, 1) ? dummy_hash() : std::string(found.get(0, 1));
-  auto verify_work = [hash, password] { return verify_password(hash, password); };
+      found.empty() || found.is_null(0, 1) ? std::string() : std::string(found.get(0, 1));
+  // Unknown accounts verify against the dummy hash, on the pool like any other (its first use
+  // computes it: never on an I/O thread).
+  auto verify_work = [hash, password] {
+    return verify_password(hash.empty() ? dummy_hash() : hash, password);
+  };
   bool ok = co_await shared.blocking.run(std::move(verify_work));
   // An account without a password (invited, SSO) never signs in with one.
   ok = ok && !found.empty() && !found.is_null(0, 1);

@@ -43,12 +43,6 @@ ApiError unauthorized(std::string detail) {
   return ApiError(ErrorCode::kUnauthorized, std::move(detail));
 }
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // The subdomain label of Host under the base domain ("acme" for acme.example.com), or "".
 std::string subdomain(std::string_view host, std::string_view base) {
   if (base.empty()) return {};

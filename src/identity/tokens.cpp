@@ -13,6 +13,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -198,6 +199,12 @@ std::expected<std::string, std::string> base64url_decode(std::string_view text) 
   }
   out.resize(len);
   return out;
+}
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 KeyStore::~KeyStore() = default;

@@ -24,6 +24,9 @@ struct AccessClaims {
 
 constexpr std::int64_t kAccessTokenSeconds = 15 * 60;
 
+// Seconds since the Unix epoch: the clock of token claims.
+std::int64_t unix_now();
+
 class KeyStore {
  public:
   // Loads the current keys with the given database URL (blocking: call before serving),

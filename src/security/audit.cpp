@@ -59,8 +59,7 @@ boost::asio::awaitable<std::int64_t> prune(db::Pool& db, int days) {
 
 long prune_audit_log(const std::string& database_url, int days) {
   db::BlockingConnection conn(database_url, "audit prune");
-  return conn.exec("SELECT audit_prune($1::int) AS removed", {std::to_string(days)})
-      .get_int(0, "removed");
+  return conn.exec(kPrune.sql, {std::to_string(days)}).get_int(0, "removed");
 }
 
 }  // namespace hsea::security

@@ -238,7 +238,7 @@ awaitable<std::int64_t> purge_due_tenants(db::Pool& db) {
 
 long purge_due_tenants(const std::string& database_url) {
   db::BlockingConnection conn(database_url, "tenant purge");
-  return conn.exec("SELECT tenants_purge_due() AS removed").get_int(0, "removed");
+  return conn.exec(kPurgeDue.sql).get_int(0, "removed");
 }
 
 void Register(app::App& app) {

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -26,6 +25,7 @@
 #include <thread>
 
 #include "core/ids.hpp"
+#include "db/blocking.hpp"
 #include "db/migrations.hpp"
 
 namespace hsea::testkit {
@@ -41,26 +41,13 @@ std::string required_env(const char* name) {
 
 std::vector<std::vector<std::string>> sql(const std::string& url, const std::string& statement,
                                           const std::vector<std::string>& params) {
-  std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(url.c_str()), &PQfinish);
-  if (PQstatus(conn.get()) != CONNECTION_OK) {
-    throw std::runtime_error(std::string("connect: ") + PQerrorMessage(conn.get()));
-  }
-  std::vector<const char*> values;
-  for (const auto& p : params) values.push_back(p.c_str());
+  db::BlockingConnection conn(url, "testkit::sql");
   // Without parameters the simple protocol runs scripts of several statements.
-  std::unique_ptr<PGresult, decltype(&PQclear)> res(
-      params.empty() ? PQexec(conn.get(), statement.c_str())
-                     : PQexecParams(conn.get(), statement.c_str(), static_cast<int>(values.size()),
-                                    nullptr, values.data(), nullptr, nullptr, 0),
-      &PQclear);
-  auto status = PQresultStatus(res.get());
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    throw std::runtime_error(std::string("sql: ") + PQresultErrorMessage(res.get()));
-  }
+  db::Result res = params.empty() ? conn.exec_script(statement) : conn.exec(statement, params);
   std::vector<std::vector<std::string>> rows;
-  for (int r = 0; r < PQntuples(res.get()); ++r) {
+  for (int r = 0; r < res.rows(); ++r) {
     std::vector<std::string> row;
-    for (int c = 0; c < PQnfields(res.get()); ++c) row.emplace_back(PQgetvalue(res.get(), r, c));
+    for (int c = 0; c < res.columns(); ++c) row.emplace_back(res.get(r, c));
     rows.push_back(std::move(row));
   }
   return rows;
