@@ -72,12 +72,10 @@ std::string pointer(const std::vector<std::string>& context, const std::string& 
 
 }  // namespace
 
-std::vector<core::FieldError> schema_errors(const std::string& schema_name,
-                                            const std::string& json) {
+namespace {
+std::vector<core::FieldError> errors_of(const std::string& schema_name,
+                                        const boost::json::value& value) {
   const valijson::Schema& schema = schemas().get(schema_name);
-  boost::system::error_code ec;
-  boost::json::value value = boost::json::parse(json, ec);
-  if (ec) return {{"/", "is not valid JSON"}};
   valijson::Validator validator;
   valijson::ValidationResults results;
   valijson::adapters::BoostJsonAdapter target(value);
@@ -92,12 +90,24 @@ std::vector<core::FieldError> schema_errors(const std::string& schema_name,
   if (errors.empty()) errors.push_back({"/", "does not match the schema"});
   return errors;
 }
+}  // namespace
+
+std::vector<core::FieldError> schema_errors(const std::string& schema_name,
+                                            const std::string& json) {
+  boost::system::error_code ec;
+  boost::json::value value = boost::json::parse(json, ec);
+  if (ec) {
+    schemas().get(schema_name);  // an unknown schema is still a programming error
+    return {{"/", "is not valid JSON"}};
+  }
+  return errors_of(schema_name, value);
+}
 
 boost::asio::awaitable<http::Response> validate_body(http::RequestContext& ctx, http::Next next) {
   const std::string& schema = ctx.route()->needs.body_schema;
   if (!schema.empty()) {
-    http::json_body(ctx);  // 415 / 400 first
-    auto errors = schema_errors(schema, ctx.request.body);
+    boost::json::value body = http::json_body(ctx);  // 415 / 400 first
+    auto errors = errors_of(schema, body);
     if (!errors.empty()) {
       throw core::ApiError(core::ErrorCode::kValidationFailed,
                            "The request body does not match the " + schema + " schema.",
