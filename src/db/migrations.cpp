@@ -32,11 +32,14 @@ void ensure_app_role(BlockingConnection& conn, const std::string& app_url, Migra
     throw std::runtime_error(
         "HSEA_DATABASE_ADMIN_URL must name a superuser or a BYPASSRLS role (the schema owner)");
   }
-  // The group role every migration grants to; the login role only inherits from it.
+  // The group role every migration grants to; the login role only inherits from it. Roles
+  // belong to the whole cluster while the advisory lock covers one database, so a migration of
+  // another database may create it at the same moment: that is not an error.
   conn.exec_script(
       "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hsea_app_privileges') "
       "THEN CREATE ROLE hsea_app_privileges NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
-      "NOCREATEROLE; END IF; END $$");
+      "NOCREATEROLE; END IF; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; "
+      "END $$");
   auto found = conn.exec("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", {user});
   std::string ident = conn.quote_identifier(user);
   if (found.empty()) {

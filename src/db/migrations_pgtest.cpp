@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "testkit/testkit.hpp"
@@ -28,18 +29,22 @@ TEST(Migrations, ConcurrentRunnersApplyEachMigrationOnce) {
   testkit::TestDatabase db(false);
   std::vector<std::thread> runners;
   std::atomic<int> applied{0}, failed{0};
+  std::mutex errors_mutex;
+  std::string errors;
   for (int i = 0; i < 3; ++i) {
     runners.emplace_back([&] {
       try {
         applied += static_cast<int>(
             migrate(db.admin_url(), db.app_url(), embedded_migrations()).applied.size());
-      } catch (const std::exception&) {
+      } catch (const std::exception& e) {
         ++failed;
+        std::lock_guard lock(errors_mutex);
+        errors += std::string(e.what()) + "\n";
       }
     });
   }
   for (auto& t : runners) t.join();
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(failed.load(), 0) << errors;
   // The advisory lock serialises the runners: each migration is applied by exactly one.
   EXPECT_EQ(applied.load(), static_cast<int>(embedded_migrations().size()));
 }
