@@ -1,22 +1,19 @@
 #pragma once
-// The application: configuration, routes and the per-thread services, wired explicitly.
-#include <memory>
-#include <vector>
-
-#include "core/config.hpp"
-#include "http/router.hpp"
+// The application: the list of modules, and the two ways to run them.
+namespace hsea::runtime {
+class Registrar;
+struct Application;
+}  // namespace hsea::runtime
 
 namespace hsea::app {
 
-struct App {
-  core::Config config;
-  http::Router router;
-};
+// Every module, in one visible list (the order is the order of their middleware within a
+// stage and of their routes).
+void register_modules(runtime::Registrar& registrar);
 
-// Registers every module's routes, in one visible list.
-void register_modules(App& app);
-
-// `hsea serve`: binds, prints the URL, serves until SIGINT/SIGTERM. Returns the exit code.
-int serve(App& app);
+// `hsea serve`: the runtime with the HTTP server on it; serves until SIGINT/SIGTERM.
+int serve(runtime::Application& app);
+// `hsea worker`: the same runtime and periodic tasks, without HTTP.
+int work(runtime::Application& app);
 
 }  // namespace hsea::app

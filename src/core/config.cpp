@@ -1,6 +1,6 @@
 #include "core/config.hpp"
 
-#include "redis/client.hpp"
+#include "core/redis_url.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -141,7 +141,7 @@ const std::array kEntries{
           [](const std::string& v, Config& c) -> std::optional<std::string> {
             if (!v.empty()) {
               try {
-                redis::parse_url(v);
+                parse_redis_url(v);
               } catch (const std::exception& e) {
                 return std::string("must be redis://[:password@]host[:port][/db]: ") + e.what();
               }

@@ -53,11 +53,40 @@ class ApiError : public std::runtime_error {
     retry_after_seconds_ = seconds;
     return *this;
   }
+  // What the log gets beside the client's detail (never sent): why the server refused.
+  const std::string& internal_reason() const { return internal_reason_; }
+  ApiError& internal(std::string reason) {
+    internal_reason_ = std::move(reason);
+    return *this;
+  }
 
  private:
   ErrorCode code_;
   std::vector<FieldError> errors_;
   int retry_after_seconds_ = 0;
+  std::string internal_reason_;
+};
+
+// A database statement failed (db::Error is this type). sqlstate is PostgreSQL's code
+// ("23505"); for connection trouble it is "08006", for a pool wait past its deadline "53300".
+// query is the named statement's name. what() is internal detail: log it, never send it to a
+// client (error_code_for_sqlstate picks the client-facing code).
+class DatabaseError : public std::runtime_error {
+ public:
+  DatabaseError(std::string sqlstate, std::string message, std::string constraint = {},
+                std::string query = {})
+      : std::runtime_error(std::move(message)),
+        sqlstate_(std::move(sqlstate)),
+        constraint_(std::move(constraint)),
+        query_(std::move(query)) {}
+  const std::string& sqlstate() const { return sqlstate_; }
+  const std::string& constraint() const { return constraint_; }
+  const std::string& query() const { return query_; }
+
+ private:
+  std::string sqlstate_;
+  std::string constraint_;
+  std::string query_;
 };
 
 // SQLSTATE -> client-facing code, in one place: 23505 unique -> conflict, 23514 check ->

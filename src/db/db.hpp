@@ -12,14 +12,21 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/error.hpp"
+
 struct pg_result;
 namespace boost::asio {
 class io_context;
+}
+
+namespace hsea::runtime {
+class Registrar;
 }
 
 namespace hsea::db {
@@ -28,6 +35,17 @@ struct Query {
   const char* name;
   const char* sql;
 };
+
+// Declares a named statement of the product: `HSEA_QUERY kFind{"find_key", "SELECT ..."};`.
+// Each one is also placed in the linker section "hsea_queries", so that check_query_names()
+// sees every statement of the binary without a hand-kept list.
+#define HSEA_QUERY [[gnu::used, gnu::section("hsea_queries")]] constexpr ::hsea::db::Query
+
+// Throws std::logic_error naming both statements when two declared queries share a name (they
+// would share one prepared statement). Run at start by every command that talks to PostgreSQL.
+void check_query_names();
+// The same over any list (for tests).
+void check_query_names(std::span<const Query> queries);
 
 // Text-format parameters; nullopt is SQL NULL.
 using Params = std::vector<std::optional<std::string>>;
@@ -57,22 +75,8 @@ Params params(Args&&... args) {
   return out;
 }
 
-// A statement failed. sqlstate is PostgreSQL's code ("23505"); for connection trouble it is
-// "08006", for a pool wait past its deadline "53300". what() is internal detail: log it, never
-// send it to a client (core::error_code_for_sqlstate picks the client-facing code).
-class Error : public std::runtime_error {
- public:
-  Error(std::string sqlstate, std::string message, std::string constraint = {})
-      : std::runtime_error(std::move(message)),
-        sqlstate_(std::move(sqlstate)),
-        constraint_(std::move(constraint)) {}
-  const std::string& sqlstate() const { return sqlstate_; }
-  const std::string& constraint() const { return constraint_; }
-
- private:
-  std::string sqlstate_;
-  std::string constraint_;
-};
+// A statement failed: core::DatabaseError (sqlstate, constraint, the query's name).
+using Error = core::DatabaseError;
 
 class Result {
  public:
@@ -198,5 +202,11 @@ class Pool {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The database module: one Pool per I/O thread, pool metrics, the cluster claim that
+// once-per-cluster periodic tasks use, and the start-up check of query names.
+void Register(runtime::Registrar& registrar);
+// The calling I/O thread's pool (throws std::logic_error elsewhere).
+Pool& pool();
 
 }  // namespace hsea::db

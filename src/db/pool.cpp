@@ -101,17 +101,18 @@ constexpr const char* kCannotConnect = "08001";
 constexpr const char* kPoolExhausted = "53300";
 constexpr const char* kTimedOut = "57014";
 
-Error error_from_result(PGresult* res) {
+Error error_from_result(PGresult* res, const char* query) {
   const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
   const char* message = PQresultErrorMessage(res);
   const char* constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
   return Error(state ? state : "XX000", message ? message : "unknown error",
-               constraint ? constraint : "");
+               constraint ? constraint : "", query ? query : "");
 }
 
 struct Step {
   enum class Kind { kControl, kPrepare, kStatement } kind;
   std::string prepared_name;  // kPrepare
+  const char* label = "";     // the named query, or the control statement's SQL (for errors)
 };
 
 }  // namespace
@@ -185,7 +186,7 @@ class Connection {
         auto status = PQresultStatus(raw);
         bool ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
         if (!ok && status != PGRES_PIPELINE_ABORTED && !first_error) {
-          first_error = error_from_result(raw);
+          first_error = error_from_result(raw, step.label);
         }
         if (step.kind == Step::Kind::kPrepare && !ok) prepared_.erase(step.prepared_name);
         if (step.kind == Step::Kind::kStatement && !captured) {
@@ -214,16 +215,16 @@ class Connection {
 
   void queue_control(const char* sql, const Params& params = {}) {
     send_params(nullptr, sql, params);
-    steps_.push_back({Step::Kind::kControl, {}});
+    steps_.push_back({Step::Kind::kControl, {}, sql});
   }
   void queue_statement(const Query& query, const Params& params) {
     if (!prepared_.contains(query.name)) {
       if (PQsendPrepare(pg_, query.name, query.sql, 0, nullptr) != 1) throw broken();
       prepared_.insert(query.name);
-      steps_.push_back({Step::Kind::kPrepare, query.name});
+      steps_.push_back({Step::Kind::kPrepare, query.name, query.name});
     }
     send_params(query.name, nullptr, params);
-    steps_.push_back({Step::Kind::kStatement, {}});
+    steps_.push_back({Step::Kind::kStatement, {}, query.name});
   }
 
   // A transaction left open (error, or abandoned without commit): the pool sends ROLLBACK

@@ -7,7 +7,14 @@
 
 namespace hsea::http {
 
-boost::json::object json_body(const RequestContext& ctx) {
+namespace {
+struct ParsedBody {
+  boost::json::object object;
+};
+}  // namespace
+
+const boost::json::object& json_body(RequestContext& ctx) {
+  if (const ParsedBody* parsed = ctx.slots.find<ParsedBody>()) return parsed->object;
   std::string_view type = ctx.request.header("content-type");
   if (!type.starts_with("application/json") && !type.starts_with("application/merge-patch+json")) {
     throw core::ApiError(core::ErrorCode::kUnsupportedMediaType,
@@ -19,7 +26,7 @@ boost::json::object json_body(const RequestContext& ctx) {
   if (!value.is_object()) {
     throw core::ApiError(core::ErrorCode::kBadRequest, "The body must be a JSON object.");
   }
-  return std::move(value.as_object());
+  return ctx.slots.emplace<ParsedBody>(std::move(value.as_object())).object;
 }
 
 Response json_response(int status, const boost::json::value& value) {

@@ -11,9 +11,10 @@
 
 namespace hsea::http {
 
-// The request body as a JSON object; 415 when it is not JSON, 400 when it does not parse or is
-// not an object.
-boost::json::object json_body(const RequestContext& ctx);
+// The request body as a JSON object, parsed once per request (kept in the request's slots, so
+// body validation and the handler share one parse); 415 when it is not JSON, 400 when it does
+// not parse or is not an object.
+const boost::json::object& json_body(RequestContext& ctx);
 
 Response json_response(int status, const boost::json::value& value);
 

@@ -38,6 +38,8 @@ struct Response {
   int status = 200;
   std::vector<Header> headers;
   std::string body;
+  // For problem responses, the problem's code ("not_found"): the access log line carries it.
+  std::string_view problem_code;
 
   Response& set_header(std::string_view lower_name, std::string value);
   std::string_view header(std::string_view lower_name) const;

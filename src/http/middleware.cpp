@@ -8,23 +8,35 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
-#include <chrono>
+#include <algorithm>
+#include <atomic>
+#include <stdexcept>
 
-#include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
-#include "db/db.hpp"
 #include "http/problem.hpp"
-#include "ops/metrics.hpp"
 
 namespace hsea::http {
 
 using boost::asio::awaitable;
 
-awaitable<Response> Next::operator()(RequestContext& ctx) const {
-  if (rest_.empty()) co_return co_await handler_(ctx);
-  co_return co_await rest_.front()(ctx, Next(rest_.subspan(1), handler_));
+std::string_view stage_name(Stage stage) {
+  switch (stage) {
+    case Stage::kEdge:
+      return "edge";
+    case Stage::kRouting:
+      return "routing";
+    case Stage::kTenant:
+      return "tenant";
+    case Stage::kIdentity:
+      return "identity";
+    case Stage::kAdmission:
+      return "admission";
+    case Stage::kAroundHandler:
+      return "around-handler";
+  }
+  return "unknown";
 }
 
 std::string_view RequestContext::param(std::string_view name) const {
@@ -34,67 +46,28 @@ std::string_view RequestContext::param(std::string_view name) const {
   return {};
 }
 
-awaitable<Response> request_id(RequestContext& ctx, Next next) {
-  std::string_view incoming = ctx.request.header("x-request-id");
-  ctx.request_id = core::is_safe_request_id(incoming) ? std::string(incoming) : core::uuid_v7();
-  ctx.trace_id = std::string(core::trace_id_from_traceparent(ctx.request.header("traceparent")));
-  Response response = co_await next(ctx);
-  response.set_header("x-request-id", ctx.request_id);
-  co_return response;
-}
+// ------------------------------------------------------------------------- error mapping
 
-awaitable<Response> access_log(RequestContext& ctx, Next next) {
-  Response response = co_await next(ctx);
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.started).count();
-  ctx.metrics.record_request(ctx.services.thread_index, ctx.route(), ctx.request.method,
-                             response.status, seconds);
-  if (ctx.config.access_log) {
-    const Route* route = ctx.route();
-    log::info("request", {{"request_id", ctx.request_id},
-                          {"trace_id", ctx.trace_id},
-                          {"tenant_id", ctx.tenant_id},
-                          {"method", method_name(ctx.request.method)},
-                          {"path", ctx.request.path},
-                          {"route", route ? std::string_view(route->path) : "unmatched"},
-                          {"status", response.status},
-                          {"duration_ms", seconds * 1000.0},
-                          {"bytes", response.body.size()},
-                          {"remote_ip", ctx.request.remote_ip}});
-  }
-  co_return response;
-}
-
-awaitable<Response> security_headers(RequestContext& ctx, Next next) {
-  Response response = co_await next(ctx);
-  // An API answers JSON; nothing it returns should load scripts or be framed. The web UI's
-  // static files get their own policy where they are served.
-  if (response.header("content-security-policy").empty()) {
-    response.set_header("content-security-policy",
-                        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'");
-  }
-  response.set_header("x-frame-options", "DENY");
-  response.set_header("x-content-type-options", "nosniff");
-  response.set_header("referrer-policy", "no-referrer");
-  if (ctx.config.public_url_is_https()) {
-    response.set_header("strict-transport-security", "max-age=63072000; includeSubDomains");
-  }
-  co_return response;
-}
-
-awaitable<Response> error_mapping(RequestContext& ctx, Next next) {
-  // Exceptions are turned into responses outside the catch blocks: co_await is not allowed
-  // inside a handler block.
+Response problem_for(std::exception_ptr error, const RequestContext& ctx) {
   try {
-    co_return co_await next(ctx);
+    std::rethrow_exception(error);
   } catch (const core::ApiError& e) {
-    co_return problem(e, ctx.request_id);
-  } catch (const db::Error& e) {
+    const core::ErrorInfo& info = core::error_info(e.code());
+    if (!e.internal_reason().empty() || info.status >= 500) {
+      log::write(info.status >= 500 ? log::Level::kWarn : log::Level::kInfo, "request refused",
+                 {{"request_id", ctx.request_id},
+                  {"code", info.code},
+                  {"detail", e.detail()},
+                  {"reason", e.internal_reason()}});
+    }
+    return problem(e, ctx.request_id);
+  } catch (const core::DatabaseError& e) {
     core::ErrorCode code = core::error_code_for_sqlstate(e.sqlstate());
     auto level = code == core::ErrorCode::kInternal ? log::Level::kError : log::Level::kWarn;
     log::write(level, "database error",
                {{"request_id", ctx.request_id},
                 {"tenant_id", ctx.tenant_id},
+                {"query", e.query()},
                 {"sqlstate", e.sqlstate()},
                 {"constraint", e.constraint()},
                 {"error", e.what()}});
@@ -118,21 +91,122 @@ awaitable<Response> error_mapping(RequestContext& ctx, Next next) {
       default:
         detail = "An unexpected error occurred.";
     }
-    co_return problem(code, detail, ctx.request_id);
+    return problem(code, detail, ctx.request_id);
   } catch (const boost::system::system_error& e) {
     if (e.code() == boost::asio::error::operation_aborted) {
       log::warn("request cancelled", {{"request_id", ctx.request_id}});
-      co_return problem(core::ErrorCode::kServiceUnavailable, "The request was cancelled.",
-                        ctx.request_id);
+      return problem(core::ErrorCode::kServiceUnavailable, "The request was cancelled.",
+                     ctx.request_id);
     }
     log::error("unhandled exception", {{"request_id", ctx.request_id}, {"error", e.what()}});
   } catch (const std::exception& e) {
     log::error("unhandled exception", {{"request_id", ctx.request_id}, {"error", e.what()}});
+  } catch (...) {
+    log::error("unhandled exception", {{"request_id", ctx.request_id}, {"error", "unknown"}});
   }
-  co_return problem(core::ErrorCode::kInternal, "An unexpected error occurred.", ctx.request_id);
+  return problem(core::ErrorCode::kInternal, "An unexpected error occurred.", ctx.request_id);
 }
 
+// ----------------------------------------------------------------------------- the chain
+
 namespace {
+
+// Runs the synchronous steps from `begin` inline until an asynchronous one (which gets the
+// rest as Next) or the handler; then the `after`s of the steps it passed, innermost first.
+// One coroutine frame per asynchronous step, none per synchronous one.
+awaitable<Response> run_steps(RequestContext& ctx, const Middleware* begin, const Middleware* end,
+                              Handler handler) {
+  const Middleware* it = begin;
+  Response response;
+  std::exception_ptr error;
+  try {
+    bool answered = false;
+    for (; it != end; ++it) {
+      if (it->before != nullptr) {
+        if (std::optional<Response> early = it->before(ctx)) {
+          response = std::move(*early);
+          answered = true;
+          ++it;
+          break;
+        }
+      }
+      if (it->around != nullptr) {
+        const Middleware* step = it++;
+        response = co_await step->around(ctx, Next(it, end, handler));
+        answered = true;
+        break;
+      }
+    }
+    if (!answered) response = co_await handler(ctx);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (error) response = problem_for(error, ctx);
+  for (const Middleware* m = it; m != begin;) {
+    --m;
+    if (m->after != nullptr) m->after(ctx, response);
+  }
+  co_return response;
+}
+
+awaitable<Response> dispatch(RequestContext& ctx) { co_return co_await ctx.route()->handler(ctx); }
+
+awaitable<Response> reject(RequestContext& ctx) {
+  throw *ctx.rejection;
+  co_return Response{};
+}
+
+}  // namespace
+
+awaitable<Response> Next::operator()(RequestContext& ctx) const {
+  return run_steps(ctx, begin_, end_, handler_);
+}
+
+Chain::Chain(std::vector<Middleware> steps, std::vector<AfterResponse> after_response)
+    : steps_(std::move(steps)), after_response_(std::move(after_response)) {
+  for (const Middleware& m : steps_) {
+    bool sync = m.before != nullptr || m.after != nullptr;
+    if (sync == (m.around != nullptr)) {
+      throw std::logic_error("middleware " + std::string(m.name) +
+                             " needs before/after or around, not both or neither");
+    }
+  }
+  std::stable_sort(steps_.begin(), steps_.end(),
+                   [](const Middleware& a, const Middleware& b) { return a.stage < b.stage; });
+  edge_end_ = static_cast<std::size_t>(
+      std::ranges::find_if(steps_, [](const Middleware& m) { return m.stage != Stage::kEdge; }) -
+      steps_.begin());
+}
+
+awaitable<Response> Chain::run(RequestContext& ctx) const {
+  return run_steps(ctx, steps_.data(), steps_.data() + steps_.size(), dispatch);
+}
+
+awaitable<Response> Chain::refuse(RequestContext& ctx) const {
+  return run_steps(ctx, steps_.data(), steps_.data() + edge_end_, reject);
+}
+
+void Chain::after_response(const RequestContext& ctx, const Response& response) const {
+  for (AfterResponse hook : after_response_) hook(ctx, response);
+}
+
+// ------------------------------------------------------------------------ built-in steps
+
+namespace {
+
+std::optional<Response> request_id_before(RequestContext& ctx) {
+  std::string_view incoming = ctx.request.header("x-request-id");
+  ctx.request_id = core::is_safe_request_id(incoming) ? std::string(incoming) : core::uuid_v7();
+  ctx.trace_id = std::string(core::trace_id_from_traceparent(ctx.request.header("traceparent")));
+  return std::nullopt;
+}
+
+void request_id_after(RequestContext& ctx, Response& response) {
+  response.set_header("x-request-id", ctx.request_id);
+}
+
+std::atomic<std::int64_t> g_request_timeout_ms{30000};
+
 // Runs the rest of the chain and hands back its exception as a value: `||` below waits for
 // the first branch to *succeed*, so a throwing handler must not look like a slow one.
 awaitable<std::pair<Response, std::exception_ptr>> capture(RequestContext& ctx, Next next) {
@@ -142,12 +216,11 @@ awaitable<std::pair<Response, std::exception_ptr>> capture(RequestContext& ctx, 
     co_return std::pair{Response{}, std::current_exception()};
   }
 }
-}  // namespace
 
 awaitable<Response> deadline(RequestContext& ctx, Next next) {
   using namespace boost::asio::experimental::awaitable_operators;
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
-  timer.expires_after(std::chrono::seconds(ctx.config.request_timeout_seconds));
+  timer.expires_after(std::chrono::milliseconds(g_request_timeout_ms.load()));
   // as_tuple: the timer loses almost every race, and a thrown operation_aborted per request
   // would cost more than the rest of the chain.
   auto result = co_await (capture(ctx, next) ||
@@ -160,30 +233,36 @@ awaitable<Response> deadline(RequestContext& ctx, Next next) {
   co_return std::move(response);
 }
 
-awaitable<Response> dispatch(RequestContext& ctx) { co_return co_await ctx.route()->handler(ctx); }
-
-awaitable<Response> reject(RequestContext& ctx) {
-  throw *ctx.rejection;
-  co_return Response{};
-}
-
-awaitable<Response> routing(RequestContext& ctx, Next next) {
+std::optional<Response> routing_before(RequestContext& ctx) {
   switch (ctx.match.kind) {
     case Match::Kind::kFound:
-      co_return co_await next(ctx);
+      return std::nullopt;
     case Match::Kind::kMethodNotAllowed: {
       Response r = problem(
           core::ErrorCode::kMethodNotAllowed,
           "This resource does not support " + std::string(method_name(ctx.request.method)) + ".",
           ctx.request_id);
       r.set_header("allow", ctx.match.allow);
-      co_return r;
+      return r;
     }
     case Match::Kind::kNotFound:
       break;
   }
-  co_return problem(core::ErrorCode::kNotFound, "No resource at " + ctx.request.path + ".",
-                    ctx.request_id);
+  return problem(core::ErrorCode::kNotFound, "No resource at " + ctx.request.path + ".",
+                 ctx.request_id);
+}
+
+}  // namespace
+
+const Middleware kRequestId{.name = "request-id",
+                            .stage = Stage::kEdge,
+                            .before = request_id_before,
+                            .after = request_id_after};
+const Middleware kDeadline{.name = "deadline", .stage = Stage::kRouting, .around = deadline};
+const Middleware kRouting{.name = "routing", .stage = Stage::kRouting, .before = routing_before};
+
+void set_request_timeout(std::chrono::milliseconds timeout) {
+  g_request_timeout_ms.store(timeout.count());
 }
 
 }  // namespace hsea::http

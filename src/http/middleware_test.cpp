@@ -9,7 +9,9 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "db/db.hpp"
-#include "ops/metrics.hpp"
+#include "ops/ops.hpp"
+#include "runtime/registrar.hpp"
+#include "security/security.hpp"
 
 namespace hsea::http {
 namespace {
@@ -32,15 +34,21 @@ awaitable<Response> throws_unique(RequestContext&) {
 }
 awaitable<Response> fine(RequestContext&) { co_return Response::json(200, "{}"); }
 
+// The chain as the server builds it (the chain's own steps plus the ops and security modules'
+// edge middleware), run on fake contexts: no network, no database.
 class Pipeline : public ::testing::Test {
  protected:
-  Pipeline() : pool_(io_, db::PoolOptions{.url = "postgresql://nobody@127.0.0.1:1/none"}) {
-    router_.add({.method = Method::kGet, .path = "/internal", .handler = throws_internal});
-    router_.add({.method = Method::kPost, .path = "/api/things", .handler = throws_validation});
-    router_.add({.method = Method::kPost, .path = "/unique", .handler = throws_unique});
-    router_.add({.method = Method::kGet, .path = "/fine", .handler = fine});
-    metrics_ = std::make_unique<ops::Metrics>(1, router_);
-    services_.db = &pool_;
+  Pipeline() {
+    runtime::Registrar registrar(config_);
+    ops::Register(registrar);
+    security::Register(registrar);
+    registrar.route({.method = Method::kGet, .path = "/internal", .handler = throws_internal});
+    registrar.route({.method = Method::kPost, .path = "/api/things", .handler = throws_validation});
+    registrar.route({.method = Method::kPost, .path = "/unique", .handler = throws_unique});
+    registrar.route({.method = Method::kGet, .path = "/fine", .handler = fine});
+    app_.emplace(std::move(registrar).finish());
+    app_->started();
+    chain_ = app_->chain();
   }
 
   Response run(Method method, std::string path, std::vector<Header> headers = {}) {
@@ -48,22 +56,29 @@ class Pipeline : public ::testing::Test {
     request.method = method;
     request.path = path;
     request.headers = std::move(headers);
-    RequestContext ctx(request, config_, *metrics_, services_);
-    ctx.match = router_.match(method, path);
-    static const Middleware kChain[] = {request_id,    access_log, security_headers,
-                                        error_mapping, deadline,   routing};
-    auto future = boost::asio::co_spawn(io_, Next(kChain, dispatch)(ctx), boost::asio::use_future);
+    RequestContext ctx(request);
+    ctx.match = app_->router.match(method, path);
+    auto future = boost::asio::co_spawn(io_, chain_.run(ctx), boost::asio::use_future);
     io_.run();
     io_.restart();
     return future.get();
   }
 
+  std::string metrics() {
+    Request request;
+    request.path = "/metrics";
+    RequestContext ctx(request);
+    ctx.match = app_->router.match(Method::kGet, "/metrics");
+    auto future = boost::asio::co_spawn(io_, chain_.run(ctx), boost::asio::use_future);
+    io_.run();
+    io_.restart();
+    return future.get().body;
+  }
+
   boost::asio::io_context io_;
   core::Config config_ = core::load_config([](std::string_view) { return std::nullopt; }).value();
-  Router router_;
-  db::Pool pool_;
-  std::unique_ptr<ops::Metrics> metrics_;
-  ThreadServices services_;
+  std::optional<runtime::Application> app_;
+  Chain chain_;
 };
 
 TEST_F(Pipeline, UnexpectedExceptionBecomesOpaque500WithRequestId) {
@@ -128,13 +143,89 @@ TEST_F(Pipeline, MetricsCountRequestsByRouteAndStatus) {
   run(Method::kGet, "/fine");
   run(Method::kGet, "/fine");
   run(Method::kGet, "/nothing");
-  std::string text = metrics_->render();
+  std::string text = metrics();
   EXPECT_NE(text.find("hsea_http_requests_total{route=\"/fine\",method=\"GET\",status=\"200\"} 2"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("route=\"unmatched\",method=\"GET\",status=\"404\"} 1"), std::string::npos);
   EXPECT_NE(text.find("hsea_http_request_duration_seconds_count{route=\"/fine\"} 2"),
             std::string::npos);
+}
+
+}  // namespace
+}  // namespace hsea::http
+
+namespace hsea::http {
+namespace {
+
+// The stage order holds whatever order modules register in; synchronous steps wrap like
+// asynchronous ones; a short-circuit still passes the outer steps' `after`.
+std::vector<std::string> g_trace;
+
+std::optional<Response> admission_before(RequestContext&) {
+  g_trace.push_back("admission");
+  return std::nullopt;
+}
+std::optional<Response> tenant_refuses(RequestContext& ctx) {
+  g_trace.push_back("tenant");
+  if (ctx.request.path == "/refused") return Response::json(403, "{}");
+  return std::nullopt;
+}
+void edge_after(RequestContext&, Response& r) {
+  g_trace.push_back("edge-after");
+  r.set_header("x-edge", "1");
+}
+boost::asio::awaitable<Response> identity_around(RequestContext& ctx, Next next) {
+  g_trace.push_back("identity-in");
+  Response r = co_await next(ctx);
+  g_trace.push_back("identity-out");
+  co_return r;
+}
+boost::asio::awaitable<Response> traced(RequestContext&) {
+  g_trace.push_back("handler");
+  co_return Response::json(200, "{}");
+}
+
+Response run_chain(const Chain& chain, const Router& router, std::string path) {
+  boost::asio::io_context io;
+  Request request;
+  request.path = path;
+  RequestContext ctx(request);
+  ctx.match = router.match(Method::kGet, path);
+  auto future = boost::asio::co_spawn(io, chain.run(ctx), boost::asio::use_future);
+  io.run();
+  return future.get();
+}
+
+TEST(Chain, StagesRunInOrderWhateverTheRegistrationOrder) {
+  Router router;
+  router.add({.method = Method::kGet, .path = "/ok", .handler = traced});
+  router.add({.method = Method::kGet, .path = "/refused", .handler = traced});
+  Chain chain({{.name = "a", .stage = Stage::kAdmission, .before = admission_before},
+               {.name = "i", .stage = Stage::kIdentity, .around = identity_around},
+               {.name = "t", .stage = Stage::kTenant, .before = tenant_refuses},
+               {.name = "e", .stage = Stage::kEdge, .after = edge_after},
+               kRouting});
+  g_trace.clear();
+  Response ok = run_chain(chain, router, "/ok");
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.header("x-edge"), "1");
+  EXPECT_EQ(g_trace, (std::vector<std::string>{"tenant", "identity-in", "admission", "handler",
+                                               "identity-out", "edge-after"}));
+  g_trace.clear();
+  Response refused = run_chain(chain, router, "/refused");
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_EQ(refused.header("x-edge"), "1") << "a short-circuit skipped the edge's after";
+  EXPECT_EQ(g_trace, (std::vector<std::string>{"tenant", "edge-after"}));
+}
+
+TEST(Chain, AStepWithBothKindsIsRefusedAtStart) {
+  EXPECT_THROW(Chain({{.name = "bad",
+                       .stage = Stage::kEdge,
+                       .before = admission_before,
+                       .around = identity_around}}),
+               std::logic_error);
+  EXPECT_THROW(Chain({{.name = "empty", .stage = Stage::kEdge}}), std::logic_error);
 }
 
 }  // namespace

@@ -37,6 +37,7 @@ Response problem(const core::ApiError& error, std::string_view request_id) {
   body.push_back('}');
   Response r;
   r.status = info.status;
+  r.problem_code = info.code;
   r.body = std::move(body);
   r.headers.push_back({"content-type", "application/problem+json"});
   if (error.retry_after_seconds() > 0) {

@@ -1,6 +1,6 @@
 #pragma once
 // The one way to declare a route: method, path template ("/api/members/{user_id}"), handler,
-// and what the route needs. Every /api/... route is also served at /api/v1/....
+// and its typed policies. Every /api/... route is also served at /api/v1/....
 #include <boost/asio/awaitable.hpp>
 
 #include <cstddef>
@@ -10,30 +10,26 @@
 #include <vector>
 
 #include "http/message.hpp"
+#include "http/policy.hpp"
 
 namespace hsea::http {
 
 struct RequestContext;
 using Handler = boost::asio::awaitable<Response> (*)(RequestContext&);
 
-// What a route requires before its handler runs; the middleware chain enforces each part.
-struct Needs {
-  bool authenticated = false;       // a user session, JWT or API key
-  bool tenant = false;              // a resolved tenant context
-  std::vector<std::string> roles;   // any of these tenant roles
-  std::vector<std::string> scopes;  // API-key scopes
-  std::string rate_limit;           // rate-limit rule name
-  std::string quota_meter;          // quota meter name
-  std::string body_schema;          // openapi component schema name for the body
-  std::string access_event;         // audit action recorded when a read succeeds (data access)
-};
-
 struct Route {
   Method method = Method::kGet;
   std::string path;  // template; "{name}" matches one segment
   Handler handler = nullptr;
-  Needs needs = {};
+  // What the route requires before its handler runs (authentication, roles, body schema...):
+  // typed values of the modules whose middleware enforce them.
+  Policies policies = {};
   std::size_t id = 0;  // set by Router::add; stable index for metrics
+
+  template <typename P>
+  const P* policy() const {
+    return policies.find<P>();
+  }
 };
 
 struct PathParam {

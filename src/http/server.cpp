@@ -6,7 +6,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/signal_set.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cctype>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <unordered_set>
@@ -41,15 +42,13 @@ constexpr std::size_t kHeaderLimit = 16 * 1024;
 struct Session;
 
 struct Worker {
-  explicit Worker(int i) : index(i), acceptor(io) {}
+  Worker(int i, asio::io_context& context) : index(i), io(context) {}
   int index;
-  // Declared before io: frames of unfinished sessions are destroyed with io and unregister
-  // themselves from this set.
+  // Frames of unfinished sessions are destroyed with io (after drain) and unregister
+  // themselves from this set, so the Worker outlives io.
   std::unordered_set<Session*> sessions;
-  asio::io_context io{1};
-  tcp::acceptor acceptor;
-  ThreadServices services;
-  std::thread thread;
+  asio::io_context& io;
+  std::optional<tcp::acceptor> acceptor;
 };
 
 struct Session {
@@ -114,13 +113,13 @@ bhttp::response<bhttp::string_body> to_beast(Response&& in, unsigned version, bo
 }  // namespace
 
 struct Server::Impl {
-  explicit Impl(ServerParts p) : parts(std::move(p)) {
-    for (int i = 0; i < parts.config.threads; ++i) {
-      workers.push_back(std::make_unique<Worker>(i));
+  explicit Impl(ServerOptions o) : parts(std::move(o)) {
+    for (std::size_t i = 0; i < parts.io.size(); ++i) {
+      workers.push_back(std::make_unique<Worker>(static_cast<int>(i), *parts.io[i]));
     }
   }
 
-  ServerParts parts;
+  ServerOptions parts;
   std::vector<std::unique_ptr<Worker>> workers;
   std::uint16_t bound_port = 0;
   std::atomic<bool> draining{false};
@@ -128,9 +127,9 @@ struct Server::Impl {
 
   awaitable<void> accept_loop(Worker& w) {
     while (true) {
-      auto [ec, socket] = co_await w.acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+      auto [ec, socket] = co_await w.acceptor->async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec) {
-        if (ec == asio::error::operation_aborted || !w.acceptor.is_open()) co_return;
+        if (ec == asio::error::operation_aborted || !w.acceptor->is_open()) co_return;
         log::warn("accept failed", {{"error", ec.message()}});
         continue;  // e.g. EMFILE: keep serving the connections we have
       }
@@ -146,18 +145,6 @@ struct Server::Impl {
         }
       });
     }
-  }
-
-  // Runs the middleware chain for one request. Exceptions never escape error_mapping.
-  awaitable<Response> handle(Worker& w, const Request& request, const core::ApiError* rejection) {
-    RequestContext ctx(request, parts.config, parts.metrics, w.services);
-    if (rejection != nullptr) {
-      ctx.rejection = rejection;
-      // Refused before routing: only the outer layers apply.
-      co_return co_await Next(std::span(parts.chain).first(parts.outer_layers), reject)(ctx);
-    }
-    ctx.match = parts.router.match(request.method, request.path);
-    co_return co_await Next(parts.chain, dispatch)(ctx);
   }
 
   awaitable<void> send(Session& s, Response response, unsigned version, bool keep_alive,
@@ -183,7 +170,9 @@ struct Server::Impl {
       request.path = request.target.substr(0, request.target.find('?'));
     }
     core::ApiError error(code, std::move(detail));
-    Response response = co_await handle(w, request, &error);
+    RequestContext ctx(request);
+    ctx.rejection = &error;
+    Response response = co_await parts.chain.refuse(ctx);
     boost::system::error_code ignored;
     try {
       co_await send(s, std::move(response), 11, false, false);
@@ -248,15 +237,23 @@ struct Server::Impl {
       const auto& message = parser.get();
       Request request = to_request(message, s.remote_ip, parts.config.trust_forwarded_for);
       bool head = request.method == Method::kHead;
-      Response response = co_await handle(w, request, nullptr);
+      RequestContext ctx(request);
+      ctx.match = parts.router.match(request.method, request.path);
+      Response response = co_await parts.chain.run(ctx);
       bool keep_alive = message.keep_alive() && !draining.load(std::memory_order_relaxed);
+      // The status and body size outlive the send, for the after-response hooks.
+      Response summary;
+      summary.status = response.status;
+      summary.problem_code = response.problem_code;
+      bool sent = true;
       try {
         co_await send(s, std::move(response), message.version(), keep_alive, head);
       } catch (const boost::system::system_error& e) {
         log::debug("client went away before the response was sent", {{"error", e.what()}});
-        break;
+        sent = false;
       }
-      if (!keep_alive) break;
+      parts.chain.after_response(ctx, summary);
+      if (!sent || !keep_alive) break;
     }
     boost::system::error_code ignored;
     s.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -266,14 +263,14 @@ struct Server::Impl {
   // their request and close themselves.
   static void stop_accepting(Worker& w) {
     boost::system::error_code ignored;
-    w.acceptor.close(ignored);
+    if (w.acceptor) w.acceptor->close(ignored);
     for (Session* s : w.sessions) {
       if (s->idle) s->stream.socket().cancel(ignored);
     }
   }
 };
 
-Server::Server(ServerParts parts) : impl_(std::make_unique<Impl>(std::move(parts))) {}
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 Server::~Server() = default;
 
 std::uint16_t Server::port() const { return impl_->bound_port; }
@@ -286,50 +283,42 @@ void Server::bind() {
   std::uint16_t port = config.http_port;
   for (auto& w : impl_->workers) {
     tcp::endpoint endpoint(address, port);
-    w->acceptor.open(endpoint.protocol());
-    w->acceptor.set_option(tcp::acceptor::reuse_address(true));
+    w->acceptor.emplace(w->io);
+    w->acceptor->open(endpoint.protocol());
+    w->acceptor->set_option(tcp::acceptor::reuse_address(true));
     int one = 1;
-    ::setsockopt(w->acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    w->acceptor.bind(endpoint, ec);
+    ::setsockopt(w->acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    w->acceptor->bind(endpoint, ec);
     if (ec) {
       throw std::runtime_error(
           fmt::format("cannot listen on {}:{}: {}", config.http_host, port, ec.message()));
     }
-    w->acceptor.listen(asio::socket_base::max_listen_connections);
-    port = w->acceptor.local_endpoint().port();  // port 0: the rest share the chosen port
+    w->acceptor->listen(asio::socket_base::max_listen_connections);
+    port = w->acceptor->local_endpoint().port();  // port 0: the rest share the chosen port
   }
   impl_->bound_port = port;
 }
 
-int Server::run() {
-  Impl& impl = *impl_;
-  for (auto& worker : impl.workers) {
-    Worker* w = worker.get();
-    w->thread = std::thread([&impl, w] {
-      w->services = impl.parts.start_thread(w->index, w->io);
-      w->services.thread_index = w->index;
-      asio::co_spawn(w->io, impl.accept_loop(*w), asio::detached);
-      w->io.run();
-      impl.parts.stop_thread(w->index);
+void Server::start() {
+  for (auto& w : impl_->workers) {
+    asio::co_spawn(w->io, impl_->accept_loop(*w), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("accept loop failed", {{"error", ex.what()}});
+      }
     });
   }
+}
 
-  asio::io_context signals_io;
-  asio::signal_set signals(signals_io, SIGINT, SIGTERM);
-  int received = 0;
-  signals.async_wait([&](boost::system::error_code ec, int signal) {
-    if (!ec) received = signal;
-  });
-  signals_io.run();
-
-  log::info("shutting down",
-            {{"signal", received}, {"grace_seconds", impl.parts.config.shutdown_grace_seconds}});
+void Server::drain(std::chrono::seconds grace) {
+  Impl& impl = *impl_;
   impl.draining = true;
   for (auto& w : impl.workers) {
     asio::post(w->io, [w = w.get()] { Impl::stop_accepting(*w); });
   }
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::seconds(impl.parts.config.shutdown_grace_seconds);
+  auto deadline = std::chrono::steady_clock::now() + grace;
   while (impl.active_sessions.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -346,11 +335,19 @@ int Server::run() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
-  for (auto& w : impl.workers) w->io.stop();
-  for (auto& w : impl.workers) w->thread.join();
-  log::info("stopped");
-  log::flush();
-  return 0;
+  // Acceptors are destroyed on their own threads, while their io_contexts still run.
+  auto closed = std::make_shared<std::atomic<int>>(0);
+  for (auto& w : impl.workers) {
+    asio::post(w->io, [w = w.get(), closed] {
+      w->acceptor.reset();
+      closed->fetch_add(1);
+    });
+  }
+  auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (closed->load() < static_cast<int>(impl.workers.size()) &&
+         std::chrono::steady_clock::now() < limit) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 }  // namespace hsea::http

@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <unordered_map>
 
-#include "app/app.hpp"
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/error.hpp"
@@ -21,8 +20,11 @@
 #include "http/json.hpp"
 #include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
+#include "identity/module.hpp"
 #include "identity/tokens.hpp"
+#include "runtime/registrar.hpp"
 #include "security/audit.hpp"
+#include "security/policies.hpp"
 
 namespace hsea::identity {
 namespace {
@@ -38,27 +40,26 @@ using http::Response;
 const std::vector<std::string> kScopes{"read",         "write",      "tenant:read",  "tenant:write",
                                        "members:read", "audit:read", "api_keys:read"};
 
-constexpr db::Query kInsert{
+HSEA_QUERY kInsert{
     "api_key_insert",
     "INSERT INTO api_keys (tenant_id, id, name, prefix, secret_hash, scopes, created_by, "
     "expires_at) VALUES (NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, $2, $3, "
     "$4, $5::text[], NULLIF($6, '')::uuid, $7::timestamptz) RETURNING id, name, prefix, "
     "scopes::text AS scopes, created_by, created_at, expires_at, last_used_at, request_count, "
     "revoked_at"};
-constexpr db::Query kList{
+HSEA_QUERY kList{
     "api_key_list",
     "SELECT id, name, prefix, scopes::text AS scopes, created_by, created_at, expires_at, "
     "last_used_at, request_count, revoked_at FROM api_keys WHERE revoked_at IS NULL ORDER BY "
     "created_at DESC"};
-constexpr db::Query kGet{
+HSEA_QUERY kGet{
     "api_key_get",
     "SELECT id, name, prefix, scopes::text AS scopes, created_by, created_at, expires_at, "
     "last_used_at, request_count, revoked_at FROM api_keys WHERE id = $1 AND revoked_at IS NULL"};
-constexpr db::Query kRevoke{
-    "api_key_revoke",
-    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"};
+HSEA_QUERY kRevoke{"api_key_revoke",
+                   "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"};
 // The old key keeps working until the grace period ends (or its own expiry, if sooner).
-constexpr db::Query kExpireSoon{
+HSEA_QUERY kExpireSoon{
     "api_key_expire_soon",
     "WITH old AS (SELECT id, expires_at FROM api_keys WHERE id = $1 AND revoked_at IS NULL "
     "FOR UPDATE) "
@@ -67,9 +68,9 @@ constexpr db::Query kExpireSoon{
     "RETURNING k.name, k.scopes::text AS scopes, k.expires_at, "
     "old.expires_at::text AS original_expires_at"};
 
-constexpr db::Query kAddUsage{"api_key_add_usage",
-                              "UPDATE api_keys SET request_count = request_count + $2, "
-                              "last_used_at = GREATEST(last_used_at, now()) WHERE id = $1"};
+HSEA_QUERY kAddUsage{"api_key_add_usage",
+                     "UPDATE api_keys SET request_count = request_count + $2, "
+                     "last_used_at = GREATEST(last_used_at, now()) WHERE id = $1"};
 
 struct UsageCount {
   std::string tenant_id;
@@ -148,7 +149,7 @@ std::string key_id(const RequestContext& ctx) {
 }
 
 awaitable<Response> create_key(RequestContext& ctx) {
-  object body = http::json_body(ctx);
+  const object& body = http::json_body(ctx);
   std::string name = http::required_string(body, "name");
   if (name.empty() || name.size() > 100) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
@@ -158,7 +159,7 @@ awaitable<Response> create_key(RequestContext& ctx) {
   auto expires_at = http::optional_string(body, "expires_at");
   NewKey key = make_key();
   std::string id = core::uuid_v7();
-  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   db::Result r =
       co_await tx.exec(kInsert, db::params(id, name, key.prefix, core::sha256_hex(key.key), scopes,
                                            ctx.principal.user_id, expires_at));
@@ -170,21 +171,21 @@ awaitable<Response> create_key(RequestContext& ctx) {
 }
 
 awaitable<Response> list_keys(RequestContext& ctx) {
-  db::Result r = co_await ctx.db.tenant_query(ctx.tenant_id, kList);
+  db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kList);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) data.push_back(key_json(r, i));
   co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
 }
 
 awaitable<Response> get_key(RequestContext& ctx) {
-  db::Result r = co_await ctx.db.tenant_query(ctx.tenant_id, kGet, db::params(key_id(ctx)));
+  db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kGet, db::params(key_id(ctx)));
   if (r.empty()) throw ApiError(ErrorCode::kNotFound, "No such API key.");
   co_return http::json_response(200, key_json(r, 0));
 }
 
 awaitable<Response> delete_key(RequestContext& ctx) {
   std::string id = key_id(ctx);
-  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   db::Result r = co_await tx.exec(kRevoke, db::params(id));
   if (r.affected() == 0) throw ApiError(ErrorCode::kNotFound, "No such API key.");
   co_await security::record(tx, ctx, security::event("api_key.deleted", "api_key", id));
@@ -195,9 +196,9 @@ awaitable<Response> delete_key(RequestContext& ctx) {
 
 awaitable<Response> rotate_key(RequestContext& ctx) {
   std::string id = key_id(ctx);
-  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   db::Result old =
-      co_await tx.exec(kExpireSoon, db::params(id, ctx.config.api_key_rotation_grace_seconds));
+      co_await tx.exec(kExpireSoon, db::params(id, config().api_key_rotation_grace_seconds));
   if (old.empty()) throw ApiError(ErrorCode::kNotFound, "No such API key.");
   NewKey key = make_key();
   std::string new_id = core::uuid_v7();
@@ -224,51 +225,47 @@ void count_api_key_use(const std::string& tenant_id, const std::string& key_id) 
   ++c.requests;
 }
 
-awaitable<void> flush_api_key_usage_forever(db::Pool& db, int interval_seconds) {
-  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
-  while (true) {
-    timer.expires_after(std::chrono::seconds(interval_seconds));
-    co_await timer.async_wait(boost::asio::use_awaitable);
-    std::unordered_map<std::string, UsageCount> pending;
-    pending.swap(t_usage);
-    for (auto& [key_id, count] : pending) {
-      try {
-        co_await db.tenant_query(count.tenant_id, kAddUsage, db::params(key_id, count.requests));
-      } catch (const std::exception& e) {
-        log::warn("API key usage not recorded", {{"key_id", key_id}, {"error", e.what()}});
-      }
+awaitable<void> flush_api_key_usage() {
+  std::unordered_map<std::string, UsageCount> pending;
+  pending.swap(t_usage);
+  for (auto& [key_id, count] : pending) {
+    try {
+      co_await db::pool().tenant_query(count.tenant_id, kAddUsage,
+                                       db::params(key_id, count.requests));
+    } catch (const std::exception& e) {
+      log::warn("API key usage not recorded", {{"key_id", key_id}, {"error", e.what()}});
     }
   }
 }
 
-void RegisterApiKeys(app::App& app) {
+void register_api_key_routes(runtime::Registrar& reg) {
   using http::Method;
+  using http::Policies;
   const std::vector<std::string> admins{"owner", "admin"};
-  http::Needs manage{.authenticated = true, .tenant = true, .roles = admins};
-  http::Needs read{.authenticated = true,
-                   .tenant = true,
-                   .roles = admins,
-                   .scopes = {"api_keys:read"},
-                   .access_event = "api_key.read"};
-  app.router.add({.method = Method::kPost,
-                  .path = "/api/api-keys",
-                  .handler = create_key,
-                  .needs = {.authenticated = true,
-                            .tenant = true,
-                            .roles = admins,
-                            .body_schema = "CreateApiKeyRequest"}});
-  app.router.add(
-      {.method = Method::kGet, .path = "/api/api-keys", .handler = list_keys, .needs = read});
-  app.router.add(
-      {.method = Method::kGet, .path = "/api/api-keys/{id}", .handler = get_key, .needs = read});
-  app.router.add({.method = Method::kDelete,
-                  .path = "/api/api-keys/{id}",
-                  .handler = delete_key,
-                  .needs = manage});
-  app.router.add({.method = Method::kPost,
-                  .path = "/api/api-keys/{id}/rotate",
-                  .handler = rotate_key,
-                  .needs = manage});
+  const Access manage{.authenticated = true, .tenant = true, .roles = admins};
+  const Access read{
+      .authenticated = true, .tenant = true, .roles = admins, .scopes = {"api_keys:read"}};
+  const security::AccessEvent read_event{"api_key.read"};
+  reg.route({.method = Method::kPost,
+             .path = "/api/api-keys",
+             .handler = create_key,
+             .policies = Policies(manage, security::Body{"CreateApiKeyRequest"})});
+  reg.route({.method = Method::kGet,
+             .path = "/api/api-keys",
+             .handler = list_keys,
+             .policies = Policies(read, read_event)});
+  reg.route({.method = Method::kGet,
+             .path = "/api/api-keys/{id}",
+             .handler = get_key,
+             .policies = Policies(read, read_event)});
+  reg.route({.method = Method::kDelete,
+             .path = "/api/api-keys/{id}",
+             .handler = delete_key,
+             .policies = Policies(manage)});
+  reg.route({.method = Method::kPost,
+             .path = "/api/api-keys/{id}/rotate",
+             .handler = rotate_key,
+             .policies = Policies(manage)});
 }
 
 }  // namespace hsea::identity

@@ -8,8 +8,6 @@
 #include <chrono>
 #include <regex>
 
-#include "app/app.hpp"
-#include "app/shared.hpp"
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/error.hpp"
@@ -18,10 +16,13 @@
 #include "http/json.hpp"
 #include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
+#include "identity/module.hpp"
 #include "identity/password.hpp"
 #include "identity/session_cookie.hpp"
 #include "identity/tokens.hpp"
+#include "runtime/registrar.hpp"
 #include "security/audit.hpp"
+#include "security/policies.hpp"
 
 namespace hsea::identity {
 namespace {
@@ -33,57 +34,54 @@ using core::ErrorCode;
 using http::RequestContext;
 using http::Response;
 
-constexpr db::Query kInsertTenant{
+HSEA_QUERY kInsertTenant{
     "signup_insert_tenant",
     "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING "
     "RETURNING id, slug, name, status, created_at"};
-constexpr db::Query kSlugTaken{"signup_slug_taken",
-                               "SELECT auth_tenant_by_slug($1) IS NOT NULL AS taken"};
-constexpr db::Query kInsertUser{
-    "signup_insert_user",
-    "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) "
-    "RETURNING id, email, name, email_verified, mfa_enabled, created_at"};
-constexpr db::Query kInsertOwner{
+HSEA_QUERY kSlugTaken{"signup_slug_taken", "SELECT auth_tenant_by_slug($1) IS NOT NULL AS taken"};
+HSEA_QUERY kInsertUser{"signup_insert_user",
+                       "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) "
+                       "RETURNING id, email, name, email_verified, mfa_enabled, created_at"};
+HSEA_QUERY kInsertOwner{
     "signup_insert_owner",
     "INSERT INTO memberships (tenant_id, user_id, role) "
     "VALUES (NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, 'owner')"};
-constexpr db::Query kInsertSession{
+HSEA_QUERY kInsertSession{
     "auth_insert_session",
     "INSERT INTO sessions (id, user_id, kind, active_tenant_id, user_agent, ip, expires_at) "
     "VALUES ($1, $2, $3, NULLIF($4, '')::uuid, $5, $6, now() + make_interval(days => $7::int))"};
-constexpr db::Query kInsertRefresh{
+HSEA_QUERY kInsertRefresh{
     "auth_insert_refresh",
     "INSERT INTO refresh_tokens (token_hash, session_id, user_id, expires_at) "
     "VALUES ($1, $2, $3, now() + make_interval(days => $4::int))"};
-constexpr db::Query kUserByEmail{"auth_user_by_email", "SELECT * FROM auth_user_by_email($1)"};
-constexpr db::Query kUserTenants{"auth_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
-constexpr db::Query kRehash{"auth_rehash", "UPDATE users SET password_hash = $2 WHERE id = $1"};
-constexpr db::Query kUserById{
-    "me_user",
-    "SELECT id, email, name, email_verified, mfa_enabled, created_at, updated_at "
-    "FROM users WHERE id = $1"};
-constexpr db::Query kRefreshToken{"auth_refresh_token", "SELECT * FROM auth_refresh_token($1)"};
-constexpr db::Query kSpendRefresh{
+HSEA_QUERY kUserByEmail{"auth_user_by_email", "SELECT * FROM auth_user_by_email($1)"};
+HSEA_QUERY kUserTenants{"auth_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
+HSEA_QUERY kRehash{"auth_rehash", "UPDATE users SET password_hash = $2 WHERE id = $1"};
+HSEA_QUERY kUserById{"me_user",
+                     "SELECT id, email, name, email_verified, mfa_enabled, created_at, updated_at "
+                     "FROM users WHERE id = $1"};
+HSEA_QUERY kRefreshToken{"auth_refresh_token", "SELECT * FROM auth_refresh_token($1)"};
+HSEA_QUERY kSpendRefresh{
     "auth_spend_refresh",
     "UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = $1 AND spent_at IS NULL "
     "AND expires_at > now()"};
-constexpr db::Query kSessionForRefresh{
+HSEA_QUERY kSessionForRefresh{
     "auth_session_for_refresh",
     "UPDATE sessions SET last_seen_at = now() WHERE id = $1 AND revoked_at IS NULL "
     "AND expires_at > now() RETURNING COALESCE(active_tenant_id::text, '') AS tenant_id"};
-constexpr db::Query kRevokeSession{
+HSEA_QUERY kRevokeSession{
     "auth_revoke_session",
     "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"};
-constexpr db::Query kListSessions{
+HSEA_QUERY kListSessions{
     "me_sessions",
     "SELECT id, kind, user_agent, ip, created_at, last_seen_at, expires_at FROM sessions "
     "WHERE revoked_at IS NULL AND expires_at > now() ORDER BY last_seen_at DESC"};
-constexpr db::Query kUpdateName{
+HSEA_QUERY kUpdateName{
     "me_update_name",
     "UPDATE users SET name = $2, updated_at = now() WHERE id = $1 "
     "RETURNING id, email, name, email_verified, mfa_enabled, created_at, updated_at"};
-constexpr db::Query kSoleOwner{"me_sole_owner", "SELECT * FROM auth_sole_owner_tenants($1)"};
-constexpr db::Query kDeleteUser{"me_delete_user", "DELETE FROM users WHERE id = $1"};
+HSEA_QUERY kSoleOwner{"me_sole_owner", "SELECT * FROM auth_sole_owner_tenants($1)"};
+HSEA_QUERY kDeleteUser{"me_delete_user", "DELETE FROM users WHERE id = $1"};
 
 // A dummy Argon2id hash so that unknown e-mails cost as much time as wrong passwords.
 const std::string& dummy_hash() {
@@ -149,9 +147,9 @@ awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, s
   std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
   co_await tx.exec(kInsertSession,
                    db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
-                              user_agent, ctx.request.remote_ip, ctx.config.refresh_token_days));
+                              user_agent, ctx.request.remote_ip, config().refresh_token_days));
   co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(out.refresh_token), out.session_id,
-                                              user_id, ctx.config.refresh_token_days));
+                                              user_id, config().refresh_token_days));
   co_return out;
 }
 
@@ -163,7 +161,7 @@ object token_json(const RequestContext& ctx, const std::string& user_id,
                       .session_id = issued.session_id,
                       .issued_at = now,
                       .expires_at = now + kAccessTokenSeconds};
-  std::string access = ctx.shared->keys().sign(claims);
+  std::string access = state().keys.keys().sign(claims);
   return object{{"access_token", access},
                 {"refresh_token", issued.refresh_token},
                 {"token_type", "Bearer"},
@@ -187,17 +185,17 @@ Response session_response(const RequestContext& ctx, int status, object body, bo
     for (auto& [k, v] : token_json(ctx, user_id, tenant_id, issued)) body[k] = v;
     return http::json_response(status, body);
   }
-  body["csrf_token"] = csrf_token(ctx.config.secret_key, issued.session_id);
+  body["csrf_token"] = csrf_token(config().secret_key, issued.session_id);
   Response r = http::json_response(status, body);
-  set_session_cookies(r, ctx.config, SessionCookie{user_id, issued.session_id, tenant_id},
-                      ctx.config.refresh_token_days * 86400);
+  set_session_cookies(r, config(), SessionCookie{user_id, issued.session_id, tenant_id},
+                      config().refresh_token_days * 86400);
   return r;
 }
 
 // ------------------------------------------------------------------------------- handlers
 
 awaitable<Response> signup(RequestContext& ctx) {
-  object body = http::json_body(ctx);
+  const object& body = http::json_body(ctx);
   std::string email = normalized_email(body);
   std::string password = http::required_string(body, "password");
   std::string name = bounded_name(body, "name");
@@ -209,14 +207,14 @@ awaitable<Response> signup(RequestContext& ctx) {
   bool cookie = wants_cookie(body);
 
   std::string slug = slug_from(organization);
-  if ((co_await ctx.db.query(kSlugTaken, db::params(slug))).get_bool(0, "taken")) {
+  if ((co_await db::pool().query(kSlugTaken, db::params(slug))).get_bool(0, "taken")) {
     slug = slug.substr(0, 35) + "-" + core::random_hex(2);
   }
   auto hash_work = [password] { return hash_password(password); };
-  std::string hash = co_await ctx.shared->blocking.run(std::move(hash_work));
+  std::string hash = co_await runtime::cpu_pool().run(std::move(hash_work));
 
   std::string tenant_id = core::uuid_v7(), user_id = core::uuid_v7();
-  db::Transaction tx = co_await ctx.db.begin(db::scope(tenant_id, user_id));
+  db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
   db::Result tenant = co_await tx.exec(kInsertTenant, db::params(tenant_id, slug, organization));
   // Another sign-up (or a deleted tenant) may hold the slug by now: pick another.
   for (int attempt = 0; tenant.empty() && attempt < 5; ++attempt) {
@@ -254,18 +252,18 @@ awaitable<Response> signup(RequestContext& ctx) {
 }
 
 awaitable<Response> login(RequestContext& ctx) {
-  object body = http::json_body(ctx);
+  const object& body = http::json_body(ctx);
   std::string email = normalized_email(body);
   std::string password = http::required_string(body, "password");
   auto requested_tenant = http::optional_string(body, "tenant_id");
   bool cookie = wants_cookie(body);
-  app::Shared& shared = *ctx.shared;
+  LoginThrottle& throttle = *state().throttle;
 
-  if (auto wait = shared.throttle.retry_after(email, ctx.request.remote_ip)) {
+  if (auto wait = throttle.retry_after(email, ctx.request.remote_ip)) {
     throw ApiError(ErrorCode::kRateLimited, "Too many failed sign-ins; try again later.")
         .retry_after(*wait);
   }
-  db::Result found = co_await ctx.db.query(kUserByEmail, db::params(email));
+  db::Result found = co_await db::pool().query(kUserByEmail, db::params(email));
   std::string hash =
       found.empty() || found.is_null(0, 1) ? std::string() : std::string(found.get(0, 1));
   // Unknown accounts verify against the dummy hash, on the pool like any other (its first use
@@ -273,15 +271,15 @@ awaitable<Response> login(RequestContext& ctx) {
   auto verify_work = [hash, password] {
     return verify_password(hash.empty() ? dummy_hash() : hash, password);
   };
-  bool ok = co_await shared.blocking.run(std::move(verify_work));
+  bool ok = co_await runtime::cpu_pool().run(std::move(verify_work));
   // An account without a password (invited, SSO) never signs in with one.
   ok = ok && !found.empty() && !found.is_null(0, 1);
   std::string user_id = found.empty() ? std::string() : std::string(found.get(0, "id"));
   db::Result tenants;
-  if (!user_id.empty()) tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+  if (!user_id.empty()) tenants = co_await db::pool().query(kUserTenants, db::params(user_id));
 
   if (!ok) {
-    shared.throttle.record_failure(email, ctx.request.remote_ip);
+    throttle.record_failure(email, ctx.request.remote_ip);
     // Each tenant of a known account sees its failed sign-ins.
     for (int i = 0; i < tenants.rows(); ++i) {
       co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
@@ -307,10 +305,10 @@ awaitable<Response> login(RequestContext& ctx) {
 
   if (password_needs_rehash(hash)) {
     auto rehash_work = [password] { return hash_password(password); };
-    std::string fresh = co_await shared.blocking.run(std::move(rehash_work));
-    co_await ctx.db.scoped_query(db::user_scope(user_id), kRehash, db::params(user_id, fresh));
+    std::string fresh = co_await runtime::cpu_pool().run(std::move(rehash_work));
+    co_await db::pool().scoped_query(db::user_scope(user_id), kRehash, db::params(user_id, fresh));
   }
-  db::Transaction tx = co_await ctx.db.begin(db::scope(tenant_id, user_id));
+  db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
   Issued issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie);
   db::Result user = co_await tx.exec(kUserById, db::params(user_id));
   if (!tenant_id.empty()) {
@@ -331,20 +329,20 @@ awaitable<Response> login(RequestContext& ctx) {
 }
 
 awaitable<Response> refresh(RequestContext& ctx) {
-  object body = http::json_body(ctx);
+  const object& body = http::json_body(ctx);
   std::string token = http::required_string(body, "refresh_token");
   std::string token_hash = core::sha256_hex(token);
-  db::Result found = co_await ctx.db.query(kRefreshToken, db::params(token_hash));
+  db::Result found = co_await db::pool().query(kRefreshToken, db::params(token_hash));
   if (found.empty()) throw ApiError(ErrorCode::kUnauthorized, "The refresh token is not valid.");
   std::string user_id(found.get(0, "user_id")), session_id(found.get(0, "session_id"));
 
   if (!found.is_null(0, found.column("spent_at"))) {
     // A spent token presented again: it was stolen or replayed. End the whole family.
-    db::Transaction tx = co_await ctx.db.begin(db::user_scope(user_id));
+    db::Transaction tx = co_await db::pool().begin(db::user_scope(user_id));
     co_await tx.exec(kRevokeSession, db::params(session_id));
     co_await tx.commit();
     invalidate_auth_cache();  // ends cached access at once
-    db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+    db::Result tenants = co_await db::pool().query(kUserTenants, db::params(user_id));
     for (int i = 0; i < tenants.rows(); ++i) {
       co_await security::record_in(
           tenants.text(i, "tenant_id"), ctx,
@@ -354,7 +352,7 @@ awaitable<Response> refresh(RequestContext& ctx) {
                    "The refresh token was already used; every token of its session is revoked.");
   }
 
-  db::Transaction tx = co_await ctx.db.begin(db::user_scope(user_id));
+  db::Transaction tx = co_await db::pool().begin(db::user_scope(user_id));
   db::Result spent = co_await tx.exec(kSpendRefresh, db::params(token_hash));
   db::Result session = co_await tx.exec(kSessionForRefresh, db::params(session_id));
   if (spent.affected() != 1 || session.empty()) {
@@ -363,7 +361,7 @@ awaitable<Response> refresh(RequestContext& ctx) {
   std::string tenant_id(session.get(0, "tenant_id"));
   Issued issued{session_id, core::random_hex(32)};
   co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(issued.refresh_token), session_id,
-                                              user_id, ctx.config.refresh_token_days));
+                                              user_id, config().refresh_token_days));
   co_await tx.commit();
   co_return http::json_response(200, token_json(ctx, user_id, tenant_id, issued));
 }
@@ -373,7 +371,7 @@ awaitable<Response> logout(RequestContext& ctx) {
   if (p.kind != http::Principal::Kind::kUser) {
     throw ApiError(ErrorCode::kBadRequest, "Only a signed-in user can sign out.");
   }
-  db::Transaction tx = co_await ctx.db.begin(db::scope(ctx.tenant_id, p.user_id));
+  db::Transaction tx = co_await db::pool().begin(db::scope(ctx.tenant_id, p.user_id));
   co_await tx.exec(kRevokeSession, db::params(p.session_id));
   if (!ctx.tenant_id.empty()) {
     co_await security::record(tx, ctx, security::event("auth.logout", "session", p.session_id));
@@ -381,12 +379,12 @@ awaitable<Response> logout(RequestContext& ctx) {
   co_await tx.commit();
   invalidate_auth_cache();  // ends cached access at once
   Response r = Response::no_content();
-  if (p.via_cookie) set_session_cookies(r, ctx.config, std::nullopt, 0);
+  if (p.via_cookie) set_session_cookies(r, config(), std::nullopt, 0);
   co_return r;
 }
 
 awaitable<Response> jwks(RequestContext& ctx) {
-  Response r = Response::json(200, ctx.shared->keys().jwks_json());
+  Response r = Response::json(200, state().keys.keys().jwks_json());
   r.set_header("cache-control", "public, max-age=300");
   co_return r;
 }
@@ -394,9 +392,9 @@ awaitable<Response> jwks(RequestContext& ctx) {
 awaitable<Response> get_me(RequestContext& ctx) {
   const std::string& user_id = ctx.principal.user_id;
   db::Result user =
-      co_await ctx.db.scoped_query(db::user_scope(user_id), kUserById, db::params(user_id));
+      co_await db::pool().scoped_query(db::user_scope(user_id), kUserById, db::params(user_id));
   if (user.empty()) throw ApiError(ErrorCode::kNotFound, "The account no longer exists.");
-  db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+  db::Result tenants = co_await db::pool().query(kUserTenants, db::params(user_id));
   object out = user_json(user);
   out["updated_at"] = user.time(0, "updated_at");
   boost::json::array list;
@@ -414,7 +412,7 @@ awaitable<Response> get_me(RequestContext& ctx) {
 }
 
 awaitable<Response> patch_me(RequestContext& ctx) {
-  object body = http::json_body(ctx);
+  const object& body = http::json_body(ctx);
   for (const auto& [key, value] : body) {
     if (key != "name") {
       throw ApiError(ErrorCode::kValidationFailed, "Only the name can be changed here.",
@@ -423,8 +421,8 @@ awaitable<Response> patch_me(RequestContext& ctx) {
   }
   std::string name = bounded_name(body, "name");
   const std::string& user_id = ctx.principal.user_id;
-  db::Result user =
-      co_await ctx.db.scoped_query(db::user_scope(user_id), kUpdateName, db::params(user_id, name));
+  db::Result user = co_await db::pool().scoped_query(db::user_scope(user_id), kUpdateName,
+                                                     db::params(user_id, name));
   object out = user_json(user);
   out["updated_at"] = user.time(0, "updated_at");
   co_return http::json_response(200, out);
@@ -432,23 +430,23 @@ awaitable<Response> patch_me(RequestContext& ctx) {
 
 awaitable<Response> delete_me(RequestContext& ctx) {
   const std::string& user_id = ctx.principal.user_id;
-  db::Result sole = co_await ctx.db.query(kSoleOwner, db::params(user_id));
+  db::Result sole = co_await db::pool().query(kSoleOwner, db::params(user_id));
   if (!sole.empty()) {
     throw ApiError(ErrorCode::kConflict,
                    "You are the only owner of a tenant: make someone else owner or delete the "
                    "tenant first.");
   }
-  db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+  db::Result tenants = co_await db::pool().query(kUserTenants, db::params(user_id));
   for (int i = 0; i < tenants.rows(); ++i) {
     co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
                                  security::event("user.deleted", "user", user_id));
   }
   // Removes the profile, password hash, memberships, sessions and tokens. Audit entries keep
   // only the user's id, which no longer leads to any personal data.
-  co_await ctx.db.scoped_query(db::user_scope(user_id), kDeleteUser, db::params(user_id));
+  co_await db::pool().scoped_query(db::user_scope(user_id), kDeleteUser, db::params(user_id));
   invalidate_auth_cache();
   Response r = Response::no_content();
-  if (ctx.principal.via_cookie) set_session_cookies(r, ctx.config, std::nullopt, 0);
+  if (ctx.principal.via_cookie) set_session_cookies(r, config(), std::nullopt, 0);
   co_return r;
 }
 
@@ -491,7 +489,8 @@ std::string device_label(std::string_view ua) {
 }
 
 awaitable<Response> list_sessions(RequestContext& ctx) {
-  db::Result r = co_await ctx.db.scoped_query(db::user_scope(ctx.principal.user_id), kListSessions);
+  db::Result r =
+      co_await db::pool().scoped_query(db::user_scope(ctx.principal.user_id), kListSessions);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     data.push_back(object{{"id", r.get(i, "id")},
@@ -511,7 +510,7 @@ awaitable<Response> revoke_session(RequestContext& ctx) {
   std::string id(ctx.param("id"));
   if (!core::is_uuid(id)) throw ApiError(ErrorCode::kNotFound, "No such session.");
   const std::string& user_id = ctx.principal.user_id;
-  db::Transaction tx = co_await ctx.db.begin(db::scope(ctx.tenant_id, user_id));
+  db::Transaction tx = co_await db::pool().begin(db::scope(ctx.tenant_id, user_id));
   db::Result r = co_await tx.exec(kRevokeSession, db::params(id));
   if (r.affected() == 0) throw ApiError(ErrorCode::kNotFound, "No such session.");
   if (!ctx.tenant_id.empty()) {
@@ -524,39 +523,46 @@ awaitable<Response> revoke_session(RequestContext& ctx) {
 
 }  // namespace
 
-void Register(app::App& app) {
+void register_auth_routes(runtime::Registrar& reg) {
   using http::Method;
-  http::Needs user{.authenticated = true};
-  app.router.add({.method = Method::kPost,
-                  .path = "/api/auth/signup",
-                  .handler = signup,
-                  .needs = {.body_schema = "SignupRequest"}});
-  app.router.add({.method = Method::kPost,
-                  .path = "/api/auth/login",
-                  .handler = login,
-                  .needs = {.body_schema = "LoginRequest"}});
-  app.router.add({.method = Method::kPost,
-                  .path = "/api/auth/refresh",
-                  .handler = refresh,
-                  .needs = {.body_schema = "RefreshRequest"}});
-  app.router.add(
-      {.method = Method::kPost, .path = "/api/auth/logout", .handler = logout, .needs = user});
-  app.router.add({.method = Method::kGet, .path = "/.well-known/jwks.json", .handler = jwks});
-  app.router.add({.method = Method::kGet, .path = "/api/me", .handler = get_me, .needs = user});
-  app.router.add({.method = Method::kPatch,
-                  .path = "/api/me",
-                  .handler = patch_me,
-                  .needs = {.authenticated = true, .body_schema = "UpdateMeRequest"}});
-  app.router.add(
-      {.method = Method::kDelete, .path = "/api/me", .handler = delete_me, .needs = user});
-  app.router.add({.method = Method::kGet,
-                  .path = "/api/me/sessions",
-                  .handler = list_sessions,
-                  .needs = user});
-  app.router.add({.method = Method::kDelete,
-                  .path = "/api/me/sessions/{id}",
-                  .handler = revoke_session,
-                  .needs = user});
+  using http::Policies;
+  using security::Body;
+  const Access user{.authenticated = true};
+  reg.route({.method = Method::kPost,
+             .path = "/api/auth/signup",
+             .handler = signup,
+             .policies = Policies(Body{"SignupRequest"})});
+  reg.route({.method = Method::kPost,
+             .path = "/api/auth/login",
+             .handler = login,
+             .policies = Policies(Body{"LoginRequest"})});
+  reg.route({.method = Method::kPost,
+             .path = "/api/auth/refresh",
+             .handler = refresh,
+             .policies = Policies(Body{"RefreshRequest"})});
+  reg.route({.method = Method::kPost,
+             .path = "/api/auth/logout",
+             .handler = logout,
+             .policies = Policies(user)});
+  reg.route({.method = Method::kGet, .path = "/.well-known/jwks.json", .handler = jwks});
+  reg.route(
+      {.method = Method::kGet, .path = "/api/me", .handler = get_me, .policies = Policies(user)});
+  reg.route({.method = Method::kPatch,
+             .path = "/api/me",
+             .handler = patch_me,
+             .policies = Policies(user, Body{"UpdateMeRequest"})});
+  reg.route({.method = Method::kDelete,
+             .path = "/api/me",
+             .handler = delete_me,
+             .policies = Policies(user)});
+  reg.route({.method = Method::kGet,
+             .path = "/api/me/sessions",
+             .handler = list_sessions,
+             .policies = Policies(user)});
+  reg.route({.method = Method::kDelete,
+             .path = "/api/me/sessions/{id}",
+             .handler = revoke_session,
+             .policies = Policies(user)});
 }
 
 }  // namespace hsea::identity

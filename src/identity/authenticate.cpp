@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <chrono>
 
-#include "app/shared.hpp"
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/error.hpp"
@@ -11,8 +10,10 @@
 #include "db/db.hpp"
 #include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
+#include "identity/module.hpp"
 #include "identity/session_cookie.hpp"
 #include "identity/tokens.hpp"
+#include "runtime/registrar.hpp"
 
 namespace hsea::identity {
 namespace {
@@ -24,13 +25,13 @@ using http::Principal;
 using http::RequestContext;
 using http::Response;
 
-constexpr db::Query kTenantBySlug{"auth_tenant_by_slug", "SELECT auth_tenant_by_slug($1) AS id"};
-constexpr db::Query kApiKey{"auth_api_key", "SELECT * FROM auth_api_key($1)"};
-constexpr db::Query kTouchApiKey{"auth_touch_api_key",
-                                 "UPDATE api_keys SET last_used_at = now() WHERE id = $1"};
+HSEA_QUERY kTenantBySlug{"auth_tenant_by_slug", "SELECT auth_tenant_by_slug($1) AS id"};
+HSEA_QUERY kApiKey{"auth_api_key", "SELECT * FROM auth_api_key($1)"};
+HSEA_QUERY kTouchApiKey{"auth_touch_api_key",
+                        "UPDATE api_keys SET last_used_at = now() WHERE id = $1"};
 // One round trip per request: is the session live, what is the caller's role in the tenant,
 // is the tenant active; last_seen_at is refreshed at most once a minute.
-constexpr db::Query kSessionAndRole{
+HSEA_QUERY kSessionAndRole{
     "auth_session_and_role",
     "WITH touched AS (UPDATE sessions SET last_seen_at = now() "
     "  WHERE id = $1 AND last_seen_at < now() - interval '60 seconds') "
@@ -79,7 +80,7 @@ awaitable<void> authenticate_api_key(RequestContext& ctx, std::string_view key) 
     act_as_api_key(ctx, *known);
     co_return;
   }
-  db::Result r = co_await ctx.db.query(kApiKey, db::params(key.substr(5, 12)));
+  db::Result r = co_await db::pool().query(kApiKey, db::params(key.substr(5, 12)));
   if (r.empty() || !core::constant_time_equal(r.get(0, "secret_hash"), key_hash)) {
     throw unauthorized("The API key is not valid.");
   }
@@ -99,7 +100,7 @@ awaitable<void> authenticate_api_key(RequestContext& ctx, std::string_view key) 
   cache.put_api_key(key_hash, found, ttl);
   act_as_api_key(ctx, found);
   if (r.get_bool(0, "stale_last_used")) {
-    co_await ctx.db.tenant_query(found.tenant_id, kTouchApiKey, db::params(found.key_id));
+    co_await db::pool().tenant_query(found.tenant_id, kTouchApiKey, db::params(found.key_id));
   }
 }
 
@@ -113,8 +114,8 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
   AuthCache& cache = AuthCache::for_this_thread();
   std::optional<CachedSession> known = cache.session(session_id, ctx.tenant_id);
   if (!known) {
-    db::Result r = co_await ctx.db.scoped_query(db::scope(ctx.tenant_id, user_id), kSessionAndRole,
-                                                db::params(session_id));
+    db::Result r = co_await db::pool().scoped_query(db::scope(ctx.tenant_id, user_id),
+                                                    kSessionAndRole, db::params(session_id));
     if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
     known = CachedSession{r.optional(0, "role").value_or(""),
                           r.optional(0, "tenant_status").value_or("")};
@@ -129,7 +130,8 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
   if (ctx.tenant_id.empty()) co_return;
   bool usable =
       !known->role.empty() && (known->tenant_status == "active" || known->role == "owner");
-  if (!usable && !named && !ctx.route()->needs.tenant) {
+  const Access* access = ctx.policy<Access>();
+  if (!usable && !named && (access == nullptr || !access->tenant)) {
     ctx.tenant_id.clear();
     co_return;
   }
@@ -145,8 +147,10 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
 
 awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
   // Public routes (health, sign-up, JWKS) have no tenant context to resolve.
-  const http::Needs& needs = ctx.route()->needs;
-  if (!needs.authenticated && !needs.tenant) co_return co_await next(ctx);
+  const Access* access = ctx.policy<Access>();
+  if (access == nullptr || (!access->authenticated && !access->tenant)) {
+    co_return co_await next(ctx);
+  }
   std::string_view header = ctx.request.header("x-tenant-id");
   if (!header.empty()) {
     if (!core::is_uuid(header)) {
@@ -155,9 +159,9 @@ awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
     ctx.tenant_id = std::string(header);
     for (char& c : ctx.tenant_id)
       c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  } else if (std::string slug = subdomain(ctx.request.header("host"), ctx.config.base_domain);
+  } else if (std::string slug = subdomain(ctx.request.header("host"), config().base_domain);
              !slug.empty()) {
-    db::Result r = co_await ctx.db.query(kTenantBySlug, db::params(slug));
+    db::Result r = co_await db::pool().query(kTenantBySlug, db::params(slug));
     if (r.empty() || r.is_null(0, 0)) {
       throw ApiError(ErrorCode::kNotFound, "No tenant at this address.");
     }
@@ -167,28 +171,27 @@ awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
 }
 
 awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
-  if (!ctx.route()->needs.authenticated) co_return co_await next(ctx);
+  const Access* access = ctx.policy<Access>();
+  if (access == nullptr || !access->authenticated) co_return co_await next(ctx);
   std::string_view authorization = ctx.request.header("authorization");
   if (authorization.starts_with("Bearer ") || authorization.starts_with("bearer ")) {
     std::string_view credential = authorization.substr(7);
     if (credential.starts_with("hsea_")) {
       co_await authenticate_api_key(ctx, credential);
     } else {
-      auto claims = ctx.shared->keys().verify(credential, unix_now());
+      auto claims = state().keys.keys().verify(credential, unix_now());
       if (!claims && claims.error() == "unknown kid") {
         // Perhaps signed by a key rotated in on another node since this one loaded its keys.
-        app::Shared* shared = ctx.shared;
-        const core::Config* config = &ctx.config;
-        auto reload = [shared, config] {
+        const core::Config* cfg = &config();
+        auto reload = [cfg] {
           try {
-            return shared->reload_keys(config->database_url, config->secret_key,
-                                       config->public_url);
+            return state().keys.reload(cfg->database_url, cfg->secret_key, cfg->public_url);
           } catch (const std::exception&) {
             return false;
           }
         };
-        if (co_await ctx.shared->blocking.run(std::move(reload))) {
-          claims = ctx.shared->keys().verify(credential, unix_now());
+        if (co_await runtime::io_pool().run(std::move(reload))) {
+          claims = state().keys.keys().verify(credential, unix_now());
         }
       }
       if (!claims) {
@@ -202,7 +205,7 @@ awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
     // Cookie sessions are for the web UI; unsafe methods must echo the CSRF token.
     if (!http::is_safe_method(ctx.request.method) &&
         !core::constant_time_equal(ctx.request.header("x-csrf-token"),
-                                   csrf_token(ctx.config.secret_key, cookie->session_id))) {
+                                   csrf_token(config().secret_key, cookie->session_id))) {
       throw ApiError(ErrorCode::kForbidden, "Missing or wrong X-CSRF-Token.");
     }
     ctx.principal.via_cookie = true;
@@ -211,8 +214,10 @@ awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
   co_return co_await next(ctx);
 }
 
-awaitable<Response> authorize(RequestContext& ctx, http::Next next) {
-  const http::Needs& needs = ctx.route()->needs;
+std::optional<Response> authorize(RequestContext& ctx) {
+  static const Access kPublic;
+  const Access* declared = ctx.policy<Access>();
+  const Access& needs = declared != nullptr ? *declared : kPublic;
   const Principal& p = ctx.principal;
   if (needs.authenticated && !p.authenticated()) {
     throw unauthorized("Sign in, or send an access token or API key.");
@@ -238,7 +243,7 @@ awaitable<Response> authorize(RequestContext& ctx, http::Next next) {
              std::ranges::find(needs.roles, p.role) == needs.roles.end()) {
     throw ApiError(ErrorCode::kForbidden, "Your role does not allow this.");
   }
-  co_return co_await next(ctx);
+  return std::nullopt;
 }
 
 }  // namespace hsea::identity

@@ -5,6 +5,7 @@
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/ids.hpp"
+#include "identity/module.hpp"
 #include "identity/tokens.hpp"
 
 namespace hsea::identity {
@@ -47,7 +48,7 @@ std::optional<SessionCookie> read_session_cookie(const http::RequestContext& ctx
   }
   if (parts.size() != 4) return std::nullopt;
   std::string signed_part(value.substr(0, value.size() - parts[3].size() - 1));
-  if (!core::constant_time_equal(parts[3], mac(ctx.config.secret_key, "session", signed_part))) {
+  if (!core::constant_time_equal(parts[3], mac(config().secret_key, "session", signed_part))) {
     return std::nullopt;
   }
   SessionCookie c{std::string(parts[0]), std::string(parts[1]),

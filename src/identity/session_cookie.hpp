@@ -9,6 +9,10 @@
 
 #include "http/context.hpp"
 
+namespace hsea::core {
+struct Config;
+}
+
 namespace hsea::identity {
 
 struct SessionCookie {

@@ -3,16 +3,18 @@
 
 #include <fmt/chrono.h>
 
+#include <algorithm>
 #include <chrono>
 
-#include "app/app.hpp"
 #include "core/build_info.hpp"
+#include "core/config.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/context.hpp"
 #include "ops/metrics.hpp"
 #include "ops/ops.hpp"
 #include "redis/client.hpp"
+#include "runtime/registrar.hpp"
 
 namespace hsea::ops {
 namespace {
@@ -21,7 +23,7 @@ using boost::asio::awaitable;
 using http::RequestContext;
 using http::Response;
 
-constexpr db::Query kPing{"health_ping", "SELECT 1"};
+HSEA_QUERY kPing{"health_ping", "SELECT 1"};
 
 double milliseconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
@@ -37,7 +39,7 @@ awaitable<Response> health(RequestContext& ctx) {
     auto start = std::chrono::steady_clock::now();
     boost::json::object check;
     try {
-      co_await ctx.db.query(kPing);
+      co_await db::pool().query(kPing);
       check["status"] = "up";
     } catch (const db::Error& e) {
       healthy = false;
@@ -47,12 +49,12 @@ awaitable<Response> health(RequestContext& ctx) {
     check["latency_ms"] = milliseconds_since(start);
     checks["database"] = std::move(check);
   }
-  if (ctx.redis != nullptr) {
+  if (redis::Client* redis = redis::client(); redis != nullptr) {
     auto start = std::chrono::steady_clock::now();
     boost::json::object check;
     try {
       std::vector<std::string> ping{std::string("PING")};
-      auto reply = co_await ctx.redis->command(std::move(ping));
+      auto reply = co_await redis->command(std::move(ping));
       check["status"] = reply.is_error() ? std::string_view("down") : std::string_view("up");
       healthy = healthy && !reply.is_error();
     } catch (const redis::Unavailable& e) {
@@ -71,6 +73,15 @@ awaitable<Response> health(RequestContext& ctx) {
 
 std::chrono::system_clock::time_point g_started = std::chrono::system_clock::now();
 
+// Set when the runtime starts: the request metrics (they label by route) and the application
+// whose modules contribute metric sources.
+struct State {
+  const core::Config* config = nullptr;
+  std::unique_ptr<Metrics> metrics;
+  const runtime::Application* app = nullptr;
+};
+State g_state;
+
 awaitable<Response> status(RequestContext&) {
   const core::BuildInfo& build = core::build_info();
   auto uptime = std::chrono::duration<double>(std::chrono::system_clock::now() - g_started);
@@ -84,18 +95,52 @@ awaitable<Response> status(RequestContext&) {
   co_return Response::json(200, boost::json::serialize(body));
 }
 
-awaitable<Response> metrics(RequestContext& ctx) {
-  co_return Response::text(200, ctx.metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
+awaitable<Response> metrics(RequestContext&) {
+  std::string text = g_state.metrics ? g_state.metrics->render() : std::string();
+  if (g_state.app != nullptr) g_state.app->render_metrics(text);
+  co_return Response::text(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+// One JSON log line and the request metrics per request, problem code included.
+void access_log(http::RequestContext& ctx, Response& response) {
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.started).count();
+  runtime::ThreadContext* thread = runtime::ThreadContext::current();
+  if (g_state.metrics) {
+    g_state.metrics->record_request(thread != nullptr ? thread->index() : 0, ctx.route(),
+                                    ctx.request.method, response.status, seconds);
+  }
+  if (g_state.config == nullptr || g_state.config->access_log) {
+    const http::Route* route = ctx.route();
+    log::info("request", {{"request_id", ctx.request_id},
+                          {"trace_id", ctx.trace_id},
+                          {"tenant_id", ctx.tenant_id},
+                          {"method", http::method_name(ctx.request.method)},
+                          {"path", ctx.request.path},
+                          {"route", route ? std::string_view(route->path) : "unmatched"},
+                          {"status", response.status},
+                          {"problem", response.problem_code},
+                          {"duration_ms", seconds * 1000.0},
+                          {"bytes", response.body.size()},
+                          {"remote_ip", ctx.request.remote_ip}});
+  }
 }
 
 }  // namespace
 
-void Register(app::App& app) {
+void Register(runtime::Registrar& reg) {
   g_started = std::chrono::system_clock::now();
-  app.router.add({.method = http::Method::kGet, .path = "/health/live", .handler = live});
-  app.router.add({.method = http::Method::kGet, .path = "/health", .handler = health});
-  app.router.add({.method = http::Method::kGet, .path = "/status", .handler = status});
-  app.router.add({.method = http::Method::kGet, .path = "/metrics", .handler = metrics});
+  g_state.config = &reg.config();
+  reg.middleware({.name = "access-log", .stage = http::Stage::kEdge, .after = access_log});
+  reg.route({.method = http::Method::kGet, .path = "/health/live", .handler = live});
+  reg.route({.method = http::Method::kGet, .path = "/health", .handler = health});
+  reg.route({.method = http::Method::kGet, .path = "/status", .handler = status});
+  reg.route({.method = http::Method::kGet, .path = "/metrics", .handler = metrics});
+  int threads = reg.config().threads;
+  reg.on_start([threads](runtime::Application& app) {
+    g_state.metrics = std::make_unique<Metrics>(std::max(threads, 1), app.router);
+    g_state.app = &app;
+  });
 }
 
 }  // namespace hsea::ops

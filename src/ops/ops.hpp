@@ -1,12 +1,12 @@
 #pragma once
-// Operations endpoints: GET /health/live, GET /health, GET /status, GET /metrics.
-
-namespace hsea::app {
-struct App;
+// Operations: the access log and request metrics (an edge middleware), and the endpoints
+// GET /health/live, GET /health, GET /status, GET /metrics.
+namespace hsea::runtime {
+class Registrar;
 }
 
 namespace hsea::ops {
 
-void Register(app::App& app);
+void Register(runtime::Registrar& registrar);
 
 }  // namespace hsea::ops

@@ -11,8 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "core/redis_url.hpp"
+
 namespace boost::asio {
 class io_context;
+}
+
+namespace hsea::runtime {
+class Registrar;
 }
 
 namespace hsea::redis {
@@ -33,14 +39,8 @@ class Unavailable : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-struct Url {
-  std::string host = "127.0.0.1";
-  int port = 6379;
-  std::string password;
-  int db = 0;
-};
-// "redis://[:password@]host[:port][/db]"; throws std::invalid_argument on a bad URL.
-Url parse_url(const std::string& url);
+using Url = core::RedisUrl;
+inline Url parse_url(const std::string& url) { return core::parse_redis_url(url); }
 
 class Client {
  public:
@@ -65,5 +65,10 @@ class Client {
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };
+
+// The Redis module: when HSEA_REDIS_URL is set, one Client per I/O thread.
+void Register(runtime::Registrar& registrar);
+// The calling I/O thread's client, or null when Redis is not configured.
+Client* client();
 
 }  // namespace hsea::redis

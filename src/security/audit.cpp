@@ -10,46 +10,75 @@
 namespace hsea::security {
 namespace {
 
-constexpr db::Query kInsert{
+HSEA_QUERY kInsert{
     "audit_insert",
     "INSERT INTO audit_logs (tenant_id, id, actor_type, actor_id, action, target_type, "
     "target_id, ip, user_agent, request_id, metadata) VALUES ("
     "NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, $2, $3, $4, $5, $6, $7, $8, "
     "$9, $10::jsonb)"};
 
-constexpr db::Query kPrune{"audit_prune", "SELECT audit_prune($1::int) AS removed"};
+HSEA_QUERY kPrune{"audit_prune", "SELECT audit_prune($1::int) AS removed"};
 
-db::Params insert_params(const http::RequestContext& ctx, AuditEvent& e) {
-  if (e.actor_type.empty()) {
-    switch (ctx.principal.kind) {
-      case http::Principal::Kind::kUser:
-        e.actor_type = "user";
-        e.actor_id = ctx.principal.user_id;
-        break;
-      case http::Principal::Kind::kApiKey:
-        e.actor_type = "api_key";
-        e.actor_id = ctx.principal.api_key_id;
-        break;
-      case http::Principal::Kind::kAnonymous:
-        e.actor_type = "anonymous";
-        break;
-    }
-  }
-  std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
-  return db::params(core::uuid_v7(), e.actor_type, e.actor_id, e.action, e.target_type, e.target_id,
-                    ctx.request.remote_ip, user_agent, ctx.request_id, e.metadata);
+db::Params insert_params(const Actor& actor, const Origin& origin, const AuditEvent& e) {
+  std::string type = e.actor_type.empty() ? std::string(actor_type(actor.kind)) : e.actor_type;
+  std::string id = e.actor_type.empty() ? actor.id : e.actor_id;
+  return db::params(core::uuid_v7(), type, id, e.action, e.target_type, e.target_id, origin.ip,
+                    origin.user_agent.substr(0, 512), origin.request_id, e.metadata);
 }
 
 }  // namespace
 
+std::string_view actor_type(Actor::Kind kind) {
+  switch (kind) {
+    case Actor::Kind::kUser:
+      return "user";
+    case Actor::Kind::kApiKey:
+      return "api_key";
+    case Actor::Kind::kSystem:
+      return "system";
+    case Actor::Kind::kJob:
+      return "job";
+    case Actor::Kind::kStripeWebhook:
+      return "stripe_webhook";
+    case Actor::Kind::kOperator:
+      return "operator";
+    case Actor::Kind::kAnonymous:
+      break;
+  }
+  return "anonymous";
+}
+
+Actor actor_of(const http::RequestContext& ctx) {
+  switch (ctx.principal.kind) {
+    case http::Principal::Kind::kUser:
+      return Actor{Actor::Kind::kUser, ctx.principal.user_id};
+    case http::Principal::Kind::kApiKey:
+      return Actor{Actor::Kind::kApiKey, ctx.principal.api_key_id};
+    case http::Principal::Kind::kAnonymous:
+      break;
+  }
+  return Actor{};
+}
+
+Origin origin_of(const http::RequestContext& ctx) {
+  return Origin{ctx.request.remote_ip, std::string(ctx.request.header("user-agent")),
+                ctx.request_id};
+}
+
+boost::asio::awaitable<void> record(db::Transaction& tx, Actor actor, Origin origin,
+                                    AuditEvent event) {
+  co_await tx.exec(kInsert, insert_params(actor, origin, event));
+}
+
 boost::asio::awaitable<void> record(db::Transaction& tx, const http::RequestContext& ctx,
                                     AuditEvent event) {
-  co_await tx.exec(kInsert, insert_params(ctx, event));
+  co_await tx.exec(kInsert, insert_params(actor_of(ctx), origin_of(ctx), event));
 }
 
 boost::asio::awaitable<void> record_in(std::string tenant_id, const http::RequestContext& ctx,
                                        AuditEvent event) {
-  co_await ctx.db.tenant_query(std::move(tenant_id), kInsert, insert_params(ctx, event));
+  co_await db::pool().tenant_query(std::move(tenant_id), kInsert,
+                                   insert_params(actor_of(ctx), origin_of(ctx), event));
 }
 
 boost::asio::awaitable<std::int64_t> prune(db::Pool& db, int days) {

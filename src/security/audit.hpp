@@ -27,6 +27,23 @@ struct AuditEvent {
   std::string actor_id;
 };
 
+// Who did it, independent of HTTP: a request's user or API key, a job, a Stripe webhook, an
+// operator command.
+struct Actor {
+  enum class Kind { kAnonymous, kUser, kApiKey, kSystem, kJob, kStripeWebhook, kOperator };
+  Kind kind = Kind::kAnonymous;
+  std::string id;  // user id, API key id, job id, Stripe event id, operator name
+};
+std::string_view actor_type(Actor::Kind kind);  // the audit_logs.actor_type value
+
+// Where it came from: for a request its client address, user agent and request id; for a job
+// or webhook its id as request_id.
+struct Origin {
+  std::string ip;
+  std::string user_agent;
+  std::string request_id;
+};
+
 // Build events with these (not braced temporaries inside co_await; see db::tenant_scope).
 inline AuditEvent event(std::string action, std::string target_type, std::string target_id,
                         std::string metadata = "{}") {
@@ -40,9 +57,15 @@ inline AuditEvent event_by(std::string actor_type, std::string actor_id, std::st
                     std::move(actor_type), std::move(actor_id)};
 }
 
-// Inside a transaction whose scope names the tenant.
+// Inside a transaction whose scope names the tenant (the entry commits or rolls back with the
+// change it describes). event.actor_type/actor_id, when set, override the actor.
+boost::asio::awaitable<void> record(db::Transaction& tx, Actor actor, Origin origin,
+                                    AuditEvent event);
+// The same for a request: its principal is the actor, its client the origin.
 boost::asio::awaitable<void> record(db::Transaction& tx, const http::RequestContext& ctx,
                                     AuditEvent event);
+Actor actor_of(const http::RequestContext& ctx);
+Origin origin_of(const http::RequestContext& ctx);
 // In a transaction of its own, for the given tenant.
 boost::asio::awaitable<void> record_in(std::string tenant_id, const http::RequestContext& ctx,
                                        AuditEvent event);

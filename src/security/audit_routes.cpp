@@ -6,13 +6,13 @@
 
 #include <charconv>
 
-#include "app/app.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
 #include "security/audit.hpp"
 #include "security/security.hpp"
+#include "security/steps.hpp"
 
 namespace hsea::security {
 namespace {
@@ -23,23 +23,24 @@ using core::ApiError;
 using core::ErrorCode;
 
 // Newest first; the cursor is the id of the last entry seen (UUIDv7 ids sort by time).
-constexpr db::Query kList{
-    "audit_list",
-    "SELECT id, actor_type, actor_id, action, target_type, target_id, ip, user_agent, "
-    "request_id, metadata::text AS metadata, created_at FROM audit_logs "
-    "WHERE ($1::text IS NULL OR actor_id = $1) "
-    "  AND ($2::text IS NULL OR action = $2 OR starts_with(action, $2 || '.')) "
-    "  AND ($3::text IS NULL OR target_id = $3) "
-    "  AND ($4::timestamptz IS NULL OR created_at >= $4) "
-    "  AND ($5::timestamptz IS NULL OR created_at < $5) "
-    "  AND ($6::uuid IS NULL OR id < $6) "
-    "ORDER BY id DESC LIMIT $7"};
+HSEA_QUERY kList{"audit_list",
+                 "SELECT id, actor_type, actor_id, action, target_type, target_id, ip, user_agent, "
+                 "request_id, metadata::text AS metadata, created_at FROM audit_logs "
+                 "WHERE ($1::text IS NULL OR actor_id = $1) "
+                 "  AND ($2::text IS NULL OR action = $2 OR starts_with(action, $2 || '.')) "
+                 "  AND ($3::text IS NULL OR target_id = $3) "
+                 "  AND ($4::timestamptz IS NULL OR created_at >= $4) "
+                 "  AND ($5::timestamptz IS NULL OR created_at < $5) "
+                 "  AND ($6::uuid IS NULL OR id < $6) "
+                 "ORDER BY id DESC LIMIT $7"};
 
 std::optional<std::string> query_param(const http::RequestContext& ctx, std::string_view name) {
   std::string value;
   if (!ctx.request.query_param(name, value) || value.empty()) return std::nullopt;
   return value;
 }
+
+}  // namespace
 
 awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
   int limit = 50;
@@ -56,7 +57,7 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
                    {{"starting_after", "must be an audit entry id"}});
   }
   // Time bounds are passed to PostgreSQL, which rejects a bad timestamp with 22007 -> 422.
-  db::Result r = co_await ctx.db.tenant_query(
+  db::Result r = co_await db::pool().tenant_query(
       ctx.tenant_id, kList,
       db::params(query_param(ctx, "actor"), query_param(ctx, "action"), query_param(ctx, "target"),
                  query_param(ctx, "since"), query_param(ctx, "until"), cursor, limit + 1));
@@ -78,27 +79,16 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
                                 object{{"data", std::move(data)}, {"has_more", r.rows() > limit}});
 }
 
-}  // namespace
-
 awaitable<http::Response> record_access(http::RequestContext& ctx, http::Next next) {
   http::Response response = co_await next(ctx);
-  const std::string& action = ctx.route()->needs.access_event;
-  if (!action.empty() && response.status < 400 && !ctx.tenant_id.empty()) {
+  const AccessEvent* access = ctx.policy<AccessEvent>();
+  if (access != nullptr && response.status < 400 && !ctx.tenant_id.empty()) {
     boost::json::object query{{"path", ctx.request.path}, {"query", ctx.request.query}};
-    co_await record_in(ctx.tenant_id, ctx,
-                       event(action, "tenant", ctx.tenant_id, boost::json::serialize(query)));
+    co_await record_in(
+        ctx.tenant_id, ctx,
+        event(access->action, "tenant", ctx.tenant_id, boost::json::serialize(query)));
   }
   co_return response;
-}
-
-void Register(app::App& app) {
-  app.router.add({.method = http::Method::kGet,
-                  .path = "/api/audit-logs",
-                  .handler = list_audit_logs,
-                  .needs = {.authenticated = true,
-                            .tenant = true,
-                            .roles = {"owner", "admin"},
-                            .scopes = {"audit:read"}}});
 }
 
 }  // namespace hsea::security

@@ -18,6 +18,7 @@
 #include "core/embedded.hpp"
 #include "http/json.hpp"
 #include "security/security.hpp"
+#include "security/steps.hpp"
 
 namespace hsea::security {
 namespace {
@@ -103,18 +104,18 @@ std::vector<core::FieldError> schema_errors(const std::string& schema_name,
   return errors_of(schema_name, value);
 }
 
-boost::asio::awaitable<http::Response> validate_body(http::RequestContext& ctx, http::Next next) {
-  const std::string& schema = ctx.route()->needs.body_schema;
-  if (!schema.empty()) {
-    boost::json::value body = http::json_body(ctx);  // 415 / 400 first
-    auto errors = errors_of(schema, body);
-    if (!errors.empty()) {
-      throw core::ApiError(core::ErrorCode::kValidationFailed,
-                           "The request body does not match the " + schema + " schema.",
-                           std::move(errors));
-    }
+std::optional<http::Response> validate_body(http::RequestContext& ctx) {
+  const Body* body_policy = ctx.policy<Body>();
+  if (body_policy == nullptr) return std::nullopt;
+  const std::string& schema = body_policy->schema;
+  boost::json::value body = http::json_body(ctx);  // 415 / 400 first
+  auto errors = errors_of(schema, body);
+  if (!errors.empty()) {
+    throw core::ApiError(core::ErrorCode::kValidationFailed,
+                         "The request body does not match the " + schema + " schema.",
+                         std::move(errors));
   }
-  co_return co_await next(ctx);
+  return std::nullopt;
 }
 
 }  // namespace hsea::security

@@ -4,18 +4,22 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <cstdio>
 #include <optional>
 #include <regex>
 
-#include "app/app.hpp"
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/blocking.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "identity/access.hpp"
 #include "identity/auth_cache.hpp"
+#include "runtime/registrar.hpp"
 #include "security/audit.hpp"
+#include "security/policies.hpp"
 
 namespace hsea::tenancy {
 namespace {
@@ -27,38 +31,37 @@ using core::ErrorCode;
 using http::RequestContext;
 using http::Response;
 
-constexpr db::Query kPurgeDue{"tenancy_purge_due", "SELECT tenants_purge_due() AS removed"};
-constexpr db::Query kUserTenants{"tenancy_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
-constexpr db::Query kTenant{
+HSEA_QUERY kPurgeDue{"tenancy_purge_due", "SELECT tenants_purge_due() AS removed"};
+HSEA_QUERY kUserTenants{"tenancy_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
+HSEA_QUERY kTenant{
     "tenancy_tenant",
     "SELECT id, slug, name, status, created_at, updated_at, deletion_scheduled_at FROM tenants"};
-constexpr db::Query kUpdateTenant{
+HSEA_QUERY kUpdateTenant{
     "tenancy_update_tenant",
     "UPDATE tenants SET name = COALESCE($1, name), slug = COALESCE($2, slug), "
     "updated_at = now() "
     "WHERE $2::text IS NULL OR COALESCE(auth_tenant_by_slug($2) = id, true) "
     "RETURNING id, slug, name, status, created_at, updated_at, deletion_scheduled_at"};
-constexpr db::Query kScheduleDeletion{
+HSEA_QUERY kScheduleDeletion{
     "tenancy_schedule_deletion",
     "UPDATE tenants SET status = 'suspended', suspended_at = now(), "
     "deletion_scheduled_at = now() + make_interval(days => $1::int), updated_at = now() "
     "RETURNING id, slug, name, status, created_at, updated_at, deletion_scheduled_at"};
-constexpr db::Query kMembers{
-    "tenancy_members",
-    "SELECT m.user_id, u.email, u.name, m.role, m.created_at FROM memberships m "
-    "JOIN users u ON u.id = m.user_id ORDER BY m.created_at, m.user_id"};
-constexpr db::Query kMember{
+HSEA_QUERY kMembers{"tenancy_members",
+                    "SELECT m.user_id, u.email, u.name, m.role, m.created_at FROM memberships m "
+                    "JOIN users u ON u.id = m.user_id ORDER BY m.created_at, m.user_id"};
+HSEA_QUERY kMember{
     "tenancy_member",
     "SELECT m.user_id, m.role, (SELECT count(*) FROM memberships WHERE role = 'owner') AS owners "
     "FROM memberships m WHERE m.user_id = $1 FOR UPDATE"};
-constexpr db::Query kLockOwners{"tenancy_lock_owners",
-                                "SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE"};
-constexpr db::Query kSetRole{
-    "tenancy_set_role",
-    "UPDATE memberships SET role = $2, updated_at = now() WHERE user_id = $1 "
-    "RETURNING user_id, role, created_at"};
-constexpr db::Query kRemoveMember{"tenancy_remove_member",
-                                  "DELETE FROM memberships WHERE user_id = $1"};
+HSEA_QUERY kLockOwners{"tenancy_lock_owners",
+                       "SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE"};
+HSEA_QUERY kSetRole{"tenancy_set_role",
+                    "UPDATE memberships SET role = $2, updated_at = now() WHERE user_id = $1 "
+                    "RETURNING user_id, role, created_at"};
+HSEA_QUERY kRemoveMember{"tenancy_remove_member", "DELETE FROM memberships WHERE user_id = $1"};
+
+int g_deletion_grace_days = 30;  // HSEA_TENANT_DELETION_GRACE_DAYS, set by Register
 
 object tenant_json(const db::Result& r) {
   return object{
@@ -74,7 +77,7 @@ object tenant_json(const db::Result& r) {
 }
 
 awaitable<Response> list_tenants(RequestContext& ctx) {
-  db::Result r = co_await ctx.db.query(kUserTenants, db::params(ctx.principal.user_id));
+  db::Result r = co_await db::pool().query(kUserTenants, db::params(ctx.principal.user_id));
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     data.push_back(object{{"id", r.get(i, "tenant_id")},
@@ -87,13 +90,13 @@ awaitable<Response> list_tenants(RequestContext& ctx) {
 }
 
 awaitable<Response> get_tenant(RequestContext& ctx) {
-  db::Result r = co_await ctx.db.tenant_query(ctx.tenant_id, kTenant);
+  db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kTenant);
   if (r.empty()) throw ApiError(ErrorCode::kNotFound, "No such tenant.");
   co_return http::json_response(200, tenant_json(r));
 }
 
 awaitable<Response> patch_tenant(RequestContext& ctx) {
-  object body = http::json_body(ctx);
+  const object& body = http::json_body(ctx);
   std::optional<std::string> name, slug;
   std::vector<core::FieldError> errors;
   for (const auto& [key, value] : body) {
@@ -112,7 +115,7 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
   if (!errors.empty()) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the fields.", std::move(errors));
   }
-  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   db::Result r;
   try {
     r = co_await tx.exec(kUpdateTenant, db::params(name, slug));
@@ -134,9 +137,8 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
 }
 
 awaitable<Response> delete_tenant(RequestContext& ctx) {
-  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
-  db::Result r =
-      co_await tx.exec(kScheduleDeletion, db::params(ctx.config.tenant_deletion_grace_days));
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  db::Result r = co_await tx.exec(kScheduleDeletion, db::params(g_deletion_grace_days));
   co_await security::record(tx, ctx,
                             security::event("tenant.deletion_scheduled", "tenant", ctx.tenant_id));
   co_await tx.commit();
@@ -147,7 +149,7 @@ awaitable<Response> delete_tenant(RequestContext& ctx) {
 awaitable<Response> list_members(RequestContext& ctx) {
   // A named factory, not a braced Scope: g++ 12 destroys such a coroutine argument twice.
   db::Result r =
-      co_await ctx.db.scoped_query(db::scope(ctx.tenant_id, ctx.principal.user_id), kMembers);
+      co_await db::pool().scoped_query(db::scope(ctx.tenant_id, ctx.principal.user_id), kMembers);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     data.push_back(object{{"user_id", r.get(i, "user_id")},
@@ -181,7 +183,7 @@ std::optional<ApiError> owner_change_refusal(const RequestContext& ctx, const db
 
 awaitable<Response> patch_member(RequestContext& ctx) {
   std::string user_id = member_id(ctx);
-  object body = http::json_body(ctx);
+  const object& body = http::json_body(ctx);
   std::string role = http::required_string(body, "role");
   if (role != "owner" && role != "admin" && role != "member" && role != "billing") {
     throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
@@ -190,7 +192,7 @@ awaitable<Response> patch_member(RequestContext& ctx) {
   if (role == "owner" && ctx.principal.role != "owner") {
     throw ApiError(ErrorCode::kForbidden, "Only an owner can make someone an owner.");
   }
-  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   co_await tx.exec(kLockOwners);  // serialises concurrent owner changes
   db::Result member = co_await tx.exec(kMember, db::params(user_id));
   if (auto refusal = owner_change_refusal(ctx, member, role == "owner")) {
@@ -215,7 +217,7 @@ awaitable<Response> patch_member(RequestContext& ctx) {
 
 awaitable<Response> delete_member(RequestContext& ctx) {
   std::string user_id = member_id(ctx);
-  db::Transaction tx = co_await ctx.db.begin(db::tenant_scope(ctx.tenant_id));
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   co_await tx.exec(kLockOwners);
   db::Result member = co_await tx.exec(kMember, db::params(user_id));
   if (auto refusal = owner_change_refusal(ctx, member, false)) {
@@ -236,56 +238,85 @@ awaitable<std::int64_t> purge_due_tenants(db::Pool& db) {
   co_return r.get_int(0, "removed");
 }
 
+namespace {
+awaitable<void> purge_and_log() {
+  std::int64_t purged = co_await purge_due_tenants(db::pool());
+  if (purged > 0) log::info("deleted tenants purged", {{"tenants", purged}});
+}
+}  // namespace
+
 long purge_due_tenants(const std::string& database_url) {
   db::BlockingConnection conn(database_url, "tenant purge");
   return conn.exec(kPurgeDue.sql).get_int(0, "removed");
 }
 
-void Register(app::App& app) {
+void Register(runtime::Registrar& reg) {
   using http::Method;
+  using http::Policies;
+  using identity::Access;
+  g_deletion_grace_days = reg.config().tenant_deletion_grace_days;
   const std::vector<std::string> anyone{"owner", "admin", "member", "billing"};
   const std::vector<std::string> admins{"owner", "admin"};
-  app.router.add({.method = Method::kGet,
-                  .path = "/api/tenants",
-                  .handler = list_tenants,
-                  .needs = {.authenticated = true}});
-  app.router.add(
+  reg.route({.method = Method::kGet,
+             .path = "/api/tenants",
+             .handler = list_tenants,
+             .policies = Policies(Access{.authenticated = true})});
+  reg.route(
       {.method = Method::kGet,
        .path = "/api/tenant",
        .handler = get_tenant,
-       .needs = {
-           .authenticated = true, .tenant = true, .roles = anyone, .scopes = {"tenant:read"}}});
-  app.router.add({.method = Method::kPatch,
-                  .path = "/api/tenant",
-                  .handler = patch_tenant,
-                  .needs = {.authenticated = true,
-                            .tenant = true,
-                            .roles = admins,
-                            .scopes = {"tenant:write"},
-                            .body_schema = "UpdateTenantRequest"}});
-  app.router.add({.method = Method::kDelete,
-                  .path = "/api/tenant",
-                  .handler = delete_tenant,
-                  .needs = {.authenticated = true, .tenant = true, .roles = {"owner"}}});
-  app.router.add({.method = Method::kGet,
-                  .path = "/api/members",
-                  .handler = list_members,
-                  .needs = {.authenticated = true,
-                            .tenant = true,
-                            .roles = anyone,
-                            .scopes = {"members:read"},
-                            .access_event = "member.read"}});
-  app.router.add({.method = Method::kPatch,
-                  .path = "/api/members/{user_id}",
-                  .handler = patch_member,
-                  .needs = {.authenticated = true,
-                            .tenant = true,
-                            .roles = admins,
-                            .body_schema = "UpdateMemberRequest"}});
-  app.router.add({.method = Method::kDelete,
-                  .path = "/api/members/{user_id}",
-                  .handler = delete_member,
-                  .needs = {.authenticated = true, .tenant = true, .roles = admins}});
+       .policies = Policies(Access{
+           .authenticated = true, .tenant = true, .roles = anyone, .scopes = {"tenant:read"}})});
+  reg.route(
+      {.method = Method::kPatch,
+       .path = "/api/tenant",
+       .handler = patch_tenant,
+       .policies = Policies(
+           Access{
+               .authenticated = true, .tenant = true, .roles = admins, .scopes = {"tenant:write"}},
+           security::Body{"UpdateTenantRequest"})});
+  reg.route(
+      {.method = Method::kDelete,
+       .path = "/api/tenant",
+       .handler = delete_tenant,
+       .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = {"owner"}})});
+  reg.route(
+      {.method = Method::kGet,
+       .path = "/api/members",
+       .handler = list_members,
+       .policies = Policies(
+           Access{
+               .authenticated = true, .tenant = true, .roles = anyone, .scopes = {"members:read"}},
+           security::AccessEvent{"member.read"})});
+  reg.route({.method = Method::kPatch,
+             .path = "/api/members/{user_id}",
+             .handler = patch_member,
+             .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins},
+                                  security::Body{"UpdateMemberRequest"})});
+  reg.route({.method = Method::kDelete,
+             .path = "/api/members/{user_id}",
+             .handler = delete_member,
+             .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins})});
+
+  // Tenants past their deletion grace period are removed daily, by one node of the cluster.
+  reg.periodic({.name = "tenant-purge",
+                .interval = std::chrono::hours(24),
+                .first_delay = std::chrono::minutes(1),
+                .once_per_cluster = true,
+                .run = []() -> boost::asio::awaitable<void> { return purge_and_log(); }});
+  reg.command({.path = {"tenants", "purge"},
+               .help = "remove tenants whose deletion grace period is over, with their data",
+               .run = [](const core::Config& c) {
+                 try {
+                   long removed = purge_due_tenants(c.database_url);
+                   std::printf("tenants: removed %ld tenants past their deletion grace period\n",
+                               removed);
+                   return 0;
+                 } catch (const std::exception& e) {
+                   std::fprintf(stderr, "hsea tenants purge: %s\n", e.what());
+                   return 1;
+                 }
+               }});
 }
 
 }  // namespace hsea::tenancy

@@ -6,8 +6,8 @@
 // Tenants and memberships: GET /api/tenants, GET/PATCH/DELETE /api/tenant,
 // GET /api/members, PATCH/DELETE /api/members/{user_id}.
 
-namespace hsea::app {
-struct App;
+namespace hsea::runtime {
+class Registrar;
 }
 namespace hsea::db {
 class Pool;
@@ -15,7 +15,7 @@ class Pool;
 
 namespace hsea::tenancy {
 
-void Register(app::App& app);
+void Register(runtime::Registrar& registrar);
 
 // Removes tenants whose deletion grace period is over, with all their data; returns how many.
 // The server runs it daily; `hsea tenants purge` runs it once (blocking).

@@ -1,0 +1,139 @@
+// The database module on a real runtime: per-thread pools, once-per-cluster claims between
+// nodes, and errors that name their statement.
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include "core/config.hpp"
+#include "db/db.hpp"
+#include "runtime/registrar.hpp"
+#include "testkit/testkit.hpp"
+
+namespace hsea::db {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr Query kBroken{"test_broken_statement", "SELECT * FROM no_such_table"};
+
+core::Config config_for(const testkit::TestDatabase& db) {
+  auto env = [&db](std::string_view name) -> std::optional<std::string> {
+    if (name == "HSEA_DATABASE_URL") return db.app_url();
+    if (name == "HSEA_THREADS") return std::string("2");
+    return std::nullopt;
+  };
+  return core::load_config(env, false).value();
+}
+
+// One node: its own registrar (so its own node id), runtime and database module.
+struct Node {
+  explicit Node(const core::Config& c) : config(c) {
+    runtime::Registrar registrar(config);
+    Register(registrar);
+    app.emplace(std::move(registrar).finish());
+    rt.emplace(runtime::RuntimeOptions{.threads = 2}, app->thread_services);
+    rt->start();
+  }
+  ~Node() { rt->stop(); }
+
+  // Runs the awaitable on I/O thread 0 and waits for it.
+  template <typename T>
+  T run(boost::asio::awaitable<T> work) {
+    auto& io = *rt->io_contexts()[0];
+    return boost::asio::co_spawn(io, std::move(work), boost::asio::use_future).get();
+  }
+
+  const core::Config& config;
+  std::optional<runtime::Application> app;
+  std::optional<runtime::Runtime> rt;
+};
+
+boost::asio::awaitable<bool> claim(const runtime::ClusterClaim* c, std::string task,
+                                   std::chrono::seconds interval) {
+  co_return co_await (*c)(std::move(task), interval);
+}
+
+boost::asio::awaitable<std::string> failing_statement() {
+  try {
+    co_await pool().query(kBroken);
+  } catch (const Error& e) {
+    co_return e.query() + " " + e.sqlstate();
+  }
+  co_return "no error";
+}
+
+class DbModule : public ::testing::Test {
+ protected:
+  testkit::TestDatabase db_;
+  core::Config config_ = config_for(db_);
+};
+
+TEST_F(DbModule, EachPeriodOfAOncePerClusterTaskIsClaimedByOneNode) {
+  Node a(config_), b(config_);
+  for (int round = 0; round < 20; ++round) {
+    std::string task = "race-" + std::to_string(round);
+    auto fa = std::async(std::launch::async,
+                         [&] { return a.run(claim(&a.app->cluster_claim, task, 3600s)); });
+    auto fb = std::async(std::launch::async,
+                         [&] { return b.run(claim(&b.app->cluster_claim, task, 3600s)); });
+    bool won_a = fa.get(), won_b = fb.get();
+    EXPECT_NE(won_a, won_b) << "round " << round << ": both or neither node ran the period";
+  }
+  // The same period again: taken. The next period (interval 1 s): free again.
+  EXPECT_TRUE(a.run(claim(&a.app->cluster_claim, "short", 1s)));
+  EXPECT_FALSE(b.run(claim(&b.app->cluster_claim, "short", 1s)));
+  std::this_thread::sleep_for(1100ms);
+  EXPECT_TRUE(b.run(claim(&b.app->cluster_claim, "short", 1s)));
+}
+
+std::atomic<int> g_runs{0};
+boost::asio::awaitable<void> count_run() {
+  ++g_runs;
+  co_return;
+}
+
+TEST_F(DbModule, PeriodicTaskOnTwoNodesRunsOncePerPeriod) {
+  g_runs = 0;
+  auto task = runtime::PeriodicTask{
+      .name = "counted", .interval = 1s, .first_delay = 0s, .once_per_cluster = true, .run = [] {
+        return count_run();
+      }};
+  {
+    Node a(config_), b(config_);
+    a.app->tasks.push_back(task);
+    b.app->tasks.push_back(task);
+    a.app->start_tasks(*a.rt);
+    b.app->start_tasks(*b.rt);
+    std::this_thread::sleep_for(3500ms);  // periods starting at 0, 1, 2 and 3 s
+  }
+  EXPECT_GE(g_runs.load(), 3);
+  EXPECT_LE(g_runs.load(), 5) << "both nodes ran some periods";
+}
+
+TEST_F(DbModule, DatabaseErrorsNameTheirStatement) {
+  Node a(config_);
+  EXPECT_EQ(a.run(failing_statement()), "test_broken_statement 42P01");
+}
+
+TEST(QueryNames, ACollisionNamesBothStatements) {
+  const Query queries[] = {
+      {"same_name", "SELECT 1"}, {"other", "SELECT 2"}, {"same_name", "SELECT 3"}};
+  try {
+    check_query_names(queries);
+    FAIL() << "the collision was not noticed";
+  } catch (const std::logic_error& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("same_name"), std::string::npos) << what;
+    EXPECT_NE(what.find("SELECT 1"), std::string::npos) << what;
+    EXPECT_NE(what.find("SELECT 3"), std::string::npos) << what;
+  }
+  EXPECT_NO_THROW(check_query_names());  // every statement of this binary has its own name
+}
+
+}  // namespace
+}  // namespace hsea::db

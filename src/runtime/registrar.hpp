@@ -1,0 +1,133 @@
+#pragma once
+// The one way a module plugs in. Each module's entry is `void Register(runtime::Registrar&)`:
+// through it the module declares its routes (with typed policies), its middleware at a named
+// stage, its per-thread and process-wide services, its periodic tasks, its CLI subcommands and
+// its metric sources. src/app/ only lists the modules; nothing here knows any of them.
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "http/middleware.hpp"
+#include "http/router.hpp"
+#include "runtime/runtime.hpp"
+
+namespace hsea::core {
+struct Config;
+}
+
+namespace hsea::runtime {
+
+// A subcommand of `hsea`: path {"tenants", "purge"} is `hsea tenants purge`.
+struct Command {
+  std::vector<std::string> path;
+  std::string help;
+  bool needs_secret = false;  // HSEA_SECRET_KEY must be set (or the development secret apply)
+  std::function<int(const core::Config&)> run;  // the exit code
+};
+
+// Work repeated every `interval`, first after `first_delay`, on an I/O thread of every
+// runtime (serve and worker). once_per_cluster: of all nodes sharing the database, one runs
+// each period (decided by the registered ClusterClaim); the others skip it. A failure is
+// logged and the task runs again next period.
+struct PeriodicTask {
+  std::string name;
+  std::chrono::seconds interval{3600};
+  std::chrono::seconds first_delay{60};
+  bool once_per_cluster = false;
+  bool every_thread = false;  // runs on each I/O thread (flushing per-thread counters)
+  std::function<boost::asio::awaitable<void>()> run;
+};
+
+// Claims a task's current period for this node: true when this node should run it now.
+using ClusterClaim =
+    std::function<boost::asio::awaitable<bool>(std::string task, std::chrono::seconds interval)>;
+
+using MetricSource = std::function<void(std::string& out)>;  // appends exposition text
+
+// Everything the modules declared, ready to run.
+struct Application {
+  explicit Application(const core::Config& c) : config(c) {}
+  Application(Application&&) = default;
+
+  const core::Config& config;
+  http::Router router;
+  std::vector<http::Middleware> middleware;
+  std::vector<http::AfterResponse> after_response;
+  std::vector<ThreadServiceSpec> thread_services;
+  std::vector<std::shared_ptr<void>> process_services;  // owned here, destroyed last
+  std::vector<PeriodicTask> tasks;
+  std::vector<Command> commands;
+  std::vector<MetricSource> metric_sources;
+  ClusterClaim cluster_claim;
+  std::vector<std::function<void(Application&)>> start_hooks;
+
+  // The middleware ordered by stage, with the chain's own steps.
+  http::Chain chain() const;
+  // Runs every start hook (after the runtime started, before serving).
+  void started();
+  // Starts every periodic task on the runtime's threads.
+  void start_tasks(Runtime& runtime) const;
+  // Appends every metric source's text.
+  void render_metrics(std::string& out) const;
+};
+
+class Registrar {
+ public:
+  explicit Registrar(const core::Config& config);
+
+  const core::Config& config() const { return app_.config; }
+
+  void route(http::Route route) { app_.router.add(std::move(route)); }
+  void middleware(http::Middleware step) { app_.middleware.push_back(step); }
+  void after_response(http::AfterResponse hook) { app_.after_response.push_back(hook); }
+
+  // A service each I/O thread gets its own instance of, made on that thread.
+  template <typename T>
+  void per_thread(std::string name, std::function<std::unique_ptr<T>(ThreadContext&)> make,
+                  std::function<void(T&)> stop = {}) {
+    ThreadServiceSpec spec;
+    spec.name = std::move(name);
+    spec.type = http::type_key<T>();
+    spec.make = [make = std::move(make)](ThreadContext& t) -> std::shared_ptr<void> {
+      return std::shared_ptr<T>(make(t));
+    };
+    if (stop) spec.stop = [stop = std::move(stop)](void* p) { stop(*static_cast<T*>(p)); };
+    app_.thread_services.push_back(std::move(spec));
+  }
+
+  // A process-wide service (thread-safe), owned by the application; the reference stays valid
+  // for the application's life.
+  template <typename T>
+  T& process(std::unique_ptr<T> service) {
+    std::shared_ptr<T> shared(std::move(service));
+    T& ref = *shared;
+    app_.process_services.push_back(std::move(shared));
+    return ref;
+  }
+
+  void periodic(PeriodicTask task) { app_.tasks.push_back(std::move(task)); }
+  void command(Command command) { app_.commands.push_back(std::move(command)); }
+  void metrics(MetricSource source) { app_.metric_sources.push_back(std::move(source)); }
+  // How once-per-cluster tasks decide who runs (the database module provides it).
+  void cluster_claim(ClusterClaim claim) { app_.cluster_claim = std::move(claim); }
+  // Runs once the runtime has started (the router and every service exist).
+  void on_start(std::function<void(Application&)> hook) {
+    app_.start_hooks.push_back(std::move(hook));
+  }
+
+  Application finish() && { return std::move(app_); }
+
+ private:
+  Application app_;
+};
+
+// The calling I/O thread's runtime work pools: CPU work (Argon2id, PDF) and blocking I/O
+// (libcurl, DNS). Throws std::logic_error off an I/O thread.
+core::WorkPool& cpu_pool();
+core::WorkPool& io_pool();
+
+}  // namespace hsea::runtime
