@@ -7,6 +7,7 @@
 #   free_port [COUNT]          print COUNT (default 1) distinct free TCP ports on 127.0.0.1
 #   pg_start DIR PORT          start a private cluster (DIR/data, created if missing) on PORT
 #   pg_stop DIR                stop it (fast shutdown)
+#   pg_remove DIR              stop it and delete it (also where it was relocated to, see below)
 #   pg_ensure_db PORT NAME     create database NAME if missing (as the postgres superuser)
 #   redis_start DIR PORT       start a private Redis (no persistence) on PORT
 #   redis_stop DIR             stop it
@@ -18,10 +19,19 @@
 #                              directory; sets SVC_CTEST_STATUS to ctest's exit status
 #
 # Messages go to stderr, prefixed with SVC_NAME (set it to the calling script's name).
+#
+# Where a cluster lives: as root, PostgreSQL runs as the postgres OS user, which must be able to
+# enter DIR. When a parent of DIR is not searchable for it (a clone under /root, mode 700), the
+# cluster is kept instead in a directory the postgres user owns under PG_RELOCATE_ROOT (default
+# /var/lib/hsea; svc_run_ctest's temporary clusters use /tmp/hsea-pg), named after DIR's path
+# (e.g. /var/lib/hsea/root-src-hsea-var-pg-1a2b3c4d), and DIR becomes a symbolic link to it. The
+# permissions of DIR's parents are left alone; the relocation is logged, and pg_stop and
+# pg_remove follow the link.
 
 SVC_NAME=${SVC_NAME:-services}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_OS_USER=${PG_OS_USER:-postgres}
+PG_RELOCATE_ROOT=${PG_RELOCATE_ROOT:-/var/lib/hsea}
 
 svc_log() { printf '%s: %s\n' "$SVC_NAME" "$*" >&2; }
 svc_die() {
@@ -100,26 +110,83 @@ _abs_path() {
   esac
 }
 
+# _pg_can_enter DIR: true when the PostgreSQL OS user can enter DIR (DIR and every parent
+# searchable for it). Without root, PostgreSQL runs as the caller, who can.
+_pg_can_enter() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  # shellcheck disable=SC2016 # $1 expands in the child shell
+  su "$PG_OS_USER" -s /bin/sh -c 'cd "$1"' sh "$1" >/dev/null 2>&1
+}
+
+# _pg_home DIR (absolute): sets _PG_HOME to the directory that really holds DIR's cluster: DIR,
+# or the directory DIR links to (an earlier relocation), or, when the postgres user cannot enter
+# DIR's parent, a new directory under PG_RELOCATE_ROOT that DIR is made a link to. Creates the
+# directory (not owned by anyone in particular yet; pg_start hands it to the postgres user).
+_PG_HOME=
+_pg_mkroot() { # DIR: creates DIR, searchable for everyone, unless it exists
+  [ -d "$1" ] && return
+  mkdir -p "$1"
+  chmod 755 "$1"
+}
+_pg_home() {
+  local dir=$1 parent key hash home
+  if [ -L "$dir" ]; then
+    _PG_HOME=$(readlink -m "$dir")
+    # Recreated when gone (e.g. /tmp cleared at boot); PostgreSQL then starts a new cluster.
+    _pg_mkroot "$(dirname "$_PG_HOME")"
+    mkdir -p "$_PG_HOME"
+    return
+  fi
+  parent=$(dirname "$dir")
+  mkdir -p "$parent"
+  if _pg_can_enter "$parent"; then
+    mkdir -p "$dir"
+    _PG_HOME=$dir
+    return
+  fi
+  if [ -e "$dir" ]; then
+    # An empty directory is what an earlier, failed start left; anything else is not ours to move.
+    rmdir "$dir" 2>/dev/null ||
+      svc_die "the $PG_OS_USER user cannot reach $dir (a parent directory is not searchable)" \
+        "and $dir is not empty; move its cluster elsewhere or make the parents searchable"
+  fi
+  # Named after DIR: the tail of its path, made safe, and a hash of the whole path (unique).
+  key=$(printf '%s' "${dir#/}" | tr -c 'A-Za-z0-9._-' '-')
+  hash=$(printf '%s' "$dir" | sha256sum | cut -c1-8)
+  if ((${#key} > 48)); then key=${key: -48}; fi
+  home=$PG_RELOCATE_ROOT/$key-$hash
+  _pg_mkroot "$PG_RELOCATE_ROOT"
+  _pg_can_enter "$PG_RELOCATE_ROOT" ||
+    svc_die "the $PG_OS_USER user cannot reach $dir (a parent directory is not searchable)," \
+      "nor PG_RELOCATE_ROOT=$PG_RELOCATE_ROOT; set PG_RELOCATE_ROOT to a directory it can enter"
+  mkdir -p "$home"
+  ln -s "$home" "$dir"
+  svc_log "the $PG_OS_USER user cannot reach $dir (a parent directory is not searchable):" \
+    "the cluster lives in $home instead ($dir links there)"
+  _PG_HOME=$home
+}
+
 # ---------------------------------------------------------------------------------------------
 # pg_start DIR PORT: DIR/data is the cluster (initdb'd on first use, reused after), DIR/postgres.log
-# the server log. Trust authentication on 127.0.0.1 only; durable settings (fsync and
-# synchronous_commit on). Returns once the server accepts connections.
+# the server log (DIR may be relocated, see the top of this file). Trust authentication on
+# 127.0.0.1 only; durable settings (fsync and synchronous_commit on). Returns once the server
+# accepts connections.
 pg_start() {
   local dir port data sockdir log conf
   dir=$(_abs_path "${1:?pg_start DIR PORT}")
   port=${2:?pg_start DIR PORT}
-  data=$dir/data
-  log=$dir/postgres.log
   [ -x "$PG_BIN/initdb" ] || svc_die "PostgreSQL 15 not found in $PG_BIN (run ./scripts/setup)"
 
-  mkdir -p "$dir"
+  _pg_home "$dir"
+  dir=$_PG_HOME
+  data=$dir/data
+  log=$dir/postgres.log
   if [ "$(id -u)" -eq 0 ]; then
     chown "$PG_OS_USER:" "$dir"
     chmod 700 "$dir"
     # shellcheck disable=SC2016 # $1 expands in the child shell
     su "$PG_OS_USER" -s /bin/sh -c 'test -w "$1"' sh "$dir" ||
-      svc_die "the $PG_OS_USER user cannot reach $dir (a parent directory is not searchable);" \
-        "choose a directory under a world-searchable path"
+      svc_die "the $PG_OS_USER user cannot write to $dir"
   fi
   # Unix socket beside the cluster when the path is short enough (sun_path is 108 bytes).
   sockdir=$dir
@@ -198,6 +265,7 @@ _pg_wait_ready() {
 pg_stop() {
   local dir data
   dir=$(_abs_path "${1:?pg_stop DIR}")
+  if [ -L "$dir" ]; then dir=$(readlink -m "$dir"); fi
   data=$dir/data
   [ -f "$data/postmaster.pid" ] || return 0
   if _pg_as_owner "$PG_BIN/pg_ctl" status -D "$data" >/dev/null 2>&1; then
@@ -205,6 +273,20 @@ pg_stop() {
     _pg_as_owner "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -t 60 >/dev/null 2>&1 ||
       _pg_as_owner "$PG_BIN/pg_ctl" stop -D "$data" -m immediate -w -t 30 >/dev/null 2>&1 ||
       svc_log "warning: PostgreSQL in $data did not stop"
+  fi
+}
+
+# pg_remove DIR: stops the cluster and deletes it: DIR, and the directory it links to when the
+# cluster was relocated.
+pg_remove() {
+  local dir
+  dir=$(_abs_path "${1:?pg_remove DIR}")
+  pg_stop "$dir"
+  if [ -L "$dir" ]; then
+    rm -rf "$(readlink -m "$dir")"
+    rm -f "$dir"
+  else
+    rm -rf "$dir"
   fi
 }
 
@@ -292,11 +374,12 @@ svc_run_ctest() {
   local tmp pg_port redis_port
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/hsea-test.XXXXXX")
   svc_on_exit rm -rf "$tmp"
-  chmod 755 "$tmp" # the postgres user must reach $tmp/pg
+  chmod 755 "$tmp" # so that the postgres user can enter $tmp/pg when TMPDIR's parents allow
   read -r pg_port redis_port < <(free_port 2)
 
-  svc_on_exit pg_stop "$tmp/pg"
-  pg_start "$tmp/pg" "$pg_port"
+  svc_on_exit pg_remove "$tmp/pg"
+  # When TMPDIR is private (e.g. libpam-tmpdir's /tmp/user/0), the cluster goes to /tmp/hsea-pg.
+  PG_RELOCATE_ROOT=/tmp/hsea-pg pg_start "$tmp/pg" "$pg_port"
   svc_on_exit redis_stop "$tmp/redis"
   redis_start "$tmp/redis" "$redis_port"
 
