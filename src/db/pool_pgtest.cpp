@@ -4,6 +4,10 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <cstdio>
+#include <thread>
+#include <variant>
+
 #include "core/ids.hpp"
 #include "db/db.hpp"
 #include "testkit/async.hpp"
@@ -211,22 +215,102 @@ TEST_F(PoolTest, StatementTimeoutIsEnforced) {
   EXPECT_EQ(run_sync(io_, task(pool)), "57014");
 }
 
-TEST_F(PoolTest, CancelledQueryNeverLeaksItsReplyToTheNextCaller) {
-  Pool pool(io_, options(1));
-  auto task = [](Pool& p) -> awaitable<std::string> {
-    using namespace boost::asio::experimental::awaitable_operators;
-    for (int i = 0; i < 20; ++i) {
-      boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
-      t.expires_after(std::chrono::milliseconds(1 + i % 5));
-      // Cancel the query mid-flight: its reply is still on the wire.
-      co_await (p.query(kEcho, params("stale-" + std::to_string(i))) ||
-                t.async_wait(boost::asio::use_awaitable));
-      Result fresh = co_await p.query(kEcho, params("fresh-" + std::to_string(i)));
-      if (fresh.get(0, "v") != "fresh-" + std::to_string(i)) co_return std::string(fresh.get(0, 0));
+// The stale query of the cancellation test. nextval is never rolled back, so the sequence
+// counts, on the server's side, every one of these statements the server received and ran:
+// each had a reply on its way back to the connection.
+constexpr Query kProbe{"test_cancel_probe",
+                       "SELECT nextval('cancel_probe') AS seen, pg_sleep($1::float8) AS slept, "
+                       "$2::text AS v"};
+
+// What became of the stale queries: cancelled after they were sent and before their reply was
+// read (the pool had a round trip under way and dropped the connection), finished before the
+// cancellation took effect (reply read, connection kept), or cancelled before anything was sent.
+struct CancelTally {
+  int mid_flight = 0;
+  int finished = 0;
+  int before_send = 0;
+  std::vector<std::string> wrong;  // replies that went to a caller they did not belong to
+};
+
+awaitable<CancelTally> cancel_mid_flight(Pool& p, int rounds) {
+  using namespace boost::asio::experimental::awaitable_operators;
+  CancelTally tally;
+  // Connected, both statements prepared: every round races only the reply.
+  co_await p.query(kProbe, params("0", "warm-up"));
+  co_await p.query(kEcho, params("warm-up"));
+  for (int i = 0; i < rounds; ++i) {
+    std::string stale = "stale-" + std::to_string(i), fresh = "fresh-" + std::to_string(i);
+    // The server holds the reply for 0-20 ms; the cancellation comes 1-12 ms after the query
+    // was sent: always mid-flight for the long sleeps, on either side of the reply for the
+    // short ones.
+    static constexpr const char* kSleeps[] = {"0", "0.002", "0.005", "0.01", "0.02"};
+    boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+    t.expires_after(std::chrono::milliseconds(1 + (i * 7) % 12));
+    PoolStats before = p.stats();
+    auto outcome = co_await (p.query(kProbe, params(kSleeps[i % 5], stale)) ||
+                             t.async_wait(boost::asio::use_awaitable));
+    PoolStats after = p.stats();
+    // round_trips_total counts a round trip once its connection is back (sent = 1); a
+    // connection released with the round trip unfinished is dropped and counted broken.
+    bool sent = after.round_trips_total > before.round_trips_total;
+    bool dropped = after.broken_total > before.broken_total;
+    if (outcome.index() == 0) {
+      ++tally.finished;
+      std::string v(std::get<0>(outcome).get(0, "v"));
+      if (v != stale) tally.wrong.push_back("round " + std::to_string(i) + ": own query got " + v);
+    } else if (sent && dropped) {
+      ++tally.mid_flight;
+    } else if (sent) {
+      ++tally.finished;  // the reply was read; only the timer's completion came first
+    } else {
+      ++tally.before_send;
     }
-    co_return "ok";
-  };
-  EXPECT_EQ(run_sync(io_, task(pool)), "ok");
+    // The next caller on the pool's one connection gets its own reply, never the stale one
+    // (nor the stale one's sync, which surfaces as an error).
+    std::string got;
+    try {
+      Result next = co_await p.query(kEcho, params(fresh));
+      got = next.get(0, "v");
+    } catch (const std::exception& e) {
+      got = std::string("an error: ") + e.what();
+    }
+    if (got != fresh) {
+      tally.wrong.push_back("round " + std::to_string(i) + ": next caller got " + got);
+      if (got.starts_with("an error")) break;  // the connection is lost in replies not its own
+    }
+  }
+  co_return tally;
+}
+
+TEST_F(PoolTest, CancelledQueryNeverLeaksItsReplyToTheNextCaller) {
+  testkit::sql(db_.admin_url(),
+               "CREATE SEQUENCE cancel_probe; "
+               "GRANT USAGE ON SEQUENCE cancel_probe TO hsea_app_privileges");
+  constexpr int kRounds = 40;
+  Pool pool(io_, options(1));  // one connection: a leaked reply can only reach the next caller
+  CancelTally tally = run_sync(io_, cancel_mid_flight(pool, kRounds));
+  for (const auto& w : tally.wrong) ADD_FAILURE() << w;
+  EXPECT_EQ(tally.mid_flight + tally.finished + tally.before_send, kRounds);
+  // A run without a mid-flight cancellation proves nothing about leaks.
+  EXPECT_GE(tally.mid_flight, 1) << "finished " << tally.finished << ", cancelled before send "
+                                 << tally.before_send;
+
+  // The server side agrees: every query counted as sent reached the server and ran, so each
+  // mid-flight cancellation really left a reply behind. Dropped backends finish their sleep
+  // first; wait until only the pool's own connection is left.
+  std::string app_role = testkit::sql(db_.app_url(), "SELECT current_user")[0][0];
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (testkit::sql(db_.admin_url(),
+                      "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+                      {db_.name(), app_role})[0][0] != "1" &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto seen = testkit::sql(
+      db_.admin_url(), "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cancel_probe");
+  EXPECT_EQ(seen[0][0], std::to_string(1 + tally.mid_flight + tally.finished));  // 1: warm-up
+  std::printf("cancellation rounds: %d mid-flight, %d finished, %d before send\n", tally.mid_flight,
+              tally.finished, tally.before_send);
 }
 
 TEST_F(PoolTest, ReconnectsAfterTheServerDropsConnections) {
