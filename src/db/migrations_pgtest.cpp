@@ -188,6 +188,8 @@ constexpr NotScoped kNotTenantScoped[] = {
     // One key ring for the deployment: tokens of every tenant are signed with it, and the
     // private keys are sealed with HSEA_SECRET_KEY.
     {"signing_keys", "the JWT signing keys"},
+    // Platform bookkeeping of once-per-cluster periodic tasks (task name, last start, node).
+    {"periodic_task_runs", "who ran which period of a cluster-wide task"},
 };
 
 struct ScopedTable {
