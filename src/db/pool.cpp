@@ -3,7 +3,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -458,10 +457,18 @@ awaitable<void> Pool::roll_back_and_release(Lease lease, std::chrono::millisecon
 void Pool::release(std::unique_ptr<Connection> conn) {
   Impl& p = *impl_;
   if (conn && conn->needs_rollback && !conn->in_flight() && !p.closed) {
-    asio::co_spawn(p.io,
-                   roll_back_and_release(Lease(this, std::move(conn)),
-                                         p.options.statement_timeout + std::chrono::seconds(1)),
-                   asio::detached);
+    asio::co_spawn(
+        p.io,
+        roll_back_and_release(Lease(this, std::move(conn)),
+                              p.options.statement_timeout + std::chrono::seconds(1)),
+        [](std::exception_ptr e) {
+          if (!e) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            log::error("rollback of an abandoned transaction failed", {{"error", ex.what()}});
+          }
+        });
     return;
   }
   if (conn) p.round_trips_total.fetch_add(conn->take_round_trips(), std::memory_order_relaxed);
