@@ -1,11 +1,64 @@
 #include "http/json.hpp"
 
+#include <boost/json/array.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "core/error.hpp"
 
 namespace hsea::http {
+
+namespace {
+
+constexpr std::size_t kMaxNulErrors = 20;
+
+// RFC 6901: "~" and "/" inside a member name are written "~0" and "~1".
+void append_pointer_token(std::string& pointer, std::string_view token) {
+  pointer.push_back('/');
+  for (char c : token) {
+    if (c == '~') {
+      pointer += "~0";
+    } else if (c == '/') {
+      pointer += "~1";
+    } else {
+      pointer.push_back(c);
+    }
+  }
+}
+
+// Adds an error for every string and member name under `value` that holds U+0000. PostgreSQL
+// cannot store NUL in text, and libpq would cut the value there, so the value a check saw would
+// not be the value a query used: refuse, never truncate.
+void find_nul(const boost::json::value& value, std::string& pointer,
+              std::vector<core::FieldError>& errors) {
+  constexpr std::string_view kMessage = "must not contain NUL characters (U+0000)";
+  if (errors.size() >= kMaxNulErrors) return;
+  if (value.is_string()) {
+    if (value.get_string().find('\0') != boost::json::string::npos) {
+      errors.push_back({pointer.empty() ? "/" : pointer, std::string(kMessage)});
+    }
+  } else if (value.is_array()) {
+    const boost::json::array& items = value.get_array();
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      std::size_t size = pointer.size();
+      append_pointer_token(pointer, std::to_string(i));
+      find_nul(items[i], pointer, errors);
+      pointer.resize(size);
+    }
+  } else if (value.is_object()) {
+    for (const auto& [key, member] : value.get_object()) {
+      std::size_t size = pointer.size();
+      append_pointer_token(pointer, key);
+      if (key.find('\0') != std::string_view::npos && errors.size() < kMaxNulErrors) {
+        errors.push_back({pointer, "member names " + std::string(kMessage)});
+      }
+      find_nul(member, pointer, errors);
+      pointer.resize(size);
+    }
+  }
+}
+
+}  // namespace
 
 boost::json::object json_body(const RequestContext& ctx) {
   std::string_view type = ctx.request.header("content-type");
@@ -18,6 +71,13 @@ boost::json::object json_body(const RequestContext& ctx) {
   if (ec) throw core::ApiError(core::ErrorCode::kBadRequest, "The body is not valid JSON.");
   if (!value.is_object()) {
     throw core::ApiError(core::ErrorCode::kBadRequest, "The body must be a JSON object.");
+  }
+  std::vector<core::FieldError> nul;
+  std::string pointer;
+  find_nul(value, pointer, nul);
+  if (!nul.empty()) {
+    throw core::ApiError(core::ErrorCode::kValidationFailed,
+                         "Text in the body must not contain NUL characters.", std::move(nul));
   }
   return std::move(value.as_object());
 }

@@ -12,7 +12,8 @@
 namespace hsea::http {
 
 // The request body as a JSON object; 415 when it is not JSON, 400 when it does not parse or is
-// not an object.
+// not an object, 422 naming the fields when a string or member name anywhere in it holds U+0000
+// (every body is refused whole rather than cut at the NUL later on).
 boost::json::object json_body(const RequestContext& ctx);
 
 Response json_response(int status, const boost::json::value& value);

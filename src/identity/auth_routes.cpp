@@ -96,7 +96,10 @@ std::string normalized_email(const object& body) {
   std::ranges::transform(email, email.begin(),
                          [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   static const std::regex kEmail(R"(^[^@\s]+@[^@\s]+\.[^@\s]+$)");
-  if (email.size() > 254 || !std::regex_match(email, kEmail)) {
+  // No control characters either (NUL is refused for every body before this): the address is
+  // looked up, throttled and stored exactly as checked here.
+  bool control = std::ranges::any_of(email, [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+  if (email.size() > 254 || control || !std::regex_match(email, kEmail)) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the e-mail address.",
                    {{"/email", "must be an e-mail address"}});
   }
@@ -261,11 +264,16 @@ awaitable<Response> login(RequestContext& ctx) {
   bool cookie = wants_cookie(body);
   app::Shared& shared = *ctx.shared;
 
-  if (auto wait = shared.throttle.retry_after(email, ctx.request.remote_ip)) {
+  db::Result found = co_await ctx.db.query(kUserByEmail, db::params(email));
+  // Failures count against the account the look-up found, so every spelling the look-up
+  // matches (case, or anything else citext folds) shares one budget; an address without an
+  // account is counted by its normalised text, and throttled just the same.
+  std::string throttle_key =
+      found.empty() ? "email:" + email : "user:" + std::string(found.get(0, "id"));
+  if (auto wait = shared.throttle.retry_after(throttle_key, ctx.request.remote_ip)) {
     throw ApiError(ErrorCode::kRateLimited, "Too many failed sign-ins; try again later.")
         .retry_after(*wait);
   }
-  db::Result found = co_await ctx.db.query(kUserByEmail, db::params(email));
   std::string hash =
       found.empty() || found.is_null(0, 1) ? std::string() : std::string(found.get(0, 1));
   // Unknown accounts verify against the dummy hash, on the pool like any other (its first use
@@ -281,7 +289,7 @@ awaitable<Response> login(RequestContext& ctx) {
   if (!user_id.empty()) tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
 
   if (!ok) {
-    shared.throttle.record_failure(email, ctx.request.remote_ip);
+    shared.throttle.record_failure(throttle_key, ctx.request.remote_ip);
     // Each tenant of a known account sees its failed sign-ins.
     for (int i = 0; i < tenants.rows(); ++i) {
       co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
