@@ -231,5 +231,276 @@ TEST_F(BadInput, NulInAnyStringOfAnyBodyIs422NamingTheField) {
   EXPECT_EQ(str(json_of(tenant), "name"), a.tenant_name);
 }
 
+// ------------------------------------------------------ B: 500s for client input (finding 6)
+
+// Counts the HTTP responses in what a raw exchange got back.
+int responses_in(const std::string& reply) {
+  int n = 0;
+  for (std::size_t at = reply.find("HTTP/1."); at != std::string::npos;
+       at = reply.find("HTTP/1.", at + 1)) {
+    if (at == 0 || reply.compare(at - 2, 2, "\r\n") == 0 || reply[at - 1] == '}') ++n;
+  }
+  return n;
+}
+
+object jwt_payload(const std::string& token) {
+  auto first = token.find('.');
+  auto second = token.find('.', first + 1);
+  auto raw = identity::base64url_decode(token.substr(first + 1, second - first - 1));
+  if (!raw) {
+    ADD_FAILURE() << "not a JWT: " << token;
+    return {};
+  }
+  return boost::json::parse(*raw).as_object();
+}
+
+TEST_F(BadInput, UndecodableOrCutUserAgentsStillSignInAndAreListed) {
+  std::string cut = std::string(511, 'a') + "\xc3\xa9" + "tail";  // 512 bytes ends mid-'é'
+  std::string euros;
+  for (int i = 0; i < 200; ++i) euros += "\xe2\x82\xac";  // 600 bytes of 3-byte characters
+  std::string invalid = "bad \xff\xfe agent \xc3";
+  // Sign-up also records the agent (session and audit entry).
+  object signup_body{{"email", "ua-" + core::random_hex(4) + "@example.com"},
+                     {"password", "correct horse battery staple 42"},
+                     {"name", "UA"},
+                     {"organization_name", "UA Org " + core::random_hex(3)}};
+  HttpResponse made = http("POST", url("/api/auth/signup"), boost::json::serialize(signup_body),
+                           {"User-Agent: " + invalid});
+  ASSERT_EQ(made.status, 201) << made.body;
+  std::string email = str(signup_body, "email"), password = str(signup_body, "password");
+  std::string owner_token = str(json_of(made), "access_token");
+
+  std::map<std::string, std::string> sid_to_expected;
+  sid_to_expected[str(jwt_payload(owner_token), "sid")] =
+      "bad \xef\xbf\xbd\xef\xbf\xbd agent \xef\xbf\xbd";
+  for (const std::string& agent : {cut, euros, invalid}) {
+    HttpResponse r = login(email, password, {"User-Agent: " + agent});
+    ASSERT_EQ(r.status, 200) << r.body;
+    std::string sid = str(jwt_payload(str(json_of(r), "access_token")), "sid");
+    if (agent == cut) sid_to_expected[sid] = std::string(511, 'a');
+    if (agent == euros) sid_to_expected[sid] = euros.substr(0, 510);
+  }
+  HttpResponse list = http("GET", url("/api/me/sessions"), "", {bearer(owner_token)});
+  ASSERT_EQ(list.status, 200) << list.body;
+  object body = json_of(list);  // strict parse: the response is valid UTF-8
+  int found = 0;
+  for (const auto& s : body.at("data").as_array()) {
+    std::string ua = str(s.as_object(), "user_agent");
+    EXPECT_LE(ua.size(), 512u);
+    auto it = sid_to_expected.find(str(s.as_object(), "id"));
+    if (it != sid_to_expected.end()) {
+      ++found;
+      EXPECT_EQ(ua, it->second);
+    }
+  }
+  EXPECT_EQ(found, 3) << list.body;
+  HttpResponse audit = http("GET", url("/api/audit-logs"), "", {bearer(owner_token)});
+  EXPECT_EQ(audit.status, 200) << audit.body;
+  json_of(audit);
+}
+
+TEST_F(BadInput, AuditLogFiltersThatAreNotTextAreRefused) {
+  testkit::Account a = signup("Audit Filters");
+  for (const char* name : {"actor", "action", "target", "since", "until"}) {
+    for (const char* bad : {"%ff", "%c3", "a%00b", "%ed%a0%80"}) {
+      std::string query = std::string("?") + name + "=" + bad;
+      HttpResponse r = http("GET", url("/api/audit-logs" + query), "", {bearer(a.access_token)});
+      expect_problem(r, 0, query);
+      EXPECT_TRUE(names_field(r, name)) << query << ": " << r.body;
+    }
+  }
+  EXPECT_EQ(
+      http("GET", url("/api/audit-logs?action=auth&actor=x"), "", {bearer(a.access_token)}).status,
+      200);
+}
+
+TEST_F(BadInput, WrongTypedFieldsAre422AndChangeNothing) {
+  testkit::Account a = signup("Wrong Types");
+  auto before = fingerprint();
+  struct Case {
+    std::string path, body, field;
+    bool auth;
+  };
+  std::vector<Case> cases{
+      {"/api/auth/login",
+       R"({"email":")" + a.email + R"(","password":")" + a.password + R"(","tenant_id":[1]})",
+       "/tenant_id", false},
+      {"/api/auth/login",
+       R"({"email":")" + a.email + R"(","password":")" + a.password + R"(","tenant_id":{"a":1}})",
+       "/tenant_id", false},
+      {"/api/auth/login",
+       R"({"email":")" + a.email + R"(","password":")" + a.password + R"(","session":[1]})",
+       "/session", false},
+      {"/api/api-keys", R"({"name":"k","scopes":["read"],"expires_at":{"x":1}})", "/expires_at",
+       true},
+      {"/api/api-keys", R"({"name":"k","scopes":["read"],"expires_at":[1]})", "/expires_at", true},
+      {"/api/api-keys", R"({"name":"k","scopes":["read"],"expires_at":17})", "/expires_at", true},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> headers;
+    if (c.auth) headers.push_back(bearer(a.access_token));
+    HttpResponse r = http("POST", url(c.path), c.body, headers);
+    expect_problem(r, 422, c.body);
+    EXPECT_TRUE(names_field(r, c.field)) << c.body << ": " << r.body;
+  }
+  expect_same(before, fingerprint(), "wrong-typed bodies");
+}
+
+// Values of every JSON type except the ones `schema` allows.
+std::vector<value> wrong_values(const YAML::Node& schema) {
+  std::set<std::string> allowed;
+  if (schema["type"].IsSequence()) {
+    for (const auto& t : schema["type"]) allowed.insert(t.as<std::string>());
+  } else if (schema["type"]) {
+    allowed.insert(schema["type"].as<std::string>());
+  }
+  if (allowed.contains("integer")) allowed.insert("number");
+  std::vector<value> out;
+  auto add = [&](const std::string& type, std::initializer_list<value> vs) {
+    if (allowed.contains(type)) return;
+    for (const auto& v : vs) out.push_back(v);
+  };
+  add("string", {value("1"), value("2030-01-01T00:00:00Z"), value("")});
+  add("number", {value(42), value(-1.5), value(1e308)});
+  add("boolean", {value(true), value(false)});
+  add("null", {value(nullptr)});
+  add("array", {value(array{}), value(array{"read"}), value(array{1, 2})});
+  add("object", {value(object{}), value(object{{"x", 1}}), value(object{{"read", "read"}})});
+  if (allowed.contains("integer") && !allowed.contains("number")) out.push_back(value(1.5));
+  if (allowed.contains("string")) out.push_back(value(std::string("x\0y", 3)));
+  if (allowed.contains("array") && schema["items"]) {
+    for (const auto& item : wrong_values(schema["items"])) out.push_back(value(array{item}));
+  }
+  return out;
+}
+
+// A value `schema` accepts.
+value valid_value(const YAML::Node& schema, const std::string& name) {
+  std::string type =
+      schema["type"] && schema["type"].IsScalar() ? schema["type"].as<std::string>() : "string";
+  if (schema["enum"]) return value(schema["enum"][0].as<std::string>());
+  if (type == "array") return value(array{valid_value(schema["items"], name)});
+  if (type == "integer" || type == "number") return value(1);
+  if (type == "boolean") return value(true);
+  if (type == "object") return value(object{});
+  std::string format = schema["format"] ? schema["format"].as<std::string>() : "";
+  if (format == "date-time") return value("2099-01-01T00:00:00Z");
+  if (format == "uuid") return value(core::uuid_v7());
+  if (name == "email") return value("schema-" + core::random_hex(4) + "@example.com");
+  if (schema["pattern"]) return value("valid-" + core::random_hex(3));
+  return value("valid");
+}
+
+TEST_F(BadInput, EveryBodyPropertyOfTheWrongTypeIsA4xxProblem) {
+  testkit::Account a = signup("Schema Owner");
+  testkit::Account m = signup("Schema Member");
+  testkit::add_member(*db_, a.tenant_id, m.user_id, "member");
+  YAML::Node spec = YAML::LoadFile(std::string(HSEA_SOURCE_DIR) + "/openapi/openapi.yaml");
+  auto before = fingerprint();
+  int routes = 0, requests = 0;
+  for (const auto& path : spec["paths"]) {
+    std::string route = path.first.as<std::string>();
+    std::string concrete = route;
+    for (auto [param, v] : {std::pair{"{user_id}", m.user_id}, std::pair{"{id}", a.user_id}}) {
+      if (auto at = concrete.find(param); at != std::string::npos) {
+        concrete.replace(at, std::string(param).size(), v);
+      }
+    }
+    for (const auto& op : path.second) {
+      std::string method = op.first.as<std::string>();
+      if (!op.second.IsMap() || !op.second["requestBody"]) continue;
+      std::string ref = op.second["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                            .as<std::string>();
+      YAML::Node schema = spec["components"]["schemas"][ref.substr(ref.rfind('/') + 1)];
+      ASSERT_TRUE(schema.IsMap()) << ref;
+      for (char& c : method) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      bool secured = !op.second["security"] || op.second["security"].size() > 0;
+      std::vector<std::string> headers;
+      if (secured) headers.push_back(bearer(a.access_token));
+      ++routes;
+      object base;
+      for (const auto& prop : schema["properties"]) {
+        std::string name = prop.first.as<std::string>();
+        base[name] = valid_value(prop.second, name);
+      }
+      auto send = [&](const std::string& body, const std::string& what,
+                      std::vector<std::string> extra = {}) {
+        ++requests;
+        for (const auto& h : headers) extra.push_back(h);
+        HttpResponse r = http(method, url(concrete), body, extra);
+        expect_problem(r, 0, method + " " + route + " " + what);
+        return r;
+      };
+      for (const auto& prop : schema["properties"]) {
+        std::string name = prop.first.as<std::string>();
+        for (const auto& wrong : wrong_values(prop.second)) {
+          object body = base;
+          body[name] = wrong;
+          std::string text = boost::json::serialize(body);
+          HttpResponse r = send(text, text);
+          EXPECT_EQ(r.status, 422) << method << " " << route << " " << text << ": " << r.body;
+          EXPECT_TRUE(names_field(r, "/" + name)) << route << " " << text << ": " << r.body;
+        }
+      }
+      // Not an object, not JSON, nested too deep, an unknown member, not UTF-8, not JSON's media
+      // type.
+      for (const std::string& body :
+           std::vector<std::string>{"[]", "\"x\"", "1", "null", "true", "{", "{\"a\":1",
+                                    std::string(200, '[') + "]", "{\"unknown_member_x\":1}",
+                                    "\xff\xfe", "{\"name\":\"\xff\"}", "{\"name\":\"\\ud800\"}"}) {
+        send(body, "body " + body);
+      }
+      send(boost::json::serialize(base), "text/plain", {"Content-Type: text/plain"});
+    }
+  }
+  EXPECT_GE(routes, 7);
+  EXPECT_GT(requests, 100);
+  expect_same(before, fingerprint(), "wrong-typed bodies");
+  EXPECT_EQ(login(a.email, a.password).status, 200);
+}
+
+TEST_F(BadInput, EveryRouteThatTakesABodyDeclaresItsSchema) {
+  YAML::Node spec = YAML::LoadFile(std::string(HSEA_SOURCE_DIR) + "/openapi/openapi.yaml");
+  for (const auto& path : spec["paths"]) {
+    for (const auto& op : path.second) {
+      if (!op.second.IsMap() || !op.second["requestBody"]) continue;
+      std::string ref =
+          op.second["requestBody"]["content"]["application/json"]["schema"]["$ref"].as<std::string>(
+              "");
+      ASSERT_FALSE(ref.empty()) << path.first.as<std::string>();
+      YAML::Node schema = spec["components"]["schemas"][ref.substr(ref.rfind('/') + 1)];
+      EXPECT_EQ(schema["type"].as<std::string>(""), "object") << ref;
+      EXPECT_TRUE(schema["additionalProperties"] && !schema["additionalProperties"].as<bool>())
+          << ref << " allows unknown members";
+      for (const auto& prop : schema["properties"]) {
+        EXPECT_TRUE(prop.second["type"] || prop.second["enum"])
+            << ref << "." << prop.first.as<std::string>() << " has no type";
+      }
+    }
+  }
+}
+
+TEST_F(BadInput, LogLinesStayValidJsonWhateverTheClientSent) {
+  std::string reply = testkit::raw_exchange(
+      server_->port(),
+      "GET /x\xff\xfe%ff%00%c3/y HTTP/1.1\r\nHost: x\r\nUser-Agent: \xff\xc3\r\n"
+      "X-Request-Id: \xff\r\nConnection: close\r\n\r\n",
+      std::chrono::milliseconds(3000));
+  EXPECT_EQ(responses_in(reply), 1) << reply;
+  http("GET", url("/%ff%fe/%00"), "", {"User-Agent: \xff\xfe"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // the log flushes every second
+  std::istringstream lines(server_->output());
+  std::string line;
+  int json_lines = 0;
+  while (std::getline(lines, line)) {
+    if (!line.starts_with("{")) continue;
+    ++json_lines;
+    boost::system::error_code ec;
+    boost::json::parse(line, ec);  // strict: also refuses invalid UTF-8
+    EXPECT_FALSE(ec) << "not a valid JSON line: " << line;
+  }
+  EXPECT_GT(json_lines, 2);
+}
+
 }  // namespace
 }  // namespace hsea

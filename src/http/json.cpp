@@ -4,6 +4,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <stdexcept>
+
 #include "core/error.hpp"
 
 namespace hsea::http {
@@ -61,6 +63,11 @@ void find_nul(const boost::json::value& value, std::string& pointer,
 }  // namespace
 
 boost::json::object json_body(const RequestContext& ctx) {
+  if (const Route* route = ctx.route(); route != nullptr && route->needs.body_schema.empty()) {
+    // Every body is checked against its schema before a handler sees it, so a route that reads
+    // one must name the schema (src/app/openapi_test.cpp checks the declarations).
+    throw std::logic_error(route->path + " reads a body but declares no body_schema");
+  }
   std::string_view type = ctx.request.header("content-type");
   if (!type.starts_with("application/json") && !type.starts_with("application/merge-patch+json")) {
     throw core::ApiError(core::ErrorCode::kUnsupportedMediaType,

@@ -14,6 +14,7 @@
 #include "core/crypto.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
 #include "identity/auth_cache.hpp"
@@ -149,10 +150,13 @@ struct Issued {
 awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, std::string user_id,
                                std::string tenant_id, bool cookie) {
   Issued out{core::uuid_v7(), core::random_hex(32)};
-  std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
+  // Whatever the client sent: cut at a character boundary, undecodable bytes replaced (raw
+  // bytes would make PostgreSQL refuse the row, and with it the sign-in).
+  std::string user_agent = log::valid_utf8(ctx.request.header("user-agent"), 512);
+  std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
   co_await tx.exec(kInsertSession,
                    db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
-                              user_agent, ctx.request.remote_ip, ctx.config.refresh_token_days));
+                              user_agent, ip, ctx.config.refresh_token_days));
   co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(out.refresh_token), out.session_id,
                                               user_id, ctx.config.refresh_token_days));
   co_return out;
@@ -495,7 +499,7 @@ std::string device_label(std::string_view ua) {
   if (!browser.empty()) return std::string(browser);
   if (!os.empty()) return fmt::format("Browser on {}", os);
   std::string_view product = ua.substr(0, ua.find_first_of("/ "));
-  return std::string(product.substr(0, 64));
+  return log::valid_utf8(product, 64);  // at a character boundary: the label is JSON text
 }
 
 awaitable<Response> list_sessions(RequestContext& ctx) {

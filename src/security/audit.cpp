@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/blocking.hpp"
 #include "http/context.hpp"
 
@@ -35,9 +36,11 @@ db::Params insert_params(const http::RequestContext& ctx, AuditEvent& e) {
         break;
     }
   }
-  std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
+  // Client text, made storable: cut at a character boundary, undecodable bytes replaced.
+  std::string user_agent = log::valid_utf8(ctx.request.header("user-agent"), 512);
+  std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
   return db::params(core::uuid_v7(), e.actor_type, e.actor_id, e.action, e.target_type, e.target_id,
-                    ctx.request.remote_ip, user_agent, ctx.request_id, e.metadata);
+                    ip, user_agent, ctx.request_id, e.metadata);
 }
 
 }  // namespace
