@@ -502,5 +502,62 @@ TEST_F(BadInput, LogLinesStayValidJsonWhateverTheClientSent) {
   EXPECT_GT(json_lines, 2);
 }
 
+// ------------------------------------------------ C: Transfer-Encoding (finding 8)
+
+TEST_F(BadInput, TransferEncodingOtherThanChunkedIsRefusedAndTheConnectionClosed) {
+  // What follows the header would be a second request if the server took the body as empty.
+  const std::string smuggled = "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::vector<std::string> headers{
+      "Transfer-Encoding: chunked, chunked\r\n",
+      "Transfer-Encoding: chunked,chunked\r\n",
+      "Transfer-Encoding: gzip, chunked\r\n",
+      "Transfer-Encoding: chunked, gzip\r\n",
+      "Transfer-Encoding: identity\r\n",
+      "Transfer-Encoding: gzip\r\n",
+      "Transfer-Encoding: xchunked\r\n",
+      "Transfer-Encoding: chunked;q=1\r\n",
+      "Transfer-Encoding: chunked\r\n chunked\r\n",
+      "Transfer-Encoding: gzip\r\n\t,chunked\r\n",
+      "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+      "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: gzip\r\nContent-Length: 38\r\n",
+  };
+  for (const auto& te : headers) {
+    std::string request =
+        "POST /api/auth/refresh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + te +
+        "\r\n" + smuggled;
+    auto started = std::chrono::steady_clock::now();
+    std::string reply =
+        testkit::raw_exchange(server_->port(), request, std::chrono::milliseconds(4000));
+    auto took = std::chrono::steady_clock::now() - started;
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << te << reply;
+    EXPECT_EQ(responses_in(reply), 1) << te << reply;
+    EXPECT_NE(reply.find("application/problem+json"), std::string::npos) << te;
+    EXPECT_LT(took, std::chrono::milliseconds(3000)) << te << ": the connection stayed open";
+  }
+  // HTTP/1.0 has no chunked coding.
+  std::string old = testkit::raw_exchange(
+      server_->port(),
+      "POST /api/auth/refresh HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled);
+  EXPECT_EQ(old.rfind("HTTP/1.1 400", 0), 0u) << old;
+  EXPECT_EQ(responses_in(old), 1) << old;
+
+  // Exactly "chunked", in any case, is decoded: one answer per request on a kept connection.
+  std::string body = R"({"refresh_token":"nope"})";
+  char size[8];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  for (const char* te : {"chunked", "Chunked", "CHUNKED"}) {
+    std::string chunked = std::string("POST /api/auth/refresh HTTP/1.1\r\nHost: x\r\n") +
+                          "Content-Type: application/json\r\nTransfer-Encoding: " + te +
+                          "\r\n\r\n" + size + "\r\n" + body + "\r\n0\r\n\r\n" +
+                          "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    std::string reply = testkit::raw_exchange(server_->port(), chunked);
+    EXPECT_EQ(reply.rfind("HTTP/1.1 401", 0), 0u) << reply;
+    EXPECT_EQ(responses_in(reply), 2) << reply;
+    EXPECT_NE(reply.find("HTTP/1.1 200"), std::string::npos) << reply;
+  }
+}
+
 }  // namespace
 }  // namespace hsea
