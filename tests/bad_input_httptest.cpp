@@ -559,5 +559,30 @@ TEST_F(BadInput, TransferEncodingOtherThanChunkedIsRefusedAndTheConnectionClosed
   }
 }
 
+// ------------------------------------------------ D: request parsing details (finding 10)
+
+TEST_F(BadInput, ContentTypeMustBeJsonExactly) {
+  testkit::Account a = signup("Content Types");
+  auto before = fingerprint();
+  std::string body = R"({"name":"Renamed Co"})";
+  for (const char* type :
+       {"application/jsonx", "application/json-seq", "application/jsonp", "application/json5",
+        "text/plain", "application/x-www-form-urlencoded", "application/json, text/plain",
+        "application/json; charset=latin1", "application/merge-patch+jsonx", "json", ""}) {
+    HttpResponse r = http("PATCH", url("/api/tenant"), body,
+                          {bearer(a.access_token), std::string("Content-Type: ") + type});
+    expect_problem(r, 415, type);
+  }
+  expect_same(before, fingerprint(), "unsupported media types");
+  for (const char* type :
+       {"application/json", "APPLICATION/JSON", "application/json; charset=utf-8",
+        "application/json;charset=UTF-8", "Application/Json ; charset=\"utf-8\"",
+        "application/merge-patch+json"}) {
+    HttpResponse r = http("PATCH", url("/api/tenant"), body,
+                          {bearer(a.access_token), std::string("Content-Type: ") + type});
+    EXPECT_EQ(r.status, 200) << type << ": " << r.body;
+  }
+}
+
 }  // namespace
 }  // namespace hsea

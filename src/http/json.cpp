@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <cctype>
 #include <stdexcept>
 
 #include "core/error.hpp"
@@ -60,6 +61,39 @@ void find_nul(const boost::json::value& value, std::string& pointer,
   }
 }
 
+std::string lower_trimmed(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  std::string out(v);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Whether a Content-Type names JSON: the media type exactly (any case), with any parameters,
+// except a charset other than UTF-8 (JSON text is UTF-8, RFC 8259).
+bool is_json_content_type(std::string_view value) {
+  std::size_t semi = value.find(';');
+  std::string type = lower_trimmed(value.substr(0, semi));
+  if (type != "application/json" && type != "application/merge-patch+json") return false;
+  while (semi != std::string_view::npos) {
+    std::size_t next = value.find(';', semi + 1);
+    std::string_view parameter = value.substr(semi + 1, next - semi - 1);
+    semi = next;
+    std::size_t eq = parameter.find('=');
+    if (eq == std::string_view::npos) {
+      if (lower_trimmed(parameter).empty()) continue;
+      return false;
+    }
+    if (lower_trimmed(parameter.substr(0, eq)) != "charset") continue;
+    std::string charset = lower_trimmed(parameter.substr(eq + 1));
+    if (charset.size() >= 2 && charset.front() == '"' && charset.back() == '"') {
+      charset = charset.substr(1, charset.size() - 2);
+    }
+    if (charset != "utf-8") return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 boost::json::object json_body(const RequestContext& ctx) {
@@ -68,8 +102,7 @@ boost::json::object json_body(const RequestContext& ctx) {
     // one must name the schema (src/app/openapi_test.cpp checks the declarations).
     throw std::logic_error(route->path + " reads a body but declares no body_schema");
   }
-  std::string_view type = ctx.request.header("content-type");
-  if (!type.starts_with("application/json") && !type.starts_with("application/merge-patch+json")) {
+  if (!is_json_content_type(ctx.request.header("content-type"))) {
     throw core::ApiError(core::ErrorCode::kUnsupportedMediaType,
                          "Send the body as application/json.");
   }
