@@ -584,5 +584,31 @@ TEST_F(BadInput, ContentTypeMustBeJsonExactly) {
   }
 }
 
+TEST_F(BadInput, Http11WithoutOneHostIs400) {
+  for (const std::string& request :
+       {std::string("GET /health/live HTTP/1.1\r\n\r\n"),
+        std::string("GET /health/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")}) {
+    std::string reply = testkit::raw_exchange(server_->port(), request);
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << request << reply;
+    EXPECT_NE(reply.find("application/problem+json"), std::string::npos) << reply;
+    EXPECT_EQ(responses_in(reply), 1) << reply;
+  }
+  // HTTP/1.0 needs no Host.
+  std::string old = testkit::raw_exchange(server_->port(), "GET /health/live HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(old.rfind("HTTP/1.0 200", 0), 0u) << old;
+}
+
+TEST_F(BadInput, RequestTargetMustStartWithASlash) {
+  for (const std::string& target :
+       std::vector<std::string>{"health/live", "api/tenant", "http://other.test/health/live",
+                                "HTTP://127.0.0.1/health/live", "*", "%2Fhealth/live", "health"}) {
+    std::string reply =
+        testkit::raw_exchange(server_->port(), "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << target << ": " << reply;
+    EXPECT_NE(reply.find("application/problem+json"), std::string::npos) << reply;
+    EXPECT_EQ(responses_in(reply), 1) << reply;
+  }
+}
+
 }  // namespace
 }  // namespace hsea

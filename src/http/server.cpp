@@ -109,11 +109,21 @@ std::string_view trim_ows(std::string_view v) {
 }
 
 // Why a request must be refused as soon as its header is read, before any body (the
-// connection is then closed), or empty. RFC 9112 6.1: a Transfer-Encoding the server does not
-// decode must be refused; Beast decodes only one whose last coding is chunked and reads any
-// other ("chunked, chunked", a folded "chunked chunked", "gzip") as no body at all, so the body
-// would be served as the next request.
+// connection is then closed), or empty: the target's form, Host, and body framing. RFC 9112
+// 6.1: a Transfer-Encoding the server does not decode must be refused; Beast decodes only one
+// whose last coding is chunked and reads any other ("chunked, chunked", a folded "chunked
+// chunked", "gzip") as no body at all, so the body would be served as the next request.
 std::string_view header_problem(const bhttp::request<bhttp::string_body>& header) {
+  // Only origin-form ("/path?query"): not absolute-form (another host), authority- or
+  // asterisk-form, nor a path without its leading "/".
+  if (!header.target().starts_with('/')) {
+    return "The request target must be a path starting with \"/\".";
+  }
+  // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; none may have two.
+  auto hosts = header.count(bhttp::field::host);
+  if (hosts > 1 || (hosts == 0 && header.version() >= 11)) {
+    return "An HTTP/1.1 request needs exactly one Host header.";
+  }
   int encodings = 0;
   std::string_view encoding;
   for (const auto& field : header) {
