@@ -6,6 +6,7 @@
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <mutex>
@@ -151,6 +152,34 @@ void append_json_string(std::string& out, std::string_view text) {
     }
   }
   out.push_back('"');
+}
+
+std::string valid_utf8(std::string_view text, std::size_t max_bytes) {
+  constexpr std::string_view kReplacement = "\xef\xbf\xbd";  // U+FFFD
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes));
+  for (std::size_t i = 0; i < text.size();) {
+    auto c = static_cast<unsigned char>(text[i]);
+    std::size_t n = c < 0x80 ? 1 : utf8_sequence(text, i);
+    std::string_view piece = n == 0 || c == 0 ? kReplacement : text.substr(i, n);
+    if (out.size() + piece.size() > max_bytes) break;
+    out.append(piece);
+    i += n == 0 ? 1 : n;
+  }
+  return out;
+}
+
+bool is_valid_utf8(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      ++i;
+    } else if (std::size_t n = utf8_sequence(text, i); n > 0) {
+      i += n;
+    } else {
+      return false;
+    }
+  }
+  return true;
 }
 
 void write(Level level, std::string_view message, std::initializer_list<Field> fields) {

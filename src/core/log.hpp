@@ -49,4 +49,12 @@ inline void debug(std::string_view m, std::initializer_list<Field> f = {}) {
 // Appends `text` to `out` as a JSON string literal, quotes included.
 void append_json_string(std::string& out, std::string_view text);
 
+// Text from a client (a header, a decoded query parameter) made fit to store or send as text:
+// every byte that is not part of a valid UTF-8 sequence, and every NUL, becomes U+FFFD (as in
+// the log), and the result is cut to at most `max_bytes` at a character boundary. PostgreSQL
+// refuses invalid UTF-8 in a text value and libpq would cut a value at its first NUL.
+std::string valid_utf8(std::string_view text, std::size_t max_bytes = std::string::npos);
+// Whether `text` is valid UTF-8 (NUL included: it is valid UTF-8, check for it separately).
+bool is_valid_utf8(std::string_view text);
+
 }  // namespace hsea::log

@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
@@ -97,6 +98,48 @@ Request to_request(const bhttp::request<bhttp::string_body>& in, const std::stri
     }
   }
   return out;
+}
+
+std::string_view trim_ows(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+// Why a request must be refused as soon as its header is read, before any body (the
+// connection is then closed), or empty: the target's form, Host, and body framing. RFC 9112
+// 6.1: a Transfer-Encoding the server does not decode must be refused; Beast decodes only one
+// whose last coding is chunked and reads any other ("chunked, chunked", a folded "chunked
+// chunked", "gzip") as no body at all, so the body would be served as the next request.
+std::string_view header_problem(const bhttp::request<bhttp::string_body>& header) {
+  // Only origin-form ("/path?query"): not absolute-form (another host), authority- or
+  // asterisk-form, nor a path without its leading "/".
+  if (!header.target().starts_with('/')) {
+    return "The request target must be a path starting with \"/\".";
+  }
+  // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; none may have two.
+  auto hosts = header.count(bhttp::field::host);
+  if (hosts > 1 || (hosts == 0 && header.version() >= 11)) {
+    return "An HTTP/1.1 request needs exactly one Host header.";
+  }
+  int encodings = 0;
+  std::string_view encoding;
+  for (const auto& field : header) {
+    if (field.name() == bhttp::field::transfer_encoding) {
+      ++encodings;
+      encoding = trim_ows(std::string_view(field.value()));
+    }
+  }
+  if (encodings > 0) {
+    if (header.version() < 11) return "HTTP/1.0 requests cannot use Transfer-Encoding.";
+    if (encodings > 1 || !beast::iequals(encoding, "chunked")) {
+      return "Transfer-Encoding must be exactly \"chunked\".";
+    }
+    if (header.find(bhttp::field::content_length) != header.end()) {
+      return "A request cannot have both Transfer-Encoding and Content-Length.";
+    }
+  }
+  return {};
 }
 
 bhttp::response<bhttp::string_body> to_beast(Response&& in, unsigned version, bool keep_alive) {
@@ -202,6 +245,12 @@ struct Server::Impl {
       auto [ec, n] = co_await bhttp::async_read_header(s.stream, buffer, parser,
                                                        asio::as_tuple(asio::use_awaitable));
       s.idle = false;
+      if (!ec) {
+        if (std::string_view problem = header_problem(parser.get()); !problem.empty()) {
+          co_await refuse(w, s, core::ErrorCode::kBadRequest, std::string(problem), parser);
+          break;
+        }
+      }
       if (!ec && parser.get()[bhttp::field::expect] == "100-continue" && !parser.is_done()) {
         bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
         co_await bhttp::async_write(s.stream, cont, asio::use_awaitable);

@@ -12,6 +12,7 @@
 #include "core/crypto.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
 #include "identity/auth_cache.hpp"
@@ -94,7 +95,10 @@ std::string normalized_email(const object& body) {
   std::ranges::transform(email, email.begin(),
                          [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   static const std::regex kEmail(R"(^[^@\s]+@[^@\s]+\.[^@\s]+$)");
-  if (email.size() > 254 || !std::regex_match(email, kEmail)) {
+  // No control characters either (NUL is refused for every body before this): the address is
+  // looked up, throttled and stored exactly as checked here.
+  bool control = std::ranges::any_of(email, [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+  if (email.size() > 254 || control || !std::regex_match(email, kEmail)) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the e-mail address.",
                    {{"/email", "must be an e-mail address"}});
   }
@@ -144,10 +148,13 @@ struct Issued {
 awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, std::string user_id,
                                std::string tenant_id, bool cookie) {
   Issued out{core::uuid_v7(), core::random_hex(32)};
-  std::string user_agent(ctx.request.header("user-agent").substr(0, 512));
+  // Whatever the client sent: cut at a character boundary, undecodable bytes replaced (raw
+  // bytes would make PostgreSQL refuse the row, and with it the sign-in).
+  std::string user_agent = log::valid_utf8(ctx.request.header("user-agent"), 512);
+  std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
   co_await tx.exec(kInsertSession,
                    db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
-                              user_agent, ctx.request.remote_ip, config().refresh_token_days));
+                              user_agent, ip, config().refresh_token_days));
   co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(out.refresh_token), out.session_id,
                                               user_id, config().refresh_token_days));
   co_return out;
@@ -259,11 +266,16 @@ awaitable<Response> login(RequestContext& ctx) {
   bool cookie = wants_cookie(body);
   LoginThrottle& throttle = *state().throttle;
 
-  if (auto wait = throttle.retry_after(email, ctx.request.remote_ip)) {
+  db::Result found = co_await db::pool().query(kUserByEmail, db::params(email));
+  // Failures count against the account the look-up found, so every spelling the look-up
+  // matches (case, or anything else citext folds) shares one budget; an address without an
+  // account is counted by its normalised text, and throttled just the same.
+  std::string throttle_key =
+      found.empty() ? "email:" + email : "user:" + std::string(found.get(0, "id"));
+  if (auto wait = throttle.retry_after(throttle_key, ctx.request.remote_ip)) {
     throw ApiError(ErrorCode::kRateLimited, "Too many failed sign-ins; try again later.")
         .retry_after(*wait);
   }
-  db::Result found = co_await db::pool().query(kUserByEmail, db::params(email));
   std::string hash =
       found.empty() || found.is_null(0, 1) ? std::string() : std::string(found.get(0, 1));
   // Unknown accounts verify against the dummy hash, on the pool like any other (its first use
@@ -279,7 +291,7 @@ awaitable<Response> login(RequestContext& ctx) {
   if (!user_id.empty()) tenants = co_await db::pool().query(kUserTenants, db::params(user_id));
 
   if (!ok) {
-    throttle.record_failure(email, ctx.request.remote_ip);
+    throttle.record_failure(throttle_key, ctx.request.remote_ip);
     // Each tenant of a known account sees its failed sign-ins.
     for (int i = 0; i < tenants.rows(); ++i) {
       co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
@@ -485,7 +497,7 @@ std::string device_label(std::string_view ua) {
   if (!browser.empty()) return std::string(browser);
   if (!os.empty()) return fmt::format("Browser on {}", os);
   std::string_view product = ua.substr(0, ua.find_first_of("/ "));
-  return std::string(product.substr(0, 64));
+  return log::valid_utf8(product, 64);  // at a character boundary: the label is JSON text
 }
 
 awaitable<Response> list_sessions(RequestContext& ctx) {

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/blocking.hpp"
 #include "http/context.hpp"
 
@@ -22,8 +23,10 @@ HSEA_QUERY kPrune{"audit_prune", "SELECT audit_prune($1::int) AS removed"};
 db::Params insert_params(const Actor& actor, const Origin& origin, const AuditEvent& e) {
   std::string type = e.actor_type.empty() ? std::string(actor_type(actor.kind)) : e.actor_type;
   std::string id = e.actor_type.empty() ? actor.id : e.actor_id;
-  return db::params(core::uuid_v7(), type, id, e.action, e.target_type, e.target_id, origin.ip,
-                    origin.user_agent.substr(0, 512), origin.request_id, e.metadata);
+  // Client text, made storable: cut at a character boundary, undecodable bytes replaced.
+  return db::params(core::uuid_v7(), type, id, e.action, e.target_type, e.target_id,
+                    log::valid_utf8(origin.ip, 64), log::valid_utf8(origin.user_agent, 512),
+                    origin.request_id, e.metadata);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
 #include "security/audit.hpp"
@@ -37,6 +38,12 @@ HSEA_QUERY kList{"audit_list",
 std::optional<std::string> query_param(const http::RequestContext& ctx, std::string_view name) {
   std::string value;
   if (!ctx.request.query_param(name, value) || value.empty()) return std::nullopt;
+  // The decoded value goes to PostgreSQL as text: it must be UTF-8 without NUL (libpq would
+  // cut it there), or the filter would be refused by the database (500) or silently changed.
+  if (!log::is_valid_utf8(value) || value.find('\0') != std::string::npos) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the query parameters.",
+                   {{std::string(name), "must be UTF-8 text without NUL characters"}});
+  }
   return value;
 }
 
@@ -83,7 +90,9 @@ awaitable<http::Response> record_access(http::RequestContext& ctx, http::Next ne
   http::Response response = co_await next(ctx);
   const AccessEvent* access = ctx.policy<AccessEvent>();
   if (access != nullptr && response.status < 400 && !ctx.tenant_id.empty()) {
-    boost::json::object query{{"path", ctx.request.path}, {"query", ctx.request.query}};
+    // As text the audit log can store (a path or query may hold any bytes).
+    boost::json::object query{{"path", log::valid_utf8(ctx.request.path)},
+                              {"query", log::valid_utf8(ctx.request.query)}};
     co_await record_in(
         ctx.tenant_id, ctx,
         event(access->action, "tenant", ctx.tenant_id, boost::json::serialize(query)));

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "core/embedded.hpp"
 #include "http/json.hpp"
@@ -22,6 +23,38 @@
 
 namespace hsea::security {
 namespace {
+
+// A copy of `node` in which every `format` applies to strings only, as JSON Schema means it:
+// `format: F` becomes `allOf: [{if: {type: string}, then: {format: F}}]`. valijson applies a
+// bare `format` to a value of any type and throws on an array or object (a 500 for a body that
+// merely has a wrong type). A member *named* "format" under properties stays as it is.
+YAML::Node formats_for_strings_only(const YAML::Node& node, bool names_properties = false) {
+  if (node.IsSequence()) {
+    YAML::Node out(YAML::NodeType::Sequence);
+    for (const auto& item : node) out.push_back(formats_for_strings_only(item));
+    return out;
+  }
+  if (!node.IsMap()) return YAML::Clone(node);
+  YAML::Node out(YAML::NodeType::Map);
+  std::optional<std::string> format;
+  for (const auto& entry : node) {
+    std::string key = entry.first.as<std::string>();
+    if (key == "format" && !names_properties) {
+      format = entry.second.as<std::string>();
+      continue;
+    }
+    bool names = !names_properties && (key == "properties" || key == "patternProperties");
+    out[key] = formats_for_strings_only(entry.second, names);
+  }
+  if (format) {
+    YAML::Node conditional(YAML::NodeType::Map);
+    conditional["if"]["type"] = "string";
+    conditional["then"]["format"] = *format;
+    if (!out["allOf"]) out["allOf"] = YAML::Node(YAML::NodeType::Sequence);
+    out["allOf"].push_back(conditional);
+  }
+  return out;
+}
 
 // Every request schema of the contract, compiled once. They are self-contained (no $ref), so
 // each compiles on its own; a test checks that every route's body_schema exists.
@@ -34,7 +67,8 @@ class Schemas {
       if (!entry.first.as<std::string>().ends_with("Request")) continue;
       auto schema = std::make_unique<valijson::Schema>();
       valijson::SchemaParser parser;
-      valijson::adapters::YamlCppAdapter adapter(entry.second);
+      YAML::Node source = formats_for_strings_only(entry.second);
+      valijson::adapters::YamlCppAdapter adapter(source);
       parser.populateSchema(adapter, *schema);
       schemas_.emplace(entry.first.as<std::string>(), std::move(schema));
     }

@@ -1,0 +1,614 @@
+// Black-box tests of hostile and malformed client input: the real `hsea` binary against a real
+// PostgreSQL. Every refusal must be an RFC 9457 problem with a 4xx status that changes nothing;
+// input the server can accept (an odd User-Agent) must not break the request.
+#include <gtest/gtest.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <yaml-cpp/yaml.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <chrono>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/ids.hpp"
+#include "identity/tokens.hpp"
+#include "testkit/testkit.hpp"
+
+namespace hsea {
+namespace {
+
+using boost::json::array;
+using boost::json::object;
+using boost::json::value;
+using testkit::http;
+using testkit::HttpResponse;
+using testkit::json_of;
+using testkit::str;
+using testkit::TestDatabase;
+using testkit::TestServer;
+
+constexpr const char* kRetiredKid = "bad-input-retired-key";
+
+std::string bearer(const std::string& credential) { return "Authorization: Bearer " + credential; }
+
+// A refusal: 4xx, a problem document whose status is the response's.
+void expect_problem(const HttpResponse& r, int status, const std::string& what = "") {
+  if (status == 0) {
+    EXPECT_GE(r.status, 400) << what << ": " << r.body;
+    EXPECT_LT(r.status, 500) << what << ": " << r.body;
+  } else {
+    EXPECT_EQ(r.status, status) << what << ": " << r.body;
+  }
+  EXPECT_EQ(r.header("content-type"), "application/problem+json") << what << ": " << r.body;
+  boost::system::error_code ec;
+  value v = boost::json::parse(r.body, ec);
+  ASSERT_FALSE(ec) << what << ": not JSON: " << r.body;
+  ASSERT_TRUE(v.is_object()) << what;
+  ASSERT_TRUE(v.as_object().contains("status")) << what << ": " << r.body;
+  EXPECT_EQ(v.as_object().at("status").as_int64(), r.status) << what;
+  EXPECT_FALSE(str(v.as_object(), "code").empty()) << what;
+}
+
+// Whether errors[] names `field` (a JSON pointer) or something inside it.
+bool names_field(const HttpResponse& r, const std::string& field) {
+  boost::system::error_code ec;
+  value v = boost::json::parse(r.body, ec);
+  if (ec || !v.is_object() || !v.as_object().contains("errors")) return false;
+  for (const auto& e : v.as_object().at("errors").as_array()) {
+    std::string f = str(e.as_object(), "field");
+    if (f == field || f.starts_with(field + "/")) return true;
+  }
+  return false;
+}
+
+struct EcKey {
+  EVP_PKEY* pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  ~EcKey() { EVP_PKEY_free(pkey); }
+  std::string public_pem() const {
+    BIO* bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PUBKEY(bio, pkey);
+    char* data = nullptr;
+    long n = BIO_get_mem_data(bio, &data);
+    std::string out(data, static_cast<std::size_t>(n));
+    BIO_free(bio);
+    return out;
+  }
+};
+
+class BadInput : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    db_ = new TestDatabase();
+    // A key the test holds, retired a minute ago: the server still verifies with it, so the test
+    // can sign tokens with chosen claims.
+    retired_key_ = new EcKey();
+    testkit::sql(db_->admin_url(),
+                 "INSERT INTO signing_keys (kid, algorithm, public_pem, sealed_private, "
+                 "created_at, retired_at) VALUES ($1, 'ES256', $2, 'not-used', "
+                 "now() - interval '30 minutes', now() - interval '1 minute')",
+                 {kRetiredKid, retired_key_->public_pem()});
+    server_ = new TestServer(*db_, {{"HSEA_LOGIN_MAX_FAILURES_PER_ACCOUNT", "3"}});
+    for (int i = 0; i < 200; ++i) {
+      if (http("GET", server_->url("/.well-known/jwks.json")).status == 200) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete retired_key_;
+    delete db_;
+  }
+
+  static std::string url(const std::string& path) { return server_->url(path); }
+
+  static testkit::Account signup(const std::string& org) { return testkit::sign_up(*server_, org); }
+
+  static HttpResponse login(const std::string& email, const std::string& password,
+                            const std::vector<std::string>& headers = {}) {
+    object body{{"email", email}, {"password", password}};
+    return http("POST", url("/api/auth/login"), boost::json::serialize(body), headers);
+  }
+
+  static std::string scalar(const std::string& statement,
+                            const std::vector<std::string>& params = {}) {
+    auto rows = testkit::sql(db_->admin_url(), statement, params);
+    return rows.empty() || rows[0].empty() ? std::string() : rows[0][0];
+  }
+
+  // Every row of every table, except columns that reads touch (a session's last_seen_at, a key's
+  // usage): equal fingerprints mean no request changed anything.
+  static std::map<std::string, std::string> fingerprint() {
+    std::map<std::string, std::string> out;
+    for (const auto& row : testkit::sql(
+             db_->admin_url(),
+             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")) {
+      const std::string& table = row[0];
+      std::string rows = "t::text";
+      if (table == "sessions") rows = "(t.id, t.revoked_at, t.user_agent)::text";
+      if (table == "api_keys") rows = "(t.id, t.name, t.scopes, t.expires_at, t.revoked_at)::text";
+      out[table] = scalar("SELECT count(*) || ':' || md5(coalesce(string_agg(" + rows +
+                          ", '|' ORDER BY " + rows + "), '')) FROM " + table + " t");
+    }
+    return out;
+  }
+
+  static TestDatabase* db_;
+  static TestServer* server_;
+  static EcKey* retired_key_;
+};
+TestDatabase* BadInput::db_ = nullptr;
+TestServer* BadInput::server_ = nullptr;
+EcKey* BadInput::retired_key_ = nullptr;
+
+void expect_same(const std::map<std::string, std::string>& before,
+                 const std::map<std::string, std::string>& after, const std::string& what) {
+  for (const auto& [table, print] : before) {
+    auto it = after.find(table);
+    EXPECT_TRUE(it != after.end() && it->second == print) << what << " changed " << table;
+  }
+}
+
+// ------------------------------------------------------------------ A: NUL bytes (finding 4)
+
+TEST_F(BadInput, NulInTheLoginEmailDoesNotBypassTheAccountThrottle) {
+  testkit::Account victim = signup("Victim");
+  // The suite's server allows 3 failures per account.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(login(victim.email, "wrong-password-123").status, 401);
+  HttpResponse locked = login(victim.email, victim.password);
+  expect_problem(locked, 429, "locked account");
+  std::string sessions_before =
+      scalar("SELECT count(*) FROM sessions WHERE user_id = $1", {victim.user_id});
+
+  // The same account under another spelling, with the right password: still refused.
+  for (const std::string& variant :
+       {victim.email + std::string("\0x", 2), victim.email + std::string(1, '\0'),
+        std::string(1, '\0') + victim.email}) {
+    HttpResponse r = login(variant, victim.password);
+    expect_problem(r, 422, "NUL variant");
+    EXPECT_TRUE(names_field(r, "/email")) << r.body;
+    EXPECT_EQ(r.body.find("access_token"), std::string::npos);
+  }
+  for (const std::string& variant : {" " + victim.email, victim.email + " "}) {
+    HttpResponse r = login(variant, victim.password);
+    expect_problem(r, 0, "padded variant '" + variant + "'");
+    EXPECT_EQ(r.body.find("access_token"), std::string::npos);
+  }
+  EXPECT_EQ(scalar("SELECT count(*) FROM sessions WHERE user_id = $1", {victim.user_id}),
+            sessions_before);
+}
+
+TEST_F(BadInput, NulInAnyStringOfAnyBodyIs422NamingTheField) {
+  testkit::Account a = signup("Nul Owner");
+  auto before = fingerprint();
+  std::string nul("a\0b", 3);
+  struct Case {
+    std::string method, path;
+    object body;
+    std::string field;
+    bool auth;
+  };
+  std::vector<Case> cases{
+      {"PATCH", "/api/tenant", object{{"name", nul}}, "/name", true},
+      {"PATCH", "/api/tenant", object{{"slug", "ok-slug"}, {"name", "x" + nul}}, "/name", true},
+      {"PATCH", "/api/me", object{{"name", nul}}, "/name", true},
+      {"PATCH", "/api/members/" + a.user_id, object{{"role", "owner" + std::string(1, '\0')}},
+       "/role", true},
+      {"POST", "/api/api-keys", object{{"name", nul}, {"scopes", array{"read"}}}, "/name", true},
+      {"POST", "/api/api-keys", object{{"name", "k"}, {"scopes", array{"read", "write" + nul}}},
+       "/scopes/1", true},
+      {"POST", "/api/auth/refresh", object{{"refresh_token", a.refresh_token + nul}},
+       "/refresh_token", false},
+      {"POST", "/api/auth/signup",
+       object{{"email", "nul-" + core::random_hex(4) + "@example.com"},
+              {"password", "correct horse battery staple 42"},
+              {"name", "N"},
+              {"organization_name", "Evil" + nul}},
+       "/organization_name", false},
+      {"POST", "/api/auth/login", object{{"email", a.email}, {"password", a.password + nul}},
+       "/password", false},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> headers;
+    if (c.auth) headers.push_back(bearer(a.access_token));
+    HttpResponse r = http(c.method, url(c.path), boost::json::serialize(c.body), headers);
+    expect_problem(r, 422, c.method + " " + c.path);
+    EXPECT_TRUE(names_field(r, c.field)) << c.path << " " << c.field << ": " << r.body;
+  }
+  // A NUL in a member name is refused too, whatever the member is.
+  HttpResponse key =
+      http("PATCH", url("/api/tenant"), R"({"na\u0000me":"x"})", {bearer(a.access_token)});
+  expect_problem(key, 422, "NUL in a member name");
+  expect_same(before, fingerprint(), "NUL bodies");
+  HttpResponse tenant = http("GET", url("/api/tenant"), "", {bearer(a.access_token)});
+  EXPECT_EQ(str(json_of(tenant), "name"), a.tenant_name);
+}
+
+// ------------------------------------------------------ B: 500s for client input (finding 6)
+
+// Counts the HTTP responses in what a raw exchange got back.
+int responses_in(const std::string& reply) {
+  int n = 0;
+  for (std::size_t at = reply.find("HTTP/1."); at != std::string::npos;
+       at = reply.find("HTTP/1.", at + 1)) {
+    if (at == 0 || reply.compare(at - 2, 2, "\r\n") == 0 || reply[at - 1] == '}') ++n;
+  }
+  return n;
+}
+
+object jwt_payload(const std::string& token) {
+  auto first = token.find('.');
+  auto second = token.find('.', first + 1);
+  auto raw = identity::base64url_decode(token.substr(first + 1, second - first - 1));
+  if (!raw) {
+    ADD_FAILURE() << "not a JWT: " << token;
+    return {};
+  }
+  return boost::json::parse(*raw).as_object();
+}
+
+TEST_F(BadInput, UndecodableOrCutUserAgentsStillSignInAndAreListed) {
+  std::string cut = std::string(511, 'a') + "\xc3\xa9" + "tail";  // 512 bytes ends mid-'é'
+  std::string euros;
+  for (int i = 0; i < 200; ++i) euros += "\xe2\x82\xac";  // 600 bytes of 3-byte characters
+  std::string invalid = "bad \xff\xfe agent \xc3";
+  // Sign-up also records the agent (session and audit entry).
+  object signup_body{{"email", "ua-" + core::random_hex(4) + "@example.com"},
+                     {"password", "correct horse battery staple 42"},
+                     {"name", "UA"},
+                     {"organization_name", "UA Org " + core::random_hex(3)}};
+  HttpResponse made = http("POST", url("/api/auth/signup"), boost::json::serialize(signup_body),
+                           {"User-Agent: " + invalid});
+  ASSERT_EQ(made.status, 201) << made.body;
+  std::string email = str(signup_body, "email"), password = str(signup_body, "password");
+  std::string owner_token = str(json_of(made), "access_token");
+
+  std::map<std::string, std::string> sid_to_expected;
+  sid_to_expected[str(jwt_payload(owner_token), "sid")] =
+      "bad \xef\xbf\xbd\xef\xbf\xbd agent \xef\xbf\xbd";
+  for (const std::string& agent : {cut, euros, invalid}) {
+    HttpResponse r = login(email, password, {"User-Agent: " + agent});
+    ASSERT_EQ(r.status, 200) << r.body;
+    std::string sid = str(jwt_payload(str(json_of(r), "access_token")), "sid");
+    if (agent == cut) sid_to_expected[sid] = std::string(511, 'a');
+    if (agent == euros) sid_to_expected[sid] = euros.substr(0, 510);
+  }
+  HttpResponse list = http("GET", url("/api/me/sessions"), "", {bearer(owner_token)});
+  ASSERT_EQ(list.status, 200) << list.body;
+  object body = json_of(list);  // strict parse: the response is valid UTF-8
+  int found = 0;
+  for (const auto& s : body.at("data").as_array()) {
+    std::string ua = str(s.as_object(), "user_agent");
+    EXPECT_LE(ua.size(), 512u);
+    auto it = sid_to_expected.find(str(s.as_object(), "id"));
+    if (it != sid_to_expected.end()) {
+      ++found;
+      EXPECT_EQ(ua, it->second);
+    }
+  }
+  EXPECT_EQ(found, 3) << list.body;
+  HttpResponse audit = http("GET", url("/api/audit-logs"), "", {bearer(owner_token)});
+  EXPECT_EQ(audit.status, 200) << audit.body;
+  json_of(audit);
+}
+
+TEST_F(BadInput, AuditLogFiltersThatAreNotTextAreRefused) {
+  testkit::Account a = signup("Audit Filters");
+  for (const char* name : {"actor", "action", "target", "since", "until"}) {
+    for (const char* bad : {"%ff", "%c3", "a%00b", "%ed%a0%80"}) {
+      std::string query = std::string("?") + name + "=" + bad;
+      HttpResponse r = http("GET", url("/api/audit-logs" + query), "", {bearer(a.access_token)});
+      expect_problem(r, 0, query);
+      EXPECT_TRUE(names_field(r, name)) << query << ": " << r.body;
+    }
+  }
+  EXPECT_EQ(
+      http("GET", url("/api/audit-logs?action=auth&actor=x"), "", {bearer(a.access_token)}).status,
+      200);
+}
+
+TEST_F(BadInput, WrongTypedFieldsAre422AndChangeNothing) {
+  testkit::Account a = signup("Wrong Types");
+  auto before = fingerprint();
+  struct Case {
+    std::string path, body, field;
+    bool auth;
+  };
+  std::vector<Case> cases{
+      {"/api/auth/login",
+       R"({"email":")" + a.email + R"(","password":")" + a.password + R"(","tenant_id":[1]})",
+       "/tenant_id", false},
+      {"/api/auth/login",
+       R"({"email":")" + a.email + R"(","password":")" + a.password + R"(","tenant_id":{"a":1}})",
+       "/tenant_id", false},
+      {"/api/auth/login",
+       R"({"email":")" + a.email + R"(","password":")" + a.password + R"(","session":[1]})",
+       "/session", false},
+      {"/api/api-keys", R"({"name":"k","scopes":["read"],"expires_at":{"x":1}})", "/expires_at",
+       true},
+      {"/api/api-keys", R"({"name":"k","scopes":["read"],"expires_at":[1]})", "/expires_at", true},
+      {"/api/api-keys", R"({"name":"k","scopes":["read"],"expires_at":17})", "/expires_at", true},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> headers;
+    if (c.auth) headers.push_back(bearer(a.access_token));
+    HttpResponse r = http("POST", url(c.path), c.body, headers);
+    expect_problem(r, 422, c.body);
+    EXPECT_TRUE(names_field(r, c.field)) << c.body << ": " << r.body;
+  }
+  expect_same(before, fingerprint(), "wrong-typed bodies");
+}
+
+// Values of every JSON type except the ones `schema` allows.
+std::vector<value> wrong_values(const YAML::Node& schema) {
+  std::set<std::string> allowed;
+  if (schema["type"].IsSequence()) {
+    for (const auto& t : schema["type"]) allowed.insert(t.as<std::string>());
+  } else if (schema["type"]) {
+    allowed.insert(schema["type"].as<std::string>());
+  }
+  if (allowed.contains("integer")) allowed.insert("number");
+  std::vector<value> out;
+  auto add = [&](const std::string& type, std::initializer_list<value> vs) {
+    if (allowed.contains(type)) return;
+    for (const auto& v : vs) out.push_back(v);
+  };
+  add("string", {value("1"), value("2030-01-01T00:00:00Z"), value("")});
+  add("number", {value(42), value(-1.5), value(1e308)});
+  add("boolean", {value(true), value(false)});
+  add("null", {value(nullptr)});
+  add("array", {value(array{}), value(array{"read"}), value(array{1, 2})});
+  add("object", {value(object{}), value(object{{"x", 1}}), value(object{{"read", "read"}})});
+  if (allowed.contains("integer") && !allowed.contains("number")) out.push_back(value(1.5));
+  if (allowed.contains("string")) out.push_back(value(std::string("x\0y", 3)));
+  if (allowed.contains("array") && schema["items"]) {
+    for (const auto& item : wrong_values(schema["items"])) out.push_back(value(array{item}));
+  }
+  return out;
+}
+
+// A value `schema` accepts.
+value valid_value(const YAML::Node& schema, const std::string& name) {
+  std::string type =
+      schema["type"] && schema["type"].IsScalar() ? schema["type"].as<std::string>() : "string";
+  if (schema["enum"]) return value(schema["enum"][0].as<std::string>());
+  if (type == "array") return value(array{valid_value(schema["items"], name)});
+  if (type == "integer" || type == "number") return value(1);
+  if (type == "boolean") return value(true);
+  if (type == "object") return value(object{});
+  std::string format = schema["format"] ? schema["format"].as<std::string>() : "";
+  if (format == "date-time") return value("2099-01-01T00:00:00Z");
+  if (format == "uuid") return value(core::uuid_v7());
+  if (name == "email") return value("schema-" + core::random_hex(4) + "@example.com");
+  if (schema["pattern"]) return value("valid-" + core::random_hex(3));
+  return value("valid");
+}
+
+TEST_F(BadInput, EveryBodyPropertyOfTheWrongTypeIsA4xxProblem) {
+  testkit::Account a = signup("Schema Owner");
+  testkit::Account m = signup("Schema Member");
+  testkit::add_member(*db_, a.tenant_id, m.user_id, "member");
+  YAML::Node spec = YAML::LoadFile(std::string(HSEA_SOURCE_DIR) + "/openapi/openapi.yaml");
+  auto before = fingerprint();
+  int routes = 0, requests = 0;
+  for (const auto& path : spec["paths"]) {
+    std::string route = path.first.as<std::string>();
+    std::string concrete = route;
+    for (auto [param, v] : {std::pair{"{user_id}", m.user_id}, std::pair{"{id}", a.user_id}}) {
+      if (auto at = concrete.find(param); at != std::string::npos) {
+        concrete.replace(at, std::string(param).size(), v);
+      }
+    }
+    for (const auto& op : path.second) {
+      std::string method = op.first.as<std::string>();
+      if (!op.second.IsMap() || !op.second["requestBody"]) continue;
+      std::string ref = op.second["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                            .as<std::string>();
+      YAML::Node schema = spec["components"]["schemas"][ref.substr(ref.rfind('/') + 1)];
+      ASSERT_TRUE(schema.IsMap()) << ref;
+      for (char& c : method) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      bool secured = !op.second["security"] || op.second["security"].size() > 0;
+      std::vector<std::string> headers;
+      if (secured) headers.push_back(bearer(a.access_token));
+      ++routes;
+      object base;
+      for (const auto& prop : schema["properties"]) {
+        std::string name = prop.first.as<std::string>();
+        base[name] = valid_value(prop.second, name);
+      }
+      auto send = [&](const std::string& body, const std::string& what,
+                      std::vector<std::string> extra = {}) {
+        ++requests;
+        for (const auto& h : headers) extra.push_back(h);
+        HttpResponse r = http(method, url(concrete), body, extra);
+        expect_problem(r, 0, method + " " + route + " " + what);
+        return r;
+      };
+      for (const auto& prop : schema["properties"]) {
+        std::string name = prop.first.as<std::string>();
+        for (const auto& wrong : wrong_values(prop.second)) {
+          object body = base;
+          body[name] = wrong;
+          std::string text = boost::json::serialize(body);
+          HttpResponse r = send(text, text);
+          EXPECT_EQ(r.status, 422) << method << " " << route << " " << text << ": " << r.body;
+          EXPECT_TRUE(names_field(r, "/" + name)) << route << " " << text << ": " << r.body;
+        }
+      }
+      // Not an object, not JSON, nested too deep, an unknown member, not UTF-8, not JSON's media
+      // type.
+      for (const std::string& body :
+           std::vector<std::string>{"[]", "\"x\"", "1", "null", "true", "{", "{\"a\":1",
+                                    std::string(200, '[') + "]", "{\"unknown_member_x\":1}",
+                                    "\xff\xfe", "{\"name\":\"\xff\"}", "{\"name\":\"\\ud800\"}"}) {
+        send(body, "body " + body);
+      }
+      send(boost::json::serialize(base), "text/plain", {"Content-Type: text/plain"});
+    }
+  }
+  EXPECT_GE(routes, 7);
+  EXPECT_GT(requests, 100);
+  expect_same(before, fingerprint(), "wrong-typed bodies");
+  EXPECT_EQ(login(a.email, a.password).status, 200);
+}
+
+TEST_F(BadInput, EveryRouteThatTakesABodyDeclaresItsSchema) {
+  YAML::Node spec = YAML::LoadFile(std::string(HSEA_SOURCE_DIR) + "/openapi/openapi.yaml");
+  for (const auto& path : spec["paths"]) {
+    for (const auto& op : path.second) {
+      if (!op.second.IsMap() || !op.second["requestBody"]) continue;
+      std::string ref =
+          op.second["requestBody"]["content"]["application/json"]["schema"]["$ref"].as<std::string>(
+              "");
+      ASSERT_FALSE(ref.empty()) << path.first.as<std::string>();
+      YAML::Node schema = spec["components"]["schemas"][ref.substr(ref.rfind('/') + 1)];
+      EXPECT_EQ(schema["type"].as<std::string>(""), "object") << ref;
+      EXPECT_TRUE(schema["additionalProperties"] && !schema["additionalProperties"].as<bool>())
+          << ref << " allows unknown members";
+      for (const auto& prop : schema["properties"]) {
+        EXPECT_TRUE(prop.second["type"] || prop.second["enum"])
+            << ref << "." << prop.first.as<std::string>() << " has no type";
+      }
+    }
+  }
+}
+
+TEST_F(BadInput, LogLinesStayValidJsonWhateverTheClientSent) {
+  std::string reply = testkit::raw_exchange(
+      server_->port(),
+      "GET /x\xff\xfe%ff%00%c3/y HTTP/1.1\r\nHost: x\r\nUser-Agent: \xff\xc3\r\n"
+      "X-Request-Id: \xff\r\nConnection: close\r\n\r\n",
+      std::chrono::milliseconds(3000));
+  EXPECT_EQ(responses_in(reply), 1) << reply;
+  http("GET", url("/%ff%fe/%00"), "", {"User-Agent: \xff\xfe"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // the log flushes every second
+  std::istringstream lines(server_->output());
+  std::string line;
+  int json_lines = 0;
+  while (std::getline(lines, line)) {
+    if (!line.starts_with("{")) continue;
+    ++json_lines;
+    boost::system::error_code ec;
+    boost::json::parse(line, ec);  // strict: also refuses invalid UTF-8
+    EXPECT_FALSE(ec) << "not a valid JSON line: " << line;
+  }
+  EXPECT_GT(json_lines, 2);
+}
+
+// ------------------------------------------------ C: Transfer-Encoding (finding 8)
+
+TEST_F(BadInput, TransferEncodingOtherThanChunkedIsRefusedAndTheConnectionClosed) {
+  // What follows the header would be a second request if the server took the body as empty.
+  const std::string smuggled = "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::vector<std::string> headers{
+      "Transfer-Encoding: chunked, chunked\r\n",
+      "Transfer-Encoding: chunked,chunked\r\n",
+      "Transfer-Encoding: gzip, chunked\r\n",
+      "Transfer-Encoding: chunked, gzip\r\n",
+      "Transfer-Encoding: identity\r\n",
+      "Transfer-Encoding: gzip\r\n",
+      "Transfer-Encoding: xchunked\r\n",
+      "Transfer-Encoding: chunked;q=1\r\n",
+      "Transfer-Encoding: chunked\r\n chunked\r\n",
+      "Transfer-Encoding: gzip\r\n\t,chunked\r\n",
+      "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+      "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: gzip\r\nContent-Length: 38\r\n",
+  };
+  for (const auto& te : headers) {
+    std::string request =
+        "POST /api/auth/refresh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + te +
+        "\r\n" + smuggled;
+    auto started = std::chrono::steady_clock::now();
+    std::string reply =
+        testkit::raw_exchange(server_->port(), request, std::chrono::milliseconds(4000));
+    auto took = std::chrono::steady_clock::now() - started;
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << te << reply;
+    EXPECT_EQ(responses_in(reply), 1) << te << reply;
+    EXPECT_NE(reply.find("application/problem+json"), std::string::npos) << te;
+    EXPECT_LT(took, std::chrono::milliseconds(3000)) << te << ": the connection stayed open";
+  }
+  // HTTP/1.0 has no chunked coding.
+  std::string old = testkit::raw_exchange(
+      server_->port(),
+      "POST /api/auth/refresh HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled);
+  EXPECT_EQ(old.rfind("HTTP/1.1 400", 0), 0u) << old;
+  EXPECT_EQ(responses_in(old), 1) << old;
+
+  // Exactly "chunked", in any case, is decoded: one answer per request on a kept connection.
+  std::string body = R"({"refresh_token":"nope"})";
+  char size[8];
+  std::snprintf(size, sizeof size, "%zx", body.size());
+  for (const char* te : {"chunked", "Chunked", "CHUNKED"}) {
+    std::string chunked = std::string("POST /api/auth/refresh HTTP/1.1\r\nHost: x\r\n") +
+                          "Content-Type: application/json\r\nTransfer-Encoding: " + te +
+                          "\r\n\r\n" + size + "\r\n" + body + "\r\n0\r\n\r\n" +
+                          "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    std::string reply = testkit::raw_exchange(server_->port(), chunked);
+    EXPECT_EQ(reply.rfind("HTTP/1.1 401", 0), 0u) << reply;
+    EXPECT_EQ(responses_in(reply), 2) << reply;
+    EXPECT_NE(reply.find("HTTP/1.1 200"), std::string::npos) << reply;
+  }
+}
+
+// ------------------------------------------------ D: request parsing details (finding 10)
+
+TEST_F(BadInput, ContentTypeMustBeJsonExactly) {
+  testkit::Account a = signup("Content Types");
+  auto before = fingerprint();
+  std::string body = R"({"name":"Renamed Co"})";
+  for (const char* type :
+       {"application/jsonx", "application/json-seq", "application/jsonp", "application/json5",
+        "text/plain", "application/x-www-form-urlencoded", "application/json, text/plain",
+        "application/json; charset=latin1", "application/merge-patch+jsonx", "json", ""}) {
+    HttpResponse r = http("PATCH", url("/api/tenant"), body,
+                          {bearer(a.access_token), std::string("Content-Type: ") + type});
+    expect_problem(r, 415, type);
+  }
+  expect_same(before, fingerprint(), "unsupported media types");
+  for (const char* type :
+       {"application/json", "APPLICATION/JSON", "application/json; charset=utf-8",
+        "application/json;charset=UTF-8", "Application/Json ; charset=\"utf-8\"",
+        "application/merge-patch+json"}) {
+    HttpResponse r = http("PATCH", url("/api/tenant"), body,
+                          {bearer(a.access_token), std::string("Content-Type: ") + type});
+    EXPECT_EQ(r.status, 200) << type << ": " << r.body;
+  }
+}
+
+TEST_F(BadInput, Http11WithoutOneHostIs400) {
+  for (const std::string& request :
+       {std::string("GET /health/live HTTP/1.1\r\n\r\n"),
+        std::string("GET /health/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")}) {
+    std::string reply = testkit::raw_exchange(server_->port(), request);
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << request << reply;
+    EXPECT_NE(reply.find("application/problem+json"), std::string::npos) << reply;
+    EXPECT_EQ(responses_in(reply), 1) << reply;
+  }
+  // HTTP/1.0 needs no Host.
+  std::string old = testkit::raw_exchange(server_->port(), "GET /health/live HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(old.rfind("HTTP/1.0 200", 0), 0u) << old;
+}
+
+TEST_F(BadInput, RequestTargetMustStartWithASlash) {
+  for (const std::string& target :
+       std::vector<std::string>{"health/live", "api/tenant", "http://other.test/health/live",
+                                "HTTP://127.0.0.1/health/live", "*", "%2Fhealth/live", "health"}) {
+    std::string reply =
+        testkit::raw_exchange(server_->port(), "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(reply.rfind("HTTP/1.1 400", 0), 0u) << target << ": " << reply;
+    EXPECT_NE(reply.find("application/problem+json"), std::string::npos) << reply;
+    EXPECT_EQ(responses_in(reply), 1) << reply;
+  }
+}
+
+}  // namespace
+}  // namespace hsea
