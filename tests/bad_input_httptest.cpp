@@ -610,5 +610,32 @@ TEST_F(BadInput, RequestTargetMustStartWithASlash) {
   }
 }
 
+TEST_F(BadInput, EncodedSlashStaysInsideItsSegment) {
+  testkit::Account a = signup("Encoded Slash");
+  HttpResponse made = http("POST", url("/api/api-keys"), R"({"name":"k","scopes":["read"]})",
+                           {bearer(a.access_token)});
+  ASSERT_EQ(made.status, 201) << made.body;
+  std::string id = str(json_of(made), "id");
+  for (const char* path : {"/api/api-keys/%2F", "/api/api-keys/%2f", "/api%2Fapi-keys",
+                           "/api/api-keys%2F", "/api/v1%2Fapi-keys", "/api/api-keys/%2F%2F"}) {
+    HttpResponse r = http("GET", url(path), "", {bearer(a.access_token)});
+    expect_problem(r, 404, path);
+    EXPECT_EQ(r.body.find(id), std::string::npos) << path;
+  }
+  // Path parameters are still decoded: %61 is 'a'.
+  std::string encoded = id;
+  for (std::size_t i = 0; i < encoded.size(); ++i) {
+    if (encoded[i] >= 'a' && encoded[i] <= 'f') {
+      encoded.replace(i, 1, "%" + std::to_string(61 + (encoded[i] - 'a')));
+      break;
+    }
+  }
+  ASSERT_NE(encoded, id);
+  HttpResponse got = http("GET", url("/api/api-keys/" + encoded), "", {bearer(a.access_token)});
+  EXPECT_EQ(got.status, 200) << encoded << ": " << got.body;
+  EXPECT_EQ(str(json_of(got), "id"), id);
+  EXPECT_EQ(http("GET", url("/api/%61pi-keys"), "", {bearer(a.access_token)}).status, 200);
+}
+
 }  // namespace
 }  // namespace hsea

@@ -199,7 +199,9 @@ struct Server::Impl {
       // Refused before routing: only the outer layers apply.
       co_return co_await Next(std::span(parts.chain).first(parts.outer_layers), reject)(ctx);
     }
-    ctx.match = parts.router.match(request.method, request.path);
+    // Routed on the path as received: the router splits it before decoding each segment.
+    std::string_view target(request.target);
+    ctx.match = parts.router.match(request.method, target.substr(0, target.find('?')));
     co_return co_await Next(parts.chain, dispatch)(ctx);
   }
 
