@@ -637,5 +637,61 @@ TEST_F(BadInput, EncodedSlashStaysInsideItsSegment) {
   EXPECT_EQ(http("GET", url("/api/%61pi-keys"), "", {bearer(a.access_token)}).status, 200);
 }
 
+std::string b64url(std::string_view bytes) { return identity::base64url_encode(bytes); }
+
+// An ES256 signature in JWS form (r || s).
+std::string es256(EVP_PKEY* key, std::string_view data) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  std::size_t len = 0;
+  std::vector<unsigned char> der;
+  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
+  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
+                 data.size());
+  der.resize(len);
+  EVP_DigestSign(ctx, der.data(), &len, reinterpret_cast<const unsigned char*>(data.data()),
+                 data.size());
+  EVP_MD_CTX_free(ctx);
+  const unsigned char* p = der.data();
+  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len));
+  const BIGNUM *r = nullptr, *s = nullptr;
+  ECDSA_SIG_get0(sig, &r, &s);
+  std::string raw(64, '\0');
+  BN_bn2binpad(r, reinterpret_cast<unsigned char*>(raw.data()), 32);
+  BN_bn2binpad(s, reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
+  ECDSA_SIG_free(sig);
+  return raw;
+}
+
+TEST_F(BadInput, TokenThatIsNotYetValidIsRefused) {
+  testkit::Account a = signup("Not Before");
+  object payload = jwt_payload(a.access_token);
+  std::int64_t now = identity::unix_now();
+  object header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
+  auto mint = [&](const object& p) {
+    std::string input =
+        b64url(boost::json::serialize(header)) + "." + b64url(boost::json::serialize(p));
+    return input + "." + b64url(es256(retired_key_->pkey, input));
+  };
+  auto me = [&](const std::string& token) {
+    return http("GET", url("/api/me"), "", {bearer(token)});
+  };
+  ASSERT_EQ(me(mint(payload)).status, 200) << "the test's own signing is broken";
+  for (std::int64_t nbf : {now + 3600, now + 120}) {
+    object p = payload;
+    p["nbf"] = nbf;
+    expect_problem(me(mint(p)), 401, "nbf in " + std::to_string(nbf - now) + " s");
+  }
+  for (const value& bad : {value("soon"), value(1.5), value(array{}), value(nullptr)}) {
+    object p = payload;
+    p["nbf"] = bad;
+    expect_problem(me(mint(p)), 401, "nbf " + boost::json::serialize(bad));
+  }
+  for (std::int64_t nbf : {now - 60, now, now + 10}) {
+    object p = payload;
+    p["nbf"] = nbf;
+    EXPECT_EQ(me(mint(p)).status, 200) << "nbf in " << nbf - now << " s";
+  }
+}
+
 }  // namespace
 }  // namespace hsea
