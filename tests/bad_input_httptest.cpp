@@ -693,5 +693,39 @@ TEST_F(BadInput, TokenThatIsNotYetValidIsRefused) {
   }
 }
 
+// ------------------------------------------------ E: reserved slugs (finding 14)
+
+TEST_F(BadInput, ReservedSlugsCannotBeTaken) {
+  for (const char* org : {"Admin", "WWW", "api", "HSEA", "Status!", "localhost", "ns1", "Mail"}) {
+    object body{{"email", "reserved-" + core::random_hex(4) + "@example.com"},
+                {"password", "correct horse battery staple 42"},
+                {"name", "R"},
+                {"organization_name", org}};
+    HttpResponse r = http("POST", url("/api/auth/signup"), boost::json::serialize(body));
+    ASSERT_EQ(r.status, 201) << org << ": " << r.body;
+    std::string slug = str(json_of(r).at("tenant").as_object(), "slug");
+    std::string plain = org;
+    std::erase(plain, '!');
+    for (char& c : plain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    EXPECT_NE(slug, plain) << org;
+    EXPECT_TRUE(slug.starts_with(plain + "-")) << org << " -> " << slug;
+  }
+  testkit::Account a = signup("Slug Changer");
+  auto before = fingerprint();
+  for (const char* slug :
+       {"www",       "api",  "admin",   "app",  "mail",      "status", "docs",   "auth", "billing",
+        "dashboard", "help", "support", "blog", "static",    "assets", "cdn",    "ftp",  "smtp",
+        "imap",      "pop",  "ns1",     "ns2",  "localhost", "root",   "system", "hsea"}) {
+    HttpResponse r = http("PATCH", url("/api/tenant"), std::string(R"({"slug":")") + slug + "\"}",
+                          {bearer(a.access_token)});
+    expect_problem(r, 422, slug);
+    EXPECT_TRUE(names_field(r, "/slug")) << r.body;
+  }
+  expect_same(before, fingerprint(), "reserved slugs");
+  HttpResponse ok =
+      http("PATCH", url("/api/tenant"), R"({"slug":"www-not-reserved"})", {bearer(a.access_token)});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
 }  // namespace
 }  // namespace hsea

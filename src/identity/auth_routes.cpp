@@ -23,6 +23,7 @@
 #include "identity/session_cookie.hpp"
 #include "identity/tokens.hpp"
 #include "security/audit.hpp"
+#include "tenancy/tenancy.hpp"
 
 namespace hsea::identity {
 namespace {
@@ -216,9 +217,10 @@ awaitable<Response> signup(RequestContext& ctx) {
   bool cookie = wants_cookie(body);
 
   std::string slug = slug_from(organization);
-  if ((co_await ctx.db.query(kSlugTaken, db::params(slug))).get_bool(0, "taken")) {
-    slug = slug.substr(0, 35) + "-" + core::random_hex(2);
-  }
+  // A reserved slug (www, api, admin, ...) is treated as taken: the tenant gets a suffix.
+  bool taken = tenancy::is_reserved_slug(slug);
+  if (!taken) taken = (co_await ctx.db.query(kSlugTaken, db::params(slug))).get_bool(0, "taken");
+  if (taken) slug = slug.substr(0, 35) + "-" + core::random_hex(2);
   auto hash_work = [password] { return hash_password(password); };
   std::string hash = co_await ctx.shared->blocking.run(std::move(hash_work));
 

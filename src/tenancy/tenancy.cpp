@@ -4,6 +4,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <optional>
 #include <regex>
 
@@ -108,6 +109,8 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
   static const std::regex kSlug("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$");
   if (slug && !std::regex_match(*slug, kSlug)) {
     errors.push_back({"/slug", "must be lower-case letters, digits and inner hyphens"});
+  } else if (slug && is_reserved_slug(*slug)) {
+    errors.push_back({"/slug", "is reserved"});
   }
   if (!errors.empty()) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the fields.", std::move(errors));
@@ -230,6 +233,26 @@ awaitable<Response> delete_member(RequestContext& ctx) {
 }
 
 }  // namespace
+
+bool is_reserved_slug(std::string_view slug) {
+  static constexpr std::string_view kReserved[]{
+      "about",        "abuse",    "account", "accounts",  "admin",      "administrator",
+      "api",          "app",      "apps",    "assets",    "auth",       "autoconfig",
+      "autodiscover", "beta",     "billing", "blog",      "cdn",        "console",
+      "dashboard",    "demo",     "dev",     "docs",      "email",      "files",
+      "ftp",          "git",      "graphql", "health",    "help",       "hostmaster",
+      "hsea",         "id",       "imap",    "internal",  "localhost",  "login",
+      "logout",       "mail",     "media",   "metrics",   "mx",         "no-reply",
+      "noreply",      "ns",       "ns1",     "ns2",       "ns3",        "ns4",
+      "oauth",        "pop",      "pop3",    "portal",    "postmaster", "root",
+      "security",     "signin",   "signup",  "smtp",      "sso",        "staging",
+      "static",       "status",   "support", "system",    "tenant",     "tenants",
+      "test",         "webhooks", "webmail", "webmaster", "wpad",       "ws",
+      "www",          "www1",     "www2",    "www3",
+  };
+  static_assert(std::ranges::is_sorted(kReserved), "keep kReserved sorted: it is binary-searched");
+  return std::ranges::binary_search(kReserved, slug);
+}
 
 awaitable<std::int64_t> purge_due_tenants(db::Pool& db) {
   db::Result r = co_await db.query(kPurgeDue);
