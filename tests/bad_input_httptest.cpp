@@ -610,5 +610,122 @@ TEST_F(BadInput, RequestTargetMustStartWithASlash) {
   }
 }
 
+TEST_F(BadInput, EncodedSlashStaysInsideItsSegment) {
+  testkit::Account a = signup("Encoded Slash");
+  HttpResponse made = http("POST", url("/api/api-keys"), R"({"name":"k","scopes":["read"]})",
+                           {bearer(a.access_token)});
+  ASSERT_EQ(made.status, 201) << made.body;
+  std::string id = str(json_of(made), "id");
+  for (const char* path : {"/api/api-keys/%2F", "/api/api-keys/%2f", "/api%2Fapi-keys",
+                           "/api/api-keys%2F", "/api/v1%2Fapi-keys", "/api/api-keys/%2F%2F"}) {
+    HttpResponse r = http("GET", url(path), "", {bearer(a.access_token)});
+    expect_problem(r, 404, path);
+    EXPECT_EQ(r.body.find(id), std::string::npos) << path;
+  }
+  // Path parameters are still decoded: %61 is 'a'.
+  std::string encoded = id;
+  for (std::size_t i = 0; i < encoded.size(); ++i) {
+    if (encoded[i] >= 'a' && encoded[i] <= 'f') {
+      encoded.replace(i, 1, "%" + std::to_string(61 + (encoded[i] - 'a')));
+      break;
+    }
+  }
+  ASSERT_NE(encoded, id);
+  HttpResponse got = http("GET", url("/api/api-keys/" + encoded), "", {bearer(a.access_token)});
+  EXPECT_EQ(got.status, 200) << encoded << ": " << got.body;
+  EXPECT_EQ(str(json_of(got), "id"), id);
+  EXPECT_EQ(http("GET", url("/api/%61pi-keys"), "", {bearer(a.access_token)}).status, 200);
+}
+
+std::string b64url(std::string_view bytes) { return identity::base64url_encode(bytes); }
+
+// An ES256 signature in JWS form (r || s).
+std::string es256(EVP_PKEY* key, std::string_view data) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  std::size_t len = 0;
+  std::vector<unsigned char> der;
+  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
+  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
+                 data.size());
+  der.resize(len);
+  EVP_DigestSign(ctx, der.data(), &len, reinterpret_cast<const unsigned char*>(data.data()),
+                 data.size());
+  EVP_MD_CTX_free(ctx);
+  const unsigned char* p = der.data();
+  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len));
+  const BIGNUM *r = nullptr, *s = nullptr;
+  ECDSA_SIG_get0(sig, &r, &s);
+  std::string raw(64, '\0');
+  BN_bn2binpad(r, reinterpret_cast<unsigned char*>(raw.data()), 32);
+  BN_bn2binpad(s, reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
+  ECDSA_SIG_free(sig);
+  return raw;
+}
+
+TEST_F(BadInput, TokenThatIsNotYetValidIsRefused) {
+  testkit::Account a = signup("Not Before");
+  object payload = jwt_payload(a.access_token);
+  std::int64_t now = identity::unix_now();
+  object header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
+  auto mint = [&](const object& p) {
+    std::string input =
+        b64url(boost::json::serialize(header)) + "." + b64url(boost::json::serialize(p));
+    return input + "." + b64url(es256(retired_key_->pkey, input));
+  };
+  auto me = [&](const std::string& token) {
+    return http("GET", url("/api/me"), "", {bearer(token)});
+  };
+  ASSERT_EQ(me(mint(payload)).status, 200) << "the test's own signing is broken";
+  for (std::int64_t nbf : {now + 3600, now + 120}) {
+    object p = payload;
+    p["nbf"] = nbf;
+    expect_problem(me(mint(p)), 401, "nbf in " + std::to_string(nbf - now) + " s");
+  }
+  for (const value& bad : {value("soon"), value(1.5), value(array{}), value(nullptr)}) {
+    object p = payload;
+    p["nbf"] = bad;
+    expect_problem(me(mint(p)), 401, "nbf " + boost::json::serialize(bad));
+  }
+  for (std::int64_t nbf : {now - 60, now, now + 10}) {
+    object p = payload;
+    p["nbf"] = nbf;
+    EXPECT_EQ(me(mint(p)).status, 200) << "nbf in " << nbf - now << " s";
+  }
+}
+
+// ------------------------------------------------ E: reserved slugs (finding 14)
+
+TEST_F(BadInput, ReservedSlugsCannotBeTaken) {
+  for (const char* org : {"Admin", "WWW", "api", "HSEA", "Status!", "localhost", "ns1", "Mail"}) {
+    object body{{"email", "reserved-" + core::random_hex(4) + "@example.com"},
+                {"password", "correct horse battery staple 42"},
+                {"name", "R"},
+                {"organization_name", org}};
+    HttpResponse r = http("POST", url("/api/auth/signup"), boost::json::serialize(body));
+    ASSERT_EQ(r.status, 201) << org << ": " << r.body;
+    std::string slug = str(json_of(r).at("tenant").as_object(), "slug");
+    std::string plain = org;
+    std::erase(plain, '!');
+    for (char& c : plain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    EXPECT_NE(slug, plain) << org;
+    EXPECT_TRUE(slug.starts_with(plain + "-")) << org << " -> " << slug;
+  }
+  testkit::Account a = signup("Slug Changer");
+  auto before = fingerprint();
+  for (const char* slug :
+       {"www",       "api",  "admin",   "app",  "mail",      "status", "docs",   "auth", "billing",
+        "dashboard", "help", "support", "blog", "static",    "assets", "cdn",    "ftp",  "smtp",
+        "imap",      "pop",  "ns1",     "ns2",  "localhost", "root",   "system", "hsea"}) {
+    HttpResponse r = http("PATCH", url("/api/tenant"), std::string(R"({"slug":")") + slug + "\"}",
+                          {bearer(a.access_token)});
+    expect_problem(r, 422, slug);
+    EXPECT_TRUE(names_field(r, "/slug")) << r.body;
+  }
+  expect_same(before, fingerprint(), "reserved slugs");
+  HttpResponse ok =
+      http("PATCH", url("/api/tenant"), R"({"slug":"www-not-reserved"})", {bearer(a.access_token)});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
 }  // namespace
 }  // namespace hsea

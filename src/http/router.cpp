@@ -1,5 +1,7 @@
 #include "http/router.hpp"
 
+#include <boost/url/pct_string_view.hpp>
+
 #include <array>
 #include <map>
 #include <stdexcept>
@@ -8,6 +10,16 @@ namespace hsea::http {
 
 namespace {
 constexpr std::size_t kMethodCount = static_cast<std::size_t>(Method::kOther) + 1;
+
+// One segment of a request path as received, percent-decoded. Decoding after splitting keeps
+// an encoded "/" (%2F) inside its segment, so it can never add a path level. A segment with a
+// malformed escape stays as it came (it then matches no literal).
+std::string decode_segment(std::string_view raw) {
+  if (raw.find('%') == std::string_view::npos) return std::string(raw);
+  auto pct = boost::urls::make_pct_string_view(raw);
+  if (!pct) return std::string(raw);
+  return pct->decode();
+}
 
 std::vector<std::string_view> split_path(std::string_view path) {
   std::vector<std::string_view> out;
@@ -80,12 +92,13 @@ void Router::insert(const std::string& path, Route* route) {
 Match Router::match(Method method, std::string_view path) const {
   Match result;
   const Node* node = root_.get();
-  for (std::string_view segment : split_path(path)) {
+  for (std::string_view raw : split_path(path)) {
+    std::string segment = decode_segment(raw);
     auto it = node->literal.find(segment);
     if (it != node->literal.end()) {
       node = it->second.get();
     } else if (node->param) {
-      result.params.push_back({node->param_name, std::string(segment)});
+      result.params.push_back({node->param_name, std::move(segment)});
       node = node->param.get();
     } else {
       result.params.clear();

@@ -53,6 +53,8 @@ class Router {
 
   // Adds the route (and its /api/v1 twin). Throws std::logic_error on a duplicate.
   void add(Route route);
+  // `path` as received (percent-encoded, without the query): it is split at "/" first and each
+  // segment decoded after, so "%2F" stays inside its segment; parameters are decoded values.
   Match match(Method method, std::string_view path) const;
   // Every declared route, indexed by Route::id (a /api/v1 twin shares its original's id).
   const std::vector<std::unique_ptr<Route>>& routes() const { return routes_; }

@@ -64,6 +64,24 @@ TEST(Router, TrailingAndDoubleSlashesAreTolerated) {
   EXPECT_EQ(r.match(Method::kGet, "/api/members/").kind, Match::Kind::kFound);
 }
 
+TEST(Router, EncodedSlashStaysInsideItsSegment) {
+  Router r = make_router();
+  // The path as received: split first, then each segment decoded.
+  EXPECT_EQ(r.match(Method::kGet, "/api%2Fmembers").kind, Match::Kind::kNotFound);
+  EXPECT_EQ(r.match(Method::kGet, "/api/members%2F").kind, Match::Kind::kNotFound);
+  auto slash = r.match(Method::kPatch, "/api/members/%2F");
+  ASSERT_EQ(slash.kind, Match::Kind::kFound);
+  EXPECT_EQ(slash.params[0].value, "/");
+  EXPECT_EQ(r.match(Method::kGet, "/api/members/%2F").kind, Match::Kind::kMethodNotAllowed);
+  auto decoded = r.match(Method::kPost, "/api/api-keys/a%20b%2Fc/rotate");
+  ASSERT_EQ(decoded.kind, Match::Kind::kFound);
+  EXPECT_EQ(decoded.params[0].value, "a b/c");
+  EXPECT_EQ(r.match(Method::kGet, "/api/%6Dembers").kind, Match::Kind::kFound);
+  // A malformed escape matches no literal and stays as sent in a parameter.
+  EXPECT_EQ(r.match(Method::kGet, "/api/members%zz").kind, Match::Kind::kNotFound);
+  EXPECT_EQ(r.match(Method::kPatch, "/api/members/%zz").params[0].value, "%zz");
+}
+
 TEST(Router, RejectsDuplicatesAndBadDeclarations) {
   Router r = make_router();
   EXPECT_THROW(r.add({.method = Method::kGet, .path = "/health", .handler = ok}), std::logic_error);

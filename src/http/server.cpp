@@ -286,7 +286,9 @@ struct Server::Impl {
       Request request = to_request(message, s.remote_ip, parts.config.trust_forwarded_for);
       bool head = request.method == Method::kHead;
       RequestContext ctx(request);
-      ctx.match = parts.router.match(request.method, request.path);
+      // Routed on the path as received: the router splits it before decoding each segment.
+      std::string_view target(request.target);
+      ctx.match = parts.router.match(request.method, target.substr(0, target.find('?')));
       Response response = co_await parts.chain.run(ctx);
       bool keep_alive = message.keep_alive() && !draining.load(std::memory_order_relaxed);
       // The status and body size outlive the send, for the after-response hooks.

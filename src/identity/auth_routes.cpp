@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
+#include "core/slug.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
 #include "identity/auth_cache.hpp"
@@ -214,9 +215,11 @@ awaitable<Response> signup(RequestContext& ctx) {
   bool cookie = wants_cookie(body);
 
   std::string slug = slug_from(organization);
-  if ((co_await db::pool().query(kSlugTaken, db::params(slug))).get_bool(0, "taken")) {
-    slug = slug.substr(0, 35) + "-" + core::random_hex(2);
-  }
+  // A reserved slug (www, api, admin, ...) is treated as taken: the tenant gets a suffix.
+  bool taken = core::is_reserved_slug(slug);
+  if (!taken)
+    taken = (co_await db::pool().query(kSlugTaken, db::params(slug))).get_bool(0, "taken");
+  if (taken) slug = slug.substr(0, 35) + "-" + core::random_hex(2);
   auto hash_work = [password] { return hash_password(password); };
   std::string hash = co_await runtime::cpu_pool().run(std::move(hash_work));
 

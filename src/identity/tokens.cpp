@@ -33,6 +33,8 @@ struct KeyStore::Key {
 namespace {
 
 constexpr std::string_view kAudience = "hsea";
+// Clock skew allowed for a token's nbf between the issuer and this node.
+constexpr std::int64_t kNotBeforeLeewaySeconds = 30;
 
 std::array<unsigned char, crypto_secretbox_KEYBYTES> sealing_key(const std::string& secret) {
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
@@ -312,6 +314,13 @@ std::expected<AccessClaims, std::string> KeyStore::verify(std::string_view token
   }
   if (*exp <= now) return std::unexpected(std::string("expired"));
   if (*iat > now + 60) return std::unexpected(std::string("issued in the future"));
+  // nbf (RFC 7519 4.1.5): optional, but when present an integer like iat and exp, and not
+  // later than now beyond a small allowance for clock skew.
+  if (payload->contains("nbf")) {
+    auto nbf = int_claim(*payload, "nbf");
+    if (!nbf) return std::unexpected(std::string("malformed nbf"));
+    if (*nbf > now + kNotBeforeLeewaySeconds) return std::unexpected(std::string("not yet valid"));
+  }
   claims.issued_at = *iat;
   claims.expires_at = *exp;
   return claims;

@@ -4,7 +4,8 @@
 // `hsea keys rotate`, and are published at /.well-known/jwks.json.
 //
 // Verification accepts exactly alg ES256 with a known kid: alg none, HS/RS confusion, an
-// unknown kid, a bad signature, a wrong issuer or audience, and expiry are all refused.
+// unknown kid, a bad signature, a wrong issuer or audience, expiry, and an nbf more than 30 s
+// ahead are all refused.
 #include <cstdint>
 #include <expected>
 #include <memory>

@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
+#include "core/slug.hpp"
 #include "db/blocking.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
@@ -111,6 +112,8 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
   static const std::regex kSlug("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$");
   if (slug && !std::regex_match(*slug, kSlug)) {
     errors.push_back({"/slug", "must be lower-case letters, digits and inner hyphens"});
+  } else if (slug && core::is_reserved_slug(*slug)) {
+    errors.push_back({"/slug", "is reserved"});
   }
   if (!errors.empty()) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the fields.", std::move(errors));

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 // Tenants and memberships: GET /api/tenants, GET/PATCH/DELETE /api/tenant,
 // GET /api/members, PATCH/DELETE /api/members/{user_id}.
 
