@@ -915,11 +915,12 @@ TEST_F(Identity, DeleteMeRemovesAMembersPersonalData) {
   Account owner = signup(*server_, "owner");
   Account member = signup(*server_, "member");
   // The member leaves their own tenant (to another owner) and joins the owner's as a member.
-  testkit::sql(db_->admin_url(), "UPDATE memberships SET role = 'member' WHERE user_id = $1::uuid",
-               {member.user_id});
+  // (The new owner first: a tenant never has no owner, not even between two statements.)
   testkit::sql(db_->admin_url(),
                "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')",
                {member.tenant_id, owner.user_id});
+  testkit::sql(db_->admin_url(), "UPDATE memberships SET role = 'member' WHERE user_id = $1::uuid",
+               {member.user_id});
   testkit::sql(db_->admin_url(),
                "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'member')",
                {owner.tenant_id, member.user_id});

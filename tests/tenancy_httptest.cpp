@@ -3,6 +3,7 @@
 //
 // There is no invitation flow yet: where a test needs one user in two tenants, or a member with
 // a given role, it inserts the memberships row directly as the database owner (add_member).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
@@ -10,6 +11,8 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <future>
+#include <latch>
 #include <map>
 #include <random>
 #include <set>
@@ -542,6 +545,53 @@ TEST_F(Tenancy, TenantAlwaysKeepsAnOwner) {
   EXPECT_EQ(call("PATCH", second_path, second.token, R"({"role":"admin"})", in).status, 409);
   EXPECT_EQ(call("DELETE", second_path, second.token, "", in).status, 409);
   EXPECT_EQ(role_of(owner.tenant_id, second.user_id), "owner");
+}
+
+// The last-owner rule under concurrency: two co-owners deleting their accounts at once, or one
+// deleting while the other steps down, must not leave a tenant without an owner. Each round makes
+// two tenants that A and B both own; exactly one of the two calls may win.
+TEST_F(Tenancy, LastOwnerRuleHoldsUnderConcurrentChanges) {
+  auto owners = [](const std::string& tenant_id) {
+    return std::stoi(scalar(
+        "SELECT count(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'", {tenant_id}));
+  };
+  int losses = 0;
+  for (int round = 0; round < 40; ++round) {
+    bool step_down = round % 2 == 1;
+    SCOPED_TRACE(fmt::format("round {} ({})", round,
+                             step_down ? "DELETE /api/me and PATCH role" : "two DELETE /api/me"));
+    Account a = signup("Race A");
+    Account b = signup("Race B");
+    add_member(a.tenant_id, b, "owner");  // test setup: no invitations yet
+    add_member(b.tenant_id, a, "owner");
+    std::latch start(2);
+    auto first = std::async(std::launch::async, [&] {
+      start.arrive_and_wait();
+      return call("DELETE", "/api/me", a.token);
+    });
+    auto second = std::async(std::launch::async, [&] {
+      start.arrive_and_wait();
+      if (step_down) {
+        return call("PATCH", "/api/members/" + b.user_id, b.token, R"({"role":"admin"})",
+                    {tenant_header(a.tenant_id)});
+      }
+      return call("DELETE", "/api/me", b.token);
+    });
+    HttpResponse ra = first.get(), rb = second.get();
+    for (const std::string& tenant : {a.tenant_id, b.tenant_id}) {
+      int n = owners(tenant);
+      EXPECT_GE(n, 1) << "tenant " << tenant << " has no owner; A: " << ra.status << " " << ra.body
+                      << "; B: " << rb.status << " " << rb.body;
+      losses += n < 1;
+    }
+    bool a_won = ra.status == 204, b_won = rb.status == 204 || rb.status == 200;
+    EXPECT_NE(a_won, b_won) << "A: " << ra.status << " " << ra.body << "; B: " << rb.status << " "
+                            << rb.body;
+    const HttpResponse& loser = a_won ? rb : ra;
+    EXPECT_EQ(loser.status, 409) << loser.body;
+    EXPECT_EQ(loser.header("content-type"), "application/problem+json") << loser.body;
+  }
+  EXPECT_EQ(losses, 0) << "tenants left without an owner";
 }
 
 TEST_F(Tenancy, TenantUpdateKeepsSlugsUniqueAndValid) {

@@ -439,13 +439,27 @@ awaitable<Response> delete_me(RequestContext& ctx) {
                    "tenant first.");
   }
   db::Result tenants = co_await ctx.db.query(kUserTenants, db::params(user_id));
+  // Removes the profile, password hash, memberships, sessions and tokens. Audit entries keep
+  // only the user's id, which no longer leads to any personal data.
+  // The check above is not atomic with the delete: a co-owner leaving or stepping down at the
+  // same moment can make this user a last owner after it. The memberships_keep_an_owner
+  // trigger (migration 0003) refuses the delete then, so the statement runs first and its
+  // transaction stays open while the audit entries are written: a refused deletion is never
+  // audited, and an audited one is committed right after.
+  db::Transaction tx = co_await ctx.db.begin(db::user_scope(user_id));
+  try {
+    co_await tx.exec(kDeleteUser, db::params(user_id));
+  } catch (const db::Error& e) {
+    if (e.constraint() != "memberships_keep_an_owner") throw;
+    throw ApiError(ErrorCode::kConflict,
+                   "You are the only owner of a tenant: make someone else owner or delete the "
+                   "tenant first.");
+  }
   for (int i = 0; i < tenants.rows(); ++i) {
     co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
                                  security::event("user.deleted", "user", user_id));
   }
-  // Removes the profile, password hash, memberships, sessions and tokens. Audit entries keep
-  // only the user's id, which no longer leads to any personal data.
-  co_await ctx.db.scoped_query(db::user_scope(user_id), kDeleteUser, db::params(user_id));
+  co_await tx.commit();
   invalidate_auth_cache();
   Response r = Response::no_content();
   if (ctx.principal.via_cookie) set_session_cookies(r, ctx.config, std::nullopt, 0);
