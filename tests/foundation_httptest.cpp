@@ -1,10 +1,22 @@
 // Black-box tests of the foundation: the real `hsea` binary against a real PostgreSQL.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <boost/json/parse.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <future>
+#include <iterator>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -308,6 +320,102 @@ TEST(Lifecycle, DatabaseDownGives503WithinDeadline) {
   EXPECT_EQ(r.status, 503);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   EXPECT_EQ(http("GET", server.url("/health/live")).status, 200);
+}
+
+}  // namespace
+}  // namespace hsea
+
+// At the open-file limit the accept loop must back off instead of spinning, and the number of
+// connections is capped (HSEA_MAX_CONNECTIONS, by default derived from the limit) so the limit is
+// normally never reached. The server runs with a soft limit of 64 open files, as under `prlimit
+// --nofile=64`.
+namespace hsea {
+namespace {
+
+// Lowers this process's soft RLIMIT_NOFILE while a server starts: the child inherits it. The
+// test gets its own limit back at once (it needs many descriptors for its connections).
+class ChildFileLimit {
+ public:
+  explicit ChildFileLimit(rlim_t soft) {
+    getrlimit(RLIMIT_NOFILE, &saved_);
+    rlimit low = saved_;
+    low.rlim_cur = std::min(soft, saved_.rlim_max);
+    setrlimit(RLIMIT_NOFILE, &low);
+  }
+  ~ChildFileLimit() { setrlimit(RLIMIT_NOFILE, &saved_); }
+  ChildFileLimit(const ChildFileLimit&) = delete;
+  ChildFileLimit& operator=(const ChildFileLimit&) = delete;
+
+ private:
+  rlimit saved_{};
+};
+
+// User plus system CPU time of a process so far, from /proc/<pid>/stat (fields 14 and 15).
+double cpu_seconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long long ticks = 0;
+  for (int i = 3; fields >> field && i <= 15; ++i) {
+    if (i == 14 || i == 15) ticks += std::stoll(field);
+  }
+  return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+std::vector<int> open_idle_connections(int port, int count) {
+  std::vector<int> fds;
+  for (int i = 0; i < count; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ADD_FAILURE() << "connect " << i << " failed: " << std::strerror(errno);
+      if (fd >= 0) close(fd);
+      break;
+    }
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
+int count_lines_with(const std::string& text, std::string_view needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+void expect_calm_at_the_file_limit(const std::map<std::string, std::string>& env) {
+  TestDatabase db;
+  std::unique_ptr<TestServer> server;
+  {
+    ChildFileLimit limit(64);
+    server = std::make_unique<TestServer>(db, env);
+  }
+  ASSERT_EQ(http("GET", server->url("/health/live")).status, 200);
+  std::vector<int> extra = open_idle_connections(server->port(), 150);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  double before = cpu_seconds(server->pid());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  double spent = cpu_seconds(server->pid()) - before;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // the log flushes every second
+  int failures = count_lines_with(server->output(), "\"accept failed\"");
+  EXPECT_LT(failures, 50) << "accept failures logged in about 3 s";
+  EXPECT_LT(spent, 0.3) << "CPU seconds the server used in 2 s at the limit";
+  for (int fd : extra) close(fd);
+  auto after = http("GET", server->url("/health/live"), "", {}, 5000);
+  EXPECT_EQ(after.status, 200) << "not serving once the connections closed";
+}
+
+TEST(FileLimit, DefaultConnectionCapKeepsTheServerBelowTheLimit) {
+  expect_calm_at_the_file_limit({});
+}
+
+TEST(FileLimit, AcceptBacksOffWhenOutOfFileDescriptors) {
+  // A cap far above what the limit allows: accept hits EMFILE and must back off.
+  expect_calm_at_the_file_limit({{"HSEA_MAX_CONNECTIONS", "10000"}});
 }
 
 }  // namespace

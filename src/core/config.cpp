@@ -4,11 +4,13 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdlib>
+#include <limits>
 #include <thread>
 
 namespace hsea::core {
@@ -87,6 +89,10 @@ const std::array kEntries{
     Entry{{"HSEA_THREADS", "number of cores", false,
            "I/O threads, each with its own event loop, acceptor and connections"},
           HSEA_INT_SETTING(threads, 1, 256)},
+    Entry{{"HSEA_MAX_CONNECTIONS",
+           "open-file limit - 64 - threads x (pool size + 2), at most 10000, at least 16", false,
+           "open HTTP connections; at the cap the server stops accepting until one closes"},
+          HSEA_INT_SETTING(max_connections, 1, 10000000)},
     Entry{{"HSEA_MAX_BODY_BYTES", "1048576", false, "largest request body; larger gets 413"},
           HSEA_INT_SETTING(max_body_bytes, 1, 1LL << 32)},
     Entry{{"HSEA_READ_TIMEOUT_SECONDS", "30", false, "time a client has to send a whole request"},
@@ -260,11 +266,27 @@ std::expected<Config, std::string> load_config(const EnvLookup& lookup, bool req
   if (config.threads == 0) {
     config.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
+  if (config.max_connections == 0) {
+    rlimit files{};
+    std::uint64_t limit = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+      limit = files.rlim_cur == RLIM_INFINITY ? std::numeric_limits<std::uint64_t>::max()
+                                              : static_cast<std::uint64_t>(files.rlim_cur);
+    }
+    config.max_connections = default_max_connections(limit, config.threads, config.db_pool_size);
+  }
   if (require_secret && config.secret_key.empty() && !config.development()) {
     return std::unexpected(
         std::string("HSEA_SECRET_KEY: is required outside development (at least 32 bytes)"));
   }
   return config;
+}
+
+int default_max_connections(std::uint64_t open_file_limit, int threads, int db_pool_size) {
+  std::uint64_t reserved = 64 + static_cast<std::uint64_t>(std::max(threads, 1)) *
+                                    (static_cast<std::uint64_t>(std::max(db_pool_size, 0)) + 2);
+  std::uint64_t left = open_file_limit > reserved ? open_file_limit - reserved : 0;
+  return static_cast<int>(std::clamp<std::uint64_t>(left, 16, 10000));
 }
 
 std::string describe(const Config& config) {

@@ -15,7 +15,8 @@ struct Config {
   std::string env = "development";  // development | test | production
   std::string http_host = "127.0.0.1";
   std::uint16_t http_port = 8080;
-  int threads = 0;  // 0 until loaded: then the number of cores
+  int threads = 0;          // 0 until loaded: then the number of cores
+  int max_connections = 0;  // 0 until loaded: then derived from the open-file limit
   std::size_t max_body_bytes = 1 << 20;
   int read_timeout_seconds = 30;
   int idle_timeout_seconds = 60;
@@ -60,6 +61,11 @@ std::span<const Setting> settings();
 
 using EnvLookup = std::function<std::optional<std::string>(std::string_view)>;
 EnvLookup process_env();
+
+// The HSEA_MAX_CONNECTIONS default for an open-file limit (RLIMIT_NOFILE soft): what is left
+// after 64 descriptors for the process and threads × (pool size + 2) for PostgreSQL, Redis and
+// the acceptors, at most 10000 and at least 16.
+int default_max_connections(std::uint64_t open_file_limit, int threads, int db_pool_size);
 
 // Returns the configuration or a message naming the first bad variable. Commands that use no
 // secret (migrate, audit prune) pass require_secret = false.

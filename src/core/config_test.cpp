@@ -1,6 +1,7 @@
 #include "core/config.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <fstream>
 #include <map>
@@ -57,6 +58,29 @@ TEST(Config, SecretKeyRequiredOutsideDevelopment) {
   ASSERT_TRUE(ok.has_value()) << ok.error();
   EXPECT_TRUE(ok->public_url_is_https());
   EXPECT_EQ(ok->public_url, "https://app.example.com");
+}
+
+TEST(Config, MaxConnectionsFollowsTheOpenFileLimit) {
+  EXPECT_EQ(default_max_connections(1024, 2, 4), 1024 - 64 - 2 * 6);
+  EXPECT_EQ(default_max_connections(1 << 20, 8, 4), 10000);
+  EXPECT_EQ(default_max_connections(64, 2, 4), 16);
+  EXPECT_EQ(default_max_connections(0, 1, 1), 16);
+
+  auto set = load_config(env({{"HSEA_MAX_CONNECTIONS", "500"}}), false);
+  ASSERT_TRUE(set.has_value()) << set.error();
+  EXPECT_EQ(set->max_connections, 500);
+  EXPECT_NE(describe(*set).find("HSEA_MAX_CONNECTIONS=500"), std::string::npos);
+
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  auto derived = load_config(env({{"HSEA_THREADS", "3"}, {"HSEA_DB_POOL_SIZE", "5"}}), false);
+  ASSERT_TRUE(derived.has_value()) << derived.error();
+  std::uint64_t soft = files.rlim_cur == RLIM_INFINITY ? std::uint64_t(1) << 40 : files.rlim_cur;
+  EXPECT_EQ(derived->max_connections, default_max_connections(soft, 3, 5));
+
+  auto zero = load_config(env({{"HSEA_MAX_CONNECTIONS", "0"}}), false);
+  ASSERT_FALSE(zero.has_value());
+  EXPECT_NE(zero.error().find("HSEA_MAX_CONNECTIONS"), std::string::npos);
 }
 
 TEST(Config, DescribeMasksSecrets) {
