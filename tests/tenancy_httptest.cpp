@@ -300,7 +300,8 @@ TEST_F(Tenancy, ApiKeyActsOnlyForItsOwnTenant) {
 
   expect_refused(call("GET", "/api/tenant", secret, "", {tenant_header(b.tenant_id)}), 403, b);
   expect_refused(call("GET", "/api/members", secret, "", {tenant_header(b.tenant_id)}), 403, b);
-  expect_refused(call("GET", "/api/tenant", secret, "", {"Host: " + b.slug + ".example.test"}), 403,
+  // By address, another tenant looks like no tenant at all (404, as for an unknown slug).
+  expect_refused(call("GET", "/api/tenant", secret, "", {"Host: " + b.slug + ".example.test"}), 404,
                  b);
 
   auto own = call("GET", "/api/tenant", secret);
@@ -331,8 +332,9 @@ TEST_F(Tenancy, SubdomainSelectsTheTenant) {
       call("GET", "/api/tenant", a.token, "", {"Host: " + upper + ".example.test:8080"}).status,
       200);
 
-  expect_refused(call("GET", "/api/tenant", b.token, "", {host(a)}), 403, a);
-  expect_refused(call("GET", "/api/members", b.token, "", {host(a)}), 403, a);
+  // A non-member cannot tell another tenant's address from one without a tenant: both 404.
+  expect_refused(call("GET", "/api/tenant", b.token, "", {host(a)}), 404, a);
+  expect_refused(call("GET", "/api/members", b.token, "", {host(a)}), 404, a);
   expect_refused(call("GET", "/api/tenant", a.token, "",
                       {"Host: no-such-" + random_suffix() + ".example.test"}),
                  404, b);
@@ -345,6 +347,78 @@ TEST_F(Tenancy, SubdomainSelectsTheTenant) {
   auto home = call("GET", "/api/tenant", b.token, "", {host(b)});
   ASSERT_EQ(home.status, 200) << home.body;
   EXPECT_EQ(str(json_of(home), "id"), b.tenant_id);
+}
+
+// A Host that differs only by case, a trailing dot or a port names the same tenant, and a Host
+// under the base domain that names no tenant is refused, never answered for the token's own tenant
+// (such a DELETE /api/tenant once suspended the caller's own tenant). To a non-member, a subdomain
+// that exists looks the same as one that does not.
+TEST_F(Tenancy, HostIsNormalisedAndNeverFallsBackToTheCallersTenant) {
+  Account a = signup("Caller");
+  Account b = signup("Corg");
+  auto upper = [](std::string s) {
+    std::ranges::transform(s, s.begin(), [](unsigned char c) { return std::toupper(c); });
+    return s;
+  };
+  auto tenant_id_at = [&](const std::string& host) {
+    auto r = call("GET", "/api/tenant", a.token, "", {"Host: " + host});
+    EXPECT_EQ(r.status, 200) << host << ": " << r.body;
+    return r.status == 200 ? str(json_of(r), "id") : std::string();
+  };
+
+  // Another tenant's address, however it is spelled: refused, and never the caller's tenant.
+  for (const std::string& host :
+       {upper(b.slug) + ".EXAMPLE.TEST", b.slug + ".example.test.", b.slug + ".Example.Test.:8080",
+        upper(b.slug) + ".example.test:443"}) {
+    SCOPED_TRACE(host);
+    expect_refused(call("GET", "/api/tenant", a.token, "", {"Host: " + host}), 404, b);
+  }
+  expect_refused(
+      call("DELETE", "/api/tenant", a.token, "", {"Host: " + upper(b.slug) + ".EXAMPLE.TEST"}), 404,
+      b);
+  expect_refused(call("DELETE", "/api/tenant", a.token, "", {"Host: " + b.slug + ".example.test."}),
+                 404, b);
+  EXPECT_EQ(scalar("SELECT status FROM tenants WHERE id = $1", {a.tenant_id}), "active");
+  EXPECT_EQ(scalar("SELECT status FROM tenants WHERE id = $1", {b.tenant_id}), "active");
+
+  // Names under the base domain that are no tenant's address: refused too.
+  for (const std::string& host :
+       {"x." + a.slug + ".example.test", "WWW." + upper(a.slug) + ".EXAMPLE.TEST.",
+        "no-such-" + random_suffix() + ".EXAMPLE.test", std::string("bad_slug.example.test"),
+        std::string(".example.test")}) {
+    SCOPED_TRACE(host);
+    expect_refused(call("GET", "/api/tenant", a.token, "", {"Host: " + host}), 404, b);
+  }
+
+  // Existing and unknown slugs answer alike to a non-member (401 without a credential, 404 with
+  // one), for tokens and API keys.
+  std::string unknown = "Host: no-such-" + random_suffix() + ".example.test";
+  std::string existing = "Host: " + b.slug + ".example.test";
+  auto to_existing = call("GET", "/api/members", a.token, "", {existing});
+  auto to_unknown = call("GET", "/api/members", a.token, "", {unknown});
+  expect_refused(to_existing, 404, b);
+  expect_refused(to_unknown, 404, b);
+  EXPECT_EQ(str(json_of(to_existing), "detail"), str(json_of(to_unknown), "detail"));
+  EXPECT_EQ(call("GET", "/api/tenant", "", "", {existing}).status, 401);
+  EXPECT_EQ(call("GET", "/api/tenant", "", "", {unknown}).status, 401);
+  std::string key = str(create_key(a.token, R"(["read"])"), "key");
+  expect_refused(call("GET", "/api/tenant", key, "", {existing}), 404, b);
+  expect_refused(call("GET", "/api/tenant", key, "", {unknown}), 404, b);
+
+  // A member reaches its own tenant by any spelling of its address.
+  for (const std::string& host : {upper(a.slug) + ".EXAMPLE.TEST", a.slug + ".example.test.",
+                                  a.slug + ".EXAMPLE.test.:8443"}) {
+    SCOPED_TRACE(host);
+    EXPECT_EQ(tenant_id_at(host), a.tenant_id);
+  }
+  // The base domain itself and other hosts (addresses, IPv6 literals) name no tenant: the
+  // credential's tenant applies.
+  for (const std::string& host :
+       {std::string("example.test"), std::string("EXAMPLE.TEST."), std::string("127.0.0.1:8080"),
+        std::string("[::1]:8080"), std::string("[::1]")}) {
+    SCOPED_TRACE(host);
+    EXPECT_EQ(tenant_id_at(host), a.tenant_id);
+  }
 }
 
 TEST_F(Tenancy, UserInTwoTenantsSeesOnlyTheChosenOne) {
