@@ -1223,6 +1223,44 @@ TEST(IdentityThrottle, FailedSignInsAreThrottledPerClientAddress) {
   EXPECT_FALSE(refused.header("retry-after").empty());
 }
 
+// The auth cache must bind the session to its user. A validly signed token whose `sub` is another
+// user than the owner of its live session was answered as that user once the session's owner had
+// warmed the cache. The test signs with a key it inserted (as the Identity fixture does), and the
+// server runs one I/O thread so both requests meet the same cache.
+TEST(IdentityAuthCache, TokenNamingAnotherUserThanItsSessionIsRefusedAlsoWhenCached) {
+  TestDatabase db;
+  EcKey key;
+  testkit::sql(db.admin_url(),
+               "INSERT INTO signing_keys (kid, algorithm, public_pem, sealed_private, "
+               "created_at, retired_at) VALUES ($1, 'ES256', $2, 'not-used', "
+               "now() - interval '30 minutes', now() - interval '1 minute')",
+               {kRetiredKid, key.public_pem()});
+  TestServer server(db, {{"HSEA_THREADS", "1"}});
+  wait_for_keys(server);
+  Account a = signup(server, "cache-owner");
+  Account b = signup(server, "cache-other");
+  object header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
+  auto sign = [&](const object& payload) {
+    std::string input = jwt(header, payload);
+    return input + "." + b64url(es256(key.pkey, input));
+  };
+  object claims = jwt_part(a.access_token, 1);
+  object other = claims;
+  other["sub"] = b.user_id;  // a's session and tenant, b as the caller
+  std::string forged = sign(other);
+
+  EXPECT_EQ(me_status(server, forged), 401);  // cold (nothing cached yet): not b's session
+  ASSERT_EQ(me_status(server, sign(claims)), 200) << "the test's own signing is broken";
+  for (int i = 0; i < 3; ++i) {
+    // a's own requests put a's session into the cache...
+    ASSERT_EQ(http("GET", server.url("/api/members"), "", {bearer(a.access_token)}).status, 200);
+    // ...and the forged token must still not get in as b.
+    HttpResponse r = http("GET", server.url("/api/members"), "", {bearer(forged)});
+    EXPECT_EQ(r.status, 401) << r.body;
+    EXPECT_EQ(me_status(server, forged), 401);
+  }
+}
+
 TEST(IdentityKeys, ApiKeyUsageIsCountedPerKey) {
   TestDatabase db;
   TestServer server(db, {{"HSEA_USAGE_FLUSH_SECONDS", "1"}});

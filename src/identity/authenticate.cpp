@@ -156,7 +156,9 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
   bool named = !ctx.tenant_id.empty();
   if (!named) ctx.tenant_id = token_tenant;
   AuthCache& cache = AuthCache::for_this_thread();
-  std::optional<CachedSession> known = cache.session(session_id, ctx.tenant_id);
+  // The cache key binds the user too: the query below admits a session only for its owner
+  // (sessions are scoped by app.user_id), and a hit must mean the same.
+  std::optional<CachedSession> known = cache.session(user_id, session_id, ctx.tenant_id);
   if (!known) {
     db::Result r = co_await ctx.db.scoped_query(db::scope(ctx.tenant_id, user_id), kSessionAndRole,
                                                 db::params(session_id));
@@ -165,7 +167,7 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
                           r.optional(0, "tenant_status").value_or("")};
     // Only admissions are remembered: someone just added to a tenant gets in at once.
     if (!known->role.empty() || ctx.tenant_id.empty()) {
-      cache.put_session(session_id, ctx.tenant_id, *known);
+      cache.put_session(user_id, session_id, ctx.tenant_id, *known);
     }
   }
   ctx.principal.kind = Principal::Kind::kUser;
