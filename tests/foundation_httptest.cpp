@@ -322,6 +322,46 @@ TEST(Lifecycle, DatabaseDownGives503WithinDeadline) {
   EXPECT_EQ(http("GET", server.url("/health/live")).status, 200);
 }
 
+// The public development secret is only for HSEA_ENV=development set explicitly on a loopback
+// address; otherwise a missing HSEA_SECRET_KEY is a configuration error (exit 2).
+TEST(Lifecycle, PublicDevelopmentSecretNeedsExplicitDevelopmentOnLoopback) {
+  // The child sees only what each case sets, whatever the test's own environment holds.
+  unsetenv("HSEA_ENV");
+  unsetenv("HSEA_SECRET_KEY");
+  const std::map<std::string, std::string> base{
+      {"HSEA_HTTP_PORT", "0"}, {"HSEA_DATABASE_URL", "postgresql://nobody:x@127.0.0.1:1/none"}};
+  auto with = [&](std::map<std::string, std::string> extra) {
+    extra.insert(base.begin(), base.end());
+    return extra;
+  };
+  struct Case {
+    std::vector<std::string> args;
+    std::map<std::string, std::string> env;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"serve"}, with({})},
+           {{"keys", "rotate"}, with({})},
+           {{"serve"}, with({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", "0.0.0.0"}})},
+           {{"serve"}, with({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", "::"}})},
+           {{"keys", "rotate"}, with({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", "0.0.0.0"}})},
+           {{"serve"}, with({{"HSEA_ENV", "test"}})},
+       }) {
+    SCOPED_TRACE(
+        c.args[0] +
+        (c.env.contains("HSEA_ENV") ? " HSEA_ENV=" + c.env.at("HSEA_ENV") : " HSEA_ENV unset") +
+        (c.env.contains("HSEA_HTTP_HOST") ? " on " + c.env.at("HSEA_HTTP_HOST") : ""));
+    auto r = testkit::run_hsea(c.args, c.env);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("configuration error: HSEA_SECRET_KEY"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("public development secret"), std::string::npos) << r.output;
+  }
+  // Explicit development on loopback may still use it: the configuration is accepted, and the
+  // command then fails only on the (absent) database.
+  auto dev = testkit::run_hsea({"keys", "rotate"}, with({{"HSEA_ENV", "development"}}));
+  EXPECT_EQ(dev.exit_code, 1) << dev.output;
+  EXPECT_NE(dev.output.find("public development secret"), std::string::npos) << dev.output;
+}
+
 }  // namespace
 }  // namespace hsea
 

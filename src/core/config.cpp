@@ -64,7 +64,9 @@ std::optional<std::string> check_postgres_url(std::string_view v) {
 }
 
 const std::array kEntries{
-    Entry{{"HSEA_ENV", "development", false, "development, test or production"},
+    Entry{{"HSEA_ENV", "development", false,
+           "development, test or production; only an explicit development on a loopback "
+           "HSEA_HTTP_HOST may run without HSEA_SECRET_KEY (on a public development secret)"},
           [](const std::string& v, Config& c) -> std::optional<std::string> {
             if (v != "development" && v != "test" && v != "production") {
               return "must be development, test or production";
@@ -160,7 +162,7 @@ const std::array kEntries{
           }},
     Entry{{"HSEA_REDIS_TIMEOUT_MS", "1000", false, "deadline of one Redis command"},
           HSEA_INT_SETTING(redis_timeout_ms, 1, 600000)},
-    Entry{{"HSEA_SECRET_KEY", "(required outside development)", true,
+    Entry{{"HSEA_SECRET_KEY", "(required; see HSEA_ENV)", true,
            "master secret, at least 32 bytes; scripts/run generates one into var/"},
           [](const std::string& v, Config& c) -> std::optional<std::string> {
             if (v.size() < 32) return "must be at least 32 bytes";
@@ -275,11 +277,28 @@ std::expected<Config, std::string> load_config(const EnvLookup& lookup, bool req
     }
     config.max_connections = default_max_connections(limit, config.threads, config.db_pool_size);
   }
-  if (require_secret && config.secret_key.empty() && !config.development()) {
-    return std::unexpected(
-        std::string("HSEA_SECRET_KEY: is required outside development (at least 32 bytes)"));
+  // Without a secret, `hsea` falls back to a fixed development secret that anyone can read in
+  // the source: only for a development server that was asked for as such (HSEA_ENV is not
+  // just defaulted) and that nothing but this machine can reach.
+  if (require_secret && config.secret_key.empty() &&
+      !(lookup("HSEA_ENV") == "development" && is_loopback_address(config.http_host))) {
+    return std::unexpected(std::string(
+        "HSEA_SECRET_KEY: is required (at least 32 bytes); only HSEA_ENV=development set "
+        "explicitly, on a loopback HSEA_HTTP_HOST, may run without it"));
   }
   return config;
+}
+
+bool is_loopback_address(std::string_view host) {
+  std::string text(host);
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, text.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;  // ::ffff:127.x.y.z
+  }
+  return text == "localhost";
 }
 
 int default_max_connections(std::uint64_t open_file_limit, int threads, int db_pool_size) {

@@ -67,8 +67,13 @@ EnvLookup process_env();
 // the acceptors, at most 10000 and at least 16.
 int default_max_connections(std::uint64_t open_file_limit, int threads, int db_pool_size);
 
+// 127.0.0.0/8, ::1, ::ffff:127.x.y.z or "localhost": an address only this machine reaches.
+bool is_loopback_address(std::string_view host);
+
 // Returns the configuration or a message naming the first bad variable. Commands that use no
-// secret (migrate, audit prune) pass require_secret = false.
+// secret (migrate, audit prune) pass require_secret = false. Without HSEA_SECRET_KEY the others
+// are refused unless HSEA_ENV=development is set explicitly and HSEA_HTTP_HOST is loopback; then
+// `hsea` uses the public development secret.
 std::expected<Config, std::string> load_config(const EnvLookup& lookup, bool require_secret = true);
 
 // One line per setting, secrets and URL passwords masked: printed by `hsea serve` at start.

@@ -19,7 +19,7 @@ EnvLookup env(std::map<std::string, std::string> values) {
 }
 
 TEST(Config, DefaultsAreSafeForLocalUse) {
-  auto config = load_config(env({}));
+  auto config = load_config(env({{"HSEA_ENV", "development"}}));
   ASSERT_TRUE(config.has_value()) << config.error();
   EXPECT_EQ(config->http_host, "127.0.0.1");
   EXPECT_EQ(config->http_port, 8080);
@@ -81,6 +81,34 @@ TEST(Config, MaxConnectionsFollowsTheOpenFileLimit) {
   auto zero = load_config(env({{"HSEA_MAX_CONNECTIONS", "0"}}), false);
   ASSERT_FALSE(zero.has_value());
   EXPECT_NE(zero.error().find("HSEA_MAX_CONNECTIONS"), std::string::npos);
+}
+
+TEST(Config, PublicDevelopmentSecretNeedsExplicitDevelopmentOnLoopback) {
+  // HSEA_ENV defaults to development, but only an explicit one may go without a secret.
+  auto unset = load_config(env({}));
+  ASSERT_FALSE(unset.has_value());
+  EXPECT_EQ(unset.error().rfind("HSEA_SECRET_KEY: ", 0), 0u) << unset.error();
+  EXPECT_TRUE(load_config(env({}), false).has_value());  // migrate, audit prune: no secret used
+
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"}) {
+    auto ok = load_config(env({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", host}}));
+    EXPECT_TRUE(ok.has_value()) << host << ": " << ok.error();
+  }
+  for (const char* host : {"0.0.0.0", "::", "192.0.2.10", "::ffff:0.0.0.0", "128.0.0.1"}) {
+    auto refused = load_config(env({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", host}}));
+    ASSERT_FALSE(refused.has_value()) << host;
+    EXPECT_NE(refused.error().find("HSEA_SECRET_KEY"), std::string::npos) << refused.error();
+  }
+  for (const char* other : {"test", "production"}) {
+    EXPECT_FALSE(load_config(env({{"HSEA_ENV", other}})).has_value()) << other;
+  }
+  // With a secret, any environment and address will do.
+  auto keyed =
+      load_config(env({{"HSEA_HTTP_HOST", "0.0.0.0"}, {"HSEA_SECRET_KEY", std::string(32, 'k')}}));
+  EXPECT_TRUE(keyed.has_value()) << keyed.error();
+
+  EXPECT_TRUE(is_loopback_address("localhost"));
+  EXPECT_FALSE(is_loopback_address("example.com"));
 }
 
 TEST(Config, DescribeMasksSecrets) {

@@ -59,7 +59,9 @@ class Pipeline : public ::testing::Test {
   }
 
   boost::asio::io_context io_;
-  core::Config config_ = core::load_config([](std::string_view) { return std::nullopt; }).value();
+  // No secret: the pipeline under test signs nothing.
+  core::Config config_ =
+      core::load_config([](std::string_view) { return std::nullopt; }, false).value();
   Router router_;
   db::Pool pool_;
   std::unique_ptr<ops::Metrics> metrics_;
