@@ -1261,6 +1261,54 @@ TEST(IdentityAuthCache, TokenNamingAnotherUserThanItsSessionIsRefusedAlsoWhenCac
   }
 }
 
+// Each sign-up costs an Argon2id hash, so sign-ups are limited per client address (per /64 for
+// IPv6), checked before hashing. The client address comes from X-Forwarded-For here
+// (HSEA_TRUST_FORWARDED_FOR), so the test can speak from several addresses.
+TEST(IdentityThrottle, SignUpsAreThrottledPerClientAddress) {
+  TestDatabase db;
+  TestServer server(db,
+                    {{"HSEA_SIGNUPS_PER_IP_PER_HOUR", "3"}, {"HSEA_TRUST_FORWARDED_FOR", "true"}});
+  auto signup_from = [&](const std::string& ip, const std::string& email) {
+    object body{{"email", email},
+                {"password", kGoodPassword},
+                {"name", "Throttled"},
+                {"organization_name", "Throttled Org"}};
+    return http("POST", server.url("/api/auth/signup"), boost::json::serialize(body),
+                {"X-Forwarded-For: " + ip});
+  };
+  auto users_with = [&](const std::string& email) {
+    return testkit::sql(db.admin_url(), "SELECT count(*) FROM users WHERE email = $1",
+                        {email})[0][0];
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(signup_from("198.51.100.7", unique_email("throttle")).status, 201);
+  }
+  std::string refused_email = unique_email("throttle");
+  HttpResponse refused = signup_from("198.51.100.7", refused_email);
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_EQ(refused.header("content-type"), "application/problem+json");
+  EXPECT_EQ(str(json_of(refused), "code"), "rate_limited");
+  std::string retry = refused.header("retry-after");
+  ASSERT_FALSE(retry.empty());
+  EXPECT_GT(std::stoi(retry), 0);
+  EXPECT_LE(std::stoi(retry), 3600);
+  EXPECT_EQ(users_with(refused_email), "0");
+  // A duplicate e-mail also costs a hash: it counts, and is refused the same way when over.
+  EXPECT_EQ(signup_from("198.51.100.7", refused_email).status, 429);
+  // Other addresses have their own allowance.
+  EXPECT_EQ(signup_from("203.0.113.9", unique_email("throttle")).status, 201);
+
+  // IPv6: one /64 is one client.
+  for (const char* ip :
+       {"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"}) {
+    EXPECT_EQ(signup_from(ip, unique_email("throttle6")).status, 201) << ip;
+  }
+  EXPECT_EQ(signup_from("2001:DB8:1:2:abcd::9", unique_email("throttle6")).status, 429);
+  EXPECT_EQ(signup_from("2001:db8:1:3::1", unique_email("throttle6")).status, 201);
+  // Sign-in is not affected by the sign-up limit.
+  EXPECT_EQ(login_request(server, "nobody@example.test", "wrong password 1").status, 401);
+}
+
 TEST(IdentityKeys, ApiKeyUsageIsCountedPerKey) {
   TestDatabase db;
   TestServer server(db, {{"HSEA_USAGE_FLUSH_SECONDS", "1"}});

@@ -39,6 +39,7 @@ struct Config {
   int blocking_threads = 0;          // 0 until loaded: then half the cores, at least 1
   int login_failures_per_account = 100;
   int login_failures_per_ip = 1000;
+  int signups_per_ip_per_hour = 20;  // 0: unlimited
   int refresh_token_days = 30;
   int api_key_rotation_grace_seconds = 86400;
   int tenant_deletion_grace_days = 30;

@@ -20,6 +20,7 @@
 #include "identity/identity.hpp"
 #include "identity/password.hpp"
 #include "identity/session_cookie.hpp"
+#include "identity/throttle.hpp"
 #include "identity/tokens.hpp"
 #include "security/audit.hpp"
 
@@ -207,6 +208,12 @@ awaitable<Response> signup(RequestContext& ctx) {
                    {{"/password", weak}});
   }
   bool cookie = wants_cookie(body);
+  // Each sign-up costs an Argon2id hash: limited per client address before any hashing.
+  if (auto wait =
+          signup_throttle().admit(ctx.request.remote_ip, ctx.config.signups_per_ip_per_hour)) {
+    throw ApiError(ErrorCode::kRateLimited, "Too many sign-ups from this address; try again later.")
+        .retry_after(*wait);
+  }
 
   std::string slug = slug_from(organization);
   if ((co_await ctx.db.query(kSlugTaken, db::params(slug))).get_bool(0, "taken")) {
