@@ -362,6 +362,57 @@ TEST(Lifecycle, PublicDevelopmentSecretNeedsExplicitDevelopmentOnLoopback) {
   EXPECT_NE(dev.output.find("public development secret"), std::string::npos) << dev.output;
 }
 
+// In production /metrics and /status need the metrics token (a bearer credential, compared in
+// constant time); without a configured token they do not exist. Health checks stay public
+// everywhere, and in development and test the operations endpoints stay open.
+TEST(Lifecycle, MetricsAndStatusNeedTheMetricsTokenInProduction) {
+  TestDatabase db;
+  const std::string token = "metrics-token-0123456789abcdef";
+  {
+    TestServer prod(db, {{"HSEA_ENV", "production"}, {"HSEA_METRICS_TOKEN", token}});
+    for (const std::string path : {"/metrics", "/status", "/metrics?x=1"}) {
+      SCOPED_TRACE(path);
+      for (const std::vector<std::string>& headers : std::vector<std::vector<std::string>>{
+               {},
+               {"Authorization: Bearer " + token + "x"},
+               {"Authorization: Bearer " + token.substr(0, token.size() - 1)},
+               {"Authorization: Bearer"},
+               {"Authorization: Basic " + token},
+               {"Authorization: " + token}}) {
+        auto r = http("GET", prod.url(path), "", headers);
+        EXPECT_EQ(r.status, 401) << (headers.empty() ? "no header" : headers[0]) << ": " << r.body;
+        EXPECT_EQ(r.header("content-type"), "application/problem+json");
+        EXPECT_EQ(r.header("www-authenticate").rfind("Bearer", 0), 0u);
+        EXPECT_EQ(r.body.find("hsea_"), std::string::npos) << r.body;
+        EXPECT_EQ(r.body.find("uptime"), std::string::npos) << r.body;
+      }
+      EXPECT_EQ(http("GET", prod.url(path), "", {"Authorization: Bearer " + token}).status, 200);
+      EXPECT_EQ(http("GET", prod.url(path), "", {"authorization: bearer " + token}).status, 200);
+    }
+    auto metrics = http("GET", prod.url("/metrics"), "", {"Authorization: Bearer " + token});
+    EXPECT_NE(metrics.body.find("hsea_http_requests_total"), std::string::npos);
+    EXPECT_EQ(http("GET", prod.url("/health/live")).status, 200);
+    EXPECT_EQ(http("GET", prod.url("/health")).status, 200);
+    EXPECT_EQ(prod.output().find(token), std::string::npos) << "the token was printed";
+  }
+  {
+    TestServer no_token(db, {{"HSEA_ENV", "production"}});
+    for (const char* path : {"/metrics", "/status"}) {
+      for (const std::vector<std::string>& headers :
+           std::vector<std::vector<std::string>>{{}, {"Authorization: Bearer " + token}}) {
+        auto r = http("GET", no_token.url(path), "", headers);
+        EXPECT_EQ(r.status, 404) << path << ": " << r.body;
+        EXPECT_EQ(r.header("content-type"), "application/problem+json");
+      }
+    }
+    EXPECT_EQ(http("GET", no_token.url("/health/live")).status, 200);
+    EXPECT_EQ(http("GET", no_token.url("/health")).status, 200);
+  }
+  TestServer test_env(db, {{"HSEA_METRICS_TOKEN", token}});
+  EXPECT_EQ(http("GET", test_env.url("/metrics")).status, 200);
+  EXPECT_EQ(http("GET", test_env.url("/status")).status, 200);
+}
+
 }  // namespace
 }  // namespace hsea
 

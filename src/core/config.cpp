@@ -172,6 +172,17 @@ const std::array kEntries{
           [](const Config& c) {
             return c.secret_key.empty() ? std::string("(unset)") : std::string("***");
           }},
+    Entry{{"HSEA_METRICS_TOKEN", "(unset)", true,
+           "production: /metrics and /status need Authorization: Bearer <token> (at least 16 "
+           "bytes); unset, they answer 404 there"},
+          [](const std::string& v, Config& c) -> std::optional<std::string> {
+            if (!v.empty() && v.size() < 16) return "must be at least 16 bytes";
+            c.metrics_token = v;
+            return std::nullopt;
+          },
+          [](const Config& c) {
+            return c.metrics_token.empty() ? std::string("(unset)") : std::string("***");
+          }},
     Entry{{"HSEA_LOG_LEVEL", "info", false, "trace, debug, info, warn, error"},
           [](const std::string& v, Config& c) -> std::optional<std::string> {
             static constexpr std::array kLevels{"trace", "debug", "info", "warn", "error"};

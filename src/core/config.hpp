@@ -32,6 +32,7 @@ struct Config {
   std::string redis_url;
   int redis_timeout_ms = 1000;
   std::string secret_key;
+  std::string metrics_token;  // production: the bearer token /metrics and /status require
   std::string log_level = "info";
   bool access_log = true;
   bool trust_forwarded_for = false;  // behind a proxy that appends the client to X-Forwarded-For
@@ -47,6 +48,7 @@ struct Config {
   int usage_flush_seconds = 10;
 
   bool development() const { return env == "development"; }
+  bool production() const { return env == "production"; }
   bool public_url_is_https() const { return public_url.starts_with("https://"); }
 };
 

@@ -124,6 +124,20 @@ TEST(Config, DescribeMasksSecrets) {
   for (const Setting& s : settings()) EXPECT_NE(text.find(s.name), std::string::npos) << s.name;
 }
 
+TEST(Config, MetricsTokenIsASecret) {
+  auto config = load_config(env({{"HSEA_METRICS_TOKEN", "scrape-token-0123456789"}}), false);
+  ASSERT_TRUE(config.has_value()) << config.error();
+  EXPECT_EQ(config->metrics_token, "scrape-token-0123456789");
+  EXPECT_EQ(describe(*config).find("scrape-token"), std::string::npos);
+  EXPECT_NE(describe(*config).find("HSEA_METRICS_TOKEN=***"), std::string::npos);
+  auto short_token = load_config(env({{"HSEA_METRICS_TOKEN", "short"}}), false);
+  ASSERT_FALSE(short_token.has_value());
+  EXPECT_NE(short_token.error().find("HSEA_METRICS_TOKEN"), std::string::npos);
+  EXPECT_TRUE(
+      load_config(env({{"HSEA_ENV", "production"}, {"HSEA_SECRET_KEY", std::string(32, 'k')}}))
+          ->production());
+}
+
 TEST(Config, MaskUrlPassword) {
   EXPECT_EQ(mask_url_password("postgresql://u:p@h/db"), "postgresql://u:***@h/db");
   EXPECT_EQ(mask_url_password("postgresql://u@h/db"), "postgresql://u@h/db");

@@ -2,11 +2,16 @@
 #include <boost/json/serialize.hpp>
 
 #include <fmt/chrono.h>
+#include <strings.h>
 
 #include <chrono>
+#include <string_view>
 
 #include "app/app.hpp"
 #include "core/build_info.hpp"
+#include "core/config.hpp"
+#include "core/crypto.hpp"
+#include "core/error.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/context.hpp"
@@ -69,9 +74,31 @@ awaitable<Response> health(RequestContext& ctx) {
   co_return Response::json(healthy ? 200 : 503, boost::json::serialize(body));
 }
 
+// In production /metrics and /status are for the operator's scraper: they need
+// `Authorization: Bearer <HSEA_METRICS_TOKEN>` (401 otherwise), and without a configured token
+// they do not exist (404, as for any unknown path). In development and test they stay open.
+// The token is compared through its SHA-256, so neither its content nor its length leaks.
+void require_metrics_token(const RequestContext& ctx) {
+  if (!ctx.config.production()) return;
+  if (ctx.config.metrics_token.empty()) {
+    throw core::ApiError(core::ErrorCode::kNotFound, "No resource at " + ctx.request.path + ".");
+  }
+  std::string_view authorization = ctx.request.header("authorization");
+  std::string_view token;
+  if (authorization.size() > 7 && strncasecmp(authorization.data(), "bearer ", 7) == 0) {
+    token = authorization.substr(7);
+  }
+  if (token.empty() || !core::constant_time_equal(core::sha256_hex(token),
+                                                  core::sha256_hex(ctx.config.metrics_token))) {
+    throw core::ApiError(core::ErrorCode::kUnauthorized,
+                         "Send the metrics token: Authorization: Bearer <HSEA_METRICS_TOKEN>.");
+  }
+}
+
 std::chrono::system_clock::time_point g_started = std::chrono::system_clock::now();
 
-awaitable<Response> status(RequestContext&) {
+awaitable<Response> status(RequestContext& ctx) {
+  require_metrics_token(ctx);
   const core::BuildInfo& build = core::build_info();
   auto uptime = std::chrono::duration<double>(std::chrono::system_clock::now() - g_started);
   boost::json::object body;
@@ -85,6 +112,7 @@ awaitable<Response> status(RequestContext&) {
 }
 
 awaitable<Response> metrics(RequestContext& ctx) {
+  require_metrics_token(ctx);
   co_return Response::text(200, ctx.metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
 }
 
