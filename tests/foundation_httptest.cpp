@@ -1,12 +1,24 @@
 // Black-box tests of the foundation: the real `hsea` binary against a real PostgreSQL.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <boost/json/parse.hpp>
 
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -361,6 +373,193 @@ TEST(Lifecycle, DatabaseDownGives503WithinDeadline) {
   EXPECT_EQ(r.status, 503);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   EXPECT_EQ(http("GET", server.url("/health/live")).status, 200);
+}
+
+// The public development secret is only for HSEA_ENV=development set explicitly on a loopback
+// address; otherwise a missing HSEA_SECRET_KEY is a configuration error (exit 2).
+TEST(Lifecycle, PublicDevelopmentSecretNeedsExplicitDevelopmentOnLoopback) {
+  // The child sees only what each case sets, whatever the test's own environment holds.
+  unsetenv("HSEA_ENV");
+  unsetenv("HSEA_SECRET_KEY");
+  const std::map<std::string, std::string> base{
+      {"HSEA_HTTP_PORT", "0"}, {"HSEA_DATABASE_URL", "postgresql://nobody:x@127.0.0.1:1/none"}};
+  auto with = [&](std::map<std::string, std::string> extra) {
+    extra.insert(base.begin(), base.end());
+    return extra;
+  };
+  struct Case {
+    std::vector<std::string> args;
+    std::map<std::string, std::string> env;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"serve"}, with({})},
+           {{"keys", "rotate"}, with({})},
+           {{"serve"}, with({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", "0.0.0.0"}})},
+           {{"serve"}, with({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", "::"}})},
+           {{"keys", "rotate"}, with({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", "0.0.0.0"}})},
+           {{"serve"}, with({{"HSEA_ENV", "test"}})},
+       }) {
+    SCOPED_TRACE(
+        c.args[0] +
+        (c.env.contains("HSEA_ENV") ? " HSEA_ENV=" + c.env.at("HSEA_ENV") : " HSEA_ENV unset") +
+        (c.env.contains("HSEA_HTTP_HOST") ? " on " + c.env.at("HSEA_HTTP_HOST") : ""));
+    auto r = testkit::run_hsea(c.args, c.env);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("configuration error: HSEA_SECRET_KEY"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("public development secret"), std::string::npos) << r.output;
+  }
+  // Explicit development on loopback may still use it: the configuration is accepted, and the
+  // command then fails only on the (absent) database.
+  auto dev = testkit::run_hsea({"keys", "rotate"}, with({{"HSEA_ENV", "development"}}));
+  EXPECT_EQ(dev.exit_code, 1) << dev.output;
+  EXPECT_NE(dev.output.find("public development secret"), std::string::npos) << dev.output;
+}
+
+// In production /metrics and /status need the metrics token (a bearer credential, compared in
+// constant time); without a configured token they do not exist. Health checks stay public
+// everywhere, and in development and test the operations endpoints stay open.
+TEST(Lifecycle, MetricsAndStatusNeedTheMetricsTokenInProduction) {
+  TestDatabase db;
+  const std::string token = "metrics-token-0123456789abcdef";
+  {
+    TestServer prod(db, {{"HSEA_ENV", "production"}, {"HSEA_METRICS_TOKEN", token}});
+    for (const std::string path : {"/metrics", "/status", "/metrics?x=1"}) {
+      SCOPED_TRACE(path);
+      for (const std::vector<std::string>& headers : std::vector<std::vector<std::string>>{
+               {},
+               {"Authorization: Bearer " + token + "x"},
+               {"Authorization: Bearer " + token.substr(0, token.size() - 1)},
+               {"Authorization: Bearer"},
+               {"Authorization: Basic " + token},
+               {"Authorization: " + token}}) {
+        auto r = http("GET", prod.url(path), "", headers);
+        EXPECT_EQ(r.status, 401) << (headers.empty() ? "no header" : headers[0]) << ": " << r.body;
+        EXPECT_EQ(r.header("content-type"), "application/problem+json");
+        EXPECT_EQ(r.header("www-authenticate").rfind("Bearer", 0), 0u);
+        EXPECT_EQ(r.body.find("hsea_"), std::string::npos) << r.body;
+        EXPECT_EQ(r.body.find("uptime"), std::string::npos) << r.body;
+      }
+      EXPECT_EQ(http("GET", prod.url(path), "", {"Authorization: Bearer " + token}).status, 200);
+      EXPECT_EQ(http("GET", prod.url(path), "", {"authorization: bearer " + token}).status, 200);
+    }
+    auto metrics = http("GET", prod.url("/metrics"), "", {"Authorization: Bearer " + token});
+    EXPECT_NE(metrics.body.find("hsea_http_requests_total"), std::string::npos);
+    EXPECT_EQ(http("GET", prod.url("/health/live")).status, 200);
+    EXPECT_EQ(http("GET", prod.url("/health")).status, 200);
+    EXPECT_EQ(prod.output().find(token), std::string::npos) << "the token was printed";
+  }
+  {
+    TestServer no_token(db, {{"HSEA_ENV", "production"}});
+    for (const char* path : {"/metrics", "/status"}) {
+      for (const std::vector<std::string>& headers :
+           std::vector<std::vector<std::string>>{{}, {"Authorization: Bearer " + token}}) {
+        auto r = http("GET", no_token.url(path), "", headers);
+        EXPECT_EQ(r.status, 404) << path << ": " << r.body;
+        EXPECT_EQ(r.header("content-type"), "application/problem+json");
+      }
+    }
+    EXPECT_EQ(http("GET", no_token.url("/health/live")).status, 200);
+    EXPECT_EQ(http("GET", no_token.url("/health")).status, 200);
+  }
+  TestServer test_env(db, {{"HSEA_METRICS_TOKEN", token}});
+  EXPECT_EQ(http("GET", test_env.url("/metrics")).status, 200);
+  EXPECT_EQ(http("GET", test_env.url("/status")).status, 200);
+}
+
+}  // namespace
+}  // namespace hsea
+
+// At the open-file limit the accept loop must back off instead of spinning, and the number of
+// connections is capped (HSEA_MAX_CONNECTIONS, by default derived from the limit) so the limit is
+// normally never reached. The server runs with a soft limit of 64 open files, as under `prlimit
+// --nofile=64`.
+namespace hsea {
+namespace {
+
+// Lowers this process's soft RLIMIT_NOFILE while a server starts: the child inherits it. The
+// test gets its own limit back at once (it needs many descriptors for its connections).
+class ChildFileLimit {
+ public:
+  explicit ChildFileLimit(rlim_t soft) {
+    getrlimit(RLIMIT_NOFILE, &saved_);
+    rlimit low = saved_;
+    low.rlim_cur = std::min(soft, saved_.rlim_max);
+    setrlimit(RLIMIT_NOFILE, &low);
+  }
+  ~ChildFileLimit() { setrlimit(RLIMIT_NOFILE, &saved_); }
+  ChildFileLimit(const ChildFileLimit&) = delete;
+  ChildFileLimit& operator=(const ChildFileLimit&) = delete;
+
+ private:
+  rlimit saved_{};
+};
+
+// User plus system CPU time of a process so far, from /proc/<pid>/stat (fields 14 and 15).
+double cpu_seconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long long ticks = 0;
+  for (int i = 3; fields >> field && i <= 15; ++i) {
+    if (i == 14 || i == 15) ticks += std::stoll(field);
+  }
+  return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+std::vector<int> open_idle_connections(int port, int count) {
+  std::vector<int> fds;
+  for (int i = 0; i < count; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ADD_FAILURE() << "connect " << i << " failed: " << std::strerror(errno);
+      if (fd >= 0) close(fd);
+      break;
+    }
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
+int count_lines_with(const std::string& text, std::string_view needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+void expect_calm_at_the_file_limit(const std::map<std::string, std::string>& env) {
+  TestDatabase db;
+  std::unique_ptr<TestServer> server;
+  {
+    ChildFileLimit limit(64);
+    server = std::make_unique<TestServer>(db, env);
+  }
+  ASSERT_EQ(http("GET", server->url("/health/live")).status, 200);
+  std::vector<int> extra = open_idle_connections(server->port(), 150);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  double before = cpu_seconds(server->pid());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  double spent = cpu_seconds(server->pid()) - before;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // the log flushes every second
+  int failures = count_lines_with(server->output(), "\"accept failed\"");
+  EXPECT_LT(failures, 50) << "accept failures logged in about 3 s";
+  EXPECT_LT(spent, 0.3) << "CPU seconds the server used in 2 s at the limit";
+  for (int fd : extra) close(fd);
+  auto after = http("GET", server->url("/health/live"), "", {}, 5000);
+  EXPECT_EQ(after.status, 200) << "not serving once the connections closed";
+}
+
+TEST(FileLimit, DefaultConnectionCapKeepsTheServerBelowTheLimit) {
+  expect_calm_at_the_file_limit({});
+}
+
+TEST(FileLimit, AcceptBacksOffWhenOutOfFileDescriptors) {
+  // A cap far above what the limit allows: accept hits EMFILE and must back off.
+  expect_calm_at_the_file_limit({{"HSEA_MAX_CONNECTIONS", "10000"}});
 }
 
 }  // namespace

@@ -915,11 +915,12 @@ TEST_F(Identity, DeleteMeRemovesAMembersPersonalData) {
   Account owner = signup(*server_, "owner");
   Account member = signup(*server_, "member");
   // The member leaves their own tenant (to another owner) and joins the owner's as a member.
-  testkit::sql(db_->admin_url(), "UPDATE memberships SET role = 'member' WHERE user_id = $1::uuid",
-               {member.user_id});
+  // (The new owner first: a tenant never has no owner, not even between two statements.)
   testkit::sql(db_->admin_url(),
                "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')",
                {member.tenant_id, owner.user_id});
+  testkit::sql(db_->admin_url(), "UPDATE memberships SET role = 'member' WHERE user_id = $1::uuid",
+               {member.user_id});
   testkit::sql(db_->admin_url(),
                "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'member')",
                {owner.tenant_id, member.user_id});
@@ -1220,6 +1221,92 @@ TEST(IdentityThrottle, FailedSignInsAreThrottledPerClientAddress) {
                                R"({"email":"ip@example.com","password":"a long enough pass"})");
   EXPECT_EQ(refused.status, 429) << refused.body;
   EXPECT_FALSE(refused.header("retry-after").empty());
+}
+
+// The auth cache must bind the session to its user. A validly signed token whose `sub` is another
+// user than the owner of its live session was answered as that user once the session's owner had
+// warmed the cache. The test signs with a key it inserted (as the Identity fixture does), and the
+// server runs one I/O thread so both requests meet the same cache.
+TEST(IdentityAuthCache, TokenNamingAnotherUserThanItsSessionIsRefusedAlsoWhenCached) {
+  TestDatabase db;
+  EcKey key;
+  testkit::sql(db.admin_url(),
+               "INSERT INTO signing_keys (kid, algorithm, public_pem, sealed_private, "
+               "created_at, retired_at) VALUES ($1, 'ES256', $2, 'not-used', "
+               "now() - interval '30 minutes', now() - interval '1 minute')",
+               {kRetiredKid, key.public_pem()});
+  TestServer server(db, {{"HSEA_THREADS", "1"}});
+  wait_for_keys(server);
+  Account a = signup(server, "cache-owner");
+  Account b = signup(server, "cache-other");
+  object header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
+  auto sign = [&](const object& payload) {
+    std::string input = jwt(header, payload);
+    return input + "." + b64url(es256(key.pkey, input));
+  };
+  object claims = jwt_part(a.access_token, 1);
+  object other = claims;
+  other["sub"] = b.user_id;  // a's session and tenant, b as the caller
+  std::string forged = sign(other);
+
+  EXPECT_EQ(me_status(server, forged), 401);  // cold (nothing cached yet): not b's session
+  ASSERT_EQ(me_status(server, sign(claims)), 200) << "the test's own signing is broken";
+  for (int i = 0; i < 3; ++i) {
+    // a's own requests put a's session into the cache...
+    ASSERT_EQ(http("GET", server.url("/api/members"), "", {bearer(a.access_token)}).status, 200);
+    // ...and the forged token must still not get in as b.
+    HttpResponse r = http("GET", server.url("/api/members"), "", {bearer(forged)});
+    EXPECT_EQ(r.status, 401) << r.body;
+    EXPECT_EQ(me_status(server, forged), 401);
+  }
+}
+
+// Each sign-up costs an Argon2id hash, so sign-ups are limited per client address (per /64 for
+// IPv6), checked before hashing. The client address comes from X-Forwarded-For here
+// (HSEA_TRUST_FORWARDED_FOR), so the test can speak from several addresses.
+TEST(IdentityThrottle, SignUpsAreThrottledPerClientAddress) {
+  TestDatabase db;
+  TestServer server(db,
+                    {{"HSEA_SIGNUPS_PER_IP_PER_HOUR", "3"}, {"HSEA_TRUST_FORWARDED_FOR", "true"}});
+  auto signup_from = [&](const std::string& ip, const std::string& email) {
+    object body{{"email", email},
+                {"password", kGoodPassword},
+                {"name", "Throttled"},
+                {"organization_name", "Throttled Org"}};
+    return http("POST", server.url("/api/auth/signup"), boost::json::serialize(body),
+                {"X-Forwarded-For: " + ip});
+  };
+  auto users_with = [&](const std::string& email) {
+    return testkit::sql(db.admin_url(), "SELECT count(*) FROM users WHERE email = $1",
+                        {email})[0][0];
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(signup_from("198.51.100.7", unique_email("throttle")).status, 201);
+  }
+  std::string refused_email = unique_email("throttle");
+  HttpResponse refused = signup_from("198.51.100.7", refused_email);
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_EQ(refused.header("content-type"), "application/problem+json");
+  EXPECT_EQ(str(json_of(refused), "code"), "rate_limited");
+  std::string retry = refused.header("retry-after");
+  ASSERT_FALSE(retry.empty());
+  EXPECT_GT(std::stoi(retry), 0);
+  EXPECT_LE(std::stoi(retry), 3600);
+  EXPECT_EQ(users_with(refused_email), "0");
+  // A duplicate e-mail also costs a hash: it counts, and is refused the same way when over.
+  EXPECT_EQ(signup_from("198.51.100.7", refused_email).status, 429);
+  // Other addresses have their own allowance.
+  EXPECT_EQ(signup_from("203.0.113.9", unique_email("throttle")).status, 201);
+
+  // IPv6: one /64 is one client.
+  for (const char* ip :
+       {"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"}) {
+    EXPECT_EQ(signup_from(ip, unique_email("throttle6")).status, 201) << ip;
+  }
+  EXPECT_EQ(signup_from("2001:DB8:1:2:abcd::9", unique_email("throttle6")).status, 429);
+  EXPECT_EQ(signup_from("2001:db8:1:3::1", unique_email("throttle6")).status, 201);
+  // Sign-in is not affected by the sign-up limit.
+  EXPECT_EQ(login_request(server, "nobody@example.test", "wrong password 1").status, 401);
 }
 
 TEST(IdentityKeys, ApiKeyUsageIsCountedPerKey) {

@@ -3,6 +3,7 @@
 //
 // There is no invitation flow yet: where a test needs one user in two tenants, or a member with
 // a given role, it inserts the memberships row directly as the database owner (add_member).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
@@ -10,6 +11,8 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <future>
+#include <latch>
 #include <map>
 #include <random>
 #include <set>
@@ -297,7 +300,8 @@ TEST_F(Tenancy, ApiKeyActsOnlyForItsOwnTenant) {
 
   expect_refused(call("GET", "/api/tenant", secret, "", {tenant_header(b.tenant_id)}), 403, b);
   expect_refused(call("GET", "/api/members", secret, "", {tenant_header(b.tenant_id)}), 403, b);
-  expect_refused(call("GET", "/api/tenant", secret, "", {"Host: " + b.slug + ".example.test"}), 403,
+  // By address, another tenant looks like no tenant at all (404, as for an unknown slug).
+  expect_refused(call("GET", "/api/tenant", secret, "", {"Host: " + b.slug + ".example.test"}), 404,
                  b);
 
   auto own = call("GET", "/api/tenant", secret);
@@ -328,8 +332,9 @@ TEST_F(Tenancy, SubdomainSelectsTheTenant) {
       call("GET", "/api/tenant", a.token, "", {"Host: " + upper + ".example.test:8080"}).status,
       200);
 
-  expect_refused(call("GET", "/api/tenant", b.token, "", {host(a)}), 403, a);
-  expect_refused(call("GET", "/api/members", b.token, "", {host(a)}), 403, a);
+  // A non-member cannot tell another tenant's address from one without a tenant: both 404.
+  expect_refused(call("GET", "/api/tenant", b.token, "", {host(a)}), 404, a);
+  expect_refused(call("GET", "/api/members", b.token, "", {host(a)}), 404, a);
   expect_refused(call("GET", "/api/tenant", a.token, "",
                       {"Host: no-such-" + random_suffix() + ".example.test"}),
                  404, b);
@@ -342,6 +347,78 @@ TEST_F(Tenancy, SubdomainSelectsTheTenant) {
   auto home = call("GET", "/api/tenant", b.token, "", {host(b)});
   ASSERT_EQ(home.status, 200) << home.body;
   EXPECT_EQ(str(json_of(home), "id"), b.tenant_id);
+}
+
+// A Host that differs only by case, a trailing dot or a port names the same tenant, and a Host
+// under the base domain that names no tenant is refused, never answered for the token's own tenant
+// (such a DELETE /api/tenant once suspended the caller's own tenant). To a non-member, a subdomain
+// that exists looks the same as one that does not.
+TEST_F(Tenancy, HostIsNormalisedAndNeverFallsBackToTheCallersTenant) {
+  Account a = signup("Caller");
+  Account b = signup("Corg");
+  auto upper = [](std::string s) {
+    std::ranges::transform(s, s.begin(), [](unsigned char c) { return std::toupper(c); });
+    return s;
+  };
+  auto tenant_id_at = [&](const std::string& host) {
+    auto r = call("GET", "/api/tenant", a.token, "", {"Host: " + host});
+    EXPECT_EQ(r.status, 200) << host << ": " << r.body;
+    return r.status == 200 ? str(json_of(r), "id") : std::string();
+  };
+
+  // Another tenant's address, however it is spelled: refused, and never the caller's tenant.
+  for (const std::string& host :
+       {upper(b.slug) + ".EXAMPLE.TEST", b.slug + ".example.test.", b.slug + ".Example.Test.:8080",
+        upper(b.slug) + ".example.test:443"}) {
+    SCOPED_TRACE(host);
+    expect_refused(call("GET", "/api/tenant", a.token, "", {"Host: " + host}), 404, b);
+  }
+  expect_refused(
+      call("DELETE", "/api/tenant", a.token, "", {"Host: " + upper(b.slug) + ".EXAMPLE.TEST"}), 404,
+      b);
+  expect_refused(call("DELETE", "/api/tenant", a.token, "", {"Host: " + b.slug + ".example.test."}),
+                 404, b);
+  EXPECT_EQ(scalar("SELECT status FROM tenants WHERE id = $1", {a.tenant_id}), "active");
+  EXPECT_EQ(scalar("SELECT status FROM tenants WHERE id = $1", {b.tenant_id}), "active");
+
+  // Names under the base domain that are no tenant's address: refused too.
+  for (const std::string& host :
+       {"x." + a.slug + ".example.test", "WWW." + upper(a.slug) + ".EXAMPLE.TEST.",
+        "no-such-" + random_suffix() + ".EXAMPLE.test", std::string("bad_slug.example.test"),
+        std::string(".example.test")}) {
+    SCOPED_TRACE(host);
+    expect_refused(call("GET", "/api/tenant", a.token, "", {"Host: " + host}), 404, b);
+  }
+
+  // Existing and unknown slugs answer alike to a non-member (401 without a credential, 404 with
+  // one), for tokens and API keys.
+  std::string unknown = "Host: no-such-" + random_suffix() + ".example.test";
+  std::string existing = "Host: " + b.slug + ".example.test";
+  auto to_existing = call("GET", "/api/members", a.token, "", {existing});
+  auto to_unknown = call("GET", "/api/members", a.token, "", {unknown});
+  expect_refused(to_existing, 404, b);
+  expect_refused(to_unknown, 404, b);
+  EXPECT_EQ(str(json_of(to_existing), "detail"), str(json_of(to_unknown), "detail"));
+  EXPECT_EQ(call("GET", "/api/tenant", "", "", {existing}).status, 401);
+  EXPECT_EQ(call("GET", "/api/tenant", "", "", {unknown}).status, 401);
+  std::string key = str(create_key(a.token, R"(["read"])"), "key");
+  expect_refused(call("GET", "/api/tenant", key, "", {existing}), 404, b);
+  expect_refused(call("GET", "/api/tenant", key, "", {unknown}), 404, b);
+
+  // A member reaches its own tenant by any spelling of its address.
+  for (const std::string& host : {upper(a.slug) + ".EXAMPLE.TEST", a.slug + ".example.test.",
+                                  a.slug + ".EXAMPLE.test.:8443"}) {
+    SCOPED_TRACE(host);
+    EXPECT_EQ(tenant_id_at(host), a.tenant_id);
+  }
+  // The base domain itself and other hosts (addresses, IPv6 literals) name no tenant: the
+  // credential's tenant applies.
+  for (const std::string& host :
+       {std::string("example.test"), std::string("EXAMPLE.TEST."), std::string("127.0.0.1:8080"),
+        std::string("[::1]:8080"), std::string("[::1]")}) {
+    SCOPED_TRACE(host);
+    EXPECT_EQ(tenant_id_at(host), a.tenant_id);
+  }
 }
 
 TEST_F(Tenancy, UserInTwoTenantsSeesOnlyTheChosenOne) {
@@ -542,6 +619,53 @@ TEST_F(Tenancy, TenantAlwaysKeepsAnOwner) {
   EXPECT_EQ(call("PATCH", second_path, second.token, R"({"role":"admin"})", in).status, 409);
   EXPECT_EQ(call("DELETE", second_path, second.token, "", in).status, 409);
   EXPECT_EQ(role_of(owner.tenant_id, second.user_id), "owner");
+}
+
+// The last-owner rule under concurrency: two co-owners deleting their accounts at once, or one
+// deleting while the other steps down, must not leave a tenant without an owner. Each round makes
+// two tenants that A and B both own; exactly one of the two calls may win.
+TEST_F(Tenancy, LastOwnerRuleHoldsUnderConcurrentChanges) {
+  auto owners = [](const std::string& tenant_id) {
+    return std::stoi(scalar(
+        "SELECT count(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'", {tenant_id}));
+  };
+  int losses = 0;
+  for (int round = 0; round < 40; ++round) {
+    bool step_down = round % 2 == 1;
+    SCOPED_TRACE(fmt::format("round {} ({})", round,
+                             step_down ? "DELETE /api/me and PATCH role" : "two DELETE /api/me"));
+    Account a = signup("Race A");
+    Account b = signup("Race B");
+    add_member(a.tenant_id, b, "owner");  // test setup: no invitations yet
+    add_member(b.tenant_id, a, "owner");
+    std::latch start(2);
+    auto first = std::async(std::launch::async, [&] {
+      start.arrive_and_wait();
+      return call("DELETE", "/api/me", a.token);
+    });
+    auto second = std::async(std::launch::async, [&] {
+      start.arrive_and_wait();
+      if (step_down) {
+        return call("PATCH", "/api/members/" + b.user_id, b.token, R"({"role":"admin"})",
+                    {tenant_header(a.tenant_id)});
+      }
+      return call("DELETE", "/api/me", b.token);
+    });
+    HttpResponse ra = first.get(), rb = second.get();
+    for (const std::string& tenant : {a.tenant_id, b.tenant_id}) {
+      int n = owners(tenant);
+      EXPECT_GE(n, 1) << "tenant " << tenant << " has no owner; A: " << ra.status << " " << ra.body
+                      << "; B: " << rb.status << " " << rb.body;
+      losses += n < 1;
+    }
+    bool a_won = ra.status == 204, b_won = rb.status == 204 || rb.status == 200;
+    EXPECT_NE(a_won, b_won) << "A: " << ra.status << " " << ra.body << "; B: " << rb.status << " "
+                            << rb.body;
+    const HttpResponse& loser = a_won ? rb : ra;
+    EXPECT_EQ(loser.status, 409) << loser.body;
+    EXPECT_EQ(loser.header("content-type"), "application/problem+json") << loser.body;
+  }
+  EXPECT_EQ(losses, 0) << "tenants left without an owner";
 }
 
 TEST_F(Tenancy, TenantUpdateKeepsSlugsUniqueAndValid) {

@@ -4,11 +4,13 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdlib>
+#include <limits>
 #include <thread>
 
 namespace hsea::core {
@@ -62,7 +64,9 @@ std::optional<std::string> check_postgres_url(std::string_view v) {
 }
 
 const std::array kEntries{
-    Entry{{"HSEA_ENV", "development", false, "development, test or production"},
+    Entry{{"HSEA_ENV", "development", false,
+           "development, test or production; only an explicit development on a loopback "
+           "HSEA_HTTP_HOST may run without HSEA_SECRET_KEY (on a public development secret)"},
           [](const std::string& v, Config& c) -> std::optional<std::string> {
             if (v != "development" && v != "test" && v != "production") {
               return "must be development, test or production";
@@ -87,6 +91,10 @@ const std::array kEntries{
     Entry{{"HSEA_THREADS", "number of cores", false,
            "I/O threads, each with its own event loop, acceptor and connections"},
           HSEA_INT_SETTING(threads, 1, 256)},
+    Entry{{"HSEA_MAX_CONNECTIONS",
+           "open-file limit - 64 - threads x (pool size + 2), at most 10000, at least 16", false,
+           "open HTTP connections; at the cap the server stops accepting until one closes"},
+          HSEA_INT_SETTING(max_connections, 1, 10000000)},
     Entry{{"HSEA_MAX_BODY_BYTES", "1048576", false, "largest request body; larger gets 413"},
           HSEA_INT_SETTING(max_body_bytes, 1, 1LL << 32)},
     Entry{{"HSEA_READ_TIMEOUT_SECONDS", "30", false, "time a client has to send a whole request"},
@@ -154,7 +162,7 @@ const std::array kEntries{
           }},
     Entry{{"HSEA_REDIS_TIMEOUT_MS", "1000", false, "deadline of one Redis command"},
           HSEA_INT_SETTING(redis_timeout_ms, 1, 600000)},
-    Entry{{"HSEA_SECRET_KEY", "(required outside development)", true,
+    Entry{{"HSEA_SECRET_KEY", "(required; see HSEA_ENV)", true,
            "master secret, at least 32 bytes; scripts/run generates one into var/"},
           [](const std::string& v, Config& c) -> std::optional<std::string> {
             if (v.size() < 32) return "must be at least 32 bytes";
@@ -163,6 +171,17 @@ const std::array kEntries{
           },
           [](const Config& c) {
             return c.secret_key.empty() ? std::string("(unset)") : std::string("***");
+          }},
+    Entry{{"HSEA_METRICS_TOKEN", "(unset)", true,
+           "production: /metrics and /status need Authorization: Bearer <token> (at least 16 "
+           "bytes); unset, they answer 404 there"},
+          [](const std::string& v, Config& c) -> std::optional<std::string> {
+            if (!v.empty() && v.size() < 16) return "must be at least 16 bytes";
+            c.metrics_token = v;
+            return std::nullopt;
+          },
+          [](const Config& c) {
+            return c.metrics_token.empty() ? std::string("(unset)") : std::string("***");
           }},
     Entry{{"HSEA_LOG_LEVEL", "info", false, "trace, debug, info, warn, error"},
           [](const std::string& v, Config& c) -> std::optional<std::string> {
@@ -203,6 +222,9 @@ const std::array kEntries{
     Entry{{"HSEA_LOGIN_MAX_FAILURES_PER_IP", "1000", false,
            "failed sign-ins per client IP per hour before 429"},
           HSEA_INT_SETTING(login_failures_per_ip, 1, 1000000)},
+    Entry{{"HSEA_SIGNUPS_PER_IP_PER_HOUR", "20", false,
+           "sign-ups per client address (IPv6: per /64) per hour before 429; 0 turns it off"},
+          HSEA_INT_SETTING(signups_per_ip_per_hour, 0, 1000000)},
     Entry{{"HSEA_REFRESH_TOKEN_DAYS", "30", false, "refresh token and session lifetime"},
           HSEA_INT_SETTING(refresh_token_days, 1, 3650)},
     Entry{{"HSEA_API_KEY_ROTATION_GRACE_SECONDS", "86400", false,
@@ -260,11 +282,44 @@ std::expected<Config, std::string> load_config(const EnvLookup& lookup, bool req
   if (config.threads == 0) {
     config.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
-  if (require_secret && config.secret_key.empty() && !config.development()) {
-    return std::unexpected(
-        std::string("HSEA_SECRET_KEY: is required outside development (at least 32 bytes)"));
+  if (config.max_connections == 0) {
+    rlimit files{};
+    std::uint64_t limit = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+      limit = files.rlim_cur == RLIM_INFINITY ? std::numeric_limits<std::uint64_t>::max()
+                                              : static_cast<std::uint64_t>(files.rlim_cur);
+    }
+    config.max_connections = default_max_connections(limit, config.threads, config.db_pool_size);
+  }
+  // Without a secret, `hsea` falls back to a fixed development secret that anyone can read in
+  // the source: only for a development server that was asked for as such (HSEA_ENV is not
+  // just defaulted) and that nothing but this machine can reach.
+  if (require_secret && config.secret_key.empty() &&
+      !(lookup("HSEA_ENV") == "development" && is_loopback_address(config.http_host))) {
+    return std::unexpected(std::string(
+        "HSEA_SECRET_KEY: is required (at least 32 bytes); only HSEA_ENV=development set "
+        "explicitly, on a loopback HSEA_HTTP_HOST, may run without it"));
   }
   return config;
+}
+
+bool is_loopback_address(std::string_view host) {
+  std::string text(host);
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, text.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;  // ::ffff:127.x.y.z
+  }
+  return text == "localhost";
+}
+
+int default_max_connections(std::uint64_t open_file_limit, int threads, int db_pool_size) {
+  std::uint64_t reserved = 64 + static_cast<std::uint64_t>(std::max(threads, 1)) *
+                                    (static_cast<std::uint64_t>(std::max(db_pool_size, 0)) + 2);
+  std::uint64_t left = open_file_limit > reserved ? open_file_limit - reserved : 0;
+  return static_cast<int>(std::clamp<std::uint64_t>(left, 16, 10000));
 }
 
 std::string describe(const Config& config) {

@@ -1,6 +1,7 @@
 #include "core/config.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <fstream>
 #include <map>
@@ -18,7 +19,7 @@ EnvLookup env(std::map<std::string, std::string> values) {
 }
 
 TEST(Config, DefaultsAreSafeForLocalUse) {
-  auto config = load_config(env({}));
+  auto config = load_config(env({{"HSEA_ENV", "development"}}));
   ASSERT_TRUE(config.has_value()) << config.error();
   EXPECT_EQ(config->http_host, "127.0.0.1");
   EXPECT_EQ(config->http_port, 8080);
@@ -59,6 +60,57 @@ TEST(Config, SecretKeyRequiredOutsideDevelopment) {
   EXPECT_EQ(ok->public_url, "https://app.example.com");
 }
 
+TEST(Config, MaxConnectionsFollowsTheOpenFileLimit) {
+  EXPECT_EQ(default_max_connections(1024, 2, 4), 1024 - 64 - 2 * 6);
+  EXPECT_EQ(default_max_connections(1 << 20, 8, 4), 10000);
+  EXPECT_EQ(default_max_connections(64, 2, 4), 16);
+  EXPECT_EQ(default_max_connections(0, 1, 1), 16);
+
+  auto set = load_config(env({{"HSEA_MAX_CONNECTIONS", "500"}}), false);
+  ASSERT_TRUE(set.has_value()) << set.error();
+  EXPECT_EQ(set->max_connections, 500);
+  EXPECT_NE(describe(*set).find("HSEA_MAX_CONNECTIONS=500"), std::string::npos);
+
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  auto derived = load_config(env({{"HSEA_THREADS", "3"}, {"HSEA_DB_POOL_SIZE", "5"}}), false);
+  ASSERT_TRUE(derived.has_value()) << derived.error();
+  std::uint64_t soft = files.rlim_cur == RLIM_INFINITY ? std::uint64_t(1) << 40 : files.rlim_cur;
+  EXPECT_EQ(derived->max_connections, default_max_connections(soft, 3, 5));
+
+  auto zero = load_config(env({{"HSEA_MAX_CONNECTIONS", "0"}}), false);
+  ASSERT_FALSE(zero.has_value());
+  EXPECT_NE(zero.error().find("HSEA_MAX_CONNECTIONS"), std::string::npos);
+}
+
+TEST(Config, PublicDevelopmentSecretNeedsExplicitDevelopmentOnLoopback) {
+  // HSEA_ENV defaults to development, but only an explicit one may go without a secret.
+  auto unset = load_config(env({}));
+  ASSERT_FALSE(unset.has_value());
+  EXPECT_EQ(unset.error().rfind("HSEA_SECRET_KEY: ", 0), 0u) << unset.error();
+  EXPECT_TRUE(load_config(env({}), false).has_value());  // migrate, audit prune: no secret used
+
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"}) {
+    auto ok = load_config(env({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", host}}));
+    EXPECT_TRUE(ok.has_value()) << host << ": " << ok.error();
+  }
+  for (const char* host : {"0.0.0.0", "::", "192.0.2.10", "::ffff:0.0.0.0", "128.0.0.1"}) {
+    auto refused = load_config(env({{"HSEA_ENV", "development"}, {"HSEA_HTTP_HOST", host}}));
+    ASSERT_FALSE(refused.has_value()) << host;
+    EXPECT_NE(refused.error().find("HSEA_SECRET_KEY"), std::string::npos) << refused.error();
+  }
+  for (const char* other : {"test", "production"}) {
+    EXPECT_FALSE(load_config(env({{"HSEA_ENV", other}})).has_value()) << other;
+  }
+  // With a secret, any environment and address will do.
+  auto keyed =
+      load_config(env({{"HSEA_HTTP_HOST", "0.0.0.0"}, {"HSEA_SECRET_KEY", std::string(32, 'k')}}));
+  EXPECT_TRUE(keyed.has_value()) << keyed.error();
+
+  EXPECT_TRUE(is_loopback_address("localhost"));
+  EXPECT_FALSE(is_loopback_address("example.com"));
+}
+
 TEST(Config, DescribeMasksSecrets) {
   auto config = load_config(env({{"HSEA_SECRET_KEY", std::string(40, 's')},
                                  {"HSEA_DATABASE_URL", "postgresql://app:hunter2@db:5432/hsea"},
@@ -70,6 +122,20 @@ TEST(Config, DescribeMasksSecrets) {
   EXPECT_EQ(text.find(std::string(40, 's')), std::string::npos) << text;
   EXPECT_NE(text.find("postgresql://app:***@db:5432/hsea"), std::string::npos) << text;
   for (const Setting& s : settings()) EXPECT_NE(text.find(s.name), std::string::npos) << s.name;
+}
+
+TEST(Config, MetricsTokenIsASecret) {
+  auto config = load_config(env({{"HSEA_METRICS_TOKEN", "scrape-token-0123456789"}}), false);
+  ASSERT_TRUE(config.has_value()) << config.error();
+  EXPECT_EQ(config->metrics_token, "scrape-token-0123456789");
+  EXPECT_EQ(describe(*config).find("scrape-token"), std::string::npos);
+  EXPECT_NE(describe(*config).find("HSEA_METRICS_TOKEN=***"), std::string::npos);
+  auto short_token = load_config(env({{"HSEA_METRICS_TOKEN", "short"}}), false);
+  ASSERT_FALSE(short_token.has_value());
+  EXPECT_NE(short_token.error().find("HSEA_METRICS_TOKEN"), std::string::npos);
+  EXPECT_TRUE(
+      load_config(env({{"HSEA_ENV", "production"}, {"HSEA_SECRET_KEY", std::string(32, 'k')}}))
+          ->production());
 }
 
 TEST(Config, MaskUrlPassword) {

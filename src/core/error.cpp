@@ -25,6 +25,9 @@ const ErrorInfo& error_info(ErrorCode code) {
 ErrorCode error_code_for_sqlstate(std::string_view s) {
   if (s == "23505" || s == "23P01" || s == "40001" || s == "40P01") return ErrorCode::kConflict;
   if (s == "23503") return ErrorCode::kConflict;  // still referenced / unknown reference
+  // integrity_constraint_violation: raised by triggers that guard a rule across rows, e.g.
+  // memberships_keep_an_owner (a tenant keeps an owner).
+  if (s == "23000") return ErrorCode::kConflict;
   if (s == "23514" || s == "23502" || s == "22001" || s == "22003" || s == "22P02" ||
       s == "22007" || s == "22008") {
     return ErrorCode::kValidationFailed;

@@ -125,6 +125,52 @@ TEST(AuditRetention, ApplicationRoleCannotPruneRecentEntries) {
                std::runtime_error);
 }
 
+// The database itself keeps an owner in every tenant (migration 0004), whoever runs the SQL.
+TEST(KeepAnOwner, NoStatementLeavesATenantWithoutAnOwner) {
+  testkit::TestDatabase db;
+  std::string tenant = "0190f5d2-7c3a-7b8e-9a01-23456789abc0";
+  std::string first = "0190f5d2-7c3a-7b8e-9a01-23456789abc1";
+  std::string second = "0190f5d2-7c3a-7b8e-9a01-23456789abc2";
+  sql(db.admin_url(), "INSERT INTO tenants (id, slug, name) VALUES ($1, 'owned', 'Owned')",
+      {tenant});
+  for (const std::string& user : {first, second}) {
+    sql(db.admin_url(),
+        "INSERT INTO users (id, email, name) VALUES ($1::uuid, $1::text || '@x.test', 'U')",
+        {user});
+    sql(db.admin_url(),
+        "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')",
+        {tenant, user});
+  }
+  auto owners = [&] {
+    return sql(db.admin_url(), "SELECT count(*) FROM memberships WHERE role = 'owner'")[0][0];
+  };
+  // Two owners: one may step down; then the other can neither step down nor leave, nor can
+  // both go in one statement, by role change, membership removal or account deletion.
+  sql(db.admin_url(), "UPDATE memberships SET role = 'admin' WHERE user_id = $1", {first});
+  EXPECT_THROW(sql(db.admin_url(), "UPDATE memberships SET role = 'member'"), std::runtime_error);
+  EXPECT_THROW(sql(db.admin_url(), "DELETE FROM memberships WHERE user_id = $1", {second}),
+               std::runtime_error);
+  EXPECT_THROW(sql(db.admin_url(), "DELETE FROM users WHERE id = $1", {second}),
+               std::runtime_error);
+  EXPECT_EQ(owners(), "1");
+  sql(db.admin_url(), "UPDATE memberships SET role = 'owner' WHERE user_id = $1", {first});
+  EXPECT_THROW(sql(db.admin_url(), "DELETE FROM users"), std::runtime_error);
+  EXPECT_THROW(sql(db.admin_url(), "UPDATE memberships SET role = 'billing'"), std::runtime_error);
+  EXPECT_EQ(owners(), "2");
+  sql(db.admin_url(), "DELETE FROM users WHERE id = $1", {first});
+  EXPECT_EQ(owners(), "1");
+  // The refusal is SQLSTATE 23000 naming the rule (the server answers 409).
+  try {
+    sql(db.admin_url(), "DELETE FROM memberships");
+    ADD_FAILURE() << "the last owner was removed";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("without an owner"), std::string::npos) << e.what();
+  }
+  // Deleting the tenant itself (the purge) takes its memberships along.
+  sql(db.admin_url(), "DELETE FROM tenants WHERE id = $1", {tenant});
+  EXPECT_EQ(sql(db.admin_url(), "SELECT count(*) FROM memberships")[0][0], "0");
+}
+
 TEST(RowLevelSecurityLint, RealSchemaIsClean) {
   testkit::TestDatabase db;
   auto problems = lint_row_level_security(db.admin_url());

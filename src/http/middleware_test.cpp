@@ -76,7 +76,9 @@ class Pipeline : public ::testing::Test {
   }
 
   boost::asio::io_context io_;
-  core::Config config_ = core::load_config([](std::string_view) { return std::nullopt; }).value();
+  // No secret: the pipeline under test signs nothing.
+  core::Config config_ =
+      core::load_config([](std::string_view) { return std::nullopt; }, false).value();
   std::optional<runtime::Application> app_;
   Chain chain_;
 };

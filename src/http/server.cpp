@@ -17,8 +17,10 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/url/decode_view.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <chrono>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -168,13 +170,62 @@ struct Server::Impl {
   std::atomic<int> active_sessions{0};
 
   awaitable<void> accept_loop(Worker& w) {
+    using std::chrono::milliseconds;
+    using Clock = std::chrono::steady_clock;
+    // At HSEA_MAX_CONNECTIONS open connections (all threads together) the loop stops accepting
+    // and new connections wait in the listen backlog; it looks again every kCapPoll. Out of
+    // file descriptors (or kernel memory), accept fails at once, again and again: the loop
+    // backs off from 50 ms, doubling up to 1 s, and logs at most one line per
+    // kAcceptLogInterval with the number of failures since the previous line.
+    constexpr milliseconds kCapPoll{25};
+    constexpr milliseconds kFirstBackoff{50};
+    constexpr milliseconds kMaxBackoff{1000};
+    constexpr auto kAcceptLogInterval = std::chrono::seconds(10);
+    const int cap = parts.config.max_connections;
+    asio::steady_timer pause(w.io);
+    milliseconds backoff{0};
+    std::uint64_t failures = 0;  // accept failures not logged yet
+    Clock::time_point next_failure_log = Clock::now(), next_cap_log = Clock::now();
     while (true) {
+      if (cap > 0 && active_sessions.load() >= cap) {
+        if (Clock::now() >= next_cap_log) {
+          next_cap_log = Clock::now() + kAcceptLogInterval;
+          log::warn("connection limit reached; waiting for connections to close",
+                    {{"connections", active_sessions.load()}, {"max_connections", cap}});
+        }
+        pause.expires_after(kCapPoll);
+        co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (!w.acceptor->is_open()) co_return;
+        continue;
+      }
       auto [ec, socket] = co_await w.acceptor->async_accept(asio::as_tuple(asio::use_awaitable));
       if (ec) {
         if (ec == asio::error::operation_aborted || !w.acceptor->is_open()) co_return;
-        log::warn("accept failed", {{"error", ec.message()}});
-        continue;  // e.g. EMFILE: keep serving the connections we have
+        namespace errc = boost::system::errc;
+        bool out_of_resources = ec == errc::too_many_files_open ||            // EMFILE
+                                ec == errc::too_many_files_open_in_system ||  // ENFILE
+                                ec == errc::no_buffer_space || ec == errc::not_enough_memory;
+        if (out_of_resources) {
+          backoff = backoff.count() == 0 ? kFirstBackoff : std::min(backoff * 2, kMaxBackoff);
+        }
+        ++failures;
+        if (Clock::now() >= next_failure_log) {
+          next_failure_log = Clock::now() + kAcceptLogInterval;
+          log::warn("accept failed", {{"error", ec.message()},
+                                      {"failures", failures},
+                                      {"connections", active_sessions.load()},
+                                      {"retry_ms", out_of_resources ? backoff.count() : 0}});
+          failures = 0;
+        }
+        if (out_of_resources) {
+          // Keep serving the connections we have; one of them closing frees a descriptor.
+          pause.expires_after(backoff);
+          co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+          if (!w.acceptor->is_open()) co_return;
+        }
+        continue;
       }
+      backoff = milliseconds(0);
       socket.set_option(tcp::no_delay(true));
       active_sessions.fetch_add(1);
       asio::co_spawn(w.io, session(w, std::move(socket)), [this](std::exception_ptr e) {

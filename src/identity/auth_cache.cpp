@@ -1,6 +1,7 @@
 #include "identity/auth_cache.hpp"
 
 #include <algorithm>
+#include <string>
 
 namespace hsea::identity {
 namespace {
@@ -17,6 +18,20 @@ auto find_live(Map& map, const std::string& key) -> decltype(&map.begin()->secon
     return nullptr;
   }
   return &it->second.value;
+}
+
+// One key for a user's session in a tenant. Each part is length-prefixed, so no choice of
+// parts (claims may hold any text) can spell another combination's key.
+std::string session_key(const std::string& user_id, const std::string& session_id,
+                        const std::string& tenant_id) {
+  std::string key;
+  key.reserve(user_id.size() + session_id.size() + tenant_id.size() + 12);
+  for (const std::string* part : {&user_id, &session_id, &tenant_id}) {
+    key += std::to_string(part->size());
+    key += ':';
+    key += *part;
+  }
+  return key;
 }
 
 }  // namespace
@@ -51,19 +66,20 @@ void AuthCache::put_api_key(const std::string& key_hash, CachedApiKey entry,
                                            std::min<std::chrono::milliseconds>(ttl, kAuthCacheTtl)};
 }
 
-std::optional<CachedSession> AuthCache::session(const std::string& session_id,
+std::optional<CachedSession> AuthCache::session(const std::string& user_id,
+                                                const std::string& session_id,
                                                 const std::string& tenant_id) {
   sync_epoch();
-  if (auto* v = find_live(sessions_, session_id + "/" + tenant_id)) return *v;
+  if (auto* v = find_live(sessions_, session_key(user_id, session_id, tenant_id))) return *v;
   return std::nullopt;
 }
 
-void AuthCache::put_session(const std::string& session_id, const std::string& tenant_id,
-                            CachedSession entry) {
+void AuthCache::put_session(const std::string& user_id, const std::string& session_id,
+                            const std::string& tenant_id, CachedSession entry) {
   sync_epoch();
   if (sessions_.size() >= kMaxEntries) sessions_.clear();
-  sessions_[session_id + "/" + tenant_id] = {std::move(entry),
-                                             std::chrono::steady_clock::now() + kAuthCacheTtl};
+  sessions_[session_key(user_id, session_id, tenant_id)] = {
+      std::move(entry), std::chrono::steady_clock::now() + kAuthCacheTtl};
 }
 
 }  // namespace hsea::identity

@@ -41,9 +41,12 @@ class AuthCache {
   void put_api_key(const std::string& key_hash, CachedApiKey entry,
                    std::chrono::milliseconds ttl = kAuthCacheTtl);
 
-  std::optional<CachedSession> session(const std::string& session_id, const std::string& tenant_id);
-  void put_session(const std::string& session_id, const std::string& tenant_id,
-                   CachedSession entry);
+  // Keyed by user, session and tenant together: a hit vouches for this user's session only
+  // (a token naming another user than its session's owner never matches a cached entry).
+  std::optional<CachedSession> session(const std::string& user_id, const std::string& session_id,
+                                       const std::string& tenant_id);
+  void put_session(const std::string& user_id, const std::string& session_id,
+                   const std::string& tenant_id, CachedSession entry);
 
  private:
   template <typename T>

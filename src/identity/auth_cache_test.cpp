@@ -10,14 +10,31 @@ namespace {
 TEST(AuthCache, RemembersUntilInvalidated) {
   AuthCache& cache = AuthCache::for_this_thread();
   cache.put_api_key("h1", {"t1", "k1", {"read"}});
-  cache.put_session("s1", "t1", {"owner", "active"});
+  cache.put_session("u1", "s1", "t1", {"owner", "active"});
   ASSERT_TRUE(cache.api_key("h1"));
   EXPECT_EQ(cache.api_key("h1")->tenant_id, "t1");
-  EXPECT_EQ(cache.session("s1", "t1")->role, "owner");
-  EXPECT_FALSE(cache.session("s1", "t2"));  // per tenant
+  EXPECT_EQ(cache.session("u1", "s1", "t1")->role, "owner");
+  EXPECT_FALSE(cache.session("u1", "s1", "t2"));  // per tenant
   invalidate_auth_cache();
   EXPECT_FALSE(cache.api_key("h1"));
-  EXPECT_FALSE(cache.session("s1", "t1"));
+  EXPECT_FALSE(cache.session("u1", "s1", "t1"));
+}
+
+// A session's cached admission is its owner's only: a validly signed token that names another
+// user with that session id must miss the cache (and then fail the scoped query).
+TEST(AuthCache, SessionEntriesAreBoundToTheirUser) {
+  AuthCache& cache = AuthCache::for_this_thread();
+  cache.put_session("owner-user", "s9", "t9", {"owner", "active"});
+  ASSERT_TRUE(cache.session("owner-user", "s9", "t9"));
+  EXPECT_FALSE(cache.session("other-user", "s9", "t9"));
+  EXPECT_FALSE(cache.session("", "s9", "t9"));
+  // No split of the parts spells another combination's key.
+  cache.put_session("a", "b:c", "d", {"member", "active"});
+  EXPECT_FALSE(cache.session("a:b", "c", "d"));
+  EXPECT_FALSE(cache.session("a", "b", "c:d"));
+  cache.put_session("u/s", "x", "t", {"admin", "active"});
+  EXPECT_FALSE(cache.session("u", "s/x", "t"));
+  EXPECT_EQ(cache.session("u/s", "x", "t")->role, "admin");
 }
 
 TEST(AuthCache, InvalidationReachesOtherThreads) {

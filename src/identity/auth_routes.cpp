@@ -21,6 +21,7 @@
 #include "identity/module.hpp"
 #include "identity/password.hpp"
 #include "identity/session_cookie.hpp"
+#include "identity/throttle.hpp"
 #include "identity/tokens.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
@@ -213,6 +214,11 @@ awaitable<Response> signup(RequestContext& ctx) {
                    {{"/password", weak}});
   }
   bool cookie = wants_cookie(body);
+  // Each sign-up costs an Argon2id hash: limited per client address before any hashing.
+  if (auto wait = state().signups.admit(ctx.request.remote_ip, config().signups_per_ip_per_hour)) {
+    throw ApiError(ErrorCode::kRateLimited, "Too many sign-ups from this address; try again later.")
+        .retry_after(*wait);
+  }
 
   std::string slug = slug_from(organization);
   // A reserved slug (www, api, admin, ...) is treated as taken: the tenant gets a suffix.
@@ -452,13 +458,27 @@ awaitable<Response> delete_me(RequestContext& ctx) {
                    "tenant first.");
   }
   db::Result tenants = co_await db::pool().query(kUserTenants, db::params(user_id));
+  // Removes the profile, password hash, memberships, sessions and tokens. Audit entries keep
+  // only the user's id, which no longer leads to any personal data.
+  // The check above is not atomic with the delete: a co-owner leaving or stepping down at the
+  // same moment can make this user a last owner after it. The memberships_keep_an_owner
+  // trigger (migration 0004) refuses the delete then, so the statement runs first and its
+  // transaction stays open while the audit entries are written: a refused deletion is never
+  // audited, and an audited one is committed right after.
+  db::Transaction tx = co_await db::pool().begin(db::user_scope(user_id));
+  try {
+    co_await tx.exec(kDeleteUser, db::params(user_id));
+  } catch (const db::Error& e) {
+    if (e.constraint() != "memberships_keep_an_owner") throw;
+    throw ApiError(ErrorCode::kConflict,
+                   "You are the only owner of a tenant: make someone else owner or delete the "
+                   "tenant first.");
+  }
   for (int i = 0; i < tenants.rows(); ++i) {
     co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
                                  security::event("user.deleted", "user", user_id));
   }
-  // Removes the profile, password hash, memberships, sessions and tokens. Audit entries keep
-  // only the user's id, which no longer leads to any personal data.
-  co_await db::pool().scoped_query(db::user_scope(user_id), kDeleteUser, db::params(user_id));
+  co_await tx.commit();
   invalidate_auth_cache();
   Response r = Response::no_content();
   if (ctx.principal.via_cookie) set_session_cookies(r, config(), std::nullopt, 0);

@@ -44,23 +44,67 @@ ApiError unauthorized(std::string detail) {
   return ApiError(ErrorCode::kUnauthorized, std::move(detail));
 }
 
-// The subdomain label of Host under the base domain ("acme" for acme.example.com), or "".
-std::string subdomain(std::string_view host, std::string_view base) {
-  if (base.empty()) return {};
-  host = host.substr(0, host.find(':'));
-  if (host.size() <= base.size() + 1 || !host.ends_with(base) ||
-      host[host.size() - base.size() - 1] != '.') {
-    return {};
+// A Host header as a name to compare: the port dropped, lower-case, without trailing dots
+// ("ACME.Example.COM.:8443" -> "acme.example.com"). An IPv6 literal keeps its brackets.
+std::string normalized_host(std::string_view host) {
+  if (host.starts_with('[')) {
+    if (auto close = host.find(']'); close != std::string_view::npos)
+      host = host.substr(0, close + 1);
+  } else {
+    host = host.substr(0, host.find(':'));
   }
-  std::string label(host.substr(0, host.size() - base.size() - 1));
-  if (label.find('.') != std::string::npos) return {};
-  std::ranges::transform(label, label.begin(),
+  std::string out(host);
+  std::ranges::transform(out, out.begin(),
                          [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return label;
+  while (!out.empty() && out.back() == '.') out.pop_back();
+  return out;
+}
+
+// Whether Host is a name under the base domain ("x.example.com" under "example.com"; the base
+// domain itself is not). Such a Host names a tenant, or names none and is refused: it never
+// falls back to the credential's own tenant.
+bool under_base_domain(std::string_view host, std::string_view base) {
+  std::string b = normalized_host(base);
+  if (b.empty()) return false;
+  std::string h = normalized_host(host);
+  return h.size() > b.size() && h.ends_with(b) && h[h.size() - b.size() - 1] == '.';
+}
+
+// The subdomain label of Host under the base domain ("acme" for ACME.example.com.:443), or ""
+// when Host is not under it. The label may be no valid slug ("a.b", "x_y"): see is_slug.
+std::string subdomain(std::string_view host, std::string_view base) {
+  if (!under_base_domain(host, base)) return {};
+  std::string h = normalized_host(host);
+  return h.substr(0, h.size() - normalized_host(base).size() - 1);
+}
+
+// The tenants.slug rule: lower-case letters, digits and inner hyphens, 1-63 characters.
+bool is_slug(std::string_view s) {
+  if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') return false;
+  return std::ranges::all_of(
+      s, [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
+}
+
+// The tenant id that a Host under the base domain stands for when it names no tenant: the nil
+// UUID, which no tenant has (ids are UUIDv7). Authentication then treats the request like one
+// for a tenant the caller does not belong to, so an unknown address and another tenant's
+// address answer alike (401 without a credential, 404 with one).
+constexpr std::string_view kNoTenantAtThisAddress = "00000000-0000-0000-0000-000000000000";
+
+// Whether the request's tenant came from the Host (not from X-Tenant-Id or the credential). A
+// caller who does not belong to it gets the same 404 as for an address without a tenant.
+bool tenant_from_host(const RequestContext& ctx) {
+  return ctx.request.header("x-tenant-id").empty() &&
+         under_base_domain(ctx.request.header("host"), config().base_domain);
+}
+
+ApiError no_tenant_at_this_address() {
+  return ApiError(ErrorCode::kNotFound, "No tenant at this address.");
 }
 
 void act_as_api_key(RequestContext& ctx, const CachedApiKey& key) {
   if (!ctx.tenant_id.empty() && ctx.tenant_id != key.tenant_id) {
+    if (tenant_from_host(ctx)) throw no_tenant_at_this_address();
     throw ApiError(ErrorCode::kForbidden, "An API key acts only for its own tenant.");
   }
   ctx.tenant_id = key.tenant_id;
@@ -87,6 +131,7 @@ awaitable<void> authenticate_api_key(RequestContext& ctx, std::string_view key) 
   if (!r.get_bool(0, "usable")) throw unauthorized("The API key is revoked or expired.");
   CachedApiKey found{r.text(0, "tenant_id"), r.text(0, "id"), {}};
   if (!ctx.tenant_id.empty() && ctx.tenant_id != found.tenant_id) {
+    if (tenant_from_host(ctx)) throw no_tenant_at_this_address();
     throw ApiError(ErrorCode::kForbidden, "An API key acts only for its own tenant.");
   }
   if (r.get(0, "tenant_status") != "active") {
@@ -112,7 +157,9 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
   bool named = !ctx.tenant_id.empty();
   if (!named) ctx.tenant_id = token_tenant;
   AuthCache& cache = AuthCache::for_this_thread();
-  std::optional<CachedSession> known = cache.session(session_id, ctx.tenant_id);
+  // The cache key binds the user too: the query below admits a session only for its owner
+  // (sessions are scoped by app.user_id), and a hit must mean the same.
+  std::optional<CachedSession> known = cache.session(user_id, session_id, ctx.tenant_id);
   if (!known) {
     db::Result r = co_await db::pool().scoped_query(db::scope(ctx.tenant_id, user_id),
                                                     kSessionAndRole, db::params(session_id));
@@ -121,7 +168,7 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
                           r.optional(0, "tenant_status").value_or("")};
     // Only admissions are remembered: someone just added to a tenant gets in at once.
     if (!known->role.empty() || ctx.tenant_id.empty()) {
-      cache.put_session(session_id, ctx.tenant_id, *known);
+      cache.put_session(user_id, session_id, ctx.tenant_id, *known);
     }
   }
   ctx.principal.kind = Principal::Kind::kUser;
@@ -136,7 +183,8 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
     co_return;
   }
   if (known->role.empty()) {
-    // Never reveal whether the tenant exists.
+    // Never reveal whether the tenant exists: by its address, another tenant looks like none.
+    if (named && tenant_from_host(ctx)) throw no_tenant_at_this_address();
     throw ApiError(ErrorCode::kForbidden, "You are not a member of this tenant.");
   }
   ctx.principal.role = known->role;
@@ -159,13 +207,16 @@ awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
     ctx.tenant_id = std::string(header);
     for (char& c : ctx.tenant_id)
       c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  } else if (std::string slug = subdomain(ctx.request.header("host"), config().base_domain);
-             !slug.empty()) {
-    db::Result r = co_await db::pool().query(kTenantBySlug, db::params(slug));
-    if (r.empty() || r.is_null(0, 0)) {
-      throw ApiError(ErrorCode::kNotFound, "No tenant at this address.");
+  } else if (under_base_domain(ctx.request.header("host"), config().base_domain)) {
+    // The Host names a tenant, or none: never the credential's own (a DELETE /api/tenant at a
+    // mistyped address must not suspend the caller's tenant). An unknown address is answered
+    // by authentication like another tenant's (see kNoTenantAtThisAddress).
+    std::string slug = subdomain(ctx.request.header("host"), config().base_domain);
+    ctx.tenant_id = std::string(kNoTenantAtThisAddress);
+    if (is_slug(slug)) {
+      db::Result r = co_await db::pool().query(kTenantBySlug, db::params(slug));
+      if (!r.empty() && !r.is_null(0, 0)) ctx.tenant_id = std::string(r.get(0, 0));
     }
-    ctx.tenant_id = std::string(r.get(0, 0));
   }
   co_return co_await next(ctx);
 }

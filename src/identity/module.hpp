@@ -46,6 +46,7 @@ struct State {
   const core::Config* config = nullptr;
   KeyRing keys;
   std::unique_ptr<LoginThrottle> throttle;
+  SignupThrottle signups;
 };
 State& state();
 inline const core::Config& config() { return *state().config; }

@@ -1,6 +1,9 @@
 #include "identity/throttle.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <iterator>
 
 namespace hsea::identity {
 namespace {
@@ -45,6 +48,41 @@ void LoginThrottle::record_failure(const std::string& account, const std::string
     std::erase_if(accounts_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
   if (ips_.size() > 100000)
     std::erase_if(ips_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
+}
+
+std::string SignupThrottle::client_key(const std::string& ip) {
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, ip.c_str(), &v6) != 1) return ip;  // IPv4, or not an address
+  char text[INET6_ADDRSTRLEN] = {};
+  if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+    inet_ntop(AF_INET, &v6.s6_addr[12], text, sizeof text);
+    return text;
+  }
+  std::fill(std::begin(v6.s6_addr) + 8, std::end(v6.s6_addr), 0);
+  inet_ntop(AF_INET6, &v6, text, sizeof text);
+  return std::string(text) + "/64";
+}
+
+std::optional<int> SignupThrottle::admit(const std::string& ip, int max_per_hour) {
+  if (max_per_hour <= 0) return std::nullopt;
+  std::string key = client_key(ip);
+  std::lock_guard lock(mutex_);
+  auto now = std::chrono::steady_clock::now();
+  Window& w = windows_[key];
+  if (w.count == 0 || now - w.start >= kWindow) {
+    w.start = now;
+    w.count = 0;
+  }
+  if (w.count >= max_per_hour) {
+    auto left = std::chrono::duration_cast<std::chrono::seconds>(w.start + kWindow - now);
+    return std::max<int>(1, static_cast<int>(left.count()));
+  }
+  ++w.count;
+  // Bound memory under sign-ups from many addresses: forget expired windows now and then.
+  if (windows_.size() > 100000) {
+    std::erase_if(windows_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
+  }
+  return std::nullopt;
 }
 
 }  // namespace hsea::identity

@@ -1,6 +1,7 @@
 #pragma once
-// Failed sign-in throttling per account and per client IP, in process (fixed one-hour
-// windows). Thread-safe; the rate-limiting module will move it to Redis.
+// Failed sign-in throttling per account and per client IP, and sign-up throttling per client
+// address, in process (fixed one-hour windows). Thread-safe; the rate-limiting module will move
+// them to Redis.
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -31,6 +32,29 @@ class LoginThrottle {
   std::mutex mutex_;
   std::unordered_map<std::string, Window> accounts_;
   std::unordered_map<std::string, Window> ips_;
+};
+
+// Sign-ups per client address, in process (fixed one-hour windows): each sign-up costs an
+// Argon2id hash, so the check comes before hashing. IPv6 clients count per /64, the block one
+// host usually holds. Thread-safe; the rate-limiting module will move it to Redis.
+class SignupThrottle {
+ public:
+  // Counts one sign-up from `ip` and returns nullopt while the address is within
+  // `max_per_hour`; once it is used up, returns the seconds until the window ends (and counts
+  // nothing). A limit of 0 admits everything.
+  std::optional<int> admit(const std::string& ip, int max_per_hour);
+
+  // The key an address counts under: IPv4 as it is, IPv6 as its /64 ("2001:db8:1:2::/64"),
+  // IPv4-mapped IPv6 as the IPv4 address; anything else (not an address) as given.
+  static std::string client_key(const std::string& ip);
+
+ private:
+  struct Window {
+    std::chrono::steady_clock::time_point start;
+    int count = 0;
+  };
+  std::mutex mutex_;
+  std::unordered_map<std::string, Window> windows_;
 };
 
 }  // namespace hsea::identity

@@ -2,12 +2,16 @@
 #include <boost/json/serialize.hpp>
 
 #include <fmt/chrono.h>
+#include <strings.h>
 
 #include <algorithm>
 #include <chrono>
+#include <string_view>
 
 #include "core/build_info.hpp"
 #include "core/config.hpp"
+#include "core/crypto.hpp"
+#include "core/error.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/context.hpp"
@@ -71,8 +75,10 @@ awaitable<Response> health(RequestContext& ctx) {
   co_return Response::json(healthy ? 200 : 503, boost::json::serialize(body));
 }
 
-std::chrono::system_clock::time_point g_started = std::chrono::system_clock::now();
-
+// In production /metrics and /status are for the operator's scraper: they need
+// `Authorization: Bearer <HSEA_METRICS_TOKEN>` (401 otherwise), and without a configured token
+// they do not exist (404, as for any unknown path). In development and test they stay open.
+// The token is compared through its SHA-256, so neither its content nor its length leaks.
 // Set when the runtime starts: the request metrics (they label by route) and the application
 // whose modules contribute metric sources.
 struct State {
@@ -82,7 +88,28 @@ struct State {
 };
 State g_state;
 
-awaitable<Response> status(RequestContext&) {
+void require_metrics_token(const RequestContext& ctx) {
+  const core::Config& config = *g_state.config;
+  if (!config.production()) return;
+  if (config.metrics_token.empty()) {
+    throw core::ApiError(core::ErrorCode::kNotFound, "No resource at " + ctx.request.path + ".");
+  }
+  std::string_view authorization = ctx.request.header("authorization");
+  std::string_view token;
+  if (authorization.size() > 7 && strncasecmp(authorization.data(), "bearer ", 7) == 0) {
+    token = authorization.substr(7);
+  }
+  if (token.empty() ||
+      !core::constant_time_equal(core::sha256_hex(token), core::sha256_hex(config.metrics_token))) {
+    throw core::ApiError(core::ErrorCode::kUnauthorized,
+                         "Send the metrics token: Authorization: Bearer <HSEA_METRICS_TOKEN>.");
+  }
+}
+
+std::chrono::system_clock::time_point g_started = std::chrono::system_clock::now();
+
+awaitable<Response> status(RequestContext& ctx) {
+  require_metrics_token(ctx);
   const core::BuildInfo& build = core::build_info();
   auto uptime = std::chrono::duration<double>(std::chrono::system_clock::now() - g_started);
   boost::json::object body;
@@ -95,7 +122,8 @@ awaitable<Response> status(RequestContext&) {
   co_return Response::json(200, boost::json::serialize(body));
 }
 
-awaitable<Response> metrics(RequestContext&) {
+awaitable<Response> metrics(RequestContext& ctx) {
+  require_metrics_token(ctx);
   std::string text = g_state.metrics ? g_state.metrics->render() : std::string();
   if (g_state.app != nullptr) g_state.app->render_metrics(text);
   co_return Response::text(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");

@@ -160,6 +160,8 @@ TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string
       {"HSEA_DATABASE_URL", db.app_url()},
       {"HSEA_DATABASE_ADMIN_URL", db.admin_url()},
       {"HSEA_SHUTDOWN_GRACE_SECONDS", "5"},
+      // Test suites sign up many accounts from 127.0.0.1; the sign-up limit has its own test.
+      {"HSEA_SIGNUPS_PER_IP_PER_HOUR", "0"},
   };
   for (auto& [k, v] : env) full[k] = v;
   log_path_ = temp_path("server");
