@@ -149,7 +149,8 @@ RunResult run_hsea(const std::vector<std::string>& args,
   return result;
 }
 
-TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string> env) {
+TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string> env,
+                       std::string command) {
   std::map<std::string, std::string> full{
       {"HSEA_ENV", "test"},
       {"HSEA_HTTP_HOST", "127.0.0.1"},
@@ -165,24 +166,26 @@ TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string
   };
   for (auto& [k, v] : env) full[k] = v;
   log_path_ = temp_path("server");
-  pid_ = spawn({"serve"}, full, log_path_);
+  pid_ = spawn({command}, full, log_path_);
   static const std::regex kListening(R"(listening on http://[0-9.]+:(\d+))");
+  static const std::regex kWorking(R"(worker running)");
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {
     std::smatch m;
     std::string out = read_file(log_path_);
-    if (std::regex_search(out, m, kListening)) {
+    if (command == "serve" && std::regex_search(out, m, kListening)) {
       port_ = std::stoi(m[1]);
       return;
     }
+    if (command != "serve" && std::regex_search(out, kWorking)) return;
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      throw std::runtime_error("hsea serve exited at start:\n" + out);
+      throw std::runtime_error("hsea " + command + " exited at start:\n" + out);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  throw std::runtime_error("hsea serve did not start:\n" + read_file(log_path_));
+  throw std::runtime_error("hsea " + command + " did not start:\n" + read_file(log_path_));
 }
 
 TestServer::~TestServer() {

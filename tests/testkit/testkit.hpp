@@ -50,7 +50,9 @@ RunResult run_hsea(const std::vector<std::string>& args,
 // `hsea serve` on a free port against a database, started and stopped by the test.
 class TestServer {
  public:
-  TestServer(const TestDatabase& db, std::map<std::string, std::string> env = {});
+  // `command` "worker" starts `hsea worker` (no HTTP: port() stays 0) and returns once it runs.
+  TestServer(const TestDatabase& db, std::map<std::string, std::string> env = {},
+             std::string command = "serve");
   ~TestServer();
   TestServer(const TestServer&) = delete;
   TestServer& operator=(const TestServer&) = delete;
