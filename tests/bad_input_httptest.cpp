@@ -639,29 +639,6 @@ TEST_F(BadInput, EncodedSlashStaysInsideItsSegment) {
 
 std::string b64url(std::string_view bytes) { return identity::base64url_encode(bytes); }
 
-// An ES256 signature in JWS form (r || s).
-std::string es256(EVP_PKEY* key, std::string_view data) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  std::size_t len = 0;
-  std::vector<unsigned char> der;
-  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
-  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
-                 data.size());
-  der.resize(len);
-  EVP_DigestSign(ctx, der.data(), &len, reinterpret_cast<const unsigned char*>(data.data()),
-                 data.size());
-  EVP_MD_CTX_free(ctx);
-  const unsigned char* p = der.data();
-  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len));
-  const BIGNUM *r = nullptr, *s = nullptr;
-  ECDSA_SIG_get0(sig, &r, &s);
-  std::string raw(64, '\0');
-  BN_bn2binpad(r, reinterpret_cast<unsigned char*>(raw.data()), 32);
-  BN_bn2binpad(s, reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
-  ECDSA_SIG_free(sig);
-  return raw;
-}
-
 TEST_F(BadInput, TokenThatIsNotYetValidIsRefused) {
   testkit::Account a = signup("Not Before");
   object payload = jwt_payload(a.access_token);
@@ -670,7 +647,7 @@ TEST_F(BadInput, TokenThatIsNotYetValidIsRefused) {
   auto mint = [&](const object& p) {
     std::string input =
         b64url(boost::json::serialize(header)) + "." + b64url(boost::json::serialize(p));
-    return input + "." + b64url(es256(retired_key_->pkey, input));
+    return input + "." + b64url(testkit::es256_signature(retired_key_->pkey, input));
   };
   auto me = [&](const std::string& token) {
     return http("GET", url("/api/me"), "", {bearer(token)});

@@ -89,29 +89,6 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
   return std::string(reinterpret_cast<char*>(out), len);
 }
 
-// An ES256 signature in JWS form (r || s, 32 bytes each).
-std::string es256(EVP_PKEY* key, std::string_view data) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  std::size_t len = 0;
-  std::vector<unsigned char> der;
-  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
-  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
-                 data.size());
-  der.resize(len);
-  EVP_DigestSign(ctx, der.data(), &len, reinterpret_cast<const unsigned char*>(data.data()),
-                 data.size());
-  EVP_MD_CTX_free(ctx);
-  const unsigned char* p = der.data();
-  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len));
-  const BIGNUM *r = nullptr, *s = nullptr;
-  ECDSA_SIG_get0(sig, &r, &s);
-  std::string raw(64, '\0');
-  BN_bn2binpad(r, reinterpret_cast<unsigned char*>(raw.data()), 32);
-  BN_bn2binpad(s, reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
-  ECDSA_SIG_free(sig);
-  return raw;
-}
-
 struct EcKey {
   EVP_PKEY* pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
   ~EcKey() { EVP_PKEY_free(pkey); }
@@ -620,7 +597,7 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
   // below are about the attack, not the test's signing.
   object retired_header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
   std::string input = jwt(retired_header, payload);
-  std::string control = input + "." + b64url(es256(retired_key_->pkey, input));
+  std::string control = input + "." + b64url(testkit::es256_signature(retired_key_->pkey, input));
   ASSERT_EQ(me_status(*server_, control), 200) << "the test's own signing is broken";
 
   std::vector<std::pair<std::string, std::string>> forged;
@@ -679,8 +656,8 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
     object h = header;
     h["kid"] = kid;
     std::string in = jwt(h, payload);
-    forged.push_back(
-        {"foreign key, kid '" + kid + "'", in + "." + b64url(es256(stranger.pkey, in))});
+    forged.push_back({"foreign key, kid '" + kid + "'",
+                      in + "." + b64url(testkit::es256_signature(stranger.pkey, in))});
   }
   // The real signature over a changed payload (another user; a later expiry).
   {
@@ -700,16 +677,19 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
     p["iat"] = now - 1000;
     p["exp"] = now - 100;
     std::string in = jwt(retired_header, p);
-    forged.push_back({"expired", in + "." + b64url(es256(retired_key_->pkey, in))});
+    forged.push_back(
+        {"expired", in + "." + b64url(testkit::es256_signature(retired_key_->pkey, in))});
     object q = payload;
     q["aud"] = "someone-else";
     in = jwt(retired_header, q);
-    forged.push_back({"wrong audience", in + "." + b64url(es256(retired_key_->pkey, in))});
+    forged.push_back(
+        {"wrong audience", in + "." + b64url(testkit::es256_signature(retired_key_->pkey, in))});
     object f = payload;
     f["iat"] = now + 3600;
     f["exp"] = now + 4500;
     in = jwt(retired_header, f);
-    forged.push_back({"issued in the future", in + "." + b64url(es256(retired_key_->pkey, in))});
+    forged.push_back({"issued in the future",
+                      in + "." + b64url(testkit::es256_signature(retired_key_->pkey, in))});
   }
   // Mangled shapes.
   forged.push_back({"two parts", parts[0] + "." + parts[1]});
@@ -1242,7 +1222,7 @@ TEST(IdentityAuthCache, TokenNamingAnotherUserThanItsSessionIsRefusedAlsoWhenCac
   object header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
   auto sign = [&](const object& payload) {
     std::string input = jwt(header, payload);
-    return input + "." + b64url(es256(key.pkey, input));
+    return input + "." + b64url(testkit::es256_signature(key.pkey, input));
   };
   object claims = jwt_part(a.access_token, 1);
   object other = claims;

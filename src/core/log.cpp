@@ -212,4 +212,15 @@ void write(Level level, std::string_view message, std::initializer_list<Field> f
 
 void flush() { logger()->flush(); }
 
+void escaped(std::exception_ptr error, std::string_view what) {
+  if (!error) return;
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    log::error("background task failed", {{"task", what}, {"error", e.what()}});
+  } catch (...) {
+    log::error("background task failed", {{"task", what}, {"error", "unknown exception"}});
+  }
+}
+
 }  // namespace hsea::log

@@ -3,6 +3,7 @@
 // {"time":..., "level":..., "message":..., <fields>}. Fields are passed explicitly because
 // coroutines interleave on a thread, so thread-local "current request" state would lie.
 #include <cstdint>
+#include <exception>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -32,6 +33,9 @@ void init(std::string_view level);
 bool enabled(Level level);
 void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
 void flush();
+// Logs what escaped a detached coroutine at error level, naming it (nothing when `error` is
+// null): the one completion handler every co_spawn uses.
+void escaped(std::exception_ptr error, std::string_view what);
 
 inline void info(std::string_view m, std::initializer_list<Field> f = {}) {
   write(Level::kInfo, m, f);

@@ -461,14 +461,7 @@ void Pool::release(std::unique_ptr<Connection> conn) {
         p.io,
         roll_back_and_release(Lease(this, std::move(conn)),
                               p.options.statement_timeout + std::chrono::seconds(1)),
-        [](std::exception_ptr e) {
-          if (!e) return;
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            log::error("rollback of an abandoned transaction failed", {{"error", ex.what()}});
-          }
-        });
+        [](std::exception_ptr e) { log::escaped(e, "rollback of an abandoned transaction"); });
     return;
   }
   if (conn) p.round_trips_total.fetch_add(conn->take_round_trips(), std::memory_order_relaxed);

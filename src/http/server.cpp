@@ -230,12 +230,7 @@ struct Server::Impl {
       active_sessions.fetch_add(1);
       asio::co_spawn(w.io, session(w, std::move(socket)), [this](std::exception_ptr e) {
         active_sessions.fetch_sub(1);
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("connection failed", {{"error", ex.what()}});
-        }
+        log::escaped(e, "connection");
       });
     }
   }
@@ -402,14 +397,8 @@ void Server::bind() {
 
 void Server::start() {
   for (auto& w : impl_->workers) {
-    asio::co_spawn(w->io, impl_->accept_loop(*w), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::error("accept loop failed", {{"error", ex.what()}});
-      }
-    });
+    asio::co_spawn(w->io, impl_->accept_loop(*w),
+                   [](std::exception_ptr e) { log::escaped(e, "accept loop"); });
   }
 }
 

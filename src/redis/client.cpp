@@ -132,17 +132,6 @@ struct Connection {
   bool open = true;
 };
 
-void log_coroutine_failure(const std::exception_ptr& e, const char* what) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    log::warn("redis coroutine failed", {{"coroutine", what}, {"error", ex.what()}});
-  } catch (...) {
-    log::warn("redis coroutine failed", {{"coroutine", what}, {"error", "unknown exception"}});
-  }
-}
-
 }  // namespace
 
 struct Client::Impl {
@@ -172,7 +161,7 @@ struct Client::Impl {
 
   void spawn(asio::awaitable<void> coroutine, const char* what) {
     asio::co_spawn(io, std::move(coroutine),
-                   [what](std::exception_ptr e) { log_coroutine_failure(e, what); });
+                   [what](std::exception_ptr e) { log::escaped(e, what); });
   }
 
   // Closes `c` and fails every caller still waiting on it. Idempotent.

@@ -147,16 +147,8 @@ int wait_for_shutdown_signal() {
 }
 
 void spawn(boost::asio::io_context& io, boost::asio::awaitable<void> work, std::string what) {
-  boost::asio::co_spawn(io, std::move(work), [what = std::move(what)](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log::error("background task failed", {{"task", what}, {"error", ex.what()}});
-    } catch (...) {
-      log::error("background task failed", {{"task", what}, {"error", "unknown"}});
-    }
-  });
+  boost::asio::co_spawn(io, std::move(work),
+                        [what = std::move(what)](std::exception_ptr e) { log::escaped(e, what); });
 }
 
 }  // namespace hsea::runtime
