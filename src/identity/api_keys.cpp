@@ -18,6 +18,7 @@
 #include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "http/page.hpp"
 #include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
 #include "identity/module.hpp"
@@ -50,8 +51,8 @@ HSEA_QUERY kInsert{
 HSEA_QUERY kList{
     "api_key_list",
     "SELECT id, name, prefix, scopes::text AS scopes, created_by, created_at, expires_at, "
-    "last_used_at, request_count, revoked_at FROM api_keys WHERE revoked_at IS NULL ORDER BY "
-    "created_at DESC"};
+    "last_used_at, request_count, revoked_at FROM api_keys WHERE revoked_at IS NULL "
+    "AND ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"};
 HSEA_QUERY kGet{
     "api_key_get",
     "SELECT id, name, prefix, scopes::text AS scopes, created_by, created_at, expires_at, "
@@ -171,10 +172,12 @@ awaitable<Response> create_key(RequestContext& ctx) {
 }
 
 awaitable<Response> list_keys(RequestContext& ctx) {
-  db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kList);
+  http::Page page = http::page_of(ctx);
+  db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kList,
+                                                  db::params(page.starting_after, page.fetch()));
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) data.push_back(key_json(r, i));
-  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+  co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
 awaitable<Response> get_key(RequestContext& ctx) {

@@ -16,6 +16,7 @@
 #include "core/slug.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "http/page.hpp"
 #include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
 #include "identity/module.hpp"
@@ -78,7 +79,8 @@ HSEA_QUERY kRevokeSession{
 HSEA_QUERY kListSessions{
     "me_sessions",
     "SELECT id, kind, user_agent, ip, created_at, last_seen_at, expires_at FROM sessions "
-    "WHERE revoked_at IS NULL AND expires_at > now() ORDER BY last_seen_at DESC"};
+    "WHERE revoked_at IS NULL AND expires_at > now() AND ($1::uuid IS NULL OR id < $1) "
+    "ORDER BY id DESC LIMIT $2"};
 HSEA_QUERY kUpdateName{
     "me_update_name",
     "UPDATE users SET name = $2, updated_at = now() WHERE id = $1 "
@@ -524,8 +526,10 @@ std::string device_label(std::string_view ua) {
 }
 
 awaitable<Response> list_sessions(RequestContext& ctx) {
+  http::Page page = http::page_of(ctx);
   db::Result r =
-      co_await db::pool().scoped_query(db::user_scope(ctx.principal.user_id), kListSessions);
+      co_await db::pool().scoped_query(db::user_scope(ctx.principal.user_id), kListSessions,
+                                       db::params(page.starting_after, page.fetch()));
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     data.push_back(object{{"id", r.get(i, "id")},
@@ -538,7 +542,7 @@ awaitable<Response> list_sessions(RequestContext& ctx) {
                           {"expires_at", r.time(i, "expires_at")},
                           {"current", r.get(i, "id") == ctx.principal.session_id}});
   }
-  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+  co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
 awaitable<Response> revoke_session(RequestContext& ctx) {

@@ -4,13 +4,12 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
-#include <charconv>
-
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "http/page.hpp"
 #include "security/audit.hpp"
 #include "security/security.hpp"
 #include "security/steps.hpp"
@@ -50,27 +49,15 @@ std::optional<std::string> query_param(const http::RequestContext& ctx, std::str
 }  // namespace
 
 awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
-  int limit = 50;
-  if (auto l = query_param(ctx, "limit")) {
-    auto [end, ec] = std::from_chars(l->data(), l->data() + l->size(), limit);
-    if (ec != std::errc{} || end != l->data() + l->size() || limit < 1 || limit > 200) {
-      throw ApiError(ErrorCode::kValidationFailed, "Check the query parameters.",
-                     {{"limit", "must be an integer from 1 to 200"}});
-    }
-  }
-  auto cursor = query_param(ctx, "starting_after");
-  if (cursor && !core::is_uuid(*cursor)) {
-    throw ApiError(ErrorCode::kValidationFailed, "Check the query parameters.",
-                   {{"starting_after", "must be an audit entry id"}});
-  }
+  http::Page page = http::page_of(ctx);
   // Time bounds are passed to PostgreSQL, which rejects a bad timestamp with 22007 -> 422.
   db::Result r = co_await db::pool().tenant_query(
       ctx.tenant_id, kList,
       db::params(query_param(ctx, "actor"), query_param(ctx, "action"), query_param(ctx, "target"),
-                 query_param(ctx, "since"), query_param(ctx, "until"), cursor, limit + 1));
+                 query_param(ctx, "since"), query_param(ctx, "until"), page.starting_after,
+                 page.fetch()));
   boost::json::array data;
-  int rows = std::min(r.rows(), limit);
-  for (int i = 0; i < rows; ++i) {
+  for (int i = 0; i < r.rows(); ++i) {
     data.push_back(
         object{{"id", r.get(i, "id")},
                {"actor", object{{"type", r.get(i, "actor_type")}, {"id", r.get(i, "actor_id")}}},
@@ -82,8 +69,7 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
                {"metadata", boost::json::parse(r.get(i, "metadata"))},
                {"created_at", r.time(i, "created_at")}});
   }
-  co_return http::json_response(200,
-                                object{{"data", std::move(data)}, {"has_more", r.rows() > limit}});
+  co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
 awaitable<http::Response> record_access(http::RequestContext& ctx, http::Next next) {

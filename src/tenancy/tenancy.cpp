@@ -16,6 +16,7 @@
 #include "db/blocking.hpp"
 #include "db/db.hpp"
 #include "http/json.hpp"
+#include "http/page.hpp"
 #include "identity/access.hpp"
 #include "identity/auth_cache.hpp"
 #include "runtime/registrar.hpp"
@@ -33,7 +34,10 @@ using http::RequestContext;
 using http::Response;
 
 HSEA_QUERY kPurgeDue{"tenancy_purge_due", "SELECT tenants_purge_due() AS removed"};
-HSEA_QUERY kUserTenants{"tenancy_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
+HSEA_QUERY kUserTenants{
+    "tenancy_user_tenants",
+    "SELECT * FROM auth_user_tenants($1) WHERE ($2::uuid IS NULL OR tenant_id > $2) "
+    "ORDER BY tenant_id LIMIT $3"};
 HSEA_QUERY kTenant{
     "tenancy_tenant",
     "SELECT id, slug, name, status, created_at, updated_at, deletion_scheduled_at FROM tenants"};
@@ -50,7 +54,8 @@ HSEA_QUERY kScheduleDeletion{
     "RETURNING id, slug, name, status, created_at, updated_at, deletion_scheduled_at"};
 HSEA_QUERY kMembers{"tenancy_members",
                     "SELECT m.user_id, u.email, u.name, m.role, m.created_at FROM memberships m "
-                    "JOIN users u ON u.id = m.user_id ORDER BY m.created_at, m.user_id"};
+                    "JOIN users u ON u.id = m.user_id WHERE ($1::uuid IS NULL OR m.user_id > $1) "
+                    "ORDER BY m.user_id LIMIT $2"};
 HSEA_QUERY kMember{
     "tenancy_member",
     "SELECT m.user_id, m.role, (SELECT count(*) FROM memberships WHERE role = 'owner') AS owners "
@@ -78,7 +83,9 @@ object tenant_json(const db::Result& r) {
 }
 
 awaitable<Response> list_tenants(RequestContext& ctx) {
-  db::Result r = co_await db::pool().query(kUserTenants, db::params(ctx.principal.user_id));
+  http::Page page = http::page_of(ctx);
+  db::Result r = co_await db::pool().query(
+      kUserTenants, db::params(ctx.principal.user_id, page.starting_after, page.fetch()));
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     data.push_back(object{{"id", r.get(i, "tenant_id")},
@@ -87,7 +94,7 @@ awaitable<Response> list_tenants(RequestContext& ctx) {
                           {"status", r.get(i, "status")},
                           {"role", r.get(i, "role")}});
   }
-  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+  co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
 awaitable<Response> get_tenant(RequestContext& ctx) {
@@ -151,8 +158,10 @@ awaitable<Response> delete_tenant(RequestContext& ctx) {
 
 awaitable<Response> list_members(RequestContext& ctx) {
   // A named factory, not a braced Scope: g++ 12 destroys such a coroutine argument twice.
+  http::Page page = http::page_of(ctx);
   db::Result r =
-      co_await db::pool().scoped_query(db::scope(ctx.tenant_id, ctx.principal.user_id), kMembers);
+      co_await db::pool().scoped_query(db::scope(ctx.tenant_id, ctx.principal.user_id), kMembers,
+                                       db::params(page.starting_after, page.fetch()));
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     data.push_back(object{{"user_id", r.get(i, "user_id")},
@@ -161,7 +170,7 @@ awaitable<Response> list_members(RequestContext& ctx) {
                           {"role", r.get(i, "role")},
                           {"created_at", r.time(i, "created_at")}});
   }
-  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+  co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
 std::string member_id(const RequestContext& ctx) {
