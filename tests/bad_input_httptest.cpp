@@ -647,7 +647,7 @@ TEST_F(BadInput, TokenThatIsNotYetValidIsRefused) {
   auto mint = [&](const object& p) {
     std::string input =
         b64url(boost::json::serialize(header)) + "." + b64url(boost::json::serialize(p));
-    return input + "." + b64url(testkit::es256_signature(retired_key_->pkey, input));
+    return input + "." + b64url(identity::es256_sign(retired_key_->pkey, input));
   };
   auto me = [&](const std::string& token) {
     return http("GET", url("/api/me"), "", {bearer(token)});

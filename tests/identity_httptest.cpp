@@ -597,7 +597,7 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
   // below are about the attack, not the test's signing.
   object retired_header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
   std::string input = jwt(retired_header, payload);
-  std::string control = input + "." + b64url(testkit::es256_signature(retired_key_->pkey, input));
+  std::string control = input + "." + b64url(identity::es256_sign(retired_key_->pkey, input));
   ASSERT_EQ(me_status(*server_, control), 200) << "the test's own signing is broken";
 
   std::vector<std::pair<std::string, std::string>> forged;
@@ -657,7 +657,7 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
     h["kid"] = kid;
     std::string in = jwt(h, payload);
     forged.push_back({"foreign key, kid '" + kid + "'",
-                      in + "." + b64url(testkit::es256_signature(stranger.pkey, in))});
+                      in + "." + b64url(identity::es256_sign(stranger.pkey, in))});
   }
   // The real signature over a changed payload (another user; a later expiry).
   {
@@ -677,19 +677,18 @@ TEST_F(Identity, ForgedAndExpiredTokensAre401) {
     p["iat"] = now - 1000;
     p["exp"] = now - 100;
     std::string in = jwt(retired_header, p);
-    forged.push_back(
-        {"expired", in + "." + b64url(testkit::es256_signature(retired_key_->pkey, in))});
+    forged.push_back({"expired", in + "." + b64url(identity::es256_sign(retired_key_->pkey, in))});
     object q = payload;
     q["aud"] = "someone-else";
     in = jwt(retired_header, q);
     forged.push_back(
-        {"wrong audience", in + "." + b64url(testkit::es256_signature(retired_key_->pkey, in))});
+        {"wrong audience", in + "." + b64url(identity::es256_sign(retired_key_->pkey, in))});
     object f = payload;
     f["iat"] = now + 3600;
     f["exp"] = now + 4500;
     in = jwt(retired_header, f);
-    forged.push_back({"issued in the future",
-                      in + "." + b64url(testkit::es256_signature(retired_key_->pkey, in))});
+    forged.push_back(
+        {"issued in the future", in + "." + b64url(identity::es256_sign(retired_key_->pkey, in))});
   }
   // Mangled shapes.
   forged.push_back({"two parts", parts[0] + "." + parts[1]});
@@ -1222,7 +1221,7 @@ TEST(IdentityAuthCache, TokenNamingAnotherUserThanItsSessionIsRefusedAlsoWhenCac
   object header{{"alg", "ES256"}, {"typ", "JWT"}, {"kid", kRetiredKid}};
   auto sign = [&](const object& payload) {
     std::string input = jwt(header, payload);
-    return input + "." + b64url(testkit::es256_signature(key.pkey, input));
+    return input + "." + b64url(identity::es256_sign(key.pkey, input));
   };
   object claims = jwt_part(a.access_token, 1);
   object other = claims;

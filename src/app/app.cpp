@@ -35,7 +35,7 @@ runtime::RuntimeOptions runtime_options(const core::Config& config) {
 bool start(runtime::Runtime& rt, runtime::Application& app) {
   try {
     rt.start();
-    app.started();
+    app.started(&rt);
     return true;
   } catch (const std::exception& e) {
     log::error("cannot start", {{"error", e.what()}});

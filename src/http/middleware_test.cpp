@@ -47,7 +47,7 @@ class Pipeline : public ::testing::Test {
     registrar.route({.method = Method::kPost, .path = "/unique", .handler = throws_unique});
     registrar.route({.method = Method::kGet, .path = "/fine", .handler = fine});
     app_.emplace(std::move(registrar).finish());
-    app_->started();
+    app_->started(nullptr);
     chain_ = app_->chain();
   }
 

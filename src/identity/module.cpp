@@ -88,19 +88,16 @@ void Register(runtime::Registrar& reg) {
   register_api_key_routes(reg);
 
   // Keys load before listening when PostgreSQL is up; otherwise in the background.
-  reg.on_start([](runtime::Application& app) {
-    if (state().keys.loaded() || app.config.database_url.empty()) return;
+  reg.on_start([](runtime::Application& app, runtime::Runtime* rt) {
+    if (state().keys.loaded() || rt == nullptr) return;
     const core::Config& cfg = app.config;
     try {
       state().keys.set(KeyStore::load(cfg.database_url, cfg.secret_key, cfg.public_url));
     } catch (const std::exception& e) {
       log::warn("cannot load signing keys yet; retrying in the background", {{"error", e.what()}});
+      runtime::spawn(*rt->io_contexts().front(), load_keys_until_loaded(), "signing-key load");
     }
   });
-  reg.periodic({.name = "signing-keys-load",
-                .interval = std::chrono::hours(24 * 365),
-                .first_delay = std::chrono::seconds(0),
-                .run = [] { return load_keys_until_loaded(); }});
   reg.periodic({.name = "api-key-usage-flush",
                 .interval = std::chrono::seconds(c.usage_flush_seconds),
                 .first_delay = std::chrono::seconds(c.usage_flush_seconds),

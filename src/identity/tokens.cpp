@@ -262,22 +262,24 @@ std::string KeyStore::sign(const AccessClaims& claims) const {
                               {"exp", claims.expires_at}};
   std::string signing_input = base64url_encode(boost::json::serialize(header)) + "." +
                               base64url_encode(boost::json::serialize(payload));
+  return signing_input + "." + base64url_encode(es256_sign(key.pkey, signing_input));
+}
+
+std::string es256_sign(EVP_PKEY* pkey, std::string_view data) {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   std::size_t len = 0;
   std::vector<unsigned char> der;
-  bool ok = EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key.pkey) == 1 &&
-            EVP_DigestSign(ctx, nullptr, &len,
-                           reinterpret_cast<const unsigned char*>(signing_input.data()),
-                           signing_input.size()) == 1;
+  bool ok = EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, pkey) == 1 &&
+            EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
+                           data.size()) == 1;
   if (ok) {
     der.resize(len);
-    ok = EVP_DigestSign(ctx, der.data(), &len,
-                        reinterpret_cast<const unsigned char*>(signing_input.data()),
-                        signing_input.size()) == 1;
+    ok = EVP_DigestSign(ctx, der.data(), &len, reinterpret_cast<const unsigned char*>(data.data()),
+                        data.size()) == 1;
   }
   EVP_MD_CTX_free(ctx);
-  if (!ok) throw std::runtime_error("signing an access token failed");
-  return signing_input + "." + base64url_encode(der_to_raw(der.data(), len));
+  if (!ok) throw std::runtime_error("ES256 signing failed");
+  return der_to_raw(der.data(), len);
 }
 
 std::expected<AccessClaims, std::string> KeyStore::verify(std::string_view token,

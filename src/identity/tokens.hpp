@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+typedef struct evp_pkey_st EVP_PKEY;
+
 namespace hsea::identity {
 
 struct AccessClaims {
@@ -49,6 +51,9 @@ class KeyStore {
   std::vector<std::unique_ptr<Key>> keys_;  // newest first; keys_[0] signs
   std::string issuer_;
 };
+
+// An ES256 signature of `data` in JWS form (r || s, 32 bytes each).
+std::string es256_sign(EVP_PKEY* pkey, std::string_view data);
 
 // Unpadded base64url (RFC 4648 section 5).
 std::string base64url_encode(std::string_view bytes);

@@ -165,7 +165,7 @@ void Register(runtime::Registrar& reg) {
   reg.route({.method = http::Method::kGet, .path = "/status", .handler = status});
   reg.route({.method = http::Method::kGet, .path = "/metrics", .handler = metrics});
   int threads = reg.config().threads;
-  reg.on_start([threads](runtime::Application& app) {
+  reg.on_start([threads](runtime::Application& app, runtime::Runtime*) {
     g_state.metrics = std::make_unique<Metrics>(std::max(threads, 1), app.router);
     g_state.app = &app;
   });

@@ -54,8 +54,8 @@ http::Chain Application::chain() const {
   return http::Chain(std::move(steps), after_response);
 }
 
-void Application::started() {
-  for (auto& hook : start_hooks) hook(*this);
+void Application::started(Runtime* runtime) {
+  for (auto& hook : start_hooks) hook(*this, runtime);
 }
 
 void Application::start_tasks(Runtime& runtime) const {

@@ -63,12 +63,13 @@ struct Application {
   std::vector<Command> commands;
   std::vector<MetricSource> metric_sources;
   ClusterClaim cluster_claim;
-  std::vector<std::function<void(Application&)>> start_hooks;
+  std::vector<std::function<void(Application&, Runtime*)>> start_hooks;
 
   // The middleware ordered by stage, with the chain's own steps.
   http::Chain chain() const;
-  // Runs every start hook (after the runtime started, before serving).
-  void started();
+  // Runs every start hook (after the runtime started, before serving); `runtime` is null where
+  // none runs (unit tests of the chain).
+  void started(Runtime* runtime);
   // Starts every periodic task on the runtime's threads.
   void start_tasks(Runtime& runtime) const;
   // Appends every metric source's text.
@@ -115,7 +116,7 @@ class Registrar {
   // How once-per-cluster tasks decide who runs (the database module provides it).
   void cluster_claim(ClusterClaim claim) { app_.cluster_claim = std::move(claim); }
   // Runs once the runtime has started (the router and every service exist).
-  void on_start(std::function<void(Application&)> hook) {
+  void on_start(std::function<void(Application&, Runtime*)> hook) {
     app_.start_hooks.push_back(std::move(hook));
   }
 

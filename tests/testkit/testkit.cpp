@@ -1,8 +1,5 @@
 #include "testkit/testkit.hpp"
 
-#include <openssl/ecdsa.h>
-#include <openssl/evp.h>
-
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <fcntl.h>
@@ -372,28 +369,6 @@ void add_member(const TestDatabase& db, const std::string& tenant_id, const std:
                 const std::string& role) {
   sql(db.admin_url(), "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)",
       {tenant_id, user_id, role});
-}
-
-std::string es256_signature(EVP_PKEY* key, std::string_view data) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  std::size_t len = 0;
-  std::vector<unsigned char> der;
-  EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
-  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
-                 data.size());
-  der.resize(len);
-  EVP_DigestSign(ctx, der.data(), &len, reinterpret_cast<const unsigned char*>(data.data()),
-                 data.size());
-  EVP_MD_CTX_free(ctx);
-  const unsigned char* p = der.data();
-  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len));
-  const BIGNUM *r = nullptr, *s = nullptr;
-  ECDSA_SIG_get0(sig, &r, &s);
-  std::string raw(64, '\0');
-  BN_bn2binpad(r, reinterpret_cast<unsigned char*>(raw.data()), 32);
-  BN_bn2binpad(s, reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
-  ECDSA_SIG_free(sig);
-  return raw;
 }
 
 }  // namespace hsea::testkit

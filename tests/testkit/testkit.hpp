@@ -9,12 +9,7 @@
 #include <string>
 #include <vector>
 
-typedef struct evp_pkey_st EVP_PKEY;
-
 namespace hsea::testkit {
-
-// An ES256 signature of `data` in JWS form (r || s, 32 bytes each), for minting test tokens.
-std::string es256_signature(EVP_PKEY* key, std::string_view data);
 
 // The value of a required environment variable; fails the test run clearly when unset.
 std::string required_env(const char* name);
