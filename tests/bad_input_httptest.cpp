@@ -134,8 +134,10 @@ class BadInput : public ::testing::Test {
       std::string rows = "t::text";
       if (table == "sessions") rows = "(t.id, t.revoked_at, t.user_agent)::text";
       if (table == "api_keys") rows = "(t.id, t.name, t.scopes, t.expires_at, t.revoked_at)::text";
+      // Platform jobs (the scheduler's maintenance) run in the background whatever requests do.
+      std::string where = table == "jobs" ? " WHERE t.tenant_id IS NOT NULL" : "";
       out[table] = scalar("SELECT count(*) || ':' || md5(coalesce(string_agg(" + rows +
-                          ", '|' ORDER BY " + rows + "), '')) FROM " + table + " t");
+                          ", '|' ORDER BY " + rows + "), '')) FROM " + table + " t" + where);
     }
     return out;
   }

@@ -9,6 +9,7 @@
 #include "db/db.hpp"
 #include "http/server.hpp"
 #include "identity/identity.hpp"
+#include "jobs/jobs.hpp"
 #include "ops/ops.hpp"
 #include "redis/client.hpp"
 #include "runtime/registrar.hpp"
@@ -51,12 +52,14 @@ void register_modules(runtime::Registrar& reg) {
   redis::Register(reg);
   ops::Register(reg);
   security::Register(reg);
+  jobs::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
 }
 
 int serve(runtime::Application& app) {
   const core::Config& config = app.config;
+  app.role = runtime::Role::kServe;
   runtime::Runtime rt(runtime_options(config), app.thread_services);
   if (!start(rt, app)) return 1;
   const http::Chain chain = app.chain();
@@ -88,6 +91,7 @@ int serve(runtime::Application& app) {
 }
 
 int work(runtime::Application& app) {
+  app.role = runtime::Role::kWorker;
   runtime::Runtime rt(runtime_options(app.config), app.thread_services);
   if (!start(rt, app)) return 1;
   app.start_tasks(rt);

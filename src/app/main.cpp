@@ -102,8 +102,12 @@ int main(int argc, char** argv) {
       }
       parent = it->second;
     }
-    module_commands.emplace_back(parent->add_subcommand(command.path.back(), command.help),
-                                 &command);
+    CLI::App* sub = parent->add_subcommand(command.path.back(), command.help);
+    for (const auto& option : command.options) {
+      CLI::Option* o = sub->add_option(option.name, *option.value, option.help);
+      if (option.required) o->required();
+    }
+    module_commands.emplace_back(sub, &command);
   }
   CLI11_PARSE(cli, argc, argv);
 

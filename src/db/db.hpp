@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -189,6 +190,7 @@ class Pool {
   boost::asio::awaitable<Transaction> begin(Scope scope = {});
 
   PoolStats stats() const;
+  const PoolOptions& options() const;
   // Closes idle connections; in-use ones close when released. Call on the pool's thread.
   void close();
 
@@ -203,8 +205,14 @@ class Pool {
   std::unique_ptr<Impl> impl_;
 };
 
-// The database module: one Pool per I/O thread, pool metrics, the cluster claim that
-// once-per-cluster periodic tasks use, and the start-up check of query names.
+// A connection of its own that LISTENs on `channel` until the caller is cancelled: calls
+// on_notify when notifications arrive, and after every (re)connect, since notifications sent
+// while it was not listening are lost. Reconnects with backoff after a failure.
+boost::asio::awaitable<void> listen(PoolOptions options, std::string channel,
+                                    std::function<void()> on_notify);
+
+// The database module: one Pool per I/O thread, pool metrics and the start-up check of query
+// names.
 void Register(runtime::Registrar& registrar);
 // The calling I/O thread's pool (throws std::logic_error elsewhere).
 Pool& pool();

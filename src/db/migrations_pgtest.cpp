@@ -234,8 +234,6 @@ constexpr NotScoped kNotTenantScoped[] = {
     // One key ring for the deployment: tokens of every tenant are signed with it, and the
     // private keys are sealed with HSEA_SECRET_KEY.
     {"signing_keys", "the JWT signing keys"},
-    // Platform bookkeeping of once-per-cluster periodic tasks (task name, last start, node).
-    {"periodic_task_runs", "who ran which period of a cluster-wide task"},
 };
 
 struct ScopedTable {
@@ -359,6 +357,7 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO api_keys (tenant_id, id, name, prefix, secret_hash, scopes, created_by) "
         "VALUES ($1, $2, 'seed', $3, 'hash', '{read}', $4)",
         {tenant, core::uuid_v7(), "hsea_" + tag + core::random_hex(4), user});
+    sql(db.admin_url(), "INSERT INTO jobs (tenant_id, kind) VALUES ($1, 'seed.job')", {tenant});
   }
 }
 
@@ -383,7 +382,8 @@ TEST(TenantIsolation, EveryTableIsScopedOrListedAsNotScoped) {
   for (const char* expected :
        {"tenants:id:app.tenant_id", "users:id:app.user_id", "memberships:tenant_id:app.tenant_id",
         "sessions:user_id:app.user_id", "refresh_tokens:user_id:app.user_id",
-        "api_keys:tenant_id:app.tenant_id", "audit_logs:tenant_id:app.tenant_id"}) {
+        "api_keys:tenant_id:app.tenant_id", "audit_logs:tenant_id:app.tenant_id",
+        "jobs:tenant_id:app.tenant_id"}) {
     EXPECT_TRUE(names.contains(expected)) << expected;
   }
 }

@@ -1,32 +1,21 @@
-// The database module's registration: per-thread pools, their metrics, cluster claims.
+// The database module's registration: per-thread pools and their metrics.
 #include <fmt/format.h>
 
 #include <atomic>
 #include <vector>
 
 #include "core/config.hpp"
-#include "core/ids.hpp"
 #include "db/db.hpp"
 #include "runtime/registrar.hpp"
 
 namespace hsea::db {
 namespace {
 
-// A period of a once-per-cluster task is claimed by the first node whose row update finds the
-// previous start at least 90% of an interval ago (timers on different nodes drift a little).
-HSEA_QUERY kClaimPeriod{
-    "runtime_claim_period",
-    "INSERT INTO periodic_task_runs AS r (name, last_started_at, node) VALUES ($1, now(), $3) "
-    "ON CONFLICT (name) DO UPDATE SET last_started_at = now(), node = $3 "
-    "WHERE r.last_started_at <= now() - make_interval(secs => $2::float8 * 0.9) "
-    "RETURNING name"};
-
 // Scrapes run on any thread, so they see each pool through an atomic pointer that its I/O
 // thread publishes once the pool exists.
 struct PoolRegistry {
   explicit PoolRegistry(int threads) : pools(static_cast<std::size_t>(threads)) {}
   std::vector<std::atomic<Pool*>> pools;
-  std::string node_id = core::uuid_v7();
 };
 
 void render(const PoolRegistry& registry, std::string& out) {
@@ -67,12 +56,6 @@ void render(const PoolRegistry& registry, std::string& out) {
                  total.wait_timeouts_total, total.connects_total, total.broken_total);
 }
 
-boost::asio::awaitable<bool> claim_period(std::string task, std::chrono::seconds interval,
-                                          std::string node) {
-  Result r = co_await pool().query(kClaimPeriod, params(task, interval.count(), node));
-  co_return !r.empty();
-}
-
 }  // namespace
 
 Pool& pool() { return runtime::local<Pool>(); }
@@ -100,9 +83,6 @@ void Register(runtime::Registrar& reg) {
       },
       [](Pool& pool) { pool.close(); });
   reg.metrics([&registry](std::string& out) { render(registry, out); });
-  reg.cluster_claim([&registry](std::string task, std::chrono::seconds interval) {
-    return claim_period(std::move(task), interval, registry.node_id);
-  });
 }
 
 }  // namespace hsea::db

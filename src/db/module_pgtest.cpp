@@ -1,5 +1,5 @@
-// The database module on a real runtime: per-thread pools, once-per-cluster claims between
-// nodes, and errors that name their statement.
+// The database module on a real runtime: per-thread pools and errors that name their
+// statement.
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -53,11 +53,6 @@ struct Node {
   std::optional<runtime::Runtime> rt;
 };
 
-boost::asio::awaitable<bool> claim(const runtime::ClusterClaim* c, std::string task,
-                                   std::chrono::seconds interval) {
-  co_return co_await (*c)(std::move(task), interval);
-}
-
 boost::asio::awaitable<std::string> failing_statement() {
   try {
     co_await pool().query(kBroken);
@@ -72,48 +67,6 @@ class DbModule : public ::testing::Test {
   testkit::TestDatabase db_;
   core::Config config_ = config_for(db_);
 };
-
-TEST_F(DbModule, EachPeriodOfAOncePerClusterTaskIsClaimedByOneNode) {
-  Node a(config_), b(config_);
-  for (int round = 0; round < 20; ++round) {
-    std::string task = "race-" + std::to_string(round);
-    auto fa = std::async(std::launch::async,
-                         [&] { return a.run(claim(&a.app->cluster_claim, task, 3600s)); });
-    auto fb = std::async(std::launch::async,
-                         [&] { return b.run(claim(&b.app->cluster_claim, task, 3600s)); });
-    bool won_a = fa.get(), won_b = fb.get();
-    EXPECT_NE(won_a, won_b) << "round " << round << ": both or neither node ran the period";
-  }
-  // The same period again: taken. The next period (interval 1 s): free again.
-  EXPECT_TRUE(a.run(claim(&a.app->cluster_claim, "short", 1s)));
-  EXPECT_FALSE(b.run(claim(&b.app->cluster_claim, "short", 1s)));
-  std::this_thread::sleep_for(1100ms);
-  EXPECT_TRUE(b.run(claim(&b.app->cluster_claim, "short", 1s)));
-}
-
-std::atomic<int> g_runs{0};
-boost::asio::awaitable<void> count_run() {
-  ++g_runs;
-  co_return;
-}
-
-TEST_F(DbModule, PeriodicTaskOnTwoNodesRunsOncePerPeriod) {
-  g_runs = 0;
-  auto task = runtime::PeriodicTask{
-      .name = "counted", .interval = 1s, .first_delay = 0s, .once_per_cluster = true, .run = [] {
-        return count_run();
-      }};
-  {
-    Node a(config_), b(config_);
-    a.app->tasks.push_back(task);
-    b.app->tasks.push_back(task);
-    a.app->start_tasks(*a.rt);
-    b.app->start_tasks(*b.rt);
-    std::this_thread::sleep_for(3500ms);  // periods starting at 0, 1, 2 and 3 s
-  }
-  EXPECT_GE(g_runs.load(), 3);
-  EXPECT_LE(g_runs.load(), 5) << "both nodes ran some periods";
-}
 
 TEST_F(DbModule, DatabaseErrorsNameTheirStatement) {
   Node a(config_);

@@ -226,6 +226,21 @@ class Connection {
     steps_.push_back({Step::Kind::kStatement, {}, query.name});
   }
 
+  // For a connection that LISTENs: waits until notifications arrive and returns how many
+  // (0 for other traffic); throws when the connection breaks. No deadline: it waits until
+  // something comes or the caller is cancelled.
+  awaitable<int> wait_notifications() {
+    co_await wait(asio::posix::descriptor_base::wait_read, kConnectionFailure);
+    if (PQconsumeInput(pg_) == 0) throw broken();
+    int count = 0;
+    while (PGnotify* n = PQnotifies(pg_)) {
+      ++count;
+      PQfreemem(n);
+    }
+    in_flight_ = false;
+    co_return count;
+  }
+
   // A transaction left open (error, or abandoned without commit): the pool sends ROLLBACK
   // when the connection comes back (Pool::release), before anyone else can use it.
   bool needs_rollback = false;
@@ -370,6 +385,8 @@ void Pool::close() {
   impl_->idle.clear();
   impl_->update_gauges();
 }
+
+const PoolOptions& Pool::options() const { return impl_->options; }
 
 PoolStats Pool::stats() const {
   PoolStats s;
@@ -605,6 +622,35 @@ awaitable<void> Transaction::commit() {
   } catch (const Error&) {
     conn_->needs_rollback = true;
     throw;
+  }
+}
+
+// -------------------------------------------------------------------------------- listen
+
+awaitable<void> listen(PoolOptions options, std::string channel, std::function<void()> on_notify) {
+  asio::io_context& io =
+      static_cast<asio::io_context&>((co_await asio::this_coro::executor).context());
+  asio::steady_timer backoff(io);
+  auto delay = std::chrono::milliseconds(100);
+  std::string statement = "LISTEN \"" + channel + "\"";
+  while (true) {
+    try {
+      Connection conn(io);
+      co_await conn.connect(options);
+      conn.queue_control(statement.c_str());
+      co_await conn.round_trip(true, options.connect_timeout);
+      delay = std::chrono::milliseconds(100);
+      on_notify();  // notifications sent while not listening are lost: look once now
+      while (true) {
+        if (co_await conn.wait_notifications() > 0) on_notify();
+      }
+    } catch (const Error& e) {
+      log::warn("database listener reconnecting",
+                {{"channel", channel}, {"error", std::string(e.what())}});
+    }
+    backoff.expires_after(delay);
+    co_await backoff.async_wait(use_awaitable);
+    delay = std::min(delay * 2, std::chrono::milliseconds(5000));
   }
 }
 

@@ -38,8 +38,9 @@ using http::RequestContext;
 using http::Response;
 
 // The scopes a key may hold: read (safe methods), write (any method), and per resource.
-const std::vector<std::string> kScopes{"read",         "write",      "tenant:read",  "tenant:write",
-                                       "members:read", "audit:read", "api_keys:read"};
+const std::vector<std::string> kScopes{"read",          "write",        "tenant:read",
+                                       "tenant:write",  "members:read", "audit:read",
+                                       "api_keys:read", "jobs:read",    "jobs:write"};
 
 HSEA_QUERY kInsert{
     "api_key_insert",

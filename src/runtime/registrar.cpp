@@ -11,7 +11,7 @@
 namespace hsea::runtime {
 namespace {
 
-boost::asio::awaitable<void> run_periodically(PeriodicTask task, ClusterClaim claim) {
+boost::asio::awaitable<void> run_periodically(PeriodicTask task) {
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
   auto wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(task.first_delay);
   while (true) {
@@ -19,13 +19,6 @@ boost::asio::awaitable<void> run_periodically(PeriodicTask task, ClusterClaim cl
     co_await timer.async_wait(boost::asio::use_awaitable);
     wait = task.interval;
     try {
-      if (task.once_per_cluster) {
-        if (!claim) throw std::logic_error("no cluster claim is registered");
-        if (!co_await claim(task.name, task.interval)) {
-          log::debug("periodic task run by another node", {{"task", task.name}});
-          continue;
-        }
-      }
       auto started = std::chrono::steady_clock::now();
       co_await task.run();
       if (task.every_thread) continue;  // frequent and per thread: no log line each time
@@ -61,14 +54,18 @@ void Application::started(Runtime* runtime) {
 void Application::start_tasks(Runtime& runtime) const {
   auto io = runtime.io_contexts();
   for (std::size_t i = 0; i < tasks.size(); ++i) {
+    if (tasks[i].once_per_cluster) {
+      throw std::logic_error("periodic task " + tasks[i].name +
+                             " is once per cluster, but no module schedules such tasks");
+    }
     if (tasks[i].every_thread) {
       for (boost::asio::io_context* thread_io : io) {
-        spawn(*thread_io, run_periodically(tasks[i], cluster_claim), "periodic " + tasks[i].name);
+        spawn(*thread_io, run_periodically(tasks[i]), "periodic " + tasks[i].name);
       }
       continue;
     }
     boost::asio::io_context& thread_io = *io[i % io.size()];
-    spawn(thread_io, run_periodically(tasks[i], cluster_claim), "periodic " + tasks[i].name);
+    spawn(thread_io, run_periodically(tasks[i]), "periodic " + tasks[i].name);
   }
 }
 

@@ -21,18 +21,28 @@ struct Config;
 
 namespace hsea::runtime {
 
+// An option of a command: "--status" (named) or "id" (positional), read into *value.
+struct CommandOption {
+  std::string name;
+  std::string help;
+  std::shared_ptr<std::string> value = std::make_shared<std::string>();
+  bool required = false;
+};
+
 // A subcommand of `hsea`: path {"tenants", "purge"} is `hsea tenants purge`.
 struct Command {
   std::vector<std::string> path;
   std::string help;
   bool needs_secret = false;  // HSEA_SECRET_KEY must be set (or the development secret apply)
+  std::vector<CommandOption> options;           // their values are set before run
   std::function<int(const core::Config&)> run;  // the exit code
 };
 
 // Work repeated every `interval`, first after `first_delay`, on an I/O thread of every
-// runtime (serve and worker). once_per_cluster: of all nodes sharing the database, one runs
-// each period (decided by the registered ClusterClaim); the others skip it. A failure is
-// logged and the task runs again next period.
+// runtime (serve and worker). A failure is logged and the task runs again next period.
+// once_per_cluster: of all nodes sharing the database, one runs each period: the jobs module
+// takes such tasks over at start and runs each period as one scheduled job (retried when it
+// fails); first_delay does not apply to them.
 struct PeriodicTask {
   std::string name;
   std::chrono::seconds interval{3600};
@@ -42,11 +52,10 @@ struct PeriodicTask {
   std::function<boost::asio::awaitable<void>()> run;
 };
 
-// Claims a task's current period for this node: true when this node should run it now.
-using ClusterClaim =
-    std::function<boost::asio::awaitable<bool>(std::string task, std::chrono::seconds interval)>;
-
 using MetricSource = std::function<void(std::string& out)>;  // appends exposition text
+
+// What this process runs: `hsea serve`, `hsea worker` or a one-shot command.
+enum class Role { kServe, kWorker, kCommand };
 
 // Everything the modules declared, ready to run.
 struct Application {
@@ -54,6 +63,7 @@ struct Application {
   Application(Application&&) = default;
 
   const core::Config& config;
+  Role role = Role::kCommand;  // set before the start hooks run
   http::Router router;
   std::vector<http::Middleware> middleware;
   std::vector<http::AfterResponse> after_response;
@@ -62,7 +72,6 @@ struct Application {
   std::vector<PeriodicTask> tasks;
   std::vector<Command> commands;
   std::vector<MetricSource> metric_sources;
-  ClusterClaim cluster_claim;
   std::vector<std::function<void(Application&, Runtime*)>> start_hooks;
 
   // The middleware ordered by stage, with the chain's own steps.
@@ -70,7 +79,8 @@ struct Application {
   // Runs every start hook (after the runtime started, before serving); `runtime` is null where
   // none runs (unit tests of the chain).
   void started(Runtime* runtime);
-  // Starts every periodic task on the runtime's threads.
+  // Starts every periodic task on the runtime's threads. Throws std::logic_error when a
+  // once-per-cluster task is left (no module took it over).
   void start_tasks(Runtime& runtime) const;
   // Appends every metric source's text.
   void render_metrics(std::string& out) const;
@@ -113,8 +123,6 @@ class Registrar {
   void periodic(PeriodicTask task) { app_.tasks.push_back(std::move(task)); }
   void command(Command command) { app_.commands.push_back(std::move(command)); }
   void metrics(MetricSource source) { app_.metric_sources.push_back(std::move(source)); }
-  // How once-per-cluster tasks decide who runs (the database module provides it).
-  void cluster_claim(ClusterClaim claim) { app_.cluster_claim = std::move(claim); }
   // Runs once the runtime has started (the router and every service exist).
   void on_start(std::function<void(Application&, Runtime*)> hook) {
     app_.start_hooks.push_back(std::move(hook));

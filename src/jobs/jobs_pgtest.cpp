@@ -1,0 +1,342 @@
+// The job queue on a real runtime and PostgreSQL: transactional enqueue, tenant scope,
+// retries, timeouts, leases, fairness between tenants, and two runtimes sharing one queue.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/json/object.hpp>
+
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "core/config.hpp"
+#include "core/ids.hpp"
+#include "db/db.hpp"
+#include "jobs/jobs.hpp"
+#include "jobs/queue.hpp"
+#include "runtime/registrar.hpp"
+#include "security/security.hpp"
+#include "testkit/testkit.hpp"
+
+namespace hsea::jobs {
+namespace {
+
+using namespace std::chrono_literals;
+using boost::asio::awaitable;
+using testkit::sql;
+
+HSEA_QUERY kTestCountTenants{"test_jobs_count_tenants", "SELECT count(*) AS n FROM tenants"};
+HSEA_QUERY kTestInsertEvent{"test_jobs_insert_entry",
+                            "INSERT INTO audit_logs (tenant_id, id, actor_type, actor_id, action) "
+                            "VALUES (current_setting('app.tenant_id')::uuid, uuid_v7(), 'job', "
+                            "'', 'test.written')"};
+HSEA_QUERY kTestNothing{"test_jobs_nothing", "SELECT 1"};
+
+core::Config config_for(const testkit::TestDatabase& db) {
+  auto env = [&db](std::string_view name) -> std::optional<std::string> {
+    if (name == "HSEA_DATABASE_URL") return db.app_url();
+    if (name == "HSEA_THREADS") return std::string("2");
+    return std::nullopt;
+  };
+  return core::load_config(env, false).value();
+}
+
+// A runtime with the database and jobs modules; `workers` starts the job workers on every
+// thread. Kinds are defined by the test after construction (module state is per process: the
+// last registered node's, shared by both nodes of a test).
+struct Node {
+  Node(const core::Config& c, Settings settings) : config(c) {
+    runtime::Registrar registrar(config);
+    db::Register(registrar);
+    security::Register(registrar);
+    Register(registrar);
+    state().settings = settings;
+    app.emplace(std::move(registrar).finish());
+    rt.emplace(runtime::RuntimeOptions{.threads = 2}, app->thread_services);
+    rt->start();
+  }
+  void start_workers() {
+    app->role = runtime::Role::kWorker;
+    app->started(&*rt);
+  }
+  ~Node() { rt->stop(); }
+
+  template <typename T>
+  T run(awaitable<T> work) {
+    return boost::asio::co_spawn(*rt->io_contexts()[0], std::move(work), boost::asio::use_future)
+        .get();
+  }
+
+  const core::Config& config;
+  std::optional<runtime::Application> app;
+  std::optional<runtime::Runtime> rt;
+};
+
+std::string make_tenant(const testkit::TestDatabase& db, const std::string& slug) {
+  std::string id = core::uuid_v7();
+  sql(db.admin_url(), "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $2)", {id, slug});
+  return id;
+}
+
+// Waits until `done` is true (polling), at most `limit`.
+template <typename F>
+bool eventually(F done, std::chrono::milliseconds limit = 15s) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return done();
+}
+
+std::string status_of(const testkit::TestDatabase& db, const std::string& id) {
+  auto rows = sql(db.admin_url(), "SELECT status FROM jobs WHERE id = $1", {id});
+  return rows.empty() ? "" : rows[0][0];
+}
+
+// What ran, by job id, recorded by the test handlers (on any worker thread).
+struct Ledger {
+  std::mutex mutex;
+  std::map<std::string, int> runs;
+  std::vector<std::string> order;           // payload "n" of each run, in order
+  std::map<std::string, std::string> seen;  // job id -> what the handler saw
+  void ran(const JobContext& job, std::string what = "") {
+    std::lock_guard lock(mutex);
+    ++runs[job.id()];
+    if (const auto* n = job.payload().if_contains("n")) order.emplace_back(n->as_string());
+    if (!what.empty()) seen[job.id()] = what;
+  }
+  int count(const std::string& id) {
+    std::lock_guard lock(mutex);
+    return runs.count(id) ? runs[id] : 0;
+  }
+};
+Ledger* g_ledger = nullptr;
+
+awaitable<void> record_run(JobContext& job) {
+  g_ledger->ran(job);
+  co_return;
+}
+
+awaitable<void> count_visible_tenants(JobContext& job) {
+  db::Transaction* tx = co_await job.transaction();
+  db::Result r = co_await tx->exec(kTestCountTenants);
+  g_ledger->ran(job, std::string(r.get(0, "n")) + " tenant(s) visible to " + job.tenant_id());
+}
+
+awaitable<void> write_then_fail(JobContext& job) {
+  db::Transaction* tx = co_await job.transaction();
+  co_await tx->exec(kTestInsertEvent);
+  g_ledger->ran(job);
+  throw std::runtime_error("failed after writing");
+}
+
+awaitable<void> write_and_succeed(JobContext& job) {
+  db::Transaction* tx = co_await job.transaction();
+  co_await tx->exec(kTestInsertEvent);
+  g_ledger->ran(job);
+}
+
+awaitable<void> sleep_long(JobContext& job) {
+  g_ledger->ran(job);
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+  timer.expires_after(30s);
+  co_await timer.async_wait(boost::asio::use_awaitable);
+}
+
+std::chrono::milliseconds quick_backoff(int) { return 50ms; }
+
+// Enqueues in a transaction of the tenant that then commits or rolls back.
+awaitable<std::optional<std::string>> enqueue_in_tx(std::string tenant, std::string kind,
+                                                    bool commit) {
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(tenant));
+  std::optional<std::string> id = co_await enqueue(tx, job(kind));
+  if (commit) co_await tx.commit();
+  co_return id;  // without commit: rolled back when tx goes
+}
+
+awaitable<std::optional<std::string>> enqueue_one(std::string tenant, NewJob j) {
+  co_return co_await enqueue(std::move(tenant), std::move(j));
+}
+
+awaitable<std::int64_t> enqueue_numbered(std::string tenant, std::string kind, int from, int n) {
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(tenant));
+  std::vector<std::string> payloads;
+  for (int i = from; i < from + n; ++i) payloads.push_back(fmt::format("{{\"n\":\"{}\"}}", i));
+  std::int64_t added = co_await enqueue_many(tx, kind, std::move(payloads));
+  co_await tx.commit();
+  co_return added;
+}
+
+class Jobs : public ::testing::Test {
+ protected:
+  void SetUp() override { g_ledger = &ledger_; }
+  void TearDown() override { g_ledger = nullptr; }
+  testkit::TestDatabase db_;
+  core::Config config_ = config_for(db_);
+  Ledger ledger_;
+};
+
+TEST_F(Jobs, AJobCommitsWithItsCauseAndRunsInItsTenantsScope) {
+  std::string a = make_tenant(db_, "jobs-a"), b = make_tenant(db_, "jobs-b");
+  Node node(config_, Settings{});
+  add_kind({.kind = "test.scope", .run = count_visible_tenants});
+  node.start_workers();
+  std::optional<std::string> kept = node.run(enqueue_in_tx(a, "test.scope", true));
+  std::optional<std::string> dropped = node.run(enqueue_in_tx(b, "test.scope", false));
+  ASSERT_TRUE(kept && dropped);
+  ASSERT_TRUE(eventually([&] { return status_of(db_, *kept) == "succeeded"; }))
+      << status_of(db_, *kept);
+  EXPECT_EQ(status_of(db_, *dropped), "") << "a job of a rolled-back transaction exists";
+  std::this_thread::sleep_for(200ms);
+  std::lock_guard lock(ledger_.mutex);
+  EXPECT_EQ(ledger_.runs.size(), 1u);
+  // Row-level security holds in the job: tenant A's job sees tenant A only.
+  EXPECT_EQ(ledger_.seen[*kept], "1 tenant(s) visible to " + a);
+  auto owner = sql(db_.admin_url(), "SELECT tenant_id FROM jobs WHERE id = $1", {*kept});
+  EXPECT_EQ(owner[0][0], a);
+}
+
+TEST_F(Jobs, AFailingJobIsRetriedWithBackoffThenFailsAndItsWritesRollBack) {
+  std::string a = make_tenant(db_, "jobs-a");
+  Node node(config_, Settings{});
+  add_kind(
+      {.kind = "test.fail", .run = write_then_fail, .max_attempts = 3, .backoff = quick_backoff});
+  node.start_workers();
+  std::optional<std::string> id = node.run(enqueue_one(a, job("test.fail")));
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(eventually([&] { return status_of(db_, *id) == "failed"; })) << status_of(db_, *id);
+  auto row =
+      sql(db_.admin_url(),
+          "SELECT attempts, last_error, finished_at IS NOT NULL FROM jobs WHERE id = $1", {*id});
+  EXPECT_EQ(row[0][0], "3");
+  EXPECT_EQ(row[0][1], "failed after writing");
+  EXPECT_EQ(row[0][2], "t");
+  EXPECT_EQ(ledger_.count(*id), 3);
+  auto written =
+      sql(db_.admin_url(), "SELECT count(*) FROM audit_logs WHERE action = 'test.written'");
+  EXPECT_EQ(written[0][0], "0") << "a failed attempt's writes were committed";
+}
+
+TEST_F(Jobs, ASucceedingJobsWritesCommitWithItsCompletion) {
+  std::string a = make_tenant(db_, "jobs-a");
+  Node node(config_, Settings{});
+  add_kind({.kind = "test.write", .run = write_and_succeed});
+  node.start_workers();
+  std::optional<std::string> id = node.run(enqueue_one(a, job("test.write")));
+  ASSERT_TRUE(eventually([&] { return status_of(db_, *id) == "succeeded"; }));
+  auto written =
+      sql(db_.admin_url(),
+          "SELECT count(*) FROM audit_logs WHERE action = 'test.written' AND tenant_id = $1", {a});
+  EXPECT_EQ(written[0][0], "1");
+}
+
+TEST_F(Jobs, AJobPastItsKindsTimeoutIsCancelledAndFails) {
+  Node node(config_, Settings{});
+  add_kind({.kind = "test.slow", .run = sleep_long, .max_attempts = 1, .timeout = 1s});
+  node.start_workers();
+  auto started = std::chrono::steady_clock::now();
+  std::optional<std::string> id = node.run(enqueue_one("", job("test.slow")));
+  ASSERT_TRUE(eventually([&] { return status_of(db_, *id) == "failed"; }));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 10s);
+  auto row =
+      sql(db_.admin_url(), "SELECT last_error, tenant_id IS NULL FROM jobs WHERE id = $1", {*id});
+  EXPECT_EQ(row[0][0], "timed out after 1 s");
+  EXPECT_EQ(row[0][1], "t") << "an enqueue without a tenant makes a platform job";
+}
+
+TEST_F(Jobs, AUniqueKeyEnqueuesOnce) {
+  std::string a = make_tenant(db_, "jobs-a"), b = make_tenant(db_, "jobs-b");
+  Node node(config_, Settings{});
+  add_kind({.kind = "test.unique", .run = record_run});
+  NewJob j = job("test.unique");
+  j.unique_key = "period-1";
+  j.delay = 1h;
+  EXPECT_TRUE(node.run(enqueue_one(a, j)));
+  EXPECT_FALSE(node.run(enqueue_one(a, j))) << "the same key enqueued twice for one tenant";
+  EXPECT_TRUE(node.run(enqueue_one(b, j))) << "keys are per tenant";
+  EXPECT_THROW(node.run(enqueue_one(a, job("no.such.kind"))), std::logic_error);
+}
+
+TEST_F(Jobs, ALostLeaseCannotFinishTheJob) {
+  std::string a = make_tenant(db_, "jobs-a");
+  sql(db_.admin_url(),
+      "SELECT set_config('app.tenant_id', $1, false), "
+      "jobs_enqueue('test.lease', '{}', 0, 0, 5, NULL)",
+      {a});
+  // Worker 1 claims, its lease expires and is reaped; worker 2 claims the job again.
+  auto first = sql(db_.app_url(), "SELECT id, lease_token FROM jobs_claim('w1', 1, 30)");
+  ASSERT_EQ(first.size(), 1u);
+  sql(db_.admin_url(), "UPDATE jobs SET lease_expires_at = now() - interval '1 s'");
+  EXPECT_EQ(sql(db_.app_url(), "SELECT jobs_reap()")[0][0], "1");
+  auto second = sql(db_.app_url(), "SELECT id, lease_token FROM jobs_claim('w2', 1, 30)");
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0][0], first[0][0]);
+  // The first worker's late completion is refused; the second one's lands.
+  EXPECT_THROW(
+      sql(db_.app_url(), "SELECT jobs_finish($1, $2, NULL, NULL)", {first[0][0], first[0][1]}),
+      std::exception);
+  EXPECT_EQ(sql(db_.app_url(), "SELECT jobs_finish($1, $2, NULL, NULL)",
+                {second[0][0], second[0][1]})[0][0],
+            "succeeded");
+  auto row = sql(db_.admin_url(), "SELECT attempts, worker FROM jobs");
+  EXPECT_EQ(row[0][0], "2");
+  EXPECT_EQ(row[0][1], "w2");
+}
+
+TEST_F(Jobs, ATenantWithAHugeBacklogDoesNotDelayAnotherTenantsJob) {
+  std::string a = make_tenant(db_, "jobs-a"), b = make_tenant(db_, "jobs-b");
+  Settings settings;
+  settings.concurrency = 4;
+  Node node(config_, settings);
+  add_kind({.kind = "test.fair", .run = record_run});
+  // A's 10 000 jobs first, then B's one.
+  for (int i = 0; i < 10000; i += 1000) {
+    ASSERT_EQ(node.run(enqueue_numbered(a, "test.fair", i, 1000)), 1000);
+  }
+  NewJob bj = job("test.fair", R"({"n":"B"})");
+  ASSERT_TRUE(node.run(enqueue_one(b, bj)));
+  node.start_workers();
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(ledger_.mutex);
+    return std::find(ledger_.order.begin(), ledger_.order.end(), "B") != ledger_.order.end();
+  }));
+  std::lock_guard lock(ledger_.mutex);
+  auto at = std::find(ledger_.order.begin(), ledger_.order.end(), "B") - ledger_.order.begin();
+  // Two threads claim up to 4 each at a time: B's job is in the first claims, not after A's
+  // 10 000.
+  EXPECT_LT(at, 16) << "tenant B's job ran after " << at << " of tenant A's";
+}
+
+TEST_F(Jobs, TwoRuntimesSharingTheQueueRunEveryJobExactlyOnce) {
+  std::string a = make_tenant(db_, "jobs-a"), b = make_tenant(db_, "jobs-b");
+  Node one(config_, Settings{});
+  Node two(config_, Settings{});
+  add_kind({.kind = "test.once", .run = record_run});
+  ASSERT_EQ(one.run(enqueue_numbered(a, "test.once", 0, 1000)), 1000);
+  ASSERT_EQ(two.run(enqueue_numbered(b, "test.once", 1000, 1000)), 1000);
+  one.start_workers();
+  two.start_workers();
+  ASSERT_TRUE(eventually(
+      [&] {
+        return sql(db_.admin_url(), "SELECT count(*) FROM jobs WHERE status = 'succeeded'")[0][0] ==
+               "2000";
+      },
+      60s));
+  std::lock_guard lock(ledger_.mutex);
+  EXPECT_EQ(ledger_.runs.size(), 2000u);
+  for (const auto& [id, n] : ledger_.runs) EXPECT_EQ(n, 1) << id << " ran " << n << " times";
+  auto workers =
+      sql(db_.admin_url(), "SELECT count(DISTINCT split_part(worker, '/', 2)) FROM jobs");
+  EXPECT_EQ(workers[0][0], "2") << "both threads of the runtimes took jobs";
+  one.rt->stop();  // before `two` takes the module state with it
+}
+
+}  // namespace
+}  // namespace hsea::jobs
