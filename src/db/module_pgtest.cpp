@@ -21,19 +21,18 @@ using namespace std::chrono_literals;
 
 constexpr Query kBroken{"test_broken_statement", "SELECT * FROM no_such_table"};
 
-core::Config config_for(const testkit::TestDatabase& db) {
-  auto env = [&db](std::string_view name) -> std::optional<std::string> {
-    if (name == "HSEA_DATABASE_URL") return db.app_url();
+core::EnvLookup env_for(const testkit::TestDatabase& db) {
+  return [url = db.app_url()](std::string_view name) -> std::optional<std::string> {
+    if (name == "HSEA_DATABASE_URL") return url;
     if (name == "HSEA_THREADS") return std::string("2");
     return std::nullopt;
   };
-  return core::load_config(env, false).value();
 }
 
 // One node: its own registrar (so its own node id), runtime and database module.
 struct Node {
-  explicit Node(const core::Config& c) : config(c) {
-    runtime::Registrar registrar(config);
+  Node(const core::Config& c, const core::EnvLookup& env) : config(c) {
+    runtime::Registrar registrar(config, env);
     Register(registrar);
     app.emplace(std::move(registrar).finish());
     rt.emplace(runtime::RuntimeOptions{.threads = 2}, app->thread_services);
@@ -70,11 +69,12 @@ boost::asio::awaitable<std::string> failing_statement() {
 class DbModule : public ::testing::Test {
  protected:
   testkit::TestDatabase db_;
-  core::Config config_ = config_for(db_);
+  core::EnvLookup env_ = env_for(db_);
+  core::Config config_ = core::load_config(env_, false).value();
 };
 
 TEST_F(DbModule, EachPeriodOfAOncePerClusterTaskIsClaimedByOneNode) {
-  Node a(config_), b(config_);
+  Node a(config_, env_), b(config_, env_);
   for (int round = 0; round < 20; ++round) {
     std::string task = "race-" + std::to_string(round);
     auto fa = std::async(std::launch::async,
@@ -104,7 +104,7 @@ TEST_F(DbModule, PeriodicTaskOnTwoNodesRunsOncePerPeriod) {
         return count_run();
       }};
   {
-    Node a(config_), b(config_);
+    Node a(config_, env_), b(config_, env_);
     a.app->tasks.push_back(task);
     b.app->tasks.push_back(task);
     a.app->start_tasks(*a.rt);
@@ -116,7 +116,7 @@ TEST_F(DbModule, PeriodicTaskOnTwoNodesRunsOncePerPeriod) {
 }
 
 TEST_F(DbModule, DatabaseErrorsNameTheirStatement) {
-  Node a(config_);
+  Node a(config_, env_);
   EXPECT_EQ(a.run(failing_statement()), "test_broken_statement 42P01");
 }
 
