@@ -57,6 +57,17 @@ void register_modules(runtime::Registrar& reg) {
   tenancy::Register(reg);
 }
 
+runtime::Application configure(core::Config& config, const core::EnvLookup& env) {
+  runtime::Registrar registrar(config, env);
+  register_modules(registrar);
+  runtime::Application app = std::move(registrar).finish();
+  if (config.max_connections == 0) {
+    config.max_connections = core::default_max_connections(
+        core::open_file_limit(), config.threads, app.settings.get<db::Settings>().pool_size);
+  }
+  return app;
+}
+
 int serve(runtime::Application& app) {
   const core::Config& config = app.config;
   app.role = runtime::Role::kServe;

@@ -12,6 +12,7 @@
 #include "core/build_info.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
+#include "db/db.hpp"
 #include "db/migrations.hpp"
 #include "runtime/registrar.hpp"
 
@@ -27,9 +28,9 @@ int print_version() {
   return 0;
 }
 
-int migrate(const hsea::core::Config& config) {
+int migrate(const hsea::db::Settings& settings) {
   try {
-    auto report = hsea::db::migrate(config.database_admin_url, config.database_url,
+    auto report = hsea::db::migrate(settings.database_admin_url, settings.database_url,
                                     hsea::db::embedded_migrations());
     if (report.role_created) std::printf("migrate: created the application role\n");
     for (const auto& name : report.applied) std::printf("migrate: applied %s\n", name.c_str());
@@ -70,11 +71,13 @@ int main(int argc, char** argv) {
   hsea::core::Config config = std::move(*loaded);  // modules keep a reference: never moved
   hsea::log::init(config.log_level);
 
+  // Every module reads its settings section here, before anything starts.
   std::optional<hsea::runtime::Application> app;
   try {
-    hsea::runtime::Registrar registrar(config);
-    hsea::app::register_modules(registrar);
-    app.emplace(std::move(registrar).finish());
+    app.emplace(hsea::app::configure(config, hsea::core::process_env()));
+  } catch (const hsea::core::ConfigError& e) {
+    std::fprintf(stderr, "hsea: configuration error: %s\n", e.what());
+    return kConfigError;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hsea: %s\n", e.what());
     return 1;
@@ -112,7 +115,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(cli, argc, argv);
 
   if (cli.got_subcommand("version")) return print_version();
-  if (migrate_cmd->parsed()) return migrate(config);
+  if (migrate_cmd->parsed()) return migrate(app->settings.get<hsea::db::Settings>());
   for (auto& [sub, command] : module_commands) {
     if (!sub->parsed()) continue;
     if (command->needs_secret && !secret_available(config)) return kConfigError;
@@ -121,7 +124,7 @@ int main(int argc, char** argv) {
   if (serve->parsed() || worker->parsed()) {
     if (!secret_available(config)) return kConfigError;
     std::fprintf(stderr, "hsea %s starting with:\n%s", HSEA_VERSION,
-                 hsea::core::describe(config).c_str());
+                 app->settings.describe().c_str());
     return serve->parsed() ? hsea::app::serve(*app) : hsea::app::work(*app);
   }
   return 0;

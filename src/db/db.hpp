@@ -29,6 +29,10 @@ class io_context;
 namespace hsea::runtime {
 class Registrar;
 }
+namespace hsea::core {
+template <typename S>
+struct Section;
+}
 
 namespace hsea::db {
 
@@ -211,9 +215,22 @@ class Pool {
 boost::asio::awaitable<void> listen(PoolOptions options, std::string channel,
                                     std::function<void()> on_notify);
 
-// The database module: one Pool per I/O thread, pool metrics and the start-up check of query
-// names.
+// The database module's settings section (HSEA_DATABASE_URL, HSEA_DATABASE_ADMIN_URL,
+// HSEA_DB_*). A module that needs a URL reads it too: `reg.settings(db::settings_section())`
+// (read once, by whichever module asks first).
+struct Settings {
+  std::string database_url = "postgresql://hsea_app:hsea_app@127.0.0.1:5432/hsea";
+  std::string database_admin_url = "postgresql://postgres@127.0.0.1:5432/hsea";  // migrations
+  int pool_size = 4;                                                             // per I/O thread
+  int acquire_timeout_ms = 2000;
+  int connect_timeout_ms = 3000;
+  int statement_timeout_ms = 5000;
+};
+
+// The database module: its settings, one Pool per I/O thread, pool metrics and the start-up
+// check of query names.
 void Register(runtime::Registrar& registrar);
+const core::Section<Settings>& settings_section();
 // The calling I/O thread's pool (throws std::logic_error elsewhere).
 Pool& pool();
 

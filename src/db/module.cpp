@@ -5,11 +5,38 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "core/settings.hpp"
 #include "db/db.hpp"
 #include "runtime/registrar.hpp"
 
 namespace hsea::db {
 namespace {
+
+std::optional<std::string> check_postgres_url(std::string& v) {
+  if (!v.starts_with("postgresql://") && !v.starts_with("postgres://")) {
+    return "must be a postgresql:// URL";
+  }
+  return std::nullopt;
+}
+
+const core::Section<Settings> kSettings{
+    "db",
+    {core::string_setting(&Settings::database_url, "HSEA_DATABASE_URL",
+                          "postgresql://hsea_app:hsea_app@127.0.0.1:5432/hsea",
+                          "PostgreSQL URL of the application role (created by `hsea migrate`)",
+                          check_postgres_url, core::Show::kUrl),
+     core::string_setting(&Settings::database_admin_url, "HSEA_DATABASE_ADMIN_URL",
+                          "postgresql://postgres@127.0.0.1:5432/hsea",
+                          "PostgreSQL URL of the owner role, used only by `hsea migrate`",
+                          check_postgres_url, core::Show::kUrl),
+     core::int_setting(&Settings::pool_size, "HSEA_DB_POOL_SIZE", "4", 1, 1000,
+                       "PostgreSQL connections per thread"),
+     core::int_setting(&Settings::acquire_timeout_ms, "HSEA_DB_ACQUIRE_TIMEOUT_MS", "2000", 1,
+                       600000, "wait for a free connection before answering 503"),
+     core::int_setting(&Settings::connect_timeout_ms, "HSEA_DB_CONNECT_TIMEOUT_MS", "3000", 1,
+                       600000, "PostgreSQL connect deadline"),
+     core::int_setting(&Settings::statement_timeout_ms, "HSEA_DB_STATEMENT_TIMEOUT_MS", "5000", 1,
+                       3600000, "server-side statement_timeout of every connection")}};
 
 // Scrapes run on any thread, so they see each pool through an atomic pointer that its I/O
 // thread publishes once the pool exists.
@@ -60,21 +87,23 @@ void render(const PoolRegistry& registry, std::string& out) {
 
 Pool& pool() { return runtime::local<Pool>(); }
 
+const core::Section<Settings>& settings_section() { return kSettings; }
+
 void Register(runtime::Registrar& reg) {
+  const Settings& settings = reg.settings(settings_section());
   check_query_names();
-  const core::Config& config = reg.config();
-  auto& registry = reg.process(std::make_unique<PoolRegistry>(config.threads));
+  auto& registry = reg.process(std::make_unique<PoolRegistry>(reg.config().threads));
   reg.per_thread<Pool>(
       "postgresql pool",
-      [&config, &registry](runtime::ThreadContext& t) {
+      [&settings, &registry](runtime::ThreadContext& t) {
         auto pool = std::make_unique<Pool>(
             t.io(),
             PoolOptions{
-                .url = config.database_url,
-                .size = config.db_pool_size,
-                .acquire_timeout = std::chrono::milliseconds(config.db_acquire_timeout_ms),
-                .connect_timeout = std::chrono::milliseconds(config.db_connect_timeout_ms),
-                .statement_timeout = std::chrono::milliseconds(config.db_statement_timeout_ms)});
+                .url = settings.database_url,
+                .size = settings.pool_size,
+                .acquire_timeout = std::chrono::milliseconds(settings.acquire_timeout_ms),
+                .connect_timeout = std::chrono::milliseconds(settings.connect_timeout_ms),
+                .statement_timeout = std::chrono::milliseconds(settings.statement_timeout_ms)});
         if (static_cast<std::size_t>(t.index()) < registry.pools.size()) {
           registry.pools[static_cast<std::size_t>(t.index())].store(pool.get(),
                                                                     std::memory_order_release);

@@ -21,19 +21,18 @@ using namespace std::chrono_literals;
 
 constexpr Query kBroken{"test_broken_statement", "SELECT * FROM no_such_table"};
 
-core::Config config_for(const testkit::TestDatabase& db) {
-  auto env = [&db](std::string_view name) -> std::optional<std::string> {
-    if (name == "HSEA_DATABASE_URL") return db.app_url();
+core::EnvLookup env_for(const testkit::TestDatabase& db) {
+  return [url = db.app_url()](std::string_view name) -> std::optional<std::string> {
+    if (name == "HSEA_DATABASE_URL") return url;
     if (name == "HSEA_THREADS") return std::string("2");
     return std::nullopt;
   };
-  return core::load_config(env, false).value();
 }
 
 // One node: its own registrar (so its own node id), runtime and database module.
 struct Node {
-  explicit Node(const core::Config& c) : config(c) {
-    runtime::Registrar registrar(config);
+  Node(const core::Config& c, const core::EnvLookup& env) : config(c) {
+    runtime::Registrar registrar(config, env);
     Register(registrar);
     app.emplace(std::move(registrar).finish());
     rt.emplace(runtime::RuntimeOptions{.threads = 2}, app->thread_services);
@@ -65,11 +64,12 @@ boost::asio::awaitable<std::string> failing_statement() {
 class DbModule : public ::testing::Test {
  protected:
   testkit::TestDatabase db_;
-  core::Config config_ = config_for(db_);
+  core::EnvLookup env_ = env_for(db_);
+  core::Config config_ = core::load_config(env_, false).value();
 };
 
 TEST_F(DbModule, DatabaseErrorsNameTheirStatement) {
-  Node a(config_);
+  Node a(config_, env_);
   EXPECT_EQ(a.run(failing_statement()), "test_broken_statement 42P01");
 }
 

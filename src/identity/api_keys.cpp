@@ -202,7 +202,7 @@ awaitable<Response> rotate_key(RequestContext& ctx) {
   std::string id = key_id(ctx);
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   db::Result old =
-      co_await tx.exec(kExpireSoon, db::params(id, config().api_key_rotation_grace_seconds));
+      co_await tx.exec(kExpireSoon, db::params(id, settings().api_key_rotation_grace_seconds));
   if (old.empty()) throw ApiError(ErrorCode::kNotFound, "No such API key.");
   NewKey key = make_key();
   std::string new_id = core::uuid_v7();

@@ -158,9 +158,9 @@ awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, s
   std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
   co_await tx.exec(kInsertSession,
                    db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
-                              user_agent, ip, config().refresh_token_days));
+                              user_agent, ip, settings().refresh_token_days));
   co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(out.refresh_token), out.session_id,
-                                              user_id, config().refresh_token_days));
+                                              user_id, settings().refresh_token_days));
   co_return out;
 }
 
@@ -199,7 +199,7 @@ Response session_response(const RequestContext& ctx, int status, object body, bo
   body["csrf_token"] = csrf_token(config().secret_key, issued.session_id);
   Response r = http::json_response(status, body);
   set_session_cookies(r, config(), SessionCookie{user_id, issued.session_id, tenant_id},
-                      config().refresh_token_days * 86400);
+                      settings().refresh_token_days * 86400);
   return r;
 }
 
@@ -217,7 +217,8 @@ awaitable<Response> signup(RequestContext& ctx) {
   }
   bool cookie = wants_cookie(body);
   // Each sign-up costs an Argon2id hash: limited per client address before any hashing.
-  if (auto wait = state().signups.admit(ctx.request.remote_ip, config().signups_per_ip_per_hour)) {
+  if (auto wait =
+          state().signups.admit(ctx.request.remote_ip, settings().signups_per_ip_per_hour)) {
     throw ApiError(ErrorCode::kRateLimited, "Too many sign-ups from this address; try again later.")
         .retry_after(*wait);
   }
@@ -384,7 +385,7 @@ awaitable<Response> refresh(RequestContext& ctx) {
   std::string tenant_id(session.get(0, "tenant_id"));
   Issued issued{session_id, core::random_hex(32)};
   co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(issued.refresh_token), session_id,
-                                              user_id, config().refresh_token_days));
+                                              user_id, settings().refresh_token_days));
   co_await tx.commit();
   co_return http::json_response(200, token_json(ctx, user_id, tenant_id, issued));
 }

@@ -95,7 +95,7 @@ constexpr std::string_view kNoTenantAtThisAddress = "00000000-0000-0000-0000-000
 // caller who does not belong to it gets the same 404 as for an address without a tenant.
 bool tenant_from_host(const RequestContext& ctx) {
   return ctx.request.header("x-tenant-id").empty() &&
-         under_base_domain(ctx.request.header("host"), config().base_domain);
+         under_base_domain(ctx.request.header("host"), settings().base_domain);
 }
 
 ApiError no_tenant_at_this_address() {
@@ -207,11 +207,11 @@ awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
     ctx.tenant_id = std::string(header);
     for (char& c : ctx.tenant_id)
       c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  } else if (under_base_domain(ctx.request.header("host"), config().base_domain)) {
+  } else if (under_base_domain(ctx.request.header("host"), settings().base_domain)) {
     // The Host names a tenant, or none: never the credential's own (a DELETE /api/tenant at a
     // mistyped address must not suspend the caller's tenant). An unknown address is answered
     // by authentication like another tenant's (see kNoTenantAtThisAddress).
-    std::string slug = subdomain(ctx.request.header("host"), config().base_domain);
+    std::string slug = subdomain(ctx.request.header("host"), settings().base_domain);
     ctx.tenant_id = std::string(kNoTenantAtThisAddress);
     if (is_slug(slug)) {
       db::Result r = co_await db::pool().query(kTenantBySlug, db::params(slug));
@@ -234,9 +234,10 @@ awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
       if (!claims && claims.error() == "unknown kid") {
         // Perhaps signed by a key rotated in on another node since this one loaded its keys.
         const core::Config* cfg = &config();
-        auto reload = [cfg] {
+        const db::Settings* dbs = &database();
+        auto reload = [cfg, dbs] {
           try {
-            return state().keys.reload(cfg->database_url, cfg->secret_key, cfg->public_url);
+            return state().keys.reload(dbs->database_url, cfg->secret_key, cfg->public_url);
           } catch (const std::exception&) {
             return false;
           }

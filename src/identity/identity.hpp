@@ -2,6 +2,8 @@
 // Identity: sign-up, sign-in, tokens, sessions, the caller's profile, API keys; and the
 // middleware that resolves the tenant (stage tenant), authenticates (identity) and enforces
 // each route's identity::Access policy (admission).
+#include <string>
+
 #include "identity/access.hpp"
 
 namespace hsea::runtime {
@@ -9,6 +11,17 @@ class Registrar;
 }
 
 namespace hsea::identity {
+
+// The identity module's settings section.
+struct Settings {
+  int login_failures_per_account = 100;
+  int login_failures_per_ip = 1000;
+  int signups_per_ip_per_hour = 20;  // 0: unlimited
+  int refresh_token_days = 30;
+  int api_key_rotation_grace_seconds = 86400;
+  int usage_flush_seconds = 10;
+  std::string base_domain;  // tenants are reachable at <slug>.<base_domain> when set
+};
 
 // /api/auth/*, /.well-known/jwks.json, /api/me*, /api/api-keys*; the middleware above; the
 // signing keys, the sign-in throttle, `hsea keys rotate` and the API-key usage flush.

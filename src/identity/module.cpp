@@ -9,6 +9,8 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/settings.hpp"
+#include "db/db.hpp"
 #include "identity/identity.hpp"
 #include "identity/module.hpp"
 #include "runtime/registrar.hpp"
@@ -51,14 +53,36 @@ bool KeyRing::reload(const std::string& database_url, const std::string& secret,
 
 namespace {
 
+const core::Section<Settings> kSettings{
+    "identity",
+    {core::string_setting(&Settings::base_domain, "HSEA_BASE_DOMAIN", "(unset)",
+                          "tenants are also reachable at <slug>.<base domain>, e.g. "
+                          "app.example.com"),
+     core::int_setting(&Settings::login_failures_per_account, "HSEA_LOGIN_MAX_FAILURES_PER_ACCOUNT",
+                       "100", 1, 1000000, "failed sign-ins per account per hour before 429"),
+     core::int_setting(&Settings::login_failures_per_ip, "HSEA_LOGIN_MAX_FAILURES_PER_IP", "1000",
+                       1, 1000000, "failed sign-ins per client IP per hour before 429"),
+     core::int_setting(&Settings::signups_per_ip_per_hour, "HSEA_SIGNUPS_PER_IP_PER_HOUR", "20", 0,
+                       1000000,
+                       "sign-ups per client address (IPv6: per /64) per hour before 429; 0 turns "
+                       "it off"),
+     core::int_setting(&Settings::refresh_token_days, "HSEA_REFRESH_TOKEN_DAYS", "30", 1, 3650,
+                       "refresh token and session lifetime"),
+     core::int_setting(&Settings::api_key_rotation_grace_seconds,
+                       "HSEA_API_KEY_ROTATION_GRACE_SECONDS", "86400", 0, 31536000,
+                       "how long a rotated API key keeps working"),
+     core::int_setting(&Settings::usage_flush_seconds, "HSEA_USAGE_FLUSH_SECONDS", "10", 1, 3600,
+                       "how often each thread adds its API-key request counts to the database")}};
+
 // Retries until PostgreSQL answers, so the server can start before its database. The load is
 // blocking: it runs on the runtime's I/O pool.
 boost::asio::awaitable<void> load_keys_until_loaded() {
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
   const core::Config& c = config();
+  const db::Settings& d = database();
   for (int attempt = 1; !state().keys.loaded(); ++attempt) {
     try {
-      auto load = [&c] { return KeyStore::load(c.database_url, c.secret_key, c.public_url); };
+      auto load = [&c, &d] { return KeyStore::load(d.database_url, c.secret_key, c.public_url); };
       state().keys.set(co_await runtime::io_pool().run(std::move(load)));
       log::info("signing keys loaded", {{"attempt", attempt}});
       co_return;
@@ -73,11 +97,14 @@ boost::asio::awaitable<void> load_keys_until_loaded() {
 }  // namespace
 
 void Register(runtime::Registrar& reg) {
-  const core::Config& c = reg.config();
+  const Settings& settings = reg.settings(kSettings);
+  const db::Settings& database = reg.settings(db::settings_section());
   State& s = state();
-  s.config = &c;
-  s.throttle =
-      std::make_unique<LoginThrottle>(c.login_failures_per_account, c.login_failures_per_ip);
+  s.config = &reg.config();
+  s.settings = &settings;
+  s.database = &database;
+  s.throttle = std::make_unique<LoginThrottle>(settings.login_failures_per_account,
+                                               settings.login_failures_per_ip);
 
   reg.middleware(
       {.name = "tenant-resolution", .stage = http::Stage::kTenant, .around = resolve_tenant});
@@ -92,24 +119,25 @@ void Register(runtime::Registrar& reg) {
     if (state().keys.loaded() || rt == nullptr) return;
     const core::Config& cfg = app.config;
     try {
-      state().keys.set(KeyStore::load(cfg.database_url, cfg.secret_key, cfg.public_url));
+      state().keys.set(
+          KeyStore::load(identity::database().database_url, cfg.secret_key, cfg.public_url));
     } catch (const std::exception& e) {
       log::warn("cannot load signing keys yet; retrying in the background", {{"error", e.what()}});
       runtime::spawn(*rt->io_contexts().front(), load_keys_until_loaded(), "signing-key load");
     }
   });
   reg.periodic({.name = "api-key-usage-flush",
-                .interval = std::chrono::seconds(c.usage_flush_seconds),
-                .first_delay = std::chrono::seconds(c.usage_flush_seconds),
+                .interval = std::chrono::seconds(settings.usage_flush_seconds),
+                .first_delay = std::chrono::seconds(settings.usage_flush_seconds),
                 .every_thread = true,
                 .run = [] { return flush_api_key_usage(); }});
 
   reg.command({.path = {"keys", "rotate"},
                .help = "start signing with a new key",
                .needs_secret = true,
-               .run = [](const core::Config& cfg) {
+               .run = [&database](const core::Config& cfg) {
                  try {
-                   std::string kid = KeyStore::rotate(cfg.database_url, cfg.secret_key);
+                   std::string kid = KeyStore::rotate(database.database_url, cfg.secret_key);
                    std::printf(
                        "keys: new signing key %s; running servers accept its tokens at once "
                        "(they reload on an unknown kid) and sign with it after a restart; "

@@ -11,11 +11,15 @@
 #include <vector>
 
 #include "http/middleware.hpp"
+#include "identity/identity.hpp"
 #include "identity/throttle.hpp"
 #include "identity/tokens.hpp"
 
 namespace hsea::core {
 struct Config;
+}
+namespace hsea::db {
+struct Settings;
 }
 namespace hsea::runtime {
 class Registrar;
@@ -44,12 +48,16 @@ class KeyRing {
 
 struct State {
   const core::Config* config = nullptr;
+  const Settings* settings = nullptr;      // identity's section
+  const db::Settings* database = nullptr;  // the database URL (signing keys)
   KeyRing keys;
   std::unique_ptr<LoginThrottle> throttle;
   SignupThrottle signups;
 };
 State& state();
 inline const core::Config& config() { return *state().config; }
+inline const Settings& settings() { return *state().settings; }
+inline const db::Settings& database() { return *state().database; }
 
 // Middleware (authenticate.cpp).
 boost::asio::awaitable<http::Response> resolve_tenant(http::RequestContext& ctx, http::Next next);

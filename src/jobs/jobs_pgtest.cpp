@@ -38,21 +38,20 @@ HSEA_QUERY kTestInsertEvent{"test_jobs_insert_entry",
                             "'', 'test.written')"};
 HSEA_QUERY kTestNothing{"test_jobs_nothing", "SELECT 1"};
 
-core::Config config_for(const testkit::TestDatabase& db) {
-  auto env = [&db](std::string_view name) -> std::optional<std::string> {
-    if (name == "HSEA_DATABASE_URL") return db.app_url();
+core::EnvLookup env_for(const testkit::TestDatabase& db) {
+  return [url = db.app_url()](std::string_view name) -> std::optional<std::string> {
+    if (name == "HSEA_DATABASE_URL") return url;
     if (name == "HSEA_THREADS") return std::string("2");
     return std::nullopt;
   };
-  return core::load_config(env, false).value();
 }
 
 // A runtime with the database and jobs modules; `workers` starts the job workers on every
 // thread. Kinds are defined by the test after construction (module state is per process: the
 // last registered node's, shared by both nodes of a test).
 struct Node {
-  Node(const core::Config& c, Settings settings) : config(c) {
-    runtime::Registrar registrar(config);
+  Node(const core::Config& c, const core::EnvLookup& env, Settings settings) : config(c) {
+    runtime::Registrar registrar(config, env);
     db::Register(registrar);
     security::Register(registrar);
     Register(registrar);
@@ -179,13 +178,14 @@ class Jobs : public ::testing::Test {
   void SetUp() override { g_ledger = &ledger_; }
   void TearDown() override { g_ledger = nullptr; }
   testkit::TestDatabase db_;
-  core::Config config_ = config_for(db_);
+  core::EnvLookup env_ = env_for(db_);
+  core::Config config_ = core::load_config(env_, false).value();
   Ledger ledger_;
 };
 
 TEST_F(Jobs, AJobCommitsWithItsCauseAndRunsInItsTenantsScope) {
   std::string a = make_tenant(db_, "jobs-a"), b = make_tenant(db_, "jobs-b");
-  Node node(config_, Settings{});
+  Node node(config_, env_, Settings{});
   add_kind({.kind = "test.scope", .run = count_visible_tenants});
   node.start_workers();
   std::optional<std::string> kept = node.run(enqueue_in_tx(a, "test.scope", true));
@@ -205,7 +205,7 @@ TEST_F(Jobs, AJobCommitsWithItsCauseAndRunsInItsTenantsScope) {
 
 TEST_F(Jobs, AFailingJobIsRetriedWithBackoffThenFailsAndItsWritesRollBack) {
   std::string a = make_tenant(db_, "jobs-a");
-  Node node(config_, Settings{});
+  Node node(config_, env_, Settings{});
   add_kind(
       {.kind = "test.fail", .run = write_then_fail, .max_attempts = 3, .backoff = quick_backoff});
   node.start_workers();
@@ -226,7 +226,7 @@ TEST_F(Jobs, AFailingJobIsRetriedWithBackoffThenFailsAndItsWritesRollBack) {
 
 TEST_F(Jobs, ASucceedingJobsWritesCommitWithItsCompletion) {
   std::string a = make_tenant(db_, "jobs-a");
-  Node node(config_, Settings{});
+  Node node(config_, env_, Settings{});
   add_kind({.kind = "test.write", .run = write_and_succeed});
   node.start_workers();
   std::optional<std::string> id = node.run(enqueue_one(a, job("test.write")));
@@ -238,7 +238,7 @@ TEST_F(Jobs, ASucceedingJobsWritesCommitWithItsCompletion) {
 }
 
 TEST_F(Jobs, AJobPastItsKindsTimeoutIsCancelledAndFails) {
-  Node node(config_, Settings{});
+  Node node(config_, env_, Settings{});
   add_kind({.kind = "test.slow", .run = sleep_long, .max_attempts = 1, .timeout = 1s});
   node.start_workers();
   auto started = std::chrono::steady_clock::now();
@@ -253,7 +253,7 @@ TEST_F(Jobs, AJobPastItsKindsTimeoutIsCancelledAndFails) {
 
 TEST_F(Jobs, AUniqueKeyEnqueuesOnce) {
   std::string a = make_tenant(db_, "jobs-a"), b = make_tenant(db_, "jobs-b");
-  Node node(config_, Settings{});
+  Node node(config_, env_, Settings{});
   add_kind({.kind = "test.unique", .run = record_run});
   NewJob j = job("test.unique");
   j.unique_key = "period-1";
@@ -294,7 +294,7 @@ TEST_F(Jobs, ATenantWithAHugeBacklogDoesNotDelayAnotherTenantsJob) {
   std::string a = make_tenant(db_, "jobs-a"), b = make_tenant(db_, "jobs-b");
   Settings settings;
   settings.concurrency = 4;
-  Node node(config_, settings);
+  Node node(config_, env_, settings);
   add_kind({.kind = "test.fair", .run = record_run});
   // A's 10 000 jobs first, then B's one.
   for (int i = 0; i < 10000; i += 1000) {
@@ -316,8 +316,8 @@ TEST_F(Jobs, ATenantWithAHugeBacklogDoesNotDelayAnotherTenantsJob) {
 
 TEST_F(Jobs, TwoRuntimesSharingTheQueueRunEveryJobExactlyOnce) {
   std::string a = make_tenant(db_, "jobs-a"), b = make_tenant(db_, "jobs-b");
-  Node one(config_, Settings{});
-  Node two(config_, Settings{});
+  Node one(config_, env_, Settings{});
+  Node two(config_, env_, Settings{});
   add_kind({.kind = "test.once", .run = record_run});
   ASSERT_EQ(one.run(enqueue_numbered(a, "test.once", 0, 1000)), 1000);
   ASSERT_EQ(two.run(enqueue_numbered(b, "test.once", 1000, 1000)), 1000);

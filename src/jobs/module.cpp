@@ -5,6 +5,7 @@
 
 #include "core/ids.hpp"
 #include "core/log.hpp"
+#include "core/settings.hpp"
 #include "jobs/queue.hpp"
 #include "runtime/registrar.hpp"
 
@@ -14,6 +15,21 @@ namespace {
 State* g_state = nullptr;
 
 HSEA_QUERY kPrune{"jobs_prune", "SELECT jobs_prune($1) AS n"};
+
+const core::Section<Settings> kSettings{
+    "jobs",
+    {core::int_setting(&Settings::worker_threads, "HSEA_WORKER_THREADS", "1", 0, 256,
+                       "I/O threads of `hsea serve` that also run jobs (0: none; `hsea worker` "
+                       "uses every thread)"),
+     core::int_setting(&Settings::concurrency, "HSEA_WORKER_CONCURRENCY", "16", 1, 1000,
+                       "jobs in flight per worker thread"),
+     core::int_setting(&Settings::lease_seconds, "HSEA_JOB_LEASE_SECONDS", "30", 2, 3600,
+                       "a running job's lease, renewed every third of it; a job whose worker "
+                       "died runs again after it"),
+     core::int_setting(&Settings::poll_ms, "HSEA_JOB_POLL_MS", "5000", 50, 600000,
+                       "an idle worker's safety-net poll (it wakes on NOTIFY at once)"),
+     core::int_setting(&Settings::retention_days, "HSEA_JOB_RETENTION_DAYS", "14", 1, 3650,
+                       "finished and failed jobs are kept this long")}};
 
 void render(std::string& out) {
   State& s = state();
@@ -128,6 +144,7 @@ void take_over_cluster_tasks(runtime::Application& app) {
 
 void Register(runtime::Registrar& reg) {
   g_state = &reg.process(std::make_unique<State>());
+  g_state->settings = reg.settings(kSettings);
   g_state->node = core::uuid_v7().substr(0, 8);
 
   // Workers: on HSEA_WORKER_THREADS threads of `serve`, on every thread of `worker`. One

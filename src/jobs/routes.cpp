@@ -153,9 +153,9 @@ awaitable<Response> cancel_job(RequestContext& ctx) {
 // ------------------------------------------------------------------------------ commands
 
 int operator_command(const char* name, const std::function<void(db::BlockingConnection&)>& run,
-                     const core::Config& config) {
+                     const std::string& admin_url) {
   try {
-    db::BlockingConnection conn(config.database_admin_url, name);
+    db::BlockingConnection conn(admin_url, name);
     run(conn);
     return 0;
   } catch (const std::exception& e) {
@@ -198,6 +198,7 @@ void register_routes(runtime::Registrar& reg) {
 }
 
 void register_commands(runtime::Registrar& reg) {
+  const std::string* admin_url = &reg.settings(db::settings_section()).database_admin_url;
   runtime::CommandOption status{.name = "--status", .help = "only jobs with this status"};
   runtime::CommandOption tenant{.name = "--tenant", .help = "only this tenant's jobs"};
   runtime::CommandOption limit{.name = "--limit", .help = "at most this many (default 50)"};
@@ -205,8 +206,8 @@ void register_commands(runtime::Registrar& reg) {
       {.path = {"jobs", "list"},
        .help = "list jobs of every tenant, newest first",
        .options = {status, tenant, limit},
-       .run = [status = status.value, tenant = tenant.value,
-               limit = limit.value](const core::Config& c) {
+       .run = [status = status.value, tenant = tenant.value, limit = limit.value,
+               admin_url](const core::Config&) {
          return operator_command(
              "jobs list",
              [&](db::BlockingConnection& conn) {
@@ -226,7 +227,7 @@ void register_commands(runtime::Registrar& reg) {
                              r.text(i, "last_error").c_str());
                }
              },
-             c);
+             *admin_url);
        }});
   for (auto [verb, query, help] :
        {std::tuple{"retry", &kRetry, "run a failed or cancelled job again"},
@@ -235,7 +236,7 @@ void register_commands(runtime::Registrar& reg) {
     reg.command({.path = {"jobs", verb},
                  .help = help,
                  .options = {id},
-                 .run = [verb, query, id = id.value](const core::Config& c) {
+                 .run = [verb, query, id = id.value, admin_url](const core::Config&) {
                    std::string name = std::string("jobs ") + verb;
                    return operator_command(
                        name.c_str(),
@@ -250,7 +251,7 @@ void register_commands(runtime::Registrar& reg) {
                          std::printf("job %s is now %s\n", id->c_str(),
                                      r.text(0, "status").c_str());
                        },
-                       c);
+                       *admin_url);
                  }});
   }
 }

@@ -13,6 +13,7 @@
 #include "core/crypto.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/settings.hpp"
 #include "db/db.hpp"
 #include "http/context.hpp"
 #include "ops/metrics.hpp"
@@ -81,8 +82,21 @@ awaitable<Response> health(RequestContext& ctx) {
 // The token is compared through its SHA-256, so neither its content nor its length leaks.
 // Set when the runtime starts: the request metrics (they label by route) and the application
 // whose modules contribute metric sources.
+std::optional<std::string> check_metrics_token(std::string& v) {
+  if (!v.empty() && v.size() < 16) return "must be at least 16 bytes";
+  return std::nullopt;
+}
+
+const core::Section<Settings> kSettings{
+    "ops",
+    {core::string_setting(&Settings::metrics_token, "HSEA_METRICS_TOKEN", "(unset)",
+                          "production: /metrics and /status need Authorization: Bearer <token> "
+                          "(at least 16 bytes); unset, they answer 404 there",
+                          check_metrics_token, core::Show::kSecret)}};
+
 struct State {
   const core::Config* config = nullptr;
+  const Settings* settings = nullptr;
   std::unique_ptr<Metrics> metrics;
   const runtime::Application* app = nullptr;
 };
@@ -91,7 +105,8 @@ State g_state;
 void require_metrics_token(const RequestContext& ctx) {
   const core::Config& config = *g_state.config;
   if (!config.production()) return;
-  if (config.metrics_token.empty()) {
+  const std::string& expected = g_state.settings->metrics_token;
+  if (expected.empty()) {
     throw core::ApiError(core::ErrorCode::kNotFound, "No resource at " + ctx.request.path + ".");
   }
   std::string_view authorization = ctx.request.header("authorization");
@@ -100,7 +115,7 @@ void require_metrics_token(const RequestContext& ctx) {
     token = authorization.substr(7);
   }
   if (token.empty() ||
-      !core::constant_time_equal(core::sha256_hex(token), core::sha256_hex(config.metrics_token))) {
+      !core::constant_time_equal(core::sha256_hex(token), core::sha256_hex(expected))) {
     throw core::ApiError(core::ErrorCode::kUnauthorized,
                          "Send the metrics token: Authorization: Bearer <HSEA_METRICS_TOKEN>.");
   }
@@ -158,6 +173,7 @@ void access_log(http::RequestContext& ctx, Response& response) {
 
 void Register(runtime::Registrar& reg) {
   g_started = std::chrono::system_clock::now();
+  g_state.settings = &reg.settings(kSettings);
   g_state.config = &reg.config();
   reg.middleware({.name = "access-log", .stage = http::Stage::kEdge, .after = access_log});
   reg.route({.method = http::Method::kGet, .path = "/health/live", .handler = live});

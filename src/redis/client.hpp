@@ -66,7 +66,13 @@ class Client {
   std::shared_ptr<Impl> impl_;
 };
 
-// The Redis module: when HSEA_REDIS_URL is set, one Client per I/O thread.
+// The Redis module's settings section.
+struct Settings {
+  std::string url;  // empty: no Redis (in-process fallbacks)
+  int timeout_ms = 1000;
+};
+
+// The Redis module: its settings and, when HSEA_REDIS_URL is set, one Client per I/O thread.
 void Register(runtime::Registrar& registrar);
 // The calling I/O thread's client, or null when Redis is not configured.
 Client* client();

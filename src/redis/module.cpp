@@ -1,5 +1,5 @@
 // The Redis module's registration: a client per I/O thread when HSEA_REDIS_URL is set.
-#include "core/config.hpp"
+#include "core/settings.hpp"
 #include "redis/client.hpp"
 #include "runtime/registrar.hpp"
 
@@ -12,6 +12,23 @@ struct ThreadClient {
   std::unique_ptr<Client> client;
 };
 
+std::optional<std::string> check_redis_url(std::string& v) {
+  if (v.empty()) return std::nullopt;
+  try {
+    parse_url(v);
+  } catch (const std::exception& e) {
+    return std::string("must be redis://[:password@]host[:port][/db]: ") + e.what();
+  }
+  return std::nullopt;
+}
+
+const core::Section<Settings> kSettings{
+    "redis",
+    {core::string_setting(&Settings::url, "HSEA_REDIS_URL", "(unset: in-process fallbacks)",
+                          "redis://[:password@]host:port[/db]", check_redis_url, core::Show::kUrl),
+     core::int_setting(&Settings::timeout_ms, "HSEA_REDIS_TIMEOUT_MS", "1000", 1, 600000,
+                       "deadline of one Redis command")}};
+
 }  // namespace
 
 Client* client() {
@@ -21,14 +38,14 @@ Client* client() {
 }
 
 void Register(runtime::Registrar& reg) {
-  const core::Config& config = reg.config();
-  if (config.redis_url.empty()) return;
+  const Settings& settings = reg.settings(kSettings);
+  if (settings.url.empty()) return;
   reg.per_thread<ThreadClient>(
       "redis client",
-      [&config](runtime::ThreadContext& t) {
+      [&settings](runtime::ThreadContext& t) {
         auto holder = std::make_unique<ThreadClient>();
-        holder->client = std::make_unique<Client>(
-            t.io(), config.redis_url, std::chrono::milliseconds(config.redis_timeout_ms));
+        holder->client = std::make_unique<Client>(t.io(), settings.url,
+                                                  std::chrono::milliseconds(settings.timeout_ms));
         holder->client->start();
         return holder;
       },

@@ -35,7 +35,13 @@ boost::asio::awaitable<void> run_periodically(PeriodicTask task) {
 
 }  // namespace
 
-Registrar::Registrar(const core::Config& config) : app_(config) {
+Application::Application(const core::Config& c, core::EnvLookup env)
+    : config(c), settings(std::move(env)) {
+  settings.show(core::config_section(), c);
+}
+
+Registrar::Registrar(const core::Config& config, core::EnvLookup env)
+    : app_(config, std::move(env)) {
   http::set_request_timeout(std::chrono::seconds(config.request_timeout_seconds));
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // The one way a module plugs in. Each module's entry is `void Register(runtime::Registrar&)`:
-// through it the module declares its routes (with typed policies), its middleware at a named
-// stage, its per-thread and process-wide services, its periodic tasks, its CLI subcommands and
-// its metric sources. src/app/ only lists the modules; nothing here knows any of them.
+// through it the module declares its settings section, its routes (with typed policies), its
+// middleware at a named stage, its per-thread and process-wide services, its periodic tasks, its
+// CLI subcommands and its metric sources. src/app/ only lists the modules; nothing here knows
+// any of them.
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/settings.hpp"
 #include "http/middleware.hpp"
 #include "http/router.hpp"
 #include "runtime/runtime.hpp"
@@ -34,8 +36,9 @@ struct Command {
   std::vector<std::string> path;
   std::string help;
   bool needs_secret = false;  // HSEA_SECRET_KEY must be set (or the development secret apply)
-  std::vector<CommandOption> options;           // their values are set before run
-  std::function<int(const core::Config&)> run;  // the exit code
+  std::vector<CommandOption> options;  // their values are set before run
+  // The exit code. Module settings: capture what the module read (reg.settings) at registration.
+  std::function<int(const core::Config&)> run;
 };
 
 // Work repeated every `interval`, first after `first_delay`, on an I/O thread of every
@@ -59,11 +62,12 @@ enum class Role { kServe, kWorker, kCommand };
 
 // Everything the modules declared, ready to run.
 struct Application {
-  explicit Application(const core::Config& c) : config(c) {}
+  Application(const core::Config& c, core::EnvLookup env);
   Application(Application&&) = default;
 
   const core::Config& config;
-  Role role = Role::kCommand;  // set before the start hooks run
+  Role role = Role::kCommand;       // set before the start hooks run
+  core::SettingsRegistry settings;  // core's section, then each module's, in registration order
   http::Router router;
   std::vector<http::Middleware> middleware;
   std::vector<http::AfterResponse> after_response;
@@ -88,9 +92,19 @@ struct Application {
 
 class Registrar {
  public:
-  explicit Registrar(const core::Config& config);
+  // `env` is where the modules' sections are read from.
+  explicit Registrar(const core::Config& config, core::EnvLookup env = core::process_env());
 
   const core::Config& config() const { return app_.config; }
+
+  // Reads a settings section now: a bad value throws core::ConfigError "VAR: reason" (main: exit
+  // 2 before anything starts). A section is read once; a module that asks for another module's
+  // (db::settings_section()) gets the same values. They live as long as the application, and
+  // `hsea serve` prints them with every other section's, secrets masked.
+  template <typename S>
+  const S& settings(const core::Section<S>& section) {
+    return app_.settings.load(section);
+  }
 
   void route(http::Route route) { app_.router.add(std::move(route)); }
   void middleware(http::Middleware step) { app_.middleware.push_back(step); }

@@ -2,6 +2,7 @@
 // the audit-log API and its retention.
 #include "core/config.hpp"
 #include "core/log.hpp"
+#include "core/settings.hpp"
 #include "db/db.hpp"
 #include "http/problem.hpp"
 #include "identity/access.hpp"
@@ -16,7 +17,14 @@ boost::asio::awaitable<http::Response> list_audit_logs(http::RequestContext& ctx
 
 namespace {
 const core::Config* g_config = nullptr;  // HSTS only when clients reach us over https
-}
+
+const core::Section<Settings> kSettings{
+    "security",
+    {core::int_setting(&Settings::audit_retention_days, "HSEA_AUDIT_RETENTION_DAYS", "365", 1,
+                       36500,
+                       "audit entries older than this are pruned (daily, and by `hsea audit "
+                       "prune`)")}};
+}  // namespace
 
 void security_headers(http::RequestContext&, http::Response& response) {
   // An API answers JSON; nothing it returns should load scripts or be framed. The web UI's
@@ -41,8 +49,9 @@ boost::asio::awaitable<void> apply_retention(int days) {
 }  // namespace
 
 void Register(runtime::Registrar& reg) {
-  const core::Config& config = reg.config();
-  g_config = &config;
+  const Settings& settings = reg.settings(kSettings);
+  const db::Settings& database = reg.settings(db::settings_section());
+  g_config = &reg.config();
   // HSEA-042: CSP, HSTS (https only), X-Frame-Options, X-Content-Type-Options, Referrer-Policy.
   reg.middleware(
       {.name = "security-headers", .stage = http::Stage::kEdge, .after = security_headers});
@@ -57,7 +66,7 @@ void Register(runtime::Registrar& reg) {
                                                          .tenant = true,
                                                          .roles = {"owner", "admin"},
                                                          .scopes = {"audit:read"}})});
-  int days = config.audit_retention_days;
+  int days = settings.audit_retention_days;
   reg.periodic({.name = "audit-retention",
                 .interval = std::chrono::hours(24),
                 .first_delay = std::chrono::minutes(1),
@@ -65,11 +74,10 @@ void Register(runtime::Registrar& reg) {
                 .run = [days] { return apply_retention(days); }});
   reg.command({.path = {"audit", "prune"},
                .help = "delete entries older than HSEA_AUDIT_RETENTION_DAYS",
-               .run = [](const core::Config& c) {
+               .run = [&database, days](const core::Config&) {
                  try {
-                   long removed = prune_audit_log(c.database_admin_url, c.audit_retention_days);
-                   std::printf("audit: removed %ld entries older than %d days\n", removed,
-                               c.audit_retention_days);
+                   long removed = prune_audit_log(database.database_admin_url, days);
+                   std::printf("audit: removed %ld entries older than %d days\n", removed, days);
                    return 0;
                  } catch (const std::exception& e) {
                    std::fprintf(stderr, "hsea audit prune: %s\n", e.what());

@@ -13,6 +13,11 @@ class Registrar;
 
 namespace hsea::security {
 
+// The security module's settings section.
+struct Settings {
+  int audit_retention_days = 365;
+};
+
 void Register(runtime::Registrar& registrar);
 
 // The validation errors of `json` against the named schema (empty when valid). Throws

@@ -8,10 +8,10 @@
 #include <optional>
 #include <regex>
 
-#include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
+#include "core/settings.hpp"
 #include "core/slug.hpp"
 #include "db/blocking.hpp"
 #include "db/db.hpp"
@@ -66,6 +66,12 @@ HSEA_QUERY kSetRole{"tenancy_set_role",
                     "UPDATE memberships SET role = $2, updated_at = now() WHERE user_id = $1 "
                     "RETURNING user_id, role, created_at"};
 HSEA_QUERY kRemoveMember{"tenancy_remove_member", "DELETE FROM memberships WHERE user_id = $1"};
+
+const core::Section<Settings> kSettings{
+    "tenancy",
+    {core::int_setting(&Settings::deletion_grace_days, "HSEA_TENANT_DELETION_GRACE_DAYS", "30", 0,
+                       3650,
+                       "a deleted tenant is suspended this long before its data is removed")}};
 
 int g_deletion_grace_days = 30;  // HSEA_TENANT_DELETION_GRACE_DAYS, set by Register
 
@@ -266,7 +272,8 @@ void Register(runtime::Registrar& reg) {
   using http::Method;
   using http::Policies;
   using identity::Access;
-  g_deletion_grace_days = reg.config().tenant_deletion_grace_days;
+  g_deletion_grace_days = reg.settings(kSettings).deletion_grace_days;
+  const db::Settings& database = reg.settings(db::settings_section());
   const std::vector<std::string> anyone{"owner", "admin", "member", "billing"};
   const std::vector<std::string> admins{"owner", "admin"};
   reg.route({.method = Method::kGet,
@@ -318,9 +325,9 @@ void Register(runtime::Registrar& reg) {
                 .run = []() -> boost::asio::awaitable<void> { return purge_and_log(); }});
   reg.command({.path = {"tenants", "purge"},
                .help = "remove tenants whose deletion grace period is over, with their data",
-               .run = [](const core::Config& c) {
+               .run = [&database](const core::Config&) {
                  try {
-                   long removed = purge_due_tenants(c.database_url);
+                   long removed = purge_due_tenants(database.database_url);
                    std::printf("tenants: removed %ld tenants past their deletion grace period\n",
                                removed);
                    return 0;

@@ -16,6 +16,11 @@ class Pool;
 
 namespace hsea::tenancy {
 
+// The tenancy module's settings section.
+struct Settings {
+  int deletion_grace_days = 30;  // a deleted tenant stays suspended this long
+};
+
 void Register(runtime::Registrar& registrar);
 
 // Removes tenants whose deletion grace period is over, with all their data; returns how many.
