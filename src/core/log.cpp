@@ -7,8 +7,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 
 namespace hsea::log {
@@ -22,11 +24,14 @@ class StdoutSink final : public spdlog::sinks::base_sink<std::mutex> {
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
-    spdlog::memory_buf_t line;
-    formatter_->format(msg, line);
-    std::fwrite(line.data(), 1, line.size(), stdout);
+    line_.clear();  // reused under the sink's mutex: an access line outgrows the inline buffer
+    formatter_->format(msg, line_);
+    std::fwrite(line_.data(), 1, line_.size(), stdout);
   }
   void flush_() override { std::fflush(stdout); }
+
+ private:
+  spdlog::memory_buf_t line_;
 };
 
 // The payload already holds `"message":...,<fields>`; this wraps it with time and level.
@@ -41,8 +46,21 @@ class JsonFormatter final : public spdlog::formatter {
       cached_second_ = seconds;
       cached_prefix_ = fmt::format("{:%Y-%m-%dT%H:%M:%S}", std::chrono::sys_seconds(seconds));
     }
-    fmt::format_to(std::back_inserter(dest), R"({{"time":"{}.{:06d}Z","level":"{}",)",
-                   cached_prefix_, micros.count(), spdlog::level::to_string_view(msg.level));
+    // {"time":"<cached>.<6 digits>Z","level":"<level>", without a format string to parse.
+    auto put = [&dest](std::string_view text) {
+      dest.append(text.data(), text.data() + text.size());
+    };
+    put(R"({"time":")");
+    put(cached_prefix_);
+    char fraction[8] = {'.', '0', '0', '0', '0', '0', '0', 'Z'};
+    for (auto [i, us] = std::pair{7, micros.count()}; i > 1; --i, us /= 10) {
+      fraction[i - 1] = static_cast<char>('0' + us % 10);
+    }
+    put(std::string_view(fraction, sizeof fraction));
+    put(R"(","level":")");
+    auto level = spdlog::level::to_string_view(msg.level);
+    put(std::string_view(level.data(), level.size()));
+    put(R"(",)");
     dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
     dest.push_back('}');
     dest.push_back('\n');
@@ -113,9 +131,35 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
 }
 }  // namespace
 
+namespace {
+// Printable ASCII other than '"' and '\\': copied as it is.
+constexpr std::array<bool, 256> kPlainJson = [] {
+  std::array<bool, 256> plain{};
+  for (int c = 0x20; c < 0x7f; ++c) plain[c] = c != '"' && c != '\\';
+  return plain;
+}();
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view text) {
+  // Nearly every value (ids, paths, addresses, keys) is plain: quoted in one copy.
+  std::size_t plain = 0;
+  while (plain < text.size() && kPlainJson[static_cast<unsigned char>(text[plain])]) ++plain;
+  if (plain == text.size()) {
+    std::size_t at = out.size();
+    out.append(text.size() + 2, '"');
+    std::memcpy(out.data() + at + 1, text.data(), text.size());
+    return;
+  }
   out.push_back('"');
   for (std::size_t i = 0; i < text.size(); ++i) {
+    // Runs of plain characters in one append.
+    std::size_t run = i;
+    while (run < text.size() && kPlainJson[static_cast<unsigned char>(text[run])]) ++run;
+    if (run != i) {
+      out.append(text.data() + i, run - i);
+      i = run;
+      if (i == text.size()) break;
+    }
     auto c = static_cast<unsigned char>(text[i]);
     if (c >= 0x80) {
       // JSON text must be Unicode: keep valid UTF-8, replace anything else with U+FFFD.
@@ -186,8 +230,9 @@ void write(Level level, std::string_view message, std::initializer_list<Field> f
   auto& l = logger();
   auto spd_level = to_spdlog(level);
   if (!l->should_log(spd_level)) return;
-  std::string payload;
-  payload.reserve(128 + message.size());
+  // Reused per thread: a line costs no allocation once the buffer has grown.
+  thread_local std::string payload;
+  payload.clear();
   payload += "\"message\":";
   append_json_string(payload, message);
   for (const Field& field : fields) {

@@ -18,6 +18,8 @@ class ApiError;
 
 namespace hsea::http {
 
+struct RequestIo;  // http/request_io.hpp: the request's cancellation and deadline queue
+
 // Who is calling, set by authentication.
 struct Principal {
   enum class Kind { kAnonymous, kUser, kApiKey };
@@ -76,6 +78,9 @@ struct RequestContext {
   // Set when the request was refused before routing (malformed, too large): the chain's
   // handler throws it so the answer gets the same headers, log line and metrics.
   const core::ApiError* rejection = nullptr;
+  // Set by the server: what the deadline step cancels the request through. Null when something
+  // else runs the chain (tests, tools): the deadline step then gives the rest its own coroutine.
+  RequestIo* io = nullptr;
 
   const Route* route() const { return match.route; }
   // The matched route's policy of type P, or null (also when no route matched).

@@ -16,10 +16,12 @@
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "http/problem.hpp"
+#include "http/request_io.hpp"
 
 namespace hsea::http {
 
 using boost::asio::awaitable;
+using core::ApiError;
 
 std::string_view stage_name(Stage stage) {
   switch (stage) {
@@ -112,8 +114,9 @@ Response problem_for(std::exception_ptr error, const RequestContext& ctx) {
 namespace {
 
 // Runs the synchronous steps from `begin` inline until an asynchronous one (which gets the
-// rest as Next) or the handler; then the `after`s of the steps it passed, innermost first.
-// One coroutine frame per asynchronous step, none per synchronous one.
+// rest as Next) or the handler (null: the matched route's); then the `after`s of the steps it
+// passed, innermost first. Steps whose `when` says no are passed over. One coroutine frame per
+// asynchronous step that applies, none per synchronous one.
 awaitable<Response> run_steps(RequestContext& ctx, const Middleware* begin, const Middleware* end,
                               Handler handler) {
   const Middleware* it = begin;
@@ -122,6 +125,7 @@ awaitable<Response> run_steps(RequestContext& ctx, const Middleware* begin, cons
   try {
     bool answered = false;
     for (; it != end; ++it) {
+      if (it->when != nullptr && !it->when(ctx)) continue;
       if (it->before != nullptr) {
         if (std::optional<Response> early = it->before(ctx)) {
           response = std::move(*early);
@@ -137,19 +141,17 @@ awaitable<Response> run_steps(RequestContext& ctx, const Middleware* begin, cons
         break;
       }
     }
-    if (!answered) response = co_await handler(ctx);
+    if (!answered) response = co_await (handler != nullptr ? handler : ctx.route()->handler)(ctx);
   } catch (...) {
     error = std::current_exception();
   }
   if (error) response = problem_for(error, ctx);
   for (const Middleware* m = it; m != begin;) {
     --m;
-    if (m->after != nullptr) m->after(ctx, response);
+    if (m->after != nullptr && (m->when == nullptr || m->when(ctx))) m->after(ctx, response);
   }
   co_return response;
 }
-
-awaitable<Response> dispatch(RequestContext& ctx) { co_return co_await ctx.route()->handler(ctx); }
 
 awaitable<Response> reject(RequestContext& ctx) {
   throw *ctx.rejection;
@@ -179,7 +181,7 @@ Chain::Chain(std::vector<Middleware> steps, std::vector<AfterResponse> after_res
 }
 
 awaitable<Response> Chain::run(RequestContext& ctx) const {
-  return run_steps(ctx, steps_.data(), steps_.data() + steps_.size(), dispatch);
+  return run_steps(ctx, steps_.data(), steps_.data() + steps_.size(), nullptr);
 }
 
 awaitable<Response> Chain::refuse(RequestContext& ctx) const {
@@ -207,6 +209,10 @@ void request_id_after(RequestContext& ctx, Response& response) {
 
 std::atomic<std::int64_t> g_request_timeout_ms{30000};
 
+ApiError timed_out() {
+  return ApiError(core::ErrorCode::kTimeout, "The request took too long and was cancelled.");
+}
+
 // Runs the rest of the chain and hands back its exception as a value: `||` below waits for
 // the first branch to *succeed*, so a throwing handler must not look like a slow one.
 awaitable<std::pair<Response, std::exception_ptr>> capture(RequestContext& ctx, Next next) {
@@ -217,20 +223,49 @@ awaitable<std::pair<Response, std::exception_ptr>> capture(RequestContext& ctx, 
   }
 }
 
-awaitable<Response> deadline(RequestContext& ctx, Next next) {
+// Without the server's RequestIo (a test or tool runs the chain), the rest runs in a coroutine
+// of its own raced against a timer: the parallel group cancels the loser.
+awaitable<Response> deadline_in_own_coroutine(RequestContext& ctx, Next next) {
   using namespace boost::asio::experimental::awaitable_operators;
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
-  timer.expires_after(std::chrono::milliseconds(g_request_timeout_ms.load()));
-  // as_tuple: the timer loses almost every race, and a thrown operation_aborted per request
-  // would cost more than the rest of the chain.
+  timer.expires_at(ctx.started + request_timeout());
   auto result = co_await (capture(ctx, next) ||
                           timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable)));
-  if (result.index() == 1) {
-    throw core::ApiError(core::ErrorCode::kTimeout, "The request took too long and was cancelled.");
-  }
+  if (result.index() == 1) throw timed_out();
   auto& [response, error] = std::get<0>(result);
   if (error) std::rethrow_exception(error);
   co_return std::move(response);
+}
+
+// The request's entry in its thread's deadline queue (http/request_io.hpp): when it expires,
+// the queue emits the request's cancellation signal, the parent of the request coroutine's
+// cancellation slot, so whatever the rest of the chain awaits is cancelled (terminal) and this
+// step answers 504. No timer per request, no coroutine of its own.
+awaitable<Response> deadline(RequestContext& ctx, Next next) {
+  if (ctx.io == nullptr || ctx.io->deadlines == nullptr) {
+    co_return co_await deadline_in_own_coroutine(ctx, next);
+  }
+  DeadlineEntry entry;
+  entry.at = ctx.started + request_timeout();
+  entry.cancel = &ctx.io->cancel;
+  ctx.io->deadlines->add(entry);
+  Response response;
+  std::exception_ptr error;
+  try {
+    response = co_await next(ctx);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  ctx.io->deadlines->remove(entry);
+  if (entry.expired) {
+    // The cancellation stays latched in the coroutine's state, and every later co_await would
+    // throw operation_aborted: a fresh state lets the 504 be written and the connection serve
+    // its next request.
+    co_await boost::asio::this_coro::reset_cancellation_state();
+    throw timed_out();
+  }
+  if (error) std::rethrow_exception(error);
+  co_return response;
 }
 
 std::optional<Response> routing_before(RequestContext& ctx) {
@@ -263,6 +298,10 @@ const Middleware kRouting{.name = "routing", .stage = Stage::kRouting, .before =
 
 void set_request_timeout(std::chrono::milliseconds timeout) {
   g_request_timeout_ms.store(timeout.count());
+}
+
+std::chrono::milliseconds request_timeout() {
+  return std::chrono::milliseconds(g_request_timeout_ms.load(std::memory_order_relaxed));
 }
 
 }  // namespace hsea::http

@@ -32,6 +32,10 @@ class Next;
 using Before = std::optional<Response> (*)(RequestContext&);  // a response ends the chain
 using After = void (*)(RequestContext&, Response&);           // on the way out, every answer
 using Around = boost::asio::awaitable<Response> (*)(RequestContext&, Next);
+// Whether a step applies to this request (usually: whether the route declares the step's
+// policy). A step that does not apply is passed over inline: an asynchronous one then costs no
+// coroutine frame.
+using When = bool (*)(const RequestContext&);
 // Runs after the response was written (usage recording and the like); must not throw.
 using AfterResponse = void (*)(const RequestContext&, const Response&);
 
@@ -41,10 +45,12 @@ struct Middleware {
   Before before = nullptr;
   After after = nullptr;
   Around around = nullptr;
+  When when = nullptr;  // null: always
 };
 
 class Next {
  public:
+  // A null handler is the matched route's.
   Next(const Middleware* begin, const Middleware* end, Handler handler)
       : begin_(begin), end_(end), handler_(handler) {}
   boost::asio::awaitable<Response> operator()(RequestContext& ctx) const;

@@ -1,14 +1,23 @@
 #include "http/middleware.hpp"
 
 #include <gtest/gtest.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json/parse.hpp>
+
+#include <future>
 
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "db/db.hpp"
+#include "http/request_io.hpp"
 #include "ops/ops.hpp"
 #include "runtime/registrar.hpp"
 #include "security/security.hpp"
@@ -34,6 +43,18 @@ awaitable<Response> throws_unique(RequestContext&) {
 }
 awaitable<Response> fine(RequestContext&) { co_return Response::json(200, "{}"); }
 
+// Waits `g_slow_wait` on a timer; records whether the wait was cancelled.
+std::chrono::milliseconds g_slow_wait{10000};
+bool g_slow_cancelled = false;
+awaitable<Response> slow(RequestContext&) {
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+  timer.expires_after(g_slow_wait);
+  auto [ec] = co_await timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+  g_slow_cancelled = ec == boost::asio::error::operation_aborted;
+  if (ec) throw boost::system::system_error(ec);
+  co_return Response::json(200, "{}");
+}
+
 // The chain as the server builds it (the chain's own steps plus the ops and security modules'
 // edge middleware), run on fake contexts: no network, no database.
 class Pipeline : public ::testing::Test {
@@ -46,9 +67,21 @@ class Pipeline : public ::testing::Test {
     registrar.route({.method = Method::kPost, .path = "/api/things", .handler = throws_validation});
     registrar.route({.method = Method::kPost, .path = "/unique", .handler = throws_unique});
     registrar.route({.method = Method::kGet, .path = "/fine", .handler = fine});
+    registrar.route({.method = Method::kGet, .path = "/slow", .handler = slow});
     app_.emplace(std::move(registrar).finish());
     app_->started(nullptr);
     chain_ = app_->chain();
+    // As the server runs requests: the thread's deadline queue with its watcher, and each
+    // request's coroutine bound to the signal the deadline step emits.
+    request_io_.deadlines = &deadlines_;
+    boost::asio::co_spawn(io_, deadlines_.watch(), boost::asio::detached);
+  }
+  ~Pipeline() override { set_request_timeout(std::chrono::seconds(30)); }
+
+  template <typename T>
+  T drive(std::future<T> future) {
+    while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) io_.run_one();
+    return future.get();
   }
 
   Response run(Method method, std::string path, std::vector<Header> headers = {}) {
@@ -57,24 +90,18 @@ class Pipeline : public ::testing::Test {
     request.path = path;
     request.headers = std::move(headers);
     RequestContext ctx(request);
+    ctx.io = &request_io_;
     ctx.match = app_->router.match(method, path);
-    auto future = boost::asio::co_spawn(io_, chain_.run(ctx), boost::asio::use_future);
-    io_.run();
-    io_.restart();
-    return future.get();
+    return drive(boost::asio::co_spawn(
+        io_, chain_.run(ctx),
+        boost::asio::bind_cancellation_slot(request_io_.cancel.slot(), boost::asio::use_future)));
   }
 
-  std::string metrics() {
-    Request request;
-    request.path = "/metrics";
-    RequestContext ctx(request);
-    ctx.match = app_->router.match(Method::kGet, "/metrics");
-    auto future = boost::asio::co_spawn(io_, chain_.run(ctx), boost::asio::use_future);
-    io_.run();
-    io_.restart();
-    return future.get().body;
-  }
+  std::string metrics() { return run(Method::kGet, "/metrics").body; }
 
+  // Outlives io_ (the watcher's frame is destroyed with it).
+  DeadlineQueue deadlines_;
+  RequestIo request_io_;
   boost::asio::io_context io_;
   // No secret: the pipeline under test signs nothing.
   core::Config config_ =
@@ -154,6 +181,59 @@ TEST_F(Pipeline, MetricsCountRequestsByRouteAndStatus) {
             std::string::npos);
 }
 
+TEST_F(Pipeline, DeadlineCancelsTheHandlerAndAnswers504OnTime) {
+  config_.access_log = false;
+  set_request_timeout(std::chrono::milliseconds(100));
+  g_slow_wait = std::chrono::seconds(10);
+  g_slow_cancelled = false;
+  auto start = std::chrono::steady_clock::now();
+  Response r = run(Method::kGet, "/slow", {{"x-request-id", "slow-1"}});
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(r.status, 504);
+  EXPECT_EQ(r.problem_code, "timeout");
+  EXPECT_EQ(r.header("x-request-id"), "slow-1") << "the 504 passed the edge steps";
+  EXPECT_TRUE(g_slow_cancelled) << "the handler's wait was not cancelled";
+  EXPECT_GE(took, std::chrono::milliseconds(100));
+  EXPECT_LT(took, std::chrono::seconds(2));
+  EXPECT_TRUE(deadlines_.empty());
+}
+
+// After a deadline the same coroutine (a keep-alive connection) serves its next requests: the
+// cancellation does not stay latched, and the next request's deadline still cancels.
+awaitable<std::vector<int>> three_requests(const Chain& chain, const Router& router,
+                                           RequestIo* io) {
+  std::vector<int> statuses;
+  for (std::string path : {"/slow", "/fine", "/slow"}) {
+    Request request;
+    request.path = path;
+    RequestContext ctx(request);
+    ctx.io = io;
+    ctx.match = router.match(Method::kGet, path);
+    Response r = co_await chain.run(ctx);
+    statuses.push_back(r.status);
+    g_slow_wait = std::chrono::milliseconds(20);  // the third finishes in time
+  }
+  co_return statuses;
+}
+
+TEST_F(Pipeline, AfterADeadlineTheSameCoroutineServesItsNextRequests) {
+  config_.access_log = false;
+  set_request_timeout(std::chrono::milliseconds(100));
+  g_slow_wait = std::chrono::seconds(10);
+  auto statuses = drive(boost::asio::co_spawn(
+      io_, three_requests(chain_, app_->router, &request_io_),
+      boost::asio::bind_cancellation_slot(request_io_.cancel.slot(), boost::asio::use_future)));
+  EXPECT_EQ(statuses, (std::vector<int>{504, 200, 200}));
+  EXPECT_TRUE(deadlines_.empty());
+}
+
+TEST_F(Pipeline, FastRequestsLeaveNothingInTheDeadlineQueue) {
+  config_.access_log = false;
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(run(Method::kGet, "/fine").status, 200);
+  EXPECT_EQ(run(Method::kGet, "/internal").status, 500);
+  EXPECT_TRUE(deadlines_.empty());
+}
+
 }  // namespace
 }  // namespace hsea::http
 
@@ -219,6 +299,40 @@ TEST(Chain, StagesRunInOrderWhateverTheRegistrationOrder) {
   EXPECT_EQ(refused.status, 403);
   EXPECT_EQ(refused.header("x-edge"), "1") << "a short-circuit skipped the edge's after";
   EXPECT_EQ(g_trace, (std::vector<std::string>{"tenant", "edge-after"}));
+}
+
+// Without the server's RequestIo the deadline step still cancels (its own coroutine and timer).
+TEST(Chain, DeadlineWithoutTheServersRequestIoStillAnswers504) {
+  Router router;
+  router.add({.method = Method::kGet, .path = "/slow", .handler = slow});
+  Chain chain({kRequestId, kDeadline, kRouting});
+  set_request_timeout(std::chrono::milliseconds(50));
+  g_slow_wait = std::chrono::seconds(10);
+  g_slow_cancelled = false;
+  Response r = run_chain(chain, router, "/slow");
+  set_request_timeout(std::chrono::seconds(30));
+  EXPECT_EQ(r.status, 504);
+  EXPECT_TRUE(g_slow_cancelled);
+}
+
+// A step whose `when` says no is passed over, `after` included.
+bool never(const RequestContext&) { return false; }
+boost::asio::awaitable<Response> must_not_run(RequestContext& ctx, Next next) {
+  g_trace.push_back("skipped step ran");
+  co_return co_await next(ctx);
+}
+void must_not_run_after(RequestContext&, Response&) { g_trace.push_back("skipped after ran"); }
+
+TEST(Chain, StepsWhoseWhenSaysNoArePassedOver) {
+  Router router;
+  router.add({.method = Method::kGet, .path = "/ok", .handler = traced});
+  Chain chain({{.name = "i", .stage = Stage::kIdentity, .around = must_not_run, .when = never},
+               {.name = "e", .stage = Stage::kEdge, .after = must_not_run_after, .when = never},
+               {.name = "a", .stage = Stage::kAdmission, .before = admission_before},
+               kRouting});
+  g_trace.clear();
+  EXPECT_EQ(run_chain(chain, router, "/ok").status, 200);
+  EXPECT_EQ(g_trace, (std::vector<std::string>{"admission", "handler"}));
 }
 
 TEST(Chain, AStepWithBothKindsIsRefusedAtStart) {

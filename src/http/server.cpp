@@ -2,12 +2,14 @@
 
 #include <fmt/format.h>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -29,6 +31,7 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "http/request_io.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -51,6 +54,7 @@ struct Worker {
   std::unordered_set<Session*> sessions;
   asio::io_context& io;
   std::optional<tcp::acceptor> acceptor;
+  DeadlineQueue deadlines;  // every request's deadline on this thread, one timer
 };
 
 struct Session {
@@ -62,6 +66,7 @@ struct Session {
   beast::tcp_stream stream;
   std::string remote_ip;
   bool idle = true;  // waiting for the next request with nothing buffered
+  std::string out;   // the response being written; reused, so it stops allocating once grown
 };
 
 std::string decode_path(std::string_view encoded) {
@@ -144,15 +149,53 @@ std::string_view header_problem(const bhttp::request<bhttp::string_body>& header
   return {};
 }
 
-bhttp::response<bhttp::string_body> to_beast(Response&& in, unsigned version, bool keep_alive) {
-  bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(in.status), version};
-  // insert, not set: a response may carry several Set-Cookie headers.
-  for (Header& h : in.headers) out.insert(h.name, std::move(h.value));
-  out.body() = std::move(in.body);
-  out.keep_alive(keep_alive);
-  out.prepare_payload();
-  return out;
+void append_decimal(std::string& out, std::size_t value) {
+  char digits[20];
+  char* end = digits + sizeof digits;
+  char* p = end;
+  do {
+    *--p = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  out.append(p, end);
 }
+
+// A header name or value as written: CR and LF (which would end the header) become spaces.
+void append_field(std::string& out, std::string_view text) {
+  std::size_t at = out.size();
+  out.append(text);
+  for (std::size_t i = at; i < out.size(); ++i) {
+    if (out[i] == '\r' || out[i] == '\n') out[i] = ' ';
+  }
+}
+
+// The status line and header block, serialised once into `out` (the session's reused buffer),
+// byte for byte what Beast wrote before: the handler's headers in order (several Set-Cookie
+// included), then Connection as keep_alive() sets it, then Content-Length as prepare_payload()
+// does (also for HEAD, which sends the GET's length without the body, and for 204: 0).
+void write_head(std::string& out, const Response& in, unsigned version, bool keep_alive) {
+  out.clear();
+  out += version >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ";
+  append_decimal(out, static_cast<std::size_t>(in.status));
+  out.push_back(' ');
+  auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(in.status));
+  out.append(reason.data(), reason.size());
+  out += "\r\n";
+  for (const Header& h : in.headers) {
+    append_field(out, h.name);
+    out += ": ";
+    append_field(out, h.value);
+    out += "\r\n";
+  }
+  if (version >= 11 && !keep_alive) out += "Connection: close\r\n";
+  if (version < 11 && keep_alive) out += "Connection: keep-alive\r\n";
+  out += "Content-Length: ";
+  append_decimal(out, in.body.size());
+  out += "\r\n\r\n";
+}
+
+// Bodies up to this size are copied behind the header block: one buffer, one send.
+constexpr std::size_t kInlineBody = 16 * 1024;
 
 }  // namespace
 
@@ -228,24 +271,48 @@ struct Server::Impl {
       backoff = milliseconds(0);
       socket.set_option(tcp::no_delay(true));
       active_sessions.fetch_add(1);
-      asio::co_spawn(w.io, session(w, std::move(socket)), [this](std::exception_ptr e) {
-        active_sessions.fetch_sub(1);
-        log::escaped(e, "connection");
-      });
+      // The session coroutine's cancellation parent is this signal (its deadline steps emit
+      // it); the completion handler owns it, so it lives as long as the coroutine.
+      auto io = std::make_unique<RequestIo>();
+      io->deadlines = &w.deadlines;
+      RequestIo* request_io = io.get();
+      asio::co_spawn(w.io, session(w, std::move(socket), request_io),
+                     asio::bind_cancellation_slot(request_io->cancel.slot(),
+                                                  [this, io = std::move(io)](std::exception_ptr e) {
+                                                    active_sessions.fetch_sub(1);
+                                                    log::escaped(e, "connection");
+                                                  }));
     }
   }
 
+  // Writes the answer: the header block (and a small body) from the session's reused buffer.
+  // The socket is non-blocking, so the first attempt is a plain send; only what the kernel did
+  // not take at once (a slow reader, a large body) is written asynchronously, under the read
+  // timeout.
   awaitable<void> send(Session& s, Response response, unsigned version, bool keep_alive,
                        bool head) {
-    auto out = to_beast(std::move(response), version, keep_alive);
-    s.stream.expires_after(std::chrono::seconds(parts.config.read_timeout_seconds));
-    if (head) {
-      bhttp::response_serializer<bhttp::string_body> serializer(out);
-      serializer.split(true);
-      co_await bhttp::async_write_header(s.stream, serializer, asio::use_awaitable);
-    } else {
-      co_await bhttp::async_write(s.stream, out, asio::use_awaitable);
+    write_head(s.out, response, version, keep_alive);
+    std::string_view body = head ? std::string_view() : std::string_view(response.body);
+    if (!body.empty() && body.size() <= kInlineBody) {
+      s.out.append(body);
+      body = {};
     }
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(s.out), asio::buffer(body)};
+    boost::system::error_code ec;
+    std::size_t sent = s.stream.socket().write_some(buffers, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      sent = 0;
+    } else if (ec) {
+      throw boost::system::system_error(ec);
+    }
+    if (sent == s.out.size() + body.size()) co_return;
+    if (sent >= s.out.size()) {
+      buffers = {asio::buffer(body.substr(sent - s.out.size())), asio::const_buffer()};
+    } else {
+      buffers[0] = asio::buffer(s.out) + sent;
+    }
+    s.stream.expires_after(std::chrono::seconds(parts.config.read_timeout_seconds));
+    co_await asio::async_write(s.stream, buffers, asio::use_awaitable);
   }
 
   // Answers a request refused while reading it, then the connection is closed.
@@ -269,9 +336,14 @@ struct Server::Impl {
     s.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
 
-  awaitable<void> session(Worker& w, tcp::socket socket) {
+  awaitable<void> session(Worker& w, tcp::socket socket, RequestIo* io) {
     Session s(std::move(socket));
     w.sessions.insert(&s);
+    {
+      // For send(): a small answer goes out in one plain send when the kernel takes it.
+      boost::system::error_code ignored;
+      s.stream.socket().non_blocking(true, ignored);
+    }
     struct Unregister {
       Worker& w;
       Session* s;
@@ -332,6 +404,7 @@ struct Server::Impl {
       Request request = to_request(message, s.remote_ip, parts.config.trust_forwarded_for);
       bool head = request.method == Method::kHead;
       RequestContext ctx(request);
+      ctx.io = io;
       // Routed on the path as received: the router splits it before decoding each segment.
       std::string_view target(request.target);
       ctx.match = parts.router.match(request.method, target.substr(0, target.find('?')));
@@ -397,6 +470,8 @@ void Server::bind() {
 
 void Server::start() {
   for (auto& w : impl_->workers) {
+    asio::co_spawn(w->io, w->deadlines.watch(),
+                   [](std::exception_ptr e) { log::escaped(e, "request deadlines"); });
     asio::co_spawn(w->io, impl_->accept_loop(*w),
                    [](std::exception_ptr e) { log::escaped(e, "accept loop"); });
   }

@@ -193,6 +193,16 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
 
 }  // namespace
 
+bool names_tenant(const RequestContext& ctx) {
+  const Access* access = ctx.policy<Access>();
+  return access != nullptr && (access->authenticated || access->tenant);
+}
+
+bool needs_authentication(const RequestContext& ctx) {
+  const Access* access = ctx.policy<Access>();
+  return access != nullptr && access->authenticated;
+}
+
 awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
   // Public routes (health, sign-up, JWKS) have no tenant context to resolve.
   const Access* access = ctx.policy<Access>();

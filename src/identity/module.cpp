@@ -106,10 +106,14 @@ void Register(runtime::Registrar& reg) {
   s.throttle = std::make_unique<LoginThrottle>(settings.login_failures_per_account,
                                                settings.login_failures_per_ip);
 
-  reg.middleware(
-      {.name = "tenant-resolution", .stage = http::Stage::kTenant, .around = resolve_tenant});
-  reg.middleware(
-      {.name = "authentication", .stage = http::Stage::kIdentity, .around = authenticate});
+  reg.middleware({.name = "tenant-resolution",
+                  .stage = http::Stage::kTenant,
+                  .around = resolve_tenant,
+                  .when = names_tenant});
+  reg.middleware({.name = "authentication",
+                  .stage = http::Stage::kIdentity,
+                  .around = authenticate,
+                  .when = needs_authentication});
   reg.middleware({.name = "authorization", .stage = http::Stage::kAdmission, .before = authorize});
   register_auth_routes(reg);
   register_api_key_routes(reg);

@@ -62,6 +62,9 @@ inline const db::Settings& database() { return *state().database; }
 // Middleware (authenticate.cpp).
 boost::asio::awaitable<http::Response> resolve_tenant(http::RequestContext& ctx, http::Next next);
 boost::asio::awaitable<http::Response> authenticate(http::RequestContext& ctx, http::Next next);
+// When those steps apply (the route's Access): public routes pass them over without a frame.
+bool names_tenant(const http::RequestContext& ctx);
+bool needs_authentication(const http::RequestContext& ctx);
 std::optional<http::Response> authorize(http::RequestContext& ctx);
 
 // Routes of each file.

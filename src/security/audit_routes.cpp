@@ -72,6 +72,10 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
   co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
+bool declares_access_event(const http::RequestContext& ctx) {
+  return ctx.policy<AccessEvent>() != nullptr;
+}
+
 awaitable<http::Response> record_access(http::RequestContext& ctx, http::Next next) {
   http::Response response = co_await next(ctx);
   const AccessEvent* access = ctx.policy<AccessEvent>();

@@ -55,8 +55,10 @@ void Register(runtime::Registrar& reg) {
   // HSEA-042: CSP, HSTS (https only), X-Frame-Options, X-Content-Type-Options, Referrer-Policy.
   reg.middleware(
       {.name = "security-headers", .stage = http::Stage::kEdge, .after = security_headers});
-  reg.middleware(
-      {.name = "data-access-audit", .stage = http::Stage::kAroundHandler, .around = record_access});
+  reg.middleware({.name = "data-access-audit",
+                  .stage = http::Stage::kAroundHandler,
+                  .around = record_access,
+                  .when = declares_access_event});
   reg.middleware(
       {.name = "body-validation", .stage = http::Stage::kAroundHandler, .before = validate_body});
   reg.route({.method = http::Method::kGet,
