@@ -2,6 +2,8 @@
 // visible to or changeable by another; bad input is a problem that changes nothing.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "testkit/testkit.hpp"
 
 namespace hsea {
@@ -160,6 +162,66 @@ TEST_F(JobsApi, ListsPageNewestFirst) {
   }
   std::vector<std::string> expected(ids.rbegin(), ids.rend());
   EXPECT_EQ(seen, expected);
+}
+
+// The outbox, seen through GET /api/events: every change leaves one event in its own tenant.
+TEST_F(JobsApi, EventsRecordEachCommittedChangeInItsTenantOnly) {
+  Account a = testkit::sign_up(*server_, "Events A");
+  Account b = testkit::sign_up(*server_, "Events B");
+  auto key = http("POST", server_->url("/api/api-keys"), R"({"name":"ci","scopes":["read"]})",
+                  {bearer(a.access_token), "Content-Type: application/json"});
+  ASSERT_EQ(key.status, 201) << key.body;
+  std::string secret = str(json_of(key), "key");
+  ASSERT_EQ(http("PATCH", server_->url("/api/tenant"), R"({"name":"Events A renamed"})",
+                 {bearer(a.access_token), "Content-Type: application/json"})
+                .status,
+            200);
+  // B's refused change (A's slug) leaves no event.
+  auto refused = http("PATCH", server_->url("/api/tenant"), R"({"slug":")" + a.slug + R"("})",
+                      {bearer(b.access_token), "Content-Type: application/json"});
+  ASSERT_EQ(refused.status, 409) << refused.body;
+
+  auto list = call("GET", "/api/events", a.access_token);
+  ASSERT_EQ(list.status, 200) << list.body;
+  std::vector<std::string> types, ids;
+  object listed = json_of(list);
+  for (const auto& e : listed.at("data").as_array()) {
+    types.push_back(str(e.as_object(), "type"));
+    ids.push_back(str(e.as_object(), "id"));
+  }
+  // Newest first; sign-up's two events come from one transaction, in either order.
+  ASSERT_EQ(types.size(), 4u) << list.body;
+  EXPECT_EQ(types[0], "tenant.updated");
+  EXPECT_EQ(types[1], "api_key.created");
+  EXPECT_EQ(std::set<std::string>(types.begin() + 2, types.end()),
+            (std::set<std::string>{"tenant.created", "member.added"}));
+  EXPECT_EQ(list.body.find(secret), std::string::npos) << "an event holds the key's secret";
+  ASSERT_EQ(ids.size(), 4u) << list.body;
+  object updated = json_of(call("GET", "/api/events/" + ids[0], a.access_token));
+  EXPECT_EQ(str(updated.at("data").as_object().at("tenant").as_object(), "name"),
+            "Events A renamed");
+  EXPECT_EQ(str(updated.at("actor").as_object(), "type"), "user");
+  EXPECT_EQ(str(updated.at("actor").as_object(), "id"), a.user_id);
+
+  auto filtered = json_of(call("GET", "/api/events?type=api_key.created", a.access_token));
+  EXPECT_EQ(filtered.at("data").as_array().size(), 1u);
+  EXPECT_EQ(call("GET", "/api/events?type=no.such", a.access_token).status, 422);
+
+  // B sees its own sign-up only, and none of A's events.
+  auto theirs = call("GET", "/api/events", b.access_token);
+  for (const std::string& id : ids) {
+    EXPECT_EQ(theirs.body.find(id), std::string::npos) << "B lists A's event " << id;
+    EXPECT_EQ(call("GET", "/api/events/" + id, b.access_token).status, 404);
+  }
+  EXPECT_EQ(json_of(theirs).at("data").as_array().size(), 2u) << theirs.body;
+
+  auto types_list = call("GET", "/api/events/types", a.access_token);
+  ASSERT_EQ(types_list.status, 200);
+  for (const char* t :
+       {"tenant.created", "member.added", "member.role_changed", "member.removed", "tenant.updated",
+        "tenant.deletion_scheduled", "api_key.created", "api_key.rotated", "api_key.deleted"}) {
+    EXPECT_NE(types_list.body.find(std::string("\"") + t + "\""), std::string::npos) << t;
+  }
 }
 
 }  // namespace

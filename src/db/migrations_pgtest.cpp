@@ -358,6 +358,10 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "VALUES ($1, $2, 'seed', $3, 'hash', '{read}', $4)",
         {tenant, core::uuid_v7(), "hsea_" + tag + core::random_hex(4), user});
     sql(db.admin_url(), "INSERT INTO jobs (tenant_id, kind) VALUES ($1, 'seed.job')", {tenant});
+    sql(db.admin_url(),
+        "INSERT INTO events (tenant_id, type, data, actor_type) "
+        "VALUES ($1, 'seed.event', '{}', 'system')",
+        {tenant});
   }
 }
 
@@ -383,7 +387,7 @@ TEST(TenantIsolation, EveryTableIsScopedOrListedAsNotScoped) {
        {"tenants:id:app.tenant_id", "users:id:app.user_id", "memberships:tenant_id:app.tenant_id",
         "sessions:user_id:app.user_id", "refresh_tokens:user_id:app.user_id",
         "api_keys:tenant_id:app.tenant_id", "audit_logs:tenant_id:app.tenant_id",
-        "jobs:tenant_id:app.tenant_id"}) {
+        "jobs:tenant_id:app.tenant_id", "events:tenant_id:app.tenant_id"}) {
     EXPECT_TRUE(names.contains(expected)) << expected;
   }
 }

@@ -3,6 +3,7 @@
 #include <sodium.h>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -23,6 +24,7 @@
 #include "identity/identity.hpp"
 #include "identity/module.hpp"
 #include "identity/tokens.hpp"
+#include "jobs/jobs.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/policies.hpp"
@@ -38,9 +40,9 @@ using http::RequestContext;
 using http::Response;
 
 // The scopes a key may hold: read (safe methods), write (any method), and per resource.
-const std::vector<std::string> kScopes{"read",          "write",        "tenant:read",
-                                       "tenant:write",  "members:read", "audit:read",
-                                       "api_keys:read", "jobs:read",    "jobs:write"};
+const std::vector<std::string> kScopes{
+    "read",       "write",         "tenant:read", "tenant:write", "members:read",
+    "audit:read", "api_keys:read", "jobs:read",   "jobs:write",   "events:read"};
 
 HSEA_QUERY kInsert{
     "api_key_insert",
@@ -166,8 +168,10 @@ awaitable<Response> create_key(RequestContext& ctx) {
       co_await tx.exec(kInsert, db::params(id, name, key.prefix, core::sha256_hex(key.key), scopes,
                                            ctx.principal.user_id, expires_at));
   co_await security::record(tx, ctx, security::event("api_key.created", "api_key", id));
-  co_await tx.commit();
   object out = key_json(r, 0);
+  std::string data = boost::json::serialize(out);
+  co_await jobs::emit(tx, ctx, "api_key.created", std::move(data));
+  co_await tx.commit();
   out["key"] = key.key;
   co_return http::json_response(201, out);
 }
@@ -193,6 +197,8 @@ awaitable<Response> delete_key(RequestContext& ctx) {
   db::Result r = co_await tx.exec(kRevoke, db::params(id));
   if (r.affected() == 0) throw ApiError(ErrorCode::kNotFound, "No such API key.");
   co_await security::record(tx, ctx, security::event("api_key.deleted", "api_key", id));
+  std::string data = boost::json::serialize(object{{"id", id}});
+  co_await jobs::emit(tx, ctx, "api_key.deleted", std::move(data));
   co_await tx.commit();
   invalidate_auth_cache();  // ends cached access at once
   co_return Response::no_content();
@@ -213,11 +219,13 @@ awaitable<Response> rotate_key(RequestContext& ctx) {
   co_await security::record(
       tx, ctx,
       security::event("api_key.rotated", "api_key", id, "{\"replaced_by\":\"" + new_id + "\"}"));
+  object out = key_json(r, 0);
+  out["replaces"] = object{{"id", id}, {"expires_at", old.time(0, "expires_at")}};
+  std::string data = boost::json::serialize(out);
+  co_await jobs::emit(tx, ctx, "api_key.rotated", std::move(data));
   co_await tx.commit();
   invalidate_auth_cache();  // ends cached access at once
-  object out = key_json(r, 0);
   out["key"] = key.key;
-  out["replaces"] = object{{"id", id}, {"expires_at", old.time(0, "expires_at")}};
   co_return http::json_response(201, out);
 }
 
@@ -243,6 +251,9 @@ awaitable<void> flush_api_key_usage() {
 }
 
 void register_api_key_routes(runtime::Registrar& reg) {
+  jobs::event_type(reg, {"api_key.created", "An API key was created (its secret is never sent)."});
+  jobs::event_type(reg, {"api_key.rotated", "An API key was replaced by a new one."});
+  jobs::event_type(reg, {"api_key.deleted", "An API key was revoked."});
   using http::Method;
   using http::Policies;
   const std::vector<std::string> admins{"owner", "admin"};

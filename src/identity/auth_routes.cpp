@@ -3,6 +3,7 @@
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -24,6 +25,7 @@
 #include "identity/session_cookie.hpp"
 #include "identity/throttle.hpp"
 #include "identity/tokens.hpp"
+#include "jobs/jobs.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/policies.hpp"
@@ -261,6 +263,15 @@ awaitable<Response> signup(RequestContext& ctx) {
                              .actor_type = "user",
                              .actor_id = user_id};
   co_await security::record(tx, ctx, event);
+  security::Actor actor{.kind = security::Actor::Kind::kUser, .id = user_id};
+  object created{{"id", tenant_id},
+                 {"slug", tenant.get(0, "slug")},
+                 {"name", tenant.get(0, "name")},
+                 {"owner", user_id}};
+  std::string data = boost::json::serialize(created);
+  co_await jobs::emit(tx, actor, ctx.request_id, "tenant.created", std::move(data));
+  std::string member = boost::json::serialize(object{{"user_id", user_id}, {"role", "owner"}});
+  co_await jobs::emit(tx, actor, ctx.request_id, "member.added", std::move(member));
   co_await tx.commit();
 
   object out{{"user", user_json(user)},
@@ -564,6 +575,8 @@ awaitable<Response> revoke_session(RequestContext& ctx) {
 }  // namespace
 
 void register_auth_routes(runtime::Registrar& reg) {
+  jobs::event_type(reg, {"tenant.created", "A tenant was created by sign-up."});
+  jobs::event_type(reg, {"member.added", "A user became a member of the tenant."});
   using http::Method;
   using http::Policies;
   using security::Body;

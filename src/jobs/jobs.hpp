@@ -20,9 +20,13 @@
 #include <vector>
 
 #include "db/db.hpp"
+#include "security/audit.hpp"
 
 namespace boost::json {
 class object;
+}
+namespace hsea::http {
+struct RequestContext;
 }
 namespace hsea::runtime {
 class Registrar;
@@ -106,6 +110,47 @@ boost::asio::awaitable<std::optional<std::string>> enqueue(std::string tenant_id
 // Many jobs of one kind for one tenant in one statement (consecutive fair tags).
 boost::asio::awaitable<std::int64_t> enqueue_many(db::Transaction& tx, std::string kind,
                                                   std::vector<std::string> payloads);
+
+// ------------------------------------------------------------------ the outbox (events)
+//
+// Every domain event is written in the transaction of the change that causes it, and the jobs
+// of the modules that react to it are enqueued in that same transaction: an event exists
+// exactly when its change committed, and its consequences (webhook deliveries, e-mail) are
+// never lost.
+
+struct EventType {
+  std::string type;  // "member.role_changed": dotted lower-case words
+  std::string description;
+};
+// Declares an event type a module emits (listed by GET /api/events/types, offered to webhook
+// endpoints).
+void event_type(runtime::Registrar& registrar, EventType type);
+// Every declared type, in declaration order.
+const std::vector<EventType>& event_types();
+
+// A job kind run once for each committed event of `types` (empty: every type), with the
+// payload {"event_id": ..., "type": ...}, in the event's tenant.
+struct Subscription {
+  std::string kind;
+  std::vector<std::string> types;
+};
+void subscribe(runtime::Registrar& registrar, Subscription subscription);
+
+// Writes the event in the transaction's tenant and enqueues its subscribers' jobs there;
+// returns its id. `data` is a JSON object (never a secret). Throws std::logic_error for an
+// undeclared type.
+boost::asio::awaitable<std::string> emit(db::Transaction& tx, const http::RequestContext& ctx,
+                                         std::string type, std::string data = "{}");
+boost::asio::awaitable<std::string> emit(db::Transaction& tx, security::Actor actor,
+                                         std::string request_id, std::string type,
+                                         std::string data = "{}");
+
+struct Event {
+  std::string id, type, data, actor_type, actor_id, request_id, created_at;
+};
+// The event a subscriber's job was enqueued for (read in the job's tenant), or nullopt when it
+// is gone (pruned, or its tenant was deleted).
+boost::asio::awaitable<std::optional<Event>> event_of(JobContext& job);
 
 // The jobs module: the worker on HSEA_WORKER_THREADS I/O threads (serve) or every thread
 // (worker), the scheduler, GET /api/jobs with retry and cancel, `hsea jobs ...`, metrics.

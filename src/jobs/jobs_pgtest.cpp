@@ -50,12 +50,15 @@ core::EnvLookup env_for(const testkit::TestDatabase& db) {
 // thread. Kinds are defined by the test after construction (module state is per process: the
 // last registered node's, shared by both nodes of a test).
 struct Node {
-  Node(const core::Config& c, const core::EnvLookup& env, Settings settings) : config(c) {
+  Node(const core::Config& c, const core::EnvLookup& env, Settings settings,
+       const std::function<void(runtime::Registrar&)>& declare = {})
+      : config(c) {
     runtime::Registrar registrar(config, env);
     db::Register(registrar);
     security::Register(registrar);
     Register(registrar);
     state().settings = settings;
+    if (declare) declare(registrar);
     app.emplace(std::move(registrar).finish());
     rt.emplace(runtime::RuntimeOptions{.threads = 2}, app->thread_services);
     rt->start();
@@ -336,6 +339,58 @@ TEST_F(Jobs, TwoRuntimesSharingTheQueueRunEveryJobExactlyOnce) {
       sql(db_.admin_url(), "SELECT count(DISTINCT split_part(worker, '/', 2)) FROM jobs");
   EXPECT_EQ(workers[0][0], "2") << "both threads of the runtimes took jobs";
   one.rt->stop();  // before `two` takes the module state with it
+}
+
+awaitable<void> record_event(JobContext& job) {
+  std::optional<Event> e = co_await event_of(job);
+  g_ledger->ran(
+      job, e ? e->type + " " + e->data + " by " + e->actor_type + ":" + e->actor_id : "no event");
+}
+
+// Emits an event in a transaction of the tenant that then commits or rolls back.
+awaitable<std::string> emit_in_tx(std::string tenant, std::string type, bool commit) {
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(tenant));
+  security::Actor actor{.kind = security::Actor::Kind::kJob, .id = "test"};
+  std::string id = co_await emit(tx, actor, "req-1", type, R"({"n":1})");
+  if (commit) co_await tx.commit();
+  co_return id;
+}
+
+TEST_F(Jobs, AnEventEnqueuesItsSubscribersJobsOnlyWhenItsChangeCommits) {
+  std::string a = make_tenant(db_, "jobs-a");
+  Node node(config_, env_, Settings{}, [](runtime::Registrar& reg) {
+    event_type(reg, {"test.happened", "a test event"});
+    event_type(reg, {"test.other", "another"});
+    define(reg, {.kind = "test.on_any", .run = record_event});
+    define(reg, {.kind = "test.on_happened", .run = record_event});
+    subscribe(reg, {.kind = "test.on_any"});
+    subscribe(reg, {.kind = "test.on_happened", .types = {"test.happened"}});
+  });
+  node.start_workers();
+  std::string kept = node.run(emit_in_tx(a, "test.happened", true));
+  std::string dropped = node.run(emit_in_tx(a, "test.happened", false));
+  std::string other = node.run(emit_in_tx(a, "test.other", true));
+  ASSERT_TRUE(eventually([&] {
+    return sql(db_.admin_url(), "SELECT count(*) FROM jobs WHERE status = 'succeeded'")[0][0] ==
+           "3";
+  }));
+  auto events = sql(db_.admin_url(), "SELECT id FROM events ORDER BY id");
+  ASSERT_EQ(events.size(), 2u) << "an event of a rolled-back change exists";
+  EXPECT_EQ(events[0][0], kept);
+  EXPECT_EQ(events[1][0], other);
+  auto jobs = sql(db_.admin_url(),
+                  "SELECT kind, payload->>'event_id', tenant_id FROM jobs ORDER BY kind, id");
+  ASSERT_EQ(jobs.size(), 3u);
+  EXPECT_EQ(jobs[0][0], "test.on_any");
+  EXPECT_EQ(jobs[2][0], "test.on_happened");
+  EXPECT_EQ(jobs[2][1], kept);
+  EXPECT_EQ(jobs[2][2], a) << "a subscriber's job runs in the event's tenant";
+  std::lock_guard lock(ledger_.mutex);
+  for (const auto& [id, what] : ledger_.seen) {
+    EXPECT_NE(what.find("{\"n\": 1} by job:test"), std::string::npos) << what;
+  }
+  EXPECT_EQ(ledger_.seen.size(), 3u);
+  EXPECT_THROW(node.run(emit_in_tx(a, "test.undeclared", true)), std::logic_error);
 }
 
 }  // namespace

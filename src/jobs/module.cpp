@@ -14,7 +14,7 @@ namespace {
 
 State* g_state = nullptr;
 
-HSEA_QUERY kPrune{"jobs_prune", "SELECT jobs_prune($1) AS n"};
+HSEA_QUERY kPrune{"jobs_prune", "SELECT jobs_prune($1) AS jobs, events_prune($2) AS events"};
 
 const core::Section<Settings> kSettings{
     "jobs",
@@ -29,7 +29,9 @@ const core::Section<Settings> kSettings{
      core::int_setting(&Settings::poll_ms, "HSEA_JOB_POLL_MS", "5000", 50, 600000,
                        "an idle worker's safety-net poll (it wakes on NOTIFY at once)"),
      core::int_setting(&Settings::retention_days, "HSEA_JOB_RETENTION_DAYS", "14", 1, 3650,
-                       "finished and failed jobs are kept this long")}};
+                       "finished and failed jobs are kept this long"),
+     core::int_setting(&Settings::event_retention_days, "HSEA_EVENT_RETENTION_DAYS", "30", 1, 3650,
+                       "domain events (GET /api/events) are kept this long")}};
 
 void render(std::string& out) {
   State& s = state();
@@ -80,8 +82,13 @@ void render(std::string& out) {
 }
 
 boost::asio::awaitable<void> prune(JobContext&) {
-  db::Result r = co_await db::pool().query(kPrune, db::params(state().settings.retention_days));
-  if (r.get_int(0, "n") > 0) log::info("finished jobs pruned", {{"jobs", r.get_int(0, "n")}});
+  const Settings& settings = state().settings;
+  db::Result r = co_await db::pool().query(
+      kPrune, db::params(settings.retention_days, settings.event_retention_days));
+  if (r.get_int(0, "jobs") > 0 || r.get_int(0, "events") > 0) {
+    log::info("old jobs and events pruned",
+              {{"jobs", r.get_int(0, "jobs")}, {"events", r.get_int(0, "events")}});
+  }
 }
 
 }  // namespace
@@ -181,6 +188,7 @@ void Register(runtime::Registrar& reg) {
   schedule(reg, {.kind = "jobs.prune", .interval = std::chrono::hours(24)});
 
   register_routes(reg);
+  register_event_routes(reg);
   register_commands(reg);
 }
 

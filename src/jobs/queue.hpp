@@ -15,11 +15,12 @@
 namespace hsea::jobs {
 
 struct Settings {
-  int worker_threads = 1;   // HSEA_WORKER_THREADS: I/O threads of `serve` that run jobs
-  int concurrency = 16;     // HSEA_WORKER_CONCURRENCY: jobs in flight per worker thread
-  int lease_seconds = 30;   // HSEA_JOB_LEASE_SECONDS
-  int poll_ms = 5000;       // HSEA_JOB_POLL_MS: the safety-net poll of an idle worker
-  int retention_days = 14;  // HSEA_JOB_RETENTION_DAYS: finished jobs are kept this long
+  int worker_threads = 1;         // HSEA_WORKER_THREADS: I/O threads of `serve` that run jobs
+  int concurrency = 16;           // HSEA_WORKER_CONCURRENCY: jobs in flight per worker thread
+  int lease_seconds = 30;         // HSEA_JOB_LEASE_SECONDS
+  int poll_ms = 5000;             // HSEA_JOB_POLL_MS: the safety-net poll of an idle worker
+  int retention_days = 14;        // HSEA_JOB_RETENTION_DAYS: finished jobs are kept this long
+  int event_retention_days = 30;  // HSEA_EVENT_RETENTION_DAYS: domain events are kept this long
 };
 
 // Run-time statistics for /metrics, per kind.
@@ -47,6 +48,8 @@ struct State {
   Settings settings;
   std::map<std::string, Kind> kinds;
   std::vector<Schedule> schedules;
+  std::vector<EventType> event_types;
+  std::vector<Subscription> subscriptions;
   std::map<std::string, std::unique_ptr<KindStats>> stats;  // one per kind, made at definition
   std::mutex snapshot_mutex;
   QueueSnapshot snapshot;
@@ -68,5 +71,6 @@ boost::asio::awaitable<void> refresh_snapshot();
 
 void register_routes(runtime::Registrar& registrar);
 void register_commands(runtime::Registrar& registrar);
+void register_event_routes(runtime::Registrar& registrar);
 
 }  // namespace hsea::jobs

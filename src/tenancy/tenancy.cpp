@@ -19,6 +19,7 @@
 #include "http/page.hpp"
 #include "identity/access.hpp"
 #include "identity/auth_cache.hpp"
+#include "jobs/jobs.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/policies.hpp"
@@ -145,9 +146,12 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
     co_await tx.commit();
     throw ApiError(ErrorCode::kConflict, "That slug is taken.");
   }
-  co_await security::record(
-      tx, ctx,
-      security::event("tenant.updated", "tenant", ctx.tenant_id, boost::json::serialize(body)));
+  std::string changes = boost::json::serialize(body);
+  co_await security::record(tx, ctx,
+                            security::event("tenant.updated", "tenant", ctx.tenant_id, changes));
+  object tenant = tenant_json(r);
+  std::string data = boost::json::serialize(object{{"tenant", tenant}, {"changes", body}});
+  co_await jobs::emit(tx, ctx, "tenant.updated", std::move(data));
   co_await tx.commit();
   co_return http::json_response(200, tenant_json(r));
 }
@@ -157,6 +161,8 @@ awaitable<Response> delete_tenant(RequestContext& ctx) {
   db::Result r = co_await tx.exec(kScheduleDeletion, db::params(g_deletion_grace_days));
   co_await security::record(tx, ctx,
                             security::event("tenant.deletion_scheduled", "tenant", ctx.tenant_id));
+  std::string data = boost::json::serialize(tenant_json(r));
+  co_await jobs::emit(tx, ctx, "tenant.deletion_scheduled", std::move(data));
   co_await tx.commit();
   identity::invalidate_auth_cache();  // ends cached access at once
   co_return http::json_response(202, tenant_json(r));
@@ -227,6 +233,9 @@ awaitable<Response> patch_member(RequestContext& ctx) {
                              .target_id = user_id,
                              .metadata = boost::json::serialize(change)};
   co_await security::record(tx, ctx, std::move(event));
+  std::string data =
+      boost::json::serialize(object{{"user_id", user_id}, {"from", before}, {"to", role}});
+  co_await jobs::emit(tx, ctx, "member.role_changed", std::move(data));
   co_await tx.commit();
   identity::invalidate_auth_cache();  // ends cached access at once
   co_return http::json_response(
@@ -244,6 +253,9 @@ awaitable<Response> delete_member(RequestContext& ctx) {
   }
   co_await tx.exec(kRemoveMember, db::params(user_id));
   co_await security::record(tx, ctx, security::event("member.removed", "user", user_id));
+  std::string data = boost::json::serialize(
+      object{{"user_id", user_id}, {"role", std::string(member.get(0, "role"))}});
+  co_await jobs::emit(tx, ctx, "member.removed", std::move(data));
   co_await tx.commit();
   identity::invalidate_auth_cache();  // ends cached access at once
   co_return Response::no_content();
@@ -274,6 +286,11 @@ void Register(runtime::Registrar& reg) {
   using identity::Access;
   g_deletion_grace_days = reg.settings(kSettings).deletion_grace_days;
   const db::Settings& database = reg.settings(db::settings_section());
+  jobs::event_type(reg, {"tenant.updated", "The tenant's name or address changed."});
+  jobs::event_type(reg, {"tenant.deletion_scheduled",
+                         "An owner deleted the tenant; it is removed after the grace period."});
+  jobs::event_type(reg, {"member.role_changed", "A member's role changed."});
+  jobs::event_type(reg, {"member.removed", "A member was removed from the tenant."});
   const std::vector<std::string> anyone{"owner", "admin", "member", "billing"};
   const std::vector<std::string> admins{"owner", "admin"};
   reg.route({.method = Method::kGet,
