@@ -52,3 +52,43 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION events_prune(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION events_prune(int) TO hsea_app_privileges;
+
+-- Priority per tenant (HSEA-038): an operator can move a tenant's jobs ahead of (or behind)
+-- others with `hsea jobs priority`; it adds to the kind's priority at enqueue.
+ALTER TABLE tenants ADD COLUMN job_priority smallint NOT NULL DEFAULT 0
+  CHECK (job_priority BETWEEN -50 AND 50);
+
+CREATE OR REPLACE FUNCTION jobs_enqueue(p_kind text, p_payload jsonb, p_priority int,
+                                       p_delay_ms bigint, p_max_attempts int, p_unique_key text)
+  RETURNS uuid
+  LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public
+AS $$
+  WITH t AS (SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid AS tenant)
+  INSERT INTO jobs (tenant_id, kind, payload, priority, fair_tag, run_at, max_attempts, unique_key)
+  SELECT t.tenant, p_kind, p_payload,
+         LEAST(100, GREATEST(-100, p_priority + COALESCE(
+           (SELECT job_priority FROM tenants WHERE id = t.tenant), 0))),
+         jobs_fair_tag(t.tenant), now() + make_interval(secs => p_delay_ms / 1000.0),
+         p_max_attempts, p_unique_key
+    FROM t
+  ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+  RETURNING id
+$$;
+
+CREATE OR REPLACE FUNCTION jobs_enqueue_many(p_kind text, p_payloads jsonb[], p_priority int,
+                                             p_max_attempts int)
+  RETURNS bigint
+  LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public
+AS $$
+  WITH t AS (SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid AS tenant),
+       base AS (SELECT tenant, jobs_fair_tag(tenant) AS tag,
+                       LEAST(100, GREATEST(-100, p_priority + COALESCE(
+                         (SELECT job_priority FROM tenants WHERE id = t.tenant), 0))) AS priority
+                  FROM t),
+       ins AS (
+         INSERT INTO jobs (tenant_id, kind, payload, priority, fair_tag, max_attempts)
+         SELECT base.tenant, p_kind, p.payload, base.priority, base.tag + p.n - 1, p_max_attempts
+           FROM base, unnest(p_payloads) WITH ORDINALITY AS p(payload, n)
+         RETURNING 1)
+  SELECT count(*) FROM ins
+$$;

@@ -50,10 +50,16 @@ TEST(PostgresRestart, ServerRecoversWithoutRestart) {
 
   testkit::TestDatabase unused;  // TestServer's signature; the env below points elsewhere
   {
+    // The poll is a minute: only NOTIFY (and the listener's look after reconnecting) wakes the
+    // worker quickly.
     testkit::TestServer server(unused, {{"HSEA_DATABASE_URL", app},
                                         {"HSEA_DATABASE_ADMIN_URL", admin},
-                                        {"HSEA_DB_CONNECT_TIMEOUT_MS", "500"}});
+                                        {"HSEA_DB_CONNECT_TIMEOUT_MS", "500"},
+                                        {"HSEA_JOB_POLL_MS", "60000"}});
     ASSERT_EQ(testkit::http("GET", server.url("/health")).status, 200);
+    // A job queued before the restart, due after it.
+    std::string before = testkit::sql(
+        admin, "SELECT jobs_enqueue('jobs.prune', '{}', 0, 4000, 3, 'before-restart')")[0][0];
 
     ASSERT_EQ(services("pg_stop " + cluster), 0);
     auto down = testkit::http("GET", server.url("/health"));
@@ -72,6 +78,19 @@ TEST(PostgresRestart, ServerRecoversWithoutRestart) {
                                 R"({"email":"back@example.com","password":"after the restart",)"
                                 R"("name":"B","organization_name":"Back"})");
     EXPECT_EQ(signup.status, 201) << signup.body;
+    // The job worker resumes without a restart: the job from before runs, and a new one is
+    // picked up at once (the listener listens again).
+    std::string after = testkit::sql(
+        admin, "SELECT jobs_enqueue('jobs.prune', '{}', 0, 0, 3, 'after-restart')")[0][0];
+    auto status_of = [&admin](const std::string& id) {
+      return testkit::sql(admin, "SELECT status FROM jobs WHERE id = $1", {id})[0][0];
+    };
+    for (int i = 0;
+         i < 100 && (status_of(before) != "succeeded" || status_of(after) != "succeeded"); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(status_of(after), "succeeded") << server.output();
+    EXPECT_EQ(status_of(before), "succeeded") << server.output();
   }
   services("pg_stop " + cluster);
   std::system(("rm -rf " + dir).c_str());

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -47,6 +49,86 @@ TEST(Worker, AServerAndAWorkerOnOneDatabaseRunEachDailyTaskOnce) {
     EXPECT_EQ(row[1], "succeeded") << row[0];
     EXPECT_EQ(row[2], "1") << row[0] << " ran more than once";
   }
+}
+
+std::string scalar(const testkit::TestDatabase& db, const std::string& statement) {
+  return testkit::sql(db.admin_url(), statement)[0][0];
+}
+
+// Platform jobs of the no-op kind jobs.ping, enqueued in one statement.
+void enqueue_pings(const testkit::TestDatabase& db, int n) {
+  testkit::sql(db.admin_url(),
+               "SELECT jobs_enqueue_many('jobs.ping', array_fill('{}'::jsonb, ARRAY[" +
+                   std::to_string(n) + "]), 0, 5)");
+}
+
+template <typename F>
+bool eventually(F done, std::chrono::seconds limit) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return done();
+}
+
+TEST(Worker, TwoProcessesOnOneQueueCompleteEachJobOnce) {
+  testkit::TestDatabase db;
+  {
+    testkit::TestServer server(db, {{"HSEA_WORKER_THREADS", "2"}});
+    testkit::TestServer worker(db, {}, "worker");
+    enqueue_pings(db, 6000);  // both are idle: the commit's NOTIFY wakes both
+    ASSERT_TRUE(eventually(
+        [&] {
+          return scalar(db,
+                        "SELECT count(*) FROM jobs WHERE status = 'succeeded' "
+                        "AND kind = 'jobs.ping'") == "6000";
+        },
+        std::chrono::seconds(120)))
+        << scalar(db,
+                  "SELECT string_agg(status || ':' || n, ' ') FROM (SELECT status, count(*) "
+                  "AS n FROM jobs GROUP BY status) s");
+  }
+  EXPECT_EQ(scalar(db, "SELECT count(*) FROM jobs WHERE attempts <> 1"), "0")
+      << "a job ran more than once";
+  // Both processes took jobs (worker is "<node>/<thread>").
+  EXPECT_EQ(scalar(db,
+                   "SELECT count(DISTINCT split_part(worker, '/', 1)) FROM jobs "
+                   "WHERE unique_key IS NULL"),
+            "2");
+}
+
+TEST(Worker, AKilledWorkerLosesNoJobAndAnotherFinishesThem) {
+  testkit::TestDatabase db;
+  enqueue_pings(db, 8000);
+  std::map<std::string, std::string> env{{"HSEA_JOB_LEASE_SECONDS", "2"}};
+  {
+    testkit::TestServer first(db, env, "worker");
+    ASSERT_TRUE(eventually(
+        [&] {
+          return std::stoi(scalar(db,
+                                  "SELECT count(*) FROM jobs WHERE status = "
+                                  "'succeeded'")) >= 300;
+        },
+        std::chrono::seconds(60)));
+    first.stop(SIGKILL);
+  }
+  int running = std::stoi(scalar(db, "SELECT count(*) FROM jobs WHERE status = 'running'"));
+  int done = std::stoi(scalar(db, "SELECT count(*) FROM jobs WHERE status = 'succeeded'"));
+  ASSERT_LT(done, 8000) << "the worker finished before it was killed: the test proves nothing";
+  testkit::TestServer second(db, env, "worker");
+  ASSERT_TRUE(eventually(
+      [&] {
+        return scalar(db,
+                      "SELECT count(*) FROM jobs WHERE status = 'succeeded' "
+                      "AND unique_key IS NULL") == "8000";
+      },
+      std::chrono::seconds(120)))
+      << second.output();
+  // The killed worker's jobs ran again after their leases expired: twice at most.
+  EXPECT_EQ(scalar(db, "SELECT count(*) FROM jobs WHERE attempts > 2"), "0");
+  EXPECT_EQ(std::stoi(scalar(db, "SELECT count(*) FROM jobs WHERE attempts = 2")), running)
+      << "only the jobs the killed worker held ran twice";
 }
 
 }  // namespace

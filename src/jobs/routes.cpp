@@ -4,6 +4,8 @@
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
+#include <unistd.h>
+
 #include <cstdio>
 
 #include "core/config.hpp"
@@ -229,6 +231,55 @@ void register_commands(runtime::Registrar& reg) {
              },
              *admin_url);
        }});
+  reg.command(
+      {.path = {"jobs", "ping"},
+       .help = "enqueue a no-op job and wait until a worker has run it (queue round trip)",
+       .run = [admin_url](const core::Config&) {
+         return operator_command(
+             "jobs ping",
+             [&](db::BlockingConnection& conn) {
+               std::string id = conn.exec("SELECT jobs_enqueue('jobs.ping', '{}', 0, 0, 1, NULL)")
+                                    .text(0, "jobs_enqueue");
+               for (int i = 0; i < 1000; ++i) {
+                 db::Result r = conn.exec(
+                     "SELECT status, EXTRACT(epoch FROM finished_at - created_at) * 1000 AS ms "
+                     "FROM jobs WHERE id = $1",
+                     {id});
+                 if (r.text(0, "status") == "succeeded") {
+                   std::printf("job %s ran %.1f ms after it was enqueued\n", id.c_str(),
+                               std::stod(r.text(0, "ms")));
+                   return;
+                 }
+                 usleep(10000);
+               }
+               throw std::runtime_error("no worker ran the job within 10 s (is one running?)");
+             },
+             *admin_url);
+       }});
+  runtime::CommandOption priority_tenant{
+      .name = "tenant", .help = "the tenant's id", .required = true};
+  runtime::CommandOption priority{.name = "priority",
+                                  .help = "-50..50, added to every job the tenant enqueues",
+                                  .required = true};
+  reg.command({.path = {"jobs", "priority"},
+               .help = "set a tenant's job priority (its later jobs run ahead of lower ones)",
+               .options = {priority_tenant, priority},
+               .run = [tenant = priority_tenant.value, value = priority.value,
+                       admin_url](const core::Config&) {
+                 return operator_command(
+                     "jobs priority",
+                     [&](db::BlockingConnection& conn) {
+                       if (!core::is_uuid(*tenant)) throw std::runtime_error("not a tenant id");
+                       db::Result r = conn.exec(
+                           "UPDATE tenants SET job_priority = $2::smallint WHERE id = $1 "
+                           "RETURNING job_priority",
+                           {*tenant, *value});
+                       if (r.empty()) throw std::runtime_error("no such tenant");
+                       std::printf("tenant %s: job priority %s\n", tenant->c_str(),
+                                   r.text(0, "job_priority").c_str());
+                     },
+                     *admin_url);
+               }});
   for (auto [verb, query, help] :
        {std::tuple{"retry", &kRetry, "run a failed or cancelled job again"},
         std::tuple{"cancel", &kCancel, "cancel a queued or failed job"}}) {
