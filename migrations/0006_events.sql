@@ -92,3 +92,18 @@ AS $$
          RETURNING 1)
   SELECT count(*) FROM ins
 $$;
+
+-- Successful jobs that wrote nothing of their own are finished in batches: one statement for
+-- every job a worker thread finished meanwhile. Returns the ids whose lease still held.
+CREATE FUNCTION jobs_succeed(p_ids uuid[], p_tokens uuid[]) RETURNS SETOF uuid
+  LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public
+AS $$
+  UPDATE jobs j
+     SET status = 'succeeded', last_error = NULL, lease_token = NULL, lease_expires_at = NULL,
+         updated_at = now(), finished_at = now()
+    FROM unnest(p_ids, p_tokens) AS l(id, token)
+   WHERE j.id = l.id AND j.lease_token = l.token AND j.status = 'running'
+  RETURNING j.id
+$$;
+REVOKE ALL ON FUNCTION jobs_succeed(uuid[], uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobs_succeed(uuid[], uuid[]) TO hsea_app_privileges;

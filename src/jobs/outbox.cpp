@@ -173,27 +173,18 @@ awaitable<std::optional<Event>> event_of(JobContext& job) {
 
 void register_event_routes(runtime::Registrar& reg) {
   using http::Method;
-  using http::Policies;
-  using identity::Access;
-  const std::vector<std::string> admins{"owner", "admin"};
-  reg.route(
-      {.method = Method::kGet,
-       .path = "/api/events",
-       .handler = list_events,
-       .policies = Policies(Access{
-           .authenticated = true, .tenant = true, .roles = admins, .scopes = {"events:read"}})});
-  reg.route(
-      {.method = Method::kGet,
-       .path = "/api/events/types",
-       .handler = list_types,
-       .policies = Policies(Access{
-           .authenticated = true, .tenant = true, .roles = admins, .scopes = {"events:read"}})});
-  reg.route(
-      {.method = Method::kGet,
-       .path = "/api/events/{id}",
-       .handler = get_event,
-       .policies = Policies(Access{
-           .authenticated = true, .tenant = true, .roles = admins, .scopes = {"events:read"}})});
+  const identity::Access read{.authenticated = true,
+                              .tenant = true,
+                              .roles = {"owner", "admin"},
+                              .scopes = {"events:read"}};
+  for (auto [path, handler] :
+       {std::pair{"/api/events", list_events}, std::pair{"/api/events/types", list_types},
+        std::pair{"/api/events/{id}", get_event}}) {
+    reg.route({.method = Method::kGet,
+               .path = path,
+               .handler = handler,
+               .policies = http::Policies(read)});
+  }
 }
 
 }  // namespace hsea::jobs

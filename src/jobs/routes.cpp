@@ -170,33 +170,19 @@ int operator_command(const char* name, const std::function<void(db::BlockingConn
 
 void register_routes(runtime::Registrar& reg) {
   using http::Method;
-  using http::Policies;
-  using identity::Access;
   const std::vector<std::string> admins{"owner", "admin"};
-  reg.route(
-      {.method = Method::kGet,
-       .path = "/api/jobs",
-       .handler = list_jobs,
-       .policies = Policies(Access{
-           .authenticated = true, .tenant = true, .roles = admins, .scopes = {"jobs:read"}})});
-  reg.route(
-      {.method = Method::kGet,
-       .path = "/api/jobs/{id}",
-       .handler = get_job,
-       .policies = Policies(Access{
-           .authenticated = true, .tenant = true, .roles = admins, .scopes = {"jobs:read"}})});
-  reg.route(
-      {.method = Method::kPost,
-       .path = "/api/jobs/{id}/retry",
-       .handler = retry_job,
-       .policies = Policies(Access{
-           .authenticated = true, .tenant = true, .roles = admins, .scopes = {"jobs:write"}})});
-  reg.route(
-      {.method = Method::kPost,
-       .path = "/api/jobs/{id}/cancel",
-       .handler = cancel_job,
-       .policies = Policies(Access{
-           .authenticated = true, .tenant = true, .roles = admins, .scopes = {"jobs:write"}})});
+  const identity::Access read{
+      .authenticated = true, .tenant = true, .roles = admins, .scopes = {"jobs:read"}};
+  const identity::Access write{
+      .authenticated = true, .tenant = true, .roles = admins, .scopes = {"jobs:write"}};
+  for (auto [method, path, handler, access] :
+       {std::tuple{Method::kGet, "/api/jobs", list_jobs, &read},
+        std::tuple{Method::kGet, "/api/jobs/{id}", get_job, &read},
+        std::tuple{Method::kPost, "/api/jobs/{id}/retry", retry_job, &write},
+        std::tuple{Method::kPost, "/api/jobs/{id}/cancel", cancel_job, &write}}) {
+    reg.route(
+        {.method = method, .path = path, .handler = handler, .policies = http::Policies(*access)});
+  }
 }
 
 void register_commands(runtime::Registrar& reg) {

@@ -42,6 +42,7 @@ HSEA_QUERY kFinish{"jobs_finish",
                    "SELECT jobs_finish($1, $2, $3, "
                    "CASE WHEN $4::bigint IS NULL THEN NULL "
                    "ELSE now() + make_interval(secs => $4::bigint / 1000.0) END) AS status"};
+HSEA_QUERY kSucceed{"jobs_succeed", "SELECT jobs_succeed($1::uuid[], $2::uuid[]) AS id"};
 HSEA_QUERY kReap{"jobs_reap", "SELECT jobs_reap() AS n"};
 HSEA_QUERY kNextDue{
     "jobs_next_due",
@@ -160,14 +161,25 @@ struct Running {
   bool lease_lost = false;
 };
 
+// A success waiting to be written with others (jobs_succeed): signal is cancelled once it was.
+struct BatchedSuccess {
+  std::string id, token;
+  asio::steady_timer* signal = nullptr;
+  bool held = false;     // written: the lease still held
+  bool written = false;  // false: the statement failed, nothing was written
+};
+
 // One per worker thread.
 struct Worker {
-  explicit Worker(asio::io_context& io) : io(io), wake(io) {}
+  explicit Worker(asio::io_context& io) : io(io), wake(io), finisher_wake(io) {}
   asio::io_context& io;
   asio::steady_timer wake;
   bool notified = false;
   int in_flight = 0;
+  bool waiting_for_slots = false;           // the loop waits until half the slots are free
   std::map<std::string, Running*> running;  // by job id, for the heartbeat
+  std::vector<BatchedSuccess*> succeeded;   // waiting for the finisher
+  asio::steady_timer finisher_wake;
 };
 
 std::mutex g_workers_mutex;
@@ -205,6 +217,10 @@ void observe(const std::string& kind, Clock::duration took, std::string_view out
   if (outcome == "queued") s.retried.fetch_add(1, std::memory_order_relaxed);
   if (outcome == "lost") s.lost.fetch_add(1, std::memory_order_relaxed);
 }
+
+// A busy worker claims again once this many slots are free: claims come in batches, not one
+// per finished job.
+int refill_at() { return std::max(1, state().settings.concurrency / 2); }
 
 awaitable<std::exception_ptr> run_capturing(const Handler& handler, JobContext& ctx) {
   try {
@@ -258,15 +274,27 @@ awaitable<void> run_job(Worker& w, JobContext::Impl job) {
       if (error) retry_ms = kind->backoff(job.attempt).count();
     }
     if (running.lease_lost) throw db::Error(std::string(kLeaseLost), "lease lost");
-    db::Params finish = db::params(job.id, job.token, error, retry_ms);
-    db::Result r;
-    if (job.tx && !error) {
-      r = co_await job.tx->exec_commit(kFinish, std::move(finish));
+    std::string status = "succeeded";
+    if (!job.tx && !error) {
+      // Nothing of the job's own to commit with it: written in a batch with others.
+      asio::steady_timer signal(w.io, asio::steady_timer::time_point::max());
+      BatchedSuccess success{job.id, job.token, &signal};
+      w.succeeded.push_back(&success);
+      w.finisher_wake.cancel();
+      co_await signal.async_wait(asio::as_tuple(use_awaitable));
+      if (!success.written) throw db::Error("08006", "the batched completion failed");
+      if (!success.held) throw db::Error(std::string(kLeaseLost), "lease lost");
     } else {
-      job.tx.reset();  // a failed attempt's writes roll back
-      r = co_await db::pool().query(kFinish, std::move(finish));
+      db::Params finish = db::params(job.id, job.token, error, retry_ms);
+      db::Result r;
+      if (job.tx && !error) {
+        r = co_await job.tx->exec_commit(kFinish, std::move(finish));
+      } else {
+        job.tx.reset();  // a failed attempt's writes roll back
+        r = co_await db::pool().query(kFinish, std::move(finish));
+      }
+      status = r.get(0, "status");
     }
-    std::string status(r.get(0, "status"));
     observe(job.kind, Clock::now() - started, status);
     if (error) {
       log::warn(status == "failed" ? "job failed" : "job attempt failed",
@@ -287,7 +315,42 @@ awaitable<void> run_job(Worker& w, JobContext::Impl job) {
     }
   }
   w.running.erase(job.id);
-  if (w.in_flight-- == state().settings.concurrency) notify(w);
+  --w.in_flight;
+  if (w.waiting_for_slots && state().settings.concurrency - w.in_flight >= refill_at()) {
+    w.waiting_for_slots = false;
+    notify(w);
+  }
+}
+
+// Writes the successes that accumulated while the previous batch was in flight, in one
+// statement per batch.
+awaitable<void> finisher(Worker& w) {
+  while (true) {
+    if (w.succeeded.empty()) {
+      w.finisher_wake.expires_at(asio::steady_timer::time_point::max());
+      co_await w.finisher_wake.async_wait(asio::as_tuple(use_awaitable));
+      continue;
+    }
+    std::vector<BatchedSuccess*> batch = std::exchange(w.succeeded, {});
+    std::vector<std::string> ids, tokens;
+    for (const BatchedSuccess* b : batch) {
+      ids.push_back(b->id);
+      tokens.push_back(b->token);
+    }
+    try {
+      db::Result r =
+          co_await db::pool().query(kSucceed, db::params(uuid_array(ids), uuid_array(tokens)));
+      std::set<std::string, std::less<>> held;
+      for (int i = 0; i < r.rows(); ++i) held.emplace(r.get(i, 0));
+      for (BatchedSuccess* b : batch) {
+        b->written = true;
+        b->held = held.contains(b->id);
+      }
+    } catch (const std::exception& e) {
+      log::warn("batched job completion failed", {{"jobs", batch.size()}, {"error", e.what()}});
+    }
+    for (BatchedSuccess* b : batch) b->signal->cancel();
+  }
 }
 
 awaitable<void> heartbeat(Worker& w) {
@@ -329,6 +392,7 @@ awaitable<void> run_worker(int thread_index) {
   const Settings& settings = state().settings;
   std::string name = fmt::format("{}/{}", state().node, thread_index);
   runtime::spawn(io, heartbeat(w), "job heartbeat");
+  runtime::spawn(io, finisher(w), "job finisher");
   auto last_reap = Clock::now() - std::chrono::hours(1);
   auto backoff = std::chrono::milliseconds(100);
   while (true) {
@@ -343,7 +407,8 @@ awaitable<void> run_worker(int thread_index) {
       }
       w.notified = false;
       int free = settings.concurrency - w.in_flight;
-      if (free > 0) {
+      w.waiting_for_slots = free < refill_at();
+      if (!w.waiting_for_slots) {
         db::Result r =
             co_await db::pool().query(kClaim, db::params(name, free, settings.lease_seconds));
         for (int i = 0; i < r.rows(); ++i) {
