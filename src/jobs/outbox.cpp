@@ -177,9 +177,10 @@ void register_event_routes(runtime::Registrar& reg) {
                               .tenant = true,
                               .roles = {"owner", "admin"},
                               .scopes = {"events:read"}};
+  using Route = std::pair<const char*, http::Handler>;
   for (auto [path, handler] :
-       {std::pair{"/api/events", list_events}, std::pair{"/api/events/types", list_types},
-        std::pair{"/api/events/{id}", get_event}}) {
+       {Route{"/api/events", list_events}, Route{"/api/events/types", list_types},
+        Route{"/api/events/{id}", get_event}}) {
     reg.route({.method = Method::kGet,
                .path = path,
                .handler = handler,

@@ -175,11 +175,12 @@ void register_routes(runtime::Registrar& reg) {
       .authenticated = true, .tenant = true, .roles = admins, .scopes = {"jobs:read"}};
   const identity::Access write{
       .authenticated = true, .tenant = true, .roles = admins, .scopes = {"jobs:write"}};
+  using Route = std::tuple<Method, const char*, http::Handler, const identity::Access*>;
   for (auto [method, path, handler, access] :
-       {std::tuple{Method::kGet, "/api/jobs", list_jobs, &read},
-        std::tuple{Method::kGet, "/api/jobs/{id}", get_job, &read},
-        std::tuple{Method::kPost, "/api/jobs/{id}/retry", retry_job, &write},
-        std::tuple{Method::kPost, "/api/jobs/{id}/cancel", cancel_job, &write}}) {
+       {Route{Method::kGet, "/api/jobs", list_jobs, &read},
+        Route{Method::kGet, "/api/jobs/{id}", get_job, &read},
+        Route{Method::kPost, "/api/jobs/{id}/retry", retry_job, &write},
+        Route{Method::kPost, "/api/jobs/{id}/cancel", cancel_job, &write}}) {
     reg.route(
         {.method = method, .path = path, .handler = handler, .policies = http::Policies(*access)});
   }
