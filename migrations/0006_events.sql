@@ -107,3 +107,17 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION jobs_succeed(uuid[], uuid[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobs_succeed(uuid[], uuid[]) TO hsea_app_privileges;
+
+-- Queue gauges read only what is waiting or running (both served by partial indexes): finished
+-- jobs are counted by each process as they finish (hsea_jobs_runs_total), not by scanning.
+CREATE OR REPLACE FUNCTION jobs_stats()
+  RETURNS TABLE (kind text, status text, jobs bigint, oldest_due_seconds float8)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
+AS $$
+  SELECT kind, status, count(*),
+         COALESCE(EXTRACT(epoch FROM now() - min(run_at) FILTER (
+                    WHERE status = 'queued' AND run_at <= now())), 0)::float8
+    FROM jobs
+   WHERE status IN ('queued', 'running')
+   GROUP BY kind, status
+$$;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <map>
 #include <thread>
 #include <vector>
@@ -129,6 +130,31 @@ TEST(Worker, AKilledWorkerLosesNoJobAndAnotherFinishesThem) {
   EXPECT_EQ(scalar(db, "SELECT count(*) FROM jobs WHERE attempts > 2"), "0");
   EXPECT_EQ(std::stoi(scalar(db, "SELECT count(*) FROM jobs WHERE attempts = 2")), running)
       << "only the jobs the killed worker held ran twice";
+}
+
+TEST(Worker, JobMetricsAreExposedAndPassPromtool) {
+  testkit::TestDatabase db;
+  testkit::TestServer server(db);
+  enqueue_pings(db, 50);
+  ASSERT_TRUE(eventually(
+      [&] {
+        return scalar(db,
+                      "SELECT count(*) FROM jobs WHERE kind = 'jobs.ping' AND status = "
+                      "'succeeded'") == "50";
+      },
+      std::chrono::seconds(30)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the batch's counters
+  auto r = testkit::http("GET", server.url("/metrics"));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("hsea_jobs_runs_total{kind=\"jobs.ping\",outcome=\"succeeded\"} 50"),
+            std::string::npos)
+      << r.body;
+  EXPECT_NE(r.body.find("hsea_job_run_seconds_count{kind=\"jobs.ping\"} 50"), std::string::npos);
+  EXPECT_NE(r.body.find("hsea_jobs_queue_lag_seconds "), std::string::npos);
+  FILE* p = popen("promtool check metrics > /tmp/hsea-promtool-jobs.out 2>&1", "w");
+  ASSERT_NE(p, nullptr);
+  fwrite(r.body.data(), 1, r.body.size(), p);
+  EXPECT_EQ(pclose(p), 0) << "promtool rejected /metrics";
 }
 
 }  // namespace

@@ -37,7 +37,7 @@ void render(std::string& out) {
   State& s = state();
   auto it = std::back_inserter(out);
   fmt::format_to(it,
-                 "# HELP hsea_jobs Jobs by kind and status (finished ones: of the last day).\n"
+                 "# HELP hsea_jobs Jobs waiting (queued) and running, by kind.\n"
                  "# TYPE hsea_jobs gauge\n");
   double lag = 0;
   {
