@@ -121,3 +121,20 @@ AS $$
    WHERE status IN ('queued', 'running')
    GROUP BY kind, status
 $$;
+
+-- Pruning keeps the newest job of each schedule whatever its age: its unique key is what stops
+-- the scheduler from enqueueing the same period again (a weekly job outlives a short retention).
+CREATE OR REPLACE FUNCTION jobs_prune(p_days int) RETURNS bigint
+  LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public
+AS $$
+  WITH latest AS (
+    SELECT DISTINCT ON (kind) id FROM jobs
+     WHERE tenant_id IS NULL AND unique_key LIKE 'schedule:%'
+     ORDER BY kind, id DESC),
+  gone AS (
+    DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled')
+       AND finished_at < now() - make_interval(days => GREATEST(p_days, 1))
+       AND id NOT IN (SELECT id FROM latest)
+    RETURNING 1)
+  SELECT count(*) FROM gone
+$$;

@@ -267,6 +267,26 @@ TEST_F(Jobs, AUniqueKeyEnqueuesOnce) {
   EXPECT_THROW(node.run(enqueue_one(a, job("no.such.kind"))), std::logic_error);
 }
 
+TEST_F(Jobs, PruningRemovesOldFinishedJobsButKeepsEachSchedulesLatestPeriod) {
+  // Old finished jobs: two periods of a schedule, a plain job; and a recent one (one statement
+  // each, so their ids are in this order).
+  for (
+      const char* row :
+      {"('periodic.weekly', 'succeeded', 'schedule:periodic.weekly:1', now() - interval '30 days')",
+       "('periodic.weekly', 'succeeded', 'schedule:periodic.weekly:2', now() - interval '20 days')",
+       "('jobs.ping', 'failed', NULL, now() - interval '20 days')",
+       "('jobs.ping', 'succeeded', NULL, now())"}) {
+    sql(db_.admin_url(),
+        std::string("INSERT INTO jobs (kind, status, unique_key, finished_at) VALUES ") + row);
+    std::this_thread::sleep_for(2ms);
+  }
+  EXPECT_EQ(sql(db_.app_url(), "SELECT jobs_prune(14)")[0][0], "2");
+  auto left = sql(db_.admin_url(), "SELECT coalesce(unique_key, kind) FROM jobs ORDER BY id");
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[0][0], "schedule:periodic.weekly:2") << "the schedule's latest period went";
+  EXPECT_EQ(left[1][0], "jobs.ping");
+}
+
 TEST_F(Jobs, ALostLeaseCannotFinishTheJob) {
   std::string a = make_tenant(db_, "jobs-a");
   sql(db_.admin_url(),
