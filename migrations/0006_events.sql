@@ -81,7 +81,9 @@ CREATE OR REPLACE FUNCTION jobs_enqueue_many(p_kind text, p_payloads jsonb[], p_
   LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public
 AS $$
   WITH t AS (SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid AS tenant),
-       base AS (SELECT tenant, jobs_fair_tag(tenant) AS tag,
+       -- MATERIALIZED: inlined, the fair tag would be computed again for every row, each time
+       -- scanning past the rows this statement already inserted (quadratic).
+       base AS MATERIALIZED (SELECT tenant, jobs_fair_tag(tenant) AS tag,
                        LEAST(100, GREATEST(-100, p_priority + COALESCE(
                          (SELECT job_priority FROM tenants WHERE id = t.tenant), 0))) AS priority
                   FROM t),
