@@ -81,10 +81,11 @@ std::string render_part(const std::string& tmpl, const mstch::map& context, bool
   std::call_once(once, [] {
     mstch::config::escape = [](const std::string& s) { return t_escape_html ? html_escape(s) : s; };
   });
+  struct Restore {
+    ~Restore() { t_escape_html = true; }  // also when rendering throws
+  } restore;
   t_escape_html = html;
-  std::string out = mstch::render(tmpl, context, files().partials);
-  t_escape_html = true;
-  return out;
+  return mstch::render(tmpl, context, files().partials);
 }
 
 std::string one_line(std::string s) {
