@@ -10,6 +10,7 @@
 #include "http/server.hpp"
 #include "identity/identity.hpp"
 #include "jobs/jobs.hpp"
+#include "mail/mail.hpp"
 #include "ops/ops.hpp"
 #include "redis/client.hpp"
 #include "runtime/registrar.hpp"
@@ -53,6 +54,7 @@ void register_modules(runtime::Registrar& reg) {
   ops::Register(reg);
   security::Register(reg);
   jobs::Register(reg);
+  mail::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
 }

@@ -362,6 +362,13 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO events (tenant_id, type, data, actor_type) "
         "VALUES ($1, 'seed.event', '{}', 'system')",
         {tenant});
+    sql(db.admin_url(), "INSERT INTO tenant_branding (tenant_id, product_name) VALUES ($1, $2)",
+        {tenant, "Brand " + tag});
+    sql(db.admin_url(),
+        "INSERT INTO mail_messages (tenant_id, id, template, from_address, to_address, subject, "
+        "html, text, message_id, status) VALUES ($1, $2, 'welcome', 'no-reply@localhost', $3, "
+        "'Hi', '<p>Hi</p>', 'Hi', $4, 'stored')",
+        {tenant, core::uuid_v7(), tag + "@example.com", "<" + core::uuid_v7() + "@localhost>"});
   }
 }
 
@@ -387,7 +394,8 @@ TEST(TenantIsolation, EveryTableIsScopedOrListedAsNotScoped) {
        {"tenants:id:app.tenant_id", "users:id:app.user_id", "memberships:tenant_id:app.tenant_id",
         "sessions:user_id:app.user_id", "refresh_tokens:user_id:app.user_id",
         "api_keys:tenant_id:app.tenant_id", "audit_logs:tenant_id:app.tenant_id",
-        "jobs:tenant_id:app.tenant_id", "events:tenant_id:app.tenant_id"}) {
+        "jobs:tenant_id:app.tenant_id", "events:tenant_id:app.tenant_id",
+        "tenant_branding:tenant_id:app.tenant_id", "mail_messages:tenant_id:app.tenant_id"}) {
     EXPECT_TRUE(names.contains(expected)) << expected;
   }
 }

@@ -1,0 +1,15 @@
+# Writes a C++ source defining `std::span<const hsea::embedded::File> FUNC()`: every file of DIR
+# matching GLOB, by file name, with its contents.
+file(GLOB files ${DIR}/${GLOB})
+list(SORT files)
+set(body "// Generated from ${DIR} by cmake/embed_dir.cmake. Do not edit.\n")
+string(APPEND body "#include \"core/embedded.hpp\"\nnamespace ${NAMESPACE} {\n")
+string(APPEND body "std::span<const File> ${FUNC}() {\n  static constexpr File kFiles[] = {\n")
+foreach(f ${files})
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} text)
+  string(APPEND body "      {\"${name}\", R\"hsea_text(${text})hsea_text\"},\n")
+endforeach()
+string(APPEND body "  };\n  return kFiles;\n}\n}\n")
+file(WRITE ${OUT}.tmp "${body}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different ${OUT}.tmp ${OUT})
