@@ -15,6 +15,7 @@
 #include "runtime/registrar.hpp"
 #include "security/security.hpp"
 #include "tenancy/tenancy.hpp"
+#include "webhooks/webhooks.hpp"
 
 namespace hsea::app {
 namespace {
@@ -53,6 +54,7 @@ void register_modules(runtime::Registrar& reg) {
   ops::Register(reg);
   security::Register(reg);
   jobs::Register(reg);
+  webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
 }
