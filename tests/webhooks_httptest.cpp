@@ -435,6 +435,10 @@ TEST_F(Webhooks, BadInputIsA422NamingTheFieldAndChangesNothing) {
   auto as_member = http("GET", server_->url("/api/webhooks/endpoints"), "",
                         {bearer(m.access_token), "X-Tenant-Id: " + a.tenant_id});
   EXPECT_EQ(as_member.status, 403) << as_member.body;
+  // API keys are refused whatever their scopes: endpoints are managed by users only.
+  auto key = call("POST", "/api/api-keys", a.access_token, R"({"name":"w","scopes":["write"]})");
+  ASSERT_EQ(key.status, 201) << key.body;
+  EXPECT_EQ(call("GET", "/api/webhooks/endpoints", str(json_of(key), "key")).status, 403);
 }
 
 TEST_F(Webhooks, AnEndpointFailingForFiveDaysIsDisabledAudittedAndAnnounced) {
