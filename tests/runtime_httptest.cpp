@@ -36,16 +36,16 @@ TEST(Worker, AServerAndAWorkerOnOneDatabaseRunEachDailyTaskOnce) {
     rows = testkit::sql(db.admin_url(),
                         "SELECT kind, status, attempts FROM jobs WHERE tenant_id IS NULL "
                         "ORDER BY kind");
-    if (rows.size() == 3 && rows[0][1] == "succeeded" && rows[1][1] == "succeeded" &&
-        rows[2][1] == "succeeded") {
-      break;
-    }
+    bool done = rows.size() == 4;
+    for (const auto& row : rows) done = done && row[1] == "succeeded";
+    if (done) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  ASSERT_EQ(rows.size(), 3u) << server.output() << worker.output();
+  ASSERT_EQ(rows.size(), 4u) << server.output() << worker.output();
   EXPECT_EQ(rows[0][0], "jobs.prune");
   EXPECT_EQ(rows[1][0], "periodic.audit-retention");
   EXPECT_EQ(rows[2][0], "periodic.tenant-purge");
+  EXPECT_EQ(rows[3][0], "periodic.webhooks-prune");
   for (const auto& row : rows) {
     EXPECT_EQ(row[1], "succeeded") << row[0];
     EXPECT_EQ(row[2], "1") << row[0] << " ran more than once";

@@ -16,6 +16,7 @@
 #include "runtime/registrar.hpp"
 #include "security/security.hpp"
 #include "tenancy/tenancy.hpp"
+#include "webhooks/webhooks.hpp"
 
 namespace hsea::app {
 namespace {
@@ -55,6 +56,7 @@ void register_modules(runtime::Registrar& reg) {
   security::Register(reg);
   jobs::Register(reg);
   mail::Register(reg);
+  webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
 }

@@ -369,6 +369,19 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "html, text, message_id, status) VALUES ($1, $2, 'welcome', 'no-reply@localhost', $3, "
         "'Hi', '<p>Hi</p>', 'Hi', $4, 'stored')",
         {tenant, core::uuid_v7(), tag + "@example.com", "<" + core::uuid_v7() + "@localhost>"});
+    std::string endpoint = core::uuid_v7(), delivery = core::uuid_v7(), event = core::uuid_v7();
+    sql(db.admin_url(),
+        "INSERT INTO webhook_endpoints (tenant_id, id, url, secret_sealed) "
+        "VALUES ($1, $2, 'https://example.com/' || $3, 'sealed')",
+        {tenant, endpoint, tag});
+    sql(db.admin_url(),
+        "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event_id, event_type, body) "
+        "VALUES ($1, $2, $3, $4, 'seed.event', '{}')",
+        {tenant, delivery, endpoint, event});
+    sql(db.admin_url(),
+        "INSERT INTO webhook_attempts (tenant_id, id, delivery_id, endpoint_id, event_id, "
+        "attempt, status_code, duration_ms) VALUES ($1, $2, $3, $4, $5, 1, 500, 12)",
+        {tenant, core::uuid_v7(), delivery, endpoint, event});
   }
 }
 
@@ -395,7 +408,10 @@ TEST(TenantIsolation, EveryTableIsScopedOrListedAsNotScoped) {
         "sessions:user_id:app.user_id", "refresh_tokens:user_id:app.user_id",
         "api_keys:tenant_id:app.tenant_id", "audit_logs:tenant_id:app.tenant_id",
         "jobs:tenant_id:app.tenant_id", "events:tenant_id:app.tenant_id",
-        "tenant_branding:tenant_id:app.tenant_id", "mail_messages:tenant_id:app.tenant_id"}) {
+        "tenant_branding:tenant_id:app.tenant_id", "mail_messages:tenant_id:app.tenant_id",
+
+        "webhook_endpoints:tenant_id:app.tenant_id", "webhook_deliveries:tenant_id:app.tenant_id",
+        "webhook_attempts:tenant_id:app.tenant_id"}) {
     EXPECT_TRUE(names.contains(expected)) << expected;
   }
 }
