@@ -204,9 +204,9 @@ TEST_F(MailApi, TemplatesArePreviewedWithSampleDataAndTheTenantsBranding) {
   std::vector<std::string> names;
   object listed = json_of(list);
   for (auto& t : listed.at("data").as_array()) names.push_back(str(t.as_object(), "name"));
-  EXPECT_EQ(names,
-            (std::vector<std::string>{"welcome", "email_verification", "password_reset",
-                                      "invitation", "invoice", "payment_failed", "usage_warning"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"welcome", "email_verification", "password_reset",
+                                             "invitation", "invoice", "payment_failed",
+                                             "usage_warning", "webhook_disabled"}));
   auto patched = call("PATCH", "/api/tenant/branding", a.access_token,
                       R"({"product_name":"Preview <Brand>","primary_color":"#AA3300",)"
                       R"("logo_url":"https://cdn.example.com/logo.png","footer":"Footer & co"})");

@@ -441,7 +441,7 @@ TEST_F(Webhooks, BadInputIsA422NamingTheFieldAndChangesNothing) {
   EXPECT_EQ(call("GET", "/api/webhooks/endpoints", str(json_of(key), "key")).status, 403);
 }
 
-TEST_F(Webhooks, AnEndpointFailingForFiveDaysIsDisabledAudittedAndAnnounced) {
+TEST_F(Webhooks, AnEndpointFailingForFiveDaysIsDisabledAuditedAnnouncedAndItsAdminsEmailed) {
   Account a = testkit::sign_up(*server_, "Hooks Disabled");
   object ep = endpoint(a, "/failing", R"(,"event_types":["webhook.test"])");
   std::string id = str(ep, "id");
@@ -466,6 +466,18 @@ TEST_F(Webhooks, AnEndpointFailingForFiveDaysIsDisabledAudittedAndAnnounced) {
   EXPECT_NE(events.body.find(id), std::string::npos) << events.body;
   auto audit = call("GET", "/api/audit-logs?action=webhook_endpoint.disabled", a.access_token);
   EXPECT_NE(audit.body.find(id), std::string::npos) << audit.body;
+  // The tenant's owner is told by e-mail (stored: this server has no SMTP server).
+  ASSERT_TRUE(eventually([&] {
+    return sql(db_->admin_url(),
+               "SELECT count(*) FROM mail_messages WHERE tenant_id = $1 AND "
+               "template = 'webhook_disabled' AND to_address = $2",
+               {a.tenant_id, a.email})[0][0] == "1";
+  })) << "no e-mail to the owner about the disabled endpoint";
+  auto notice = sql(db_->admin_url(),
+                    "SELECT text FROM mail_messages WHERE tenant_id = $1 AND "
+                    "template = 'webhook_disabled'",
+                    {a.tenant_id});
+  EXPECT_NE(notice[0][0].find("/failing"), std::string::npos) << notice[0][0];
   // Disabled: no test, no retry until it is enabled again.
   EXPECT_EQ(call("POST", "/api/webhooks/endpoints/" + id + "/test", a.access_token).status, 409);
   auto enabled =

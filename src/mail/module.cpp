@@ -85,6 +85,9 @@ HSEA_QUERY kDevMessages{
     "message_id, html, text, created_at, sent_at FROM mail_messages "
     "WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"};
 HSEA_QUERY kOwner{"mail_owner", "SELECT email, name FROM users WHERE id = $1"};
+HSEA_QUERY kAdmins{"mail_admins",
+                   "SELECT u.email, u.name FROM memberships m JOIN users u ON u.id = m.user_id "
+                   "WHERE m.role IN ('owner', 'admin') ORDER BY m.user_id"};
 
 struct Settings {
   std::string smtp_url;
@@ -270,6 +273,24 @@ awaitable<void> welcome(jobs::JobContext& job) {
   co_await send(*tx, std::move(welcome));
 }
 
+// To the tenant's owners and admins when a failing webhook endpoint was turned off (event
+// webhook_endpoint.disabled, emitted by the webhooks module).
+awaitable<void> webhook_disabled(jobs::JobContext& job) {
+  std::optional<jobs::Event> event = co_await jobs::event_of(job);
+  if (!event) co_return;
+  boost::json::value endpoint = boost::json::parse(event->data);
+  db::Transaction* tx = co_await job.transaction();
+  db::Result admins = co_await tx->exec(kAdmins);
+  std::string payload = boost::json::serialize(object{{"endpoint", endpoint},
+                                                      {"link", state().public_url},
+                                                      {"button", "Open the webhook settings"}});
+  for (int i = 0; i < admins.rows(); ++i) {
+    Message notice =
+        message("webhook_disabled", admins.text(i, "email"), admins.text(i, "name"), payload);
+    co_await send(*tx, std::move(notice));
+  }
+}
+
 // -------------------------------------------------------------------------------- routes
 
 awaitable<Response> get_branding(RequestContext& ctx) {
@@ -428,6 +449,8 @@ void Register(runtime::Registrar& reg) {
                      .timeout = std::chrono::seconds(settings.smtp_timeout_seconds + 30)});
   jobs::define(reg, {.kind = "mail.welcome", .run = welcome});
   jobs::subscribe(reg, {.kind = "mail.welcome", .types = {"tenant.created"}});
+  jobs::define(reg, {.kind = "mail.webhook_disabled", .run = webhook_disabled});
+  jobs::subscribe(reg, {.kind = "mail.webhook_disabled", .types = {"webhook_endpoint.disabled"}});
 
   const std::vector<std::string> admins{"owner", "admin"};
   reg.route(

@@ -163,6 +163,11 @@ const std::vector<TemplateInfo>& templates() {
        R"("meter":"API requests","used":"800 000","limit":"1 000 000","percent":"80",)"
        R"("period_ends_on":"30 November 2026","link":"https://app.example.com/billing",)"
        R"("button":"See the plans"})"},
+      {"webhook_disabled", "To owners and admins: a failing webhook endpoint was turned off.",
+       R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},)"
+       R"("endpoint":{"url":"https://hooks.example.com/hsea","failing_since":)"
+       R"("2026-11-29T08:00:00Z","reason":"every delivery failed for 5 days"},)"
+       R"("link":"https://app.example.com/","button":"Open the webhook settings"})"},
   };
   return kTemplates;
 }

@@ -11,7 +11,7 @@ Branding brand() {
 }
 
 TEST(MailTemplates, EveryTemplateRendersItsSampleWithTheBranding) {
-  ASSERT_EQ(templates().size(), 7u);
+  ASSERT_EQ(templates().size(), 8u);
   for (const TemplateInfo& t : templates()) {
     SCOPED_TRACE(t.name);
     std::string data = t.sample;
