@@ -299,9 +299,11 @@ TEST_F(MailApi, ATenantNeverSeesAnotherTenantsBrandingOrMail) {
 
 TEST_F(MailApi, DevMailIsNotFoundOutsideDevelopment) {
   Account a = testkit::sign_up(*server_, "Not Dev");
-  auto r = call("GET", "/api/dev/mail", a.access_token);
-  EXPECT_EQ(r.status, 404) << r.body;
-  EXPECT_EQ(r.body.find("Welcome"), std::string::npos);
+  for (const char* path : {"/api/dev/mail", "/dev/mail"}) {
+    auto r = call("GET", path, a.access_token);
+    EXPECT_EQ(r.status, 404) << path << ": " << r.body;
+    EXPECT_EQ(r.body.find("Welcome"), std::string::npos);
+  }
 }
 
 TEST(MailDelivery, ARefusedAttemptIsRetriedAndArrivesOnceWithTheSameMessageId) {
@@ -394,6 +396,15 @@ TEST(MailDevelopment, WithoutSmtpMessagesAreStoredAndEachTenantReadsOnlyItsOwn) 
   }
   EXPECT_EQ(sql(db.admin_url(), "SELECT count(*) FROM jobs WHERE kind = 'mail.deliver'")[0][0], "0")
       << "nothing to deliver without SMTP";
+  // The page a developer opens: the tenant's message, its HTML escaped into a sandboxed frame.
+  auto page = http("GET", server.url("/dev/mail"), "", {bearer(a.access_token)});
+  ASSERT_EQ(page.status, 200) << page.body;
+  EXPECT_EQ(page.header("content-type"), "text/html; charset=utf-8");
+  EXPECT_NE(page.header("content-security-policy").find("default-src 'none'"), std::string::npos);
+  EXPECT_NE(page.body.find("<iframe sandbox"), std::string::npos);
+  EXPECT_NE(page.body.find(a.email), std::string::npos);
+  EXPECT_EQ(page.body.find(b.email), std::string::npos) << "tenant B's mail on A's page";
+  EXPECT_EQ(page.body.find("<h1 style"), std::string::npos) << "the mail's HTML is not escaped";
 }
 
 }  // namespace

@@ -36,16 +36,17 @@ TEST(Worker, AServerAndAWorkerOnOneDatabaseRunEachDailyTaskOnce) {
     rows = testkit::sql(db.admin_url(),
                         "SELECT kind, status, attempts FROM jobs WHERE tenant_id IS NULL "
                         "ORDER BY kind");
-    bool done = rows.size() == 4;
+    bool done = rows.size() == 5;
     for (const auto& row : rows) done = done && row[1] == "succeeded";
     if (done) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  ASSERT_EQ(rows.size(), 4u) << server.output() << worker.output();
+  ASSERT_EQ(rows.size(), 5u) << server.output() << worker.output();
   EXPECT_EQ(rows[0][0], "jobs.prune");
   EXPECT_EQ(rows[1][0], "periodic.audit-retention");
-  EXPECT_EQ(rows[2][0], "periodic.tenant-purge");
-  EXPECT_EQ(rows[3][0], "periodic.webhooks-prune");
+  EXPECT_EQ(rows[2][0], "periodic.session-prune");
+  EXPECT_EQ(rows[3][0], "periodic.tenant-purge");
+  EXPECT_EQ(rows[4][0], "periodic.webhooks-prune");
   for (const auto& row : rows) {
     EXPECT_EQ(row[1], "succeeded") << row[0];
     EXPECT_EQ(row[2], "1") << row[0] << " ran more than once";
@@ -155,6 +156,39 @@ TEST(Worker, JobMetricsAreExposedAndPassPromtool) {
   ASSERT_NE(p, nullptr);
   fwrite(r.body.data(), 1, r.body.size(), p);
   EXPECT_EQ(pclose(p), 0) << "promtool rejected /metrics";
+}
+
+TEST(Worker, ExpiredRefreshTokensAndLongGoneSessionsArePrunedDaily) {
+  testkit::TestDatabase db;
+  auto user = testkit::sql(db.admin_url(),
+                           "INSERT INTO users (id, email, name) VALUES (uuid_v7(), "
+                           "'prune@example.com', 'P') RETURNING id")[0][0];
+  // Sessions: live, expired long ago, revoked long ago, revoked just now.
+  for (const char* when :
+       {"now() + interval '1 day', NULL", "now() - interval '8 days', NULL",
+        "now() + interval '1 day', now() - interval '8 days'", "now() + interval '1 day', now()"}) {
+    testkit::sql(db.admin_url(),
+                 std::string("INSERT INTO sessions (id, user_id, kind, expires_at, revoked_at) "
+                             "VALUES (uuid_v7(), $1, 'token', ") +
+                     when + ")",
+                 {user});
+  }
+  std::string live = scalar(db, "SELECT id FROM sessions ORDER BY id LIMIT 1");
+  testkit::sql(db.admin_url(),
+               "INSERT INTO refresh_tokens (token_hash, session_id, user_id, expires_at) VALUES "
+               "('fresh', $1, $2, now() + interval '1 day'), "
+               "('stale', $1, $2, now() - interval '1 second')",
+               {live, user});
+  testkit::TestServer worker(db, {}, "worker");
+  ASSERT_TRUE(eventually(
+      [&] {
+        return scalar(db,
+                      "SELECT count(*) FROM jobs WHERE kind = 'periodic.session-prune' "
+                      "AND status = 'succeeded'") == "1";
+      },
+      std::chrono::seconds(30)));
+  EXPECT_EQ(scalar(db, "SELECT count(*) FROM sessions"), "2") << "live and just revoked stay";
+  EXPECT_EQ(scalar(db, "SELECT string_agg(token_hash, ',') FROM refresh_tokens"), "fresh");
 }
 
 }  // namespace

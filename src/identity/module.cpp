@@ -53,6 +53,18 @@ bool KeyRing::reload(const std::string& database_url, const std::string& secret,
 
 namespace {
 
+HSEA_QUERY kPruneSessions{"identity_prune_sessions",
+                          "SELECT sessions, refresh_tokens FROM auth_prune_expired()"};
+
+boost::asio::awaitable<void> prune_sessions() {
+  db::Result r = co_await db::pool().query(kPruneSessions);
+  if (r.get_int(0, "sessions") > 0 || r.get_int(0, "refresh_tokens") > 0) {
+    log::info("expired sessions and refresh tokens pruned",
+              {{"sessions", r.get_int(0, "sessions")},
+               {"refresh_tokens", r.get_int(0, "refresh_tokens")}});
+  }
+}
+
 const core::Section<Settings> kSettings{
     "identity",
     {core::string_setting(&Settings::base_domain, "HSEA_BASE_DOMAIN", "(unset)",
@@ -130,6 +142,11 @@ void Register(runtime::Registrar& reg) {
       runtime::spawn(*rt->io_contexts().front(), load_keys_until_loaded(), "signing-key load");
     }
   });
+  // Expired refresh tokens and long-gone sessions, daily, by one node of the cluster.
+  reg.periodic({.name = "session-prune",
+                .interval = std::chrono::hours(24),
+                .once_per_cluster = true,
+                .run = []() -> boost::asio::awaitable<void> { return prune_sessions(); }});
   reg.periodic({.name = "api-key-usage-flush",
                 .interval = std::chrono::seconds(settings.usage_flush_seconds),
                 .first_delay = std::chrono::seconds(settings.usage_flush_seconds),

@@ -380,6 +380,73 @@ awaitable<Response> dev_mail(RequestContext& ctx) {
   co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
+// Text for an HTML element or attribute value.
+std::string html_escaped(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+// The same messages as a page a developer opens in the browser (signed in with the cookie
+// session): each message's HTML in a sandboxed frame, its text part below.
+awaitable<Response> dev_mail_page(RequestContext& ctx) {
+  if (!state().development) throw ApiError(ErrorCode::kNotFound, "Not found.");
+  http::Page page = http::page_of(ctx);
+  db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kDevMessages,
+                                                  db::params(page.starting_after, page.fetch()));
+  std::string body =
+      "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Development "
+      "mail</title></head><body style=\"font-family:sans-serif;max-width:60rem;margin:2rem "
+      "auto\"><h1>Development mail</h1><p>Messages of this tenant, stored because no "
+      "HSEA_SMTP_URL is set. JSON: <code>GET /api/dev/mail</code>.</p>";
+  if (r.empty()) body += "<p>No messages yet.</p>";
+  int shown = std::min(r.rows(), page.limit);
+  for (int i = 0; i < shown; ++i) {
+    body += fmt::format(
+        "<article><h2>{}</h2><p>To {} &middot; {} &middot; {} &middot; {}</p>"
+        "<iframe sandbox title=\"HTML part\" style=\"width:100%;height:28rem;border:1px solid "
+        "#ccc\" srcdoc=\"{}\"></iframe><details><summary>Text part</summary><pre>{}</pre>"
+        "</details></article><hr>",
+        html_escaped(r.get(i, "subject")),
+        html_escaped(mailbox(r.get(i, "to_name"), r.get(i, "to_address"))),
+        html_escaped(r.get(i, "template")), html_escaped(r.get(i, "status")),
+        html_escaped(r.time(i, "created_at")), html_escaped(r.get(i, "html")),
+        html_escaped(r.get(i, "text")));
+  }
+  if (r.rows() > page.limit) {
+    body += fmt::format("<p><a href=\"?starting_after={}\">Older messages</a></p>",
+                        html_escaped(r.get(page.limit - 1, "id")));
+  }
+  body += "</body></html>";
+  Response response = Response::text(200, std::move(body), "text/html; charset=utf-8");
+  // The messages' own inline styles and images, in a sandboxed frame; nothing runs.
+  response.set_header("content-security-policy",
+                      "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+                      "frame-ancestors 'none'; base-uri 'none'");
+  co_return response;
+}
+
 void render_metrics(std::string& out) {
   State& s = state();
   fmt::format_to(std::back_inserter(out),
@@ -483,6 +550,10 @@ void Register(runtime::Registrar& reg) {
   reg.route({.method = Method::kGet,
              .path = "/api/dev/mail",
              .handler = dev_mail,
+             .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins})});
+  reg.route({.method = Method::kGet,
+             .path = "/dev/mail",
+             .handler = dev_mail_page,
              .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins})});
   reg.metrics(render_metrics);
 }
