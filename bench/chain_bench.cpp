@@ -23,6 +23,7 @@
 #include "http/middleware.hpp"
 #include "http/request_io.hpp"
 #include "identity/identity.hpp"
+#include "jobs/jobs.hpp"
 #include "ops/ops.hpp"
 #include "runtime/registrar.hpp"
 #include "security/security.hpp"
@@ -39,6 +40,7 @@ struct Fixture {
     runtime::Registrar registrar(config);
     ops::Register(registrar);
     security::Register(registrar);
+    jobs::Register(registrar);  // identity declares its event types with it
     identity::Register(registrar);
     app.emplace(std::move(registrar).finish());
     app->started(nullptr);

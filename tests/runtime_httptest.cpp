@@ -191,5 +191,39 @@ TEST(Worker, ExpiredRefreshTokensAndLongGoneSessionsArePrunedDaily) {
   EXPECT_EQ(scalar(db, "SELECT string_agg(token_hash, ',') FROM refresh_tokens"), "fresh");
 }
 
+TEST(Worker, OperatorsListRetryCancelAndPingJobsFromTheCommandLine) {
+  testkit::TestDatabase db;
+  std::map<std::string, std::string> env{{"HSEA_DATABASE_URL", db.app_url()},
+                                         {"HSEA_DATABASE_ADMIN_URL", db.admin_url()}};
+  std::string failed = scalar(db,
+                              "INSERT INTO jobs (kind, status, attempts, max_attempts, last_error, "
+                              "finished_at) VALUES ('jobs.ping', 'failed', 3, 3, 'it broke', now()) "
+                              "RETURNING id");
+  auto list = testkit::run_hsea({"jobs", "list", "--status", "failed"}, env);
+  EXPECT_EQ(list.exit_code, 0) << list.output;
+  EXPECT_NE(list.output.find(failed), std::string::npos) << list.output;
+  EXPECT_NE(list.output.find("it broke"), std::string::npos) << list.output;
+
+  auto cancel = testkit::run_hsea({"jobs", "cancel", failed}, env);
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.output;
+  EXPECT_EQ(scalar(db, "SELECT status FROM jobs WHERE id = '" + failed + "'"), "cancelled");
+  auto again = testkit::run_hsea({"jobs", "cancel", failed}, env);
+  EXPECT_EQ(again.exit_code, 1) << "a cancelled job cannot be cancelled again: " << again.output;
+  auto bad = testkit::run_hsea({"jobs", "retry", "not-an-id"}, env);
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+
+  // Retry puts it back in the queue; with a worker running, it runs and so does a ping.
+  auto retry = testkit::run_hsea({"jobs", "retry", failed}, env);
+  EXPECT_EQ(retry.exit_code, 0) << retry.output;
+  testkit::TestServer worker(db, {}, "worker");
+  ASSERT_TRUE(eventually(
+      [&] { return scalar(db, "SELECT status FROM jobs WHERE id = '" + failed + "'") ==
+                   "succeeded"; },
+      std::chrono::seconds(20)));
+  auto ping = testkit::run_hsea({"jobs", "ping"}, env);
+  EXPECT_EQ(ping.exit_code, 0) << ping.output;
+  EXPECT_NE(ping.output.find("ms after it was enqueued"), std::string::npos) << ping.output;
+}
+
 }  // namespace
 }  // namespace hsea
