@@ -195,10 +195,11 @@ TEST(Worker, OperatorsListRetryCancelAndPingJobsFromTheCommandLine) {
   testkit::TestDatabase db;
   std::map<std::string, std::string> env{{"HSEA_DATABASE_URL", db.app_url()},
                                          {"HSEA_DATABASE_ADMIN_URL", db.admin_url()}};
-  std::string failed = scalar(db,
-                              "INSERT INTO jobs (kind, status, attempts, max_attempts, last_error, "
-                              "finished_at) VALUES ('jobs.ping', 'failed', 3, 3, 'it broke', now()) "
-                              "RETURNING id");
+  std::string failed =
+      scalar(db,
+             "INSERT INTO jobs (kind, status, attempts, max_attempts, last_error, "
+             "finished_at) VALUES ('jobs.ping', 'failed', 3, 3, 'it broke', now()) "
+             "RETURNING id");
   auto list = testkit::run_hsea({"jobs", "list", "--status", "failed"}, env);
   EXPECT_EQ(list.exit_code, 0) << list.output;
   EXPECT_NE(list.output.find(failed), std::string::npos) << list.output;
@@ -217,8 +218,9 @@ TEST(Worker, OperatorsListRetryCancelAndPingJobsFromTheCommandLine) {
   EXPECT_EQ(retry.exit_code, 0) << retry.output;
   testkit::TestServer worker(db, {}, "worker");
   ASSERT_TRUE(eventually(
-      [&] { return scalar(db, "SELECT status FROM jobs WHERE id = '" + failed + "'") ==
-                   "succeeded"; },
+      [&] {
+        return scalar(db, "SELECT status FROM jobs WHERE id = '" + failed + "'") == "succeeded";
+      },
       std::chrono::seconds(20)));
   auto ping = testkit::run_hsea({"jobs", "ping"}, env);
   EXPECT_EQ(ping.exit_code, 0) << ping.output;

@@ -4,7 +4,6 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -74,7 +73,9 @@ class Pipeline : public ::testing::Test {
     // As the server runs requests: the thread's deadline queue with its watcher, and each
     // request's coroutine bound to the signal the deadline step emits.
     request_io_.deadlines = &deadlines_;
-    boost::asio::co_spawn(io_, deadlines_.watch(), boost::asio::detached);
+    boost::asio::co_spawn(io_, deadlines_.watch(), [](std::exception_ptr e) {
+      if (e) ADD_FAILURE() << "the deadline watcher ended with an exception";
+    });
   }
   ~Pipeline() override { set_request_timeout(std::chrono::seconds(30)); }
 

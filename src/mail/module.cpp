@@ -380,34 +380,6 @@ awaitable<Response> dev_mail(RequestContext& ctx) {
   co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
-// Text for an HTML element or attribute value.
-std::string html_escaped(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 // The same messages as a page a developer opens in the browser (signed in with the cookie
 // session): each message's HTML in a sandboxed frame, its text part below.
 awaitable<Response> dev_mail_page(RequestContext& ctx) {
@@ -428,15 +400,15 @@ awaitable<Response> dev_mail_page(RequestContext& ctx) {
         "<iframe sandbox title=\"HTML part\" style=\"width:100%;height:28rem;border:1px solid "
         "#ccc\" srcdoc=\"{}\"></iframe><details><summary>Text part</summary><pre>{}</pre>"
         "</details></article><hr>",
-        html_escaped(r.get(i, "subject")),
-        html_escaped(mailbox(r.get(i, "to_name"), r.get(i, "to_address"))),
-        html_escaped(r.get(i, "template")), html_escaped(r.get(i, "status")),
-        html_escaped(r.time(i, "created_at")), html_escaped(r.get(i, "html")),
-        html_escaped(r.get(i, "text")));
+        html_escape(r.get(i, "subject")),
+        html_escape(mailbox(r.get(i, "to_name"), r.get(i, "to_address"))),
+        html_escape(r.get(i, "template")), html_escape(r.get(i, "status")),
+        html_escape(r.time(i, "created_at")), html_escape(r.get(i, "html")),
+        html_escape(r.get(i, "text")));
   }
   if (r.rows() > page.limit) {
     body += fmt::format("<p><a href=\"?starting_after={}\">Older messages</a></p>",
-                        html_escaped(r.get(page.limit - 1, "id")));
+                        html_escape(r.get(page.limit - 1, "id")));
   }
   body += "</body></html>";
   Response response = Response::text(200, std::move(body), "text/html; charset=utf-8");
