@@ -1,5 +1,7 @@
 #include "identity/tokens.hpp"
 
+#include "core/crypto.hpp"
+
 #include <fmt/format.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -36,43 +38,22 @@ constexpr std::string_view kAudience = "hsea";
 // Clock skew allowed for a token's nbf between the issuer and this node.
 constexpr std::int64_t kNotBeforeLeewaySeconds = 30;
 
-std::array<unsigned char, crypto_secretbox_KEYBYTES> sealing_key(const std::string& secret) {
-  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
-  std::array<unsigned char, crypto_secretbox_KEYBYTES> key{};
-  static constexpr std::string_view kContext = "hsea jwt signing keys v1";
-  crypto_generichash(key.data(), key.size(), reinterpret_cast<const unsigned char*>(secret.data()),
-                     secret.size(), reinterpret_cast<const unsigned char*>(kContext.data()),
-                     kContext.size());
-  return key;
-}
+constexpr std::string_view kSealContext = "hsea jwt signing keys v1";
 
 std::string seal(const std::string& plain, const std::string& secret) {
-  auto key = sealing_key(secret);
-  std::string out(crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plain.size(), '\0');
-  auto* nonce = reinterpret_cast<unsigned char*>(out.data());
-  randombytes_buf(nonce, crypto_secretbox_NONCEBYTES);
-  crypto_secretbox_easy(nonce + crypto_secretbox_NONCEBYTES,
-                        reinterpret_cast<const unsigned char*>(plain.data()), plain.size(), nonce,
-                        key.data());
-  return base64url_encode(out);
+  return base64url_encode(core::seal(plain, secret, kSealContext));
 }
 
 std::string unseal(const std::string& sealed, const std::string& secret) {
   auto raw = base64url_decode(sealed);
-  if (!raw || raw->size() < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES) {
-    throw std::runtime_error("signing keys: sealed key is malformed");
-  }
-  auto key = sealing_key(secret);
-  auto* nonce = reinterpret_cast<const unsigned char*>(raw->data());
-  std::string plain(raw->size() - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES, '\0');
-  if (crypto_secretbox_open_easy(
-          reinterpret_cast<unsigned char*>(plain.data()), nonce + crypto_secretbox_NONCEBYTES,
-          raw->size() - crypto_secretbox_NONCEBYTES, nonce, key.data()) != 0) {
+  if (!raw) throw std::runtime_error("signing keys: sealed key is malformed");
+  auto plain = core::unseal(*raw, secret, kSealContext);
+  if (!plain) {
     throw std::runtime_error(
-        "signing keys: cannot open a private key: HSEA_SECRET_KEY differs from the one that "
-        "sealed it");
+        "signing keys: cannot open a private key: it is malformed, or HSEA_SECRET_KEY differs "
+        "from the one that sealed it");
   }
-  return plain;
+  return *plain;
 }
 
 std::string bio_string(BIO* bio) {

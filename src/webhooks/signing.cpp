@@ -16,16 +16,6 @@ namespace {
 
 constexpr std::string_view kPrefix = "whsec_";
 
-std::array<unsigned char, crypto_secretbox_KEYBYTES> sealing_key(std::string_view secret) {
-  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
-  std::array<unsigned char, crypto_secretbox_KEYBYTES> key{};
-  static constexpr std::string_view kContext = "hsea webhook signing secrets v1";
-  crypto_generichash(key.data(), key.size(), reinterpret_cast<const unsigned char*>(secret.data()),
-                     secret.size(), reinterpret_cast<const unsigned char*>(kContext.data()),
-                     kContext.size());
-  return key;
-}
-
 }  // namespace
 
 std::string base64_encode(std::string_view bytes) {
@@ -91,33 +81,23 @@ std::string signature_header(const std::vector<std::string>& secrets, std::strin
   return out;
 }
 
+// The context keeps a sealed webhook secret from opening as anything else (and vice versa).
+constexpr std::string_view kSealContext = "hsea webhook signing secrets v1";
+
 std::string seal_secret(std::string_view plain, std::string_view server_secret) {
-  auto key = sealing_key(server_secret);
-  std::string out(crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plain.size(), '\0');
-  auto* nonce = reinterpret_cast<unsigned char*>(out.data());
-  randombytes_buf(nonce, crypto_secretbox_NONCEBYTES);
-  crypto_secretbox_easy(nonce + crypto_secretbox_NONCEBYTES,
-                        reinterpret_cast<const unsigned char*>(plain.data()), plain.size(), nonce,
-                        key.data());
-  return base64_encode(out);
+  return base64_encode(core::seal(plain, server_secret, kSealContext));
 }
 
 std::string unseal_secret(std::string_view sealed, std::string_view server_secret) {
   auto raw = base64_decode(sealed);
-  if (!raw || raw->size() < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES) {
-    throw std::runtime_error("webhooks: a sealed signing secret is malformed");
-  }
-  auto key = sealing_key(server_secret);
-  auto* nonce = reinterpret_cast<const unsigned char*>(raw->data());
-  std::string plain(raw->size() - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES, '\0');
-  if (crypto_secretbox_open_easy(
-          reinterpret_cast<unsigned char*>(plain.data()), nonce + crypto_secretbox_NONCEBYTES,
-          raw->size() - crypto_secretbox_NONCEBYTES, nonce, key.data()) != 0) {
+  if (!raw) throw std::runtime_error("webhooks: a sealed signing secret is malformed");
+  auto plain = core::unseal(*raw, server_secret, kSealContext);
+  if (!plain) {
     throw std::runtime_error(
-        "webhooks: cannot open a signing secret: HSEA_SECRET_KEY differs from the one that "
-        "sealed it");
+        "webhooks: cannot open a signing secret: it is malformed, or HSEA_SECRET_KEY differs "
+        "from the one that sealed it");
   }
-  return plain;
+  return *plain;
 }
 
 std::chrono::milliseconds retry_backoff(int attempt) {
