@@ -2,6 +2,7 @@
 // once-per-cluster task (a scheduled job) runs once although two processes share the database.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -131,6 +132,50 @@ TEST(Worker, AKilledWorkerLosesNoJobAndAnotherFinishesThem) {
   EXPECT_EQ(scalar(db, "SELECT count(*) FROM jobs WHERE attempts > 2"), "0");
   EXPECT_EQ(std::stoi(scalar(db, "SELECT count(*) FROM jobs WHERE attempts = 2")), running)
       << "only the jobs the killed worker held ran twice";
+}
+
+double yielded_seconds(const testkit::TestServer& server) {
+  auto r = testkit::http("GET", server.url("/metrics"));
+  const std::string name = "\nhsea_jobs_yielded_seconds_total ";
+  auto at = r.body.find(name);
+  if (r.status != 200 || at == std::string::npos) return -1;
+  return std::stod(r.body.substr(at + name.size()));
+}
+
+// The in-process worker shares its I/O threads (and the database) with requests: while
+// requests arrive it pauses before its claims, and it still drains the queue.
+TEST(Worker, TheInProcessWorkerYieldsToRequestsAndStillDrainsTheQueue) {
+  testkit::TestDatabase db;
+  testkit::TestServer server(db, {{"HSEA_WORKER_THREADS", "2"}});
+  enqueue_pings(db, 2000);  // no request meanwhile: no pause
+  ASSERT_TRUE(eventually(
+      [&] {
+        return scalar(db,
+                      "SELECT count(*) FROM jobs WHERE status = 'succeeded' AND "
+                      "kind = 'jobs.ping'") == "2000";
+      },
+      std::chrono::seconds(60)));
+  EXPECT_LT(yielded_seconds(server), 0.01);
+
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.emplace_back([&] {
+      while (!stop) testkit::http("GET", server.url("/health"));
+    });
+  }
+  enqueue_pings(db, 4000);
+  bool drained = eventually(
+      [&] {
+        return scalar(db,
+                      "SELECT count(*) FROM jobs WHERE status = 'succeeded' AND "
+                      "kind = 'jobs.ping'") == "6000";
+      },
+      std::chrono::seconds(120));
+  stop = true;
+  for (auto& t : clients) t.join();
+  ASSERT_TRUE(drained) << "the worker starved under requests";
+  EXPECT_GT(yielded_seconds(server), 0.01) << "the worker never paused for requests";
 }
 
 TEST(Worker, JobMetricsAreExposedAndPassPromtool) {

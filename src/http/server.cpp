@@ -42,6 +42,8 @@ using asio::ip::tcp;
 namespace hsea::http {
 namespace {
 
+thread_local std::uint64_t t_requests_started = 0;
+
 constexpr std::size_t kHeaderLimit = 16 * 1024;
 
 struct Session;
@@ -408,6 +410,7 @@ struct Server::Impl {
       // Routed on the path as received: the router splits it before decoding each segment.
       std::string_view target(request.target);
       ctx.match = parts.router.match(request.method, target.substr(0, target.find('?')));
+      ++t_requests_started;
       Response response = co_await parts.chain.run(ctx);
       bool keep_alive = message.keep_alive() && !draining.load(std::memory_order_relaxed);
       // The status and body size outlive the send, for the after-response hooks.
@@ -514,5 +517,7 @@ void Server::drain(std::chrono::seconds grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
+
+std::uint64_t requests_started_on_this_thread() { return t_requests_started; }
 
 }  // namespace hsea::http

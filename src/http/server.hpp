@@ -26,6 +26,10 @@ struct ServerOptions {
   std::vector<boost::asio::io_context*> io;  // one acceptor and its sessions per context
 };
 
+// How many requests this thread's sessions have started: background work sharing an I/O thread
+// with requests (the in-process job worker) reads it to yield while requests are being served.
+std::uint64_t requests_started_on_this_thread();
+
 class Server {
  public:
   explicit Server(ServerOptions options);

@@ -53,6 +53,12 @@ void render(std::string& out) {
                  "# TYPE hsea_jobs_queue_lag_seconds gauge\n"
                  "hsea_jobs_queue_lag_seconds {}\n",
                  lag);
+  fmt::format_to(it,
+                 "# HELP hsea_jobs_yielded_seconds_total Time this process's workers paused "
+                 "before a claim because the thread was serving requests.\n"
+                 "# TYPE hsea_jobs_yielded_seconds_total counter\n"
+                 "hsea_jobs_yielded_seconds_total {}\n",
+                 static_cast<double>(s.yielded_us.load(std::memory_order_relaxed)) / 1e6);
   fmt::format_to(
       it,
       "# HELP hsea_jobs_runs_total Job attempts run by this process, by kind and outcome.\n"
