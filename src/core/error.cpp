@@ -18,6 +18,7 @@ const ErrorInfo& error_info(ErrorCode code) {
       {500, "internal_error", "Internal server error"},
       {503, "service_unavailable", "Service unavailable"},
       {504, "timeout", "Timed out"},
+      {403, "mfa_required", "Multi-factor sign-in required"},
   };
   return kInfo[static_cast<int>(code)];
 }

@@ -24,6 +24,7 @@ enum class ErrorCode {
   kInternal,
   kServiceUnavailable,
   kTimeout,
+  kMfaRequired,
 };
 
 struct ErrorInfo {

@@ -26,6 +26,7 @@ struct CachedApiKey {
 struct CachedSession {
   std::string role;           // "" when not a member of the tenant
   std::string tenant_status;  // "" when no tenant
+  bool mfa_missing = false;   // the tenant requires MFA and the session's sign-in had none
 };
 
 // Call after any change that must end access at once.

@@ -54,8 +54,23 @@ HSEA_QUERY kInsertOwner{
     "VALUES (NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, 'owner')"};
 HSEA_QUERY kInsertSession{
     "auth_insert_session",
-    "INSERT INTO sessions (id, user_id, kind, active_tenant_id, user_agent, ip, expires_at) "
-    "VALUES ($1, $2, $3, NULLIF($4, '')::uuid, $5, $6, now() + make_interval(days => $7::int))"};
+    "INSERT INTO sessions (id, user_id, kind, active_tenant_id, user_agent, ip, expires_at, "
+    "mfa_at) VALUES ($1, $2, $3, NULLIF($4, '')::uuid, $5, $6, "
+    "now() + make_interval(days => $7::int), CASE WHEN $8::boolean THEN now() END)"};
+HSEA_QUERY kInsertChallenge{
+    "auth_insert_mfa_challenge",
+    "INSERT INTO mfa_challenges (token_hash, user_id, active_tenant_id, cookie, expires_at) "
+    "VALUES ($1, $2, NULLIF($3, '')::uuid, $4, now() + interval '5 minutes')"};
+HSEA_QUERY kChallenge{"auth_mfa_challenge", "SELECT * FROM auth_mfa_challenge($1)"};
+HSEA_QUERY kChallengeFailed{
+    "auth_mfa_challenge_failed",
+    "UPDATE mfa_challenges SET attempts = attempts + 1 WHERE token_hash = $1"};
+HSEA_QUERY kSpendChallenge{
+    "auth_mfa_spend_challenge",
+    "UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL "
+    "AND expires_at > now() AND attempts < 5"};
+HSEA_QUERY kTenantSummary{"auth_tenant_summary", "SELECT slug, name FROM tenants"};
+HSEA_QUERY kTenantRequiresMfa{"auth_tenant_requires_mfa", "SELECT require_mfa FROM tenants"};
 HSEA_QUERY kInsertRefresh{
     "auth_insert_refresh",
     "INSERT INTO refresh_tokens (token_hash, session_id, user_id, expires_at) "
@@ -152,7 +167,7 @@ struct Issued {
 // Creates a session and its first refresh token inside the caller's transaction (whose scope
 // names the user).
 awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, std::string user_id,
-                               std::string tenant_id, bool cookie) {
+                               std::string tenant_id, bool cookie, bool second_factor = false) {
   Issued out{core::uuid_v7(), core::random_hex(32)};
   // Whatever the client sent: cut at a character boundary, undecodable bytes replaced (raw
   // bytes would make PostgreSQL refuse the row, and with it the sign-in).
@@ -160,7 +175,7 @@ awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, s
   std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
   co_await tx.exec(kInsertSession,
                    db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
-                              user_agent, ip, settings().refresh_token_days));
+                              user_agent, ip, settings().refresh_token_days, second_factor));
   co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(out.refresh_token), out.session_id,
                                               user_id, settings().refresh_token_days));
   co_return out;
@@ -344,15 +359,28 @@ awaitable<Response> login(RequestContext& ctx) {
     co_await db::pool().scoped_query(db::user_scope(user_id), kRehash, db::params(user_id, fresh));
   }
   db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
-  Issued issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie);
   db::Result user = co_await tx.exec(kUserById, db::params(user_id));
+  if (user.get_bool(0, "mfa_enabled")) {
+    // The password was right; the session opens at the second step (POST /api/auth/mfa/verify).
+    std::string token = core::random_hex(32);
+    co_await tx.exec(kInsertChallenge,
+                     db::params(core::sha256_hex(token), user_id, tenant_id, cookie));
+    co_await tx.commit();
+    co_return http::json_response(
+        200, object{{"mfa_required", true}, {"mfa_token", token}, {"expires_in", 300}});
+  }
+  Issued issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie);
+  bool enrol = false;
   if (!tenant_id.empty()) {
     co_await security::record(
         tx, ctx, security::event_by("user", user_id, "auth.login", "session", issued.session_id));
+    enrol = (co_await tx.exec(kTenantRequiresMfa)).get_bool(0, "require_mfa");
   }
   co_await tx.commit();
 
   object out{{"user", user_json(user)}};
+  // The tenant admits this session only after the user turns MFA on (/api/me/mfa/totp).
+  if (enrol) out["mfa_enrollment_required"] = true;
   if (tenant_row >= 0) {
     out["tenant"] = object{{"id", tenant_id},
                            {"slug", tenants.get(tenant_row, "slug")},
@@ -361,6 +389,69 @@ awaitable<Response> login(RequestContext& ctx) {
     out["tenant"] = nullptr;
   }
   co_return session_response(ctx, 200, std::move(out), cookie, user_id, tenant_id, issued);
+}
+
+// Sign-in's second step: the challenge from login and a TOTP code or a recovery code.
+awaitable<Response> verify_mfa(RequestContext& ctx) {
+  const object& body = http::json_body(ctx);
+  std::string token_hash = core::sha256_hex(http::required_string(body, "mfa_token"));
+  auto code = http::optional_string(body, "code");
+  auto recovery_code = http::optional_string(body, "recovery_code");
+  if (code.has_value() == recovery_code.has_value()) {
+    throw ApiError(ErrorCode::kValidationFailed, "Send either a code or a recovery code.",
+                   {{"/code", "exactly one of code and recovery_code is required"}});
+  }
+  db::Result found = co_await db::pool().query(kChallenge, db::params(token_hash));
+  if (found.empty() || !found.get_bool(0, "usable")) {
+    throw ApiError(ErrorCode::kUnauthorized, "The sign-in has expired; sign in again.");
+  }
+  std::string user_id = found.text(0, "user_id");
+  std::string tenant_id = found.optional(0, "active_tenant_id").value_or("");
+  bool cookie = found.get_bool(0, "cookie");
+  LoginThrottle& throttle = *state().throttle;
+  const std::string throttle_key = "user:" + user_id;
+  if (auto wait = throttle.retry_after(throttle_key, ctx.request.remote_ip)) {
+    throw ApiError(ErrorCode::kRateLimited, "Too many failed sign-ins; try again later.")
+        .retry_after(*wait);
+  }
+  std::optional<Issued> issued;
+  db::Result user;
+  {
+    db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
+    if (co_await check_second_factor(tx, user_id, code, recovery_code) &&
+        (co_await tx.exec(kSpendChallenge, db::params(token_hash))).affected() == 1) {
+      issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie, true);
+      user = co_await tx.exec(kUserById, db::params(user_id));
+      if (!tenant_id.empty()) {
+        security::AuditEvent event =
+            security::event_by("user", user_id, "auth.login", "session", issued->session_id);
+        event.metadata = recovery_code ? R"({"mfa":"recovery_code"})" : R"({"mfa":"totp"})";
+        co_await security::record(tx, ctx, event);
+      }
+      co_await tx.commit();
+    }
+  }
+  if (!issued) {
+    // Counted on the challenge (five wrong codes end it) and on the account's sign-in budget.
+    throttle.record_failure(throttle_key, ctx.request.remote_ip);
+    co_await db::pool().scoped_query(db::user_scope(user_id), kChallengeFailed,
+                                     db::params(token_hash));
+    if (!tenant_id.empty()) {
+      co_await security::record_in(tenant_id, ctx,
+                                   security::event("auth.mfa_failed", "user", user_id));
+    }
+    throw ApiError(ErrorCode::kUnauthorized, "The code is wrong or was already used.");
+  }
+  object out{{"user", user_json(user)}};
+  if (!tenant_id.empty()) {
+    db::Result t = co_await db::pool().tenant_query(tenant_id, kTenantSummary);
+    if (!t.empty()) {
+      out["tenant"] =
+          object{{"id", tenant_id}, {"slug", t.get(0, "slug")}, {"name", t.get(0, "name")}};
+    }
+  }
+  if (!out.contains("tenant")) out["tenant"] = nullptr;
+  co_return session_response(ctx, 200, std::move(out), cookie, user_id, tenant_id, *issued);
 }
 
 awaitable<Response> refresh(RequestContext& ctx) {
@@ -589,6 +680,10 @@ void register_auth_routes(runtime::Registrar& reg) {
              .path = "/api/auth/login",
              .handler = login,
              .policies = Policies(Body{"LoginRequest"})});
+  reg.route({.method = Method::kPost,
+             .path = "/api/auth/mfa/verify",
+             .handler = verify_mfa,
+             .policies = Policies(Body{"MfaVerifyRequest"})});
   reg.route({.method = Method::kPost,
              .path = "/api/auth/refresh",
              .handler = refresh,

@@ -37,7 +37,9 @@ HSEA_QUERY kSessionAndRole{
     "  WHERE id = $1 AND last_seen_at < now() - interval '60 seconds') "
     "SELECT s.revoked_at IS NULL AND s.expires_at > now() AS active, "
     "       (SELECT role FROM memberships m WHERE m.user_id = s.user_id) AS role, "
-    "       (SELECT status FROM tenants) AS tenant_status "
+    "       (SELECT status FROM tenants) AS tenant_status, "
+    "       s.mfa_at IS NULL AND COALESCE((SELECT require_mfa FROM tenants), false) "
+    "         AS mfa_missing "
     "  FROM sessions s WHERE s.id = $1"};
 
 ApiError unauthorized(std::string detail) {
@@ -164,8 +166,9 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
     db::Result r = co_await db::pool().scoped_query(db::scope(ctx.tenant_id, user_id),
                                                     kSessionAndRole, db::params(session_id));
     if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
-    known = CachedSession{r.optional(0, "role").value_or(""),
-                          r.optional(0, "tenant_status").value_or("")};
+    known =
+        CachedSession{r.optional(0, "role").value_or(""),
+                      r.optional(0, "tenant_status").value_or(""), r.get_bool(0, "mfa_missing")};
     // Only admissions are remembered: someone just added to a tenant gets in at once.
     if (!known->role.empty() || ctx.tenant_id.empty()) {
       cache.put_session(user_id, session_id, ctx.tenant_id, *known);
@@ -178,7 +181,9 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
   bool usable =
       !known->role.empty() && (known->tenant_status == "active" || known->role == "owner");
   const Access* access = ctx.policy<Access>();
-  if (!usable && !named && (access == nullptr || !access->tenant)) {
+  // A route that needs no tenant (the profile, MFA enrolment) works without the token's default
+  // tenant when that tenant would refuse the session.
+  if ((!usable || known->mfa_missing) && !named && (access == nullptr || !access->tenant)) {
     ctx.tenant_id.clear();
     co_return;
   }
@@ -189,6 +194,11 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
   }
   ctx.principal.role = known->role;
   if (!usable) throw ApiError(ErrorCode::kForbidden, "The tenant is suspended.");
+  if (known->mfa_missing) {
+    throw ApiError(ErrorCode::kMfaRequired,
+                   "This tenant requires multi-factor sign-in: turn MFA on (POST /api/me/mfa/totp) "
+                   "and sign in with it.");
+  }
 }
 
 }  // namespace

@@ -129,6 +129,7 @@ void Register(runtime::Registrar& reg) {
   reg.middleware({.name = "authorization", .stage = http::Stage::kAdmission, .before = authorize});
   register_auth_routes(reg);
   register_api_key_routes(reg);
+  register_mfa_routes(reg);
 
   // Keys load before listening when PostgreSQL is up; otherwise in the background.
   reg.on_start([](runtime::Application& app, runtime::Runtime* rt) {

@@ -20,7 +20,8 @@ struct Config;
 }
 namespace hsea::db {
 struct Settings;
-}
+class Transaction;
+}  // namespace hsea::db
 namespace hsea::runtime {
 class Registrar;
 }
@@ -70,6 +71,13 @@ std::optional<http::Response> authorize(http::RequestContext& ctx);
 // Routes of each file.
 void register_auth_routes(runtime::Registrar& registrar);
 void register_api_key_routes(runtime::Registrar& registrar);
+void register_mfa_routes(runtime::Registrar& registrar);
+
+// A second factor of the user (mfa.cpp): a current TOTP code not used before (its time step is
+// recorded in `tx`, so it is never accepted twice) or an unused recovery code (spent in `tx`).
+boost::asio::awaitable<bool> check_second_factor(db::Transaction& tx, const std::string& user_id,
+                                                 std::optional<std::string> code,
+                                                 std::optional<std::string> recovery_code);
 
 // Per-key usage (HSEA-048): each I/O thread counts the requests of each API key and adds them
 // to api_keys.request_count every HSEA_USAGE_FLUSH_SECONDS (the last interval is lost on a

@@ -41,18 +41,20 @@ HSEA_QUERY kUserTenants{
     "ORDER BY tenant_id LIMIT $3"};
 HSEA_QUERY kTenant{
     "tenancy_tenant",
-    "SELECT id, slug, name, status, created_at, updated_at, deletion_scheduled_at FROM tenants"};
-HSEA_QUERY kUpdateTenant{
-    "tenancy_update_tenant",
-    "UPDATE tenants SET name = COALESCE($1, name), slug = COALESCE($2, slug), "
-    "updated_at = now() "
-    "WHERE $2::text IS NULL OR COALESCE(auth_tenant_by_slug($2) = id, true) "
-    "RETURNING id, slug, name, status, created_at, updated_at, deletion_scheduled_at"};
+    "SELECT id, slug, name, status, require_mfa, created_at, updated_at, deletion_scheduled_at "
+    "FROM tenants"};
+HSEA_QUERY kUpdateTenant{"tenancy_update_tenant",
+                         "UPDATE tenants SET name = COALESCE($1, name), slug = COALESCE($2, slug), "
+                         "require_mfa = COALESCE($3::boolean, require_mfa), updated_at = now() "
+                         "WHERE $2::text IS NULL OR COALESCE(auth_tenant_by_slug($2) = id, true) "
+                         "RETURNING id, slug, name, status, require_mfa, created_at, updated_at, "
+                         "deletion_scheduled_at"};
 HSEA_QUERY kScheduleDeletion{
     "tenancy_schedule_deletion",
     "UPDATE tenants SET status = 'suspended', suspended_at = now(), "
     "deletion_scheduled_at = now() + make_interval(days => $1::int), updated_at = now() "
-    "RETURNING id, slug, name, status, created_at, updated_at, deletion_scheduled_at"};
+    "RETURNING id, slug, name, status, require_mfa, created_at, updated_at, "
+    "deletion_scheduled_at"};
 HSEA_QUERY kMembers{"tenancy_members",
                     "SELECT m.user_id, u.email, u.name, m.role, m.created_at FROM memberships m "
                     "JOIN users u ON u.id = m.user_id WHERE ($1::uuid IS NULL OR m.user_id > $1) "
@@ -82,6 +84,7 @@ object tenant_json(const db::Result& r) {
       {"slug", r.get(0, "slug")},
       {"name", r.get(0, "name")},
       {"status", r.get(0, "status")},
+      {"require_mfa", r.get_bool(0, "require_mfa")},
       {"created_at", r.time(0, "created_at")},
       {"updated_at", r.time(0, "updated_at")},
       {"deletion_scheduled_at", r.is_null(0, r.column("deletion_scheduled_at"))
@@ -115,11 +118,19 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
   std::optional<std::string> name, slug;
   std::vector<core::FieldError> errors;
   for (const auto& [key, value] : body) {
-    if (key != "name" && key != "slug")
+    if (key != "name" && key != "slug" && key != "require_mfa")
       errors.push_back({"/" + std::string(key), "is not a changeable field"});
   }
   name = http::optional_string(body, "name");
   slug = http::optional_string(body, "slug");
+  std::optional<bool> require_mfa;
+  if (const boost::json::value* v = body.if_contains("require_mfa")) {
+    if (v->is_bool()) {
+      require_mfa = v->get_bool();
+    } else {
+      errors.push_back({"/require_mfa", "must be true or false"});
+    }
+  }
   if (name && (name->empty() || name->size() > 200)) {
     errors.push_back({"/name", "must be 1 to 200 characters"});
   }
@@ -135,7 +146,7 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   db::Result r;
   try {
-    r = co_await tx.exec(kUpdateTenant, db::params(name, slug));
+    r = co_await tx.exec(kUpdateTenant, db::params(name, slug, require_mfa));
   } catch (const db::Error& e) {
     if (e.sqlstate() == "23505") throw ApiError(ErrorCode::kConflict, "That slug is taken.");
     throw;
@@ -153,6 +164,8 @@ awaitable<Response> patch_tenant(RequestContext& ctx) {
   std::string data = boost::json::serialize(object{{"tenant", tenant}, {"changes", body}});
   co_await jobs::emit(tx, ctx, "tenant.updated", std::move(data));
   co_await tx.commit();
+  // Sessions without a second factor are refused at once when MFA becomes required.
+  if (require_mfa) identity::invalidate_auth_cache();
   co_return http::json_response(200, tenant_json(r));
 }
 
