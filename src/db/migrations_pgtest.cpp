@@ -343,6 +343,15 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO sessions (id, user_id, kind, active_tenant_id, expires_at) "
         "VALUES ($1, $2, 'token', $3, now() + interval '1 day')",
         {session, user, tenant});
+    sql(db.admin_url(), "INSERT INTO user_totp (user_id, secret_sealed) VALUES ($1, 'sealed')",
+        {user});
+    sql(db.admin_url(),
+        "INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES ($1, 'code-' || $2)",
+        {user, tag});
+    sql(db.admin_url(),
+        "INSERT INTO mfa_challenges (token_hash, user_id, active_tenant_id, cookie, expires_at) "
+        "VALUES ('challenge-' || $1, $2, $3, false, now() + interval '5 minutes')",
+        {tag, user, tenant});
     for (std::string n : {"1", "2"}) {
       sql(db.admin_url(),
           "INSERT INTO refresh_tokens (token_hash, session_id, user_id, expires_at) "
