@@ -184,8 +184,8 @@ class Pool {
 
   // One statement in its own implicit transaction, no tenant context.
   boost::asio::awaitable<Result> query(const Query& query, Params params = {});
-  // One statement inside BEGIN; set_config('app.tenant_id', tenant, true); ... COMMIT — one
-  // round trip.
+  // One statement after set_config('app.tenant_id', tenant, true), both in one implicit
+  // transaction (one Sync, no BEGIN/COMMIT): one round trip, the setting gone after it.
   boost::asio::awaitable<Result> tenant_query(std::string tenant_id, const Query& query,
                                               Params params = {});
   // The same with any scope (tenant and/or user).

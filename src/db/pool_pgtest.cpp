@@ -92,17 +92,23 @@ TEST_F(PoolTest, RowLevelSecurityScopesEveryQueryToTheTenant) {
 }
 
 TEST_F(PoolTest, WithCheckRefusesWritesForAnotherTenant) {
-  Pool pool(io_, options());
-  auto task = [](Pool& p) -> awaitable<std::string> {
+  Pool pool(io_, options(1));
+  auto task = [](Pool& p) -> awaitable<std::pair<std::string, std::string>> {
+    std::string sqlstate = "no error";
     try {
       co_await p.tenant_query(core::uuid_v7(), kInsertTenant,
                               params(core::uuid_v7(), "other", "Other"));
     } catch (const Error& e) {
-      co_return e.sqlstate();
+      sqlstate = e.sqlstate();
     }
-    co_return "no error";
+    // The failed statement's implicit transaction ended with its scope: the same (single)
+    // connection serves the next caller without a tenant.
+    Result after = co_await p.query(kCurrentTenant);
+    co_return std::pair{sqlstate, std::string(after.get(0, "tenant"))};
   };
-  EXPECT_EQ(run_sync(io_, task(pool)), "42501");
+  auto [sqlstate, after] = run_sync(io_, task(pool));
+  EXPECT_EQ(sqlstate, "42501");
+  EXPECT_EQ(after, "");
   EXPECT_EQ(testkit::sql(db_.admin_url(), "SELECT count(*) FROM tenants")[0][0], "0");
 }
 
@@ -112,7 +118,7 @@ TEST_F(PoolTest, TenantScopedStatementIsOneRoundTrip) {
   run_sync(io_, warm(pool));
   auto before = pool.stats().round_trips_total;
   auto scoped = [](Pool& p) -> awaitable<void> {
-    // BEGIN, set_config, PREPARE (first use), the statement and COMMIT: one wait.
+    // set_config, PREPARE (first use) and the statement, one implicit transaction: one wait.
     co_await p.tenant_query(core::uuid_v7(), kCountTenants);
   };
   run_sync(io_, scoped(pool));

@@ -1,7 +1,8 @@
 // The Go peer of HSEA's API-key read: net/http + pgx v4 doing the same work per request as
 // `GET /api/tenant` with an API key — SHA-256 of the key, a per-process key cache (5 s, like
-// HSEA's per-thread cache), then BEGIN, set_config('app.tenant_id'), the tenant SELECT and
-// COMMIT sent as one pgx batch (one round trip), answered as JSON. Built from Debian's
+// HSEA's per-thread cache), then set_config('app.tenant_id') and the tenant SELECT sent as one
+// pgx batch (one round trip; one Sync, so one implicit transaction, as HSEA sends them),
+// answered as JSON. Built from Debian's
 // golang-go and golang-github-jackc-pgx-v4-dev (GOPATH mode, offline) by bench/run.
 //
 //	DATABASE_URL=postgresql://... PORT=8090 POOL=16 ./go-pgx
@@ -81,25 +82,24 @@ func (s *server) tenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	batch := &pgx.Batch{}
-	batch.Queue("BEGIN")
 	batch.Queue("SELECT set_config('app.tenant_id', $1, true)", tenantID)
-	batch.Queue("SELECT id::text, slug, name, status, created_at, updated_at, " +
+	batch.Queue("SELECT id::text, slug, name, status, require_mfa, created_at, updated_at, " +
 		"deletion_scheduled_at FROM tenants")
-	batch.Queue("COMMIT")
 	results := s.pool.SendBatch(r.Context(), batch)
 	defer results.Close()
 	var id, slug, name, status string
+	var requireMfa bool
 	var created, updated time.Time
 	var deletion *time.Time
 	_, err1 := results.Exec()
-	_, err2 := results.Exec()
-	err3 := results.QueryRow().Scan(&id, &slug, &name, &status, &created, &updated, &deletion)
-	_, err4 := results.Exec()
-	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+	err2 := results.QueryRow().Scan(&id, &slug, &name, &status, &requireMfa, &created, &updated,
+		&deletion)
+	if err1 != nil || err2 != nil {
 		problem(w, 500, "internal_error", "An unexpected error occurred.")
 		return
 	}
 	body := map[string]any{"id": id, "slug": slug, "name": name, "status": status,
+		"require_mfa": requireMfa,
 		"created_at": created.UTC().Format(time.RFC3339Nano),
 		"updated_at": updated.UTC().Format(time.RFC3339Nano), "deletion_scheduled_at": deletion}
 	w.Header().Set("Content-Type", "application/json")
