@@ -310,10 +310,8 @@ awaitable<Response> login(RequestContext& ctx) {
   // account is counted by its normalised text, and throttled just the same.
   std::string throttle_key =
       found.empty() ? "email:" + email : "user:" + std::string(found.get(0, "id"));
-  if (auto wait = throttle.retry_after(throttle_key, ctx.request.remote_ip)) {
-    throw ApiError(ErrorCode::kRateLimited, "Too many failed sign-ins; try again later.")
-        .retry_after(*wait);
-  }
+  throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
+                             "Too many failed sign-ins; try again later.");
   std::string hash =
       found.empty() || found.is_null(0, 1) ? std::string() : std::string(found.get(0, 1));
   // Unknown accounts verify against the dummy hash, on the pool like any other (its first use
@@ -410,10 +408,8 @@ awaitable<Response> verify_mfa(RequestContext& ctx) {
   bool cookie = found.get_bool(0, "cookie");
   LoginThrottle& throttle = *state().throttle;
   const std::string throttle_key = "user:" + user_id;
-  if (auto wait = throttle.retry_after(throttle_key, ctx.request.remote_ip)) {
-    throw ApiError(ErrorCode::kRateLimited, "Too many failed sign-ins; try again later.")
-        .retry_after(*wait);
-  }
+  throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
+                             "Too many failed sign-ins; try again later.");
   std::optional<Issued> issued;
   db::Result user;
   {

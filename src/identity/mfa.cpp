@@ -126,14 +126,8 @@ std::string qr_svg(const std::string& text) {
       size, size * 6, path);
 }
 
-std::string sealed_secret(std::string_view raw) {
-  return base64url_encode(core::seal(raw, config().secret_key, kSealContext));
-}
-
 std::string opened_secret(std::string_view sealed) {
-  auto raw = base64url_decode(sealed);
-  std::optional<std::string> plain;
-  if (raw) plain = core::unseal(*raw, config().secret_key, kSealContext);
+  auto plain = unseal_text(sealed, config().secret_key, kSealContext);
   if (!plain) throw std::runtime_error("a TOTP secret does not open under HSEA_SECRET_KEY");
   return *plain;
 }
@@ -174,10 +168,6 @@ awaitable<boost::json::array> new_recovery_codes(db::Transaction& tx, const std:
   co_return shown;
 }
 
-std::optional<std::string> field(const object& body, std::string_view name) {
-  return http::optional_string(body, name);
-}
-
 ApiError wrong_code() {
   return ApiError(ErrorCode::kUnauthorized, "The code is wrong or was already used.");
 }
@@ -200,7 +190,8 @@ awaitable<Response> start_totp(RequestContext& ctx) {
   }
   std::string raw(kSecretBytes, '\0');
   randombytes_buf(raw.data(), raw.size());
-  co_await tx.exec(kStartTotp, db::params(user_id, sealed_secret(raw)));
+  co_await tx.exec(kStartTotp,
+                   db::params(user_id, seal_text(raw, config().secret_key, kSealContext)));
   co_await tx.commit();
   std::string secret = base32(raw);
   std::string label = issuer() + ":" + std::string(user.get(0, "email"));
@@ -248,8 +239,8 @@ awaitable<Response> regenerate_codes(RequestContext& ctx) {
 
 awaitable<Response> disable_mfa(RequestContext& ctx) {
   const object& body = http::json_body(ctx);
-  auto code = field(body, "code");
-  auto password = field(body, "password");
+  auto code = http::optional_string(body, "code");
+  auto password = http::optional_string(body, "password");
   if (!code && !password) {
     throw ApiError(ErrorCode::kValidationFailed, "Send a current code or your password.",
                    {{"/code", "a current code, or the password, is required"}});
@@ -257,10 +248,8 @@ awaitable<Response> disable_mfa(RequestContext& ctx) {
   const std::string& user_id = ctx.principal.user_id;
   LoginThrottle& throttle = *state().throttle;
   const std::string throttle_key = "user:" + user_id;
-  if (auto wait = throttle.retry_after(throttle_key, ctx.request.remote_ip)) {
-    throw ApiError(ErrorCode::kRateLimited, "Too many failed attempts; try again later.")
-        .retry_after(*wait);
-  }
+  throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
+                             "Too many failed attempts; try again later.");
   db::Transaction tx = co_await db::pool().begin(db::scope(ctx.tenant_id, user_id));
   db::Result user = co_await tx.exec(kUser, db::params(user_id));
   if (user.empty()) throw ApiError(ErrorCode::kUnauthorized, "The session has ended.");

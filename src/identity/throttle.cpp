@@ -1,5 +1,7 @@
 #include "identity/throttle.hpp"
 
+#include "core/error.hpp"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -83,6 +85,13 @@ std::optional<int> SignupThrottle::admit(const std::string& ip, int max_per_hour
     std::erase_if(windows_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
   }
   return std::nullopt;
+}
+
+void LoginThrottle::refuse_if_blocked(const std::string& account, const std::string& ip,
+                                      std::string detail) {
+  if (auto wait = retry_after(account, ip)) {
+    throw core::ApiError(core::ErrorCode::kRateLimited, std::move(detail)).retry_after(*wait);
+  }
 }
 
 }  // namespace hsea::identity

@@ -17,6 +17,8 @@ class LoginThrottle {
 
   // Seconds to wait when either limit is used up, otherwise nullopt.
   std::optional<int> retry_after(const std::string& account, const std::string& ip);
+  // The same as a refusal: ApiError 429 with `detail` and Retry-After.
+  void refuse_if_blocked(const std::string& account, const std::string& ip, std::string detail);
   void record_failure(const std::string& account, const std::string& ip);
 
  private:

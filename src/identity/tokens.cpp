@@ -41,13 +41,11 @@ constexpr std::int64_t kNotBeforeLeewaySeconds = 30;
 constexpr std::string_view kSealContext = "hsea jwt signing keys v1";
 
 std::string seal(const std::string& plain, const std::string& secret) {
-  return base64url_encode(core::seal(plain, secret, kSealContext));
+  return seal_text(plain, secret, kSealContext);
 }
 
 std::string unseal(const std::string& sealed, const std::string& secret) {
-  auto raw = base64url_decode(sealed);
-  if (!raw) throw std::runtime_error("signing keys: sealed key is malformed");
-  auto plain = core::unseal(*raw, secret, kSealContext);
+  auto plain = unseal_text(sealed, secret, kSealContext);
   if (!plain) {
     throw std::runtime_error(
         "signing keys: cannot open a private key: it is malformed, or HSEA_SECRET_KEY differs "
@@ -321,6 +319,17 @@ std::string KeyStore::jwks_json() const {
                                        {"y", k->y}});
   }
   return boost::json::serialize(boost::json::object{{"keys", std::move(keys)}});
+}
+
+std::string seal_text(std::string_view plain, std::string_view secret, std::string_view context) {
+  return base64url_encode(core::seal(plain, secret, context));
+}
+
+std::optional<std::string> unseal_text(std::string_view sealed, std::string_view secret,
+                                       std::string_view context) {
+  auto raw = base64url_decode(sealed);
+  if (!raw) return std::nullopt;
+  return core::unseal(*raw, secret, context);
 }
 
 }  // namespace hsea::identity

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,5 +59,11 @@ std::string es256_sign(EVP_PKEY* pkey, std::string_view data);
 // Unpadded base64url (RFC 4648 section 5).
 std::string base64url_encode(std::string_view bytes);
 std::expected<std::string, std::string> base64url_decode(std::string_view text);
+
+// A secret at rest as text for a database column: core::seal under `context`, base64url.
+// unseal_text gives nullopt for text that is not such a value under this secret and context.
+std::string seal_text(std::string_view plain, std::string_view secret, std::string_view context);
+std::optional<std::string> unseal_text(std::string_view sealed, std::string_view secret,
+                                       std::string_view context);
 
 }  // namespace hsea::identity

@@ -54,8 +54,8 @@ struct State {
   std::mutex snapshot_mutex;
   QueueSnapshot snapshot;
   std::string node;  // names this process in jobs.worker
-  std::atomic<std::uint64_t> yielded_us{
-      0};  // paused for requests (hsea_jobs_yielded_seconds_total)
+  // Time paused for requests (hsea_jobs_yielded_seconds_total).
+  std::atomic<std::uint64_t> yielded_us{0};
 };
 State& state();
 const Kind* find_kind(const std::string& kind);
