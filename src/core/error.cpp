@@ -19,6 +19,9 @@ const ErrorInfo& error_info(ErrorCode code) {
       {503, "service_unavailable", "Service unavailable"},
       {504, "timeout", "Timed out"},
       {403, "mfa_required", "Multi-factor sign-in required"},
+      // HSEA-043/045 (CORS, CSRF)
+      {403, "csrf_failed", "CSRF check failed"},
+      {403, "origin_not_allowed", "Origin not allowed"},
   };
   return kInfo[static_cast<int>(code)];
 }

@@ -25,6 +25,9 @@ enum class ErrorCode {
   kServiceUnavailable,
   kTimeout,
   kMfaRequired,
+  // HSEA-043/045 (CORS, CSRF)
+  kCsrfFailed,
+  kOriginNotAllowed,
 };
 
 struct ErrorInfo {

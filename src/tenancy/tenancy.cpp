@@ -346,6 +346,7 @@ void Register(runtime::Registrar& reg) {
              .path = "/api/members/{user_id}",
              .handler = delete_member,
              .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins})});
+  register_settings_routes(reg);
 
   // Tenants past their deletion grace period are removed daily, by one node of the cluster.
   reg.periodic({.name = "tenant-purge",

@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 // Tenants and memberships: GET /api/tenants, GET/PATCH/DELETE /api/tenant,
-// GET /api/members, PATCH/DELETE /api/members/{user_id}.
+// GET /api/members, PATCH/DELETE /api/members/{user_id}, GET/PATCH /api/tenant/settings.
 
 namespace hsea::runtime {
 class Registrar;
@@ -22,6 +22,8 @@ struct Settings {
 };
 
 void Register(runtime::Registrar& registrar);
+// GET/PATCH /api/tenant/settings (settings_routes.cpp), and the CORS step's Host rule.
+void register_settings_routes(runtime::Registrar& registrar);
 
 // Removes tenants whose deletion grace period is over, with all their data; returns how many.
 // The server runs it daily; `hsea tenants purge` runs it once (blocking).
