@@ -244,6 +244,12 @@ TEST_F(CorsCsrf, ActualRequestsGetCredentialsOnlyForListedOrigins) {
   HttpResponse unlisted = get(a, a, {"Origin: https://evil.example.com"});
   EXPECT_EQ(unlisted.status, 200);
   EXPECT_FALSE(has_cors_header(unlisted)) << "an unlisted origin gets no CORS header";
+  array refused = audit(a, "security.cors_refused");
+  ASSERT_EQ(refused.size(), 1u) << "credentials withheld are a refusal, audited in A";
+  object meta = refused[0].as_object().at("metadata").as_object();
+  EXPECT_EQ(str(meta, "origin"), "https://evil.example.com");
+  EXPECT_FALSE(meta.at("preflight").as_bool());
+  EXPECT_EQ(str(meta, "path"), "/api/tenant");
   HttpResponse other_tenant = get(b, b, {"Origin: https://app-a.example.com"});
   EXPECT_EQ(other_tenant.status, 200);
   EXPECT_FALSE(has_cors_header(other_tenant)) << "A's origin is nothing to B";
