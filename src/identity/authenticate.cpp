@@ -285,9 +285,9 @@ awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
     // The Host names a tenant, or none: never the credential's own (a DELETE /api/tenant at a
     // mistyped address must not suspend the caller's tenant). An unknown address is answered
     // by authentication like another tenant's (see kNoTenantAtThisAddress).
-    std::string slug = subdomain(ctx.request.header("host"), settings().base_domain);
+    std::string slug = tenant_slug_of_host(ctx.request.header("host"));
     ctx.tenant_id = std::string(kNoTenantAtThisAddress);
-    if (is_slug(slug)) {
+    if (!slug.empty()) {
       db::Result r = co_await db::pool().query(kTenantBySlug, db::params(slug));
       if (!r.empty() && !r.is_null(0, 0)) ctx.tenant_id = std::string(r.get(0, 0));
     }
