@@ -105,6 +105,7 @@ HSEA_QUERY kUpdateName{
     "RETURNING id, email, name, email_verified, mfa_enabled, created_at, updated_at"};
 HSEA_QUERY kSoleOwner{"me_sole_owner", "SELECT * FROM auth_sole_owner_tenants($1)"};
 HSEA_QUERY kDeleteUser{"me_delete_user", "DELETE FROM users WHERE id = $1"};
+HSEA_QUERY kAnonymizeAudit{"me_anonymize_audit", "SELECT audit_anonymize_current_user() AS n"};
 
 // A dummy Argon2id hash so that unknown e-mails cost as much time as wrong passwords.
 const std::string& dummy_hash() {
@@ -476,6 +477,9 @@ awaitable<Response> delete_me(RequestContext& ctx) {
     co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
                                  security::event("user.deleted", "user", user_id));
   }
+  // The user's addresses and user agents leave the audit log of every tenant (the entries just
+  // written included: they are committed, so this statement sees them).
+  co_await tx.exec(kAnonymizeAudit);
   co_await tx.commit();
   invalidate_auth_cache();
   Response r = Response::no_content();
