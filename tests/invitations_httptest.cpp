@@ -254,6 +254,12 @@ TEST_F(Invitations, RolesVerificationAndBadInputAreRefusedAndChangeNothing) {
   expect_refused(invite(admin, fresh_email("o"), "owner", in_a), 403, "forbidden");
   EXPECT_EQ(invite(admin, fresh_email("ad"), "admin", in_a).status, 201);
   expect_refused(invite(member, fresh_email("m"), "member", in_a), 403, "forbidden");
+  // The refusals the handler decides are audited in the tenant (an unverified inviter too).
+  EXPECT_NE(scalar("SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = "
+                   "'invitation.refused' AND actor_id = $2 AND metadata->>'code' = 'forbidden'",
+                   {a.tenant_id, admin.user_id}),
+            "0");
+  EXPECT_TRUE(audit_actions(unverified.tenant_id).contains("invitation.refused"));
   EXPECT_EQ(call("GET", "/api/invitations", member.access_token, "", in_a).status, 403);
 
   std::string email = fresh_email("dup");

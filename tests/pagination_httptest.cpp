@@ -136,6 +136,12 @@ TEST_F(Pagination, InvitationsPageWithinTheirTenant) {
   EXPECT_FALSE(whole.at("has_more").as_bool());
   EXPECT_EQ(whole.at("data").as_array().size(), 5u);
   EXPECT_EQ(all_pages("/api/invitations", b.access_token, "id", 1).size(), 1u);
+  // The audit log (newest first) pages the same way: every entry once, only the tenant's.
+  std::vector<std::string> entries = all_pages("/api/audit-logs", a.access_token, "id", 2);
+  EXPECT_EQ(std::set<std::string>(entries.begin(), entries.end()).size(), entries.size());
+  auto count = testkit::sql(db_->admin_url(),
+                            "SELECT count(*) FROM audit_logs WHERE tenant_id = $1", {a.tenant_id});
+  EXPECT_EQ(std::to_string(entries.size()), count[0][0]);
 }
 
 TEST_F(Pagination, MalformedLimitsAndCursorsAre422) {

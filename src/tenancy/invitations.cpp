@@ -6,6 +6,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <optional>
 #include <string>
 
 #include "core/config.hpp"
@@ -210,25 +211,17 @@ awaitable<Response> list_invitations(RequestContext& ctx) {
   co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
-// Another tenant's invitation id is not found here (RLS), and the attempt is audited.
-awaitable<db::Result> locked_invitation(db::Transaction& tx, const RequestContext& ctx,
-                                        const std::string& id, std::string_view action) {
+// Another tenant's invitation id is not found here (RLS).
+awaitable<db::Result> locked_invitation(db::Transaction& tx, const std::string& id) {
   db::Result r = co_await tx.exec(kLock, db::params(id));
-  if (r.empty()) {
-    co_await tx.commit();
-    co_await security::record_in(
-        ctx.tenant_id, ctx,
-        security::event("invitation.refused", "invitation", id,
-                        R"({"action":")" + std::string(action) + R"(","reason":"not_found"})"));
-    throw ApiError(ErrorCode::kNotFound, "No such invitation.");
-  }
+  if (r.empty()) throw ApiError(ErrorCode::kNotFound, "No such invitation.");
   co_return r;
 }
 
 awaitable<Response> revoke_invitation(RequestContext& ctx) {
   std::string id = invitation_id(ctx);
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
-  db::Result r = co_await locked_invitation(tx, ctx, id, "revoke");
+  db::Result r = co_await locked_invitation(tx, id);
   check_role(ctx, r.get(0, "role"), "revoke");
   std::string state(r.get(0, "state"));
   if (state == "used" || state == "revoked") throw closed_invitation(state);
@@ -241,7 +234,7 @@ awaitable<Response> revoke_invitation(RequestContext& ctx) {
 awaitable<Response> resend_invitation(RequestContext& ctx) {
   std::string id = invitation_id(ctx);
   db::Transaction tx = co_await db::pool().begin(db::scope(ctx.tenant_id, ctx.principal.user_id));
-  db::Result r = co_await locked_invitation(tx, ctx, id, "resend");
+  db::Result r = co_await locked_invitation(tx, id);
   check_role(ctx, r.get(0, "role"), "resend");
   std::string state(r.get(0, "state"));
   if (state == "used" || state == "revoked") throw closed_invitation(state);
@@ -380,6 +373,39 @@ awaitable<Response> accept_invitation(RequestContext& ctx) {
                                        issued);
 }
 
+using Handler = awaitable<Response> (*)(RequestContext&);
+
+// Every refused invitation action (another tenant's id, a role above the caller's, an
+// unverified inviter, a closed invitation, bad input) is audited in the caller's tenant, after
+// the refused transaction has ended so that the entry is not rolled back with it.
+awaitable<Response> refusals_audited(RequestContext& ctx, Handler handler, std::string action) {
+  std::optional<ApiError> refused;
+  try {
+    co_return co_await handler(ctx);
+  } catch (const ApiError& e) {
+    if (core::error_info(e.code()).status >= 500) throw;
+    refused = e;
+  }
+  const core::ErrorInfo& info = core::error_info(refused->code());
+  object meta{{"action", action}, {"code", info.code}, {"status", info.status}};
+  std::string target(ctx.param("id"));
+  co_await security::record_in(
+      ctx.tenant_id, ctx,
+      security::event("invitation.refused", "invitation", log::valid_utf8(target, 64),
+                      boost::json::serialize(meta)));
+  throw *refused;
+}
+
+awaitable<Response> create_audited(RequestContext& ctx) {
+  return refusals_audited(ctx, create_invitation, "create");
+}
+awaitable<Response> revoke_audited(RequestContext& ctx) {
+  return refusals_audited(ctx, revoke_invitation, "revoke");
+}
+awaitable<Response> resend_audited(RequestContext& ctx) {
+  return refusals_audited(ctx, resend_invitation, "resend");
+}
+
 }  // namespace
 
 void register_invitation_routes(runtime::Registrar& reg, int expiry_days) {
@@ -392,7 +418,7 @@ void register_invitation_routes(runtime::Registrar& reg, int expiry_days) {
   const std::vector<std::string> admins{"owner", "admin"};
   reg.route({.method = Method::kPost,
              .path = "/api/invitations",
-             .handler = create_invitation,
+             .handler = create_audited,
              .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins},
                                   security::Body{"CreateInvitationRequest"})});
   reg.route(
@@ -403,11 +429,11 @@ void register_invitation_routes(runtime::Registrar& reg, int expiry_days) {
            .authenticated = true, .tenant = true, .roles = admins, .scopes = {"members:read"}})});
   reg.route({.method = Method::kDelete,
              .path = "/api/invitations/{id}",
-             .handler = revoke_invitation,
+             .handler = revoke_audited,
              .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins})});
   reg.route({.method = Method::kPost,
              .path = "/api/invitations/{id}/resend",
-             .handler = resend_invitation,
+             .handler = resend_audited,
              .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins})});
   // Public, but a signed-in caller is recognised: they accept as themselves.
   reg.route({.method = Method::kPost,
