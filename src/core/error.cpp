@@ -19,6 +19,12 @@ const ErrorInfo& error_info(ErrorCode code) {
       {503, "service_unavailable", "Service unavailable"},
       {504, "timeout", "Timed out"},
       {403, "mfa_required", "Multi-factor sign-in required"},
+      // Invitations and members (HSEA-017, HSEA-011).
+      {403, "email_unverified", "E-mail address not verified"},
+      {400, "invitation_invalid", "Invitation not valid"},
+      {410, "invitation_expired", "Invitation expired"},
+      {410, "invitation_revoked", "Invitation revoked"},
+      {409, "invitation_used", "Invitation already used"},
       // HSEA-043/045 (CORS, CSRF)
       {403, "csrf_failed", "CSRF check failed"},
       {403, "origin_not_allowed", "Origin not allowed"},

@@ -25,6 +25,12 @@ enum class ErrorCode {
   kServiceUnavailable,
   kTimeout,
   kMfaRequired,
+  // Invitations and members (HSEA-017, HSEA-011).
+  kEmailUnverified,
+  kInvitationInvalid,
+  kInvitationExpired,
+  kInvitationRevoked,
+  kInvitationUsed,
   // HSEA-043/045 (CORS, CSRF)
   kCsrfFailed,
   kOriginNotAllowed,

@@ -394,6 +394,10 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO webhook_attempts (tenant_id, id, delivery_id, endpoint_id, event_id, "
         "attempt, status_code, duration_ms) VALUES ($1, $2, $3, $4, $5, 1, 500, 12)",
         {tenant, core::uuid_v7(), delivery, endpoint, event});
+    sql(db.admin_url(),
+        "INSERT INTO invitations (tenant_id, id, email, role, token_hash, invited_by, expires_at) "
+        "VALUES ($1, $2, $3, 'member', $4, $5, now() + interval '7 days')",
+        {tenant, core::uuid_v7(), "invitee-" + tag + "@example.com", "hash-" + tag, user});
   }
 }
 
@@ -423,7 +427,7 @@ TEST(TenantIsolation, EveryTableIsScopedOrListedAsNotScoped) {
         "tenant_branding:tenant_id:app.tenant_id", "mail_messages:tenant_id:app.tenant_id",
 
         "webhook_endpoints:tenant_id:app.tenant_id", "webhook_deliveries:tenant_id:app.tenant_id",
-        "webhook_attempts:tenant_id:app.tenant_id"}) {
+        "webhook_attempts:tenant_id:app.tenant_id", "invitations:tenant_id:app.tenant_id"}) {
     EXPECT_TRUE(names.contains(expected)) << expected;
   }
 }
