@@ -19,6 +19,9 @@ const ErrorInfo& error_info(ErrorCode code) {
       {503, "service_unavailable", "Service unavailable"},
       {504, "timeout", "Timed out"},
       {403, "mfa_required", "Multi-factor sign-in required"},
+      // Account flows (HSEA-015, HSEA-016).
+      {400, "token_invalid", "Invalid token"},
+      {410, "token_expired", "Token expired"},
   };
   return kInfo[static_cast<int>(code)];
 }

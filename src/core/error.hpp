@@ -25,6 +25,9 @@ enum class ErrorCode {
   kServiceUnavailable,
   kTimeout,
   kMfaRequired,
+  // Account flows (HSEA-015, HSEA-016): mailed single-use tokens.
+  kTokenInvalid,  // unknown, forged, already used, or for another account or purpose
+  kTokenExpired,
 };
 
 struct ErrorInfo {

@@ -287,6 +287,8 @@ awaitable<Response> signup(RequestContext& ctx) {
   co_await jobs::emit(tx, actor, ctx.request_id, "tenant.created", std::move(data));
   std::string member = boost::json::serialize(object{{"user_id", user_id}, {"role", "owner"}});
   co_await jobs::emit(tx, actor, ctx.request_id, "member.added", std::move(member));
+  // HSEA-015: the address is verified through the link in this mail (account_flows.cpp).
+  co_await send_email_verification(tx, user_id, email, name, false);
   co_await tx.commit();
 
   object out{{"user", user_json(user)},
