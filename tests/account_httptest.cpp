@@ -273,6 +273,37 @@ TEST_F(AccountFlows, ResetSetsThePasswordOnceEndsEverySessionAndVerifiesTheAddre
   EXPECT_EQ(login(a.email, kNewPassword).status, 200);
 }
 
+TEST_F(AccountFlows, ResetLinksExpireAndDieWithTheAddressTheyWereMailedTo) {
+  Account a = testkit::sign_up(*server_, "Expiry Co");
+  std::string forgot = boost::json::serialize(object{{"email", a.email}});
+  ASSERT_EQ(post("/api/auth/password/forgot", forgot).status, 202);
+  std::string expired = token_in(mail(a.email, "Reset your"), "reset-password");
+  ASSERT_EQ(post("/api/auth/password/forgot", forgot).status, 202);
+  std::string moved = token_in(mail(a.email, "Reset your", 2), "reset-password");
+  ASSERT_FALSE(expired.empty());
+  ASSERT_NE(expired, moved);
+  sql(db_->admin_url(),
+      "UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
+      {core::sha256_hex(expired)});
+  auto reset = [&](const std::string& token) {
+    return post("/api/auth/password/reset",
+                boost::json::serialize(object{{"token", token}, {"password", kNewPassword}}));
+  };
+  expect_problem(reset(expired), 410, "token_expired");
+  // The account moves to another address: a link mailed to the old one no longer works.
+  std::string target = "elsewhere-" + core::random_hex(4) + "@example.com";
+  ASSERT_EQ(post("/api/me/email",
+                 boost::json::serialize(object{{"email", target}, {"password", a.password}}),
+                 a.access_token)
+                .status,
+            202);
+  std::string change = token_in(mail(target, "Confirm your new e-mail address"), "confirm-email");
+  ASSERT_EQ(post("/api/me/email/confirm", token_body(change), a.access_token).status, 200);
+  expect_problem(reset(moved), 400, "token_invalid");
+  EXPECT_EQ(login(target, a.password).status, 200) << "the password never changed";
+  EXPECT_EQ(audited(a, "auth.password_reset"), 0u);
+}
+
 TEST_F(AccountFlows, ForgotIsRateLimitedPerAddressWhetherOrNotItHasAnAccount) {
   for (std::string email : {testkit::sign_up(*server_, "Forgot Limit").email,
                             "nobody-" + core::random_hex(4) + "@example.com"}) {
