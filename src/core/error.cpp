@@ -25,6 +25,9 @@ const ErrorInfo& error_info(ErrorCode code) {
       {410, "invitation_expired", "Invitation expired"},
       {410, "invitation_revoked", "Invitation revoked"},
       {409, "invitation_used", "Invitation already used"},
+      // Account flows (HSEA-015, HSEA-016).
+      {400, "token_invalid", "Invalid token"},
+      {410, "token_expired", "Token expired"},
   };
   return kInfo[static_cast<int>(code)];
 }
