@@ -25,6 +25,9 @@ const ErrorInfo& error_info(ErrorCode code) {
       {410, "invitation_expired", "Invitation expired"},
       {410, "invitation_revoked", "Invitation revoked"},
       {409, "invitation_used", "Invitation already used"},
+      // Account flows (HSEA-015, HSEA-016).
+      {400, "token_invalid", "Invalid token"},
+      {410, "token_expired", "Token expired"},
       // HSEA-043/045 (CORS, CSRF)
       {403, "csrf_failed", "CSRF check failed"},
       {403, "origin_not_allowed", "Origin not allowed"},

@@ -352,6 +352,11 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO mfa_challenges (token_hash, user_id, active_tenant_id, cookie, expires_at) "
         "VALUES ('challenge-' || $1, $2, $3, false, now() + interval '5 minutes')",
         {tag, user, tenant});
+    sql(db.admin_url(),
+        "INSERT INTO account_tokens (token_hash, user_id, purpose, email, expires_at) "
+        "VALUES (encode(sha256($1::bytea), 'hex'), $2, 'verify_email', $3, "
+        "now() + interval '1 day')",
+        {"account-" + tag, user, tag + "@example.com"});
     for (std::string n : {"1", "2"}) {
       sql(db.admin_url(),
           "INSERT INTO refresh_tokens (token_hash, session_id, user_id, expires_at) "

@@ -199,6 +199,8 @@ awaitable<Response> signup(RequestContext& ctx) {
                              .actor_type = "user",
                              .actor_id = user_id};
   co_await security::record(tx, ctx, event);
+  // HSEA-015: the address is verified through the link in this mail (account_flows.cpp).
+  co_await send_email_verification(tx, user_id, email, name, false);
   co_await tx.commit();
 
   object out{{"user", user_json(user)},
