@@ -19,6 +19,11 @@ boost::asio::awaitable<http::Response> list_audit_logs(http::RequestContext& ctx
 namespace {
 const core::Config* g_config = nullptr;  // HSTS only when clients reach us over https
 
+std::optional<std::string> check_previous_secret(std::string& v) {
+  if (!v.empty() && v.size() < 32) return "must be at least 32 bytes, like HSEA_SECRET_KEY";
+  return std::nullopt;
+}
+
 const core::Section<Settings> kSettings{
     "security",
     {core::int_setting(&Settings::audit_retention_days, "HSEA_AUDIT_RETENTION_DAYS", "365", 1,
@@ -28,7 +33,7 @@ const core::Section<Settings> kSettings{
      core::string_setting(&Settings::previous_secret_key, "HSEA_PREVIOUS_SECRET_KEY", "",
                           "the HSEA_SECRET_KEY a new one replaced, read only by `hsea keys "
                           "rotate-data` to re-wrap the data keys it wrapped",
-                          nullptr, core::Show::kSecret)}};
+                          check_previous_secret, core::Show::kSecret)}};
 }  // namespace
 
 void security_headers(http::RequestContext&, http::Response& response) {
