@@ -52,11 +52,18 @@ constexpr std::string_view kImmutable = "public, max-age=31536000, immutable";
 // Everything else (index.html above all) names the current assets: revalidate every time.
 constexpr std::string_view kRevalidate = "no-cache";
 
+// A relative directory would depend on where the server was started from.
+std::optional<std::string> absolute_directory(std::string& value) {
+  if (!value.starts_with("/")) return std::string("must be an absolute path");
+  return std::nullopt;
+}
+
 const core::Section<Settings> kSettings{
     "web",
     {core::string_setting(&Settings::dir, "HSEA_WEB_DIR", "(the build's web/ output)",
                           "directory of the built web UI (scripts/build-web), read once at "
-                          "start; missing: no pages are served")}};
+                          "start; missing: no pages are served",
+                          absolute_directory)}};
 
 struct File {
   std::string body;
