@@ -396,7 +396,8 @@ function ApiKeys() {
         <div className="secret" role="status">
           <p>
             The key {secret.name} is shown only now. Copy it; send it as{' '}
-            <code>Authorization: Bearer &lt;key&gt;</code>.
+            <code>Authorization: Bearer &lt;key&gt;</code>. After a rotation the old key keeps
+            working until the time in its Expires column, so clients can switch over.
           </p>
           <p>
             <code data-testid="api-key-secret">{secret.key}</code>
@@ -433,6 +434,7 @@ function ApiKeys() {
                 <th scope="col">Prefix</th>
                 <th scope="col">Scopes</th>
                 <th scope="col">Last used</th>
+                <th scope="col">Expires</th>
                 <th scope="col">
                   <span className="visually-hidden">Actions</span>
                 </th>
@@ -447,12 +449,13 @@ function ApiKeys() {
                   </td>
                   <td>{k.scopes.join(', ')}</td>
                   <td>{when(k.last_used_at)}</td>
+                  <td>{k.expires_at ? when(k.expires_at) : 'never'}</td>
                   <td className="actions">
-                    <button type="button" aria-label={`Rotate ${k.name}`}
+                    <button type="button" aria-label={`Rotate ${k.name} (${k.prefix})`}
                       onClick={() => rotate(k)}>
                       Rotate
                     </button>
-                    <button type="button" aria-label={`Revoke ${k.name}`}
+                    <button type="button" aria-label={`Revoke ${k.name} (${k.prefix})`}
                       onClick={() => revoke(k)}>
                       Revoke
                     </button>
