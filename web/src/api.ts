@@ -107,10 +107,17 @@ function refresh(): Promise<boolean> {
 
 const noRefresh = (path: string) => path.startsWith('/api/auth/');
 
+// Fired when the session is gone (a 401 that a refresh could not cure): the pages show sign-in.
+export const signedOutEvent = 'hsea:signed-out';
+
 export async function api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
   let response = await send(method, path, body);
-  if (response.status === 401 && !noRefresh(path) && (await refresh())) {
+  // Without a CSRF cookie there is no cookie session to refresh (a signed-out visitor).
+  if (response.status === 401 && !noRefresh(path) && csrfToken() && (await refresh())) {
     response = await send(method, path, body);
+  }
+  if (response.status === 401 && !noRefresh(path)) {
+    window.dispatchEvent(new Event(signedOutEvent));
   }
   return parse<T>(response);
 }

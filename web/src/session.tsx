@@ -1,6 +1,6 @@
 // The signed-in user (GET /api/me), shared by every page; null when signed out.
 import { createContext, useCallback, useContext, useEffect, useState, type ReactNode } from 'react';
-import { api, ApiError, type Me } from './api';
+import { api, ApiError, signedOutEvent, type Me } from './api';
 
 interface SessionState {
   me: Me | null | undefined; // undefined while loading
@@ -30,6 +30,11 @@ export function SessionProvider({ children }: { children: ReactNode }) {
   useEffect(() => {
     void reload();
   }, [reload]);
+  useEffect(() => {
+    const gone = () => setMe(null);
+    window.addEventListener(signedOutEvent, gone);
+    return () => window.removeEventListener(signedOutEvent, gone);
+  }, []);
   return (
     <SessionContext.Provider value={{ me, reload, signedOut: () => setMe(null) }}>
       {children}
