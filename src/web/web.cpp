@@ -17,9 +17,7 @@
 #include "http/problem.hpp"
 #include "runtime/registrar.hpp"
 
-#ifndef HSEA_WEB_DIR_DEFAULT
-#define HSEA_WEB_DIR_DEFAULT "web-dist"
-#endif
+// HSEA_WEB_DIR_DEFAULT: CMake defines it as the build tree's web/ (scripts/build-web's output).
 
 namespace hsea::web {
 namespace {
@@ -158,6 +156,8 @@ std::optional<Response> serve(RequestContext& ctx) {
 
 }  // namespace
 
+std::string default_dir() { return HSEA_WEB_DIR_DEFAULT; }
+
 std::string_view content_type_for(std::string_view file_name) {
   struct Type {
     std::string_view extension;
@@ -223,7 +223,7 @@ Kind classify(std::string_view path) {
 
 void Register(runtime::Registrar& reg) {
   const Settings& settings = reg.settings(kSettings);
-  std::string dir = settings.dir.empty() ? std::string(HSEA_WEB_DIR_DEFAULT) : settings.dir;
+  std::string dir = settings.dir;
   // An edge step, not a route: it answers only what routing found nothing for, so every route
   // (and its 405) wins, and it runs before routing's 404 problem.
   reg.middleware({.name = "web-ui", .stage = http::Stage::kEdge, .before = serve, .when = applies});

@@ -13,9 +13,12 @@ class Registrar;
 
 namespace hsea::web {
 
+// Where this binary's build put the pages (the build tree's web/ directory).
+std::string default_dir();
+
 // The web module's settings section.
 struct Settings {
-  std::string dir;  // HSEA_WEB_DIR: the built files; default the build tree's web/ output
+  std::string dir = default_dir();  // HSEA_WEB_DIR: the built files
 };
 
 // The Content-Type for a file name, by its extension ("application/octet-stream" when unknown).

@@ -127,6 +127,15 @@ describe('sign-up and sign-in', () => {
     await page.getByRole('heading', { name: 'Profile', level: 1 }).waitFor();
   });
 
+  it('says "not found" for an unknown page, with status 404', async () => {
+    const response = await page.goto('/no-such-page');
+    assert.equal(response.status(), 404);
+    await page.getByRole('heading', { name: 'Page not found', level: 1 }).waitFor();
+    await checkPage(page, 'not-found');
+    await page.goto('/account/no-such-section');
+    await page.getByRole('heading', { name: 'Page not found', level: 1 }).waitFor();
+  });
+
   it('turns MFA off with the password', async () => {
     await page.goto('/account/security');
     await fill(page, 'Password (to turn it off)', password);
