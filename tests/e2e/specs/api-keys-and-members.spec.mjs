@@ -107,7 +107,7 @@ describe('API keys and members', () => {
     // B's session is in B's own tenant: A is not among its members.
     await pageB.goto('/account/members');
     await pageB.getByRole('combobox', { name: `Role of ${ownerB.email}` }).waitFor();
-    assert.equal(await pageB.getByText(ownerA.email).count(), 0, await pageB.locator('main').innerText());
+    assert.equal(await pageB.getByText(ownerA.email).count(), 0);
 
     await page.getByRole('button', { name: `Remove ${ownerB.email}` }).click();
     await page.getByText(`${ownerB.email} was removed.`).waitFor();

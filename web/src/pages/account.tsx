@@ -94,8 +94,8 @@ function Profile({ me }: { me: Me }) {
     e.preventDefault();
     setSaved(false);
     if (await save.run(() => api<User>('PATCH', '/api/me', { name }))) {
-      setSaved(true);
       await reload();
+      setSaved(true);
     }
   }
   return (
@@ -478,17 +478,16 @@ function Members({ me }: { me: Me }) {
   const [notice, setNotice] = useState('');
   async function setRole(m: Member, role: string) {
     setNotice('');
-    if ((await change.run(() => api('PATCH', `/api/members/${m.user_id}`, { role })))) {
-      setNotice(`${m.email ?? m.user_id} is now ${role}.`);
-    }
+    // The list first, then the notice: what the notice says is on the page when it appears.
+    const changed = await change.run(() => api('PATCH', `/api/members/${m.user_id}`, { role }));
     await list.refresh();
+    if (changed) setNotice(`${m.email ?? m.user_id} is now ${role}.`);
   }
   async function remove(m: Member) {
     setNotice('');
-    if ((await change.run(() => api('DELETE', `/api/members/${m.user_id}`))) !== undefined) {
-      setNotice(`${m.email ?? m.user_id} was removed.`);
-    }
+    const removed = await change.run(() => api('DELETE', `/api/members/${m.user_id}`));
     await list.refresh();
+    if (removed !== undefined) setNotice(`${m.email ?? m.user_id} was removed.`);
   }
   return (
     <Page title="Members">
@@ -548,9 +547,9 @@ function Invitations() {
     setNotice('');
     const r = await invite.run(() => api<Invitation>('POST', '/api/invitations', { email, role }));
     if (!r) return;
-    setNotice(`We sent an invitation to ${r.email}.`);
     setEmail('');
     await list.refresh();
+    setNotice(`We sent an invitation to ${r.email}.`);
   }
   async function act(i: Invitation, what: 'resend' | 'revoke') {
     setNotice('');
@@ -559,10 +558,10 @@ function Invitations() {
         ? api('POST', `/api/invitations/${i.id}/resend`)
         : api('DELETE', `/api/invitations/${i.id}`),
     );
+    await list.refresh();
     if (r !== undefined) {
       setNotice(what === 'resend' ? `Sent again to ${i.email}.` : `Revoked ${i.email}'s invitation.`);
     }
-    await list.refresh();
   }
   return (
     <Page title="Invitations">
