@@ -2,6 +2,7 @@
 // check of every page, the mail the SMTP sink received, TOTP codes, unique accounts.
 import AxeBuilder from '@axe-core/playwright';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -137,6 +138,14 @@ export async function signUpByApi(tag) {
   });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   return { email, password, token: r.body.access_token, tenant: r.body.tenant };
+}
+
+// Test setup that the API under test does not offer, as the database owner (the run's database).
+export function sql(statement) {
+  const r = spawnSync('psql', [process.env.HSEA_E2E_DATABASE_ADMIN_URL, '-v', 'ON_ERROR_STOP=1',
+    '-qtAc', statement], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.trim();
 }
 
 // Signs in through the sign-in page and waits for the account area.

@@ -183,6 +183,7 @@ export interface Invitation {
   id: string;
   email: string;
   role: Membership['role'];
+  status: 'open' | 'used' | 'revoked' | 'expired';
   expires_at: string;
 }
 

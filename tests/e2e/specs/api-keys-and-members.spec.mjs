@@ -1,17 +1,15 @@
 // The account area's API keys (the secret shown once, rotate, revoke) and members (list, change
 // role, remove), each seen only in its own tenant: two tenants, each with its owner.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { apiCall, checkPage, fill, launch, newPage, signIn, signUpByApi } from '../lib.mjs';
+import {
+  apiCall, checkPage, fill, launch, newPage, signIn, signUpByApi, sql,
+} from '../lib.mjs';
 
 // Test setup, not the API (invitations.spec.mjs adds members through the UI): a membership row.
 function addMember(tenantId, email, role) {
-  const r = spawnSync('psql', [process.env.HSEA_E2E_DATABASE_ADMIN_URL, '-v', 'ON_ERROR_STOP=1',
-    '-qtAc', `INSERT INTO memberships (tenant_id, user_id, role)
-              SELECT '${tenantId}', id, '${role}' FROM users WHERE email = '${email}'`],
-  { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
+  sql(`INSERT INTO memberships (tenant_id, user_id, role)
+       SELECT '${tenantId}', id, '${role}' FROM users WHERE email = '${email}'`);
 }
 
 describe('API keys and members', () => {

@@ -582,15 +582,16 @@ function Invitations() {
           <Submit busy={invite.busy}>Send invitation</Submit>
         </form>
       </Section>
-      <Section title="Pending">
+      <Section title="Sent invitations">
         <ProblemSummary error={list.error ?? change.error} />
-        {list.items && list.items.length === 0 && <p>No pending invitations.</p>}
+        {list.items && list.items.length === 0 && <p>No invitations yet.</p>}
         {list.items && list.items.length > 0 && (
           <table>
             <thead>
               <tr>
                 <th scope="col">E-mail</th>
                 <th scope="col">Role</th>
+                <th scope="col">Status</th>
                 <th scope="col">Expires</th>
                 <th scope="col">
                   <span className="visually-hidden">Actions</span>
@@ -602,16 +603,21 @@ function Invitations() {
                 <tr key={i.id}>
                   <td>{i.email}</td>
                   <td>{i.role}</td>
+                  <td>{i.status}</td>
                   <td>{when(i.expires_at)}</td>
                   <td className="actions">
-                    <button type="button" aria-label={`Resend to ${i.email}`}
-                      onClick={() => act(i, 'resend')}>
-                      Resend
-                    </button>
-                    <button type="button" aria-label={`Revoke invitation of ${i.email}`}
-                      onClick={() => act(i, 'revoke')}>
-                      Revoke
-                    </button>
+                    {(i.status === 'open' || i.status === 'expired') && (
+                      <button type="button" aria-label={`Resend to ${i.email}`}
+                        onClick={() => act(i, 'resend')}>
+                        Resend
+                      </button>
+                    )}
+                    {i.status === 'open' && (
+                      <button type="button" aria-label={`Revoke invitation of ${i.email}`}
+                        onClick={() => act(i, 'revoke')}>
+                        Revoke
+                      </button>
+                    )}
                   </td>
                 </tr>
               ))}

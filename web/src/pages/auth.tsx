@@ -310,7 +310,7 @@ export function AcceptInvitation({ query }: { query: URLSearchParams }) {
   const { busy, error, run } = useAction();
   async function accept(e: FormEvent) {
     e.preventDefault();
-    const body = me ? { token } : { token, password, name };
+    const body = me ? { token } : { token, password, name, session: 'cookie' };
     const answer = await run(() => api<SessionAnswer>('POST', '/api/invitations/accept', body));
     if (answer === undefined) return;
     rememberSession(answer);
