@@ -94,7 +94,7 @@ describe('account flows', () => {
     const newEmail = uniqueEmail('flows-new');
     await page.goto('/account/security');
     await fill(page, 'New e-mail', newEmail);
-    await fill(page, 'Password', password);
+    await fill(page, 'Password (to confirm the change)', password);
     await page.getByRole('button', { name: 'Change e-mail' }).click();
     await page.getByText(`We sent a link to ${newEmail}.`).waitFor();
     await checkPage(page, 'account-email-change-sent');

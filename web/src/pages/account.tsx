@@ -74,7 +74,7 @@ export function Account({ path }: { path: string }) {
 
 function Section({ title, children }: { title: string; children: ReactNode }) {
   return (
-    <section aria-label={title}>
+    <section>
       <h2>{title}</h2>
       {children}
     </section>
@@ -199,7 +199,8 @@ function ChangeEmail({ me }: { me: Me }) {
         )}
         <Field label="New e-mail" name="email" type="email" value={email} onChange={setEmail}
           error={error} autoComplete="email" />
-        <Field label="Password" name="password" type="password" value={password}
+        <Field label="Password (to confirm the change)" name="password" type="password"
+          value={password}
           onChange={setPassword} error={error} autoComplete="current-password" />
         <Submit busy={busy}>Change e-mail</Submit>
       </form>
