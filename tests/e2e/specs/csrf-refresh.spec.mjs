@@ -44,7 +44,7 @@ describe('CSRF token rotation', () => {
     await fill(page, 'Name', 'Renamed After Refresh');
     await page.getByRole('button', { name: 'Save' }).click();
     await page.getByText('Saved.').waitFor();
-    await checkPage(page, 'account-profile-saved');
+    await checkPage(page, 'account-profile-saved-after-refresh');
 
     const stale = await page.evaluate(async (token) => {
       const r = await fetch('/api/me', {

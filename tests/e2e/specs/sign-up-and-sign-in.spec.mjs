@@ -86,6 +86,30 @@ describe('sign-up and sign-in', () => {
     await checkPage(page, 'account-sessions');
   });
 
+  it('changes the name, and revokes another session, which then signs that browser out',
+    async () => {
+      await page.goto('/account');
+      await fill(page, 'Name', 'Ada King');
+      await page.getByRole('button', { name: 'Save' }).click();
+      await page.getByText('Saved.').waitFor();
+      await checkPage(page, 'account-profile-saved');
+
+      const other = await newPage(browser);
+      await signIn(other, email, password);
+      await page.goto('/account/sessions');
+      const revoke = page.getByRole('button', { name: /^Revoke .* session from / });
+      await revoke.waitFor();
+      assert.equal(await revoke.count(), 1, 'only the other session can be revoked here');
+      await revoke.click();
+      await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 1);
+      await page.getByRole('cell', { name: /this session/ }).waitFor();
+
+      // The revoked browser's next request is refused; its page goes to sign-in.
+      await other.getByRole('link', { name: 'Sessions' }).click();
+      await other.getByRole('heading', { name: 'Sign in', level: 1 }).waitFor();
+      await other.context().close();
+    });
+
   it('turns MFA on: QR code, first code, recovery codes shown once', async () => {
     await page.goto('/account/security');
     await page.getByRole('heading', { name: 'Security', level: 1 }).waitFor();
