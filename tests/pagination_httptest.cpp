@@ -110,12 +110,46 @@ TEST_F(Pagination, MembersSessionsAndTenantsPage) {
   EXPECT_EQ(all_pages("/api/tenants", guest.access_token, "id", 1).size(), 2u);
 }
 
+TEST_F(Pagination, InvitationsPageWithinTheirTenant) {
+  Account a = testkit::sign_up(*server_, "Pages invitations A");
+  Account b = testkit::sign_up(*server_, "Pages invitations B");
+  // E-mail verification is its own flow; an inviter needs it (test setup).
+  testkit::sql(db_->admin_url(), "UPDATE users SET email_verified = true WHERE id IN ($1, $2)",
+               {a.user_id, b.user_id});
+  auto invite = [&](const Account& by, const std::string& email) {
+    auto r = http("POST", server_->url("/api/invitations"),
+                  R"({"email":")" + email + R"(","role":"member"})",
+                  {bearer(by.access_token), "Content-Type: application/json"});
+    EXPECT_EQ(r.status, 201) << r.body;
+    return str(json_of(r), "id");
+  };
+  std::set<std::string> created;
+  for (int i = 0; i < 5; ++i) {
+    created.insert(invite(a, "page-" + std::to_string(i) + "-" + a.email));
+  }
+  invite(b, "page-b-" + b.email);
+  std::vector<std::string> ids = all_pages("/api/invitations", a.access_token, "id", 2);
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()), created);
+  EXPECT_EQ(ids.size(), created.size()) << "an item was repeated across pages";
+  auto whole =
+      json_of(http("GET", server_->url("/api/invitations?limit=5"), "", {bearer(a.access_token)}));
+  EXPECT_FALSE(whole.at("has_more").as_bool());
+  EXPECT_EQ(whole.at("data").as_array().size(), 5u);
+  EXPECT_EQ(all_pages("/api/invitations", b.access_token, "id", 1).size(), 1u);
+  // The audit log (newest first) pages the same way: every entry once, only the tenant's.
+  std::vector<std::string> entries = all_pages("/api/audit-logs", a.access_token, "id", 2);
+  EXPECT_EQ(std::set<std::string>(entries.begin(), entries.end()).size(), entries.size());
+  auto count = testkit::sql(db_->admin_url(),
+                            "SELECT count(*) FROM audit_logs WHERE tenant_id = $1", {a.tenant_id});
+  EXPECT_EQ(std::to_string(entries.size()), count[0][0]);
+}
+
 TEST_F(Pagination, MalformedLimitsAndCursorsAre422) {
   Account a = testkit::sign_up(*server_, "Pages bad");
   for (std::string query : {"limit=0", "limit=201", "limit=abc", "limit=5x", "starting_after=1",
                             "starting_after=not-a-uuid"}) {
-    for (std::string path :
-         {"/api/api-keys", "/api/members", "/api/me/sessions", "/api/tenants", "/api/audit-logs"}) {
+    for (std::string path : {"/api/api-keys", "/api/members", "/api/me/sessions", "/api/tenants",
+                             "/api/audit-logs", "/api/invitations"}) {
       auto r = http("GET", server_->url(path + "?" + query), "", {bearer(a.access_token)});
       EXPECT_EQ(r.status, 422) << path << "?" << query << ": " << r.body;
       EXPECT_EQ(r.header("content-type"), "application/problem+json") << path << "?" << query;

@@ -19,6 +19,15 @@ const ErrorInfo& error_info(ErrorCode code) {
       {503, "service_unavailable", "Service unavailable"},
       {504, "timeout", "Timed out"},
       {403, "mfa_required", "Multi-factor sign-in required"},
+      // Invitations and members (HSEA-017, HSEA-011).
+      {403, "email_unverified", "E-mail address not verified"},
+      {400, "invitation_invalid", "Invitation not valid"},
+      {410, "invitation_expired", "Invitation expired"},
+      {410, "invitation_revoked", "Invitation revoked"},
+      {409, "invitation_used", "Invitation already used"},
+      // Account flows (HSEA-015, HSEA-016).
+      {400, "token_invalid", "Invalid token"},
+      {410, "token_expired", "Token expired"},
   };
   return kInfo[static_cast<int>(code)];
 }

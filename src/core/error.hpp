@@ -25,6 +25,15 @@ enum class ErrorCode {
   kServiceUnavailable,
   kTimeout,
   kMfaRequired,
+  // Invitations and members (HSEA-017, HSEA-011).
+  kEmailUnverified,
+  kInvitationInvalid,
+  kInvitationExpired,
+  kInvitationRevoked,
+  kInvitationUsed,
+  // Account flows (HSEA-015, HSEA-016): mailed single-use tokens.
+  kTokenInvalid,  // unknown, forged, already used, or for another account or purpose
+  kTokenExpired,
 };
 
 struct ErrorInfo {

@@ -119,6 +119,9 @@ struct PoolOptions {
   std::chrono::milliseconds acquire_timeout{2000};
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds statement_timeout{5000};
+  // How many of the pool's connections may carry batched one-statement calls at once; the
+  // others stay free for transactions.
+  int batch_connections = 2;
 };
 
 // Counters readable from any thread (for /metrics).
@@ -131,6 +134,9 @@ struct PoolStats {
   std::uint64_t connects_total = 0;
   std::uint64_t broken_total = 0;
   std::uint64_t round_trips_total = 0;  // waits for the server: one per pipeline sent
+  std::uint64_t batches_total = 0;      // round trips that carried one-statement calls
+  std::uint64_t batched_total = 0;      // one-statement calls they carried
+  std::uint64_t abandoned_total = 0;    // replies read for callers that had left (cancelled)
 };
 
 class Pool;
@@ -205,6 +211,10 @@ class Pool {
                                                             std::chrono::milliseconds timeout);
   boost::asio::awaitable<std::unique_ptr<Connection>> acquire();
   void release(std::unique_ptr<Connection> conn);
+  boost::asio::awaitable<Result> one_shot(Scope scope, const Query& query, Params params);
+  void start_runners();
+  void start_runner(std::unique_ptr<Connection> conn);
+  boost::asio::awaitable<void> run_one_shots(std::unique_ptr<Connection> conn);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -222,6 +232,7 @@ struct Settings {
   std::string database_url = "postgresql://hsea_app:hsea_app@127.0.0.1:5432/hsea";
   std::string database_admin_url = "postgresql://postgres@127.0.0.1:5432/hsea";  // migrations
   int pool_size = 4;                                                             // per I/O thread
+  int batch_connections = 2;
   int acquire_timeout_ms = 2000;
   int connect_timeout_ms = 3000;
   int statement_timeout_ms = 5000;

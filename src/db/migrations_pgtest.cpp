@@ -352,6 +352,11 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO mfa_challenges (token_hash, user_id, active_tenant_id, cookie, expires_at) "
         "VALUES ('challenge-' || $1, $2, $3, false, now() + interval '5 minutes')",
         {tag, user, tenant});
+    sql(db.admin_url(),
+        "INSERT INTO account_tokens (token_hash, user_id, purpose, email, expires_at) "
+        "VALUES (encode(sha256($1::bytea), 'hex'), $2, 'verify_email', $3, "
+        "now() + interval '1 day')",
+        {"account-" + tag, user, tag + "@example.com"});
     for (std::string n : {"1", "2"}) {
       sql(db.admin_url(),
           "INSERT INTO refresh_tokens (token_hash, session_id, user_id, expires_at) "
@@ -391,6 +396,10 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO webhook_attempts (tenant_id, id, delivery_id, endpoint_id, event_id, "
         "attempt, status_code, duration_ms) VALUES ($1, $2, $3, $4, $5, 1, 500, 12)",
         {tenant, core::uuid_v7(), delivery, endpoint, event});
+    sql(db.admin_url(),
+        "INSERT INTO invitations (tenant_id, id, email, role, token_hash, invited_by, expires_at) "
+        "VALUES ($1, $2, $3, 'member', $4, $5, now() + interval '7 days')",
+        {tenant, core::uuid_v7(), "invitee-" + tag + "@example.com", "hash-" + tag, user});
   }
 }
 
@@ -420,7 +429,7 @@ TEST(TenantIsolation, EveryTableIsScopedOrListedAsNotScoped) {
         "tenant_branding:tenant_id:app.tenant_id", "mail_messages:tenant_id:app.tenant_id",
 
         "webhook_endpoints:tenant_id:app.tenant_id", "webhook_deliveries:tenant_id:app.tenant_id",
-        "webhook_attempts:tenant_id:app.tenant_id"}) {
+        "webhook_attempts:tenant_id:app.tenant_id", "invitations:tenant_id:app.tenant_id"}) {
     EXPECT_TRUE(names.contains(expected)) << expected;
   }
 }

@@ -31,6 +31,9 @@ const core::Section<Settings> kSettings{
                           check_postgres_url, core::Show::kUrl),
      core::int_setting(&Settings::pool_size, "HSEA_DB_POOL_SIZE", "4", 1, 1000,
                        "PostgreSQL connections per thread"),
+     core::int_setting(&Settings::batch_connections, "HSEA_DB_BATCH_CONNECTIONS", "2", 1, 1000,
+                       "of those, how many may carry batches of one-statement calls at once (the "
+                       "rest stay free for transactions)"),
      core::int_setting(&Settings::acquire_timeout_ms, "HSEA_DB_ACQUIRE_TIMEOUT_MS", "2000", 1,
                        600000, "wait for a free connection before answering 503"),
      core::int_setting(&Settings::connect_timeout_ms, "HSEA_DB_CONNECT_TIMEOUT_MS", "3000", 1,
@@ -58,6 +61,9 @@ void render(const PoolRegistry& registry, std::string& out) {
     total.wait_timeouts_total += s.wait_timeouts_total;
     total.connects_total += s.connects_total;
     total.broken_total += s.broken_total;
+    total.batches_total += s.batches_total;
+    total.batched_total += s.batched_total;
+    total.abandoned_total += s.abandoned_total;
   }
   fmt::format_to(std::back_inserter(out),
                  "# HELP hsea_db_pool_connections PostgreSQL connections by state.\n"
@@ -78,9 +84,20 @@ void render(const PoolRegistry& registry, std::string& out) {
                  "hsea_db_connects_total {}\n"
                  "# HELP hsea_db_connections_dropped_total Connections dropped as broken.\n"
                  "# TYPE hsea_db_connections_dropped_total counter\n"
-                 "hsea_db_connections_dropped_total {}\n",
+                 "hsea_db_connections_dropped_total {}\n"
+                 "# HELP hsea_db_batches_total Round trips that carried one-statement calls.\n"
+                 "# TYPE hsea_db_batches_total counter\n"
+                 "hsea_db_batches_total {}\n"
+                 "# HELP hsea_db_batched_statements_total One-statement calls those carried.\n"
+                 "# TYPE hsea_db_batched_statements_total counter\n"
+                 "hsea_db_batched_statements_total {}\n"
+                 "# HELP hsea_db_abandoned_replies_total Replies read and dropped because their "
+                 "caller had left.\n"
+                 "# TYPE hsea_db_abandoned_replies_total counter\n"
+                 "hsea_db_abandoned_replies_total {}\n",
                  total.in_use, total.idle, total.waiting, total.waits_total,
-                 total.wait_timeouts_total, total.connects_total, total.broken_total);
+                 total.wait_timeouts_total, total.connects_total, total.broken_total,
+                 total.batches_total, total.batched_total, total.abandoned_total);
 }
 
 }  // namespace
@@ -103,7 +120,8 @@ void Register(runtime::Registrar& reg) {
                 .size = settings.pool_size,
                 .acquire_timeout = std::chrono::milliseconds(settings.acquire_timeout_ms),
                 .connect_timeout = std::chrono::milliseconds(settings.connect_timeout_ms),
-                .statement_timeout = std::chrono::milliseconds(settings.statement_timeout_ms)});
+                .statement_timeout = std::chrono::milliseconds(settings.statement_timeout_ms),
+                .batch_connections = settings.batch_connections});
         if (static_cast<std::size_t>(t.index()) < registry.pools.size()) {
           registry.pools[static_cast<std::size_t>(t.index())].store(pool.get(),
                                                                     std::memory_order_release);

@@ -109,7 +109,7 @@ Error error_from_result(PGresult* res, const char* query) {
 }
 
 struct Step {
-  enum class Kind { kControl, kPrepare, kStatement } kind;
+  enum class Kind { kControl, kPrepare, kStatement, kSync } kind;
   std::string prepared_name;  // kPrepare
   const char* label = "";     // the named query, or the control statement's SQL (for errors)
 };
@@ -210,6 +210,61 @@ class Connection {
     in_flight_ = false;
     if (first_error) throw *first_error;
     co_return results;
+  }
+
+  // The outcome of one Sync-terminated segment of a batch: its statement's result or error.
+  struct Outcome {
+    Result result;
+    std::optional<Error> error;
+  };
+
+  // Ends the queued steps as one segment: an implicit transaction of its own, whose error
+  // aborts only itself.
+  void queue_sync() {
+    if (PQpipelineSync(pg_) != 1) throw broken();
+    steps_.push_back({Step::Kind::kSync, {}, "sync"});
+  }
+
+  // Sends the queued segments (each ended by queue_sync) in one round trip and returns one
+  // outcome per segment, in order. Throws only when the connection itself fails; it is then
+  // left in flight and never reused.
+  awaitable<std::vector<Outcome>> round_trip_segments(std::chrono::milliseconds timeout) {
+    in_flight_ = true;
+    ++round_trips_;
+    arm_deadline(timeout);
+    co_await flush();
+    std::vector<Outcome> outcomes;
+    Outcome current;
+    bool captured = false;
+    for (const Step& step : steps_) {
+      if (step.kind == Step::Kind::kSync) {
+        PGresult* raw = co_await next_result();
+        Result sync(raw);
+        if (raw == nullptr || PQresultStatus(raw) != PGRES_PIPELINE_SYNC) throw broken();
+        outcomes.push_back(std::move(current));
+        current = Outcome{};
+        captured = false;
+        continue;
+      }
+      while (PGresult* raw = co_await next_result()) {
+        Result res(raw);
+        auto status = PQresultStatus(raw);
+        bool ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+        if (!ok && status != PGRES_PIPELINE_ABORTED && !current.error) {
+          current.error = error_from_result(raw, step.label);
+        }
+        if (step.kind == Step::Kind::kPrepare && !ok) prepared_.erase(step.prepared_name);
+        if (step.kind == Step::Kind::kStatement && !captured) {
+          current.result = std::move(res);
+          captured = true;
+        }
+      }
+    }
+    steps_.clear();
+    ++deadline_generation_;
+    deadline_.cancel();
+    in_flight_ = false;
+    co_return outcomes;
   }
 
   void queue_control(const char* sql, const Params& params = {}) {
@@ -341,6 +396,30 @@ class Connection {
 
 // ------------------------------------------------------------------------------------ Pool
 
+namespace {
+// The scope's settings, local to the transaction they are sent in.
+void queue_scope(Connection& conn, const Scope& scope) {
+  if (!scope.tenant_id.empty() && !scope.user_id.empty()) {
+    conn.queue_control(
+        "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)",
+        params(scope.tenant_id, scope.user_id));
+  } else if (!scope.tenant_id.empty()) {
+    conn.queue_control("SELECT set_config('app.tenant_id', $1, true)", params(scope.tenant_id));
+  } else if (!scope.user_id.empty()) {
+    conn.queue_control("SELECT set_config('app.user_id', $1, true)", params(scope.user_id));
+  }
+}
+
+void queue_begin(Connection& conn, const Scope& scope) {
+  conn.queue_control("BEGIN");
+  queue_scope(conn, scope);
+}
+
+std::chrono::milliseconds round_trip_deadline(const PoolOptions& options) {
+  return options.statement_timeout + std::chrono::milliseconds(1000);
+}
+}  // namespace
+
 struct Pool::Impl {
   Impl(asio::io_context& io_context, PoolOptions opts) : io(io_context), options(std::move(opts)) {}
 
@@ -349,13 +428,35 @@ struct Pool::Impl {
     asio::steady_timer timer;
     std::unique_ptr<Connection> conn;
     bool may_connect = false;  // a slot was freed: the waiter may open a connection
+    std::uint64_t sequence = 0;
+  };
+
+  // A one-statement read or write (query, tenant_query, scoped_query) waiting to be sent. The
+  // runner that claims it holds it too, so a caller that leaves (cancelled) leaves its reply to
+  // be read and dropped, not to reach anyone else.
+  struct OneShot {
+    OneShot(asio::io_context& io, Scope s, const Query& q, Params p)
+        : timer(io), scope(std::move(s)), query(&q), params(std::move(p)) {}
+    asio::steady_timer timer;  // the caller waits on it; the runner cancels it when done
+    Scope scope;
+    const Query* query;
+    Params params;
+    std::uint64_t sequence = 0;
+    bool claimed = false;
+    bool done = false;
+    Result result;
+    std::exception_ptr error;
   };
 
   asio::io_context& io;
   PoolOptions options;
   std::vector<std::unique_ptr<Connection>> idle;
   std::deque<Waiter*> waiters;
-  int open = 0;  // connections that exist or are being opened
+  std::deque<std::shared_ptr<OneShot>> one_shots;  // not yet claimed, oldest first
+  int runners = 0;                                 // connections sending batches of one-shots
+  int starting = 0;                 // runners started that have not yet claimed their first batch
+  std::uint64_t next_sequence = 0;  // arrival order of waiters and one-shots
+  int open = 0;                     // connections that exist or are being opened
   bool closed = false;
 
   std::atomic<int> in_use{0};
@@ -366,11 +467,14 @@ struct Pool::Impl {
   std::atomic<std::uint64_t> connects_total{0};
   std::atomic<std::uint64_t> broken_total{0};
   std::atomic<std::uint64_t> round_trips_total{0};
+  std::atomic<std::uint64_t> batches_total{0};
+  std::atomic<std::uint64_t> batched_total{0};
+  std::atomic<std::uint64_t> abandoned_total{0};
 
   void update_gauges() {
     idle_count.store(static_cast<int>(idle.size()), std::memory_order_relaxed);
     in_use.store(open - static_cast<int>(idle.size()), std::memory_order_relaxed);
-    waiting.store(static_cast<int>(waiters.size()), std::memory_order_relaxed);
+    waiting.store(static_cast<int>(waiters.size() + one_shots.size()), std::memory_order_relaxed);
   }
 };
 
@@ -398,6 +502,9 @@ PoolStats Pool::stats() const {
   s.connects_total = impl_->connects_total.load(std::memory_order_relaxed);
   s.broken_total = impl_->broken_total.load(std::memory_order_relaxed);
   s.round_trips_total = impl_->round_trips_total.load(std::memory_order_relaxed);
+  s.batches_total = impl_->batches_total.load(std::memory_order_relaxed);
+  s.batched_total = impl_->batched_total.load(std::memory_order_relaxed);
+  s.abandoned_total = impl_->abandoned_total.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -430,6 +537,7 @@ awaitable<std::unique_ptr<Connection>> Pool::acquire() {
       co_return conn;
     }
     Impl::Waiter waiter(p.io);
+    waiter.sequence = p.next_sequence++;
     waiter.timer.expires_after(p.options.acquire_timeout);
     p.waiters.push_back(&waiter);
     p.waits_total.fetch_add(1, std::memory_order_relaxed);
@@ -493,7 +601,11 @@ void Pool::release(std::unique_ptr<Connection> conn) {
       w->timer.cancel();
     } else {
       --p.open;
+      start_runners();  // waiting one-shots may open the freed slot
     }
+  } else if (!p.one_shots.empty() && p.runners < p.options.batch_connections &&
+             (p.waiters.empty() || p.one_shots.front()->sequence < p.waiters.front()->sequence)) {
+    start_runner(std::move(conn));
   } else if (!p.waiters.empty()) {
     Impl::Waiter* w = p.waiters.front();
     p.waiters.pop_front();
@@ -505,35 +617,148 @@ void Pool::release(std::unique_ptr<Connection> conn) {
   p.update_gauges();
 }
 
-namespace {
-// The scope's settings, local to the transaction they are sent in.
-void queue_scope(Connection& conn, const Scope& scope) {
-  if (!scope.tenant_id.empty() && !scope.user_id.empty()) {
-    conn.queue_control(
-        "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)",
-        params(scope.tenant_id, scope.user_id));
-  } else if (!scope.tenant_id.empty()) {
-    conn.queue_control("SELECT set_config('app.tenant_id', $1, true)", params(scope.tenant_id));
-  } else if (!scope.user_id.empty()) {
-    conn.queue_control("SELECT set_config('app.user_id', $1, true)", params(scope.user_id));
+void Pool::start_runner(std::unique_ptr<Connection> conn) {
+  Impl& p = *impl_;
+  ++p.runners;
+  ++p.starting;
+  asio::co_spawn(p.io, run_one_shots(std::move(conn)),
+                 [](std::exception_ptr e) { log::escaped(e, "database batch runner"); });
+}
+
+// Starts runners while one-shots wait, runner slots are free and a connection is at hand (idle,
+// or a slot to open one).
+void Pool::start_runners() {
+  Impl& p = *impl_;
+  // A runner that has not claimed yet will take everything waiting.
+  while (!p.one_shots.empty() && p.runners < p.options.batch_connections && p.starting == 0) {
+    std::unique_ptr<Connection> conn;
+    while (!p.idle.empty() && !conn) {
+      conn = std::move(p.idle.back());
+      p.idle.pop_back();
+      if (!conn->usable()) {
+        conn.reset();
+        --p.open;
+        p.broken_total.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (!conn) {
+      if (p.open >= p.options.size) break;
+      ++p.open;  // the runner opens it
+    }
+    start_runner(std::move(conn));
   }
+  p.update_gauges();
 }
 
-void queue_begin(Connection& conn, const Scope& scope) {
-  conn.queue_control("BEGIN");
-  queue_scope(conn, scope);
+// Sends every waiting one-shot, up to kMaxBatch at a time, each as its own Sync-terminated
+// segment (its own implicit transaction: an error aborts only that statement), in one round
+// trip. Under load the statements of many requests share one write, one wake-up of the
+// backend and one read; alone, a one-shot is sent at once as before.
+awaitable<void> Pool::run_one_shots(std::unique_ptr<Connection> conn) {
+  Impl& p = *impl_;
+  constexpr std::size_t kMaxBatch = 64;
+  std::vector<std::shared_ptr<Impl::OneShot>> batch;
+  auto finish = [&p, &batch](std::exception_ptr error) {
+    for (auto& job : batch) {
+      if (error && !job->error) job->error = error;
+      job->done = true;
+      if (job.use_count() == 1) p.abandoned_total.fetch_add(1, std::memory_order_relaxed);
+      job->timer.cancel();
+    }
+    batch.clear();
+  };
+  struct Started {  // the first claim, or failing to connect, ends the start
+    int& starting;
+    bool done = false;
+    void operator()() {
+      if (!std::exchange(done, true)) --starting;
+    }
+    ~Started() { (*this)(); }
+  } started{p.starting};
+  try {
+    if (!conn) {
+      auto fresh = std::make_unique<Connection>(p.io);
+      co_await fresh->connect(p.options);
+      p.connects_total.fetch_add(1, std::memory_order_relaxed);
+      conn = std::move(fresh);
+    }
+  } catch (...) {
+    started();
+    // The waiting one-shots fail like an acquire that cannot connect.
+    while (!p.one_shots.empty() && batch.size() < kMaxBatch) {
+      batch.push_back(std::move(p.one_shots.front()));
+      p.one_shots.pop_front();
+    }
+    finish(std::current_exception());
+    --p.runners;
+    release(nullptr);
+    co_return;
+  }
+  while (!p.one_shots.empty() && !conn->in_flight()) {
+    while (!p.one_shots.empty() && batch.size() < kMaxBatch) {
+      batch.push_back(std::move(p.one_shots.front()));
+      p.one_shots.pop_front();
+      batch.back()->claimed = true;
+    }
+    started();
+    p.update_gauges();
+    try {
+      for (auto& job : batch) {
+        queue_scope(*conn, job->scope);
+        conn->queue_statement(*job->query, job->params);
+        conn->queue_sync();
+      }
+      auto outcomes = co_await conn->round_trip_segments(round_trip_deadline(p.options));
+      p.batches_total.fetch_add(1, std::memory_order_relaxed);
+      p.batched_total.fetch_add(batch.size(), std::memory_order_relaxed);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (outcomes[i].error) {
+          batch[i]->error = std::make_exception_ptr(std::move(*outcomes[i].error));
+        } else {
+          batch[i]->result = std::move(outcomes[i].result);
+        }
+      }
+      finish(nullptr);
+    } catch (...) {
+      finish(std::current_exception());  // the connection failed: it is dropped below
+    }
+  }
+  --p.runners;
+  release(std::move(conn));
 }
 
-std::chrono::milliseconds round_trip_deadline(const PoolOptions& options) {
-  return options.statement_timeout + std::chrono::milliseconds(1000);
+awaitable<Result> Pool::one_shot(Scope scope, const Query& query, Params params) {
+  Impl& p = *impl_;
+  auto job = std::make_shared<Impl::OneShot>(p.io, std::move(scope), query, std::move(params));
+  job->sequence = p.next_sequence++;
+  p.one_shots.push_back(job);
+  start_runners();
+  job->timer.expires_after(p.options.acquire_timeout);
+  while (!job->done) {
+    auto [ec] = co_await job->timer.async_wait(asio::as_tuple(use_awaitable));
+    if (job->done) break;
+    if (ec) {  // the caller was cancelled
+      if (!job->claimed) std::erase(p.one_shots, job);
+      p.update_gauges();
+      throw boost::system::system_error(ec);
+    }
+    if (!job->claimed) {
+      std::erase(p.one_shots, job);
+      p.wait_timeouts_total.fetch_add(1, std::memory_order_relaxed);
+      p.update_gauges();
+      throw Error(kPoolExhausted, "no database connection free within the acquire deadline");
+    }
+    // Sent: its runner's round trip has a deadline of its own and finishes it.
+    job->timer.expires_after(round_trip_deadline(p.options) + std::chrono::seconds(1));
+  }
+  if (job->error) std::rethrow_exception(job->error);
+  co_return std::move(job->result);
 }
-}  // namespace
 
 awaitable<Result> Pool::query(const Query& query, Params params) {
-  Lease lease(this, co_await acquire());
-  lease.conn->queue_statement(query, params);
-  auto results = co_await lease.conn->round_trip(true, round_trip_deadline(impl_->options));
-  co_return std::move(results.at(0));
+  Scope none;  // named: g++ 12 destroys some temporaries in co_await twice
+  Result result = co_await one_shot(std::move(none), query, std::move(params));
+  co_return result;
 }
 
 awaitable<Result> Pool::tenant_query(std::string tenant_id, const Query& query, Params params) {
@@ -544,16 +769,12 @@ awaitable<Result> Pool::tenant_query(std::string tenant_id, const Query& query, 
 }
 
 awaitable<Result> Pool::scoped_query(Scope scope, const Query& query, Params params) {
-  Lease lease(this, co_await acquire());
-  Connection& conn = *lease.conn;
   // No BEGIN and COMMIT: the statements before one Sync are one implicit transaction, which
   // the Sync commits (or, after an error, rolls back), so the scope's transaction-local
   // settings hold for the statement and end with it. Two statements instead of four: the
   // database does a quarter less work per scoped read.
-  queue_scope(conn, scope);
-  conn.queue_statement(query, params);
-  auto results = co_await conn.round_trip(true, round_trip_deadline(impl_->options));
-  co_return std::move(results.at(0));
+  Result result = co_await one_shot(std::move(scope), query, std::move(params));
+  co_return result;
 }
 
 awaitable<Transaction> Pool::begin(Scope scope) {

@@ -23,6 +23,7 @@
 #include "identity/module.hpp"
 #include "identity/password.hpp"
 #include "identity/session_cookie.hpp"
+#include "identity/sessions.hpp"
 #include "identity/throttle.hpp"
 #include "identity/tokens.hpp"
 #include "jobs/jobs.hpp"
@@ -104,35 +105,12 @@ HSEA_QUERY kUpdateName{
     "RETURNING id, email, name, email_verified, mfa_enabled, created_at, updated_at"};
 HSEA_QUERY kSoleOwner{"me_sole_owner", "SELECT * FROM auth_sole_owner_tenants($1)"};
 HSEA_QUERY kDeleteUser{"me_delete_user", "DELETE FROM users WHERE id = $1"};
+HSEA_QUERY kAnonymizeAudit{"me_anonymize_audit", "SELECT audit_anonymize_current_user() AS n"};
 
 // A dummy Argon2id hash so that unknown e-mails cost as much time as wrong passwords.
 const std::string& dummy_hash() {
   static const std::string kHash = hash_password("hsea-dummy-password-for-timing");
   return kHash;
-}
-
-std::string normalized_email(const object& body) {
-  std::string email = http::required_string(body, "email");
-  std::ranges::transform(email, email.begin(),
-                         [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  static const std::regex kEmail(R"(^[^@\s]+@[^@\s]+\.[^@\s]+$)");
-  // No control characters either (NUL is refused for every body before this): the address is
-  // looked up, throttled and stored exactly as checked here.
-  bool control = std::ranges::any_of(email, [](unsigned char c) { return c < 0x20 || c == 0x7f; });
-  if (email.size() > 254 || control || !std::regex_match(email, kEmail)) {
-    throw ApiError(ErrorCode::kValidationFailed, "Check the e-mail address.",
-                   {{"/email", "must be an e-mail address"}});
-  }
-  return email;
-}
-
-std::string bounded_name(const object& body, std::string_view field) {
-  std::string name = http::required_string(body, field);
-  if (name.empty() || name.size() > 200) {
-    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
-                   {{"/" + std::string(field), "must be 1 to 200 characters"}});
-  }
-  return name;
 }
 
 std::string slug_from(std::string_view name) {
@@ -150,37 +128,6 @@ std::string slug_from(std::string_view name) {
   return slug;
 }
 
-object user_json(const db::Result& r) {
-  return object{{"id", r.get(0, "id")},
-                {"email", r.get(0, "email")},
-                {"name", r.get(0, "name")},
-                {"email_verified", r.get_bool(0, "email_verified")},
-                {"mfa_enabled", r.get_bool(0, "mfa_enabled")},
-                {"created_at", r.time(0, "created_at")}};
-}
-
-struct Issued {
-  std::string session_id;
-  std::string refresh_token;
-};
-
-// Creates a session and its first refresh token inside the caller's transaction (whose scope
-// names the user).
-awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, std::string user_id,
-                               std::string tenant_id, bool cookie, bool second_factor = false) {
-  Issued out{core::uuid_v7(), core::random_hex(32)};
-  // Whatever the client sent: cut at a character boundary, undecodable bytes replaced (raw
-  // bytes would make PostgreSQL refuse the row, and with it the sign-in).
-  std::string user_agent = log::valid_utf8(ctx.request.header("user-agent"), 512);
-  std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
-  co_await tx.exec(kInsertSession,
-                   db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
-                              user_agent, ip, settings().refresh_token_days, second_factor));
-  co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(out.refresh_token), out.session_id,
-                                              user_id, settings().refresh_token_days));
-  co_return out;
-}
-
 object token_json(const RequestContext& ctx, const std::string& user_id,
                   const std::string& tenant_id, const Issued& issued) {
   std::int64_t now = unix_now();
@@ -194,30 +141,6 @@ object token_json(const RequestContext& ctx, const std::string& user_id,
                 {"refresh_token", issued.refresh_token},
                 {"token_type", "Bearer"},
                 {"expires_in", kAccessTokenSeconds}};
-}
-
-// Session cookies instead of tokens in the body, for the web UI.
-bool wants_cookie(const object& body) {
-  auto s = http::optional_string(body, "session");
-  if (s && *s != "cookie" && *s != "token") {
-    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
-                   {{"/session", "must be \"token\" or \"cookie\""}});
-  }
-  return s && *s == "cookie";
-}
-
-Response session_response(const RequestContext& ctx, int status, object body, bool cookie,
-                          const std::string& user_id, const std::string& tenant_id,
-                          const Issued& issued) {
-  if (!cookie) {
-    for (auto& [k, v] : token_json(ctx, user_id, tenant_id, issued)) body[k] = v;
-    return http::json_response(status, body);
-  }
-  body["csrf_token"] = csrf_token(config().secret_key, issued.session_id);
-  Response r = http::json_response(status, body);
-  set_session_cookies(r, config(), SessionCookie{user_id, issued.session_id, tenant_id},
-                      settings().refresh_token_days * 86400);
-  return r;
 }
 
 // ------------------------------------------------------------------------------- handlers
@@ -240,26 +163,12 @@ awaitable<Response> signup(RequestContext& ctx) {
         .retry_after(*wait);
   }
 
-  std::string slug = slug_from(organization);
-  // A reserved slug (www, api, admin, ...) is treated as taken: the tenant gets a suffix.
-  bool taken = core::is_reserved_slug(slug);
-  if (!taken)
-    taken = (co_await db::pool().query(kSlugTaken, db::params(slug))).get_bool(0, "taken");
-  if (taken) slug = slug.substr(0, 35) + "-" + core::random_hex(2);
+  std::string slug = co_await available_slug(organization);
   auto hash_work = [password] { return hash_password(password); };
   std::string hash = co_await runtime::cpu_pool().run(std::move(hash_work));
 
   std::string tenant_id = core::uuid_v7(), user_id = core::uuid_v7();
   db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
-  db::Result tenant = co_await tx.exec(kInsertTenant, db::params(tenant_id, slug, organization));
-  // Another sign-up (or a deleted tenant) may hold the slug by now: pick another.
-  for (int attempt = 0; tenant.empty() && attempt < 5; ++attempt) {
-    slug = slug_from(organization).substr(0, 35) + "-" + core::random_hex(3);
-    tenant = co_await tx.exec(kInsertTenant, db::params(tenant_id, slug, organization));
-  }
-  if (tenant.empty()) {
-    throw ApiError(ErrorCode::kConflict, "Could not choose an address for the organization.");
-  }
   db::Result user;
   try {
     user = co_await tx.exec(kInsertUser, db::params(user_id, email, name, hash));
@@ -269,7 +178,7 @@ awaitable<Response> signup(RequestContext& ctx) {
   if (user.empty()) {
     throw ApiError(ErrorCode::kConflict, "An account with this e-mail address already exists.");
   }
-  co_await tx.exec(kInsertOwner, db::params(user_id));
+  NewTenant tenant = co_await create_tenant(tx, ctx, tenant_id, slug, organization, user_id);
   Issued issued = co_await open_session(tx, ctx, user_id, tenant_id, cookie);
   ctx.tenant_id = tenant_id;
   security::AuditEvent event{.action = "user.signed_up",
@@ -278,21 +187,12 @@ awaitable<Response> signup(RequestContext& ctx) {
                              .actor_type = "user",
                              .actor_id = user_id};
   co_await security::record(tx, ctx, event);
-  security::Actor actor{.kind = security::Actor::Kind::kUser, .id = user_id};
-  object created{{"id", tenant_id},
-                 {"slug", tenant.get(0, "slug")},
-                 {"name", tenant.get(0, "name")},
-                 {"owner", user_id}};
-  std::string data = boost::json::serialize(created);
-  co_await jobs::emit(tx, actor, ctx.request_id, "tenant.created", std::move(data));
-  std::string member = boost::json::serialize(object{{"user_id", user_id}, {"role", "owner"}});
-  co_await jobs::emit(tx, actor, ctx.request_id, "member.added", std::move(member));
+  // HSEA-015: the address is verified through the link in this mail (account_flows.cpp).
+  co_await send_email_verification(tx, user_id, email, name, false);
   co_await tx.commit();
 
   object out{{"user", user_json(user)},
-             {"tenant", object{{"id", tenant_id},
-                               {"slug", tenant.get(0, "slug")},
-                               {"name", tenant.get(0, "name")}}}};
+             {"tenant", object{{"id", tenant_id}, {"slug", tenant.slug}, {"name", tenant.name}}}};
   co_return session_response(ctx, 201, std::move(out), cookie, user_id, tenant_id, issued);
 }
 
@@ -579,6 +479,9 @@ awaitable<Response> delete_me(RequestContext& ctx) {
     co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
                                  security::event("user.deleted", "user", user_id));
   }
+  // The user's addresses and user agents leave the audit log of every tenant (the entries just
+  // written included: they are committed, so this statement sees them).
+  co_await tx.exec(kAnonymizeAudit);
   co_await tx.commit();
   invalidate_auth_cache();
   Response r = Response::no_content();
@@ -660,6 +563,114 @@ awaitable<Response> revoke_session(RequestContext& ctx) {
 }
 
 }  // namespace
+
+// ------------------------------------------------------ sign-up's pieces (sessions.hpp)
+
+std::string normalized_email(const object& body, std::string_view field) {
+  std::string email = http::required_string(body, field);
+  std::ranges::transform(email, email.begin(),
+                         [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static const std::regex kEmail(R"(^[^@\s]+@[^@\s]+\.[^@\s]+$)");
+  // No control characters either (NUL is refused for every body before this): the address is
+  // looked up, throttled and stored exactly as checked here.
+  bool control = std::ranges::any_of(email, [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+  if (email.size() > 254 || control || !std::regex_match(email, kEmail)) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the e-mail address.",
+                   {{"/" + std::string(field), "must be an e-mail address"}});
+  }
+  return email;
+}
+
+std::string bounded_name(const object& body, std::string_view field) {
+  std::string name = http::required_string(body, field);
+  if (name.empty() || name.size() > 200) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/" + std::string(field), "must be 1 to 200 characters"}});
+  }
+  return name;
+}
+
+object user_json(const db::Result& r) {
+  return object{{"id", r.get(0, "id")},
+                {"email", r.get(0, "email")},
+                {"name", r.get(0, "name")},
+                {"email_verified", r.get_bool(0, "email_verified")},
+                {"mfa_enabled", r.get_bool(0, "mfa_enabled")},
+                {"created_at", r.time(0, "created_at")}};
+}
+
+// Creates a session and its first refresh token inside the caller's transaction (whose scope
+// names the user).
+awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, std::string user_id,
+                               std::string tenant_id, bool cookie, bool second_factor) {
+  Issued out{core::uuid_v7(), core::random_hex(32)};
+  // Whatever the client sent: cut at a character boundary, undecodable bytes replaced (raw
+  // bytes would make PostgreSQL refuse the row, and with it the sign-in).
+  std::string user_agent = log::valid_utf8(ctx.request.header("user-agent"), 512);
+  std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
+  co_await tx.exec(kInsertSession,
+                   db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
+                              user_agent, ip, settings().refresh_token_days, second_factor));
+  co_await tx.exec(kInsertRefresh, db::params(core::sha256_hex(out.refresh_token), out.session_id,
+                                              user_id, settings().refresh_token_days));
+  co_return out;
+}
+
+// Session cookies instead of tokens in the body, for the web UI.
+bool wants_cookie(const object& body) {
+  auto s = http::optional_string(body, "session");
+  if (s && *s != "cookie" && *s != "token") {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/session", "must be \"token\" or \"cookie\""}});
+  }
+  return s && *s == "cookie";
+}
+
+Response session_response(const RequestContext& ctx, int status, object body, bool cookie,
+                          const std::string& user_id, const std::string& tenant_id,
+                          const Issued& issued) {
+  if (!cookie) {
+    for (auto& [k, v] : token_json(ctx, user_id, tenant_id, issued)) body[k] = v;
+    return http::json_response(status, body);
+  }
+  body["csrf_token"] = csrf_token(config().secret_key, issued.session_id);
+  Response r = http::json_response(status, body);
+  set_session_cookies(r, config(), SessionCookie{user_id, issued.session_id, tenant_id},
+                      settings().refresh_token_days * 86400);
+  return r;
+}
+
+awaitable<std::string> available_slug(std::string name) {
+  std::string slug = slug_from(name);
+  // A reserved slug (www, api, admin, ...) is treated as taken: the tenant gets a suffix.
+  bool taken = core::is_reserved_slug(slug);
+  if (!taken)
+    taken = (co_await db::pool().query(kSlugTaken, db::params(slug))).get_bool(0, "taken");
+  if (taken) slug = slug.substr(0, 35) + "-" + core::random_hex(2);
+  co_return slug;
+}
+
+awaitable<NewTenant> create_tenant(db::Transaction& tx, const RequestContext& ctx, std::string id,
+                                   std::string slug, std::string name, std::string owner_id) {
+  db::Result tenant = co_await tx.exec(kInsertTenant, db::params(id, slug, name));
+  // Another sign-up (or a deleted tenant) may hold the slug by now: pick another.
+  for (int attempt = 0; tenant.empty() && attempt < 5; ++attempt) {
+    slug = slug_from(name).substr(0, 35) + "-" + core::random_hex(3);
+    tenant = co_await tx.exec(kInsertTenant, db::params(id, slug, name));
+  }
+  if (tenant.empty()) {
+    throw ApiError(ErrorCode::kConflict, "Could not choose an address for the organization.");
+  }
+  co_await tx.exec(kInsertOwner, db::params(owner_id));
+  NewTenant out{id, std::string(tenant.get(0, "slug")), std::string(tenant.get(0, "name"))};
+  security::Actor actor{.kind = security::Actor::Kind::kUser, .id = owner_id};
+  object created{{"id", id}, {"slug", out.slug}, {"name", out.name}, {"owner", owner_id}};
+  std::string data = boost::json::serialize(created);
+  co_await jobs::emit(tx, actor, ctx.request_id, "tenant.created", std::move(data));
+  std::string member = boost::json::serialize(object{{"user_id", owner_id}, {"role", "owner"}});
+  co_await jobs::emit(tx, actor, ctx.request_id, "member.added", std::move(member));
+  co_return out;
+}
 
 void register_auth_routes(runtime::Registrar& reg) {
   jobs::event_type(reg, {"tenant.created", "A tenant was created by sign-up."});

@@ -210,7 +210,7 @@ bool names_tenant(const RequestContext& ctx) {
 
 bool needs_authentication(const RequestContext& ctx) {
   const Access* access = ctx.policy<Access>();
-  return access != nullptr && access->authenticated;
+  return access != nullptr && (access->authenticated || access->credentials_if_sent);
 }
 
 awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
@@ -243,7 +243,9 @@ awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
 
 awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
   const Access* access = ctx.policy<Access>();
-  if (access == nullptr || !access->authenticated) co_return co_await next(ctx);
+  if (access == nullptr || !(access->authenticated || access->credentials_if_sent)) {
+    co_return co_await next(ctx);
+  }
   std::string_view authorization = ctx.request.header("authorization");
   if (authorization.starts_with("Bearer ") || authorization.starts_with("bearer ")) {
     std::string_view credential = authorization.substr(7);

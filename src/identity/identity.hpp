@@ -20,7 +20,13 @@ struct Settings {
   int refresh_token_days = 30;
   int api_key_rotation_grace_seconds = 86400;
   int usage_flush_seconds = 10;
-  std::string base_domain;  // tenants are reachable at <slug>.<base_domain> when set
+  // Account flows (account_flows.cpp): lifetimes of mailed tokens, and how many such mails a
+  // user (verification resends, e-mail changes) or an address (password resets) may ask for.
+  int email_verification_hours = 48;
+  int password_reset_minutes = 60;
+  int email_change_hours = 24;
+  int account_mails_per_hour = 5;  // 0: unlimited
+  std::string base_domain;         // tenants are reachable at <slug>.<base_domain> when set
 };
 
 // /api/auth/*, /.well-known/jwks.json, /api/me*, /api/api-keys*; the middleware above; the

@@ -84,7 +84,17 @@ const core::Section<Settings> kSettings{
                        "HSEA_API_KEY_ROTATION_GRACE_SECONDS", "86400", 0, 31536000,
                        "how long a rotated API key keeps working"),
      core::int_setting(&Settings::usage_flush_seconds, "HSEA_USAGE_FLUSH_SECONDS", "10", 1, 3600,
-                       "how often each thread adds its API-key request counts to the database")}};
+                       "how often each thread adds its API-key request counts to the database"),
+     core::int_setting(&Settings::email_verification_hours, "HSEA_EMAIL_VERIFICATION_HOURS", "48",
+                       1, 8760, "lifetime of an e-mail verification link"),
+     core::int_setting(&Settings::password_reset_minutes, "HSEA_PASSWORD_RESET_MINUTES", "60", 5,
+                       1440, "lifetime of a password reset link"),
+     core::int_setting(&Settings::email_change_hours, "HSEA_EMAIL_CHANGE_HOURS", "24", 1, 720,
+                       "lifetime of the confirmation link of an e-mail change"),
+     core::int_setting(&Settings::account_mails_per_hour, "HSEA_ACCOUNT_MAILS_PER_HOUR", "5", 0,
+                       1000000,
+                       "verification resends and e-mail changes per user, password resets per "
+                       "address, per hour before 429; 0 turns it off")}};
 
 // Retries until PostgreSQL answers, so the server can start before its database. The load is
 // blocking: it runs on the runtime's I/O pool.
@@ -130,6 +140,7 @@ void Register(runtime::Registrar& reg) {
   register_auth_routes(reg);
   register_api_key_routes(reg);
   register_mfa_routes(reg);
+  register_account_routes(reg);
 
   // Keys load before listening when PostgreSQL is up; otherwise in the background.
   reg.on_start([](runtime::Application& app, runtime::Runtime* rt) {

@@ -72,6 +72,13 @@ std::optional<http::Response> authorize(http::RequestContext& ctx);
 void register_auth_routes(runtime::Registrar& registrar);
 void register_api_key_routes(runtime::Registrar& registrar);
 void register_mfa_routes(runtime::Registrar& registrar);
+void register_account_routes(runtime::Registrar& registrar);  // account_flows.cpp
+
+// Mails a new e-mail verification link to the user (account_flows.cpp), inside `tx`, whose
+// scope names the user (and the tenant whose branding the mail carries; none: a platform mail).
+boost::asio::awaitable<void> send_email_verification(db::Transaction& tx, std::string user_id,
+                                                     std::string email, std::string name,
+                                                     bool platform);
 
 // A second factor of the user (mfa.cpp): a current TOTP code not used before (its time step is
 // recorded in `tx`, so it is never accepted twice) or an unused recovery code (spent in `tx`).

@@ -24,6 +24,11 @@ struct Message {
   // A JSON object: the template's data. `recipient` ({name, email}) and `tenant` ({name, slug})
   // are filled in when absent; `brand` is always the tenant's branding.
   std::string data = "{}";
+  // A platform message belongs to no tenant (mail_messages.tenant_id NULL): the default
+  // branding (HSEA_MAIL_*), `tenant` is the product. For mail about a person rather than a
+  // tenant, e.g. a password reset of someone in several tenants or none. No tenant ever sees
+  // it; it is sent whatever the transaction's scope.
+  bool platform = false;
 };
 // Build Message values with this, not as braced temporaries inside co_await (g++ 12).
 inline Message message(std::string template_name, std::string to_address, std::string to_name,
@@ -36,7 +41,8 @@ inline Message message(std::string template_name, std::string to_address, std::s
   return m;
 }
 
-// Renders and stores the message in the transaction's tenant and enqueues its delivery there.
+// Renders and stores the message in the transaction's tenant (or, for a platform message, in
+// none) and enqueues its delivery there.
 // Returns the message's id. Throws std::invalid_argument for an unknown template or a bad
 // address.
 boost::asio::awaitable<std::string> send(db::Transaction& tx, Message message);

@@ -54,6 +54,15 @@ HSEA_QUERY kLoadMessage{
     "mail_load_message",
     "SELECT from_name, from_address, to_name, to_address, subject, html, text, message_id, "
     "status, extract(epoch FROM created_at)::bigint AS date FROM mail_messages WHERE id = $1"};
+// Platform messages (tenant_id NULL) only through these SECURITY DEFINER functions
+// (migrations/0010_account_flows.sql): no tenant's policy matches their rows.
+HSEA_QUERY kPlatformInsert{
+    "mail_platform_insert",
+    "SELECT mail_platform_insert($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"};
+HSEA_QUERY kPlatformLoad{"mail_platform_load", "SELECT * FROM mail_platform_message($1)"};
+HSEA_QUERY kPlatformMarkSent{"mail_platform_mark_sent", "SELECT mail_platform_mark_sent($1)"};
+HSEA_QUERY kPlatformRecordFailure{"mail_platform_record_failure",
+                                  "SELECT mail_platform_record_failure($1, $2, $3)"};
 HSEA_QUERY kMarkSent{"mail_mark_sent",
                      "UPDATE mail_messages SET status = 'sent', attempts = attempts + 1, "
                      "last_error = NULL, sent_at = now() WHERE id = $1"};
@@ -215,8 +224,16 @@ awaitable<void> deliver(jobs::JobContext& job) {
   const auto* id_value = job.payload().if_contains("message_id");
   if (id_value == nullptr || !id_value->is_string()) co_return;  // nothing to deliver
   std::string id(id_value->as_string());
+  const auto* platform_value = job.payload().if_contains("platform");
+  bool platform =
+      platform_value != nullptr && platform_value->is_bool() && platform_value->as_bool();
   // Read outside the job's transaction: no connection is held while SMTP talks.
-  db::Result m = co_await db::pool().tenant_query(job.tenant_id(), kLoadMessage, db::params(id));
+  db::Result m;
+  if (platform) {
+    m = co_await db::pool().query(kPlatformLoad, db::params(id));
+  } else {
+    m = co_await db::pool().tenant_query(job.tenant_id(), kLoadMessage, db::params(id));
+  }
   if (m.empty() || m.get(0, "status") == "sent") co_return;  // gone, or sent by an earlier run
   if (s.settings->smtp_url.empty()) {
     throw std::runtime_error("HSEA_SMTP_URL is not set on this node; the message waits");
@@ -244,7 +261,12 @@ awaitable<void> deliver(jobs::JobContext& job) {
   if (error) {
     ++s.failed;
     bool last = job.attempt() >= kDeliveryAttempts;
-    co_await db::pool().tenant_query(job.tenant_id(), kRecordFailure, db::params(id, *error, last));
+    if (platform) {
+      co_await db::pool().query(kPlatformRecordFailure, db::params(id, *error, last));
+    } else {
+      co_await db::pool().tenant_query(job.tenant_id(), kRecordFailure,
+                                       db::params(id, *error, last));
+    }
     log::warn("mail delivery failed",
               {{"message", id}, {"attempt", job.attempt()}, {"error", *error}});
     throw std::runtime_error(*error);
@@ -252,7 +274,7 @@ awaitable<void> deliver(jobs::JobContext& job) {
   // Marked in the job's transaction: if the process dies before it commits, the job runs again
   // and sends the same message (same Message-ID) once more.
   db::Transaction* tx = co_await job.transaction();
-  co_await tx->exec(kMarkSent, db::params(id));
+  co_await tx->exec(platform ? kPlatformMarkSent : kMarkSent, db::params(id));
   ++s.sent;
 }
 
@@ -439,9 +461,12 @@ void render_metrics(std::string& out) {
 awaitable<std::string> send(db::Transaction& tx, Message m) {
   State& s = state();
   if (!valid_address(m.to_address)) throw std::invalid_argument("bad e-mail address");
-  db::Result t = co_await tx.exec(kTenantBranding);
-  if (t.empty()) throw std::logic_error("mail::send needs a transaction in a tenant's scope");
-  Branding brand = branding_of(t, *s.settings);
+  db::Result t;
+  if (!m.platform) {
+    t = co_await tx.exec(kTenantBranding);
+    if (t.empty()) throw std::logic_error("mail::send needs a transaction in a tenant's scope");
+  }
+  Branding brand = branding_of(t, *s.settings);  // no row: the defaults
   boost::json::value parsed = boost::json::parse(m.data);
   if (!parsed.is_object()) throw std::invalid_argument("e-mail data must be a JSON object");
   object& data = parsed.as_object();
@@ -449,19 +474,24 @@ awaitable<std::string> send(db::Transaction& tx, Message m) {
     data["recipient"] = object{{"name", m.to_name}, {"email", m.to_address}};
   }
   if (!data.contains("tenant")) {
-    data["tenant"] = object{{"name", t.text(0, "tenant_name")}, {"slug", t.text(0, "slug")}};
+    data["tenant"] = m.platform
+                         ? object{{"name", brand.product_name}, {"slug", ""}}
+                         : object{{"name", t.text(0, "tenant_name")}, {"slug", t.text(0, "slug")}};
   }
   Rendered r = render(m.template_name, brand, boost::json::serialize(parsed));
   std::string id = core::uuid_v7();
   std::string message_id = "<" + id + "@" + s.host + ">";
   bool deliver = !s.settings->smtp_url.empty();
   co_await tx.exec(
-      kInsertMessage,
+      m.platform ? kPlatformInsert : kInsertMessage,
       db::params(id, m.template_name, brand.product_name, s.settings->from, m.to_name, m.to_address,
                  r.subject, r.html, r.text, message_id, deliver ? "queued" : "stored"));
   if (deliver) {
-    jobs::NewJob job =
-        jobs::job("mail.deliver", boost::json::serialize(object{{"message_id", id}}));
+    // A platform message's job says so: it is found outside any tenant, whatever tenant the
+    // transaction (and so the job) has.
+    object payload{{"message_id", id}};
+    if (m.platform) payload["platform"] = true;
+    jobs::NewJob job = jobs::job("mail.deliver", boost::json::serialize(payload));
     co_await jobs::enqueue(tx, std::move(job));
   } else {
     ++s.stored;

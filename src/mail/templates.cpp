@@ -136,12 +136,24 @@ const std::vector<TemplateInfo>& templates() {
        R"("link":"https://app.example.com/","button":"Get started"})"},
       {"email_verification", "Asks a user to confirm their e-mail address.",
        R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},)"
-       R"("link":"https://app.example.com/verify?token=sample","button":"Confirm my address",)"
-       R"("expires_hours":"24"})"},
+       R"("link":"https://app.example.com/verify-email?token=sample","button":"Confirm my address",)"
+       R"("expires_hours":"48"})"},
       {"password_reset", "A link to choose a new password.",
        R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},)"
-       R"("link":"https://app.example.com/reset?token=sample","button":"Choose a new password",)"
-       R"("expires_minutes":"30"})"},
+       R"("link":"https://app.example.com/reset-password?token=sample","button":"Choose a new password",)"
+       R"("expires_minutes":"60"})"},
+      {"email_change", "Asks a user to confirm the new address they asked to sign in with.",
+       R"({"recipient":{"name":"Ada Lovelace","email":"ada@new.example.com"},)"
+       R"("old_email":"ada@example.com","link":"https://app.example.com/confirm-email?token=)"
+       R"(sample","button":"Confirm my new address","expires_hours":"24"})"},
+      {"email_change_notice", "Tells the old address that a change of address was asked for.",
+       R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},)"
+       R"("new_email":"ada@new.example.com","link":"https://app.example.com/reset-password",)"
+       R"("button":"Secure my account"})"},
+      {"password_changed", "Tells a user their password was changed.",
+       R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},)"
+       R"("how":"from a signed-in session","link":"https://app.example.com/reset-password",)"
+       R"("button":"Reset my password"})"},
       {"invitation", "Invites someone to join the tenant.",
        R"({"recipient":{"name":"","email":"grace@example.com"},)"
        R"("inviter":{"name":"Ada Lovelace","email":"ada@example.com"},"role":"admin",)"

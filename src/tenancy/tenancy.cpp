@@ -19,10 +19,12 @@
 #include "http/page.hpp"
 #include "identity/access.hpp"
 #include "identity/auth_cache.hpp"
+#include "identity/sessions.hpp"
 #include "jobs/jobs.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/policies.hpp"
+#include "tenancy/invitations.hpp"
 
 namespace hsea::tenancy {
 namespace {
@@ -69,12 +71,21 @@ HSEA_QUERY kSetRole{"tenancy_set_role",
                     "UPDATE memberships SET role = $2, updated_at = now() WHERE user_id = $1 "
                     "RETURNING user_id, role, created_at"};
 HSEA_QUERY kRemoveMember{"tenancy_remove_member", "DELETE FROM memberships WHERE user_id = $1"};
+// Only during the grace period: a purged tenant is gone, and one never scheduled has nothing
+// to cancel.
+HSEA_QUERY kRestore{
+    "tenancy_restore",
+    "UPDATE tenants SET status = 'active', suspended_at = NULL, deletion_scheduled_at = NULL, "
+    "updated_at = now() WHERE deletion_scheduled_at IS NOT NULL AND deletion_scheduled_at > now() "
+    "RETURNING id, slug, name, status, require_mfa, created_at, updated_at, "
+    "deletion_scheduled_at"};
 
 const core::Section<Settings> kSettings{
     "tenancy",
     {core::int_setting(&Settings::deletion_grace_days, "HSEA_TENANT_DELETION_GRACE_DAYS", "30", 0,
-                       3650,
-                       "a deleted tenant is suspended this long before its data is removed")}};
+                       3650, "a deleted tenant is suspended this long before its data is removed"),
+     core::int_setting(&Settings::invitation_expiry_days, "HSEA_INVITATION_EXPIRY_DAYS", "7", 1,
+                       365, "an invitation's link can be used this many days")}};
 
 int g_deletion_grace_days = 30;  // HSEA_TENANT_DELETION_GRACE_DAYS, set by Register
 
@@ -181,6 +192,39 @@ awaitable<Response> delete_tenant(RequestContext& ctx) {
   co_return http::json_response(202, tenant_json(r));
 }
 
+// Another tenant of the caller's own, made as sign-up makes one (slug from the name).
+awaitable<Response> create_tenant(RequestContext& ctx) {
+  const object& body = http::json_body(ctx);
+  std::string name = identity::bounded_name(body, "name");
+  const std::string& user_id = ctx.principal.user_id;
+  std::string slug = co_await identity::available_slug(name);
+  std::string tenant_id = core::uuid_v7();
+  db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
+  co_await identity::create_tenant(tx, ctx, tenant_id, slug, name, user_id);
+  co_await security::record(tx, ctx, security::event("tenant.created", "tenant", tenant_id));
+  db::Result r = co_await tx.exec(kTenant);
+  co_await tx.commit();
+  object out = tenant_json(r);
+  out["role"] = "owner";
+  co_return http::json_response(201, out);
+}
+
+awaitable<Response> restore_tenant(RequestContext& ctx) {
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  db::Result r = co_await tx.exec(kRestore);
+  if (r.empty()) {
+    co_await tx.commit();
+    throw ApiError(ErrorCode::kConflict, "The tenant is not scheduled for deletion.");
+  }
+  co_await security::record(tx, ctx,
+                            security::event("tenant.deletion_cancelled", "tenant", ctx.tenant_id));
+  std::string data = boost::json::serialize(tenant_json(r));
+  co_await jobs::emit(tx, ctx, "tenant.deletion_cancelled", std::move(data));
+  co_await tx.commit();
+  identity::invalidate_auth_cache();  // members are admitted again at once
+  co_return http::json_response(200, tenant_json(r));
+}
+
 awaitable<Response> list_members(RequestContext& ctx) {
   // A named factory, not a braced Scope: g++ 12 destroys such a coroutine argument twice.
   http::Page page = http::page_of(ctx);
@@ -274,6 +318,33 @@ awaitable<Response> delete_member(RequestContext& ctx) {
   co_return Response::no_content();
 }
 
+// The caller leaves the tenant; the last owner cannot (the trigger of migration 0004 holds the
+// rule under concurrency, 409 either way).
+awaitable<Response> leave_tenant(RequestContext& ctx) {
+  const std::string& user_id = ctx.principal.user_id;
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  co_await tx.exec(kLockOwners);
+  db::Result member = co_await tx.exec(kMember, db::params(user_id));
+  if (member.empty()) {
+    co_await tx.commit();
+    throw ApiError(ErrorCode::kNotFound, "You are not a member of this tenant.");
+  }
+  std::string role(member.get(0, "role"));
+  if (role == "owner" && member.get_int(0, "owners") <= 1) {
+    co_await tx.commit();  // releases the owners' row locks (see patch_member)
+    throw ApiError(ErrorCode::kConflict,
+                   "You are the last owner: make someone else owner or delete the tenant.");
+  }
+  co_await tx.exec(kRemoveMember, db::params(user_id));
+  co_await security::record(tx, ctx, security::event("member.left", "user", user_id));
+  std::string data =
+      boost::json::serialize(object{{"user_id", user_id}, {"role", role}, {"left", true}});
+  co_await jobs::emit(tx, ctx, "member.removed", std::move(data));
+  co_await tx.commit();
+  identity::invalidate_auth_cache();  // ends cached access at once
+  co_return Response::no_content();
+}
+
 }  // namespace
 
 awaitable<std::int64_t> purge_due_tenants(db::Pool& db) {
@@ -297,11 +368,14 @@ void Register(runtime::Registrar& reg) {
   using http::Method;
   using http::Policies;
   using identity::Access;
-  g_deletion_grace_days = reg.settings(kSettings).deletion_grace_days;
+  const Settings& settings = reg.settings(kSettings);
+  g_deletion_grace_days = settings.deletion_grace_days;
   const db::Settings& database = reg.settings(db::settings_section());
   jobs::event_type(reg, {"tenant.updated", "The tenant's name or address changed."});
   jobs::event_type(reg, {"tenant.deletion_scheduled",
                          "An owner deleted the tenant; it is removed after the grace period."});
+  jobs::event_type(
+      reg, {"tenant.deletion_cancelled", "An owner cancelled the tenant's scheduled deletion."});
   jobs::event_type(reg, {"member.role_changed", "A member's role changed."});
   jobs::event_type(reg, {"member.removed", "A member was removed from the tenant."});
   const std::vector<std::string> anyone{"owner", "admin", "member", "billing"};
@@ -310,6 +384,11 @@ void Register(runtime::Registrar& reg) {
              .path = "/api/tenants",
              .handler = list_tenants,
              .policies = Policies(Access{.authenticated = true})});
+  reg.route(
+      {.method = Method::kPost,
+       .path = "/api/tenants",
+       .handler = create_tenant,
+       .policies = Policies(Access{.authenticated = true}, security::Body{"CreateTenantRequest"})});
   reg.route(
       {.method = Method::kGet,
        .path = "/api/tenant",
@@ -330,6 +409,15 @@ void Register(runtime::Registrar& reg) {
        .handler = delete_tenant,
        .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = {"owner"}})});
   reg.route(
+      {.method = Method::kPost,
+       .path = "/api/tenant/restore",
+       .handler = restore_tenant,
+       .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = {"owner"}})});
+  reg.route({.method = Method::kPost,
+             .path = "/api/tenant/leave",
+             .handler = leave_tenant,
+             .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = anyone})});
+  reg.route(
       {.method = Method::kGet,
        .path = "/api/members",
        .handler = list_members,
@@ -346,6 +434,7 @@ void Register(runtime::Registrar& reg) {
              .path = "/api/members/{user_id}",
              .handler = delete_member,
              .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins})});
+  register_invitation_routes(reg, settings.invitation_expiry_days);
 
   // Tenants past their deletion grace period are removed daily, by one node of the cluster.
   reg.periodic({.name = "tenant-purge",

@@ -4,8 +4,9 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-// Tenants and memberships: GET /api/tenants, GET/PATCH/DELETE /api/tenant,
-// GET /api/members, PATCH/DELETE /api/members/{user_id}.
+// Tenants and memberships: GET/POST /api/tenants, GET/PATCH/DELETE /api/tenant,
+// POST /api/tenant/leave and /restore, GET /api/members, PATCH/DELETE /api/members/{user_id},
+// and invitations (/api/invitations*), the way a user joins a tenant.
 
 namespace hsea::runtime {
 class Registrar;
@@ -18,7 +19,8 @@ namespace hsea::tenancy {
 
 // The tenancy module's settings section.
 struct Settings {
-  int deletion_grace_days = 30;  // a deleted tenant stays suspended this long
+  int deletion_grace_days = 30;    // a deleted tenant stays suspended this long
+  int invitation_expiry_days = 7;  // an invitation's token works this long
 };
 
 void Register(runtime::Registrar& registrar);
