@@ -234,6 +234,9 @@ constexpr NotScoped kNotTenantScoped[] = {
     // One key ring for the deployment: tokens of every tenant are signed with it, and the
     // private keys are sealed with HSEA_SECRET_KEY.
     {"signing_keys", "the JWT signing keys"},
+    // Each tenant's and user's data key, wrapped with HSEA_SECRET_KEY; the app role has no
+    // rights on the table and reaches keys only through pii_current_key and pii_data_keys.
+    {"data_keys", "the wrapped data keys of personal data"},
 };
 
 struct ScopedTable {

@@ -9,6 +9,7 @@
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/cors.hpp"
+#include "security/pii.hpp"
 #include "security/refusals.hpp"
 #include "security/security.hpp"
 #include "security/steps.hpp"
@@ -20,12 +21,21 @@ boost::asio::awaitable<http::Response> list_audit_logs(http::RequestContext& ctx
 namespace {
 const core::Config* g_config = nullptr;  // HSTS only when clients reach us over https
 
+std::optional<std::string> check_previous_secret(std::string& v) {
+  if (!v.empty() && v.size() < 32) return "must be at least 32 bytes, like HSEA_SECRET_KEY";
+  return std::nullopt;
+}
+
 const core::Section<Settings> kSettings{
     "security",
     {core::int_setting(&Settings::audit_retention_days, "HSEA_AUDIT_RETENTION_DAYS", "365", 1,
                        36500,
                        "audit entries older than this are pruned (daily, and by `hsea audit "
-                       "prune`)")}};
+                       "prune`)"),
+     core::string_setting(&Settings::previous_secret_key, "HSEA_PREVIOUS_SECRET_KEY", "",
+                          "the HSEA_SECRET_KEY a new one replaced, read only by `hsea keys "
+                          "rotate-data` to re-wrap the data keys it wrapped",
+                          check_previous_secret, core::Show::kSecret)}};
 }  // namespace
 
 void security_headers(http::RequestContext&, http::Response& response) {
@@ -54,6 +64,7 @@ void Register(runtime::Registrar& reg) {
   const Settings& settings = reg.settings(kSettings);
   const db::Settings& database = reg.settings(db::settings_section());
   g_config = &reg.config();
+  if (!reg.config().secret_key.empty()) pii::configure(reg.config().secret_key);
   // HSEA-042: CSP, HSTS (https only), X-Frame-Options, X-Content-Type-Options, Referrer-Policy.
   reg.middleware(
       {.name = "security-headers", .stage = http::Stage::kEdge, .after = security_headers});
@@ -80,6 +91,26 @@ void Register(runtime::Registrar& reg) {
                 .first_delay = std::chrono::minutes(1),
                 .once_per_cluster = true,
                 .run = [days] { return apply_retention(days); }});
+  reg.command({.path = {"keys", "rotate-data"},
+               .help = "re-wrap the data keys under HSEA_SECRET_KEY, then seal all personal data "
+                       "again under new ones (servers keep running)",
+               .needs_secret = true,
+               .run = [&database, &settings](const core::Config& config) {
+                 try {
+                   pii::configure(config.secret_key);
+                   pii::RotationReport r =
+                       pii::rotate_data(database.database_admin_url, settings.previous_secret_key,
+                                        pii::kCurrentKeyCacheSeconds + std::chrono::seconds(5));
+                   std::printf(
+                       "keys: %ld data keys re-wrapped, %ld retired, %ld values sealed "
+                       "again, %ld retired keys deleted\n",
+                       r.keys_rewrapped, r.keys_retired, r.values_resealed, r.keys_deleted);
+                   return 0;
+                 } catch (const std::exception& e) {
+                   std::fprintf(stderr, "hsea keys rotate-data: %s\n", e.what());
+                   return 1;
+                 }
+               }});
   reg.command({.path = {"audit", "prune"},
                .help = "delete entries older than HSEA_AUDIT_RETENTION_DAYS",
                .run = [&database, days](const core::Config&) {

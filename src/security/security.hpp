@@ -16,6 +16,7 @@ namespace hsea::security {
 // The security module's settings section.
 struct Settings {
   int audit_retention_days = 365;
+  std::string previous_secret_key;  // read only by `hsea keys rotate-data`
 };
 
 void Register(runtime::Registrar& registrar);
