@@ -4,8 +4,8 @@
 // The name is the prepared statement's name, the metrics label and the log key.
 //
 // A Pool belongs to one I/O thread. Its connections are libpq in non-blocking pipeline mode on
-// that thread's io_context: a tenant-scoped read sends BEGIN, set_config('app.tenant_id'),
-// the statement and COMMIT in one round trip.
+// that thread's io_context: a tenant-scoped read sends set_config('app.tenant_id') and the
+// statement behind one Sync, and concurrent such reads share one round trip (batches).
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
