@@ -190,6 +190,10 @@ class Pool {
 
   // One statement in its own implicit transaction, no tenant context.
   boost::asio::awaitable<Result> query(const Query& query, Params params = {});
+  // The same on a connection of its own, never batched: for statements that may take long
+  // (the job queue's claims over a large backlog), which would hold up the one-statement calls
+  // batched behind them in the same round trip.
+  boost::asio::awaitable<Result> solo_query(const Query& query, Params params = {});
   // One statement after set_config('app.tenant_id', tenant, true), both in one implicit
   // transaction (one Sync, no BEGIN/COMMIT): one round trip, the setting gone after it.
   boost::asio::awaitable<Result> tenant_query(std::string tenant_id, const Query& query,
