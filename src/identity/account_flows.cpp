@@ -144,8 +144,9 @@ awaitable<void> audit_everywhere(db::Transaction& tx, security::Actor actor,
                                  security::AuditEvent event, std::string restore) {
   db::Result tenants = co_await tx.exec(kUserTenants, db::params(user_id));
   for (int i = 0; i < tenants.rows(); ++i) {
-    co_await tx.exec(kSetTenant, db::params(tenants.text(i, "tenant_id")));
-    co_await security::record(tx, actor, origin, event);
+    std::string tenant_id = tenants.text(i, "tenant_id");
+    co_await tx.exec(kSetTenant, db::params(tenant_id));
+    co_await security::record(tx, tenant_id, actor, origin, event);
   }
   if (tenants.rows() > 0) co_await tx.exec(kSetTenant, db::params(restore));
 }

@@ -29,6 +29,7 @@
 #include "jobs/jobs.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
+#include "security/pii.hpp"
 #include "security/policies.hpp"
 
 namespace hsea::identity {
@@ -532,13 +533,22 @@ awaitable<Response> list_sessions(RequestContext& ctx) {
   db::Result r =
       co_await db::pool().scoped_query(db::user_scope(ctx.principal.user_id), kListSessions,
                                        db::params(page.starting_after, page.fetch()));
+  // Sealed under the user's key: one look-up of the keys for the page, then opened.
+  std::vector<std::string> sealed;
+  for (int i = 0; i < r.rows(); ++i) {
+    sealed.emplace_back(r.get(i, "user_agent"));
+    sealed.emplace_back(r.get(i, "ip"));
+  }
+  co_await security::pii::load_keys(db::pool(), sealed);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
+    std::string user_agent =
+        security::pii::open("sessions.user_agent", r.get(i, "user_agent")).value_or("");
     data.push_back(object{{"id", r.get(i, "id")},
                           {"kind", r.get(i, "kind")},
-                          {"device", device_label(r.get(i, "user_agent"))},
-                          {"user_agent", r.get(i, "user_agent")},
-                          {"ip", r.get(i, "ip")},
+                          {"device", device_label(user_agent)},
+                          {"user_agent", user_agent},
+                          {"ip", security::pii::open("sessions.ip", r.get(i, "ip")).value_or("")},
                           {"created_at", r.time(i, "created_at")},
                           {"last_seen_at", r.time(i, "last_seen_at")},
                           {"expires_at", r.time(i, "expires_at")},
@@ -608,6 +618,11 @@ awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, s
   // bytes would make PostgreSQL refuse the row, and with it the sign-in).
   std::string user_agent = log::valid_utf8(ctx.request.header("user-agent"), 512);
   std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
+  // Personal data, sealed under the user's key (the user may have been created by this very
+  // transaction: the transaction's own seal).
+  security::pii::Owner owner = security::pii::user_owner(user_id);
+  user_agent = co_await security::pii::seal(tx, owner, "sessions.user_agent", user_agent);
+  ip = co_await security::pii::seal(tx, owner, "sessions.ip", ip);
   co_await tx.exec(kInsertSession,
                    db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
                               user_agent, ip, settings().refresh_token_days, second_factor));

@@ -14,6 +14,7 @@
 #include "identity/identity.hpp"
 #include "identity/module.hpp"
 #include "runtime/registrar.hpp"
+#include "security/pii.hpp"
 
 namespace hsea::identity {
 
@@ -127,6 +128,15 @@ void Register(runtime::Registrar& reg) {
   s.database = &database;
   s.throttle = std::make_unique<LoginThrottle>(settings.login_failures_per_account,
                                                settings.login_failures_per_ip);
+  // Sessions' client data, sealed under the user's key (open_session), for rotation.
+  for (const char* column : {"ip", "user_agent"}) {
+    security::pii::register_sealed_column({.table = "sessions",
+                                           .id_column = "id",
+                                           .column = column,
+                                           .purpose = std::string("sessions.") + column,
+                                           .owner_column = "user_id",
+                                           .owner_is_tenant = false});
+  }
 
   reg.middleware({.name = "tenant-resolution",
                   .stage = http::Stage::kTenant,

@@ -21,6 +21,7 @@
 namespace hsea::db {
 class BlockingConnection;
 class Pool;
+class Transaction;
 }  // namespace hsea::db
 
 namespace hsea::security::pii {
@@ -45,6 +46,13 @@ std::string_view key_id_of(std::string_view sealed);
 // Seals `plain` under the owner's current data key, creating the key on first use (its own
 // committed statement: a key nobody used is harmless).
 boost::asio::awaitable<std::string> seal(db::Pool& pool, Owner owner, std::string_view purpose,
+                                         std::string_view plain);
+// The same inside a transaction, for what the transaction writes: an owner created in it (a
+// sign-up's tenant and user) gets its key in it, and a key created there becomes the cached
+// current key only once committed (a rolled-back key must never seal anything). Empty text
+// stays empty: it holds nothing personal, and "no value" stays visible (the audit log's
+// anonymisation blanks ip and user_agent).
+boost::asio::awaitable<std::string> seal(db::Transaction& tx, Owner owner, std::string_view purpose,
                                          std::string_view plain);
 // Makes the keys of these sealed values available to open(): at most one round trip, none when
 // every key is cached. Values that are not sealed are ignored.

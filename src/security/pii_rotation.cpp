@@ -32,7 +32,7 @@ long reseal_column(db::BlockingConnection& conn, const SealedColumn& c) {
                     owner = conn.quote_identifier(c.owner_column);
   const std::string select = fmt::format(
       "SELECT {id}::text AS id, {owner}::text AS owner, {col} AS value FROM {table} "
-      "WHERE {id}::text > $1 AND {col} IS NOT NULL AND {owner} IS NOT NULL AND "
+      "WHERE {id}::text > $1 AND {col} IS NOT NULL AND {col} <> '' AND {owner} IS NOT NULL AND "
       "(left({col}, 5) <> 'pii1.' OR substr({col}, 6, 36) IN "
       "(SELECT id::text FROM data_keys WHERE retired_at IS NOT NULL)) "
       "ORDER BY {id}::text LIMIT 500",
