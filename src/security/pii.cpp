@@ -287,6 +287,14 @@ boost::asio::awaitable<void> load_keys(db::Pool& pool, std::vector<std::string> 
   for (int i = 0; i < r.rows(); ++i) remember(r.get(i, "id"), r.get(i, "wrapped"));
 }
 
+boost::asio::awaitable<void> load_keys(db::Transaction& tx,
+                                       std::vector<std::string> sealed_values) {
+  std::vector<std::string> missing = missing_key_ids(sealed_values);
+  if (missing.empty()) co_return;
+  db::Result r = co_await tx.exec(kKeysById, db::params(uuid_array(missing)));
+  for (int i = 0; i < r.rows(); ++i) remember(r.get(i, "id"), r.get(i, "wrapped"));
+}
+
 std::optional<std::string> open(std::string_view purpose, std::string_view sealed) {
   if (!is_sealed(sealed)) return std::string(sealed);
   std::optional<Key> key = cached(key_id_of(sealed));

@@ -162,6 +162,44 @@ TEST_F(Pii, BlindIndexIsKeyedDeterministicAndPerPurpose) {
 
 // Rotation re-wraps keys under a new secret, seals every registered value again (plaintext
 // left from before encryption included) and deletes the keys nothing uses any more.
+// Rows from before sealing: rotation seals them under their owner's key and fills the blind
+// index of an indexed column (users.email_index), so look-ups by index find them afterwards.
+TEST_F(Pii, RotationSealsPlaintextRowsAndFillsTheirBlindIndex) {
+  register_sealed_column({.table = "users",
+                          .id_column = "id",
+                          .column = "email",
+                          .purpose = "users.email",
+                          .owner_column = "id",
+                          .owner_is_tenant = false,
+                          .index_column = "email_index"});
+  register_sealed_column({.table = "audit_logs",
+                          .id_column = "id",
+                          .column = "ip",
+                          .purpose = "audit_logs.ip",
+                          .owner_column = "tenant_id",
+                          .owner_is_tenant = true});
+  const std::string user = core::uuid_v7();
+  sql(db.admin_url(),
+      "INSERT INTO users (id, email, name) VALUES ($1, 'Old.Timer@Example.com', 'O')", {user});
+  const std::string blank = core::uuid_v7();
+  sql(db.admin_url(),
+      "INSERT INTO audit_logs (tenant_id, id, actor_type, action, ip) "
+      "VALUES ($1, $2, 'system', 'test.blank', '')",
+      {tenant_a, blank});
+  RotationReport r = rotate_data(db.admin_url(), "", std::chrono::seconds(0));
+  EXPECT_EQ(r.values_resealed, 1) << "the address; an empty ip is not personal data";
+  std::string stored = one("SELECT email FROM users WHERE id = $1", {user});
+  EXPECT_TRUE(is_sealed(stored));
+  EXPECT_EQ(one("SELECT owner_user FROM data_keys WHERE id = $1", {std::string(key_id_of(stored))}),
+            user);
+  EXPECT_EQ(one("SELECT email_index FROM users WHERE id = $1", {user}),
+            blind_index("users.email", "old.timer@example.com"));
+  EXPECT_EQ(one("SELECT ip FROM audit_logs WHERE id = $1", {blank}), "");
+  db::BlockingConnection conn(db.admin_url(), "test");
+  load_keys_blocking(conn, {stored});
+  EXPECT_EQ(open("users.email", stored), "Old.Timer@Example.com");
+}
+
 TEST_F(Pii, RotationResealsEveryValueAndRewrapsUnderANewSecret) {
   sql(db.admin_url(),
       "CREATE TABLE pii_probe (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, note text)");
