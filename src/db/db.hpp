@@ -170,6 +170,8 @@ class Transaction {
   // Runs the statement and COMMIT in the same round trip; the transaction is done after it.
   boost::asio::awaitable<Result> exec_commit(const Query& query, Params params = {});
   boost::asio::awaitable<void> commit();
+  // The tenant and user it runs for (e.g. whose data key seals what it writes).
+  const Scope& scope() const { return scope_; }
 
  private:
   friend class Pool;

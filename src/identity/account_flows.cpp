@@ -23,10 +23,12 @@
 #include "identity/password.hpp"
 #include "identity/sessions.hpp"
 #include "identity/throttle.hpp"
+#include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
+#include "security/pii.hpp"
 #include "security/policies.hpp"
 
 namespace hsea::identity {
@@ -57,28 +59,32 @@ HSEA_QUERY kSpendOthers{
     "account_spend_other_tokens",
     "UPDATE account_tokens SET used_at = now() WHERE user_id = $1 AND purpose = $2 "
     "AND used_at IS NULL"};
+// Addresses and names are sealed (open_users); look-ups by address take its index and text.
 HSEA_QUERY kUser{"account_user",
-                 "SELECT email::text AS email, name, password_hash, email_verified FROM users "
-                 "WHERE id = $1"};
-HSEA_QUERY kUserByEmail{"account_user_by_email", "SELECT id FROM auth_user_by_email($1)"};
+                 "SELECT email, name, password_hash, email_verified FROM users WHERE id = $1"};
+HSEA_QUERY kUserByEmail{"account_user_by_email", "SELECT id FROM auth_user_by_email($1, $2)"};
 HSEA_QUERY kEmailTaken{"account_email_taken",
-                       "SELECT count(*) > 0 AS taken FROM auth_user_by_email($1)"};
+                       "SELECT count(*) > 0 AS taken FROM auth_user_by_email($1, $2)"};
 HSEA_QUERY kUserTenants{"account_user_tenants", "SELECT tenant_id FROM auth_user_tenants($1)"};
 // Audit entries take app.tenant_id: one per tenant of the user, in the change's transaction.
 HSEA_QUERY kSetTenant{"account_set_tenant", "SELECT set_config('app.tenant_id', $1, true)"};
+// The user's address is still $2 (its index) / $3 (its text, for a row from before sealing).
+#define HSEA_USER_HAS_EMAIL "(email_index = $2 OR (email_index IS NULL AND lower(email) = $3))"
+#define HSEA_USER_HAS_EMAIL_3 "(email_index = $3 OR (email_index IS NULL AND lower(email) = $4))"
 HSEA_QUERY kMarkVerified{"account_mark_verified",
                          "UPDATE users SET email_verified = true, updated_at = now() "
-                         "WHERE id = $1 AND email = $2::citext RETURNING id"};
+                         "WHERE id = $1 AND " HSEA_USER_HAS_EMAIL " RETURNING id"};
 // A reset proves the owner of the address (still the account's): it also verifies it.
 HSEA_QUERY kResetPassword{
     "account_reset_password",
     "UPDATE users SET password_hash = $2, email_verified = true, updated_at = now() "
-    "WHERE id = $1 AND email = $3::citext RETURNING email::text AS email, name"};
+    "WHERE id = $1 AND " HSEA_USER_HAS_EMAIL_3 " RETURNING email, name"};
 HSEA_QUERY kChangePassword{"account_change_password",
                            "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1"};
 HSEA_QUERY kChangeEmail{
     "account_change_email",
-    "UPDATE users SET email = $2, email_verified = true, updated_at = now() WHERE id = $1 "
+    "UPDATE users SET email = $2, email_index = $3, email_verified = true, updated_at = now() "
+    "WHERE id = $1 "
     "RETURNING id, email, name, email_verified, mfa_enabled, created_at, updated_at"};
 // Every session of the user but $2 (NULL: all); their refresh tokens expire with them.
 HSEA_QUERY kRevokeSessions{
@@ -144,8 +150,9 @@ awaitable<void> audit_everywhere(db::Transaction& tx, security::Actor actor,
                                  security::AuditEvent event, std::string restore) {
   db::Result tenants = co_await tx.exec(kUserTenants, db::params(user_id));
   for (int i = 0; i < tenants.rows(); ++i) {
-    co_await tx.exec(kSetTenant, db::params(tenants.text(i, "tenant_id")));
-    co_await security::record(tx, actor, origin, event);
+    std::string tenant_id = tenants.text(i, "tenant_id");
+    co_await tx.exec(kSetTenant, db::params(tenant_id));
+    co_await security::record(tx, tenant_id, actor, origin, event);
   }
   if (tenants.rows() > 0) co_await tx.exec(kSetTenant, db::params(restore));
 }
@@ -174,6 +181,16 @@ awaitable<void> audit_refusal(const RequestContext& ctx, std::string user_id, st
     security::AuditEvent event = security::event("auth.token_refused", "user", user_id, metadata);
     co_await security::record_in(tenants.text(i, "tenant_id"), ctx, std::move(event));
   }
+}
+
+// The account's address now (sealed under the user's key), lower-cased as tokens' are.
+awaitable<std::string> current_email(const db::Result& token) {
+  std::vector<std::string> sealed{std::string(token.get(0, "current_email"))};
+  co_await security::pii::load_keys(db::pool(), sealed);
+  std::string email = security::pii::open("users.email", sealed[0]).value_or("");
+  std::ranges::transform(email, email.begin(),
+                         [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  co_return email;
 }
 
 ApiError token_error(std::string_view reason) {
@@ -209,7 +226,7 @@ awaitable<Found> find_token(const RequestContext& ctx, std::string token, std::s
         reason = "used";
       } else if (r.get_bool(0, "expired")) {
         reason = "expired";
-      } else if (purpose != kChange && r.get(0, "current_email") != r.get(0, "email")) {
+      } else if (purpose != kChange && co_await current_email(r) != r.get(0, "email")) {
         reason = "address_changed";
       }
     }
@@ -278,7 +295,8 @@ awaitable<Response> verify_email(RequestContext& ctx) {
     db::Result used = co_await tx.exec(kSpendToken, db::params(core::sha256_hex(token), kVerify));
     spent = !used.empty();
     if (spent) {
-      db::Result user = co_await tx.exec(kMarkVerified, db::params(found.user_id, found.email));
+      db::Result user = co_await tx.exec(
+          kMarkVerified, db::params(found.user_id, email_index(found.email), found.email));
       verified = !user.empty();
     }
     if (verified) {
@@ -305,8 +323,8 @@ awaitable<Response> resend_verification(RequestContext& ctx) {
   if (user.get_bool(0, "email_verified")) {
     throw ApiError(ErrorCode::kConflict, "The e-mail address is already verified.");
   }
-  co_await send_email_verification(tx, user_id, user.text(0, "email"), user.text(0, "name"),
-                                   ctx.tenant_id.empty());
+  UserText text = (co_await open_users(user, &tx)).at(0);
+  co_await send_email_verification(tx, user_id, text.email, text.name, ctx.tenant_id.empty());
   if (!ctx.tenant_id.empty()) {
     co_await security::record(tx, ctx,
                               security::event("user.email_verification_sent", "user", user_id));
@@ -344,21 +362,21 @@ std::string payload_string(const jobs::JobContext& job, std::string_view key) {
 awaitable<void> password_reset_job(jobs::JobContext& job) {
   std::string email = payload_string(job, "email");
   if (email.empty()) co_return;
-  db::Result found = co_await db::pool().query(kUserByEmail, db::params(email));
+  db::Result found = co_await db::pool().query(kUserByEmail, db::params(email_index(email), email));
   if (found.empty()) co_return;  // no account: no mail, nothing to tell anyone
   std::string user_id = found.text(0, "id");
   std::string tenant_id = co_await home_tenant(user_id);
   db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
   db::Result user = co_await tx.exec(kUser, db::params(user_id));
   if (user.empty()) co_return;
-  std::string token = co_await new_token(tx, user_id, kReset, user.text(0, "email"),
-                                         settings().password_reset_minutes);
+  UserText text = (co_await open_users(user, &tx)).at(0);
+  std::string token =
+      co_await new_token(tx, user_id, kReset, text.email, settings().password_reset_minutes);
   std::string data =
       boost::json::serialize(object{{"link", link("reset-password", token)},
                                     {"button", "Choose a new password"},
                                     {"expires_minutes", settings().password_reset_minutes}});
-  mail::Message reset =
-      mail::message("password_reset", user.text(0, "email"), user.text(0, "name"), data);
+  mail::Message reset = mail::message("password_reset", text.email, text.name, data);
   reset.platform = tenant_id.empty();
   co_await mail::send(tx, std::move(reset));
   security::Origin origin{payload_string(job, "ip"), payload_string(job, "user_agent"),
@@ -385,15 +403,17 @@ awaitable<Response> reset_password(RequestContext& ctx) {
         !(co_await tx.exec(kSpendToken, db::params(core::sha256_hex(token), kReset))).empty();
     db::Result user;
     if (spent) {
-      user = co_await tx.exec(kResetPassword, db::params(found.user_id, hash, found.email));
+      user = co_await tx.exec(
+          kResetPassword, db::params(found.user_id, hash, email_index(found.email), found.email));
     }
     if (!user.empty()) {
       std::optional<std::string> none;
       co_await tx.exec(kSpendOthers, db::params(found.user_id, kReset));
       co_await tx.exec(kRevokeSessions, db::params(found.user_id, none));
       co_await tx.exec(kExpireRefresh, db::params(found.user_id, none));
-      co_await send_password_changed(tx, user.text(0, "email"), user.text(0, "name"),
-                                     "with a reset link", tenant_id.empty());
+      UserText text = (co_await open_users(user, &tx)).at(0);
+      co_await send_password_changed(tx, text.email, text.name, "with a reset link",
+                                     tenant_id.empty());
       security::AuditEvent event = security::event("auth.password_reset", "user", found.user_id);
       co_await audit_everywhere(tx, user_actor(found.user_id), security::origin_of(ctx),
                                 found.user_id, event, tenant_id);
@@ -430,8 +450,9 @@ awaitable<Response> change_password(RequestContext& ctx) {
   co_await tx.exec(kRevokeSessions, db::params(user_id, ctx.principal.session_id));
   co_await tx.exec(kExpireRefresh, db::params(user_id, ctx.principal.session_id));
   co_await tx.exec(kSpendOthers, db::params(user_id, kReset));
-  co_await send_password_changed(tx, user.text(0, "email"), user.text(0, "name"),
-                                 "from a signed-in session", tenant_id.empty());
+  UserText text = (co_await open_users(user, &tx)).at(0);
+  co_await send_password_changed(tx, text.email, text.name, "from a signed-in session",
+                                 tenant_id.empty());
   co_await audit_everywhere(tx, user_actor(user_id), security::origin_of(ctx), user_id,
                             security::event("user.password_changed", "user", user_id), tenant_id);
   co_await tx.commit();
@@ -448,7 +469,8 @@ awaitable<Response> change_email(RequestContext& ctx) {
       co_await db::pool().scoped_query(db::user_scope(user_id), kUser, db::params(user_id));
   if (user.empty()) throw ApiError(ErrorCode::kNotFound, "The account no longer exists.");
   co_await check_current_password(ctx, user, password, "password");
-  std::string old_email = user.text(0, "email");
+  UserText text = (co_await open_users(user)).at(0);
+  std::string old_email = text.email;
   std::string old_lower = old_email;
   std::ranges::transform(old_lower, old_lower.begin(),
                          [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -456,7 +478,8 @@ awaitable<Response> change_email(RequestContext& ctx) {
     throw ApiError(ErrorCode::kValidationFailed, "That is already the account's address.",
                    {{"/email", "is the current address"}});
   }
-  if ((co_await db::pool().query(kEmailTaken, db::params(email))).get_bool(0, "taken")) {
+  db::Result taken = co_await db::pool().query(kEmailTaken, db::params(email_index(email), email));
+  if (taken.get_bool(0, "taken")) {
     throw ApiError(ErrorCode::kConflict, "Another account uses this e-mail address.");
   }
   admit_mail("change:" + user_id);
@@ -466,7 +489,7 @@ awaitable<Response> change_email(RequestContext& ctx) {
   co_await tx.exec(kSpendOthers, db::params(user_id, kChange));  // only the newest link works
   int hours = settings().email_change_hours;
   std::string token = co_await new_token(tx, user_id, kChange, email, hours * 60);
-  std::string name = user.text(0, "name");
+  std::string name = text.name;
   std::string confirm_data = boost::json::serialize(object{{"old_email", old_email},
                                                            {"link", link("confirm-email", token)},
                                                            {"button", "Confirm my new address"},
@@ -502,15 +525,19 @@ awaitable<Response> confirm_email(RequestContext& ctx) {
         !(co_await tx.exec(kSpendToken, db::params(core::sha256_hex(token), kChange))).empty();
     if (spent && !before.empty()) {
       try {
-        user = co_await tx.exec(kChangeEmail, db::params(user_id, found.email));
+        security::pii::Owner owner = security::pii::user_owner(user_id);
+        std::string sealed = co_await security::pii::seal(tx, owner, "users.email", found.email);
+        user =
+            co_await tx.exec(kChangeEmail, db::params(user_id, sealed, email_index(found.email)));
       } catch (const db::Error& e) {
         if (e.sqlstate() != "23505") throw;
         taken = true;  // the transaction is rolled back: the token stays unused
       }
     }
     if (!user.empty()) {
-      std::string metadata = boost::json::serialize(
-          object{{"old_email", before.text(0, "email")}, {"new_email", found.email}});
+      UserText old_text = (co_await open_users(before, &tx)).at(0);
+      std::string metadata =
+          boost::json::serialize(object{{"old_email", old_text.email}, {"new_email", found.email}});
       co_await audit_everywhere(tx, user_actor(user_id), security::origin_of(ctx), user_id,
                                 security::event("user.email_changed", "user", user_id, metadata),
                                 ctx.tenant_id);
@@ -525,9 +552,10 @@ awaitable<Response> confirm_email(RequestContext& ctx) {
     co_await audit_refusal(ctx, user_id, kChange, "used");
     throw token_error("used");
   }
+  UserText text = (co_await open_users(user)).at(0);
   object out{{"id", user.get(0, "id")},
-             {"email", user.get(0, "email")},
-             {"name", user.get(0, "name")},
+             {"email", text.email},
+             {"name", text.name},
              {"email_verified", user.get_bool(0, "email_verified")},
              {"mfa_enabled", user.get_bool(0, "mfa_enabled")},
              {"created_at", user.time(0, "created_at")},

@@ -26,9 +26,11 @@
 #include "identity/sessions.hpp"
 #include "identity/throttle.hpp"
 #include "identity/tokens.hpp"
+#include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
+#include "security/pii.hpp"
 #include "security/policies.hpp"
 #include "security/refusals.hpp"
 
@@ -47,9 +49,13 @@ HSEA_QUERY kInsertTenant{
     "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING "
     "RETURNING id, slug, name, status, created_at"};
 HSEA_QUERY kSlugTaken{"signup_slug_taken", "SELECT auth_tenant_by_slug($1) IS NOT NULL AS taken"};
-HSEA_QUERY kInsertUser{"signup_insert_user",
-                       "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) "
-                       "RETURNING id, email, name, email_verified, mfa_enabled, created_at"};
+// Not when the address belongs to an account from before sealing (found by its plaintext until
+// rotate-data indexes it): the unique email_index covers the others.
+HSEA_QUERY kInsertUser{
+    "signup_insert_user",
+    "INSERT INTO users (id, email, name, password_hash, email_index) "
+    "SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM auth_user_by_email($5, $6)) "
+    "RETURNING id, email, name, email_verified, mfa_enabled, created_at"};
 HSEA_QUERY kInsertOwner{
     "signup_insert_owner",
     "INSERT INTO memberships (tenant_id, user_id, role) "
@@ -77,7 +83,7 @@ HSEA_QUERY kInsertRefresh{
     "auth_insert_refresh",
     "INSERT INTO refresh_tokens (token_hash, session_id, user_id, expires_at) "
     "VALUES ($1, $2, $3, now() + make_interval(days => $4::int))"};
-HSEA_QUERY kUserByEmail{"auth_user_by_email", "SELECT * FROM auth_user_by_email($1)"};
+HSEA_QUERY kUserByEmail{"auth_user_by_email", "SELECT * FROM auth_user_by_email($1, $2)"};
 HSEA_QUERY kUserTenants{"auth_user_tenants", "SELECT * FROM auth_user_tenants($1)"};
 HSEA_QUERY kRehash{"auth_rehash", "UPDATE users SET password_hash = $2 WHERE id = $1"};
 HSEA_QUERY kUserById{"me_user",
@@ -181,9 +187,12 @@ awaitable<Response> signup(RequestContext& ctx) {
 
   std::string tenant_id = core::uuid_v7(), user_id = core::uuid_v7();
   db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
+  // Sealed under the new user's key, made in this transaction before the row that it belongs to.
+  UserText sealed = co_await seal_user(tx, user_id, email, name);
   db::Result user;
   try {
-    user = co_await tx.exec(kInsertUser, db::params(user_id, email, name, hash));
+    user = co_await tx.exec(kInsertUser, db::params(user_id, sealed.email, sealed.name, hash,
+                                                    email_index(email), email));
   } catch (const db::Error& e) {
     if (e.sqlstate() != "23505") throw;
   }
@@ -203,7 +212,8 @@ awaitable<Response> signup(RequestContext& ctx) {
   co_await send_email_verification(tx, user_id, email, name, false);
   co_await tx.commit();
 
-  object out{{"user", user_json(user)},
+  object user_out = co_await user_json(user);
+  object out{{"user", user_out},
              {"tenant", object{{"id", tenant_id}, {"slug", tenant.slug}, {"name", tenant.name}}}};
   co_return session_response(ctx, 201, std::move(out), cookie, user_id, tenant_id, issued);
 }
@@ -216,7 +226,7 @@ awaitable<Response> login(RequestContext& ctx) {
   bool cookie = wants_cookie(body);
   LoginThrottle& throttle = *state().throttle;
 
-  db::Result found = co_await db::pool().query(kUserByEmail, db::params(email));
+  db::Result found = co_await db::pool().query(kUserByEmail, db::params(email_index(email), email));
   // Failures count against the account the look-up found, so every spelling the look-up
   // matches (case, or anything else citext folds) shares one budget; an address without an
   // account is counted by its normalised text, and throttled just the same.
@@ -288,7 +298,8 @@ awaitable<Response> login(RequestContext& ctx) {
   }
   co_await tx.commit();
 
-  object out{{"user", user_json(user)}};
+  object user_out = co_await user_json(user);
+  object out{{"user", user_out}};
   // The tenant admits this session only after the user turns MFA on (/api/me/mfa/totp).
   if (enrol) out["mfa_enrollment_required"] = true;
   if (tenant_row >= 0) {
@@ -350,7 +361,8 @@ awaitable<Response> verify_mfa(RequestContext& ctx) {
     }
     throw ApiError(ErrorCode::kUnauthorized, "The code is wrong or was already used.");
   }
-  object out{{"user", user_json(user)}};
+  object user_out = co_await user_json(user);
+  object out{{"user", user_out}};
   if (!tenant_id.empty()) {
     db::Result t = co_await db::pool().tenant_query(tenant_id, kTenantSummary);
     if (!t.empty()) {
@@ -472,7 +484,7 @@ awaitable<Response> get_me(RequestContext& ctx) {
       co_await db::pool().scoped_query(db::user_scope(user_id), kUserById, db::params(user_id));
   if (user.empty()) throw ApiError(ErrorCode::kNotFound, "The account no longer exists.");
   db::Result tenants = co_await db::pool().query(kUserTenants, db::params(user_id));
-  object out = user_json(user);
+  object out = co_await user_json(user);
   out["updated_at"] = user.time(0, "updated_at");
   boost::json::array list;
   for (int i = 0; i < tenants.rows(); ++i) {
@@ -498,9 +510,11 @@ awaitable<Response> patch_me(RequestContext& ctx) {
   }
   std::string name = bounded_name(body, "name");
   const std::string& user_id = ctx.principal.user_id;
+  security::pii::Owner owner = security::pii::user_owner(user_id);
+  std::string sealed = co_await security::pii::seal(db::pool(), owner, "users.name", name);
   db::Result user = co_await db::pool().scoped_query(db::user_scope(user_id), kUpdateName,
-                                                     db::params(user_id, name));
-  object out = user_json(user);
+                                                     db::params(user_id, sealed));
+  object out = co_await user_json(user);
   out["updated_at"] = user.time(0, "updated_at");
   co_return http::json_response(200, out);
 }
@@ -587,13 +601,22 @@ awaitable<Response> list_sessions(RequestContext& ctx) {
   db::Result r =
       co_await db::pool().scoped_query(db::user_scope(ctx.principal.user_id), kListSessions,
                                        db::params(page.starting_after, page.fetch()));
+  // Sealed under the user's key: one look-up of the keys for the page, then opened.
+  std::vector<std::string> sealed;
+  for (int i = 0; i < r.rows(); ++i) {
+    sealed.emplace_back(r.get(i, "user_agent"));
+    sealed.emplace_back(r.get(i, "ip"));
+  }
+  co_await security::pii::load_keys(db::pool(), sealed);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
+    std::string user_agent =
+        security::pii::open("sessions.user_agent", r.get(i, "user_agent")).value_or("");
     data.push_back(object{{"id", r.get(i, "id")},
                           {"kind", r.get(i, "kind")},
-                          {"device", device_label(r.get(i, "user_agent"))},
-                          {"user_agent", r.get(i, "user_agent")},
-                          {"ip", r.get(i, "ip")},
+                          {"device", device_label(user_agent)},
+                          {"user_agent", user_agent},
+                          {"ip", security::pii::open("sessions.ip", r.get(i, "ip")).value_or("")},
                           {"created_at", r.time(i, "created_at")},
                           {"last_seen_at", r.time(i, "last_seen_at")},
                           {"expires_at", r.time(i, "expires_at")},
@@ -645,13 +668,14 @@ std::string bounded_name(const object& body, std::string_view field) {
   return name;
 }
 
-object user_json(const db::Result& r) {
-  return object{{"id", r.get(0, "id")},
-                {"email", r.get(0, "email")},
-                {"name", r.get(0, "name")},
-                {"email_verified", r.get_bool(0, "email_verified")},
-                {"mfa_enabled", r.get_bool(0, "mfa_enabled")},
-                {"created_at", r.time(0, "created_at")}};
+awaitable<object> user_json(const db::Result& r) {
+  std::vector<UserText> opened = co_await open_users(r);
+  co_return object{{"id", r.get(0, "id")},
+                   {"email", opened.at(0).email},
+                   {"name", opened.at(0).name},
+                   {"email_verified", r.get_bool(0, "email_verified")},
+                   {"mfa_enabled", r.get_bool(0, "mfa_enabled")},
+                   {"created_at", r.time(0, "created_at")}};
 }
 
 // Creates a session and its first refresh token inside the caller's transaction (whose scope
@@ -663,6 +687,11 @@ awaitable<Issued> open_session(db::Transaction& tx, const RequestContext& ctx, s
   // bytes would make PostgreSQL refuse the row, and with it the sign-in).
   std::string user_agent = log::valid_utf8(ctx.request.header("user-agent"), 512);
   std::string ip = log::valid_utf8(ctx.request.remote_ip, 64);
+  // Personal data, sealed under the user's key (the user may have been created by this very
+  // transaction: the transaction's own seal).
+  security::pii::Owner owner = security::pii::user_owner(user_id);
+  user_agent = co_await security::pii::seal(tx, owner, "sessions.user_agent", user_agent);
+  ip = co_await security::pii::seal(tx, owner, "sessions.ip", ip);
   co_await tx.exec(kInsertSession,
                    db::params(out.session_id, user_id, cookie ? "cookie" : "token", tenant_id,
                               user_agent, ip, settings().refresh_token_days, second_factor));

@@ -21,6 +21,7 @@
 #include "identity/auth_cache.hpp"
 #include "identity/module.hpp"
 #include "identity/password.hpp"
+#include "identity/user_pii.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/policies.hpp"
@@ -39,7 +40,8 @@ constexpr std::string_view kSealContext = "hsea totp secret v1";
 constexpr int kSecretBytes = 20;  // RFC 4226's recommended 160 bits
 constexpr int kRecoveryCodes = 10;
 
-HSEA_QUERY kUser{"mfa_user", "SELECT email, mfa_enabled, password_hash FROM users WHERE id = $1"};
+HSEA_QUERY kUser{"mfa_user",
+                 "SELECT email, name, mfa_enabled, password_hash FROM users WHERE id = $1"};
 HSEA_QUERY kStartTotp{
     "mfa_start_totp",
     "INSERT INTO user_totp (user_id, secret_sealed) VALUES ($1, $2) "
@@ -194,7 +196,8 @@ awaitable<Response> start_totp(RequestContext& ctx) {
                    db::params(user_id, seal_text(raw, config().secret_key, kSealContext)));
   co_await tx.commit();
   std::string secret = base32(raw);
-  std::string label = issuer() + ":" + std::string(user.get(0, "email"));
+  UserText text = (co_await open_users(user)).at(0);  // sealed
+  std::string label = issuer() + ":" + text.email;
   std::string uri = fmt::format(
       "otpauth://totp/{}?secret={}&issuer={}&algorithm=SHA1&digits=6"
       "&period=30",

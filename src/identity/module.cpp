@@ -14,6 +14,7 @@
 #include "identity/identity.hpp"
 #include "identity/module.hpp"
 #include "runtime/registrar.hpp"
+#include "security/pii.hpp"
 
 namespace hsea::identity {
 
@@ -127,6 +128,30 @@ void Register(runtime::Registrar& reg) {
   s.database = &database;
   s.throttle = std::make_unique<LoginThrottle>(settings.login_failures_per_account,
                                                settings.login_failures_per_ip);
+  // The user's address (with its blind index) and name, sealed under the user's key
+  // (user_pii.hpp), for rotation, which also seals and indexes rows from before sealing.
+  security::pii::register_sealed_column({.table = "users",
+                                         .id_column = "id",
+                                         .column = "email",
+                                         .purpose = "users.email",
+                                         .owner_column = "id",
+                                         .owner_is_tenant = false,
+                                         .index_column = "email_index"});
+  security::pii::register_sealed_column({.table = "users",
+                                         .id_column = "id",
+                                         .column = "name",
+                                         .purpose = "users.name",
+                                         .owner_column = "id",
+                                         .owner_is_tenant = false});
+  // Sessions' client data, sealed under the user's key (open_session), for rotation.
+  for (const char* column : {"ip", "user_agent"}) {
+    security::pii::register_sealed_column({.table = "sessions",
+                                           .id_column = "id",
+                                           .column = column,
+                                           .purpose = std::string("sessions.") + column,
+                                           .owner_column = "user_id",
+                                           .owner_is_tenant = false});
+  }
 
   reg.middleware({.name = "tenant-resolution",
                   .stage = http::Stage::kTenant,

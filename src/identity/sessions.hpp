@@ -27,7 +27,8 @@ std::string normalized_email(const boost::json::object& body, std::string_view f
 std::string bounded_name(const boost::json::object& body, std::string_view field);
 
 // The user row (id, email, name, email_verified, mfa_enabled, created_at) as the API shows it.
-boost::json::object user_json(const db::Result& r);
+// Its address and name are opened (sealed: identity/user_pii.hpp).
+boost::asio::awaitable<boost::json::object> user_json(const db::Result& r);
 
 struct Issued {
   std::string session_id;

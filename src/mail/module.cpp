@@ -27,6 +27,7 @@
 #include "mail/templates.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
+#include "security/pii.hpp"
 #include "security/policies.hpp"
 
 namespace hsea::mail {
@@ -278,6 +279,27 @@ awaitable<void> deliver(jobs::JobContext& job) {
   ++s.sent;
 }
 
+struct Recipient {
+  std::string address;
+  std::string name;
+};
+// Users' addresses and names are sealed under each user's key (HSEA-047): opened here, with
+// one key look-up for all the rows.
+awaitable<std::vector<Recipient>> recipients(db::Transaction& tx, const db::Result& users) {
+  std::vector<std::string> sealed;
+  for (int i = 0; i < users.rows(); ++i) {
+    sealed.emplace_back(users.get(i, "email"));
+    sealed.emplace_back(users.get(i, "name"));
+  }
+  co_await security::pii::load_keys(tx, sealed);  // the job's transaction: no second connection
+  std::vector<Recipient> out;
+  for (int i = 0; i < users.rows(); ++i) {
+    out.push_back(Recipient{security::pii::open("users.email", users.get(i, "email")).value_or(""),
+                            security::pii::open("users.name", users.get(i, "name")).value_or("")});
+  }
+  co_return out;
+}
+
 // The welcome e-mail to the owner of a new tenant (event tenant.created).
 awaitable<void> welcome(jobs::JobContext& job) {
   std::optional<jobs::Event> event = co_await jobs::event_of(job);
@@ -291,7 +313,8 @@ awaitable<void> welcome(jobs::JobContext& job) {
   if (user.empty()) co_return;  // the account is gone already
   std::string payload =
       boost::json::serialize(object{{"link", state().public_url}, {"button", "Get started"}});
-  Message welcome = message("welcome", user.text(0, "email"), user.text(0, "name"), payload);
+  std::vector<Recipient> to = co_await recipients(*tx, user);
+  Message welcome = message("welcome", to[0].address, to[0].name, payload);
   co_await send(*tx, std::move(welcome));
 }
 
@@ -306,9 +329,9 @@ awaitable<void> webhook_disabled(jobs::JobContext& job) {
   std::string payload = boost::json::serialize(object{{"endpoint", endpoint},
                                                       {"link", state().public_url},
                                                       {"button", "Open the webhook settings"}});
-  for (int i = 0; i < admins.rows(); ++i) {
-    Message notice =
-        message("webhook_disabled", admins.text(i, "email"), admins.text(i, "name"), payload);
+  std::vector<Recipient> to = co_await recipients(*tx, admins);
+  for (const Recipient& r : to) {
+    Message notice = message("webhook_disabled", r.address, r.name, payload);
     co_await send(*tx, std::move(notice));
   }
 }

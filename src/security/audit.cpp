@@ -7,26 +7,45 @@
 #include "core/log.hpp"
 #include "db/blocking.hpp"
 #include "http/context.hpp"
+#include "security/pii.hpp"
 
 namespace hsea::security {
 namespace {
 
+// The tenant is named ($11: the one whose key sealed the address) and row-level security checks
+// it against app.tenant_id: a transaction that switched tenants without saying so fails loudly
+// instead of sealing one tenant's entry under another's key.
 HSEA_QUERY kInsert{
     "audit_insert",
     "INSERT INTO audit_logs (tenant_id, id, actor_type, actor_id, action, target_type, "
     "target_id, ip, user_agent, request_id, metadata) VALUES ("
-    "NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, $2, $3, $4, $5, $6, $7, $8, "
-    "$9, $10::jsonb)"};
+    "NULLIF($11, '')::uuid, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)"};
 
 HSEA_QUERY kPrune{"audit_prune", "SELECT audit_prune($1::int) AS removed"};
 
-db::Params insert_params(const Actor& actor, const Origin& origin, const AuditEvent& e) {
+// Client text, made storable: cut at a character boundary, undecodable bytes replaced.
+Origin storable(const Origin& origin) {
+  return Origin{log::valid_utf8(origin.ip, 64), log::valid_utf8(origin.user_agent, 512),
+                origin.request_id};
+}
+
+// The address and user agent are personal data: sealed under the tenant's key (the entry
+// belongs to the tenant; the transaction may be the one that created it, hence the
+// transaction's own seal).
+boost::asio::awaitable<Origin> sealed(db::Transaction& tx, std::string tenant_id, Origin origin) {
+  Origin out = storable(origin);
+  pii::Owner owner = pii::tenant_owner(std::move(tenant_id));
+  out.ip = co_await pii::seal(tx, owner, "audit_logs.ip", out.ip);
+  out.user_agent = co_await pii::seal(tx, owner, "audit_logs.user_agent", out.user_agent);
+  co_return out;
+}
+
+db::Params insert_params(const std::string& tenant_id, const Actor& actor, const Origin& origin,
+                         const AuditEvent& e) {
   std::string type = e.actor_type.empty() ? std::string(actor_type(actor.kind)) : e.actor_type;
   std::string id = e.actor_type.empty() ? actor.id : e.actor_id;
-  // Client text, made storable: cut at a character boundary, undecodable bytes replaced.
-  return db::params(core::uuid_v7(), type, id, e.action, e.target_type, e.target_id,
-                    log::valid_utf8(origin.ip, 64), log::valid_utf8(origin.user_agent, 512),
-                    origin.request_id, e.metadata);
+  return db::params(core::uuid_v7(), type, id, e.action, e.target_type, e.target_id, origin.ip,
+                    origin.user_agent, origin.request_id, e.metadata, tenant_id);
 }
 
 }  // namespace
@@ -70,18 +89,26 @@ Origin origin_of(const http::RequestContext& ctx) {
 
 boost::asio::awaitable<void> record(db::Transaction& tx, Actor actor, Origin origin,
                                     AuditEvent event) {
-  co_await tx.exec(kInsert, insert_params(actor, origin, event));
+  std::string tenant_id = tx.scope().tenant_id;
+  co_await record(tx, std::move(tenant_id), std::move(actor), std::move(origin), std::move(event));
+}
+
+boost::asio::awaitable<void> record(db::Transaction& tx, std::string tenant_id, Actor actor,
+                                    Origin origin, AuditEvent event) {
+  Origin stored = co_await sealed(tx, tenant_id, std::move(origin));
+  co_await tx.exec(kInsert, insert_params(tenant_id, actor, stored, event));
 }
 
 boost::asio::awaitable<void> record(db::Transaction& tx, const http::RequestContext& ctx,
                                     AuditEvent event) {
-  co_await tx.exec(kInsert, insert_params(actor_of(ctx), origin_of(ctx), event));
+  co_await record(tx, actor_of(ctx), origin_of(ctx), std::move(event));
 }
 
 boost::asio::awaitable<void> record_in(std::string tenant_id, const http::RequestContext& ctx,
                                        AuditEvent event) {
-  co_await db::pool().tenant_query(std::move(tenant_id), kInsert,
-                                   insert_params(actor_of(ctx), origin_of(ctx), event));
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(tenant_id));
+  Origin stored = co_await sealed(tx, tenant_id, origin_of(ctx));
+  co_await tx.exec_commit(kInsert, insert_params(tenant_id, actor_of(ctx), stored, event));
 }
 
 boost::asio::awaitable<std::int64_t> prune(db::Pool& db, int days) {

@@ -61,6 +61,10 @@ inline AuditEvent event_by(std::string actor_type, std::string actor_id, std::st
 // change it describes). event.actor_type/actor_id, when set, override the actor.
 boost::asio::awaitable<void> record(db::Transaction& tx, Actor actor, Origin origin,
                                     AuditEvent event);
+// The same in a transaction that switched app.tenant_id to `tenant_id` (one entry per tenant of
+// a user): the entry's address is sealed under that tenant's key.
+boost::asio::awaitable<void> record(db::Transaction& tx, std::string tenant_id, Actor actor,
+                                    Origin origin, AuditEvent event);
 // The same for a request: its principal is the actor, its client the origin.
 boost::asio::awaitable<void> record(db::Transaction& tx, const http::RequestContext& ctx,
                                     AuditEvent event);

@@ -11,6 +11,7 @@
 #include "http/json.hpp"
 #include "http/page.hpp"
 #include "security/audit.hpp"
+#include "security/pii.hpp"
 #include "security/security.hpp"
 #include "security/steps.hpp"
 
@@ -56,18 +57,25 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
       db::params(query_param(ctx, "actor"), query_param(ctx, "action"), query_param(ctx, "target"),
                  query_param(ctx, "since"), query_param(ctx, "until"), page.starting_after,
                  page.fetch()));
+  // Addresses and user agents are sealed (an entry whose tenant key is gone shows none).
+  std::vector<std::string> sealed;
+  for (int i = 0; i < r.rows(); ++i) {
+    sealed.emplace_back(r.get(i, "ip"));
+    sealed.emplace_back(r.get(i, "user_agent"));
+  }
+  co_await pii::load_keys(db::pool(), sealed);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
-    data.push_back(
-        object{{"id", r.get(i, "id")},
-               {"actor", object{{"type", r.get(i, "actor_type")}, {"id", r.get(i, "actor_id")}}},
-               {"action", r.get(i, "action")},
-               {"target", object{{"type", r.get(i, "target_type")}, {"id", r.get(i, "target_id")}}},
-               {"ip", r.get(i, "ip")},
-               {"user_agent", r.get(i, "user_agent")},
-               {"request_id", r.get(i, "request_id")},
-               {"metadata", boost::json::parse(r.get(i, "metadata"))},
-               {"created_at", r.time(i, "created_at")}});
+    data.push_back(object{
+        {"id", r.get(i, "id")},
+        {"actor", object{{"type", r.get(i, "actor_type")}, {"id", r.get(i, "actor_id")}}},
+        {"action", r.get(i, "action")},
+        {"target", object{{"type", r.get(i, "target_type")}, {"id", r.get(i, "target_id")}}},
+        {"ip", pii::open("audit_logs.ip", r.get(i, "ip")).value_or("")},
+        {"user_agent", pii::open("audit_logs.user_agent", r.get(i, "user_agent")).value_or("")},
+        {"request_id", r.get(i, "request_id")},
+        {"metadata", boost::json::parse(r.get(i, "metadata"))},
+        {"created_at", r.time(i, "created_at")}});
   }
   co_return http::json_response(200, http::page_json(std::move(data), page));
 }

@@ -65,6 +65,19 @@ void Register(runtime::Registrar& reg) {
   const db::Settings& database = reg.settings(db::settings_section());
   g_config = &reg.config();
   if (!reg.config().secret_key.empty()) pii::configure(reg.config().secret_key);
+  // The audit log's personal data, sealed under the tenant's key (audit.cpp), for rotation.
+  pii::register_sealed_column({.table = "audit_logs",
+                               .id_column = "id",
+                               .column = "ip",
+                               .purpose = "audit_logs.ip",
+                               .owner_column = "tenant_id",
+                               .owner_is_tenant = true});
+  pii::register_sealed_column({.table = "audit_logs",
+                               .id_column = "id",
+                               .column = "user_agent",
+                               .purpose = "audit_logs.user_agent",
+                               .owner_column = "tenant_id",
+                               .owner_is_tenant = true});
   // HSEA-042: CSP, HSTS (https only), X-Frame-Options, X-Content-Type-Options, Referrer-Policy.
   reg.middleware(
       {.name = "security-headers", .stage = http::Stage::kEdge, .after = security_headers});

@@ -27,6 +27,10 @@ constexpr std::size_t kIdLength = 36;  // a uuid's text
 
 HSEA_QUERY kCurrentKey{"pii_current_key",
                        "SELECT id, wrapped FROM pii_current_key($1::uuid, $2::uuid, $3)"};
+// In a transaction: created_here says the key was made by this very transaction (migration 0016).
+HSEA_QUERY kCurrentKeyInTx{
+    "pii_current_key_in_tx",
+    "SELECT id, wrapped, created_here FROM pii_current_key_in_tx($1::uuid, $2::uuid, $3)"};
 HSEA_QUERY kKeysById{"pii_data_keys", "SELECT id, wrapped FROM pii_data_keys($1::uuid[])"};
 
 struct CurrentKey {
@@ -251,10 +255,43 @@ boost::asio::awaitable<std::string> seal(db::Pool& pool, Owner owner, std::strin
   co_return seal_with(*id, *key, purpose_copy, plain_copy);
 }
 
+boost::asio::awaitable<std::string> seal(db::Transaction& tx, Owner owner, std::string_view purpose,
+                                         std::string_view plain) {
+  std::string purpose_copy(purpose), plain_copy(plain);  // the caller's views may not outlive
+  if (plain_copy.empty()) co_return std::string();
+  std::optional<std::string> id = cached_current(owner);
+  std::optional<Key> key = id ? cached(*id) : std::nullopt;
+  if (!key) {
+    Key fresh = fresh_key();
+    std::string wrapped = wrap(fresh, secret());
+    sodium_memzero(fresh.data(), fresh.size());
+    db::Result r = co_await tx.exec(kCurrentKeyInTx,
+                                    db::params(opt(owner.tenant_id), opt(owner.user_id), wrapped));
+    if (r.empty()) throw std::runtime_error("no data key for the owner");
+    id = std::string(r.get(0, "id"));
+    if (r.get_bool(0, "created_here")) {
+      remember(*id, r.get(0, "wrapped"));  // opens what this transaction seals, nothing more
+    } else {
+      remember_current(owner, *id, r.get(0, "wrapped"));
+    }
+    key = cached(*id);
+    if (!key) throw std::runtime_error("the data key does not open under HSEA_SECRET_KEY");
+  }
+  co_return seal_with(*id, *key, purpose_copy, plain_copy);
+}
+
 boost::asio::awaitable<void> load_keys(db::Pool& pool, std::vector<std::string> sealed_values) {
   std::vector<std::string> missing = missing_key_ids(sealed_values);
   if (missing.empty()) co_return;
   db::Result r = co_await pool.query(kKeysById, db::params(uuid_array(missing)));
+  for (int i = 0; i < r.rows(); ++i) remember(r.get(i, "id"), r.get(i, "wrapped"));
+}
+
+boost::asio::awaitable<void> load_keys(db::Transaction& tx,
+                                       std::vector<std::string> sealed_values) {
+  std::vector<std::string> missing = missing_key_ids(sealed_values);
+  if (missing.empty()) co_return;
+  db::Result r = co_await tx.exec(kKeysById, db::params(uuid_array(missing)));
   for (int i = 0; i < r.rows(); ++i) remember(r.get(i, "id"), r.get(i, "wrapped"));
 }
 

@@ -21,6 +21,7 @@
 namespace hsea::db {
 class BlockingConnection;
 class Pool;
+class Transaction;
 }  // namespace hsea::db
 
 namespace hsea::security::pii {
@@ -46,9 +47,18 @@ std::string_view key_id_of(std::string_view sealed);
 // committed statement: a key nobody used is harmless).
 boost::asio::awaitable<std::string> seal(db::Pool& pool, Owner owner, std::string_view purpose,
                                          std::string_view plain);
+// The same inside a transaction, for what the transaction writes: an owner created in it (a
+// sign-up's tenant and user) gets its key in it, and a key created there becomes the cached
+// current key only once committed (a rolled-back key must never seal anything). Empty text
+// stays empty: it holds nothing personal, and "no value" stays visible (the audit log's
+// anonymisation blanks ip and user_agent).
+boost::asio::awaitable<std::string> seal(db::Transaction& tx, Owner owner, std::string_view purpose,
+                                         std::string_view plain);
 // Makes the keys of these sealed values available to open(): at most one round trip, none when
 // every key is cached. Values that are not sealed are ignored.
 boost::asio::awaitable<void> load_keys(db::Pool& pool, std::vector<std::string> sealed_values);
+// The same inside a transaction (no second connection while it holds one; sees keys it made).
+boost::asio::awaitable<void> load_keys(db::Transaction& tx, std::vector<std::string> sealed_values);
 // The plaintext; a value that is not sealed is returned as it is (data written before
 // encryption), nullopt when its key is gone (a purged tenant, a deleted user) or it does not
 // authenticate. Its key must be loaded (load_keys), else nullopt too.
@@ -78,6 +88,9 @@ struct SealedColumn {
   std::string purpose;
   std::string owner_column;
   bool owner_is_tenant = true;
+  // A blind index column of the same value (users.email_index), filled when a plaintext value
+  // from before sealing is sealed: blind_index(purpose, the value in ASCII lower case).
+  std::string index_column = {};
 };
 void register_sealed_column(SealedColumn column);
 const std::vector<SealedColumn>& sealed_columns();

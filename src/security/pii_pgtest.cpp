@@ -13,6 +13,8 @@ namespace {
 
 using testkit::sql;
 
+constexpr db::Query kInsertTenant{"test_insert_tenant",
+                                  "INSERT INTO tenants (id, slug, name) VALUES ($1, 'c', 'C')"};
 constexpr std::string_view kSecret = "pii-test-secret-0123456789abcdef0123456789";
 
 class Pii : public ::testing::Test {
@@ -73,6 +75,57 @@ TEST_F(Pii, SealedValuesOpenOnlyWithTheirPurposeAndShowNothingInTheDatabase) {
   EXPECT_THROW(sql(db.app_url(), "SELECT * FROM data_keys"), std::exception);
 }
 
+// A transaction's seal: the owner may be created by the transaction itself, and a key it
+// created must not outlive a rollback in the cache (anything sealed with it later would never
+// open again).
+TEST_F(Pii, ATransactionSealsForAnOwnerItCreatesAndARolledBackKeyIsNeverReused) {
+  db::Pool pool(io, db::PoolOptions{.url = db.app_url(), .size = 2});
+  const std::string tenant_c = core::uuid_v7();
+  // The tenant and its first sealed value in one transaction, rolled back.
+  auto rolled_back = [](db::Pool& p, std::string tenant) -> boost::asio::awaitable<std::string> {
+    db::Scope scope = db::tenant_scope(tenant);  // as sign-up's: the tenant it creates
+    db::Transaction tx = co_await p.begin(scope);
+    co_await tx.exec(kInsertTenant, db::params(tenant));
+    std::string first = co_await seal(tx, tenant_owner(tenant), "audit_logs.ip", "192.0.2.9");
+    std::string again = co_await seal(tx, tenant_owner(tenant), "audit_logs.ip", "192.0.2.9");
+    EXPECT_EQ(key_id_of(first), key_id_of(again)) << "the transaction's one key";
+    EXPECT_EQ(open("audit_logs.ip", first), "192.0.2.9");
+    co_return std::string(key_id_of(first));
+  };
+  std::string gone = testkit::run_sync(io, rolled_back(pool, tenant_c));
+  EXPECT_EQ(one("SELECT count(*) FROM data_keys"), "0") << "rolled back with the transaction";
+
+  // Committed this time: the next seal (in a transaction or not) must not name the dead key.
+  auto committed = [](db::Pool& p, std::string tenant) -> boost::asio::awaitable<std::string> {
+    db::Scope scope = db::tenant_scope(tenant);  // as sign-up's: the tenant it creates
+    db::Transaction tx = co_await p.begin(scope);
+    co_await tx.exec(kInsertTenant, db::params(tenant));
+    std::string v = co_await seal(tx, tenant_owner(tenant), "audit_logs.ip", "192.0.2.9");
+    co_await tx.commit();
+    std::string after = co_await seal(p, tenant_owner(tenant), "audit_logs.ip", "192.0.2.10");
+    EXPECT_EQ(key_id_of(after), key_id_of(v)) << "the committed key is the current one";
+    co_return std::string(key_id_of(after));
+  };
+  std::string kept = testkit::run_sync(io, committed(pool, tenant_c));
+  EXPECT_NE(kept, gone);
+  EXPECT_EQ(
+      one("SELECT count(*) FROM data_keys WHERE id = $1 AND owner_tenant = $2", {kept, tenant_c}),
+      "1");
+
+  // An existing owner's key, taken in a transaction, is cached as current and shared.
+  auto existing = [](db::Pool& p, std::string tenant) -> boost::asio::awaitable<bool> {
+    std::string outside = co_await seal(p, tenant_owner(tenant), "audit_logs.ip", "192.0.2.1");
+    db::Scope platform;  // named: no temporary in a co_await'ed call (g++ 12)
+    db::Transaction tx = co_await p.begin(platform);
+    std::string inside = co_await seal(tx, tenant_owner(tenant), "audit_logs.ip", "192.0.2.1");
+    std::string empty = co_await seal(tx, tenant_owner(tenant), "audit_logs.ip", "");
+    co_await tx.commit();
+    co_return key_id_of(outside) == key_id_of(inside) && empty.empty();
+  };
+  forget_cached_keys();
+  EXPECT_TRUE(testkit::run_sync(io, existing(pool, tenant_a)));
+}
+
 TEST_F(Pii, AnotherSecretOpensNothing) {
   db::BlockingConnection conn(db.admin_url(), "test");
   std::string sealed = seal_blocking(conn, tenant_owner(tenant_a), "audit_logs.ip", "192.0.2.7");
@@ -109,6 +162,44 @@ TEST_F(Pii, BlindIndexIsKeyedDeterministicAndPerPurpose) {
 
 // Rotation re-wraps keys under a new secret, seals every registered value again (plaintext
 // left from before encryption included) and deletes the keys nothing uses any more.
+// Rows from before sealing: rotation seals them under their owner's key and fills the blind
+// index of an indexed column (users.email_index), so look-ups by index find them afterwards.
+TEST_F(Pii, RotationSealsPlaintextRowsAndFillsTheirBlindIndex) {
+  register_sealed_column({.table = "users",
+                          .id_column = "id",
+                          .column = "email",
+                          .purpose = "users.email",
+                          .owner_column = "id",
+                          .owner_is_tenant = false,
+                          .index_column = "email_index"});
+  register_sealed_column({.table = "audit_logs",
+                          .id_column = "id",
+                          .column = "ip",
+                          .purpose = "audit_logs.ip",
+                          .owner_column = "tenant_id",
+                          .owner_is_tenant = true});
+  const std::string user = core::uuid_v7();
+  sql(db.admin_url(),
+      "INSERT INTO users (id, email, name) VALUES ($1, 'Old.Timer@Example.com', 'O')", {user});
+  const std::string blank = core::uuid_v7();
+  sql(db.admin_url(),
+      "INSERT INTO audit_logs (tenant_id, id, actor_type, action, ip) "
+      "VALUES ($1, $2, 'system', 'test.blank', '')",
+      {tenant_a, blank});
+  RotationReport r = rotate_data(db.admin_url(), "", std::chrono::seconds(0));
+  EXPECT_EQ(r.values_resealed, 1) << "the address; an empty ip is not personal data";
+  std::string stored = one("SELECT email FROM users WHERE id = $1", {user});
+  EXPECT_TRUE(is_sealed(stored));
+  EXPECT_EQ(one("SELECT owner_user FROM data_keys WHERE id = $1", {std::string(key_id_of(stored))}),
+            user);
+  EXPECT_EQ(one("SELECT email_index FROM users WHERE id = $1", {user}),
+            blind_index("users.email", "old.timer@example.com"));
+  EXPECT_EQ(one("SELECT ip FROM audit_logs WHERE id = $1", {blank}), "");
+  db::BlockingConnection conn(db.admin_url(), "test");
+  load_keys_blocking(conn, {stored});
+  EXPECT_EQ(open("users.email", stored), "Old.Timer@Example.com");
+}
+
 TEST_F(Pii, RotationResealsEveryValueAndRewrapsUnderANewSecret) {
   sql(db.admin_url(),
       "CREATE TABLE pii_probe (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, note text)");

@@ -1,6 +1,8 @@
 // `hsea keys rotate-data`: re-wrap data keys, retire them, seal every value again under new keys.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -32,14 +34,19 @@ long reseal_column(db::BlockingConnection& conn, const SealedColumn& c) {
                     owner = conn.quote_identifier(c.owner_column);
   const std::string select = fmt::format(
       "SELECT {id}::text AS id, {owner}::text AS owner, {col} AS value FROM {table} "
-      "WHERE {id}::text > $1 AND {col} IS NOT NULL AND {owner} IS NOT NULL AND "
+      "WHERE {id}::text > $1 AND {col} IS NOT NULL AND {col} <> '' AND {owner} IS NOT NULL AND "
       "(left({col}, 5) <> 'pii1.' OR substr({col}, 6, 36) IN "
       "(SELECT id::text FROM data_keys WHERE retired_at IS NOT NULL)) "
       "ORDER BY {id}::text LIMIT 500",
       fmt::arg("id", id), fmt::arg("owner", owner), fmt::arg("col", col), fmt::arg("table", table));
   const std::string update =
-      fmt::format("UPDATE {table} SET {col} = $3 WHERE {id}::text = $1 AND {col} = $2",
-                  fmt::arg("id", id), fmt::arg("col", col), fmt::arg("table", table));
+      c.index_column.empty()
+          ? fmt::format("UPDATE {table} SET {col} = $3 WHERE {id}::text = $1 AND {col} = $2",
+                        fmt::arg("id", id), fmt::arg("col", col), fmt::arg("table", table))
+          : fmt::format(
+                "UPDATE {table} SET {col} = $3, {index} = $4 WHERE {id}::text = $1 AND {col} = $2",
+                fmt::arg("id", id), fmt::arg("col", col), fmt::arg("table", table),
+                fmt::arg("index", conn.quote_identifier(c.index_column)));
   long resealed = 0;
   std::string after;
   while (true) {
@@ -55,8 +62,16 @@ long reseal_column(db::BlockingConnection& conn, const SealedColumn& c) {
       Owner o = c.owner_is_tenant ? tenant_owner(rows.text(i, "owner"))
                                   : user_owner(rows.text(i, "owner"));
       // Only if unchanged meanwhile: a server that wrote it since used a current key.
-      db::Result u = conn.exec(update, {after, values[static_cast<std::size_t>(i)],
-                                        seal_blocking(conn, o, c.purpose, *plain)});
+      std::vector<std::string> params{after, values[static_cast<std::size_t>(i)],
+                                      seal_blocking(conn, o, c.purpose, *plain)};
+      if (!c.index_column.empty()) {
+        std::string lower = *plain;
+        std::ranges::transform(lower, lower.begin(), [](unsigned char ch) {
+          return static_cast<char>(std::tolower(ch));
+        });
+        params.push_back(blind_index(c.purpose, lower));
+      }
+      db::Result u = conn.exec(update, params);
       resealed += u.affected();
     }
   }

@@ -6,6 +6,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
@@ -20,6 +21,7 @@
 #include "identity/access.hpp"
 #include "identity/password.hpp"
 #include "identity/sessions.hpp"
+#include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
 #include "runtime/registrar.hpp"
@@ -42,11 +44,13 @@ using http::Response;
   "CASE WHEN accepted_at IS NOT NULL THEN 'used' WHEN revoked_at IS NOT NULL " \
   "THEN 'revoked' WHEN expires_at <= now() THEN 'expired' ELSE 'open' END AS state"
 
+// Users' addresses and names are sealed (identity/user_pii.hpp): opened after reading, looked
+// up by their index ($1), or by their text ($2) in rows from before sealing.
 HSEA_QUERY kInviter{"invitations_inviter",
-                    "SELECT email::text AS email, name, email_verified FROM users WHERE id = $1"};
+                    "SELECT email, name, email_verified FROM users WHERE id = $1"};
 HSEA_QUERY kIsMember{"invitations_is_member",
                      "SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id "
-                     "WHERE u.email = $1::citext"};
+                     "WHERE u.email_index = $1 OR (u.email_index IS NULL AND lower(u.email) = $2)"};
 // An open invitation past its expiry no longer holds the address: it is closed (as revoked)
 // before a new one is made for it.
 HSEA_QUERY kCloseExpired{"invitations_close_expired",
@@ -85,13 +89,13 @@ HSEA_QUERY kAddMember{"invitations_add_member",
                       "INSERT INTO memberships (tenant_id, user_id, role) "
                       "VALUES (NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, $2) "
                       "ON CONFLICT DO NOTHING RETURNING created_at"};
-HSEA_QUERY kUserEmail{"invitations_user_email",
-                      "SELECT email::text AS email FROM users WHERE id = $1"};
-HSEA_QUERY kUserExists{"invitations_user_exists", "SELECT * FROM auth_user_by_email($1)"};
+HSEA_QUERY kUserEmail{"invitations_user_email", "SELECT email, name FROM users WHERE id = $1"};
+HSEA_QUERY kUserExists{"invitations_user_exists", "SELECT * FROM auth_user_by_email($1, $2)"};
 // The address received the token, so accepting it proves the address: verified at once.
 HSEA_QUERY kInsertUser{"invitations_insert_user",
-                       "INSERT INTO users (id, email, name, password_hash, email_verified) "
-                       "VALUES ($1, $2, $3, $4, true) "
+                       "INSERT INTO users (id, email, name, password_hash, email_verified, "
+                       "email_index) SELECT $1, $2, $3, $4, true, $5 "
+                       "WHERE NOT EXISTS (SELECT 1 FROM auth_user_by_email($5, $6)) "
                        "RETURNING id, email, name, email_verified, mfa_enabled, created_at"};
 
 #undef HSEA_INVITATION_STATE
@@ -145,12 +149,12 @@ void check_role(const RequestContext& ctx, std::string_view role, std::string_vi
 // Mails the token in the invitation's transaction: a rolled-back invitation sends nothing.
 awaitable<void> send_invitation_mail(db::Transaction& tx, const db::Result& inviter,
                                      std::string email, std::string role, std::string token) {
-  object data{
-      {"inviter", object{{"name", inviter.get(0, "name")}, {"email", inviter.get(0, "email")}}},
-      {"role", role},
-      {"link", g_accept_url + "?token=" + token},
-      {"button", "Accept the invitation"},
-      {"expires_days", std::to_string(g_expiry_days)}};
+  identity::UserText who = (co_await identity::open_users(inviter, &tx)).at(0);
+  object data{{"inviter", object{{"name", who.name}, {"email", who.email}}},
+              {"role", role},
+              {"link", g_accept_url + "?token=" + token},
+              {"button", "Accept the invitation"},
+              {"expires_days", std::to_string(g_expiry_days)}};
   mail::Message m = mail::message("invitation", email, "", boost::json::serialize(data));
   co_await mail::send(tx, std::move(m));
 }
@@ -177,7 +181,7 @@ awaitable<Response> create_invitation(RequestContext& ctx) {
   }
   db::Transaction tx = co_await db::pool().begin(db::scope(ctx.tenant_id, ctx.principal.user_id));
   db::Result inviter = co_await verified_inviter(tx, ctx);
-  if (!(co_await tx.exec(kIsMember, db::params(email))).empty()) {
+  if (!(co_await tx.exec(kIsMember, db::params(identity::email_index(email), email))).empty()) {
     throw ApiError(ErrorCode::kConflict, "That address already belongs to a member.");
   }
   co_await tx.exec(kCloseExpired, db::params(email));
@@ -316,7 +320,11 @@ awaitable<Response> accept_invitation(RequestContext& ctx) {
     // A signed-in user accepts an invitation sent to their own address only.
     db::Result me = co_await db::pool().scoped_query(db::user_scope(p.user_id), kUserEmail,
                                                      db::params(p.user_id));
-    if (me.empty() || me.get(0, "email") != email) {
+    std::string my_email;
+    if (!me.empty()) my_email = (co_await identity::open_users(me)).at(0).email;
+    std::ranges::transform(my_email, my_email.begin(),
+                           [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (me.empty() || my_email != email) {
       co_await refuse_acceptance(ctx, tenant_id, invitation, "other_address",
                                  ApiError(ErrorCode::kInvitationInvalid,
                                           "This invitation was sent to another e-mail address."));
@@ -343,7 +351,9 @@ awaitable<Response> accept_invitation(RequestContext& ctx) {
                    {{"/password", weak}});
   }
   bool cookie = identity::wants_cookie(body);
-  if (!(co_await db::pool().query(kUserExists, db::params(email))).empty()) {
+  db::Result exists =
+      co_await db::pool().query(kUserExists, db::params(identity::email_index(email), email));
+  if (!exists.empty()) {
     throw ApiError(ErrorCode::kConflict,
                    "An account with this e-mail address exists: sign in to accept.");
   }
@@ -351,11 +361,16 @@ awaitable<Response> accept_invitation(RequestContext& ctx) {
   std::string hash = co_await runtime::cpu_pool().run(std::move(hash_work));
   std::string user_id = core::uuid_v7();
   db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
+  // Sealed under the new user's key, made in this transaction before the user's row.
+  identity::UserText sealed = co_await identity::seal_user(tx, user_id, email, name);
   db::Result user;
   try {
-    user = co_await tx.exec(kInsertUser, db::params(user_id, email, name, hash));
+    user = co_await tx.exec(kInsertUser, db::params(user_id, sealed.email, sealed.name, hash,
+                                                    identity::email_index(email), email));
   } catch (const db::Error& e) {
     if (e.sqlstate() != "23505") throw;
+  }
+  if (user.empty()) {
     throw ApiError(ErrorCode::kConflict,
                    "An account with this e-mail address exists: sign in to accept.");
   }
@@ -363,7 +378,8 @@ awaitable<Response> accept_invitation(RequestContext& ctx) {
   identity::Issued issued = co_await identity::open_session(tx, ctx, user_id, tenant_id, cookie);
   db::Result tenant = co_await tx.exec(kTenant);
   co_await tx.commit();
-  object out{{"user", identity::user_json(user)},
+  object user_out = co_await identity::user_json(user);
+  object out{{"user", user_out},
              {"tenant", object{{"id", tenant_id},
                                {"slug", tenant.get(0, "slug")},
                                {"name", tenant.get(0, "name")}}}};

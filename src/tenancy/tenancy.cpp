@@ -20,6 +20,7 @@
 #include "identity/access.hpp"
 #include "identity/auth_cache.hpp"
 #include "identity/sessions.hpp"
+#include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
@@ -231,11 +232,14 @@ awaitable<Response> list_members(RequestContext& ctx) {
   db::Result r =
       co_await db::pool().scoped_query(db::scope(ctx.tenant_id, ctx.principal.user_id), kMembers,
                                        db::params(page.starting_after, page.fetch()));
+  // Addresses and names are sealed under each member's key: one key look-up for the page.
+  std::vector<identity::UserText> users = co_await identity::open_users(r);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
+    const identity::UserText& u = users[static_cast<std::size_t>(i)];
     data.push_back(object{{"user_id", r.get(i, "user_id")},
-                          {"email", r.get(i, "email")},
-                          {"name", r.get(i, "name")},
+                          {"email", u.email},
+                          {"name", u.name},
                           {"role", r.get(i, "role")},
                           {"created_at", r.time(i, "created_at")}});
   }

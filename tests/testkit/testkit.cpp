@@ -27,8 +27,20 @@
 #include "core/ids.hpp"
 #include "db/blocking.hpp"
 #include "db/migrations.hpp"
+#include "security/pii.hpp"
 
 namespace hsea::testkit {
+
+namespace {
+constexpr const char* kTestSecretKey = "test-secret-key-0123456789abcdef0123456789";
+}  // namespace
+
+std::string email_index(const std::string& email) {
+  security::pii::configure(kTestSecretKey);
+  std::string lower = email;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return security::pii::blind_index("users.email", lower);
+}
 
 std::string required_env(const char* name) {
   const char* v = std::getenv(name);
@@ -157,7 +169,7 @@ TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string
       {"HSEA_HTTP_PORT", "0"},
       {"HSEA_THREADS", "2"},
       {"HSEA_DB_POOL_SIZE", "4"},
-      {"HSEA_SECRET_KEY", "test-secret-key-0123456789abcdef0123456789"},
+      {"HSEA_SECRET_KEY", kTestSecretKey},
       {"HSEA_DATABASE_URL", db.app_url()},
       {"HSEA_DATABASE_ADMIN_URL", db.admin_url()},
       {"HSEA_SHUTDOWN_GRACE_SECONDS", "5"},

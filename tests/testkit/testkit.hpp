@@ -95,6 +95,10 @@ std::string raw_exchange(int port, const std::string& bytes,
                          const std::string& second_part = "",
                          std::chrono::milliseconds pause = std::chrono::milliseconds(0));
 
+// users.email_index of an address as the test servers (HSEA_SECRET_KEY of TestServer) compute
+// it: users' addresses are sealed, so tests find a user's row by this.
+std::string email_index(const std::string& email);
+
 // Multi-tenant fixtures, through the public API: a new user who owns a new tenant.
 struct Account {
   std::string email;
