@@ -137,7 +137,7 @@ export async function signUpByApi(tag) {
     email, password, name: `${tag} user`, organization_name: `${tag} org`,
   });
   assert.equal(r.status, 201, JSON.stringify(r.body));
-  return { email, password, token: r.body.access_token, tenant: r.body.tenant };
+  return { email, password, token: r.body.access_token, tenant: r.body.tenant, userId: r.body.user.id };
 }
 
 // Test setup that the API under test does not offer, as the database owner (the run's database).

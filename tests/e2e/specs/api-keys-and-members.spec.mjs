@@ -7,9 +7,10 @@ import {
 } from '../lib.mjs';
 
 // Test setup, not the API (invitations.spec.mjs adds members through the UI): a membership row.
-function addMember(tenantId, email, role) {
+// By id: addresses are sealed at rest (docs/encryption.md), so SQL cannot find them.
+function addMember(tenantId, userId, role) {
   sql(`INSERT INTO memberships (tenant_id, user_id, role)
-       SELECT '${tenantId}', id, '${role}' FROM users WHERE email = '${email}'`);
+       VALUES ('${tenantId}', '${userId}', '${role}')`);
 }
 
 describe('API keys and members', () => {
@@ -87,7 +88,7 @@ describe('API keys and members', () => {
   });
 
   it('lists members, changes a role and removes a member, in its own tenant only', async () => {
-    addMember(ownerA.tenant.id, ownerB.email, 'member');
+    addMember(ownerA.tenant.id, ownerB.userId, 'member');
     const page = pageA;
     await page.goto('/account/members');
     await page.getByRole('heading', { name: 'Members', level: 1 }).waitFor();

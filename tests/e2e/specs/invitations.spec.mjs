@@ -20,7 +20,7 @@ describe('invitations', () => {
     browser = await launch();
     owner = await signUpByApi('inviter');
     // Inviting needs a verified address; account-flows.spec.mjs verifies through the mail.
-    sql(`UPDATE users SET email_verified = true WHERE email = '${owner.email}'`);
+    sql(`UPDATE users SET email_verified = true WHERE id = '${owner.userId}'`);
     existing = await signUpByApi('existing');
     ownerPage = await newPage(browser);
     await signIn(ownerPage, owner.email, owner.password);
