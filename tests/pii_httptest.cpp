@@ -225,7 +225,7 @@ TEST_F(PiiAtRest, ADumpOfTheSealedTablesHoldsNoAddressNameClientAddressOrUserAge
   const char* pg_bin = std::getenv("PG_BIN");
   std::string command = std::string(pg_bin != nullptr ? pg_bin : "/usr/lib/postgresql/15/bin") +
                         "/pg_dump --data-only -t users -t sessions -t refresh_tokens "
-                        "-t audit_logs -t data_keys -t memberships '" +
+                        "-t audit_logs -t data_keys -t memberships -t account_tokens '" +
                         db_->admin_url() + "'";
   std::string dump;
   {
@@ -239,6 +239,7 @@ TEST_F(PiiAtRest, ADumpOfTheSealedTablesHoldsNoAddressNameClientAddressOrUserAge
   // The dump has the rows (sealed), so finding nothing means something.
   ASSERT_NE(dump.find(a.user_id), std::string::npos);
   ASSERT_NE(dump.find("pii1."), std::string::npos);
+  ASSERT_NE(dump.find("verify_email"), std::string::npos) << "sign-up's verification token";
   const std::string local = a.email.substr(0, a.email.find('@'));
   for (const std::string& needle :
        {a.email, local, std::string("User of Dump Probe"), std::string("Zebediah"),
