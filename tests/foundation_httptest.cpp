@@ -78,7 +78,7 @@ TEST_F(Foundation, EveryResponseCarriesRequestIdAndSecurityHeaders) {
   EXPECT_EQ(r.header("x-frame-options"), "DENY");
   EXPECT_FALSE(r.header("content-security-policy").empty());
   EXPECT_FALSE(r.header("referrer-policy").empty());
-  auto generated = http("GET", server_->url("/nope"));
+  auto generated = http("GET", server_->url("/api/nope"));
   EXPECT_EQ(generated.header("x-request-id").size(), 36u);
   EXPECT_EQ(json_of(generated).at("request_id").as_string(), generated.header("x-request-id"));
 }
@@ -257,7 +257,7 @@ TEST(Lifecycle, AccessLogIsJsonLinesWithRequestFields) {
   TestDatabase db;
   TestServer server(db);
   http("GET", server.url("/health"), "", {"X-Request-Id: log-check-1"});
-  http("GET", server.url("/nope"), "", {"X-Request-Id: log-check-2"});
+  http("GET", server.url("/api/nope"), "", {"X-Request-Id: log-check-2"});
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the log flushes every second
   int seen = 0;
   std::istringstream lines(server.output());

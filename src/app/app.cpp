@@ -16,6 +16,7 @@
 #include "runtime/registrar.hpp"
 #include "security/security.hpp"
 #include "tenancy/tenancy.hpp"
+#include "web/web.hpp"
 #include "webhooks/webhooks.hpp"
 
 namespace hsea::app {
@@ -59,6 +60,8 @@ void register_modules(runtime::Registrar& reg) {
   webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
+  // Last: its edge step answers only what no route matched.
+  web::Register(reg);
 }
 
 runtime::Application configure(core::Config& config, const core::EnvLookup& env) {

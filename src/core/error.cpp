@@ -28,6 +28,9 @@ const ErrorInfo& error_info(ErrorCode code) {
       // Account flows (HSEA-015, HSEA-016).
       {400, "token_invalid", "Invalid token"},
       {410, "token_expired", "Token expired"},
+      // HSEA-043/045 (CORS, CSRF)
+      {403, "csrf_failed", "CSRF check failed"},
+      {403, "origin_not_allowed", "Origin not allowed"},
   };
   return kInfo[static_cast<int>(code)];
 }

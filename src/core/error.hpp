@@ -34,6 +34,9 @@ enum class ErrorCode {
   // Account flows (HSEA-015, HSEA-016): mailed single-use tokens.
   kTokenInvalid,  // unknown, forged, already used, or for another account or purpose
   kTokenExpired,
+  // HSEA-043/045 (CORS, CSRF)
+  kCsrfFailed,
+  kOriginNotAllowed,
 };
 
 struct ErrorInfo {

@@ -4,8 +4,8 @@
 // The name is the prepared statement's name, the metrics label and the log key.
 //
 // A Pool belongs to one I/O thread. Its connections are libpq in non-blocking pipeline mode on
-// that thread's io_context: a tenant-scoped read sends BEGIN, set_config('app.tenant_id'),
-// the statement and COMMIT in one round trip.
+// that thread's io_context: a tenant-scoped read sends set_config('app.tenant_id') and the
+// statement behind one Sync, and concurrent such reads share one round trip (batches).
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
@@ -192,6 +192,10 @@ class Pool {
 
   // One statement in its own implicit transaction, no tenant context.
   boost::asio::awaitable<Result> query(const Query& query, Params params = {});
+  // The same on a connection of its own, never batched: for statements that may take long
+  // (the job queue's claims over a large backlog), which would hold up the one-statement calls
+  // batched behind them in the same round trip.
+  boost::asio::awaitable<Result> solo_query(const Query& query, Params params = {});
   // One statement after set_config('app.tenant_id', tenant, true), both in one implicit
   // transaction (one Sync, no BEGIN/COMMIT): one round trip, the setting gone after it.
   boost::asio::awaitable<Result> tenant_query(std::string tenant_id, const Query& query,

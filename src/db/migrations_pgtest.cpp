@@ -382,6 +382,9 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
     sql(db.admin_url(), "INSERT INTO tenant_branding (tenant_id, product_name) VALUES ($1, $2)",
         {tenant, "Brand " + tag});
     sql(db.admin_url(),
+        "INSERT INTO tenant_settings (tenant_id, allowed_origins) VALUES ($1, ARRAY[$2])",
+        {tenant, "https://" + tag + ".example.com"});
+    sql(db.admin_url(),
         "INSERT INTO mail_messages (tenant_id, id, template, from_address, to_address, subject, "
         "html, text, message_id, status) VALUES ($1, $2, 'welcome', 'no-reply@localhost', $3, "
         "'Hi', '<p>Hi</p>', 'Hi', $4, 'stored')",

@@ -761,6 +761,13 @@ awaitable<Result> Pool::query(const Query& query, Params params) {
   co_return result;
 }
 
+awaitable<Result> Pool::solo_query(const Query& query, Params params) {
+  Lease lease(this, co_await acquire());
+  lease.conn->queue_statement(query, params);
+  auto results = co_await lease.conn->round_trip(true, round_trip_deadline(impl_->options));
+  co_return std::move(results.at(0));
+}
+
 awaitable<Result> Pool::tenant_query(std::string tenant_id, const Query& query, Params params) {
   // A named scope, not a temporary: g++ 12 destroys some temporaries in co_await twice.
   Scope scope{.tenant_id = std::move(tenant_id)};

@@ -356,6 +356,28 @@ TEST_F(PoolTest, ConcurrentOneStatementCallsShareRoundTripsButNotScopesOrErrors)
   EXPECT_EQ(s.broken_total, 0u);
 }
 
+// A slow statement sent alone holds no one-statement call behind it.
+TEST_F(PoolTest, ASoloStatementRunsBesideTheBatchesNotInThem) {
+  Pool pool(io_, options(2));
+  std::vector<std::string> finished;
+  auto slow = [](Pool& p, std::vector<std::string>& order) -> awaitable<void> {
+    co_await p.solo_query(kSleep, params("0.5"));
+    order.push_back("solo");
+  };
+  auto quick = [](Pool& p, std::vector<std::string>& order) -> awaitable<void> {
+    boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+    t.expires_after(std::chrono::milliseconds(50));
+    co_await t.async_wait(boost::asio::use_awaitable);
+    for (int i = 0; i < 5; ++i) co_await p.query(kAdd, params(i, 1));
+    order.push_back("batched");
+  };
+  boost::asio::co_spawn(io_, slow(pool, finished), boost::asio::detached);
+  boost::asio::co_spawn(io_, quick(pool, finished), boost::asio::detached);
+  io_.run();
+  EXPECT_EQ(finished, (std::vector<std::string>{"batched", "solo"}));
+  EXPECT_EQ(pool.stats().batched_total, 5u);
+}
+
 TEST_F(PoolTest, ReconnectsAfterTheServerDropsConnections) {
   Pool pool(io_, options(2));
   auto pid_of = [](Pool& p) -> awaitable<std::string> {

@@ -8,6 +8,7 @@
 // Other nodes see a revocation within kAuthCacheTtl.
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -27,6 +28,8 @@ struct CachedSession {
   std::string role;           // "" when not a member of the tenant
   std::string tenant_status;  // "" when no tenant
   bool mfa_missing = false;   // the tenant requires MFA and the session's sign-in had none
+  // sessions.csrf_generation: the CSRF check of a cookie request needs no query of its own.
+  std::int64_t csrf_generation = 0;
 };
 
 // Call after any change that must end access at once.

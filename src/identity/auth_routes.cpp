@@ -32,6 +32,7 @@
 #include "security/audit.hpp"
 #include "security/pii.hpp"
 #include "security/policies.hpp"
+#include "security/refusals.hpp"
 
 namespace hsea::identity {
 namespace {
@@ -97,6 +98,17 @@ HSEA_QUERY kSessionForRefresh{
     "auth_session_for_refresh",
     "UPDATE sessions SET last_seen_at = now() WHERE id = $1 AND revoked_at IS NULL "
     "AND expires_at > now() RETURNING COALESCE(active_tenant_id::text, '') AS tenant_id"};
+// A cookie session's refresh: the CSRF generation in force (checked against X-CSRF-Token), then
+// the next one; every earlier token of the session stops working.
+HSEA_QUERY kCsrfGeneration{
+    "auth_csrf_generation",
+    "SELECT csrf_generation FROM sessions WHERE id = $1 AND revoked_at IS NULL "
+    "AND expires_at > now() FOR UPDATE"};
+HSEA_QUERY kBumpCsrf{
+    "auth_bump_csrf",
+    "UPDATE sessions SET csrf_generation = csrf_generation + 1, last_seen_at = now() "
+    "WHERE id = $1 RETURNING csrf_generation, "
+    "GREATEST(1, EXTRACT(EPOCH FROM expires_at - now())::int) AS seconds_left"};
 HSEA_QUERY kRevokeSession{
     "auth_revoke_session",
     "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"};
@@ -362,8 +374,51 @@ awaitable<Response> verify_mfa(RequestContext& ctx) {
   co_return session_response(ctx, 200, std::move(out), cookie, user_id, tenant_id, *issued);
 }
 
+// POST /api/auth/refresh without a refresh token, by a cookie session (the web UI): the session
+// gets a new CSRF token (in the body and the hsea_csrf cookie). The request must carry the
+// current one, as any unsafe cookie request does.
+awaitable<Response> refresh_cookie_session(RequestContext& ctx, SessionCookie cookie) {
+  db::Transaction tx = co_await db::pool().begin(db::user_scope(cookie.user_id));
+  db::Result current = co_await tx.exec(kCsrfGeneration, db::params(cookie.session_id));
+  if (current.empty()) {
+    co_await tx.commit();
+    throw ApiError(ErrorCode::kUnauthorized, "The session has ended.");
+  }
+  std::string expected =
+      csrf_token(config().secret_key, cookie.session_id, current.get_int(0, "csrf_generation"));
+  if (!core::constant_time_equal(ctx.request.header("x-csrf-token"), expected)) {
+    co_await tx.commit();
+    security::RefusalEvent e{.kind = security::Refusal::kCsrf,
+                             .tenant_id = cookie.tenant_id,
+                             .action = "security.csrf_refused",
+                             .target_type = "session",
+                             .target_id = cookie.session_id,
+                             .actor_type = "user",
+                             .actor_id = cookie.user_id,
+                             .metadata = {{"reason", "refresh"},
+                                          {"method", "POST"},
+                                          {"path", log::valid_utf8(ctx.request.path, 512)}}};
+    co_await security::audit_refusal(ctx, std::move(e));
+    throw ApiError(ErrorCode::kCsrfFailed,
+                   "Send the session's current CSRF token in X-CSRF-Token to refresh it.");
+  }
+  db::Result bumped = co_await tx.exec(kBumpCsrf, db::params(cookie.session_id));
+  co_await tx.commit();
+  invalidate_auth_cache();  // cached generations of this session are stale at once
+  std::string token =
+      csrf_token(config().secret_key, cookie.session_id, bumped.get_int(0, "csrf_generation"));
+  Response r = http::json_response(200, object{{"csrf_token", token}});
+  set_csrf_cookie(r, config(), token, static_cast<int>(bumped.get_int(0, "seconds_left")));
+  co_return r;
+}
+
 awaitable<Response> refresh(RequestContext& ctx) {
   const object& body = http::json_body(ctx);
+  if (!body.contains("refresh_token")) {
+    if (auto cookie = read_session_cookie(ctx)) {
+      co_return co_await refresh_cookie_session(ctx, std::move(*cookie));
+    }
+  }
   std::string token = http::required_string(body, "refresh_token");
   std::string token_hash = core::sha256_hex(token);
   db::Result found = co_await db::pool().query(kRefreshToken, db::params(token_hash));
@@ -662,7 +717,7 @@ Response session_response(const RequestContext& ctx, int status, object body, bo
     for (auto& [k, v] : token_json(ctx, user_id, tenant_id, issued)) body[k] = v;
     return http::json_response(status, body);
   }
-  body["csrf_token"] = csrf_token(config().secret_key, issued.session_id);
+  body["csrf_token"] = csrf_token(config().secret_key, issued.session_id, 0);  // a new session
   Response r = http::json_response(status, body);
   set_session_cookies(r, config(), SessionCookie{user_id, issued.session_id, tenant_id},
                       settings().refresh_token_days * 86400);

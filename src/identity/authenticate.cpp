@@ -14,6 +14,7 @@
 #include "identity/session_cookie.hpp"
 #include "identity/tokens.hpp"
 #include "runtime/registrar.hpp"
+#include "security/refusals.hpp"
 
 namespace hsea::identity {
 namespace {
@@ -39,7 +40,7 @@ HSEA_QUERY kSessionAndRole{
     "       (SELECT role FROM memberships m WHERE m.user_id = s.user_id) AS role, "
     "       (SELECT status FROM tenants) AS tenant_status, "
     "       s.mfa_at IS NULL AND COALESCE((SELECT require_mfa FROM tenants), false) "
-    "         AS mfa_missing "
+    "         AS mfa_missing, s.csrf_generation "
     "  FROM sessions s WHERE s.id = $1"};
 
 ApiError unauthorized(std::string detail) {
@@ -151,27 +152,74 @@ awaitable<void> authenticate_api_key(RequestContext& ctx, std::string_view key) 
   }
 }
 
+// The session's state from the database, remembered in this thread's cache.
+awaitable<CachedSession> load_session(std::string tenant_id, std::string user_id,
+                                      std::string session_id) {
+  db::Result r = co_await db::pool().scoped_query(db::scope(tenant_id, user_id), kSessionAndRole,
+                                                  db::params(session_id));
+  if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
+  CachedSession known{r.optional(0, "role").value_or(""),
+                      r.optional(0, "tenant_status").value_or(""), r.get_bool(0, "mfa_missing"),
+                      r.get_int(0, "csrf_generation")};
+  // Only admissions are remembered: someone just added to a tenant gets in at once.
+  if (!known.role.empty() || tenant_id.empty()) {
+    AuthCache::for_this_thread().put_session(user_id, session_id, tenant_id, known);
+  }
+  co_return known;
+}
+
+bool csrf_matches(const RequestContext& ctx, const std::string& session_id,
+                  std::int64_t generation) {
+  std::string_view sent = ctx.request.header("x-csrf-token");
+  return !sent.empty() &&
+         core::constant_time_equal(sent, csrf_token(config().secret_key, session_id, generation));
+}
+
+// A cookie request with an unsafe method whose X-CSRF-Token is missing, or not the session's
+// current token: counted, audited (sampled) in the tenant when the user belongs to it, refused.
+awaitable<void> refuse_csrf(const RequestContext& ctx, std::string user_id, std::string session_id,
+                            CachedSession known) {
+  bool missing = ctx.request.header("x-csrf-token").empty();
+  security::RefusalEvent e{
+      .kind = security::Refusal::kCsrf,
+      .tenant_id = known.role.empty() ? std::string() : ctx.tenant_id,
+      .action = "security.csrf_refused",
+      .target_type = "session",
+      .target_id = session_id,
+      .actor_type = "user",
+      .actor_id = user_id,
+      .metadata = {{"reason", missing ? "missing" : "mismatch"},
+                   {"method", http::method_name(ctx.request.method)},
+                   {"path", log::valid_utf8(ctx.request.path, 512)},
+                   {"origin", log::valid_utf8(ctx.request.header("origin"), 300)}}};
+  co_await security::audit_refusal(ctx, std::move(e));
+  throw ApiError(ErrorCode::kCsrfFailed,
+                 missing ? "Send the session's CSRF token in X-CSRF-Token."
+                         : "The X-CSRF-Token is not the session's current token; a refresh "
+                           "(POST /api/auth/refresh) or sign-in replaces it.");
+}
+
 awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
-                                     std::string session_id, std::string token_tenant) {
+                                     std::string session_id, std::string token_tenant,
+                                     bool check_csrf) {
   // A tenant the request named (header, subdomain) must admit the caller; the token's own
   // tenant is only a default, dropped when the caller no longer belongs there, so routes that
   // need no tenant (profile, tenant list, sign-out) keep working.
   bool named = !ctx.tenant_id.empty();
   if (!named) ctx.tenant_id = token_tenant;
-  AuthCache& cache = AuthCache::for_this_thread();
-  // The cache key binds the user too: the query below admits a session only for its owner
+  // The cache key binds the user too: the query admits a session only for its owner
   // (sessions are scoped by app.user_id), and a hit must mean the same.
-  std::optional<CachedSession> known = cache.session(user_id, session_id, ctx.tenant_id);
-  if (!known) {
-    db::Result r = co_await db::pool().scoped_query(db::scope(ctx.tenant_id, user_id),
-                                                    kSessionAndRole, db::params(session_id));
-    if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
-    known =
-        CachedSession{r.optional(0, "role").value_or(""),
-                      r.optional(0, "tenant_status").value_or(""), r.get_bool(0, "mfa_missing")};
-    // Only admissions are remembered: someone just added to a tenant gets in at once.
-    if (!known->role.empty() || ctx.tenant_id.empty()) {
-      cache.put_session(user_id, session_id, ctx.tenant_id, *known);
+  std::optional<CachedSession> known =
+      AuthCache::for_this_thread().session(user_id, session_id, ctx.tenant_id);
+  bool cached = known.has_value();
+  if (!cached) known = co_await load_session(ctx.tenant_id, user_id, session_id);
+  if (check_csrf && !csrf_matches(ctx, session_id, known->csrf_generation)) {
+    // A refresh on another node (or thread, before its cache emptied) may have moved the
+    // generation on: a cached mismatch is checked once against the database. Only failures
+    // pay that query.
+    if (cached) known = co_await load_session(ctx.tenant_id, user_id, session_id);
+    if (!cached || !csrf_matches(ctx, session_id, known->csrf_generation)) {
+      co_await refuse_csrf(ctx, user_id, session_id, *known);
     }
   }
   ctx.principal.kind = Principal::Kind::kUser;
@@ -203,6 +251,12 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
 
 }  // namespace
 
+std::string tenant_slug_of_host(std::string_view host) {
+  if (state().settings == nullptr) return {};
+  std::string slug = subdomain(host, settings().base_domain);
+  return is_slug(slug) ? slug : std::string();
+}
+
 bool names_tenant(const RequestContext& ctx) {
   const Access* access = ctx.policy<Access>();
   return access != nullptr && (access->authenticated || access->tenant);
@@ -231,9 +285,9 @@ awaitable<Response> resolve_tenant(RequestContext& ctx, http::Next next) {
     // The Host names a tenant, or none: never the credential's own (a DELETE /api/tenant at a
     // mistyped address must not suspend the caller's tenant). An unknown address is answered
     // by authentication like another tenant's (see kNoTenantAtThisAddress).
-    std::string slug = subdomain(ctx.request.header("host"), settings().base_domain);
+    std::string slug = tenant_slug_of_host(ctx.request.header("host"));
     ctx.tenant_id = std::string(kNoTenantAtThisAddress);
-    if (is_slug(slug)) {
+    if (!slug.empty()) {
       db::Result r = co_await db::pool().query(kTenantBySlug, db::params(slug));
       if (!r.empty() && !r.is_null(0, 0)) ctx.tenant_id = std::string(r.get(0, 0));
     }
@@ -273,17 +327,15 @@ awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
                    {{"request_id", ctx.request_id}, {"reason", claims.error()}});
         throw unauthorized("The access token is invalid or expired.");
       }
-      co_await authenticate_session(ctx, claims->user_id, claims->session_id, claims->tenant_id);
+      co_await authenticate_session(ctx, claims->user_id, claims->session_id, claims->tenant_id,
+                                    false);
     }
   } else if (auto cookie = read_session_cookie(ctx)) {
-    // Cookie sessions are for the web UI; unsafe methods must echo the CSRF token.
-    if (!http::is_safe_method(ctx.request.method) &&
-        !core::constant_time_equal(ctx.request.header("x-csrf-token"),
-                                   csrf_token(config().secret_key, cookie->session_id))) {
-      throw ApiError(ErrorCode::kForbidden, "Missing or wrong X-CSRF-Token.");
-    }
+    // Cookie sessions are for the web UI; unsafe methods must echo the session's current CSRF
+    // token (bearer tokens and API keys are never sent by a browser on its own: exempt).
     ctx.principal.via_cookie = true;
-    co_await authenticate_session(ctx, cookie->user_id, cookie->session_id, cookie->tenant_id);
+    co_await authenticate_session(ctx, cookie->user_id, cookie->session_id, cookie->tenant_id,
+                                  !http::is_safe_method(ctx.request.method));
   }
   co_return co_await next(ctx);
 }

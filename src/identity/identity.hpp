@@ -3,6 +3,7 @@
 // middleware that resolves the tenant (stage tenant), authenticates (identity) and enforces
 // each route's identity::Access policy (admission).
 #include <string>
+#include <string_view>
 
 #include "identity/access.hpp"
 
@@ -32,5 +33,9 @@ struct Settings {
 // /api/auth/*, /.well-known/jwks.json, /api/me*, /api/api-keys*; the middleware above; the
 // signing keys, the sign-in throttle, `hsea keys rotate` and the API-key usage flush.
 void Register(runtime::Registrar& registrar);
+
+// The tenant slug a Host names under HSEA_BASE_DOMAIN ("acme" for ACME.example.com:443), or ""
+// (not under it, or no valid slug): the rule tenant resolution applies, for the CORS step.
+std::string tenant_slug_of_host(std::string_view host);
 
 }  // namespace hsea::identity

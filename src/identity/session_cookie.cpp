@@ -57,12 +57,21 @@ std::optional<SessionCookie> read_session_cookie(const http::RequestContext& ctx
   return c;
 }
 
-std::string csrf_token(const std::string& secret_key, const std::string& session_id) {
-  return mac(secret_key, "csrf", session_id);
+std::string csrf_token(const std::string& secret_key, const std::string& session_id,
+                       std::int64_t generation) {
+  return mac(secret_key, "csrf", fmt::format("{}|{}", session_id, generation));
+}
+
+void set_csrf_cookie(http::Response& response, const core::Config& config, const std::string& token,
+                     int max_age_seconds) {
+  response.headers.push_back(
+      {"set-cookie", fmt::format("{}={}; Path=/; Max-Age={}; SameSite=Lax{}", kCsrfCookie, token,
+                                 max_age_seconds, config.public_url_is_https() ? "; Secure" : "")});
 }
 
 void set_session_cookies(http::Response& response, const core::Config& config,
-                         const std::optional<SessionCookie>& cookie, int max_age_seconds) {
+                         const std::optional<SessionCookie>& cookie, int max_age_seconds,
+                         std::int64_t csrf_generation) {
   std::string secure = config.public_url_is_https() ? "; Secure" : "";
   if (!cookie) {
     for (auto name : {kCsrfCookie, kSessionCookie}) {
@@ -75,10 +84,9 @@ void set_session_cookies(http::Response& response, const core::Config& config,
                                         cookie->tenant_id.empty() ? "-" : cookie->tenant_id);
   // The session cookie goes last: if a layer keeps only one Set-Cookie, it must be this one
   // (the page also gets the CSRF token in the response body).
-  response.headers.push_back(
-      {"set-cookie",
-       fmt::format("{}={}; Path=/; Max-Age={}; SameSite=Lax{}", kCsrfCookie,
-                   csrf_token(config.secret_key, cookie->session_id), max_age_seconds, secure)});
+  set_csrf_cookie(response, config,
+                  csrf_token(config.secret_key, cookie->session_id, csrf_generation),
+                  max_age_seconds);
   response.headers.push_back(
       {"set-cookie",
        fmt::format("{}={}.{}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}", kSessionCookie,

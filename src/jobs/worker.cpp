@@ -201,10 +201,11 @@ struct Registration {
 };
 
 // A statement of the worker itself (claim, completion, heartbeat, reap), not a handler's: its
-// time counts towards what the worker yields to requests.
+// time counts towards what the worker yields to requests. Sent alone, not batched: a claim over
+// a bloated queue can take tens of milliseconds, which must not hold up requests' statements.
 awaitable<db::Result> queue_query(Worker& w, const db::Query& query, db::Params params = {}) {
   auto started = Clock::now();
-  db::Result r = co_await db::pool().query(query, std::move(params));
+  db::Result r = co_await db::pool().solo_query(query, std::move(params));
   w.queue_time += Clock::now() - started;
   co_return r;
 }

@@ -1,5 +1,5 @@
-// The security module's registration: security headers, body validation, data-access audit,
-// the audit-log API and its retention.
+// The security module's registration: security headers, CORS, body validation, data-access
+// audit, refusal counters, the audit-log API and its retention.
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/settings.hpp"
@@ -8,7 +8,9 @@
 #include "identity/access.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
+#include "security/cors.hpp"
 #include "security/pii.hpp"
+#include "security/refusals.hpp"
 #include "security/security.hpp"
 #include "security/steps.hpp"
 
@@ -79,6 +81,10 @@ void Register(runtime::Registrar& reg) {
   // HSEA-042: CSP, HSTS (https only), X-Frame-Options, X-Content-Type-Options, Referrer-Policy.
   reg.middleware(
       {.name = "security-headers", .stage = http::Stage::kEdge, .after = security_headers});
+  // HSEA-043: after the security headers (their `after` runs on its answers too, preflights and
+  // refusals included), before body limits and tenant resolution. Only requests with Origin.
+  reg.middleware({.name = "cors", .stage = http::Stage::kEdge, .around = cors, .when = has_origin});
+  reg.metrics(append_refusal_metrics);
   reg.middleware({.name = "data-access-audit",
                   .stage = http::Stage::kAroundHandler,
                   .around = record_access,

@@ -439,6 +439,7 @@ void Register(runtime::Registrar& reg) {
              .handler = delete_member,
              .policies = Policies(Access{.authenticated = true, .tenant = true, .roles = admins})});
   register_invitation_routes(reg, settings.invitation_expiry_days);
+  register_settings_routes(reg);
 
   // Tenants past their deletion grace period are removed daily, by one node of the cluster.
   reg.periodic({.name = "tenant-purge",

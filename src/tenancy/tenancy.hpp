@@ -6,7 +6,8 @@
 #include <string_view>
 // Tenants and memberships: GET/POST /api/tenants, GET/PATCH/DELETE /api/tenant,
 // POST /api/tenant/leave and /restore, GET /api/members, PATCH/DELETE /api/members/{user_id},
-// and invitations (/api/invitations*), the way a user joins a tenant.
+// invitations (/api/invitations*), the way a user joins a tenant, and GET/PATCH
+// /api/tenant/settings.
 
 namespace hsea::runtime {
 class Registrar;
@@ -24,6 +25,8 @@ struct Settings {
 };
 
 void Register(runtime::Registrar& registrar);
+// GET/PATCH /api/tenant/settings (settings_routes.cpp), and the CORS step's Host rule.
+void register_settings_routes(runtime::Registrar& registrar);
 
 // Removes tenants whose deletion grace period is over, with all their data; returns how many.
 // The server runs it daily; `hsea tenants purge` runs it once (blocking).

@@ -31,13 +31,15 @@ constexpr std::size_t kKeptResponseBytes = 1024;
 constexpr std::size_t kMaxResponseBytes = 1 << 20;  // read past this: the connection is dropped
 constexpr long kTimeoutMs = 10000;
 
-// One delivery per enabled endpoint of the event's tenant subscribed to its type; a second
-// run of the same fan-out inserts nothing.
+// One delivery per enabled endpoint of the event's tenant subscribed to its type that existed
+// when the event happened (an endpoint added later does not get older events whose fan-out
+// was still queued); a second run of the same fan-out inserts nothing.
 HSEA_QUERY kFanOut{
     "webhook_fan_out",
     "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event_id, event_type, body) "
     "SELECT tenant_id, uuid_v7(), id, $1::uuid, $2, $3 FROM webhook_endpoints "
     "WHERE enabled AND (cardinality(event_types) = 0 OR $2 = ANY(event_types)) "
+    "AND created_at <= (SELECT e.created_at FROM events e WHERE e.id = $1::uuid) "
     "ON CONFLICT (tenant_id, endpoint_id, event_id) DO NOTHING RETURNING id"};
 HSEA_QUERY kLoad{
     "webhook_delivery_load",
