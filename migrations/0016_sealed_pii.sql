@@ -47,3 +47,20 @@ CREATE FUNCTION auth_user_by_email(p_index text, p_email text)
            OR (email_index IS NULL AND lower(email) = lower(p_email)) $$;
 REVOKE ALL ON FUNCTION auth_user_by_email(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION auth_user_by_email(text, text) TO hsea_app_privileges;
+
+-- Account tokens' addresses (the one a link was mailed to, or an e-mail change's new one) are
+-- sealed under the user's key too; tokens are found by hash, never by address.
+ALTER TABLE account_tokens DROP CONSTRAINT account_tokens_email_check;
+ALTER TABLE account_tokens ALTER COLUMN email TYPE text;
+
+-- Invitations' addresses are sealed under the tenant's key; the one-open-invitation-per-address
+-- rule moves onto their blind index (pii::blind_index("invitations.email", ...)). Rows from
+-- before sealing keep it by their text until `hsea keys rotate-data` seals and indexes them.
+DROP INDEX invitations_open_email;
+ALTER TABLE invitations DROP CONSTRAINT invitations_email_check;
+ALTER TABLE invitations ALTER COLUMN email TYPE text;
+ALTER TABLE invitations ADD COLUMN email_index text;
+CREATE UNIQUE INDEX invitations_open_email ON invitations (tenant_id, email_index)
+  WHERE accepted_at IS NULL AND revoked_at IS NULL;
+CREATE UNIQUE INDEX invitations_open_plain_email ON invitations (tenant_id, lower(email))
+  WHERE email_index IS NULL AND accepted_at IS NULL AND revoked_at IS NULL;

@@ -225,7 +225,7 @@ TEST_F(PiiAtRest, ADumpOfTheSealedTablesHoldsNoAddressNameClientAddressOrUserAge
   const char* pg_bin = std::getenv("PG_BIN");
   std::string command = std::string(pg_bin != nullptr ? pg_bin : "/usr/lib/postgresql/15/bin") +
                         "/pg_dump --data-only -t users -t sessions -t refresh_tokens "
-                        "-t audit_logs -t data_keys -t memberships '" +
+                        "-t audit_logs -t data_keys -t memberships -t account_tokens '" +
                         db_->admin_url() + "'";
   std::string dump;
   {
@@ -239,11 +239,46 @@ TEST_F(PiiAtRest, ADumpOfTheSealedTablesHoldsNoAddressNameClientAddressOrUserAge
   // The dump has the rows (sealed), so finding nothing means something.
   ASSERT_NE(dump.find(a.user_id), std::string::npos);
   ASSERT_NE(dump.find("pii1."), std::string::npos);
+  ASSERT_NE(dump.find("verify_email"), std::string::npos) << "sign-up's verification token";
   const std::string local = a.email.substr(0, a.email.find('@'));
   for (const std::string& needle :
        {a.email, local, std::string("User of Dump Probe"), std::string("Zebediah"),
         std::string("DumpProbeAgent"), std::string("127.0.0.1")}) {
     EXPECT_EQ(dump.find(needle), std::string::npos) << needle << " is in the dump";
+  }
+}
+
+TEST_F(PiiAtRest, InvitationsStoreTheAddressSealedUnderTheTenantsKeyAndRefuseDuplicatesByIndex) {
+  Account a = testkit::sign_up(*server_, "Inviting A");
+  Account b = testkit::sign_up(*server_, "Inviting B");
+  // Test setup: inviting needs a verified address (the verification flow has its own tests).
+  rows("UPDATE users SET email_verified = true WHERE id = ANY($1::uuid[])",
+       {"{" + a.user_id + "," + b.user_id + "}"});
+  const std::string invitee = "invitee-" + a.user_id.substr(24) + "@example.com";
+  object body{{"email", invitee}, {"role", "member"}};
+  for (const Account* acc : {&a, &b}) {
+    HttpResponse r = http("POST", server_->url("/api/invitations"), boost::json::serialize(body),
+                          {bearer(acc->access_token)});
+    ASSERT_EQ(r.status, 201) << r.body;
+    EXPECT_EQ(str(json_of(r), "email"), invitee);
+  }
+  // The same address again in one tenant: refused by the blind index.
+  object upper{{"email", "INVITEE-" + a.user_id.substr(24) + "@EXAMPLE.COM"}, {"role", "member"}};
+  HttpResponse again = http("POST", server_->url("/api/invitations"), boost::json::serialize(upper),
+                            {bearer(a.access_token)});
+  EXPECT_EQ(again.status, 409) << again.body;
+
+  for (const Account* acc : {&a, &b}) {
+    auto row = rows("SELECT email, email_index, t::text FROM invitations t WHERE tenant_id = $1",
+                    {acc->tenant_id});
+    ASSERT_EQ(row.size(), 1u);
+    EXPECT_EQ(key_owner(row[0][0]), acc->tenant_id);
+    EXPECT_EQ(row[0][1].size(), 64u);
+    EXPECT_EQ(row[0][2].find("invitee-"), std::string::npos) << row[0][2];
+    HttpResponse list =
+        http("GET", server_->url("/api/invitations"), "", {bearer(acc->access_token)});
+    ASSERT_EQ(list.status, 200) << list.body;
+    EXPECT_NE(list.body.find(invitee), std::string::npos) << list.body;
   }
 }
 

@@ -54,7 +54,7 @@ HSEA_QUERY kFindToken{"account_find_token", "SELECT * FROM account_token($1)"};
 HSEA_QUERY kSpendToken{
     "account_spend_token",
     "UPDATE account_tokens SET used_at = now() WHERE token_hash = $1 AND purpose = $2 "
-    "AND used_at IS NULL AND expires_at > now() RETURNING email::text AS email"};
+    "AND used_at IS NULL AND expires_at > now() RETURNING user_id"};
 HSEA_QUERY kSpendOthers{
     "account_spend_other_tokens",
     "UPDATE account_tokens SET used_at = now() WHERE user_id = $1 AND purpose = $2 "
@@ -131,8 +131,11 @@ void check_password_policy(const std::string& password, std::string_view field) 
 awaitable<std::string> new_token(db::Transaction& tx, std::string user_id, std::string purpose,
                                  std::string email, int minutes) {
   std::string token = core::random_hex(32);
+  // The address is the user's personal data: sealed under their key, like users.email.
+  security::pii::Owner owner = security::pii::user_owner(user_id);
+  std::string sealed = co_await security::pii::seal(tx, owner, "account_tokens.email", email);
   co_await tx.exec(kInsertToken,
-                   db::params(core::sha256_hex(token), user_id, purpose, email, minutes));
+                   db::params(core::sha256_hex(token), user_id, purpose, sealed, minutes));
   co_return token;
 }
 
@@ -183,14 +186,21 @@ awaitable<void> audit_refusal(const RequestContext& ctx, std::string user_id, st
   }
 }
 
-// The account's address now (sealed under the user's key), lower-cased as tokens' are.
-awaitable<std::string> current_email(const db::Result& token) {
-  std::vector<std::string> sealed{std::string(token.get(0, "current_email"))};
+// The token's address and the account's address now, both sealed under the user's key (one
+// key look-up), the latter lower-cased as tokens' are.
+struct TokenAddresses {
+  std::string email;
+  std::string current_email;
+};
+awaitable<TokenAddresses> token_addresses(const db::Result& token) {
+  std::vector<std::string> sealed{std::string(token.get(0, "email")),
+                                  std::string(token.get(0, "current_email"))};
   co_await security::pii::load_keys(db::pool(), sealed);
-  std::string email = security::pii::open("users.email", sealed[0]).value_or("");
-  std::ranges::transform(email, email.begin(),
+  TokenAddresses out{security::pii::open("account_tokens.email", sealed[0]).value_or(""),
+                     security::pii::open("users.email", sealed[1]).value_or("")};
+  std::ranges::transform(out.current_email, out.current_email.begin(),
                          [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  co_return email;
+  co_return out;
 }
 
 ApiError token_error(std::string_view reason) {
@@ -217,7 +227,8 @@ awaitable<Found> find_token(const RequestContext& ctx, std::string token, std::s
       reason = "unknown";
     } else {
       user_id = r.text(0, "user_id");
-      found = Found{user_id, r.text(0, "email")};
+      TokenAddresses addresses = co_await token_addresses(r);
+      found = Found{user_id, addresses.email};
       if (r.get(0, "purpose") != purpose) {
         reason = "wrong_purpose";
       } else if (!only_user.empty() && user_id != only_user) {
@@ -226,7 +237,7 @@ awaitable<Found> find_token(const RequestContext& ctx, std::string token, std::s
         reason = "used";
       } else if (r.get_bool(0, "expired")) {
         reason = "expired";
-      } else if (purpose != kChange && co_await current_email(r) != r.get(0, "email")) {
+      } else if (purpose != kChange && addresses.current_email != addresses.email) {
         reason = "address_changed";
       }
     }

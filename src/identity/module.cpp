@@ -143,6 +143,13 @@ void Register(runtime::Registrar& reg) {
                                          .purpose = "users.name",
                                          .owner_column = "id",
                                          .owner_is_tenant = false});
+  // The address an account token was mailed to or changes to (account_flows.cpp).
+  security::pii::register_sealed_column({.table = "account_tokens",
+                                         .id_column = "token_hash",
+                                         .column = "email",
+                                         .purpose = "account_tokens.email",
+                                         .owner_column = "user_id",
+                                         .owner_is_tenant = false});
   // Sessions' client data, sealed under the user's key (open_session), for rotation.
   for (const char* column : {"ip", "user_agent"}) {
     security::pii::register_sealed_column({.table = "sessions",

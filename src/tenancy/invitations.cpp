@@ -27,6 +27,7 @@
 #include "runtime/registrar.hpp"
 #include "runtime/runtime.hpp"
 #include "security/audit.hpp"
+#include "security/pii.hpp"
 #include "security/policies.hpp"
 
 namespace hsea::tenancy {
@@ -53,15 +54,21 @@ HSEA_QUERY kIsMember{"invitations_is_member",
                      "WHERE u.email_index = $1 OR (u.email_index IS NULL AND lower(u.email) = $2)"};
 // An open invitation past its expiry no longer holds the address: it is closed (as revoked)
 // before a new one is made for it.
+// Invitations' addresses are sealed under the tenant's key and found by their blind index ($1)
+// or, in rows from before sealing, by their text ($2).
+#define HSEA_INVITATION_EMAIL_IS "(email_index = $1 OR (email_index IS NULL AND lower(email) = $2))"
 HSEA_QUERY kCloseExpired{"invitations_close_expired",
                          "UPDATE invitations SET revoked_at = now(), updated_at = now() "
-                         "WHERE email = $1::citext AND accepted_at IS NULL AND revoked_at IS NULL "
+                         "WHERE " HSEA_INVITATION_EMAIL_IS
+                         " AND accepted_at IS NULL AND revoked_at IS NULL "
                          "AND expires_at <= now()"};
 HSEA_QUERY kInsert{
     "invitations_insert",
-    "INSERT INTO invitations (tenant_id, id, email, role, token_hash, invited_by, expires_at) "
-    "VALUES (NULLIF(current_setting('app.tenant_id', true), '')::uuid, $1, $2, $3, $4, "
-    "NULLIF($5, '')::uuid, now() + make_interval(days => $6::int)) ON CONFLICT DO NOTHING "
+    "INSERT INTO invitations (tenant_id, id, email, role, token_hash, invited_by, expires_at, "
+    "email_index) SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid, $3, $4, $5, "
+    "$6, NULLIF($7, '')::uuid, now() + make_interval(days => $8::int), $1 "
+    "WHERE NOT EXISTS (SELECT 1 FROM invitations WHERE " HSEA_INVITATION_EMAIL_IS
+    " AND accepted_at IS NULL AND revoked_at IS NULL) ON CONFLICT DO NOTHING "
     "RETURNING id, email::text AS email, role, created_at, expires_at, "
     "accepted_at, " HSEA_INVITATION_STATE};
 HSEA_QUERY kTenant{"invitations_tenant", "SELECT slug, name, require_mfa FROM tenants"};
@@ -99,6 +106,27 @@ HSEA_QUERY kInsertUser{"invitations_insert_user",
                        "RETURNING id, email, name, email_verified, mfa_enabled, created_at"};
 
 #undef HSEA_INVITATION_STATE
+#undef HSEA_INVITATION_EMAIL_IS
+
+std::string invitation_email_index(const std::string& email) {
+  return security::pii::blind_index("invitations.email", email);
+}
+
+// The rows' addresses, opened (one key look-up for all).
+awaitable<std::vector<std::string>> invitation_emails(const db::Result& r, db::Transaction* tx) {
+  std::vector<std::string> sealed;
+  for (int i = 0; i < r.rows(); ++i) sealed.emplace_back(r.get(i, "email"));
+  if (tx != nullptr) {
+    co_await security::pii::load_keys(*tx, sealed);
+  } else {
+    co_await security::pii::load_keys(db::pool(), sealed);
+  }
+  std::vector<std::string> out;
+  for (const auto& v : sealed) {
+    out.push_back(security::pii::open("invitations.email", v).value_or(""));
+  }
+  co_return out;
+}
 
 int g_expiry_days = 7;     // HSEA_INVITATION_EXPIRY_DAYS
 std::string g_accept_url;  // ${HSEA_PUBLIC_URL}/accept-invitation
@@ -109,9 +137,9 @@ int rank(std::string_view role) {
   return 1;  // member, billing: neither manages anyone
 }
 
-object invitation_json(const db::Result& r, int i) {
+object invitation_json(const db::Result& r, int i, const std::string& email) {
   object out{{"id", r.get(i, "id")},
-             {"email", r.get(i, "email")},
+             {"email", email},
              {"role", r.get(i, "role")},
              {"status", r.get(i, "state")},
              {"created_at", r.time(i, "created_at")},
@@ -184,11 +212,14 @@ awaitable<Response> create_invitation(RequestContext& ctx) {
   if (!(co_await tx.exec(kIsMember, db::params(identity::email_index(email), email))).empty()) {
     throw ApiError(ErrorCode::kConflict, "That address already belongs to a member.");
   }
-  co_await tx.exec(kCloseExpired, db::params(email));
+  std::string index = invitation_email_index(email);
+  co_await tx.exec(kCloseExpired, db::params(index, email));
   std::string token = core::random_hex(32);
-  db::Result r =
-      co_await tx.exec(kInsert, db::params(core::uuid_v7(), email, role, core::sha256_hex(token),
-                                           ctx.principal.user_id, g_expiry_days));
+  security::pii::Owner owner = security::pii::tenant_owner(ctx.tenant_id);
+  std::string sealed = co_await security::pii::seal(tx, owner, "invitations.email", email);
+  db::Result r = co_await tx.exec(
+      kInsert, db::params(index, email, core::uuid_v7(), sealed, role, core::sha256_hex(token),
+                          ctx.principal.user_id, g_expiry_days));
   if (r.empty()) {
     throw ApiError(ErrorCode::kConflict,
                    "That address already has an open invitation: resend it instead.");
@@ -203,15 +234,18 @@ awaitable<Response> create_invitation(RequestContext& ctx) {
       boost::json::serialize(object{{"invitation_id", id}, {"email", email}, {"role", role}});
   co_await jobs::emit(tx, ctx, "member.invited", std::move(data));
   co_await tx.commit();
-  co_return http::json_response(201, invitation_json(r, 0));
+  co_return http::json_response(201, invitation_json(r, 0, email));
 }
 
 awaitable<Response> list_invitations(RequestContext& ctx) {
   http::Page page = http::page_of(ctx);
   db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kList,
                                                   db::params(page.starting_after, page.fetch()));
+  std::vector<std::string> emails = co_await invitation_emails(r, nullptr);
   boost::json::array data;
-  for (int i = 0; i < r.rows(); ++i) data.push_back(invitation_json(r, i));
+  for (int i = 0; i < r.rows(); ++i) {
+    data.push_back(invitation_json(r, i, emails[static_cast<std::size_t>(i)]));
+  }
   co_return http::json_response(200, http::page_json(std::move(data), page));
 }
 
@@ -247,11 +281,12 @@ awaitable<Response> resend_invitation(RequestContext& ctx) {
   std::string token = core::random_hex(32);
   db::Result renewed =
       co_await tx.exec(kRenew, db::params(id, core::sha256_hex(token), g_expiry_days));
-  std::string email(renewed.get(0, "email")), role(renewed.get(0, "role"));
+  std::string email = (co_await invitation_emails(renewed, &tx)).at(0);
+  std::string role(renewed.get(0, "role"));
   co_await send_invitation_mail(tx, inviter, email, role, token);
   co_await security::record(tx, ctx, security::event("invitation.resent", "invitation", id));
   co_await tx.commit();
-  co_return http::json_response(200, invitation_json(renewed, 0));
+  co_return http::json_response(200, invitation_json(renewed, 0, email));
 }
 
 // A refused acceptance, audited in the invitation's tenant, then thrown.
@@ -302,7 +337,8 @@ awaitable<Response> accept_invitation(RequestContext& ctx) {
     throw ApiError(ErrorCode::kInvitationInvalid, "This invitation link is not valid.");
   }
   std::string tenant_id(found.get(0, "tenant_id")), invitation(found.get(0, "id"));
-  std::string email(found.get(0, "email")), state(found.get(0, "state"));
+  std::string email = (co_await invitation_emails(found, nullptr)).at(0);
+  std::string state(found.get(0, "state"));
   if (state != "open") {
     co_await refuse_acceptance(ctx, tenant_id, invitation, state, closed_invitation(state));
   }
@@ -425,6 +461,15 @@ awaitable<Response> resend_audited(RequestContext& ctx) {
 }  // namespace
 
 void register_invitation_routes(runtime::Registrar& reg, int expiry_days) {
+  // Sealed under the tenant's key, with its blind index, for rotation (which also seals and
+  // indexes rows from before sealing).
+  security::pii::register_sealed_column({.table = "invitations",
+                                         .id_column = "id",
+                                         .column = "email",
+                                         .purpose = "invitations.email",
+                                         .owner_column = "tenant_id",
+                                         .owner_is_tenant = true,
+                                         .index_column = "email_index"});
   using http::Method;
   using http::Policies;
   using identity::Access;
