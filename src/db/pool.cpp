@@ -179,20 +179,8 @@ class Connection {
     std::vector<Result> results;
     std::optional<Error> first_error;
     for (const Step& step : steps_) {
-      bool captured = false;
-      while (PGresult* raw = co_await next_result()) {
-        Result res(raw);
-        auto status = PQresultStatus(raw);
-        bool ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
-        if (!ok && status != PGRES_PIPELINE_ABORTED && !first_error) {
-          first_error = error_from_result(raw, step.label);
-        }
-        if (step.kind == Step::Kind::kPrepare && !ok) prepared_.erase(step.prepared_name);
-        if (step.kind == Step::Kind::kStatement && !captured) {
-          results.push_back(std::move(res));
-          captured = true;
-        }
-      }
+      std::optional<Result> result = co_await read_step(step, first_error);
+      if (result) results.push_back(std::move(*result));
     }
     steps_.clear();
     if (first_error && !sync) {
@@ -235,7 +223,6 @@ class Connection {
     co_await flush();
     std::vector<Outcome> outcomes;
     Outcome current;
-    bool captured = false;
     for (const Step& step : steps_) {
       if (step.kind == Step::Kind::kSync) {
         PGresult* raw = co_await next_result();
@@ -243,22 +230,10 @@ class Connection {
         if (raw == nullptr || PQresultStatus(raw) != PGRES_PIPELINE_SYNC) throw broken();
         outcomes.push_back(std::move(current));
         current = Outcome{};
-        captured = false;
         continue;
       }
-      while (PGresult* raw = co_await next_result()) {
-        Result res(raw);
-        auto status = PQresultStatus(raw);
-        bool ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
-        if (!ok && status != PGRES_PIPELINE_ABORTED && !current.error) {
-          current.error = error_from_result(raw, step.label);
-        }
-        if (step.kind == Step::Kind::kPrepare && !ok) prepared_.erase(step.prepared_name);
-        if (step.kind == Step::Kind::kStatement && !captured) {
-          current.result = std::move(res);
-          captured = true;
-        }
-      }
+      std::optional<Result> result = co_await read_step(step, current.error);
+      if (result) current.result = std::move(*result);
     }
     steps_.clear();
     ++deadline_generation_;
@@ -301,6 +276,23 @@ class Connection {
   bool needs_rollback = false;
 
  private:
+  // Reads one step's results up to its end: the first error (unless one is already kept) goes
+  // to `error`; a statement's result is returned.
+  awaitable<std::optional<Result>> read_step(const Step& step, std::optional<Error>& error) {
+    std::optional<Result> captured;
+    while (PGresult* raw = co_await next_result()) {
+      Result res(raw);
+      auto status = PQresultStatus(raw);
+      bool ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+      if (!ok && status != PGRES_PIPELINE_ABORTED && !error) {
+        error = error_from_result(raw, step.label);
+      }
+      if (step.kind == Step::Kind::kPrepare && !ok) prepared_.erase(step.prepared_name);
+      if (step.kind == Step::Kind::kStatement && !captured) captured = std::move(res);
+    }
+    co_return captured;
+  }
+
   void send_params(const char* prepared_name, const char* sql, const Params& params) {
     std::vector<const char*> values;
     values.reserve(params.size());

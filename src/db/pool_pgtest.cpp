@@ -1,11 +1,12 @@
 #include <gtest/gtest.h>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include <cstdio>
+#include <future>
 #include <thread>
 #include <variant>
 
@@ -342,10 +343,13 @@ TEST_F(PoolTest, ConcurrentOneStatementCallsShareRoundTripsButNotScopesOrErrors)
       out = "error " + e.sqlstate();
     }
   };
+  std::vector<std::future<void>> done;
   for (int i = 0; i < kCalls; ++i) {
-    boost::asio::co_spawn(io_, call(pool, i, tenants[i], got[i]), boost::asio::detached);
+    done.push_back(
+        boost::asio::co_spawn(io_, call(pool, i, tenants[i], got[i]), boost::asio::use_future));
   }
   io_.run();
+  for (auto& f : done) f.get();  // rethrows what a call did not catch
   for (int i = 0; i < kCalls; ++i) {
     EXPECT_EQ(got[i], i % 7 == 3 ? "error 22P02" : tenants[i]) << "call " << i;
   }
@@ -371,9 +375,11 @@ TEST_F(PoolTest, ASoloStatementRunsBesideTheBatchesNotInThem) {
     for (int i = 0; i < 5; ++i) co_await p.query(kAdd, params(i, 1));
     order.push_back("batched");
   };
-  boost::asio::co_spawn(io_, slow(pool, finished), boost::asio::detached);
-  boost::asio::co_spawn(io_, quick(pool, finished), boost::asio::detached);
+  auto slow_done = boost::asio::co_spawn(io_, slow(pool, finished), boost::asio::use_future);
+  auto quick_done = boost::asio::co_spawn(io_, quick(pool, finished), boost::asio::use_future);
   io_.run();
+  slow_done.get();
+  quick_done.get();
   EXPECT_EQ(finished, (std::vector<std::string>{"batched", "solo"}));
   EXPECT_EQ(pool.stats().batched_total, 5u);
 }

@@ -147,6 +147,47 @@ void remember_current(const Owner& owner, std::string_view id, std::string_view 
                                    CurrentKey{std::string(id), std::chrono::steady_clock::now()});
 }
 
+struct IdKey {
+  std::string id;
+  Key key;
+};
+
+// The owner's current key when the cache has it.
+std::optional<IdKey> cached_current_key(const Owner& owner) {
+  std::optional<std::string> id = cached_current(owner);
+  if (!id) return std::nullopt;
+  std::optional<Key> key = cached(*id);
+  if (!key) return std::nullopt;
+  return IdKey{std::move(*id), *key};
+}
+
+// A fresh key, wrapped for pii_current_key (the plain key is wiped at once: the database's
+// answer says which key won, and that one is unwrapped from its row).
+std::string fresh_wrapped_key() {
+  Key fresh = fresh_key();
+  std::string wrapped = wrap(fresh, secret());
+  sodium_memzero(fresh.data(), fresh.size());
+  return wrapped;
+}
+
+// The key pii_current_key answered, cached (as the owner's current one when `current`).
+IdKey adopt_key(const Owner& owner, const db::Result& r, bool current) {
+  if (r.empty()) throw std::runtime_error("no data key for the owner");
+  std::string id(r.get(0, "id"));
+  if (current) {
+    remember_current(owner, id, r.get(0, "wrapped"));
+  } else {
+    remember(id, r.get(0, "wrapped"));
+  }
+  std::optional<Key> key = cached(id);
+  if (!key) throw std::runtime_error("the data key does not open under HSEA_SECRET_KEY");
+  return IdKey{std::move(id), *key};
+}
+
+void remember_all(const db::Result& r) {
+  for (int i = 0; i < r.rows(); ++i) remember(r.get(i, "id"), r.get(i, "wrapped"));
+}
+
 std::string seal_with(std::string_view id, const Key& key, std::string_view purpose,
                       std::string_view plain) {
   std::string box(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + plain.size() +
@@ -239,52 +280,35 @@ std::string_view key_id_of(std::string_view sealed) {
 boost::asio::awaitable<std::string> seal(db::Pool& pool, Owner owner, std::string_view purpose,
                                          std::string_view plain) {
   std::string purpose_copy(purpose), plain_copy(plain);  // the caller's views may not outlive
-  std::optional<std::string> id = cached_current(owner);
-  std::optional<Key> key = id ? cached(*id) : std::nullopt;
-  if (!key) {
-    Key fresh = fresh_key();
+  std::optional<IdKey> k = cached_current_key(owner);
+  if (!k) {
     db::Result r = co_await pool.query(
-        kCurrentKey, db::params(opt(owner.tenant_id), opt(owner.user_id), wrap(fresh, secret())));
-    sodium_memzero(fresh.data(), fresh.size());
-    if (r.empty()) throw std::runtime_error("no data key for the owner");
-    remember_current(owner, r.get(0, "id"), r.get(0, "wrapped"));
-    id = std::string(r.get(0, "id"));
-    key = cached(*id);
-    if (!key) throw std::runtime_error("the data key does not open under HSEA_SECRET_KEY");
+        kCurrentKey, db::params(opt(owner.tenant_id), opt(owner.user_id), fresh_wrapped_key()));
+    k = adopt_key(owner, r, true);
   }
-  co_return seal_with(*id, *key, purpose_copy, plain_copy);
+  co_return seal_with(k->id, k->key, purpose_copy, plain_copy);
 }
 
 boost::asio::awaitable<std::string> seal(db::Transaction& tx, Owner owner, std::string_view purpose,
                                          std::string_view plain) {
   std::string purpose_copy(purpose), plain_copy(plain);  // the caller's views may not outlive
   if (plain_copy.empty()) co_return std::string();
-  std::optional<std::string> id = cached_current(owner);
-  std::optional<Key> key = id ? cached(*id) : std::nullopt;
-  if (!key) {
-    Key fresh = fresh_key();
-    std::string wrapped = wrap(fresh, secret());
-    sodium_memzero(fresh.data(), fresh.size());
-    db::Result r = co_await tx.exec(kCurrentKeyInTx,
-                                    db::params(opt(owner.tenant_id), opt(owner.user_id), wrapped));
-    if (r.empty()) throw std::runtime_error("no data key for the owner");
-    id = std::string(r.get(0, "id"));
-    if (r.get_bool(0, "created_here")) {
-      remember(*id, r.get(0, "wrapped"));  // opens what this transaction seals, nothing more
-    } else {
-      remember_current(owner, *id, r.get(0, "wrapped"));
-    }
-    key = cached(*id);
-    if (!key) throw std::runtime_error("the data key does not open under HSEA_SECRET_KEY");
+  std::optional<IdKey> k = cached_current_key(owner);
+  if (!k) {
+    db::Result r = co_await tx.exec(
+        kCurrentKeyInTx, db::params(opt(owner.tenant_id), opt(owner.user_id), fresh_wrapped_key()));
+    // A key this transaction created opens what it seals, and becomes current only once seen
+    // committed.
+    k = adopt_key(owner, r, !r.empty() && !r.get_bool(0, "created_here"));
   }
-  co_return seal_with(*id, *key, purpose_copy, plain_copy);
+  co_return seal_with(k->id, k->key, purpose_copy, plain_copy);
 }
 
 boost::asio::awaitable<void> load_keys(db::Pool& pool, std::vector<std::string> sealed_values) {
   std::vector<std::string> missing = missing_key_ids(sealed_values);
   if (missing.empty()) co_return;
   db::Result r = co_await pool.query(kKeysById, db::params(uuid_array(missing)));
-  for (int i = 0; i < r.rows(); ++i) remember(r.get(i, "id"), r.get(i, "wrapped"));
+  remember_all(r);
 }
 
 boost::asio::awaitable<void> load_keys(db::Transaction& tx,
@@ -292,7 +316,7 @@ boost::asio::awaitable<void> load_keys(db::Transaction& tx,
   std::vector<std::string> missing = missing_key_ids(sealed_values);
   if (missing.empty()) co_return;
   db::Result r = co_await tx.exec(kKeysById, db::params(uuid_array(missing)));
-  for (int i = 0; i < r.rows(); ++i) remember(r.get(i, "id"), r.get(i, "wrapped"));
+  remember_all(r);
 }
 
 std::optional<std::string> open(std::string_view purpose, std::string_view sealed) {
@@ -338,22 +362,14 @@ std::string blind_index(std::string_view purpose, std::string_view normalized_va
 
 std::string seal_blocking(db::BlockingConnection& conn, const Owner& owner,
                           std::string_view purpose, std::string_view plain) {
-  std::optional<std::string> id = cached_current(owner);
-  std::optional<Key> key = id ? cached(*id) : std::nullopt;
-  if (!key) {
-    Key fresh = fresh_key();
+  std::optional<IdKey> k = cached_current_key(owner);
+  if (!k) {
     db::Result r = conn.exec(
         "SELECT id, wrapped FROM pii_current_key(NULLIF($1, '')::uuid, NULLIF($2, '')::uuid, $3)",
-        {owner.tenant_id.empty() ? "" : owner.tenant_id, owner.user_id.empty() ? "" : owner.user_id,
-         wrap(fresh, secret())});
-    sodium_memzero(fresh.data(), fresh.size());
-    if (r.empty()) throw std::runtime_error("no data key for the owner");
-    remember_current(owner, r.get(0, "id"), r.get(0, "wrapped"));
-    id = std::string(r.get(0, "id"));
-    key = cached(*id);
-    if (!key) throw std::runtime_error("the data key does not open under HSEA_SECRET_KEY");
+        {owner.tenant_id, owner.user_id, fresh_wrapped_key()});
+    k = adopt_key(owner, r, true);
   }
-  return seal_with(*id, *key, purpose, plain);
+  return seal_with(k->id, k->key, purpose, plain);
 }
 
 void load_keys_blocking(db::BlockingConnection& conn, const std::vector<std::string>& sealed) {
@@ -361,7 +377,7 @@ void load_keys_blocking(db::BlockingConnection& conn, const std::vector<std::str
   if (missing.empty()) return;
   db::Result r =
       conn.exec("SELECT id, wrapped FROM pii_data_keys($1::uuid[])", {uuid_array(missing)});
-  for (int i = 0; i < r.rows(); ++i) remember(r.get(i, "id"), r.get(i, "wrapped"));
+  remember_all(r);
 }
 
 void forget_cached_keys() {
