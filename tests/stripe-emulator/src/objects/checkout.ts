@@ -8,7 +8,7 @@ import { allowOnly, applyMetadata, hash, int, list, oneOf, reqStr, str } from '.
 import { StripeError } from '../errors';
 import type { Ctx, Emulator, Route } from '../router';
 import { CheckoutSession, newestFirst, paginate } from '../store';
-import { attach } from './payment_methods';
+import { attach, isFailingToken } from './payment_methods';
 import { newSubscription } from './subscriptions';
 
 interface Pending {
@@ -96,6 +96,12 @@ export function complete(emu: Emulator, id: string, card = 'pm_card_visa'): Chec
   if (s.status === 'complete') return s;
   if (s.status !== 'open') throw StripeError.invalid(`This Checkout Session is ${s.status}.`);
   let customer = s.customer as string | null;
+  // A declined card leaves the session open and creates nothing, as on Stripe's page.
+  const failNext = customer ? store.failNextCharges.get(customer) ?? 0 : 0;
+  if (s.mode === 'subscription' && (isFailingToken(card) || failNext > 0)) {
+    if (customer && failNext > 0) store.failNextCharges.set(customer, failNext - 1);
+    throw StripeError.card('Your card was declined.', 'generic_decline');
+  }
   if (!customer) {
     const cid = store.id('cus');
     store.customers.set(cid, {

@@ -16,6 +16,12 @@ const kTestCards: Record<string, { brand: string; last4: string; fails?: boolean
   pm_card_visa_chargeDeclined: { brand: 'visa', last4: '0002', declinedOnAttach: true },
 };
 
+// True when a charge to this test token would be declined.
+export function isFailingToken(token: string): boolean {
+  const card = kTestCards[token];
+  return Boolean(card && (card.fails || card.declinedOnAttach));
+}
+
 export function newCard(emu: Emulator, token: string): Stripe.PaymentMethod {
   const { store } = emu;
   const card = kTestCards[token];
