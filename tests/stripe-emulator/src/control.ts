@@ -14,7 +14,7 @@ type Json = Record<string, unknown>;
 
 export function control(
   emu: Emulator, api: () => ApiServer, reset: () => void,
-  setEndpoint: (url: string, secret?: string) => unknown,
+  setEndpoint: (url: string, secret?: string) => { id: string } | null,
 ) {
   return async (req: http.IncomingMessage, body: string, url: URL): Promise<[number, unknown] | null> => {
     const method = req.method ?? 'GET';
@@ -35,7 +35,11 @@ export function control(
         return [200, { ok: true }];
       }
       if (method === 'POST' && path === '/webhook_endpoint' && typeof j.url === 'string') {
-        return [200, setEndpoint(j.url, typeof j.secret === 'string' ? j.secret : undefined)];
+        const endpoint = setEndpoint(j.url, typeof j.secret === 'string' ? j.secret : undefined);
+        if (endpoint && Array.isArray(j.extra_secrets)) {
+          webhooks.extraSecrets.set(endpoint.id, j.extra_secrets.map(String));
+        }
+        return [200, endpoint];
       }
       if (method === 'GET' && path === '/requests') return [200, { data: api().requests }];
       if (method === 'POST' && path === '/faults') {
@@ -72,7 +76,10 @@ export function control(
       }
       if (method === 'GET' && path === '/webhooks/held') return [200, { data: webhooks.heldEvents() }];
       if (method === 'POST' && (m = /^\/events\/([^/]+)\/resend$/.exec(path))) {
-        return [200, { deliveries: webhooks.resend(m[1]) }];
+        const signing = { timestamp_offset: typeof j.timestamp_offset === 'number' ? j.timestamp_offset : undefined,
+                          secret: typeof j.secret === 'string' ? j.secret : undefined };
+        const changed = signing.timestamp_offset !== undefined || signing.secret !== undefined;
+        return [200, { deliveries: webhooks.resend(m[1], changed ? signing : undefined) }];
       }
       if (method === 'GET' && path === '/webhooks/deliveries') {
         return [200, { idle: webhooks.idle(), data: webhooks.deliveries }];

@@ -45,7 +45,7 @@ export function createEmulator(server: http.Server, baseUrl: string, opts: Optio
     if (configured) store.webhookEndpoints.delete(configured);
     opts = { webhookUrl: url, webhookSecret: secret ?? opts.webhookSecret };
     configure();
-    return configured ? store.webhookEndpoints.get(configured) : null;
+    return configured ? store.webhookEndpoints.get(configured) ?? null : null;
   };
   const reset = () => {
     emu.webhooks.reset();

@@ -26,15 +26,26 @@ export interface ReleaseOptions {
   delay_ms?: number;
 }
 
+// How to sign one delivery differently, for tests of a receiver's checks: a stale or future
+// timestamp, or another secret (a bad signature).
+export interface Signing {
+  timestamp_offset?: number;
+  secret?: string;
+}
+
 interface Pending {
   event: Stripe.Event;
   endpoint: Stripe.WebhookEndpoint;
   attempt: number;
+  signing?: Signing;
 }
 
 export class Webhooks {
   deliveries: Delivery[] = [];
   retryDelaysMs = [250, 500, 1000, 2000, 4000, 8000];
+  // Endpoint id -> further secrets whose v1 signatures are added (Stripe signs with the old and the
+  // new secret while a secret is being rolled).
+  extraSecrets = new Map<string, string[]>();
   private held: Pending[] | null = null;
   private inFlight = 0;
   private timers = new Set<NodeJS.Timeout>();
@@ -112,11 +123,13 @@ export class Webhooks {
   }
 
   // Resends one stored event now (to every enabled endpoint), e.g. to deliver it again later.
-  resend(eventId: string): number {
+  resend(eventId: string, signing?: Signing): number {
     const event = this.store.events.get(eventId);
     if (!event) return 0;
     const endpoints = this.endpointsFor(event.type);
-    for (const endpoint of endpoints) this.queueSend({ event, endpoint, attempt: 1 });
+    // A deliberately mis-signed delivery is sent once (its rejection is the point).
+    const attempt = signing ? this.retryDelaysMs.length + 1 : 1;
+    for (const endpoint of endpoints) this.queueSend({ event, endpoint, attempt, signing });
     return endpoints.length;
   }
 
@@ -130,6 +143,7 @@ export class Webhooks {
     this.timers.clear();
     this.held = null;
     this.deliveries = [];
+    this.extraSecrets.clear();
   }
 
   private enqueue(p: Pending): void {
@@ -160,12 +174,13 @@ export class Webhooks {
 
   private async send(p: Pending): Promise<void> {
     const payload = JSON.stringify(p.event, null, 2);
-    const secret = p.endpoint.secret ?? '';
-    const header = this.stripe.webhooks.generateTestHeaderString({
-      payload,
-      secret,
-      timestamp: Math.floor(Date.now() / 1000),
-    });
+    const timestamp = Math.floor(Date.now() / 1000) + (p.signing?.timestamp_offset ?? 0);
+    const secrets = p.signing?.secret
+      ? [p.signing.secret]
+      : [p.endpoint.secret ?? '', ...(this.extraSecrets.get(p.endpoint.id) ?? [])];
+    const signatures = secrets.map((secret) =>
+      this.stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp }).replace(/^t=\d+,/, ''));
+    const header = `t=${timestamp},${signatures.join(',')}`;
     const record: Delivery = {
       event: p.event.id,
       type: p.event.type,

@@ -18,6 +18,7 @@ export interface Received {
 export interface Harness {
   stripe: Stripe;
   baseUrl: string;
+  receiverUrl: string;
   received: Received[];
   // Makes the receiver answer these statuses to the next deliveries (then 200).
   receiverStatuses: number[];
@@ -87,7 +88,8 @@ export async function start(): Promise<Harness> {
     await new Promise((r) => server.close(r));
     await new Promise((r) => receiver.close(r));
   };
-  return { stripe, baseUrl, received, receiverStatuses, control, waitIdle, close };
+  const receiverUrl = `http://127.0.0.1:${receiverPort}/hook`;
+  return { stripe, baseUrl, receiverUrl, received, receiverStatuses, control, waitIdle, close };
 }
 
 // A customer with a monthly and a yearly price of one product, for the scenarios.

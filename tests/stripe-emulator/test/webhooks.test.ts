@@ -83,3 +83,32 @@ test('webhook endpoints through the API; the secret is shown on create only', as
   const d = await h.stripe.webhookEndpoints.del(e.id);
   assert.equal(d.deleted, true);
 });
+
+test('deliveries signed wrongly on request: another secret, a stale timestamp', async () => {
+  await h.stripe.customers.create({ email: 'sig@example.com' });
+  await h.waitIdle();
+  const id = h.received[0].event!.id;
+  h.received.length = 0;
+  await h.control('POST', `/events/${id}/resend`, { secret: 'whsec_not_the_endpoints' });
+  await h.control('POST', `/events/${id}/resend`, { timestamp_offset: -600 });
+  await h.waitIdle();
+  assert.equal(h.received.length, 2);
+  assert.match(h.received[0].error ?? '', /No signatures found matching/);
+  assert.match(h.received[1].error ?? '', /Timestamp outside the tolerance zone/);
+});
+
+test('while a secret is rolled, each delivery carries a v1 signature per secret', async () => {
+  const old = 'whsec_the_previous_secret';
+  await h.control('POST', '/webhook_endpoint', { url: h.receiverUrl, secret: kWebhookSecret, extra_secrets: [old] });
+  await h.stripe.customers.create({ email: 'roll@example.com' });
+  await h.waitIdle();
+  const got = h.received.at(-1)!;
+  assert.equal(got.error, null);
+  assert.match(got.signature, /^t=\d+,v1=[0-9a-f]{64},v1=[0-9a-f]{64}$/);
+  const payload = JSON.stringify(await h.stripe.events.retrieve(got.event!.id), null, 2);
+  // Each secret alone verifies the delivery's header.
+  assert.ok(h.stripe.webhooks.constructEvent(payload, got.signature, old));
+  assert.ok(h.stripe.webhooks.constructEvent(payload, got.signature, kWebhookSecret));
+  const endpoints = await h.stripe.webhookEndpoints.list();
+  assert.equal(endpoints.data.filter((e) => e.url === h.receiverUrl).length, 1, 'the endpoint was replaced');
+});
