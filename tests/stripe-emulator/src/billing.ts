@@ -102,9 +102,39 @@ export function newLine(
   };
 }
 
-// The line of a full period of `price`.
+export function isMetered(price: Stripe.Price): boolean {
+  return price.recurring?.usage_type === 'metered';
+}
+
+// The customer's usage of a metered price's meter in [from, to), by the meter's aggregation.
+export function usage(store: Store, price: Stripe.Price, customer: string, from: number, to: number): number {
+  const meterId = price.recurring?.meter;
+  const meter = meterId ? store.meters.get(meterId) : undefined;
+  if (!meter) return 0;
+  const events = store.meterEvents.filter(
+    (e) => e.meter === meter.id && e.customer === customer && e.timestamp >= from && e.timestamp < to);
+  switch (meter.default_aggregation.formula) {
+    case 'count':
+      return events.length;
+    case 'last':
+      return events.length ? events[events.length - 1].value : 0;
+    default:
+      return events.reduce((a, e) => a + e.value, 0);
+  }
+}
+
+// The line of a full period of `price`. A metered price is billed in arrears: its line is the
+// usage in `usageWindow` (none by default) times the unit amount.
 export function periodLine(store: Store, sub: Subscription, price: Stripe.Price, quantity: number,
-                           start: number, end: number): InvoiceLine {
+                           start: number, end: number, usageWindow?: [number, number]): InvoiceLine {
+  if (isMetered(price)) {
+    const used = usageWindow ? usage(store, price, sub.customer as string, usageWindow[0], usageWindow[1]) : 0;
+    return newLine(store, {
+      price, quantity: used, amount: (price.unit_amount ?? 0) * used, start, end,
+      description: `${used} × ${productName(store, price)} (metered, at ${money(price.unit_amount ?? 0, price.currency)} each)`,
+      subscription: sub, proration: false,
+    });
+  }
   return newLine(store, {
     price, quantity, amount: (price.unit_amount ?? 0) * quantity, start, end,
     description: `${quantity} × ${productName(store, price)} (at ${money(price.unit_amount ?? 0, price.currency)} / ${interval(price).interval})`,
@@ -131,7 +161,8 @@ export function prorationLines(
   const resetsCycle = oldR.interval !== newR.interval || oldR.interval_count !== newR.interval_count;
   const lines: InvoiceLine[] = [];
   if (sub.status === 'trialing') return { lines, resetsCycle };
-  const credit = Math.round(((oldPrice.unit_amount ?? 0) * oldQty * remaining) / total);
+  // Metered prices are billed in arrears for what was used: nothing to prorate.
+  const credit = isMetered(oldPrice) ? 0 : Math.round(((oldPrice.unit_amount ?? 0) * oldQty * remaining) / total);
   if (credit !== 0) {
     lines.push(newLine(store, {
       price: oldPrice, quantity: oldQty, amount: -credit, start: at, end: e,
@@ -143,7 +174,7 @@ export function prorationLines(
     const end = addInterval(at, newR.interval, newR.interval_count);
     lines.push(periodLine(store, sub, newPrice, newQty, at, end));
   } else {
-    const charge = Math.round(((newPrice.unit_amount ?? 0) * newQty * remaining) / total);
+    const charge = isMetered(newPrice) ? 0 : Math.round(((newPrice.unit_amount ?? 0) * newQty * remaining) / total);
     if (charge !== 0) {
       lines.push(newLine(store, {
         price: newPrice, quantity: newQty, amount: charge, start: at, end: e,

@@ -6,7 +6,9 @@
 // cancel_at), its trial end (trialing -> active with the first charged invoice), the next
 // automatic payment attempt of its open invoices (billing.ts: retries and the final status), and
 // for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void).
-import { attemptPayment, cancelNow, interval, issueInvoice, periodLine, setPeriod, setStatus } from './billing';
+import {
+  attemptPayment, cancelNow, interval, isMetered, issueInvoice, periodLine, setPeriod, setStatus,
+} from './billing';
 import { addInterval } from './periods';
 import type { Emulator } from './router';
 import type { Invoice, Subscription } from './store';
@@ -93,7 +95,12 @@ function periodEvent(emu: Emulator, s: Subscription): void {
   emu.webhooks.emit('customer.subscription.updated', s, previous);
   const pending = store.pendingItems.filter((x) => x.subscription === s.id);
   store.pendingItems = store.pendingItems.filter((x) => x.subscription !== s.id);
-  const lines = [...pending.map((x) => x.line), periodLine(store, s, item.price, item.quantity ?? 1, start, end)];
+  // Licensed prices are billed for the period ahead, metered ones for the usage of the one ended.
+  const ended: [number, number] = [previous.current_period_start, previous.current_period_end];
+  const line = isMetered(item.price)
+    ? periodLine(store, s, item.price, 0, ended[0], ended[1], ended)
+    : periodLine(store, s, item.price, item.quantity ?? 1, start, end);
+  const lines = [...pending.map((x) => x.line), line];
   const inv = issueInvoice(emu, s.customer as string, s, lines, wasTrial ? 'subscription_cycle' : 'subscription_cycle');
   if (inv.status === 'open') {
     const decline = attemptPayment(emu, inv, true);

@@ -9,6 +9,7 @@ import { routes as checkout, resetCheckout } from './objects/checkout';
 import { routes as customers } from './objects/customers';
 import { routes as events } from './objects/events';
 import { routes as invoices } from './objects/invoices';
+import { routes as meters } from './objects/meters';
 import { routes as paymentMethods } from './objects/payment_methods';
 import { routes as portal } from './objects/portal';
 import { routes as prices } from './objects/prices';
@@ -58,7 +59,7 @@ export function createEmulator(server: http.Server, baseUrl: string, opts: Optio
     configure();
   };
   const routes = [...customers, ...products, ...prices, ...paymentMethods, ...checkout, ...subscriptions,
-                  ...invoices, ...portal, ...testClocks, ...events];
+                  ...invoices, ...portal, ...testClocks, ...events, ...meters];
   emu.api = new ApiServer(emu, routes, control(emu, () => emu.api, reset, setEndpoint), pages(emu));
   server.on('request', (req, res) => emu.api.handle(req, res));
   configure();

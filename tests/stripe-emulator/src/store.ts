@@ -47,6 +47,16 @@ export interface PendingItem {
   line: InvoiceLine;
 }
 
+// A meter event as counted: which meter, whose, how much, when.
+export interface MeterEventRecord {
+  meter: string;
+  customer: string;
+  value: number;
+  timestamp: number;
+  identifier: string;
+  event: Stripe.Billing.MeterEvent;
+}
+
 export class Store {
   customers = new Map<string, Stripe.Customer>();
   products = new Map<string, Stripe.Product>();
@@ -60,6 +70,8 @@ export class Store {
   events = new Map<string, Stripe.Event>();
   webhookEndpoints = new Map<string, Stripe.WebhookEndpoint>();
   pendingItems: PendingItem[] = [];
+  meters = new Map<string, Stripe.Billing.Meter>();
+  meterEvents: MeterEventRecord[] = [];
   // Emulator-only state.
   failingPaymentMethods = new Set<string>(); // pm ids whose charges are declined
   failNextCharges = new Map<string, number>(); // customer id -> charges still to decline
@@ -114,7 +126,7 @@ export class Store {
     const maps: Map<string, object>[] = [
       this.customers, this.products, this.prices, this.subscriptions, this.invoices,
       this.paymentMethods, this.checkoutSessions, this.portalSessions, this.testClocks,
-      this.events, this.webhookEndpoints,
+      this.events, this.webhookEndpoints, this.meters,
     ];
     for (const m of maps) {
       const o = m.get(id);

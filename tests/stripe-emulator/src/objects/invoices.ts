@@ -5,7 +5,7 @@
 // pending items plus the next period at the new price; nothing is stored or charged.
 import { Params, hash, int, list, oneOf, str } from '../encoding';
 import { StripeError } from '../errors';
-import { attemptPayment, draftInvoice, interval, periodLine, prorationLines } from '../billing';
+import { attemptPayment, draftInvoice, interval, isMetered, periodLine, prorationLines } from '../billing';
 import { addInterval } from '../periods';
 import type { Ctx, Route } from '../router';
 import { Invoice, InvoiceLine, newestFirst, paginate } from '../store';
@@ -51,7 +51,11 @@ function preview(ctx: Ctx, p: Params, itemsKey: string, details: Params, prefix:
       nextStart = addInterval(at, r.interval, r.interval_count);
     }
   }
-  if (!changed || !lines.some((l) => !l.proration && l.period.start === at)) {
+  if (isMetered(price)) {
+    // What the usage so far would cost at the period's end.
+    lines.push(periodLine(store, sub, price, 0, sub.current_period_start, sub.current_period_end,
+                          [sub.current_period_start, now + 1]));
+  } else if (!changed || !lines.some((l) => !l.proration && l.period.start === at)) {
     const r = interval(price);
     lines.push(periodLine(store, sub, price, qty, nextStart, addInterval(nextStart, r.interval, r.interval_count)));
   }

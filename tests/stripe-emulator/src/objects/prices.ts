@@ -43,6 +43,10 @@ function recurringOf(p: Params): Stripe.Price.Recurring | null {
                               'parameter_missing');
   }
   const usage = oneOf(r, 'usage_type', ['licensed', 'metered'] as const, 'recurring[usage_type]');
+  const meter = str(r, 'meter', 'recurring[meter]');
+  if (usage === 'metered' && !meter) {
+    throw StripeError.invalid('Missing required param: recurring[meter] (a metered price needs a meter).', 'recurring[meter]', 'parameter_missing');
+  }
   return {
     interval,
     interval_count: int(r, 'interval_count', 'recurring[interval_count]') ?? 1,
@@ -92,6 +96,9 @@ function create(ctx: Ctx): Stripe.Price {
     }
   }
   const recurring = recurringOf(p);
+  if (recurring?.meter && !store.meters.has(recurring.meter)) {
+    throw StripeError.missing('billing.meter', recurring.meter, 'recurring[meter]');
+  }
   const price: Stripe.Price = {
     id: store.id('price'),
     object: 'price',
