@@ -57,6 +57,20 @@ TEST(StripeEmulatorKit, CheckoutRenewalFailureAndRequestLog) {
   sub = stripe.api("GET", "/v1/subscriptions/" + s(done, "subscription"));
   EXPECT_EQ(s(sub, "status"), "active");
 
+  // Webhooks: every event goes to the set URL (nothing listens on port 9: the delivery fails, is
+  // retried once on the shortened schedule and given up); an event can be sent again.
+  stripe.control("POST", "/webhooks/retry_delays", R"({"ms":[10]})");
+  stripe.set_webhook_url("http://127.0.0.1:9/hook");
+  std::string event = stripe.last_event_id("invoice.paid");
+  ASSERT_FALSE(event.empty());
+  stripe.resend_event(event);
+  EXPECT_TRUE(stripe.wait_webhooks_idle());
+  auto deliveries = stripe.deliveries();
+  ASSERT_EQ(deliveries.size(), 2u);
+  EXPECT_EQ(deliveries[0].as_object().at("event").as_string(), event);
+  EXPECT_EQ(deliveries[0].as_object().at("url").as_string(), "http://127.0.0.1:9/hook");
+  EXPECT_EQ(deliveries[1].as_object().at("attempt").as_int64(), 2);
+
   auto log = stripe.requests();
   ASSERT_GE(log.size(), 8u);
   EXPECT_EQ(log.front().as_object().at("path").as_string(), "/v1/customers");

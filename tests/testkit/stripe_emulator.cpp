@@ -30,7 +30,9 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
-std::string json_string(const std::string& s) { return boost::json::serialize(boost::json::value(s)); }
+std::string json_string(const std::string& s) {
+  return boost::json::serialize(boost::json::value(s));
+}
 
 }  // namespace
 
@@ -156,6 +158,21 @@ void StripeEmulator::release_webhooks(const std::string& order, bool duplicate,
   control("POST", "/webhooks/release",
           "{\"order\":" + json_string(order) + ",\"duplicate\":" + (duplicate ? "true" : "false") +
               ",\"delay_ms\":" + std::to_string(delay_ms) + "}");
+}
+
+void StripeEmulator::resend_event(const std::string& event_id, const std::string& secret,
+                                  long long timestamp_offset) const {
+  std::string body = "{\"timestamp_offset\":" + std::to_string(timestamp_offset);
+  if (!secret.empty()) body += ",\"secret\":" + json_string(secret);
+  control("POST", "/events/" + event_id + "/resend", body + "}");
+}
+
+std::string StripeEmulator::last_event_id(const std::string& type) const {
+  auto v = api("GET", "/v1/events", "limit=1&type=" + type);
+  if (!v.is_object() || !v.as_object().contains("data")) return "";
+  auto& data = v.as_object().at("data").as_array();
+  if (data.empty()) return "";
+  return std::string(data.front().as_object().at("id").as_string());
 }
 
 bool StripeEmulator::wait_webhooks_idle(std::chrono::seconds timeout) const {

@@ -56,6 +56,12 @@ class StripeEmulator {
   // order: "fifo", "reverse" or "shuffle"; duplicate: each held event twice.
   void release_webhooks(const std::string& order = "fifo", bool duplicate = false,
                         int delay_ms = 0) const;
+  // Delivers a stored event again (late, or a second time); with `secret` signed with that secret
+  // instead of the endpoint's (a bad signature), with `timestamp_offset` (e.g. -600) stale.
+  void resend_event(const std::string& event_id, const std::string& secret = "",
+                    long long timestamp_offset = 0) const;
+  // The id of the newest event of `type` (e.g. "invoice.paid"), or "".
+  std::string last_event_id(const std::string& type) const;
   // Waits until every queued delivery got its 2xx or gave up retrying; false on timeout.
   bool wait_webhooks_idle(std::chrono::seconds timeout = std::chrono::seconds(20)) const;
   boost::json::array requests() const;    // every /v1 request HSEA made (see README)

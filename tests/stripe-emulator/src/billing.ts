@@ -97,8 +97,11 @@ export function newLine(
     subtotal: args.amount,
     taxes: [],
     price,
+    plan: price.recurring ? planOf(price) : null,
     proration: args.proration,
     type: args.proration ? 'invoiceitem' : 'subscription',
+    tax_amounts: [],
+    unit_amount_excluding_tax: price.unit_amount === null ? null : String(price.unit_amount),
   };
 }
 
@@ -285,6 +288,11 @@ export function draftInvoice(
     webhooks_delivered_at: null,
     subscription: sub?.id ?? null,
     paid: false,
+    tax: null,
+    total_tax_amounts: [],
+    charge: null,
+    payment_intent: null,
+    ...(prorationDate !== undefined ? { subscription_proration_date: prorationDate } : {}),
   };
 }
 

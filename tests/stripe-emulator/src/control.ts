@@ -78,7 +78,7 @@ export function control(
       if (method === 'POST' && (m = /^\/events\/([^/]+)\/resend$/.exec(path))) {
         const signing = { timestamp_offset: typeof j.timestamp_offset === 'number' ? j.timestamp_offset : undefined,
                           secret: typeof j.secret === 'string' ? j.secret : undefined };
-        const changed = signing.timestamp_offset !== undefined || signing.secret !== undefined;
+        const changed = (signing.timestamp_offset ?? 0) !== 0 || signing.secret !== undefined;
         return [200, { deliveries: webhooks.resend(m[1], changed ? signing : undefined) }];
       }
       if (method === 'GET' && path === '/webhooks/deliveries') {

@@ -18,12 +18,20 @@ export type Subscription = Stripe.Subscription & LegacySubscriptionFields;
 export interface LegacyInvoiceFields {
   subscription: string | null;
   paid: boolean;
+  tax: number | null;
+  total_tax_amounts: never[];
+  charge: string | null;
+  payment_intent: string | null;
+  subscription_proration_date?: number;
 }
 export type Invoice = Stripe.Invoice & LegacyInvoiceFields;
 export interface LegacyLineFields {
   price: Stripe.Price | null;
+  plan: Stripe.Plan | null;
   proration: boolean;
   type: 'subscription' | 'invoiceitem';
+  tax_amounts: never[];
+  unit_amount_excluding_tax: string | null;
 }
 export type InvoiceLine = Stripe.InvoiceLineItem & LegacyLineFields;
 export type CheckoutSession = Pick<

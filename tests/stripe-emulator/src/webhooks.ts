@@ -42,7 +42,8 @@ interface Pending {
 
 export class Webhooks {
   deliveries: Delivery[] = [];
-  retryDelaysMs = [250, 500, 1000, 2000, 4000, 8000];
+  static readonly kDefaultRetryDelaysMs = [250, 500, 1000, 2000, 4000, 8000];
+  retryDelaysMs = [...Webhooks.kDefaultRetryDelaysMs];
   // Endpoint id -> further secrets whose v1 signatures are added (Stripe signs with the old and the
   // new secret while a secret is being rolled).
   extraSecrets = new Map<string, string[]>();
@@ -144,6 +145,7 @@ export class Webhooks {
     this.held = null;
     this.deliveries = [];
     this.extraSecrets.clear();
+    this.retryDelaysMs = [...Webhooks.kDefaultRetryDelaysMs];
   }
 
   private enqueue(p: Pending): void {
