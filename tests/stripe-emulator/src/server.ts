@@ -138,7 +138,9 @@ export class ApiServer {
         throw new StripeError(401, 'invalid_request_error',
           `Invalid API Key provided: ${m[1].slice(0, 8)}****`, 'api_key_invalid');
       }
-      const text = method === 'POST' ? body : url.search.slice(1);
+      // POST carries its parameters in the body, GET in the query; DELETE in either.
+      const query = url.search.slice(1);
+      const text = method === 'POST' ? body : method === 'DELETE' && body ? [query, body].filter(Boolean).join('&') : query;
       params = decodeForm(text);
       log.params = params;
     } catch (e) {

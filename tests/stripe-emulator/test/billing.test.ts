@@ -241,3 +241,33 @@ test('the default clock (customers without a test clock) moves with /_emulator/t
   assert.equal(s.items.data[0].current_period_start, end);
   assert.equal((await h.stripe.invoices.list({ subscription: sub.id })).data.length, 2);
 });
+
+test('previews of a change invoiced at once: always_invoice, a new interval; none drops the credit', async () => {
+  const { sub } = await subscribed(prices.starter.id);
+  const at = kJan1 + 10 * kDay;
+  const item = sub.items.data[0].id;
+  const now = await h.stripe.invoices.createPreview({
+    subscription: sub.id,
+    subscription_details: { items: [{ id: item, price: prices.monthly.id }], proration_date: at, proration_behavior: 'always_invoice' },
+  });
+  assert.deepEqual(now.lines.data.map((l) => l.amount), [-677, 2032]);
+  const none = await h.stripe.invoices.createPreview({
+    subscription: sub.id,
+    subscription_details: { items: [{ id: item, price: prices.monthly.id }], proration_date: at, proration_behavior: 'none' },
+  });
+  assert.deepEqual(none.lines.data.map((l) => l.amount), [3000], 'only the next period at the new price');
+  const yearly = await h.stripe.invoices.createPreview({
+    subscription: sub.id,
+    subscription_details: { items: [{ id: item, price: prices.yearly.id }], proration_date: at },
+  });
+  assert.deepEqual(yearly.lines.data.map((l) => l.amount), [-677, 30000]);
+  // The update itself with `none` and a new interval: the new year invoiced now, no credit.
+  const up = await h.stripe.subscriptions.update(sub.id, {
+    items: [{ id: item, price: prices.yearly.id }], proration_behavior: 'none',
+  });
+  const inv = await h.stripe.invoices.retrieve(up.latest_invoice as string);
+  assert.deepEqual(inv.lines.data.map((l) => l.amount), [30000]);
+  // DELETE with parameters in the body (how the SDK sends them) is understood.
+  const canceled = await h.stripe.subscriptions.cancel(sub.id, { invoice_now: false, prorate: false });
+  assert.equal(canceled.status, 'canceled');
+});

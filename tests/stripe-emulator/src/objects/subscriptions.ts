@@ -266,7 +266,8 @@ function update(ctx: Ctx): Subscription {
         const r = interval(newPrice);
         setPeriod(sub, at, addInterval(at, r.interval, r.interval_count));
         sub.billing_cycle_anchor = at;
-        lines.push(...pl);
+        // A new interval always starts a new cycle, invoiced now; `none` only drops the credit.
+        lines.push(...(behavior === 'none' ? pl.filter((l) => !l.proration) : pl));
         invoiceNow = true;
       } else if (behavior !== 'none') {
         if (behavior === 'always_invoice') {
