@@ -361,9 +361,7 @@ export function attemptPayment(emu: Emulator, inv: Invoice, automatic: boolean, 
   const failNext = store.failNextCharges.get(customerId) ?? 0;
   if (!pm) {
     decline = StripeError.invalid(
-      'This customer has no attached payment source or default payment method.', undefined,
-      'invoice_no_customer_line_items');
-    decline = new StripeError(402, 'card_error', decline.message, 'card_declined', undefined, { decline_code: 'no_payment_method' });
+      'This customer has no attached payment source or default payment method. Please consider adding a default payment method.');
   } else if (failNext > 0) {
     store.failNextCharges.set(customerId, failNext - 1);
     decline = StripeError.card('Your card was declined.', 'generic_decline');
