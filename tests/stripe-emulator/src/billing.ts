@@ -351,7 +351,7 @@ export function paymentMethodFor(store: Store, inv: Invoice): string | null {
 export function attemptPayment(emu: Emulator, inv: Invoice, automatic: boolean, pmOverride?: string): StripeError | null {
   const { store, webhooks } = emu;
   if (inv.status === 'paid') return null;
-  if (inv.status !== 'open') {
+  if (inv.status !== 'open' && inv.status !== 'uncollectible') {
     return StripeError.invalid(`Invoice is ${inv.status}; only open invoices can be paid.`, undefined, 'invoice_not_editable');
   }
   const customerId = inv.customer as string;

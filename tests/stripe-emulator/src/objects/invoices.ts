@@ -109,6 +109,32 @@ export const routes: Route[] = [
   },
   {
     method: 'POST',
+    path: '/v1/invoices/:id/void',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      if (inv.status !== 'open') throw StripeError.invalid(`You can only void an open invoice (this one is ${inv.status}).`);
+      inv.status = 'void';
+      inv.next_payment_attempt = null;
+      inv.status_transitions.voided_at = ctx.emu.store.nowFor(inv.customer as string);
+      ctx.emu.webhooks.emit('invoice.voided', inv);
+      return inv;
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/invoices/:id/mark_uncollectible',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      if (inv.status !== 'open') throw StripeError.invalid(`Only an open invoice can be marked uncollectible (this one is ${inv.status}).`);
+      inv.status = 'uncollectible';
+      inv.next_payment_attempt = null;
+      inv.status_transitions.marked_uncollectible_at = ctx.emu.store.nowFor(inv.customer as string);
+      ctx.emu.webhooks.emit('invoice.marked_uncollectible', inv);
+      return inv;
+    },
+  },
+  {
+    method: 'POST',
     path: '/v1/invoices/:id/pay',
     handler: (ctx) => {
       const { store } = ctx.emu;

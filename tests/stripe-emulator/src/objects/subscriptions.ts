@@ -241,6 +241,7 @@ function update(ctx: Ctx): Subscription {
         invoiceNow = true;
       }
     } else {
+      store.trialWillEndSent.delete(sub.id);
       sub.trial_end = te;
       sub.status = 'trialing';
       setPeriod(sub, sub.current_period_start, te);
