@@ -4,12 +4,13 @@
 //
 // Due moments of a subscription: its period end (renew, or cancel if cancel_at_period_end /
 // cancel_at), its trial end (trialing -> active with the first charged invoice), the next
-// automatic payment attempt of its open invoices (billing.ts: retries and the final status), and
+// automatic payment attempt of its open invoices (payments.ts: retries and the final status), and
 // for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void);
 // three days before a trial ends, customer.subscription.trial_will_end.
-import {
-  attemptPayment, cancelNow, interval, isMetered, issueInvoice, periodLine, setPeriod, setStatus,
-} from './billing';
+import { issueInvoice } from './invoicing';
+import { interval, isMetered, periodLine } from './lines';
+import { attemptPayment } from './payments';
+import { cancelNow, setPeriod, setStatus } from './subscription_state';
 import { addInterval } from './periods';
 import type { Emulator } from './router';
 import type { Invoice, Subscription } from './store';
