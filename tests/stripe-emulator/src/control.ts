@@ -2,7 +2,7 @@
 // that a real test would do in Stripe's dashboard or with its test helpers.
 import type http from 'node:http';
 
-import { dunning } from './billing';
+import { dunning } from './payments';
 import { advanceTo } from './clock';
 import { complete } from './objects/checkout';
 import type { Emulator } from './router';

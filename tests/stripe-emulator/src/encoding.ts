@@ -40,7 +40,6 @@ export function decodeForm(text: string): Params {
     for (let i = 0; i < parts.length; i++) {
       const part = parts[i];
       const last = i === parts.length - 1;
-      const nextIsPush = !last && parts[i + 1] === '';
       if (part === '') {
         // `x[]=v`: append; the parent was created as an object keyed by position.
         const k = String(Object.keys(node).length);
@@ -57,7 +56,6 @@ export function decodeForm(text: string): Params {
         }
         if (existing === undefined) node[part] = {};
         node = node[part] as Params;
-        void nextIsPush;
       }
     }
   }

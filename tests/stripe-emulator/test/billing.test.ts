@@ -137,6 +137,9 @@ test('a trial ends on the clock: trialing -> active with the first charge', asyn
   const inv = await h.stripe.invoices.retrieve(now.latest_invoice as string);
   assert.equal(inv.amount_paid, 3000);
   await h.waitIdle();
+  const warned = h.received.filter((r) => r.event?.type === 'customer.subscription.trial_will_end');
+  assert.equal(warned.length, 1);
+  assert.equal(warned[0].event!.created, kJan1 + 11 * kDay, 'three days before the trial ends');
   const updated = h.received.filter((r) => r.event?.type === 'customer.subscription.updated');
   assert.ok(updated.some((r) => (r.event!.data.previous_attributes as any)?.status === 'trialing'));
 });
@@ -270,4 +273,17 @@ test('previews of a change invoiced at once: always_invoice, a new interval; non
   // DELETE with parameters in the body (how the SDK sends them) is understood.
   const canceled = await h.stripe.subscriptions.cancel(sub.id, { invoice_now: false, prorate: false });
   assert.equal(canceled.status, 'canceled');
+});
+
+test('an open invoice can be voided or marked uncollectible (and then still paid)', async () => {
+  const a = await subscribed(prices.monthly.id, 'pm_card_chargeCustomerFail', { payment_behavior: 'allow_incomplete' });
+  const voided = await h.stripe.invoices.voidInvoice(a.sub.latest_invoice as string);
+  assert.equal(voided.status, 'void');
+  await assert.rejects(h.stripe.invoices.pay(voided.id as string), (e: any) => e.statusCode === 400);
+  const b = await subscribed(prices.monthly.id, 'pm_card_chargeCustomerFail', { payment_behavior: 'allow_incomplete' });
+  const bad = await h.stripe.invoices.markUncollectible(b.sub.latest_invoice as string);
+  assert.equal(bad.status, 'uncollectible');
+  const good = await h.stripe.paymentMethods.attach('pm_card_visa', { customer: b.customer.id });
+  const paid = await h.stripe.invoices.pay(bad.id as string, { payment_method: good.id });
+  assert.equal(paid.status, 'paid');
 });

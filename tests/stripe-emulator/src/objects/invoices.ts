@@ -2,12 +2,14 @@
 // change, in both shapes: GET /v1/invoices/upcoming (subscription_items, subscription_proration_date)
 // and POST /v1/invoices/create_preview (subscription_details[items], [proration_date]), which
 // the pinned SDK uses. The preview holds the pending items plus the proration lines of the change
-// (billing.ts) plus the next period at the new price; when the change would be invoiced at once
+// (lines.ts) plus the next period at the new price; when the change would be invoiced at once
 // (proration_behavior always_invoice, or a new interval) it is that invoice instead: pending
 // items and prorations (and the new period). Nothing is stored or charged.
 import { Params, hash, int, list, oneOf, str } from '../encoding';
 import { StripeError } from '../errors';
-import { attemptPayment, draftInvoice, interval, isMetered, periodLine, prorationLines } from '../billing';
+import { draftInvoice } from '../invoicing';
+import { interval, isMetered, periodLine, prorationLines } from '../lines';
+import { attemptPayment } from '../payments';
 import { addInterval } from '../periods';
 import type { Ctx, Route } from '../router';
 import { Invoice, InvoiceLine, newestFirst, paginate } from '../store';
@@ -105,6 +107,32 @@ export const routes: Route[] = [
     handler: (ctx) => {
       const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
       return paginate(inv.lines.data, ctx.params, `/v1/invoices/${inv.id}/lines`);
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/invoices/:id/void',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      if (inv.status !== 'open') throw StripeError.invalid(`You can only void an open invoice (this one is ${inv.status}).`);
+      inv.status = 'void';
+      inv.next_payment_attempt = null;
+      inv.status_transitions.voided_at = ctx.emu.store.nowFor(inv.customer as string);
+      ctx.emu.webhooks.emit('invoice.voided', inv);
+      return inv;
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/invoices/:id/mark_uncollectible',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      if (inv.status !== 'open') throw StripeError.invalid(`Only an open invoice can be marked uncollectible (this one is ${inv.status}).`);
+      inv.status = 'uncollectible';
+      inv.next_payment_attempt = null;
+      inv.status_transitions.marked_uncollectible_at = ctx.emu.store.nowFor(inv.customer as string);
+      ctx.emu.webhooks.emit('invoice.marked_uncollectible', inv);
+      return inv;
     },
   },
   {

@@ -1,14 +1,15 @@
 // Subscriptions with one item: create (trial or charged at once), retrieve, update (price change
-// with proration, quantity, cancel_at_period_end, trial_end), cancel, list. Rules: billing.ts.
+// with proration, quantity, cancel_at_period_end, trial_end), cancel, list. Rules: lines.ts (proration), payments.ts (charging, dunning).
 import type Stripe from 'stripe';
 
 import {
   Params, allowOnly, applyMetadata, bool, hash, int, list, oneOf, reqStr, str,
 } from '../encoding';
 import { StripeError } from '../errors';
-import {
-  attemptPayment, cancelNow, interval, issueInvoice, periodLine, prorationLines, setPeriod, setPrice,
-} from '../billing';
+import { issueInvoice } from '../invoicing';
+import { interval, periodLine, prorationLines } from '../lines';
+import { attemptPayment } from '../payments';
+import { cancelNow, setPeriod, setPrice } from '../subscription_state';
 import { addInterval } from '../periods';
 import { planOf } from './prices';
 import type { Ctx, Emulator, Route } from '../router';
@@ -241,6 +242,7 @@ function update(ctx: Ctx): Subscription {
         invoiceNow = true;
       }
     } else {
+      store.trialWillEndSent.delete(sub.id);
       sub.trial_end = te;
       sub.status = 'trialing';
       setPeriod(sub, sub.current_period_start, te);
