@@ -8,7 +8,8 @@
 // Dunning (Smart-Retries-like, deterministic): after a failed automatic attempt the invoice is
 // retried `retryDays` later (default 3, 5 and 7 days after each previous attempt, so four attempts
 // in 15 days); while retries remain the subscription is past_due; when the last one fails the
-// subscription becomes `finalStatus` (default "canceled", or "unpaid"). A successful payment of
+// subscription becomes `finalStatus` (default "canceled"; or "unpaid"; or "past_due": left as it
+// is, Stripe's "leave the subscription past-due", for tests where HSEA runs its own dunning). A successful payment of
 // the subscription's open invoice makes it active again.
 import { StripeError } from './errors';
 import { markPaid } from './invoicing';
@@ -18,7 +19,7 @@ import { cancelNow, setStatus } from './subscription_state';
 
 export const dunning = {
   retryDays: [3, 5, 7],
-  finalStatus: 'canceled' as 'canceled' | 'unpaid',
+  finalStatus: 'canceled' as 'canceled' | 'unpaid' | 'past_due',
 };
 
 export function paymentMethodFor(store: Store, inv: Invoice): string | null {
@@ -76,7 +77,7 @@ export function attemptPayment(emu: Emulator, inv: Invoice, automatic: boolean, 
     if (sub.status === 'active' || sub.status === 'trialing') setStatus(emu, sub, 'past_due');
     if (automatic && inv.next_payment_attempt === null && sub.status === 'past_due') {
       if (dunning.finalStatus === 'canceled') cancelNow(emu, sub, 'payment_failed');
-      else setStatus(emu, sub, 'unpaid');
+      else if (dunning.finalStatus === 'unpaid') setStatus(emu, sub, 'unpaid');
     }
   }
   return decline;
