@@ -159,7 +159,9 @@ export function allowOnly(p: Params, allowed: readonly string[]): void {
   for (const k of Object.keys(p)) {
     if (k === 'expand') continue;
     if (!allowed.includes(k)) {
-      throw StripeError.invalid(`Received unknown parameter: ${k}`, k, 'parameter_unknown');
+      throw StripeError.invalid(
+        `Received unknown parameter: ${k} (the Stripe emulator takes the parameters listed in tests/stripe-emulator/README.md)`,
+        k, 'parameter_unknown');
     }
   }
 }

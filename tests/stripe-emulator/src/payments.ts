@@ -8,8 +8,10 @@
 // Dunning (Smart-Retries-like, deterministic): after a failed automatic attempt the invoice is
 // retried `retryDays` later (default 3, 5 and 7 days after each previous attempt, so four attempts
 // in 15 days); while retries remain the subscription is past_due; when the last one fails the
-// subscription becomes `finalStatus` (default "canceled", or "unpaid"). A successful payment of
-// the subscription's open invoice makes it active again.
+// subscription becomes `finalStatus` (default "canceled"; or "unpaid"; or "past_due": left as it
+// is, Stripe's "leave the subscription past-due", for tests where HSEA runs its own dunning). A successful payment of
+// the subscription's latest invoice makes it active again (its status follows its latest invoice,
+// as on Stripe).
 import { StripeError } from './errors';
 import { markPaid } from './invoicing';
 import type { Emulator } from './router';
@@ -18,7 +20,7 @@ import { cancelNow, setStatus } from './subscription_state';
 
 export const dunning = {
   retryDays: [3, 5, 7],
-  finalStatus: 'canceled' as 'canceled' | 'unpaid',
+  finalStatus: 'canceled' as 'canceled' | 'unpaid' | 'past_due',
 };
 
 export function paymentMethodFor(store: Store, inv: Invoice): string | null {
@@ -58,10 +60,9 @@ export function attemptPayment(emu: Emulator, inv: Invoice, automatic: boolean, 
   const sub = inv.subscription ? store.subscriptions.get(inv.subscription) : undefined;
   if (!decline) {
     markPaid(emu, inv);
-    if (sub && ['past_due', 'unpaid', 'incomplete'].includes(sub.status)) {
-      const stillOpen = Array.from(store.invoices.values()).some(
-        (i) => i.subscription === sub.id && i.status === 'open');
-      if (!stillOpen) setStatus(emu, sub, 'active');
+    // As on Stripe, the subscription's status follows its latest invoice.
+    if (sub && sub.latest_invoice === inv.id && ['past_due', 'unpaid', 'incomplete'].includes(sub.status)) {
+      setStatus(emu, sub, 'active');
     }
     return null;
   }
@@ -72,11 +73,11 @@ export function attemptPayment(emu: Emulator, inv: Invoice, automatic: boolean, 
     inv.next_payment_attempt = next === undefined ? null : now + next * 86400;
   }
   webhooks.emit('invoice.payment_failed', inv);
-  if (sub) {
+  if (sub && sub.latest_invoice === inv.id) {
     if (sub.status === 'active' || sub.status === 'trialing') setStatus(emu, sub, 'past_due');
     if (automatic && inv.next_payment_attempt === null && sub.status === 'past_due') {
       if (dunning.finalStatus === 'canceled') cancelNow(emu, sub, 'payment_failed');
-      else setStatus(emu, sub, 'unpaid');
+      else if (dunning.finalStatus === 'unpaid') setStatus(emu, sub, 'unpaid');
     }
   }
   return decline;

@@ -287,3 +287,21 @@ test('an open invoice can be voided or marked uncollectible (and then still paid
   const paid = await h.stripe.invoices.pay(bad.id as string, { payment_method: good.id });
   assert.equal(paid.status, 'paid');
 });
+
+test('Stripe-side retries off: a failed renewal stays past_due until paid', async () => {
+  await h.control('POST', '/dunning', { retry_days: [], final_status: 'past_due' });
+  try {
+    const { clock, customer, sub } = await subscribed(prices.monthly.id);
+    await h.control('POST', `/customers/${customer.id}/charges`, { outcome: 'fail' });
+    await advance(clock, kFeb1 + 20 * kDay);
+    const s = await h.stripe.subscriptions.retrieve(sub.id);
+    assert.equal(s.status, 'past_due');
+    const inv = await h.stripe.invoices.retrieve(s.latest_invoice as string);
+    assert.equal(inv.attempt_count, 1);
+    assert.equal(inv.next_payment_attempt, null);
+    assert.equal((await h.stripe.invoices.pay(inv.id as string)).status, 'paid');
+    assert.equal((await h.stripe.subscriptions.retrieve(sub.id)).status, 'active');
+  } finally {
+    await h.control('POST', '/dunning', { retry_days: [3, 5, 7], final_status: 'canceled' });
+  }
+});

@@ -142,7 +142,7 @@ export const routes: Route[] = [
       const { store } = ctx.emu;
       const inv = store.invoice(ctx.path[0], 'invoice');
       if (inv.status === 'paid') {
-        throw StripeError.invalid('Invoice is already paid', undefined, 'invoice_payment_intent_requires_action');
+        throw StripeError.invalid('Invoice is already paid');
       }
       const pm = str(ctx.params, 'payment_method');
       if (pm && store.paymentMethods.get(pm)?.customer !== inv.customer) {

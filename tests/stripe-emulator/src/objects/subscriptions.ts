@@ -161,7 +161,9 @@ function create(ctx: Ctx): Subscription {
   const p = ctx.params;
   allowOnly(p, ['customer', 'items', 'default_payment_method', 'trial_period_days', 'trial_end',
                 'cancel_at_period_end', 'metadata', 'payment_behavior', 'proration_behavior',
-                'collection_method', 'off_session', 'description']);
+                'collection_method', 'off_session', 'description',
+                // Accepted and ignored (no taxes; the card is kept as the default anyway).
+                'automatic_tax', 'payment_settings']);
   const customerId = store.customer(reqStr(p, 'customer'), 'customer').id;
   const items = itemsOf(p);
   if (items.length !== 1 || !items[0].price) {
@@ -195,7 +197,8 @@ function update(ctx: Ctx): Subscription {
   const p = ctx.params;
   allowOnly(p, ['items', 'proration_behavior', 'proration_date', 'cancel_at_period_end', 'cancel_at',
                 'trial_end', 'metadata', 'default_payment_method', 'payment_behavior',
-                'billing_cycle_anchor', 'description', 'off_session']);
+                'billing_cycle_anchor', 'description', 'off_session', 'automatic_tax',
+                'payment_settings']);
   if (sub.status === 'canceled' || sub.status === 'incomplete_expired') {
     throw StripeError.invalid(
       `A canceled subscription can only update its cancellation_details and metadata.`,
