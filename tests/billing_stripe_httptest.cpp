@@ -365,3 +365,87 @@ TEST_F(BillingStripe, TenantBNeitherSeesNorChangesTenantAsSubscription) {
 
 }  // namespace
 }  // namespace hsea
+
+namespace hsea {
+namespace {
+
+TEST_F(BillingStripe, StripeFailuresAreRetriedWithTheSameKeyUnlessStripeSaysNot) {
+  auto calls = [](const std::string& method, const std::string& path) {
+    std::vector<object> out;
+    for (const auto& r : stripe_->requests()) {
+      const object& o = r.as_object();
+      if (str(o, "method") == method && str(o, "path") == path) out.push_back(o);
+    }
+    return out;
+  };
+  std::string body = R"({"plan_id":"pro","success_url":")" + kPublic + R"(/ok","cancel_url":")" +
+                     kPublic + R"(/no"})";
+  // Two 500s, then Stripe answers: the customer is created once, with one key on every try.
+  stripe_->control("POST", "/faults",
+                   R"({"path_prefix":"/v1/customers","method":"POST","status":500,"count":2})");
+  Account a = testkit::sign_up(*server_, "Retry Co");
+  HttpResponse r = call("POST", "/api/subscriptions/checkout", a.access_token, body);
+  EXPECT_EQ(r.status, 201) << r.body;
+  std::vector<object> tries = calls("POST", "/v1/customers");
+  ASSERT_EQ(tries.size(), 3u);
+  std::set<std::string> keys;
+  for (const object& t : tries) keys.insert(str(t, "idempotency_key"));
+  EXPECT_EQ(keys.size(), 1u);
+  EXPECT_EQ(tries[2].at("status").as_int64(), 200);
+  // A 429 is retried too.
+  stripe_->control("POST", "/faults",
+                   R"({"path_prefix":"/v1/checkout/sessions","status":429,"count":1})");
+  Account b = testkit::sign_up(*server_, "Rate Co");
+  HttpResponse limited = call("POST", "/api/subscriptions/checkout", b.access_token, body);
+  EXPECT_EQ(limited.status, 201) << limited.body;
+  // Stripe-Should-Retry: false is obeyed: one try, and the caller learns Stripe is unavailable.
+  std::size_t before = calls("POST", "/v1/checkout/sessions").size();
+  stripe_->control("POST", "/faults",
+                   R"({"path_prefix":"/v1/checkout/sessions","status":503,"count":1,)"
+                   R"("should_retry":false})");
+  Account c = testkit::sign_up(*server_, "No Retry Co");
+  HttpResponse refused = call("POST", "/api/subscriptions/checkout", c.access_token, body);
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_EQ(code_of(refused), "service_unavailable");
+  EXPECT_EQ(calls("POST", "/v1/checkout/sessions").size(), before + 1);
+}
+
+TEST_F(BillingStripe, OperatorCommandsManagePlans) {
+  auto run = [](std::vector<std::string> args) { return testkit::run_hsea(args, *env_); };
+  testkit::RunResult made =
+      run({"plans", "create", "team", "--name", "Team", "--monthly-amount", "4900",
+           "--yearly-amount", "49000", "--limits", R"({"seats":20,"api_calls":50000})",
+           "--features", R"({"webhooks":true})", "--sort-order", "1"});
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  EXPECT_EQ(run({"plans", "create", "team", "--name", "Team", "--monthly-amount", "1",
+                 "--yearly-amount", "1"})
+                .exit_code,
+            1);
+  EXPECT_EQ(run({"plans", "update", "team", "--limits", R"({"seats":-1})"}).exit_code, 1);
+  testkit::RunResult changed = run({"plans", "update", "team", "--monthly-amount", "5900"});
+  ASSERT_EQ(changed.exit_code, 0) << changed.output;
+  EXPECT_EQ(scalar("SELECT monthly_amount || ' ' || (limits->>'seats') FROM plans "
+                   "WHERE id = 'team'",
+                   {}),
+            "5900 20");
+  testkit::RunResult sync = run({"billing", "sync-plans"});
+  ASSERT_EQ(sync.exit_code, 0) << sync.output;
+  std::string price = scalar("SELECT stripe_monthly_price_id FROM plans WHERE id = 'team'", {});
+  EXPECT_EQ(stripe_->api("GET", "/v1/prices/" + price).at("unit_amount").as_int64(), 5900);
+  // A new amount is a new Stripe price (prices are immutable).
+  ASSERT_EQ(run({"plans", "update", "team", "--monthly-amount", "6900"}).exit_code, 0);
+  ASSERT_EQ(run({"billing", "sync-plans"}).exit_code, 0);
+  std::string repriced = scalar("SELECT stripe_monthly_price_id FROM plans WHERE id = 'team'", {});
+  EXPECT_NE(repriced, price);
+  EXPECT_EQ(stripe_->api("GET", "/v1/prices/" + repriced).at("unit_amount").as_int64(), 6900);
+  ASSERT_EQ(run({"plans", "archive", "team"}).exit_code, 0);
+  EXPECT_EQ(run({"plans", "archive", "free"}).exit_code, 1);
+  testkit::RunResult list = run({"plans", "list"});
+  ASSERT_EQ(list.exit_code, 0);
+  EXPECT_NE(list.output.find("team"), std::string::npos);
+  EXPECT_NE(list.output.find("archived"), std::string::npos);
+  EXPECT_EQ(http("GET", url("/api/plans")).body.find("\"team\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hsea

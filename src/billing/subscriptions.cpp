@@ -350,8 +350,8 @@ std::string checked_interval(const object& body) {
 }
 
 // `current`: the tenant's own plan, which may have been archived since.
-awaitable<PlanForSale> plan_for_sale(std::string plan_id, std::string interval,
-                                     std::string field = "/plan_id", bool current = false) {
+awaitable<PlanForSale> plan_for_sale(std::string plan_id, std::string interval, std::string field,
+                                     bool current) {
   db::Result r = co_await db::pool().query(kPlan, db::params(plan_id));
   if (r.empty() || (!current && r.text(0, "status") != "active")) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
@@ -437,7 +437,8 @@ awaitable<Response> checkout(RequestContext& ctx) {
   require_stripe();
   const object& body = http::json_body(ctx);
   std::string interval = checked_interval(body);
-  PlanForSale plan = co_await plan_for_sale(http::required_string(body, "plan_id"), interval);
+  PlanForSale plan =
+      co_await plan_for_sale(http::required_string(body, "plan_id"), interval, "/plan_id", false);
   if (plan.amount == 0) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
                    {{"/plan_id", "the free plan needs no checkout"}});
@@ -502,8 +503,10 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
                    {{"/when", "must be now or period_end"}});
   }
-  PlanForSale target = co_await plan_for_sale(http::required_string(body, "plan_id"), interval);
-  PlanForSale now = co_await plan_for_sale(row.text(0, "plan_id"), row.text(0, "billing_interval"));
+  PlanForSale target =
+      co_await plan_for_sale(http::required_string(body, "plan_id"), interval, "/plan_id", false);
+  PlanForSale now = co_await plan_for_sale(row.text(0, "plan_id"), row.text(0, "billing_interval"),
+                                           "/plan_id", true);
   // Compared by the plan's place in the price list, then by the yearly price.
   auto rank = [](const PlanForSale& p) { return std::pair(p.sort_order, p.yearly); };
   bool same = target.id == now.id && interval == row.text(0, "billing_interval");
@@ -642,7 +645,7 @@ awaitable<Response> preview(RequestContext& ctx) {
     throw ApiError(ErrorCode::kValidationFailed, "Check the parameters.",
                    {{"plan_id", "is required"}});
   }
-  PlanForSale target = co_await plan_for_sale(plan_id, interval, "plan_id");
+  PlanForSale target = co_await plan_for_sale(plan_id, interval, "plan_id", false);
   object out{{"plan_id", target.id}, {"interval", interval}, {"currency", target.currency}};
   std::string status = row.text(0, "status");
   if (row.is_null(0, row.column("stripe_subscription_id")) || status == "canceled") {
