@@ -414,7 +414,9 @@ TEST(PiiRotation, TheBinaryRotatesBesideALiveServerAndAfterASecretChangeAndTheSe
          sql("SELECT substr(v, 6, 36) FROM (SELECT email AS v FROM users UNION ALL "
              "SELECT name FROM users UNION ALL SELECT ip FROM sessions UNION ALL "
              "SELECT user_agent FROM sessions UNION ALL SELECT ip FROM audit_logs UNION ALL "
-             "SELECT user_agent FROM audit_logs) s WHERE v LIKE 'pii1.%'")) {
+             "SELECT user_agent FROM audit_logs UNION ALL SELECT to_address FROM mail_messages "
+             "UNION ALL SELECT subject FROM mail_messages UNION ALL SELECT html FROM mail_messages "
+             "UNION ALL SELECT text FROM mail_messages) s WHERE v LIKE 'pii1.%'")) {
       ids.insert(row[0]);
     }
     return ids;

@@ -200,6 +200,46 @@ TEST_F(Pii, RotationSealsPlaintextRowsAndFillsTheirBlindIndex) {
   EXPECT_EQ(open("users.email", stored), "Old.Timer@Example.com");
 }
 
+// mail_messages' shape: a tenant's rows under the tenant's key, rows without a tenant (platform
+// mail) under the key of the user their user column names, rows with neither left alone.
+TEST_F(Pii, RotationSealsRowsWithoutATenantUnderTheirUsersKey) {
+  sql(db.admin_url(),
+      "CREATE TABLE pii_outbox (id uuid PRIMARY KEY, tenant_id uuid, user_id uuid, body text)");
+  register_sealed_column({.table = "pii_outbox",
+                          .id_column = "id",
+                          .column = "body",
+                          .purpose = "pii_outbox.body",
+                          .owner_column = "tenant_id",
+                          .owner_is_tenant = true,
+                          .user_owner_column = "user_id"});
+  const std::string user = core::uuid_v7();
+  sql(db.admin_url(), "INSERT INTO users (id, email, name) VALUES ($1, 'p@example.com', 'P')",
+      {user});
+  const std::string tenant_row = core::uuid_v7(), platform_row = core::uuid_v7(),
+                    orphan_row = core::uuid_v7();
+  sql(db.admin_url(),
+      "INSERT INTO pii_outbox VALUES ($1, $2, $3, 'to the tenant'), ($4, NULL, $3, 'to the user'), "
+      "($5, NULL, NULL, 'to nobody')",
+      {tenant_row, tenant_a, user, platform_row, orphan_row});
+  RotationReport r = rotate_data(db.admin_url(), "", std::chrono::seconds(0));
+  EXPECT_GE(r.values_resealed, 2);
+  auto owner_of = [&](const std::string& id) {
+    std::string stored = one("SELECT body FROM pii_outbox WHERE id = $1", {id});
+    if (!is_sealed(stored)) return "plain: " + stored;
+    return one(
+        "SELECT coalesce(owner_tenant::text, 'user ' || owner_user::text) FROM data_keys "
+        "WHERE id = $1",
+        {std::string(key_id_of(stored))});
+  };
+  EXPECT_EQ(owner_of(tenant_row), tenant_a);
+  EXPECT_EQ(owner_of(platform_row), "user " + user);
+  EXPECT_EQ(owner_of(orphan_row), "plain: to nobody") << "no owner: no key to seal it under";
+  std::string stored = one("SELECT body FROM pii_outbox WHERE id = $1", {platform_row});
+  db::BlockingConnection conn(db.admin_url(), "test");
+  load_keys_blocking(conn, {stored});
+  EXPECT_EQ(open("pii_outbox.body", stored), "to the user");
+}
+
 TEST_F(Pii, RotationResealsEveryValueAndRewrapsUnderANewSecret) {
   sql(db.admin_url(),
       "CREATE TABLE pii_probe (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, note text)");
