@@ -12,6 +12,7 @@
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
 #include "ops/ops.hpp"
+#include "ratelimit/ratelimit.hpp"
 #include "redis/client.hpp"
 #include "runtime/registrar.hpp"
 #include "security/security.hpp"
@@ -60,6 +61,8 @@ void register_modules(runtime::Registrar& reg) {
   webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
+  // After identity: its admission step (authorization) runs before the limiter's.
+  ratelimit::Register(reg);
   // Last: its edge step answers only what no route matched.
   web::Register(reg);
 }

@@ -406,6 +406,15 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO invitations (tenant_id, id, email, role, token_hash, invited_by, expires_at) "
         "VALUES ($1, $2, $3, 'member', $4, $5, now() + interval '7 days')",
         {tenant, core::uuid_v7(), "invitee-" + tag + "@example.com", "hash-" + tag, user});
+    sql(db.admin_url(), "INSERT INTO platform_staff (user_id) VALUES ($1)", {user});
+    sql(db.admin_url(),
+        "INSERT INTO rate_limit_overrides (tenant_id, rule, requests, period_seconds) "
+        "VALUES ($1, 'api', 10, 1)",
+        {tenant});
+    sql(db.admin_url(),
+        "INSERT INTO rate_limit_stats (tenant_id, hour, rule, key_kind, limited, requests) "
+        "VALUES ($1, date_trunc('hour', now()), 'api', 'tenant', 1, 2)",
+        {tenant});
   }
 }
 
