@@ -237,6 +237,25 @@ TEST(RateLimit, StaffAndExemptCallersAreNotLimited) {
   EXPECT_EQ(get(server, "/api/admin/rate-limits/report", a.access_token).status, 403);
 }
 
+TEST(RateLimit, OperatorsGrantAndRevokeStaffFromTheCommandLine) {
+  TestDatabase db;
+  TestServer server(db);
+  Account a = testkit::sign_up(server, "Operator to be");
+  std::map<std::string, std::string> env{{"HSEA_DATABASE_URL", db.app_url()},
+                                         {"HSEA_DATABASE_ADMIN_URL", db.admin_url()}};
+  auto grant = testkit::run_hsea({"staff", "grant", a.user_id}, env);
+  ASSERT_EQ(grant.exit_code, 0) << grant.output;
+  EXPECT_NE(grant.output.find("granted"), std::string::npos) << grant.output;
+  EXPECT_EQ(get(server, "/api/admin/rate-limits/overrides", a.access_token).status, 200);
+  auto revoke = testkit::run_hsea({"staff", "revoke", a.user_id}, env);
+  ASSERT_EQ(revoke.exit_code, 0) << revoke.output;
+  EXPECT_NE(revoke.output.find("revoked"), std::string::npos) << revoke.output;
+  // Other processes' auth caches forget within 5 s.
+  std::this_thread::sleep_for(std::chrono::milliseconds(5500));
+  EXPECT_EQ(get(server, "/api/admin/rate-limits/overrides", a.access_token).status, 403);
+  EXPECT_NE(testkit::run_hsea({"staff", "grant", "not-a-uuid"}, env).exit_code, 0);
+}
+
 TEST(RateLimit, OverridesReplaceTheDefaultForOneTenantAndAreAudited) {
   TestDatabase db;
   TestServer server(db, {{"HSEA_RATE_LIMIT_RPS", "100"}, {"HSEA_RATE_LIMIT_BURST", "100"}});
