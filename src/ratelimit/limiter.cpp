@@ -95,7 +95,11 @@ Counters& counters() {
 bool degraded() { return g_degraded.load(std::memory_order_relaxed); }
 
 awaitable<Decision> check(std::string key, Rate rate, int cost, bool peek) {
-  redis::Client* client = redis::client();
+  return check_on(redis::client(), std::move(key), rate, cost, peek);
+}
+
+awaitable<Decision> check_on(redis::Client* client, std::string key, Rate rate, int cost,
+                             bool peek) {
   if (client != nullptr) {
     if (client->connected()) {
       try {

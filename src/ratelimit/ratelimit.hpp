@@ -15,6 +15,9 @@
 namespace hsea::runtime {
 class Registrar;
 }
+namespace hsea::redis {
+class Client;
+}
 
 namespace hsea::ratelimit {
 
@@ -40,6 +43,11 @@ void set_plan_rates(PlanRates source);
 // its own table (fail open to per-node limits; /health says degraded). Usable from any module
 // on an I/O thread.
 boost::asio::awaitable<Decision> check(std::string key, Rate rate, int cost = 1, bool peek = false);
+
+// The same on a given client (null: the node's table); check() uses the thread's client. For
+// tools and benchmarks that run no runtime (bench/limiter_bench.cpp).
+boost::asio::awaitable<Decision> check_on(redis::Client* client, std::string key, Rate rate,
+                                          int cost = 1, bool peek = false);
 
 // Whether the last check on this node fell back to the local table because Redis failed.
 bool degraded();
