@@ -340,11 +340,18 @@ TEST_F(Billing, ARouteNeedingAPlanFeatureAnswers402PlanRequired) {
   Account a = testkit::sign_up(*server_, "Feature Co");
   std::string endpoint = R"({"url":"https://example.com/hook"})";
   std::vector<std::string> json{"Content-Type: application/json"};
+  // A second node on the same database, whose cache (one thread: one cache) holds the tenant's
+  // plan already.
+  testkit::TestServer other(*db_, {{"HSEA_THREADS", "1"}});
+  std::vector<std::string> with{bearer(a.access_token), "Content-Type: application/json"};
+  HttpResponse warm = http("POST", other.url("/api/webhooks/endpoints"), endpoint, with);
+  // Past the entitlement step (the address itself may be refused later: 422).
+  ASSERT_TRUE(warm.status == 201 || warm.status == 422) << warm.body;
   // The free plan includes webhooks; the operator takes them out of it.
   HttpResponse off = call("PATCH", "/api/admin/plans/free", kAdminToken,
                           R"({"features":{"webhooks":false}})", json);
   ASSERT_EQ(off.status, 200) << off.body;
-  // Every node's cache is emptied by the change (NOTIFY), not after its lifetime.
+  // Every node's cache is emptied by the change (NOTIFY), well before its 60 s lifetime.
   HttpResponse r;
   EXPECT_TRUE(eventually(
       [&] {
@@ -355,6 +362,14 @@ TEST_F(Billing, ARouteNeedingAPlanFeatureAnswers402PlanRequired) {
       << r.status << " " << r.body;
   EXPECT_EQ(code_of(r), "plan_required");
   EXPECT_NE(r.body.find("webhooks"), std::string::npos);
+  HttpResponse there;
+  EXPECT_TRUE(eventually(
+      [&] {
+        there = http("POST", other.url("/api/webhooks/endpoints"), endpoint, with);
+        return there.status == 402;
+      },
+      std::chrono::seconds(5)))
+      << there.status << " " << there.body;
   HttpResponse on = call("PATCH", "/api/admin/plans/free", kAdminToken,
                          R"({"features":{"webhooks":true}})", json);
   ASSERT_EQ(on.status, 200);
