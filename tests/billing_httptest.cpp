@@ -118,7 +118,7 @@ TEST_F(Billing, PlansArePublicSeededAndCarryTheirLimits) {
   EXPECT_FALSE(pro.contains("stripe_product_id"));  // the operator's view only
 }
 
-TEST_F(Billing, ANewTenantStartsOnFreeWithItsHistory) {
+TEST_F(Billing, ANewTenantStartsOnFreeWithHistoryAuditAndEvent) {
   Account a = testkit::sign_up(*server_, "Free Co");
   HttpResponse r = call("GET", "/api/subscriptions/current", a.access_token);
   ASSERT_EQ(r.status, 200) << r.body;
@@ -130,11 +130,15 @@ TEST_F(Billing, ANewTenantStartsOnFreeWithItsHistory) {
   EXPECT_EQ(s.at("plan").at("limits").at("seats").as_int64(), 3);
   EXPECT_EQ(scalar("SELECT count(*) FROM subscription_history WHERE tenant_id = $1", {a.tenant_id}),
             "1");
-  // Starting on free is part of the tenant's creation (tenant.created): no entry of its own.
+  // Audited, and an event for the tenant's webhooks, in the sign-up's transaction.
   EXPECT_EQ(scalar("SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND "
                    "action = 'subscription.created'",
                    {a.tenant_id}),
-            "0");
+            "1");
+  EXPECT_EQ(scalar("SELECT count(*) FROM events WHERE tenant_id = $1 AND "
+                   "type = 'subscription.created'",
+                   {a.tenant_id}),
+            "1");
   // POST /api/tenants starts one the same way.
   HttpResponse t = call("POST", "/api/tenants", a.access_token, R"({"name":"Second Co"})");
   ASSERT_EQ(t.status, 201) << t.body;
@@ -400,7 +404,7 @@ TEST(BillingTrial, ANewTenantTriesTheConfiguredPlan) {
             "t");
   // The trial's features apply: Pro has SSO.
   EXPECT_TRUE(s.at("plan").at("features").at("sso").as_bool());
-  // A trial is a billing change: audited, and an event for the tenant's webhooks.
+  // Audited, and an event for the tenant's webhooks.
   for (const char* table : {"audit_logs WHERE action", "events WHERE type"}) {
     EXPECT_EQ(testkit::sql(db.admin_url(),
                            std::string("SELECT count(*) FROM ") + table +

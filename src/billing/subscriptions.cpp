@@ -742,9 +742,6 @@ awaitable<void> start_subscription(db::Transaction& tx, const RequestContext& ct
   std::string plan = trial ? s.trial_plan : "free";
   co_await tx.exec(kInsertSubscription,
                    db::params(id, plan, trial ? "trialing" : "active", trial ? s.trial_days : 0));
-  // The free plan is where every tenant starts: its row (and history) is the record, next to
-  // tenant.created. A trial is a billing change of its own: audited, and an event.
-  if (!trial) co_return;
   db::Result r = co_await tx.exec(kCurrent);
   security::Actor actor = security::actor_of(ctx);
   if (actor.kind == security::Actor::Kind::kAnonymous) actor = {security::Actor::Kind::kSystem, ""};
