@@ -149,16 +149,17 @@ std::string slug_from(std::string_view name) {
 object token_json(const RequestContext& ctx, const std::string& user_id,
                   const std::string& tenant_id, const Issued& issued) {
   std::int64_t now = unix_now();
+  const std::int64_t lifetime = settings().access_token_seconds;
   AccessClaims claims{.user_id = user_id,
                       .tenant_id = tenant_id,
                       .session_id = issued.session_id,
                       .issued_at = now,
-                      .expires_at = now + kAccessTokenSeconds};
+                      .expires_at = now + lifetime};
   std::string access = state().keys.keys().sign(claims);
   return object{{"access_token", access},
                 {"refresh_token", issued.refresh_token},
                 {"token_type", "Bearer"},
-                {"expires_in", kAccessTokenSeconds}};
+                {"expires_in", lifetime}};
 }
 
 // ------------------------------------------------------------------------------- handlers
@@ -408,7 +409,10 @@ awaitable<Response> refresh_cookie_session(RequestContext& ctx, SessionCookie co
   std::string token =
       csrf_token(config().secret_key, cookie.session_id, bumped.get_int(0, "csrf_generation"));
   Response r = http::json_response(200, object{{"csrf_token", token}});
-  set_csrf_cookie(r, config(), token, static_cast<int>(bumped.get_int(0, "seconds_left")));
+  // The session cookie again too: its access starts anew (HSEA_ACCESS_TOKEN_SECONDS), like a
+  // refreshed access token's.
+  set_session_cookies(r, config(), cookie, static_cast<int>(bumped.get_int(0, "seconds_left")),
+                      bumped.get_int(0, "csrf_generation"));
   co_return r;
 }
 
