@@ -404,6 +404,27 @@ TEST(BillingTrial, ANewTenantTriesTheConfiguredPlan) {
             "t");
   // The trial's features apply: Pro has SSO.
   EXPECT_TRUE(s.at("plan").at("features").at("sso").as_bool());
+  // When the trial ends unpaid, the free plan applies: here without webhooks.
+  testkit::sql(db.admin_url(),
+               "UPDATE plans SET features = features || '{\"webhooks\": false}' "
+               "WHERE id = 'free'");
+  std::string endpoint = R"({"url":"https://example.com/hook"})";
+  std::vector<std::string> with{bearer(a.access_token), "Content-Type: application/json"};
+  HttpResponse during = http("POST", server.url("/api/webhooks/endpoints"), endpoint, with);
+  EXPECT_NE(during.status, 402) << during.body;
+  testkit::sql(db.admin_url(),
+               "UPDATE subscriptions SET trial_end = now() - interval '1 minute' "
+               "WHERE tenant_id = $1",
+               {a.tenant_id});
+  HttpResponse after;
+  EXPECT_TRUE(eventually(
+      [&] {
+        after = http("POST", server.url("/api/webhooks/endpoints"), endpoint, with);
+        return after.status == 402;
+      },
+      std::chrono::seconds(5)))
+      << after.status << " " << after.body;
+  EXPECT_NE(after.body.find("(free)"), std::string::npos) << after.body;
   // Audited, and an event for the tenant's webhooks.
   for (const char* table : {"audit_logs WHERE action", "events WHERE type"}) {
     EXPECT_EQ(testkit::sql(db.admin_url(),

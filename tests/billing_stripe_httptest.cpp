@@ -145,6 +145,13 @@ TEST_F(BillingStripe, CheckoutThenPaymentMakesTheSubscriptionActive) {
   std::string body = R"({"plan_id":"starter","interval":"year","success_url":")" + kPublic +
                      "/billing/done" + R"(","cancel_url":")" + kPublic + "/billing/cancel" +
                      R"("})";
+  // Before any paid subscription, the preview is the plan's price.
+  HttpResponse price =
+      call("GET", "/api/subscriptions/preview?plan_id=starter&interval=year", a.access_token);
+  ASSERT_EQ(price.status, 200) << price.body;
+  EXPECT_EQ(json_of(price).at("amount_due").as_int64(), 29000);
+  EXPECT_EQ(json_of(price).at("proration_amount").as_int64(), 0);
+  EXPECT_EQ(call("GET", "/api/subscriptions/preview?plan_id=nope", a.access_token).status, 422);
   // A redirect elsewhere than this server or the tenant's allowed origins is refused.
   HttpResponse evil = call("POST", "/api/subscriptions/checkout", a.access_token,
                            R"({"plan_id":"starter","success_url":"https://evil.example/x",)"
