@@ -25,8 +25,8 @@ namespace {
 using boost::asio::awaitable;
 using Clock = std::chrono::steady_clock;
 
-// The free plan applies without a subscription row, after a cancellation ends, and after a
-// trial that ended without a paid subscription.
+// The free plan applies without a subscription row, after a cancellation ends, while the first
+// payment is outstanding (incomplete), and after a trial that ended without a paid subscription.
 HSEA_QUERY kEntitlement{
     "billing_entitlement",
     "SELECT p.id AS plan_id, p.features::text AS features, p.limits::text AS limits, "
@@ -35,7 +35,8 @@ HSEA_QUERY kEntitlement{
     "EXTRACT(epoch FROM s.current_period_end)::bigint AS period_end "
     "FROM tenants t LEFT JOIN subscriptions s ON s.tenant_id = t.id "
     "JOIN plans p ON p.id = CASE WHEN s.status IS NULL OR s.status IN ('canceled', "
-    "'incomplete_expired') OR (s.status = 'trialing' AND s.stripe_subscription_id IS NULL "
+    "'incomplete', 'incomplete_expired') OR (s.status = 'trialing' AND "
+    "s.stripe_subscription_id IS NULL "
     "AND s.trial_end <= now()) THEN 'free' ELSE s.plan_id END "
     "WHERE t.id = current_setting('app.tenant_id')::uuid"};
 
