@@ -49,12 +49,13 @@ const core::Section<Settings> kSettings{
 struct State {
   const Settings* settings = nullptr;
   std::unordered_set<std::string> exempt;
-  std::atomic<PlanRates> plan{nullptr};
   std::mutex overrides_mutex;
   std::shared_ptr<const OverrideMap> overrides = std::make_shared<OverrideMap>();
   std::atomic<std::uint64_t> overrides_version{1};
 };
 State* g_state = nullptr;
+// Apart from the state: the billing module may set it before or after this module registers.
+std::atomic<PlanRates> g_plan_rates{nullptr};
 
 State& state() {
   static State fallback;  // before (or without) registration: defaults, nothing exempt
@@ -121,10 +122,16 @@ awaitable<Response> limit(RequestContext& ctx, http::Next next) {
   static const Limit kDefault = default_rule();
   const Limit* declared = ctx.policy<Limit>();
   const Limit& rule = declared != nullptr ? *declared : kDefault;
-  Resolved resolved = resolve_for(ctx.tenant_id, rule);
+  std::optional<Rate> plan = co_await plan_rate(ctx.tenant_id, rule.limit);
+  Resolved resolved = resolve_for(ctx.tenant_id, rule, plan);
   std::pair<std::string_view, std::string> who = subject(ctx, resolved.per);
-  std::string key = bucket_key(ctx.tenant_id, resolved.rule, who.first, who.second);
   Rate rate = resolved.rate;
+  // The rate is part of the bucket's name: a bucket's TAT only means something at its rate, so
+  // a new rate (an override, a plan change) starts with a full bucket instead of paying off a
+  // backlog counted at the old one.
+  std::string key =
+      fmt::format("{}:{}/{}", bucket_key(ctx.tenant_id, resolved.rule, who.first, who.second),
+                  rate.interval_us(), rate.capacity());
   Decision d = co_await check(std::move(key), rate);
   count(ctx, resolved, who.first, !d.allowed);
   if (!d.allowed) {
@@ -164,8 +171,8 @@ const Settings& settings() {
   return state().settings != nullptr ? *state().settings : kDefaults;
 }
 
-void set_plan_rates(PlanRates source) { state().plan.store(source); }
-PlanRates plan_rates() { return state().plan.load(std::memory_order_relaxed); }
+void set_plan_rates(PlanRates source) { g_plan_rates.store(source); }
+PlanRates plan_rates() { return g_plan_rates.load(std::memory_order_relaxed); }
 
 std::string override_key(const std::string& tenant, const std::string& rule) {
   return tenant + '\n' + rule;
@@ -189,11 +196,16 @@ void set_overrides(std::shared_ptr<const OverrideMap> map) {
   s.overrides_version.fetch_add(1, std::memory_order_release);
 }
 
-Resolved resolve_for(const std::string& tenant, const Limit& rule) {
+boost::asio::awaitable<std::optional<Rate>> plan_rate(std::string tenant, int rule_limit) {
+  PlanRates source = plan_rates();
+  if (source == nullptr || tenant.empty() || rule_limit > 0) co_return std::nullopt;
+  co_return co_await source(std::move(tenant));
+}
+
+Resolved resolve_for(const std::string& tenant, const Limit& rule,
+                     const std::optional<Rate>& plan) {
   const Settings& st = settings();
   Rate fallback{st.default_rps, 1, st.default_burst};
-  std::optional<Rate> plan;
-  if (PlanRates source = plan_rates(); source != nullptr && !tenant.empty()) plan = source(tenant);
   std::optional<Rate> override_rate;
   if (!tenant.empty()) {
     std::shared_ptr<const OverrideMap> map = overrides();

@@ -193,10 +193,11 @@ awaitable<Response> tenant_report(RequestContext& ctx) {
                           {"requests", r.get_int(i, "requests")}});
   }
   static const Limit kDefault = default_rule();
+  std::optional<Rate> plan = co_await plan_rate(ctx.tenant_id, 0);
   co_return http::json_response(
       200, object{{"hours", hours},
                   {"limited", limited},
-                  {"limit", effective_json(resolve_for(ctx.tenant_id, kDefault))},
+                  {"limit", effective_json(resolve_for(ctx.tenant_id, kDefault, plan))},
                   {"data", std::move(data)}});
 }
 
