@@ -1,6 +1,7 @@
 // The rate-limit middleware, its settings and its registration.
 #include <fmt/format.h>
 
+#include <arpa/inet.h>
 #include <boost/asio/awaitable.hpp>
 
 #include <cctype>
@@ -10,6 +11,7 @@
 #include <unordered_set>
 
 #include "core/error.hpp"
+#include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/settings.hpp"
 #include "http/context.hpp"
@@ -27,6 +29,25 @@ using boost::asio::awaitable;
 using http::RequestContext;
 using http::Response;
 
+// Each entry must be an id (a UUID) or a client address; anything else is a typo that would
+// silently exempt nobody.
+std::optional<std::string> check_exempt(std::string& value) {
+  std::stringstream in(value);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b == std::string::npos) continue;
+    std::string v = item.substr(b, e - b + 1);
+    in6_addr addr{};
+    if (core::is_uuid(v) || inet_pton(AF_INET, v.c_str(), &addr) == 1 ||
+        inet_pton(AF_INET6, v.c_str(), &addr) == 1) {
+      continue;
+    }
+    return "each entry must be a tenant, user or API-key id or a client address: " + v;
+  }
+  return std::nullopt;
+}
+
 const core::Section<Settings> kSettings{
     "ratelimit",
     {core::bool_setting(&Settings::enabled, "HSEA_RATE_LIMIT_ENABLED", "true",
@@ -37,7 +58,8 @@ const core::Section<Settings> kSettings{
                        "requests at once of a tenant with the default rate"),
      core::string_setting(&Settings::exempt, "HSEA_RATE_LIMIT_EXEMPT", "",
                           "never limited: comma-separated tenant, user and API-key ids and "
-                          "client addresses"),
+                          "client addresses",
+                          check_exempt),
      core::int_setting(&Settings::alert_threshold, "HSEA_RATE_LIMIT_ALERT_THRESHOLD", "1000", 1,
                        1000000000, "limited requests of one tenant per flush that raise an alert"),
      core::int_setting(&Settings::flush_seconds, "HSEA_RATE_LIMIT_FLUSH_SECONDS", "60", 1, 3600,
@@ -227,14 +249,16 @@ void Register(runtime::Registrar& reg) {
   register_routes(reg);
   register_analytics(reg);
   reg.metrics([](std::string& out) {
-    fmt::format_to(std::back_inserter(out),
-                   "# TYPE hsea_rate_limit_checks_total counter\n"
-                   "hsea_rate_limit_checks_total{{backend=\"redis\"}} {}\n"
-                   "hsea_rate_limit_checks_total{{backend=\"local\"}} {}\n"
-                   "# TYPE hsea_rate_limit_degraded gauge\n"
-                   "hsea_rate_limit_degraded {}\n",
-                   counters().redis_checks.load(), counters().local_checks.load(),
-                   degraded() ? 1 : 0);
+    fmt::format_to(
+        std::back_inserter(out),
+        "# HELP hsea_rate_limit_checks_total Rate-limit checks by where they were decided.\n"
+        "# TYPE hsea_rate_limit_checks_total counter\n"
+        "hsea_rate_limit_checks_total{{backend=\"redis\"}} {}\n"
+        "hsea_rate_limit_checks_total{{backend=\"local\"}} {}\n"
+        "# HELP hsea_rate_limit_degraded 1 while Redis fails and limits are per node.\n"
+        "# TYPE hsea_rate_limit_degraded gauge\n"
+        "hsea_rate_limit_degraded {}\n",
+        counters().redis_checks.load(), counters().local_checks.load(), degraded() ? 1 : 0);
   });
 }
 
