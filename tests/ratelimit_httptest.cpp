@@ -53,6 +53,18 @@ int admitted_until_refused(const TestServer& s, const std::string& path, const s
   return max;
 }
 
+// Test servers run without rate limits (testkit); these tests turn them on.
+std::map<std::string, std::string> limited(std::map<std::string, std::string> env = {}) {
+  env["HSEA_RATE_LIMIT_ENABLED"] = "true";
+  return env;
+}
+
+// The seeded plans carry rates (free: 5 a second, 20 at once); tests of the settings' default
+// rate take them out, so the default applies.
+void without_plan_rates(const TestDatabase& db) {
+  sql(db.admin_url(), "UPDATE plans SET limits = limits - 'requests_per_second' - 'burst'");
+}
+
 void make_staff(const TestDatabase& db, const std::string& user_id) {
   sql(db.admin_url(), "INSERT INTO platform_staff (user_id) VALUES ($1)", {user_id});
 }
@@ -123,7 +135,8 @@ HttpResponse wait_for_health(const TestServer& s, const std::string& status) {
 
 TEST(RateLimit, RefusalsAre429ProblemsWithHeadersAndOneTenantNeverLimitsAnother) {
   TestDatabase db;
-  TestServer server(db, {{"HSEA_RATE_LIMIT_RPS", "1"}, {"HSEA_RATE_LIMIT_BURST", "5"}});
+  without_plan_rates(db);
+  TestServer server(db, limited({{"HSEA_RATE_LIMIT_RPS", "1"}, {"HSEA_RATE_LIMIT_BURST", "5"}}));
   Account a = testkit::sign_up(server, "Hammer A");
   Account b = testkit::sign_up(server, "Quiet B");
 
@@ -161,7 +174,7 @@ TEST(RateLimit, RefusalsAre429ProblemsWithHeadersAndOneTenantNeverLimitsAnother)
 
 TEST(RateLimit, UsersApiKeysAndAddressesHaveTheirOwnBuckets) {
   TestDatabase db;
-  TestServer server(db);
+  TestServer server(db, limited());
   Account a = testkit::sign_up(server, "Keys A");
   // GET /api/rate-limits/report declares its own rule: 10 at once per user or API key.
   auto key = http("POST", server.url("/api/api-keys"),
@@ -207,10 +220,11 @@ TEST(RateLimit, FailedSignInsCountPerAddressAndIPv6Per64) {
 
 TEST(RateLimit, StaffAndExemptCallersAreNotLimited) {
   TestDatabase db;
-  TestServer server(db, {{"HSEA_RATE_LIMIT_RPS", "1"},
-                         {"HSEA_RATE_LIMIT_BURST", "2"},
-                         {"HSEA_TRUST_FORWARDED_FOR", "true"},
-                         {"HSEA_RATE_LIMIT_EXEMPT", "198.51.100.9, 2001:DB8:9:9::1"}});
+  without_plan_rates(db);
+  TestServer server(db, limited({{"HSEA_RATE_LIMIT_RPS", "1"},
+                                 {"HSEA_RATE_LIMIT_BURST", "2"},
+                                 {"HSEA_TRUST_FORWARDED_FOR", "true"},
+                                 {"HSEA_RATE_LIMIT_EXEMPT", "198.51.100.9, 2001:DB8:9:9::1"}}));
   Account staff = testkit::sign_up(server, "Operators");
   make_staff(db, staff.user_id);
   Account a = testkit::sign_up(server, "Ordinary");
@@ -239,7 +253,7 @@ TEST(RateLimit, StaffAndExemptCallersAreNotLimited) {
 
 TEST(RateLimit, OperatorsGrantAndRevokeStaffFromTheCommandLine) {
   TestDatabase db;
-  TestServer server(db);
+  TestServer server(db, limited());
   Account a = testkit::sign_up(server, "Operator to be");
   std::map<std::string, std::string> env{{"HSEA_DATABASE_URL", db.app_url()},
                                          {"HSEA_DATABASE_ADMIN_URL", db.admin_url()}};
@@ -256,9 +270,55 @@ TEST(RateLimit, OperatorsGrantAndRevokeStaffFromTheCommandLine) {
   EXPECT_NE(testkit::run_hsea({"staff", "grant", "not-a-uuid"}, env).exit_code, 0);
 }
 
+// The resolution order through the API: the plan's rate replaces the settings' default, an
+// override replaces the plan's, and a route's own rule is not the plan's to change.
+TEST(RateLimit, PlanRatesApplyPerTenantAndOverridesReplaceThem) {
+  TestDatabase db;
+  sql(db.admin_url(),
+      "UPDATE plans SET limits = limits || '{\"requests_per_second\": 1, \"burst\": 3}' "
+      "WHERE id = 'free'");
+  TestServer server(db,
+                    limited({{"HSEA_RATE_LIMIT_RPS", "1000"}, {"HSEA_RATE_LIMIT_BURST", "1000"}}));
+  Account staff = testkit::sign_up(server, "Operators");
+  make_staff(db, staff.user_id);
+  Account a = testkit::sign_up(server, "Free A");
+  Account b = testkit::sign_up(server, "Pro B");
+  sql(db.admin_url(), "UPDATE subscriptions SET plan_id = 'pro' WHERE tenant_id = $1",
+      {b.tenant_id});
+
+  HttpResponse first = get(server, "/api/members", a.access_token);
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.header("ratelimit-policy"), "\"api\";q=3;w=3");  // the free plan's
+  EXPECT_LE(admitted_until_refused(server, "/api/members", a.access_token, 20), 4);
+  HttpResponse pro = get(server, "/api/members", b.access_token);
+  EXPECT_EQ(pro.header("ratelimit-policy"), "\"api\";q=500;w=5");  // pro: 100 a second, 500
+  object limit =
+      json_of(get(server, "/api/rate-limits/report", a.access_token)).at("limit").as_object();
+  EXPECT_EQ(str(limit, "source"), "plan");
+  EXPECT_EQ(limit.at("requests").as_int64(), 1);
+  // The report's own rule ignores the plan.
+  EXPECT_EQ(get(server, "/api/rate-limits/report", a.access_token).header("ratelimit-policy"),
+            "\"rate_limits.report\";q=10;w=20");
+
+  HttpResponse set =
+      http("PUT", server.url("/api/admin/rate-limits/overrides/" + a.tenant_id + "/api"),
+           R"({"requests":50,"burst":50})",
+           {bearer(staff.access_token), "Content-Type: application/json"});
+  ASSERT_EQ(set.status, 200) << set.body;
+  HttpResponse after = get(server, "/api/members", a.access_token);
+  EXPECT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(after.header("ratelimit-policy"), "\"api\";q=50;w=1");
+  limit = json_of(get(server, "/api/rate-limits/report", a.access_token)).at("limit").as_object();
+  EXPECT_EQ(str(limit, "source"), "override");
+  EXPECT_EQ(get(server, "/api/members", b.access_token).header("ratelimit-policy"),
+            "\"api\";q=500;w=5");
+}
+
 TEST(RateLimit, OverridesReplaceTheDefaultForOneTenantAndAreAudited) {
   TestDatabase db;
-  TestServer server(db, {{"HSEA_RATE_LIMIT_RPS", "100"}, {"HSEA_RATE_LIMIT_BURST", "100"}});
+  without_plan_rates(db);
+  TestServer server(db,
+                    limited({{"HSEA_RATE_LIMIT_RPS", "100"}, {"HSEA_RATE_LIMIT_BURST", "100"}}));
   Account staff = testkit::sign_up(server, "Operators");
   make_staff(db, staff.user_id);
   Account a = testkit::sign_up(server, "Enterprise A");
@@ -330,10 +390,11 @@ TEST(RateLimit, OverridesReplaceTheDefaultForOneTenantAndAreAudited) {
 
 TEST(RateLimit, LimitedRequestsAreCountedReportedAndAlerted) {
   TestDatabase db;
-  TestServer server(db, {{"HSEA_RATE_LIMIT_RPS", "1"},
-                         {"HSEA_RATE_LIMIT_BURST", "3"},
-                         {"HSEA_RATE_LIMIT_ALERT_THRESHOLD", "2"},
-                         {"HSEA_RATE_LIMIT_FLUSH_SECONDS", "3600"}});
+  without_plan_rates(db);
+  TestServer server(db, limited({{"HSEA_RATE_LIMIT_RPS", "1"},
+                                 {"HSEA_RATE_LIMIT_BURST", "3"},
+                                 {"HSEA_RATE_LIMIT_ALERT_THRESHOLD", "2"},
+                                 {"HSEA_RATE_LIMIT_FLUSH_SECONDS", "3600"}}));
   Account staff = testkit::sign_up(server, "Operators");
   make_staff(db, staff.user_id);
   Account a = testkit::sign_up(server, "Limited A");
@@ -381,7 +442,9 @@ TEST(RateLimit, LimitedRequestsAreCountedReportedAndAlerted) {
 // twice that. The sign-in throttle holds across the nodes too.
 TEST(RateLimit, TwoNodesSharingRedisAdmitRateTimesWindowPlusBurst) {
   TestDatabase db;
+  without_plan_rates(db);
   std::map<std::string, std::string> env{
+      {"HSEA_RATE_LIMIT_ENABLED", "true"},
       {"HSEA_REDIS_URL", testkit::required_env("HSEA_TEST_REDIS_URL")},
       {"HSEA_RATE_LIMIT_RPS", "50"},
       {"HSEA_RATE_LIMIT_BURST", "50"},
@@ -443,10 +506,11 @@ TEST(RateLimit, TwoNodesSharingRedisAdmitRateTimesWindowPlusBurst) {
 TEST(RateLimit, RedisStoppedFailsOpenToPerNodeLimitsAndRecovers) {
   OwnRedis redis;
   TestDatabase db;
-  TestServer server(db, {{"HSEA_REDIS_URL", redis.url()},
-                         {"HSEA_REDIS_TIMEOUT_MS", "300"},
-                         {"HSEA_RATE_LIMIT_RPS", "1"},
-                         {"HSEA_RATE_LIMIT_BURST", "3"}});
+  without_plan_rates(db);
+  TestServer server(db, limited({{"HSEA_REDIS_URL", redis.url()},
+                                 {"HSEA_REDIS_TIMEOUT_MS", "300"},
+                                 {"HSEA_RATE_LIMIT_RPS", "1"},
+                                 {"HSEA_RATE_LIMIT_BURST", "3"}}));
   wait_for_health(server, "ok");
   Account a = testkit::sign_up(server, "Redis outage");
   EXPECT_LE(admitted_until_refused(server, "/api/members", a.access_token, 20), 4);

@@ -62,11 +62,10 @@ void register_modules(runtime::Registrar& reg) {
   webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
-  // After identity: its admission step (authorization) runs before the limiter's.
-  ratelimit::Register(reg);
-  // After identity (its tenant-creation hook and admission step come first) and the limiter
-  // (billing gives it the plans' rates).
+  // After identity: its tenant-creation hook and its admission step come first.
   billing::Register(reg);
+  // After identity and billing: authorization and the plan's features are checked first.
+  ratelimit::Register(reg);
   // Last: its edge step answers only what no route matched.
   web::Register(reg);
 }

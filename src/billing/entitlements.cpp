@@ -15,7 +15,6 @@
 #include "db/db.hpp"
 #include "http/context.hpp"
 #include "http/middleware.hpp"
-#include "ratelimit/ratelimit.hpp"
 #include "runtime/registrar.hpp"
 #include "runtime/runtime.hpp"
 
@@ -157,19 +156,8 @@ std::shared_ptr<const Entitlement> Entitlements::cached(const std::string& tenan
 
 void Entitlements::invalidate() { g_epoch.fetch_add(1, std::memory_order_acq_rel); }
 
-namespace {
-// The limiter's plan rule: the plan's requests_per_second and burst (limits keys).
-awaitable<std::optional<ratelimit::Rate>> plan_rate(std::string tenant_id) {
-  std::shared_ptr<const Entitlement> e = co_await Entitlements::of(std::move(tenant_id));
-  std::optional<std::int64_t> rps = e->limit("requests_per_second");
-  if (!rps || *rps <= 0) co_return std::nullopt;
-  co_return ratelimit::Rate{
-      .limit = *rps, .period_seconds = 1, .burst = e->limit("burst").value_or(0)};
-}
-}  // namespace
 
 void register_entitlements(runtime::Registrar& reg) {
-  ratelimit::set_plan_rates(&plan_rate);
   reg.middleware({.name = "entitlements",
                   .stage = http::Stage::kAdmission,
                   .around = check_feature,

@@ -1,6 +1,8 @@
 // The billing module's registration: settings, event types, routes, jobs, metrics.
 #include <fmt/format.h>
 
+#include <memory>
+#include <optional>
 #include <stdexcept>
 
 #include "billing/billing.hpp"
@@ -8,6 +10,7 @@
 #include "core/config.hpp"
 #include "core/settings.hpp"
 #include "jobs/jobs.hpp"
+#include "ratelimit/ratelimit.hpp"
 #include "runtime/registrar.hpp"
 
 namespace hsea::billing {
@@ -101,6 +104,21 @@ void render(std::string& out) {
   }
 }
 
+// The rate limiter's plan rule: the plan's requests_per_second and burst, from this thread's
+// entitlements cache (a query only on a miss). A plan without them, or entitlements that cannot
+// be read, leave the limiter's default.
+boost::asio::awaitable<std::optional<ratelimit::Rate>> plan_rate(std::string tenant_id) {
+  std::shared_ptr<const Entitlement> e;
+  try {
+    e = co_await Entitlements::of(std::move(tenant_id));
+  } catch (const std::exception&) {
+    co_return std::nullopt;
+  }
+  std::optional<std::int64_t> rps = e ? e->limit("requests_per_second") : std::nullopt;
+  if (!rps || *rps <= 0) co_return std::nullopt;
+  co_return ratelimit::Rate{*rps, 1, e->limit("burst").value_or(0)};
+}
+
 }  // namespace
 
 State& state() {
@@ -136,6 +154,7 @@ void Register(runtime::Registrar& reg) {
   register_subscriptions(reg);
   register_intake(reg);
   register_entitlements(reg);
+  ratelimit::set_plan_rates(plan_rate);
   reg.metrics(render);
 }
 

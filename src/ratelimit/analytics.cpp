@@ -209,6 +209,7 @@ void register_analytics(runtime::Registrar& reg) {
   reg.metrics([](std::string& out) {
     Totals& t = totals();
     std::lock_guard lock(t.mutex);
+    out += "# HELP hsea_rate_limited_total Requests refused by rate limits.\n";
     out += "# TYPE hsea_rate_limited_total counter\n";
     for (const auto& [k, n] : t.limited) {
       auto a = k.find('\n'), b = k.find('\n', a + 1);
@@ -216,6 +217,9 @@ void register_analytics(runtime::Registrar& reg) {
                      "hsea_rate_limited_total{{tenant=\"{}\",rule=\"{}\",key=\"{}\"}} {}\n",
                      k.substr(0, a), k.substr(a + 1, b - a - 1), k.substr(b + 1), n);
     }
+    out +=
+        "# HELP hsea_rate_limit_anomalies_total Intervals whose request rate left the tenant's "
+        "baseline.\n";
     out += "# TYPE hsea_rate_limit_anomalies_total counter\n";
     for (const auto& [tenant, n] : t.anomalies) {
       fmt::format_to(std::back_inserter(out),

@@ -36,8 +36,11 @@ void set_overrides(std::shared_ptr<const OverrideMap> map);
 const Settings& settings();
 PlanRates plan_rates();
 
-// The rate `rule` has for `tenant` now, and where it came from.
-boost::asio::awaitable<Resolved> resolve_for(const std::string& tenant, const Limit& rule);
+// The rate `rule` has for `tenant` now, and where it came from; `plan` is the tenant's plan
+// rate (plan_rate()).
+Resolved resolve_for(const std::string& tenant, const Limit& rule, const std::optional<Rate>& plan);
+// The tenant's plan rate when `rule` takes it (a rule without its own rate), else nullopt.
+boost::asio::awaitable<std::optional<Rate>> plan_rate(std::string tenant, int rule_limit);
 
 // Analytics: one request passed the limiter (allowed or not).
 void count(const http::RequestContext& ctx, const Resolved& rule, std::string_view kind,

@@ -2,18 +2,16 @@
 #include <fmt/format.h>
 
 #include <arpa/inet.h>
-
 #include <boost/asio/awaitable.hpp>
 
-#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <iterator>
-#include <optional>
 #include <sstream>
 #include <unordered_set>
 
 #include "core/error.hpp"
+#include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/settings.hpp"
 #include "http/context.hpp"
@@ -31,8 +29,8 @@ using boost::asio::awaitable;
 using http::RequestContext;
 using http::Response;
 
-// Every item of the exemption list is an id (a UUID) or a client address: a typo would
-// otherwise exempt nobody, silently.
+// Each entry must be an id (a UUID) or a client address; anything else is a typo that would
+// silently exempt nobody.
 std::optional<std::string> check_exempt(std::string& value) {
   std::stringstream in(value);
   std::string item;
@@ -40,14 +38,12 @@ std::optional<std::string> check_exempt(std::string& value) {
     auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
     if (b == std::string::npos) continue;
     std::string v = item.substr(b, e - b + 1);
-    unsigned char address[16];
-    bool uuid = v.size() == 36 && std::all_of(v.begin(), v.end(), [](char c) {
-                  return std::isxdigit(static_cast<unsigned char>(c)) || c == '-';
-                });
-    if (!uuid && inet_pton(AF_INET, v.c_str(), address) != 1 &&
-        inet_pton(AF_INET6, v.c_str(), address) != 1) {
-      return "\"" + v + "\" is neither an id (UUID) nor an IP address";
+    in6_addr addr{};
+    if (core::is_uuid(v) || inet_pton(AF_INET, v.c_str(), &addr) == 1 ||
+        inet_pton(AF_INET6, v.c_str(), &addr) == 1) {
+      continue;
     }
+    return "each entry must be a tenant, user or API-key id or a client address: " + v;
   }
   return std::nullopt;
 }
@@ -75,12 +71,13 @@ const core::Section<Settings> kSettings{
 struct State {
   const Settings* settings = nullptr;
   std::unordered_set<std::string> exempt;
-  std::atomic<PlanRates> plan{nullptr};
   std::mutex overrides_mutex;
   std::shared_ptr<const OverrideMap> overrides = std::make_shared<OverrideMap>();
   std::atomic<std::uint64_t> overrides_version{1};
 };
 State* g_state = nullptr;
+// Apart from the state: the billing module may set it before or after this module registers.
+std::atomic<PlanRates> g_plan_rates{nullptr};
 
 State& state() {
   static State fallback;  // before (or without) registration: defaults, nothing exempt
@@ -147,10 +144,16 @@ awaitable<Response> limit(RequestContext& ctx, http::Next next) {
   static const Limit kDefault = default_rule();
   const Limit* declared = ctx.policy<Limit>();
   const Limit& rule = declared != nullptr ? *declared : kDefault;
-  Resolved resolved = co_await resolve_for(ctx.tenant_id, rule);
+  std::optional<Rate> plan = co_await plan_rate(ctx.tenant_id, rule.limit);
+  Resolved resolved = resolve_for(ctx.tenant_id, rule, plan);
   std::pair<std::string_view, std::string> who = subject(ctx, resolved.per);
-  std::string key = bucket_key(ctx.tenant_id, resolved.rule, who.first, who.second);
   Rate rate = resolved.rate;
+  // The rate is part of the bucket's name: a bucket's TAT only means something at its rate, so
+  // a new rate (an override, a plan change) starts with a full bucket instead of paying off a
+  // backlog counted at the old one.
+  std::string key =
+      fmt::format("{}:{}/{}", bucket_key(ctx.tenant_id, resolved.rule, who.first, who.second),
+                  rate.interval_us(), rate.capacity());
   Decision d = co_await check(std::move(key), rate);
   count(ctx, resolved, who.first, !d.allowed);
   if (!d.allowed) {
@@ -190,8 +193,8 @@ const Settings& settings() {
   return state().settings != nullptr ? *state().settings : kDefaults;
 }
 
-void set_plan_rates(PlanRates source) { state().plan.store(source); }
-PlanRates plan_rates() { return state().plan.load(std::memory_order_relaxed); }
+void set_plan_rates(PlanRates source) { g_plan_rates.store(source); }
+PlanRates plan_rates() { return g_plan_rates.load(std::memory_order_relaxed); }
 
 std::string override_key(const std::string& tenant, const std::string& rule) {
   return tenant + '\n' + rule;
@@ -215,13 +218,16 @@ void set_overrides(std::shared_ptr<const OverrideMap> map) {
   s.overrides_version.fetch_add(1, std::memory_order_release);
 }
 
-awaitable<Resolved> resolve_for(const std::string& tenant, const Limit& rule) {
+boost::asio::awaitable<std::optional<Rate>> plan_rate(std::string tenant, int rule_limit) {
+  PlanRates source = plan_rates();
+  if (source == nullptr || tenant.empty() || rule_limit > 0) co_return std::nullopt;
+  co_return co_await source(std::move(tenant));
+}
+
+Resolved resolve_for(const std::string& tenant, const Limit& rule,
+                     const std::optional<Rate>& plan) {
   const Settings& st = settings();
   Rate fallback{st.default_rps, 1, st.default_burst};
-  std::optional<Rate> plan;
-  if (PlanRates source = plan_rates(); source != nullptr && !tenant.empty()) {
-    plan = co_await source(tenant);
-  }
   std::optional<Rate> override_rate;
   if (!tenant.empty()) {
     std::shared_ptr<const OverrideMap> map = overrides();
@@ -230,7 +236,7 @@ awaitable<Resolved> resolve_for(const std::string& tenant, const Limit& rule) {
       if (it != map->end()) override_rate = it->second;
     }
   }
-  co_return resolve(rule, plan, fallback, override_rate);
+  return resolve(rule, plan, fallback, override_rate);
 }
 
 void Register(runtime::Registrar& reg) {
@@ -243,14 +249,16 @@ void Register(runtime::Registrar& reg) {
   register_routes(reg);
   register_analytics(reg);
   reg.metrics([](std::string& out) {
-    fmt::format_to(std::back_inserter(out),
-                   "# TYPE hsea_rate_limit_checks_total counter\n"
-                   "hsea_rate_limit_checks_total{{backend=\"redis\"}} {}\n"
-                   "hsea_rate_limit_checks_total{{backend=\"local\"}} {}\n"
-                   "# TYPE hsea_rate_limit_degraded gauge\n"
-                   "hsea_rate_limit_degraded {}\n",
-                   counters().redis_checks.load(), counters().local_checks.load(),
-                   degraded() ? 1 : 0);
+    fmt::format_to(
+        std::back_inserter(out),
+        "# HELP hsea_rate_limit_checks_total Rate-limit checks by where they were decided.\n"
+        "# TYPE hsea_rate_limit_checks_total counter\n"
+        "hsea_rate_limit_checks_total{{backend=\"redis\"}} {}\n"
+        "hsea_rate_limit_checks_total{{backend=\"local\"}} {}\n"
+        "# HELP hsea_rate_limit_degraded 1 while Redis fails and limits are per node.\n"
+        "# TYPE hsea_rate_limit_degraded gauge\n"
+        "hsea_rate_limit_degraded {}\n",
+        counters().redis_checks.load(), counters().local_checks.load(), degraded() ? 1 : 0);
   });
 }
 

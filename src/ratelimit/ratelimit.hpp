@@ -33,8 +33,8 @@ struct Settings {
 
 // The tenant's plan rate for rules without their own (requests per second and burst from the
 // plan's limits); nullopt when the plan sets none. Set by the module that knows plans (billing)
-// at registration. It runs for every limited request, so it answers from memory (billing's
-// per-thread entitlement cache) and awaits the database only on a miss.
+// at registration. It runs for every request limited by such a rule, so it must answer from
+// memory (billing's per-thread entitlements cache) but for a rare miss.
 using PlanRates = boost::asio::awaitable<std::optional<Rate>> (*)(std::string tenant_id);
 void set_plan_rates(PlanRates source);
 

@@ -193,11 +193,12 @@ awaitable<Response> tenant_report(RequestContext& ctx) {
                           {"requests", r.get_int(i, "requests")}});
   }
   static const Limit kDefault = default_rule();
-  Resolved effective = co_await resolve_for(ctx.tenant_id, kDefault);
-  co_return http::json_response(200, object{{"hours", hours},
-                                            {"limited", limited},
-                                            {"limit", effective_json(effective)},
-                                            {"data", std::move(data)}});
+  std::optional<Rate> plan = co_await plan_rate(ctx.tenant_id, 0);
+  co_return http::json_response(
+      200, object{{"hours", hours},
+                  {"limited", limited},
+                  {"limit", effective_json(resolve_for(ctx.tenant_id, kDefault, plan))},
+                  {"data", std::move(data)}});
 }
 
 awaitable<Response> platform_report(RequestContext& ctx) {

@@ -163,11 +163,13 @@ void render_cache_metrics(std::string& out) {
   LocalCache& c = local();
   std::lock_guard lock(c.mutex);
   if (c.counts.empty()) return;
+  out += "# HELP hsea_tenant_cache_hits_total Tenant cache look-ups that found an entry.\n";
   out += "# TYPE hsea_tenant_cache_hits_total counter\n";
   for (const auto& [tenant, n] : c.counts) {
     fmt::format_to(std::back_inserter(out), "hsea_tenant_cache_hits_total{{tenant=\"{}\"}} {}\n",
                    tenant, n.hits);
   }
+  out += "# HELP hsea_tenant_cache_misses_total Tenant cache look-ups that found none.\n";
   out += "# TYPE hsea_tenant_cache_misses_total counter\n";
   for (const auto& [tenant, n] : c.counts) {
     fmt::format_to(std::back_inserter(out), "hsea_tenant_cache_misses_total{{tenant=\"{}\"}} {}\n",

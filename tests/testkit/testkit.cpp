@@ -216,6 +216,9 @@ TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string
       {"HSEA_SHUTDOWN_GRACE_SECONDS", "5"},
       // Test suites sign up many accounts from 127.0.0.1; the sign-up limit has its own test.
       {"HSEA_SIGNUPS_PER_IP_PER_HOUR", "0"},
+      // Nor would they stay within their plans' request rates (the free plan: 5 a second, 20 at
+      // once); rate limits have their own tests (tests/ratelimit_httptest.cpp).
+      {"HSEA_RATE_LIMIT_ENABLED", "false"},
   };
   for (auto& [k, v] : env) full[k] = v;
   log_path_ = temp_path("server");
