@@ -11,6 +11,7 @@
 #include "identity/identity.hpp"
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
+#include "metering/metering.hpp"
 #include "ops/ops.hpp"
 #include "redis/client.hpp"
 #include "runtime/registrar.hpp"
@@ -60,6 +61,7 @@ void register_modules(runtime::Registrar& reg) {
   webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
+  metering::Register(reg);
   // Last: its edge step answers only what no route matched.
   web::Register(reg);
 }

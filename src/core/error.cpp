@@ -31,6 +31,8 @@ const ErrorInfo& error_info(ErrorCode code) {
       // HSEA-043/045 (CORS, CSRF)
       {403, "csrf_failed", "CSRF check failed"},
       {403, "origin_not_allowed", "Origin not allowed"},
+      // HSEA-027 (quotas)
+      {429, "quota_exceeded", "Quota exceeded"},
   };
   return kInfo[static_cast<int>(code)];
 }

@@ -37,6 +37,8 @@ enum class ErrorCode {
   // HSEA-043/045 (CORS, CSRF)
   kCsrfFailed,
   kOriginNotAllowed,
+  // HSEA-027 (quotas)
+  kQuotaExceeded,
 };
 
 struct ErrorInfo {
