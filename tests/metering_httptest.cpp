@@ -98,8 +98,18 @@ long db_api_calls(const testkit::TestDatabase& db, const std::string& tenant) {
                        {tenant})[0][0]);
 }
 
+// The free plan's api_calls limit (plans.limits; tenants start on free). HSEA_QUOTA_API_CALLS
+// is set alike: it applies until a thread has read the tenant's entitlements.
+void set_free_plan_api_calls(const testkit::TestDatabase& db, long n) {
+  sql(db.admin_url(),
+      "UPDATE plans SET limits = jsonb_set(limits, '{api_calls}', to_jsonb($1::bigint)) "
+      "WHERE id = 'free'",
+      {std::to_string(n)});
+}
+
 TEST(Metering, QuotaWarnsOnceThenRefusesAndNeverCountsAnotherTenantsUsage) {
   testkit::TestDatabase db;
+  set_free_plan_api_calls(db, 10);
   testkit::SmtpSink sink;
   // One I/O thread: every request sees the same in-process count, so the limits are exact.
   testkit::TestServer s(db, {{"HSEA_THREADS", "1"},
@@ -179,6 +189,7 @@ TEST(Metering, QuotaWarnsOnceThenRefusesAndNeverCountsAnotherTenantsUsage) {
 
 TEST(Metering, EnterpriseOverrideReplacesThePlanQuota) {
   testkit::TestDatabase db;
+  set_free_plan_api_calls(db, 3);
   testkit::TestServer s(db, {{"HSEA_THREADS", "1"}, {"HSEA_QUOTA_API_CALLS", "3"}});
   auto a = testkit::sign_up(s, "Override A");
   auto b = testkit::sign_up(s, "Override B");
@@ -393,6 +404,7 @@ class OwnRedis {
 
 TEST(Metering, ARedisRestartLosesNoUsageAndTheCounterIsRebuilt) {
   testkit::TestDatabase db;
+  set_free_plan_api_calls(db, 1000);
   OwnRedis redis;
   testkit::TestServer s(db, {{"HSEA_REDIS_URL", redis.url()},
                              {"HSEA_QUOTA_API_CALLS", "1000"},

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "billing/billing.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
@@ -132,8 +133,8 @@ const core::Section<Settings> kSettings{
                        "events; at most 30 days)"),
      core::int_setting(&Settings::api_calls_quota, "HSEA_QUOTA_API_CALLS", "0", 0,
                        1'000'000'000'000'000LL,
-                       "API calls per billing period of a tenant without a plan limit or override "
-                       "(0: unlimited)"),
+                       "API calls per period of a tenant whose plan sets no api_calls limit and "
+                       "that has no override (0: unlimited)"),
      core::int_setting(&Settings::soft_percent, "HSEA_QUOTA_SOFT_PERCENT", "80", 1, 100,
                        "past this share of a quota: X-Quota-Warning and one mail per period"),
      core::int_setting(&Settings::hard_percent, "HSEA_QUOTA_HARD_PERCENT", "100", 1, 1000,
@@ -159,13 +160,28 @@ std::string rfc3339(std::int64_t t) {
   return buf;
 }
 
-// The period a tenant's usage counts in. Billing periods replace the month once subscriptions
-// exist (a tenant's current_period_start/end).
-Period period_of(const std::string& /*tenant_id*/, std::int64_t now) { return month_of(now); }
+std::int64_t seconds_of(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
 
-Quota default_quota(std::string_view meter) {
+// The period a tenant's usage counts in: its subscription's current period, or the UTC month
+// (a plan without one, such as free, or entitlements not known yet).
+Period period_of(const billing::Entitlement* e, std::int64_t now) {
+  if (e != nullptr && e->period_end) {
+    Period p{seconds_of(e->period_start), seconds_of(*e->period_end)};
+    if (p.start <= now && now < p.end) return p;
+  }
+  return month_of(now);
+}
+
+// A meter's quota by the tenant's plan (entitlements), else HSEA_QUOTA_API_CALLS for api_calls;
+// an override replaces it (the caller applies it).
+Quota plan_quota(const billing::Entitlement* e, std::string_view meter) {
   Quota q{.soft_percent = settings().soft_percent, .hard_percent = settings().hard_percent};
-  if (meter == kApiCalls && settings().api_calls_quota > 0) q.limit = settings().api_calls_quota;
+  if (e != nullptr) q.limit = e->limit(meter);
+  if (!q.limit && meter == kApiCalls && settings().api_calls_quota > 0) {
+    q.limit = settings().api_calls_quota;
+  }
   return q;
 }
 
@@ -337,13 +353,16 @@ void roll_period(TenantUsage& u, std::int64_t now) {
   u.warned = false;
 }
 
+// A tenant new to this thread starts from what the thread's entitlement cache knows (the plan
+// default otherwise); the flush then reads the tenant's entitlements and overrides.
 TenantUsage& usage_of(const std::string& tenant_id, std::int64_t now) {
   auto [it, inserted] = t_usage.try_emplace(tenant_id);
   TenantUsage& u = it->second;
-  if (inserted) u.quota = default_quota(kApiCalls);
-  if (now >= u.period.end) {
+  if (inserted || now >= u.period.end) {
+    std::shared_ptr<const billing::Entitlement> e = billing::Entitlements::cached(tenant_id);
+    if (inserted) u.quota = plan_quota(e.get(), kApiCalls);
     roll_period(u, now);
-    u.period = period_of(tenant_id, now);
+    u.period = period_of(e.get(), now);
   }
   return u;
 }
@@ -367,8 +386,17 @@ bool metered(const RequestContext& ctx) {
   if (ctx.tenant_id.empty() || !ctx.principal.authenticated()) return false;
   if (ctx.route() == nullptr || ctx.policy<Unmetered>() != nullptr) return false;
   std::string_view path = ctx.request.path;
-  return path.starts_with("/api/") && !path.starts_with("/api/auth/") &&
-         !path.starts_with("/api/v1/auth/");
+  if (path.starts_with("/api/v1/")) {
+    path.remove_prefix(8);
+  } else if (path.starts_with("/api/")) {
+    path.remove_prefix(5);
+  } else {
+    return false;
+  }
+  // Sign-in and billing stay reachable past a quota: a tenant must be able to sign in, see its
+  // plan and upgrade (billing's routes are its own; this module names them here).
+  return !path.starts_with("auth/") && !path.starts_with("subscriptions") &&
+         !path.starts_with("plans") && !path.starts_with("webhooks/stripe");
 }
 
 std::optional<Response> check_quota(RequestContext& ctx) {
@@ -438,7 +466,15 @@ awaitable<void> flush_tenant(const std::string& tenant_id, TenantUsage& u, std::
       db::Result r =
           co_await db::pool().tenant_query(tenant_id, kFlush, db::params(core::uuid_v7(), batch));
       if (batch > 0) u.owed.push_back(Batch{r.get_int(0, "at_us"), batch});
-      Quota q = default_quota(kApiCalls);
+      std::shared_ptr<const billing::Entitlement> e = co_await billing::Entitlements::of(tenant_id);
+      Period period = period_of(e.get(), now);
+      if (period.start != u.period.start) {  // the subscription's period changed
+        u.counted = 0;
+        u.owed.clear();
+        u.warned = false;
+        u.period = period;
+      }
+      Quota q = plan_quota(e.get(), kApiCalls);
       for (int i = 0; i < r.rows(); ++i) {
         if (r.get(i, "meter") != kApiCalls) continue;
         q.limit = r.optional(i, "quota").transform([](const std::string& v) {
@@ -658,7 +694,8 @@ object meter_json(std::string_view meter, std::int64_t used, const Quota& q, Per
 
 awaitable<Response> summary(RequestContext& ctx) {
   std::int64_t now = now_seconds();
-  Period p = period_of(ctx.tenant_id, now);
+  std::shared_ptr<const billing::Entitlement> e = co_await billing::Entitlements::of(ctx.tenant_id);
+  Period p = period_of(e.get(), now);
   db::Result r =
       co_await db::pool().tenant_query(ctx.tenant_id, kSummary, db::params(p.start, p.end));
   std::map<std::string, std::int64_t> used{
@@ -674,13 +711,18 @@ awaitable<Response> summary(RequestContext& ctx) {
       used.try_emplace(meter, 0);
     }
   }
+  for (const auto& [meter, limit] : e->limits) {
+    if (valid_meter(meter) && meter != "requests_per_second" && meter != "burst") {
+      used.try_emplace(meter, 0);
+    }
+  }
   // What this thread counted and has not written yet is usage too.
   if (auto it = t_usage.find(ctx.tenant_id); it != t_usage.end()) {
     used[std::string(kApiCalls)] += it->second.pending;
   }
   array meters;
   for (const auto& [meter, n] : used) {
-    Quota q = default_quota(meter);
+    Quota q = plan_quota(e.get(), meter);
     if (auto o = overrides.find(meter); o != overrides.end()) q.limit = o->second;
     meters.push_back(meter_json(meter, n, q, p));
   }

@@ -1,0 +1,156 @@
+// Invoices: list, retrieve, lines, pay; and the preview of the next invoice for a subscription
+// change, in both shapes: GET /v1/invoices/upcoming (subscription_items, subscription_proration_date)
+// and POST /v1/invoices/create_preview (subscription_details[items], [proration_date]), which
+// the pinned SDK uses. The preview holds the pending items plus the proration lines of the change
+// (lines.ts) plus the next period at the new price; when the change would be invoiced at once
+// (proration_behavior always_invoice, or a new interval) it is that invoice instead: pending
+// items and prorations (and the new period). Nothing is stored or charged.
+import { Params, hash, int, list, oneOf, str } from '../encoding';
+import { StripeError } from '../errors';
+import { draftInvoice } from '../invoicing';
+import { interval, isMetered, periodLine, prorationLines } from '../lines';
+import { attemptPayment } from '../payments';
+import { addInterval } from '../periods';
+import type { Ctx, Route } from '../router';
+import { Invoice, InvoiceLine, newestFirst, paginate } from '../store';
+
+function preview(ctx: Ctx, p: Params, itemsKey: string, details: Params, prefix: string): Invoice {
+  const { store } = ctx.emu;
+  const subId = str(p, 'subscription');
+  let customer = str(p, 'customer');
+  if (!subId) {
+    throw StripeError.invalid('The emulator previews subscription invoices: pass subscription.', 'subscription', 'parameter_missing');
+  }
+  const sub = store.subscription(subId);
+  if (customer && customer !== sub.customer) throw StripeError.invalid('The subscription belongs to another customer.', 'customer');
+  customer = sub.customer as string;
+  const now = store.nowFor(customer);
+  const at = int(details, 'proration_date', `${prefix}proration_date`) ?? now;
+  const behavior = oneOf(details, 'proration_behavior', ['create_prorations', 'always_invoice', 'none'] as const,
+                         `${prefix}proration_behavior`) ?? 'create_prorations';
+  const current = sub.items.data[0];
+  let price = current.price;
+  let qty = current.quantity ?? 1;
+  const items = list(details, itemsKey) ?? [];
+  if (items.length > 1) throw StripeError.invalid('The emulator supports one subscription item.', `${prefix}${itemsKey}`);
+  const it = items[0];
+  if (it !== undefined) {
+    if (typeof it !== 'object' || Array.isArray(it)) throw StripeError.invalid('Invalid item', `${prefix}${itemsKey}[0]`);
+    const id = str(it, 'id', `${prefix}${itemsKey}[0][id]`);
+    if (id && id !== current.id) throw StripeError.missing('subscription_item', id, `${prefix}${itemsKey}[0][id]`);
+    const pid = str(it, 'price', `${prefix}${itemsKey}[0][price]`);
+    if (pid) price = store.price(pid, `${prefix}${itemsKey}[0][price]`);
+    qty = int(it, 'quantity', `${prefix}${itemsKey}[0][quantity]`) ?? qty;
+  }
+  const lines: InvoiceLine[] = store.pendingItems.filter((x) => x.subscription === sub.id).map((x) => ({ ...x.line }));
+  let changed = false;
+  let resets = false;
+  if (price.id !== current.price.id || qty !== current.quantity) {
+    changed = true;
+    const { lines: pl, resetsCycle } = prorationLines(store, sub, current.price, current.quantity ?? 1, price, qty, at);
+    resets = resetsCycle;
+    if (resetsCycle) lines.push(...(behavior === 'none' ? pl.filter((l) => !l.proration) : pl));
+    else if (behavior !== 'none') lines.push(...pl);
+  }
+  // A change invoiced at once previews that invoice; otherwise the next renewal's.
+  if (!(changed && (resets || behavior === 'always_invoice'))) {
+    if (isMetered(price)) {
+      // What the usage so far would cost at the period's end.
+      lines.push(periodLine(store, sub, price, 0, sub.current_period_start, sub.current_period_end,
+                            [sub.current_period_start, now + 1]));
+    } else {
+      const r = interval(price);
+      const start = sub.current_period_end;
+      lines.push(periodLine(store, sub, price, qty, start, addInterval(start, r.interval, r.interval_count)));
+    }
+  }
+  const inv = draftInvoice(store, customer, sub, lines, 'upcoming', store.id('upcoming_in'), changed ? at : undefined);
+  return inv;
+}
+
+export const routes: Route[] = [
+  {
+    method: 'GET',
+    path: '/v1/invoices/upcoming',
+    handler: (ctx) => {
+      const p = ctx.params;
+      const details: Params = {};
+      if (p.subscription_items !== undefined) details.items = p.subscription_items;
+      if (p.subscription_proration_date !== undefined) details.proration_date = p.subscription_proration_date;
+      if (p.subscription_proration_behavior !== undefined) details.proration_behavior = p.subscription_proration_behavior;
+      return preview(ctx, p, 'items', details, 'subscription_');
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/invoices/create_preview',
+    handler: (ctx) => preview(ctx, ctx.params, 'items', hash(ctx.params, 'subscription_details') ?? {},
+                              'subscription_details[') ,
+  },
+  {
+    method: 'GET',
+    path: '/v1/invoices',
+    handler: (ctx) => {
+      const q = ctx.params;
+      const customer = str(q, 'customer');
+      const sub = str(q, 'subscription');
+      const status = str(q, 'status');
+      const all = newestFirst(ctx.emu.store.invoices).filter(
+        (i) => (!customer || i.customer === customer) && (!sub || i.subscription === sub) && (!status || i.status === status));
+      return paginate(all, q, '/v1/invoices');
+    },
+  },
+  { method: 'GET', path: '/v1/invoices/:id', handler: (ctx) => ctx.emu.store.invoice(ctx.path[0], 'invoice') },
+  {
+    method: 'GET',
+    path: '/v1/invoices/:id/lines',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      return paginate(inv.lines.data, ctx.params, `/v1/invoices/${inv.id}/lines`);
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/invoices/:id/void',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      if (inv.status !== 'open') throw StripeError.invalid(`You can only void an open invoice (this one is ${inv.status}).`);
+      inv.status = 'void';
+      inv.next_payment_attempt = null;
+      inv.status_transitions.voided_at = ctx.emu.store.nowFor(inv.customer as string);
+      ctx.emu.webhooks.emit('invoice.voided', inv);
+      return inv;
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/invoices/:id/mark_uncollectible',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      if (inv.status !== 'open') throw StripeError.invalid(`Only an open invoice can be marked uncollectible (this one is ${inv.status}).`);
+      inv.status = 'uncollectible';
+      inv.next_payment_attempt = null;
+      inv.status_transitions.marked_uncollectible_at = ctx.emu.store.nowFor(inv.customer as string);
+      ctx.emu.webhooks.emit('invoice.marked_uncollectible', inv);
+      return inv;
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/invoices/:id/pay',
+    handler: (ctx) => {
+      const { store } = ctx.emu;
+      const inv = store.invoice(ctx.path[0], 'invoice');
+      if (inv.status === 'paid') {
+        throw StripeError.invalid('Invoice is already paid');
+      }
+      const pm = str(ctx.params, 'payment_method');
+      if (pm && store.paymentMethods.get(pm)?.customer !== inv.customer) {
+        throw StripeError.missing('PaymentMethod', pm, 'payment_method');
+      }
+      const decline = attemptPayment(ctx.emu, inv, false, pm);
+      if (decline) throw decline;
+      return inv;
+    },
+  },
+];
