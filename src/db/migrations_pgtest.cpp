@@ -425,8 +425,7 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO usage_events (tenant_id, id, meter, quantity, occurred_at, idempotency_key) "
         "VALUES ($1, $2, 'api_calls', 1, now(), $3)",
         {tenant, core::uuid_v7(), "key-" + tag});
-    sql(db.admin_url(),
-        "INSERT INTO usage_event_keys (tenant_id, idempotency_key) VALUES ($1, $2)",
+    sql(db.admin_url(), "INSERT INTO usage_event_keys (tenant_id, idempotency_key) VALUES ($1, $2)",
         {tenant, "key-" + tag});
     sql(db.admin_url(),
         "INSERT INTO usage_rollups (tenant_id, granularity, meter, period_start, quantity) "
