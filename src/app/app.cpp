@@ -12,6 +12,7 @@
 #include "identity/identity.hpp"
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
+#include "metering/metering.hpp"
 #include "ops/ops.hpp"
 #include "ratelimit/ratelimit.hpp"
 #include "redis/client.hpp"
@@ -66,6 +67,8 @@ void register_modules(runtime::Registrar& reg) {
   billing::Register(reg);
   // After identity and billing: authorization and the plan's features are checked first.
   ratelimit::Register(reg);
+  // After the limiter (quotas count what it let through) and billing (the plans' quotas).
+  metering::Register(reg);
   // Last: its edge step answers only what no route matched.
   web::Register(reg);
 }

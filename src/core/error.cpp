@@ -36,6 +36,8 @@ const ErrorInfo& error_info(ErrorCode code) {
       {402, "plan_required", "Plan upgrade required"},
       {409, "downgrade_blocked", "Downgrade not possible"},
       {502, "payment_provider_error", "Payment provider error"},
+      // HSEA-027 (quotas)
+      {429, "quota_exceeded", "Quota exceeded"},
   };
   return kInfo[static_cast<int>(code)];
 }

@@ -42,6 +42,8 @@ enum class ErrorCode {
   kPlanRequired,          // the tenant's plan lacks the route's feature
   kDowngradeBlocked,      // the tenant uses more than the target plan allows (seats)
   kPaymentProviderError,  // Stripe refused a request HSEA made
+  // HSEA-027 (quotas)
+  kQuotaExceeded,
 };
 
 struct ErrorInfo {

@@ -242,6 +242,8 @@ constexpr NotScoped kNotTenantScoped[] = {
     // Stripe's events as received: they name a Stripe customer, not a tenant, until a handler
     // maps them to one (and then writes only into that tenant's tables).
     {"stripe_events", "Stripe's webhook events, each stored once by id"},
+    // One row: up to where usage_rollup() has read usage_events; only that function uses it.
+    {"usage_rollup_state", "the usage rollup's watermark"},
 };
 
 struct ScopedTable {
@@ -272,6 +274,9 @@ SELECT c.relname,
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+   -- A partition is reached through its parent, whose policy applies (the application role
+   -- holds no rights on partitions: PartitionsAreReachableOnlyThroughTheirParent).
+   AND NOT c.relispartition
  ORDER BY c.relname)sql";
 
 Classified classify(const std::string& admin_url) {
@@ -425,6 +430,23 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO rate_limit_stats (tenant_id, hour, rule, key_kind, limited, requests) "
         "VALUES ($1, date_trunc('hour', now()), 'api', 'tenant', 1, 2)",
         {tenant});
+    sql(db.admin_url(),
+        "INSERT INTO usage_events (tenant_id, id, meter, quantity, occurred_at, idempotency_key) "
+        "VALUES ($1, $2, 'api_calls', 1, now(), $3)",
+        {tenant, core::uuid_v7(), "key-" + tag});
+    sql(db.admin_url(), "INSERT INTO usage_event_keys (tenant_id, idempotency_key) VALUES ($1, $2)",
+        {tenant, "key-" + tag});
+    sql(db.admin_url(),
+        "INSERT INTO usage_rollups (tenant_id, granularity, meter, period_start, quantity) "
+        "VALUES ($1, 'day', 'api_calls', date_trunc('day', now()), 1)",
+        {tenant});
+    sql(db.admin_url(),
+        "INSERT INTO usage_warnings (tenant_id, meter, period_start, used, quota) "
+        "VALUES ($1, 'api_calls', date_trunc('month', now()), 80, 100)",
+        {tenant});
+    sql(db.admin_url(),
+        "INSERT INTO quota_overrides (tenant_id, meter, quota) VALUES ($1, 'api_calls', 10)",
+        {tenant});
   }
 }
 
@@ -455,7 +477,8 @@ TEST(TenantIsolation, EveryTableIsScopedOrListedAsNotScoped) {
 
         "webhook_endpoints:tenant_id:app.tenant_id", "webhook_deliveries:tenant_id:app.tenant_id",
         "webhook_attempts:tenant_id:app.tenant_id", "invitations:tenant_id:app.tenant_id",
-        "subscriptions:tenant_id:app.tenant_id", "subscription_history:tenant_id:app.tenant_id"}) {
+        "subscriptions:tenant_id:app.tenant_id", "subscription_history:tenant_id:app.tenant_id",
+        "usage_events:tenant_id:app.tenant_id"}) {
     EXPECT_TRUE(names.contains(expected)) << expected;
   }
 }
@@ -574,6 +597,41 @@ TEST(TenantIsolation, EveryScopedTableShowsRowsOnlyToTheirOwner) {
     EXPECT_EQ(count_of(a), rows_a);
     EXPECT_EQ(count_of(b), rows_b);
   }
+}
+
+// Partitions (usage_events by month) are left out of the checks above: the application role has
+// no rights on any of them, so it reaches their rows only through the parent and its policy.
+// Each is still forced under the same policy (RowLevelSecurityLint checks them).
+TEST(TenantIsolation, PartitionsAreReachableOnlyThroughTheirParent) {
+  testkit::TestDatabase db;
+  Owners owners;
+  seed(db, owners);
+  std::string app_role = sql(db.app_url(), "SELECT current_user")[0][0];
+  auto partitions = sql(db.admin_url(),
+                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                        "AND c.relispartition AND c.relkind = 'r'");
+  ASSERT_GE(partitions.size(), 4u);  // last month to three ahead
+  for (const auto& row : partitions) {
+    SCOPED_TRACE(row[0]);
+    for (const char* privilege : {"SELECT", "INSERT", "UPDATE", "DELETE"}) {
+      EXPECT_EQ(sql(db.admin_url(), "SELECT has_table_privilege($1, $2, $3)",
+                    {app_role, quoted(row[0]), privilege})[0][0],
+                "f")
+          << privilege;
+    }
+    try {
+      as_app(db, "app.tenant_id", owners.tenant_a, "SELECT count(*) FROM " + quoted(row[0]));
+      ADD_FAILURE() << "the application role read a partition directly";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("permission denied"), npos) << e.what();
+    }
+  }
+  // Through the parent: the tenant's own rows only.
+  EXPECT_EQ(as_app(db, "app.tenant_id", owners.tenant_a,
+                   "SELECT count(*) FROM usage_events WHERE tenant_id <> '" + owners.tenant_a +
+                       "'")[0][0],
+            "0");
 }
 
 }  // namespace

@@ -386,6 +386,28 @@ awaitable<void> webhook_disabled(jobs::JobContext& job) {
   }
 }
 
+// To the tenant's owners and admins, once per period, when a meter passed its soft quota
+// threshold (event usage.limit_warning, emitted by the metering module).
+awaitable<void> usage_warning(jobs::JobContext& job) {
+  std::optional<jobs::Event> event = co_await jobs::event_of(job);
+  if (!event) co_return;
+  boost::json::object warning = boost::json::parse(event->data).as_object();
+  std::string period_end(warning["period_end"].is_string() ? warning["period_end"].as_string()
+                                                           : "");
+  warning["limit"] = warning["quota"];
+  warning["period_ends_on"] = period_end.substr(0, 10);
+  warning["link"] = state().public_url;
+  warning["button"] = "See your usage";
+  std::string payload = boost::json::serialize(warning);
+  db::Transaction* tx = co_await job.transaction();
+  db::Result admins = co_await tx->exec(kAdmins);
+  std::vector<Recipient> to = co_await recipients(*tx, admins);
+  for (const Recipient& r : to) {
+    Message notice = message("usage_warning", r.address, r.name, payload);
+    co_await send(*tx, std::move(notice));
+  }
+}
+
 // -------------------------------------------------------------------------------- routes
 
 awaitable<Response> get_branding(RequestContext& ctx) {
@@ -625,6 +647,8 @@ void Register(runtime::Registrar& reg) {
   jobs::subscribe(reg, {.kind = "mail.welcome", .types = {"tenant.created"}});
   jobs::define(reg, {.kind = "mail.webhook_disabled", .run = webhook_disabled});
   jobs::subscribe(reg, {.kind = "mail.webhook_disabled", .types = {"webhook_endpoint.disabled"}});
+  jobs::define(reg, {.kind = "mail.usage_warning", .run = usage_warning});
+  jobs::subscribe(reg, {.kind = "mail.usage_warning", .types = {"usage.limit_warning"}});
 
   const std::vector<std::string> admins{"owner", "admin"};
   reg.route(
