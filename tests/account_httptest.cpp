@@ -122,12 +122,9 @@ TEST_F(AccountFlows, SignUpMailsAVerificationLinkThatVerifiesOnce) {
   object m = mail(a.email, "Confirm your e-mail address");
   std::string token = token_in(m, "verify-email");
   ASSERT_EQ(token.size(), 64u) << str(m, "text");
-  EXPECT_EQ(sql(db_->admin_url(),
-                "SELECT tenant_id::text FROM mail_messages WHERE template = 'email_verification' "
-                "AND to_address = $1",
-                {a.email})[0][0],
-            a.tenant_id)
-      << "sent in the sign-up's tenant, with its branding";
+  auto stored = testkit::stored_mail_to(*db_, a.email, "email_verification");
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].tenant_id, a.tenant_id) << "sent in the sign-up's tenant, with its branding";
   // Only the token's SHA-256 is stored.
   EXPECT_EQ(sql(db_->admin_url(), "SELECT count(*) FROM account_tokens WHERE token_hash = $1",
                 {core::sha256_hex(token)})[0][0],
@@ -325,13 +322,11 @@ TEST_F(AccountFlows, AUserOfSeveralTenantsGetsAPlatformResetMailNoTenantSees) {
   object m = mail(a.email, "Reset your");
   EXPECT_EQ(str(m, "from"), "\"Acme Cloud\" <hello@mail.hsea.test>") << "the platform's brand";
   EXPECT_EQ(str(m, "html").find(a.tenant_name), std::string::npos);
-  auto rows = sql(db_->admin_url(),
-                  "SELECT tenant_id IS NULL, status FROM mail_messages "
-                  "WHERE template = 'password_reset' AND to_address = $1",
-                  {a.email});
+  auto rows = testkit::stored_mail_to(*db_, a.email, "password_reset");
   ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0][0], "t");
-  EXPECT_EQ(rows[0][1], "sent");
+  EXPECT_EQ(rows[0].tenant_id, "") << "a platform message";
+  EXPECT_EQ(rows[0].user_id, a.user_id) << "sealed under its recipient's key";
+  EXPECT_EQ(rows[0].status, "sent");
   // Row-level security: no scope of the application role sees a platform message.
   for (const std::string& setting :
        {std::string(), "SELECT set_config('app.tenant_id', '" + a.tenant_id + "', false); "}) {
@@ -406,9 +401,7 @@ TEST(AccountReset, ForgotAnswersAlikeForUnknownAddressesAndMailsNoOne) {
       EXPECT_EQ(rcpt.as_string(), a.email) << "a mail to an address without an account";
     }
   }
-  EXPECT_EQ(sql(db.admin_url(), "SELECT count(*) FROM mail_messages WHERE to_address <> $1",
-                {a.email})[0][0],
-            "0");
+  for (const auto& m : testkit::stored_mail(db)) EXPECT_EQ(m.to_address, a.email) << m.id;
 }
 
 // ------------------------------------------------------------------------ signed-in changes

@@ -8,8 +8,10 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <chrono>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "testkit/testkit.hpp"
@@ -371,6 +373,57 @@ TEST_F(CorsCsrf, CsrfRefusalsAreCountedAndAuditedWithoutAWritePerRefusal) {
   EXPECT_LE(accounted, kFlood);
   EXPECT_GE(accounted, 1);
   EXPECT_EQ(audit(b, "security.csrf_refused").size(), 0u) << "nothing lands in another tenant";
+}
+
+// A session cookie grants access like an access token does, for HSEA_ACCESS_TOKEN_SECONDS after
+// sign-in or its last refresh; then requests get 401, and the refresh (which any age of cookie
+// may ask for, with the current CSRF token) renews the cookie and rotates the token.
+TEST(SessionAccess, ACookieAndAnAccessTokenExpireAfterTheAccessLifetimeAndARefreshRenewsTheCookie) {
+  TestDatabase db;
+  TestServer server(db, {{"HSEA_ACCESS_TOKEN_SECONDS", "5"}});
+  Account a = testkit::sign_up(server, "access-lifetime");
+  HttpResponse in = http("POST", server.url("/api/auth/login"),
+                         boost::json::serialize(object{
+                             {"email", a.email}, {"password", a.password}, {"session", "cookie"}}));
+  ASSERT_EQ(in.status, 200) << in.body;
+  const std::string cookie = "Cookie: " + cookie_pair(in.cookie("hsea_session"));
+  const std::string csrf = str(json_of(in), "csrf_token");
+  EXPECT_EQ(http("GET", server.url("/api/me"), "", {cookie}).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(6500));
+
+  HttpResponse expired = http("GET", server.url("/api/me"), "", {cookie});
+  EXPECT_EQ(expired.status, 401) << expired.body;
+  EXPECT_EQ(code_of(expired), "unauthorized") << expired.body;
+  HttpResponse bearer_expired = http("GET", server.url("/api/me"), "", {bearer(a.access_token)});
+  EXPECT_EQ(bearer_expired.status, 401) << "the access token's lifetime is the same setting";
+
+  // Refreshing needs the current CSRF token, whatever the cookie's age.
+  HttpResponse forged =
+      http("POST", server.url("/api/auth/refresh"), "{}", {cookie, "X-CSRF-Token: not-the-token"});
+  EXPECT_EQ(forged.status, 403) << forged.body;
+  HttpResponse refreshed =
+      http("POST", server.url("/api/auth/refresh"), "{}", {cookie, "X-CSRF-Token: " + csrf});
+  ASSERT_EQ(refreshed.status, 200) << refreshed.body;
+  const std::string renewed = "Cookie: " + cookie_pair(refreshed.cookie("hsea_session"));
+  const std::string fresh = str(json_of(refreshed), "csrf_token");
+  ASSERT_NE(renewed, "Cookie: ");
+  EXPECT_NE(fresh, csrf);
+  EXPECT_EQ(http("GET", server.url("/api/me"), "", {renewed}).status, 200);
+  EXPECT_EQ(http("GET", server.url("/api/me"), "", {cookie}).status, 401)
+      << "the old cookie stays expired";
+  EXPECT_EQ(http("PATCH", server.url("/api/me"), R"({"name":"Renewed"})",
+                 {renewed, "X-CSRF-Token: " + fresh})
+                .status,
+            200);
+  EXPECT_EQ(http("PATCH", server.url("/api/me"), R"({"name":"Stale"})",
+                 {renewed, "X-CSRF-Token: " + csrf})
+                .status,
+            403);
+  // A forged cookie (its time changed) does not pass its MAC.
+  std::string value = cookie_pair(refreshed.cookie("hsea_session"));
+  std::size_t last = value.rfind('.'), time_dot = value.rfind('.', last - 1);
+  std::string forged_time = value.substr(0, time_dot + 1) + "99999999999" + value.substr(last);
+  EXPECT_EQ(http("GET", server.url("/api/me"), "", {"Cookie: " + forged_time}).status, 401);
 }
 
 }  // namespace

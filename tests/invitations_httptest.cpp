@@ -80,10 +80,8 @@ class Invitations : public ::testing::Test {
 
   // The token in the newest invitation mail to `email` (the link the invitee would click).
   static std::string mailed_token(const std::string& email) {
-    std::string text = scalar(
-        "SELECT text FROM mail_messages WHERE template = 'invitation' AND to_address = $1 "
-        "ORDER BY created_at DESC, id DESC LIMIT 1",
-        {email});
+    auto stored = testkit::stored_mail_to(*db_, email, "invitation");
+    std::string text = stored.empty() ? "" : stored.back().text;
     std::smatch m;
     static const std::regex kLink(
         R"(https://app\.hsea\.test/accept-invitation\?token=([0-9a-f]+))");
@@ -151,9 +149,9 @@ TEST_F(Invitations, ANewUserAcceptsWithAPasswordAndIsSignedInAsAMember) {
   EXPECT_EQ(created.body.find("token"), std::string::npos) << "the token is only in the mail";
 
   // The mail: the tenant, the inviter and a link to the web UI's accept page.
-  std::string subject =
-      scalar("SELECT subject FROM mail_messages WHERE template = 'invitation' AND to_address = $1",
-             {email});
+  auto stored = testkit::stored_mail_to(*db_, email, "invitation");
+  ASSERT_EQ(stored.size(), 1u);
+  std::string subject = stored[0].subject;
   EXPECT_NE(subject.find("Invite Co"), std::string::npos) << subject;
   std::string token = mailed_token(email);
   ASSERT_EQ(token.size(), 64u);
@@ -295,7 +293,7 @@ TEST_F(Invitations, RevokedResentAndExpiredLinksAreRefusedAndChangeNothing) {
   ASSERT_EQ(resent.status, 200) << resent.body;
   std::string second = mailed_token(email);
   ASSERT_NE(first, second);
-  EXPECT_EQ(scalar("SELECT count(*) FROM mail_messages WHERE to_address = $1", {email}), "2");
+  EXPECT_EQ(testkit::stored_mail_to(*db_, email).size(), 2u);
   int before = members(a.tenant_id);
   expect_refused(accept_as_new(first), 400, "invitation_invalid");
 
@@ -369,7 +367,7 @@ TEST_F(Invitations, AnotherTenantsInvitationsCannotBeReadRevokedResentOrUsed) {
   expect_refused(accept_as(b.access_token, token), 400, "invitation_invalid", {email});
   EXPECT_EQ(role_of(a.tenant_id, b.user_id), "");
   // A's invitation is untouched: still open, still mailed once, and still works.
-  EXPECT_EQ(scalar("SELECT count(*) FROM mail_messages WHERE to_address = $1", {email}), "1");
+  EXPECT_EQ(testkit::stored_mail_to(*db_, email).size(), 1u);
   auto mine = json_of(call("GET", "/api/invitations", a.access_token)).at("data").as_array();
   ASSERT_EQ(mine.size(), 1u);
   EXPECT_EQ(str(mine[0].as_object(), "status"), "open");

@@ -468,16 +468,11 @@ TEST_F(Webhooks, AnEndpointFailingForFiveDaysIsDisabledAuditedAnnouncedAndItsAdm
   EXPECT_NE(audit.body.find(id), std::string::npos) << audit.body;
   // The tenant's owner is told by e-mail (stored: this server has no SMTP server).
   ASSERT_TRUE(eventually([&] {
-    return sql(db_->admin_url(),
-               "SELECT count(*) FROM mail_messages WHERE tenant_id = $1 AND "
-               "template = 'webhook_disabled' AND to_address = $2",
-               {a.tenant_id, a.email})[0][0] == "1";
+    auto to_owner = testkit::stored_mail_to(*db_, a.email, "webhook_disabled");
+    return to_owner.size() == 1 && to_owner[0].tenant_id == a.tenant_id;
   })) << "no e-mail to the owner about the disabled endpoint";
-  auto notice = sql(db_->admin_url(),
-                    "SELECT text FROM mail_messages WHERE tenant_id = $1 AND "
-                    "template = 'webhook_disabled'",
-                    {a.tenant_id});
-  EXPECT_NE(notice[0][0].find("/failing"), std::string::npos) << notice[0][0];
+  auto notice = testkit::stored_mail_to(*db_, a.email, "webhook_disabled");
+  EXPECT_NE(notice[0].text.find("/failing"), std::string::npos) << notice[0].text;
   // Disabled: no test, no retry until it is enabled again.
   EXPECT_EQ(call("POST", "/api/webhooks/endpoints/" + id + "/test", a.access_token).status, 409);
   auto enabled =

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "billing/billing.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
@@ -60,6 +61,8 @@ void register_modules(runtime::Registrar& reg) {
   webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
+  // After identity: its tenant-creation hook and its admission step come first.
+  billing::Register(reg);
   // Last: its edge step answers only what no route matched.
   web::Register(reg);
 }

@@ -5,6 +5,7 @@
 // lifetime (identity's settings). Every use, success or refusal, is audited in each tenant of
 // the user, in the transaction of the change; a refused token that leads to no user is logged.
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "identity/password.hpp"
 #include "identity/sessions.hpp"
 #include "identity/throttle.hpp"
+#include "identity/tokens.hpp"
 #include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
@@ -44,6 +46,8 @@ using http::Response;
 constexpr const char* kVerify = "verify_email";
 constexpr const char* kReset = "reset_password";
 constexpr const char* kChange = "change_email";
+// seal_text's context of a password-reset request in its job's payload.
+constexpr std::string_view kResetRequestContext = "hsea password reset request v1";
 
 HSEA_QUERY kInsertToken{
     "account_insert_token",
@@ -284,12 +288,13 @@ awaitable<std::string> hash_new_password(std::string password) {
   co_return co_await runtime::cpu_pool().run(std::move(hash_work));
 }
 
-awaitable<void> send_password_changed(db::Transaction& tx, std::string email, std::string name,
-                                      std::string how, bool platform) {
+awaitable<void> send_password_changed(db::Transaction& tx, std::string user_id, std::string email,
+                                      std::string name, std::string how, bool platform) {
   std::string data = boost::json::serialize(
       object{{"how", how}, {"link", page_link("reset-password")}, {"button", "Reset my password"}});
   mail::Message notice = mail::message("password_changed", email, name, data);
   notice.platform = platform;
+  notice.user_id = std::move(user_id);
   co_await mail::send(tx, std::move(notice));
 }
 
@@ -353,10 +358,14 @@ awaitable<Response> forgot_password(RequestContext& ctx) {
   std::string email = normalized_email(body, "email");
   admit_mail("reset:" + email);
   security::Origin origin = security::origin_of(ctx);
-  std::string payload = boost::json::serialize(object{{"email", email},
-                                                      {"ip", origin.ip},
-                                                      {"user_agent", origin.user_agent},
-                                                      {"request_id", origin.request_id}});
+  // The address and the client are personal data with no owner yet (the job finds the
+  // account): sealed under a key derived from HSEA_SECRET_KEY, like TOTP secrets, so
+  // jobs.payload holds none of it in plain text (HSEA-047).
+  std::string request = boost::json::serialize(
+      object{{"email", email}, {"ip", origin.ip}, {"user_agent", origin.user_agent}});
+  std::string payload = boost::json::serialize(
+      object{{"request", seal_text(request, config().secret_key, kResetRequestContext)},
+             {"request_id", origin.request_id}});
   jobs::NewJob job = jobs::job("identity.password_reset", std::move(payload));
   std::string platform;  // a platform job: the account, if any, is found by the job
   co_await jobs::enqueue(std::move(platform), std::move(job));
@@ -371,7 +380,29 @@ std::string payload_string(const jobs::JobContext& job, std::string_view key) {
 }
 
 awaitable<void> password_reset_job(jobs::JobContext& job) {
-  std::string email = payload_string(job, "email");
+  // A request queued before 0022 carries its fields in plain text.
+  std::string email = payload_string(job, "email"), ip = payload_string(job, "ip"),
+              user_agent = payload_string(job, "user_agent");
+  if (std::string sealed = payload_string(job, "request"); !sealed.empty()) {
+    std::optional<std::string> request =
+        unseal_text(sealed, config().secret_key, kResetRequestContext);
+    if (!request) {
+      // Sealed under another secret (HSEA_SECRET_KEY changed since): the user asks again.
+      log::warn("password reset request does not open under HSEA_SECRET_KEY; dropped",
+                {{"job", job.id()}});
+      co_return;
+    }
+    boost::system::error_code ec;
+    boost::json::value fields = boost::json::parse(*request, ec);
+    if (ec || !fields.is_object()) co_return;
+    auto field = [&](std::string_view key) {
+      const auto* v = fields.as_object().if_contains(key);
+      return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string();
+    };
+    email = field("email");
+    ip = field("ip");
+    user_agent = field("user_agent");
+  }
   if (email.empty()) co_return;
   db::Result found = co_await db::pool().query(kUserByEmail, db::params(email_index(email), email));
   if (found.empty()) co_return;  // no account: no mail, nothing to tell anyone
@@ -389,9 +420,9 @@ awaitable<void> password_reset_job(jobs::JobContext& job) {
                                     {"expires_minutes", settings().password_reset_minutes}});
   mail::Message reset = mail::message("password_reset", text.email, text.name, data);
   reset.platform = tenant_id.empty();
+  reset.user_id = user_id;
   co_await mail::send(tx, std::move(reset));
-  security::Origin origin{payload_string(job, "ip"), payload_string(job, "user_agent"),
-                          payload_string(job, "request_id")};
+  security::Origin origin{ip, user_agent, payload_string(job, "request_id")};
   security::Actor actor{.kind = security::Actor::Kind::kAnonymous, .id = ""};
   co_await audit_everywhere(tx, actor, origin, user_id,
                             security::event("auth.password_reset_requested", "user", user_id),
@@ -423,7 +454,7 @@ awaitable<Response> reset_password(RequestContext& ctx) {
       co_await tx.exec(kRevokeSessions, db::params(found.user_id, none));
       co_await tx.exec(kExpireRefresh, db::params(found.user_id, none));
       UserText text = (co_await open_users(user, &tx)).at(0);
-      co_await send_password_changed(tx, text.email, text.name, "with a reset link",
+      co_await send_password_changed(tx, found.user_id, text.email, text.name, "with a reset link",
                                      tenant_id.empty());
       security::AuditEvent event = security::event("auth.password_reset", "user", found.user_id);
       co_await audit_everywhere(tx, user_actor(found.user_id), security::origin_of(ctx),
@@ -462,7 +493,7 @@ awaitable<Response> change_password(RequestContext& ctx) {
   co_await tx.exec(kExpireRefresh, db::params(user_id, ctx.principal.session_id));
   co_await tx.exec(kSpendOthers, db::params(user_id, kReset));
   UserText text = (co_await open_users(user, &tx)).at(0);
-  co_await send_password_changed(tx, text.email, text.name, "from a signed-in session",
+  co_await send_password_changed(tx, user_id, text.email, text.name, "from a signed-in session",
                                  tenant_id.empty());
   co_await audit_everywhere(tx, user_actor(user_id), security::origin_of(ctx), user_id,
                             security::event("user.password_changed", "user", user_id), tenant_id);
@@ -507,17 +538,20 @@ awaitable<Response> change_email(RequestContext& ctx) {
                                                            {"expires_hours", hours}});
   mail::Message confirm = mail::message("email_change", email, name, confirm_data);
   confirm.platform = tenant_id.empty();
+  confirm.user_id = user_id;
   co_await mail::send(tx, std::move(confirm));
   std::string notice_data = boost::json::serialize(object{{"new_email", email},
                                                           {"link", page_link("reset-password")},
                                                           {"button", "Secure my account"}});
   mail::Message notice = mail::message("email_change_notice", old_email, name, notice_data);
   notice.platform = tenant_id.empty();
+  notice.user_id = user_id;
   co_await mail::send(tx, std::move(notice));
-  std::string metadata = boost::json::serialize(object{{"new_email", email}});
-  co_await audit_everywhere(
-      tx, user_actor(user_id), security::origin_of(ctx), user_id,
-      security::event("user.email_change_requested", "user", user_id, metadata), tenant_id);
+  // No address in the audit log (HSEA-047): it outlives the account, and the account's
+  // deletion must not leave its addresses behind. The target names the user.
+  co_await audit_everywhere(tx, user_actor(user_id), security::origin_of(ctx), user_id,
+                            security::event("user.email_change_requested", "user", user_id),
+                            tenant_id);
   co_await tx.commit();
   co_return http::json_response(202, object{{"status", "sent"}});
 }
@@ -546,11 +580,9 @@ awaitable<Response> confirm_email(RequestContext& ctx) {
       }
     }
     if (!user.empty()) {
-      UserText old_text = (co_await open_users(before, &tx)).at(0);
-      std::string metadata =
-          boost::json::serialize(object{{"old_email", old_text.email}, {"new_email", found.email}});
+      // No addresses in the audit log, as for the request (HSEA-047).
       co_await audit_everywhere(tx, user_actor(user_id), security::origin_of(ctx), user_id,
-                                security::event("user.email_changed", "user", user_id, metadata),
+                                security::event("user.email_changed", "user", user_id),
                                 ctx.tenant_id);
       co_await tx.commit();
     }
@@ -592,6 +624,7 @@ awaitable<void> send_email_verification(db::Transaction& tx, std::string user_id
                                                    {"expires_hours", hours}});
   mail::Message m = mail::message("email_verification", email, name, data);
   m.platform = platform;
+  m.user_id = std::move(user_id);
   co_await mail::send(tx, std::move(m));
 }
 

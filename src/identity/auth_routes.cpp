@@ -149,16 +149,17 @@ std::string slug_from(std::string_view name) {
 object token_json(const RequestContext& ctx, const std::string& user_id,
                   const std::string& tenant_id, const Issued& issued) {
   std::int64_t now = unix_now();
+  const std::int64_t lifetime = settings().access_token_seconds;
   AccessClaims claims{.user_id = user_id,
                       .tenant_id = tenant_id,
                       .session_id = issued.session_id,
                       .issued_at = now,
-                      .expires_at = now + kAccessTokenSeconds};
+                      .expires_at = now + lifetime};
   std::string access = state().keys.keys().sign(claims);
   return object{{"access_token", access},
                 {"refresh_token", issued.refresh_token},
                 {"token_type", "Bearer"},
-                {"expires_in", kAccessTokenSeconds}};
+                {"expires_in", lifetime}};
 }
 
 // ------------------------------------------------------------------------------- handlers
@@ -408,7 +409,10 @@ awaitable<Response> refresh_cookie_session(RequestContext& ctx, SessionCookie co
   std::string token =
       csrf_token(config().secret_key, cookie.session_id, bumped.get_int(0, "csrf_generation"));
   Response r = http::json_response(200, object{{"csrf_token", token}});
-  set_csrf_cookie(r, config(), token, static_cast<int>(bumped.get_int(0, "seconds_left")));
+  // The session cookie again too: its access starts anew (HSEA_ACCESS_TOKEN_SECONDS), like a
+  // refreshed access token's.
+  set_session_cookies(r, config(), cookie, static_cast<int>(bumped.get_int(0, "seconds_left")),
+                      bumped.get_int(0, "csrf_generation"));
   co_return r;
 }
 
@@ -734,6 +738,15 @@ awaitable<std::string> available_slug(std::string name) {
   co_return slug;
 }
 
+namespace {
+std::vector<TenantCreatedHook>& tenant_created_hooks() {
+  static std::vector<TenantCreatedHook> hooks;  // filled at registration, read-only after
+  return hooks;
+}
+}  // namespace
+
+void on_tenant_created(TenantCreatedHook hook) { tenant_created_hooks().push_back(hook); }
+
 awaitable<NewTenant> create_tenant(db::Transaction& tx, const RequestContext& ctx, std::string id,
                                    std::string slug, std::string name, std::string owner_id) {
   db::Result tenant = co_await tx.exec(kInsertTenant, db::params(id, slug, name));
@@ -753,6 +766,7 @@ awaitable<NewTenant> create_tenant(db::Transaction& tx, const RequestContext& ct
   co_await jobs::emit(tx, actor, ctx.request_id, "tenant.created", std::move(data));
   std::string member = boost::json::serialize(object{{"user_id", owner_id}, {"role", "owner"}});
   co_await jobs::emit(tx, actor, ctx.request_id, "member.added", std::move(member));
+  for (TenantCreatedHook hook : tenant_created_hooks()) co_await hook(tx, ctx, id);
   co_return out;
 }
 

@@ -331,6 +331,12 @@ awaitable<Response> authenticate(RequestContext& ctx, http::Next next) {
                                     false);
     }
   } else if (auto cookie = read_session_cookie(ctx)) {
+    // Like an access token, the cookie grants access for HSEA_ACCESS_TOKEN_SECONDS after sign-in
+    // or its last refresh; then the page refreshes it (POST /api/auth/refresh, which also
+    // rotates the CSRF token) and retries.
+    if (unix_now() - cookie->issued_at > settings().access_token_seconds) {
+      throw unauthorized("The session's access expired; refresh it (POST /api/auth/refresh).");
+    }
     // Cookie sessions are for the web UI; unsafe methods must echo the session's current CSRF
     // token (bearer tokens and API keys are never sent by a browser on its own: exempt).
     ctx.principal.via_cookie = true;

@@ -19,6 +19,8 @@ struct Settings {
   int login_failures_per_ip = 1000;
   int signups_per_ip_per_hour = 20;  // 0: unlimited
   int refresh_token_days = 30;
+  // Access tokens' lifetime, and a session cookie's between refreshes (POST /api/auth/refresh).
+  int access_token_seconds = 900;
   int api_key_rotation_grace_seconds = 86400;
   int usage_flush_seconds = 10;
   // Account flows (account_flows.cpp): lifetimes of mailed tokens, and how many such mails a

@@ -81,6 +81,10 @@ const core::Section<Settings> kSettings{
                        "it off"),
      core::int_setting(&Settings::refresh_token_days, "HSEA_REFRESH_TOKEN_DAYS", "30", 1, 3650,
                        "refresh token and session lifetime"),
+     core::int_setting(&Settings::access_token_seconds, "HSEA_ACCESS_TOKEN_SECONDS", "900", 5,
+                       86400,
+                       "lifetime of an access token, and of a session cookie's access between "
+                       "refreshes (the web UI refreshes on the 401)"),
      core::int_setting(&Settings::api_key_rotation_grace_seconds,
                        "HSEA_API_KEY_ROTATION_GRACE_SECONDS", "86400", 0, 31536000,
                        "how long a rotated API key keeps working"),

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+#include <ctime>
+
 #include "core/config.hpp"
 #include "core/crypto.hpp"
 #include "core/ids.hpp"
@@ -37,7 +40,8 @@ std::string_view cookie_value(std::string_view header, std::string_view name) {
 std::optional<SessionCookie> read_session_cookie(const http::RequestContext& ctx) {
   std::string_view value = cookie_value(ctx.request.header("cookie"), kSessionCookie);
   if (value.empty()) return std::nullopt;
-  // <user>.<session>.<tenant or "-">.<mac>
+  // <user>.<session>.<tenant or "-">.<issued at>.<mac>, or without <issued at> (set before it
+  // existed: read as issued long ago, so the page refreshes it).
   std::vector<std::string_view> parts;
   std::size_t start = 0;
   while (true) {
@@ -46,14 +50,19 @@ std::optional<SessionCookie> read_session_cookie(const http::RequestContext& ctx
     if (dot == std::string_view::npos) break;
     start = dot + 1;
   }
-  if (parts.size() != 4) return std::nullopt;
-  std::string signed_part(value.substr(0, value.size() - parts[3].size() - 1));
-  if (!core::constant_time_equal(parts[3], mac(config().secret_key, "session", signed_part))) {
+  if (parts.size() != 4 && parts.size() != 5) return std::nullopt;
+  std::string signed_part(value.substr(0, value.size() - parts.back().size() - 1));
+  if (!core::constant_time_equal(parts.back(), mac(config().secret_key, "session", signed_part))) {
     return std::nullopt;
   }
   SessionCookie c{std::string(parts[0]), std::string(parts[1]),
                   parts[2] == "-" ? std::string() : std::string(parts[2])};
   if (!core::is_uuid(c.user_id) || !core::is_uuid(c.session_id)) return std::nullopt;
+  if (parts.size() == 5) {
+    auto [end, ec] =
+        std::from_chars(parts[3].data(), parts[3].data() + parts[3].size(), c.issued_at);
+    if (ec != std::errc() || end != parts[3].data() + parts[3].size()) return std::nullopt;
+  }
   return c;
 }
 
@@ -80,8 +89,9 @@ void set_session_cookies(http::Response& response, const core::Config& config,
     }
     return;
   }
-  std::string signed_part = fmt::format("{}.{}.{}", cookie->user_id, cookie->session_id,
-                                        cookie->tenant_id.empty() ? "-" : cookie->tenant_id);
+  std::string signed_part =
+      fmt::format("{}.{}.{}.{}", cookie->user_id, cookie->session_id,
+                  cookie->tenant_id.empty() ? "-" : cookie->tenant_id, std::time(nullptr));
   // The session cookie goes last: if a layer keeps only one Set-Cookie, it must be this one
   // (the page also gets the CSRF token in the response body).
   set_csrf_cookie(response, config,

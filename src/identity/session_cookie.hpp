@@ -22,12 +22,16 @@ struct SessionCookie {
   std::string user_id;
   std::string session_id;
   std::string tenant_id;
+  // When the cookie was set (sign-in or refresh), Unix seconds; 0 for a cookie from before this
+  // field. It grants access for HSEA_ACCESS_TOKEN_SECONDS, then only POST /api/auth/refresh.
+  std::int64_t issued_at = 0;
 };
 
 std::optional<SessionCookie> read_session_cookie(const http::RequestContext& ctx);
 std::string csrf_token(const std::string& secret_key, const std::string& session_id,
                        std::int64_t generation);
-// Adds the Set-Cookie headers for a new session (or, with an empty cookie, clears them).
+// Adds the Set-Cookie headers for a new or refreshed session, issued now (or, with an empty
+// cookie, clears them).
 void set_session_cookies(http::Response& response, const core::Config& config,
                          const std::optional<SessionCookie>& cookie, int max_age_seconds,
                          std::int64_t csrf_generation = 0);

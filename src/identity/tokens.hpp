@@ -26,7 +26,7 @@ struct AccessClaims {
   std::int64_t expires_at = 0;
 };
 
-constexpr std::int64_t kAccessTokenSeconds = 15 * 60;
+constexpr std::int64_t kAccessTokenSeconds = 15 * 60;  // HSEA_ACCESS_TOKEN_SECONDS' default
 
 // Seconds since the Unix epoch: the clock of token claims.
 std::int64_t unix_now();

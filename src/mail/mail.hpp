@@ -29,6 +29,9 @@ struct Message {
   // tenant, e.g. a password reset of someone in several tenants or none. No tenant ever sees
   // it; it is sent whatever the transaction's scope.
   bool platform = false;
+  // The recipient's account. Required for a platform message: it is sealed under that user's
+  // data key (HSEA-047; a tenant's message under the tenant's).
+  std::string user_id;
 };
 // Build Message values with this, not as braced temporaries inside co_await (g++ 12).
 inline Message message(std::string template_name, std::string to_address, std::string to_name,
@@ -42,9 +45,10 @@ inline Message message(std::string template_name, std::string to_address, std::s
 }
 
 // Renders and stores the message in the transaction's tenant (or, for a platform message, in
-// none) and enqueues its delivery there.
+// none) and enqueues its delivery there. The recipient and the rendered parts are stored sealed
+// (docs/encryption.md); the delivery job opens them.
 // Returns the message's id. Throws std::invalid_argument for an unknown template or a bad
-// address.
+// address, std::logic_error for a platform message without user_id.
 boost::asio::awaitable<std::string> send(db::Transaction& tx, Message message);
 
 // The mail module: settings (HSEA_SMTP_*, HSEA_MAIL_*), the job kinds mail.deliver and

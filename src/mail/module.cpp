@@ -7,6 +7,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <array>
 #include <atomic>
 #include <regex>
 #include <stdexcept>
@@ -44,7 +45,8 @@ constexpr int kDeliveryAttempts = 20;  // 5 s doubling to 1 h: about 12 hours of
 
 HSEA_QUERY kTenantBranding{
     "mail_tenant_branding",
-    "SELECT t.name AS tenant_name, t.slug, b.product_name, b.logo_url, b.primary_color, "
+    "SELECT t.id::text AS tenant_id, t.name AS tenant_name, t.slug, b.product_name, b.logo_url, "
+    "b.primary_color, "
     "b.footer FROM tenants t LEFT JOIN tenant_branding b ON b.tenant_id = t.id"};
 HSEA_QUERY kInsertMessage{
     "mail_insert_message",
@@ -59,7 +61,7 @@ HSEA_QUERY kLoadMessage{
 // (migrations/0010_account_flows.sql): no tenant's policy matches their rows.
 HSEA_QUERY kPlatformInsert{
     "mail_platform_insert",
-    "SELECT mail_platform_insert($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"};
+    "SELECT mail_platform_insert($1, $12, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"};
 HSEA_QUERY kPlatformLoad{"mail_platform_load", "SELECT * FROM mail_platform_message($1)"};
 HSEA_QUERY kPlatformMarkSent{"mail_platform_mark_sent", "SELECT mail_platform_mark_sent($1)"};
 HSEA_QUERY kPlatformRecordFailure{"mail_platform_record_failure",
@@ -218,6 +220,42 @@ object branding_json(const Branding& b) {
                 {"footer", b.footer}};
 }
 
+// ------------------------------------------------------------------------------ sealing
+
+// The sealed columns of mail_messages (migration 0022): each its own purpose, so a value never
+// opens in another column.
+constexpr std::array<std::string_view, 5> kSealedColumns{"to_address", "to_name", "subject", "html",
+                                                         "text"};
+
+std::string purpose_of(std::string_view column) { return fmt::format("mail_messages.{}", column); }
+
+// A message's personal parts in plain text.
+struct Opened {
+  std::string to_address, to_name, subject, html, text;
+  bool readable = true;  // false when its key is gone (a purged tenant, a deleted recipient)
+};
+
+// Opens the messages of a result (one key look-up for all its rows, none when cached).
+awaitable<std::vector<Opened>> open_messages(const db::Result& r) {
+  std::vector<std::string> sealed;
+  for (int i = 0; i < r.rows(); ++i) {
+    for (std::string_view c : kSealedColumns) sealed.emplace_back(r.get(i, c));
+  }
+  co_await security::pii::load_keys(db::pool(), sealed);
+  std::vector<Opened> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    Opened o;
+    std::string* fields[] = {&o.to_address, &o.to_name, &o.subject, &o.html, &o.text};
+    for (std::size_t c = 0; c < kSealedColumns.size(); ++c) {
+      auto plain = security::pii::open(purpose_of(kSealedColumns[c]), r.get(i, kSealedColumns[c]));
+      if (!plain) o.readable = false;
+      *fields[c] = plain.value_or("");
+    }
+    out.push_back(std::move(o));
+  }
+  co_return out;
+}
+
 // ------------------------------------------------------------------------------ delivery
 
 awaitable<void> deliver(jobs::JobContext& job) {
@@ -239,16 +277,22 @@ awaitable<void> deliver(jobs::JobContext& job) {
   if (s.settings->smtp_url.empty()) {
     throw std::runtime_error("HSEA_SMTP_URL is not set on this node; the message waits");
   }
+  Opened opened = (co_await open_messages(m)).at(0);
+  if (!opened.readable) {
+    // Its key was destroyed with its tenant or recipient: nobody is left to send it to.
+    log::warn("mail not delivered: its data key is gone", {{"message", id}});
+    co_return;
+  }
   Envelope e;
   e.from_name = m.text(0, "from_name");
   e.from_address = m.text(0, "from_address");
-  e.to_name = m.text(0, "to_name");
-  e.to_address = m.text(0, "to_address");
-  e.subject = m.text(0, "subject");
+  e.to_name = std::move(opened.to_name);
+  e.to_address = std::move(opened.to_address);
+  e.subject = std::move(opened.subject);
   e.message_id = m.text(0, "message_id");
   e.date = m.get_int(0, "date");
-  e.text = m.text(0, "text");
-  e.html = m.text(0, "html");
+  e.text = std::move(opened.text);
+  e.html = std::move(opened.html);
   SmtpOptions options{s.settings->smtp_url, s.settings->starttls, s.settings->smtp_timeout_seconds};
   auto work = [options, from = e.from_address, to = e.to_address, data = compose(e)] {
     smtp_send(options, from, to, data);
@@ -403,13 +447,15 @@ awaitable<Response> dev_mail(RequestContext& ctx) {
   http::Page page = http::page_of(ctx);
   db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kDevMessages,
                                                   db::params(page.starting_after, page.fetch()));
+  std::vector<Opened> opened = co_await open_messages(r);
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
+    const Opened& o = opened[static_cast<std::size_t>(i)];
     data.push_back(object{
         {"id", r.get(i, "id")},
         {"template", r.get(i, "template")},
-        {"to", mailbox(r.get(i, "to_name"), r.get(i, "to_address"))},
-        {"subject", r.get(i, "subject")},
+        {"to", mailbox(o.to_name, o.to_address)},
+        {"subject", o.subject},
         {"status", r.get(i, "status")},
         {"attempts", r.get_int(i, "attempts")},
         {"last_error", r.is_null(i, r.column("last_error"))
@@ -419,8 +465,8 @@ awaitable<Response> dev_mail(RequestContext& ctx) {
         {"created_at", r.time(i, "created_at")},
         {"sent_at", r.is_null(i, r.column("sent_at")) ? boost::json::value(nullptr)
                                                       : boost::json::value(r.time(i, "sent_at"))},
-        {"html", r.get(i, "html")},
-        {"text", r.get(i, "text")}});
+        {"html", o.html},
+        {"text", o.text}});
   }
   co_return http::json_response(200, http::page_json(std::move(data), page));
 }
@@ -438,18 +484,18 @@ awaitable<Response> dev_mail_page(RequestContext& ctx) {
       "auto\"><h1>Development mail</h1><p>Messages of this tenant, stored because no "
       "HSEA_SMTP_URL is set. JSON: <code>GET /api/dev/mail</code>.</p>";
   if (r.empty()) body += "<p>No messages yet.</p>";
+  std::vector<Opened> opened = co_await open_messages(r);
   int shown = std::min(r.rows(), page.limit);
   for (int i = 0; i < shown; ++i) {
+    const Opened& o = opened[static_cast<std::size_t>(i)];
     body += fmt::format(
         "<article><h2>{}</h2><p>To {} &middot; {} &middot; {} &middot; {}</p>"
         "<iframe sandbox title=\"HTML part\" style=\"width:100%;height:28rem;border:1px solid "
         "#ccc\" srcdoc=\"{}\"></iframe><details><summary>Text part</summary><pre>{}</pre>"
         "</details></article><hr>",
-        html_escape(r.get(i, "subject")),
-        html_escape(mailbox(r.get(i, "to_name"), r.get(i, "to_address"))),
+        html_escape(o.subject), html_escape(mailbox(o.to_name, o.to_address)),
         html_escape(r.get(i, "template")), html_escape(r.get(i, "status")),
-        html_escape(r.time(i, "created_at")), html_escape(r.get(i, "html")),
-        html_escape(r.get(i, "text")));
+        html_escape(r.time(i, "created_at")), html_escape(o.html), html_escape(o.text));
   }
   if (r.rows() > page.limit) {
     body += fmt::format("<p><a href=\"?starting_after={}\">Older messages</a></p>",
@@ -484,6 +530,9 @@ void render_metrics(std::string& out) {
 awaitable<std::string> send(db::Transaction& tx, Message m) {
   State& s = state();
   if (!valid_address(m.to_address)) throw std::invalid_argument("bad e-mail address");
+  if (m.platform && m.user_id.empty()) {
+    throw std::logic_error("a platform message needs its recipient's user_id (its key seals it)");
+  }
   db::Result t;
   if (!m.platform) {
     t = co_await tx.exec(kTenantBranding);
@@ -505,10 +554,26 @@ awaitable<std::string> send(db::Transaction& tx, Message m) {
   std::string id = core::uuid_v7();
   std::string message_id = "<" + id + "@" + s.host + ">";
   bool deliver = !s.settings->smtp_url.empty();
-  co_await tx.exec(
-      m.platform ? kPlatformInsert : kInsertMessage,
-      db::params(id, m.template_name, brand.product_name, s.settings->from, m.to_name, m.to_address,
-                 r.subject, r.html, r.text, message_id, deliver ? "queued" : "stored"));
+  // Sealed under the tenant's key, a platform message under its recipient's (HSEA-047).
+  security::pii::Owner owner = m.platform ? security::pii::user_owner(m.user_id)
+                                          : security::pii::tenant_owner(t.text(0, "tenant_id"));
+  std::string to_address =
+      co_await security::pii::seal(tx, owner, purpose_of("to_address"), m.to_address);
+  std::string to_name = co_await security::pii::seal(tx, owner, purpose_of("to_name"), m.to_name);
+  std::string subject = co_await security::pii::seal(tx, owner, purpose_of("subject"), r.subject);
+  std::string html = co_await security::pii::seal(tx, owner, purpose_of("html"), r.html);
+  std::string text = co_await security::pii::seal(tx, owner, purpose_of("text"), r.text);
+  if (m.platform) {
+    co_await tx.exec(
+        kPlatformInsert,
+        db::params(id, m.template_name, brand.product_name, s.settings->from, to_name, to_address,
+                   subject, html, text, message_id, deliver ? "queued" : "stored", m.user_id));
+  } else {
+    co_await tx.exec(
+        kInsertMessage,
+        db::params(id, m.template_name, brand.product_name, s.settings->from, to_name, to_address,
+                   subject, html, text, message_id, deliver ? "queued" : "stored"));
+  }
   if (deliver) {
     // A platform message's job says so: it is found outside any tenant, whatever tenant the
     // transaction (and so the job) has.
@@ -535,6 +600,17 @@ void Register(runtime::Registrar& reg) {
   g_state->public_url = reg.config().public_url;
   g_state->development = reg.config().development();
 
+  // The outbox's personal parts, for `hsea keys rotate-data`: a tenant's messages under its
+  // key, platform messages (no tenant) under their recipient's.
+  for (std::string_view c : kSealedColumns) {
+    security::pii::register_sealed_column({.table = "mail_messages",
+                                           .id_column = "id",
+                                           .column = std::string(c),
+                                           .purpose = purpose_of(c),
+                                           .owner_column = "tenant_id",
+                                           .owner_is_tenant = true,
+                                           .user_owner_column = "user_id"});
+  }
   jobs::define(reg, {.kind = "mail.deliver",
                      .run = deliver,
                      .max_attempts = kDeliveryAttempts,

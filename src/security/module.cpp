@@ -35,7 +35,12 @@ const core::Section<Settings> kSettings{
      core::string_setting(&Settings::previous_secret_key, "HSEA_PREVIOUS_SECRET_KEY", "",
                           "the HSEA_SECRET_KEY a new one replaced, read only by `hsea keys "
                           "rotate-data` to re-wrap the data keys it wrapped",
-                          check_previous_secret, core::Show::kSecret)}};
+                          check_previous_secret, core::Show::kSecret),
+     core::int_setting(&Settings::pii_key_cache_seconds, "HSEA_PII_KEY_CACHE_SECONDS", "60", 1,
+                       3600,
+                       "how long a server seals with an owner's cached current data key; `hsea "
+                       "keys rotate-data` waits this long plus 5 s after retiring keys, so set "
+                       "it alike for the servers and the command")}};
 }  // namespace
 
 void security_headers(http::RequestContext&, http::Response& response) {
@@ -64,7 +69,8 @@ void Register(runtime::Registrar& reg) {
   const Settings& settings = reg.settings(kSettings);
   const db::Settings& database = reg.settings(db::settings_section());
   g_config = &reg.config();
-  if (!reg.config().secret_key.empty()) pii::configure(reg.config().secret_key);
+  const std::chrono::seconds key_cache(settings.pii_key_cache_seconds);
+  if (!reg.config().secret_key.empty()) pii::configure(reg.config().secret_key, key_cache);
   // The audit log's personal data, sealed under the tenant's key (audit.cpp), for rotation.
   pii::register_sealed_column({.table = "audit_logs",
                                .id_column = "id",
@@ -108,12 +114,12 @@ void Register(runtime::Registrar& reg) {
                .help = "re-wrap the data keys under HSEA_SECRET_KEY, then seal all personal data "
                        "again under new ones (servers keep running)",
                .needs_secret = true,
-               .run = [&database, &settings](const core::Config& config) {
+               .run = [&database, &settings, key_cache](const core::Config& config) {
                  try {
-                   pii::configure(config.secret_key);
+                   pii::configure(config.secret_key, key_cache);
                    pii::RotationReport r =
                        pii::rotate_data(database.database_admin_url, settings.previous_secret_key,
-                                        pii::kCurrentKeyCacheSeconds + std::chrono::seconds(5));
+                                        key_cache + std::chrono::seconds(5));
                    std::printf(
                        "keys: %ld data keys re-wrapped, %ld retired, %ld values sealed "
                        "again, %ld retired keys deleted\n",

@@ -44,6 +44,7 @@ struct Cache {
   std::shared_mutex mutex;
   std::string secret;
   std::string index_key;
+  std::chrono::seconds current_ttl = kCurrentKeyCacheSeconds;
   std::unordered_map<std::string, Key> keys;
   std::unordered_map<std::string, CurrentKey> current;  // "t:<id>" or "u:<id>"
 
@@ -134,7 +135,7 @@ std::optional<std::string> cached_current(const Owner& owner) {
   std::shared_lock lock(cache().mutex);
   auto it = cache().current.find(owner_key(owner));
   if (it == cache().current.end() ||
-      std::chrono::steady_clock::now() - it->second.fetched > kCurrentKeyCacheSeconds) {
+      std::chrono::steady_clock::now() - it->second.fetched > cache().current_ttl) {
     return std::nullopt;
   }
   return it->second.id;
@@ -252,10 +253,11 @@ bool rewrap_if_needed(db::BlockingConnection& conn, std::string_view id, std::st
 }
 }  // namespace detail
 
-void configure(std::string_view server_secret) {
+void configure(std::string_view server_secret, std::chrono::seconds current_key_cache) {
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
   Cache& c = cache();
   std::unique_lock lock(c.mutex);
+  c.current_ttl = current_key_cache;
   if (c.secret == server_secret) return;
   c.wipe();
   c.secret = std::string(server_secret);

@@ -34,9 +34,16 @@ struct Owner {
 inline Owner tenant_owner(std::string id) { return Owner{std::move(id), {}}; }
 inline Owner user_owner(std::string id) { return Owner{{}, std::move(id)}; }
 
-// The server secret keys are wrapped with and blind indexes keyed by. Called once at start by
-// the security module (and by tests); before it, sealing throws std::logic_error.
-void configure(std::string_view server_secret);
+// How long a server keeps sealing with an owner's current key before asking again (the default
+// of HSEA_PII_KEY_CACHE_SECONDS).
+constexpr std::chrono::seconds kCurrentKeyCacheSeconds{60};
+
+// The server secret keys are wrapped with and blind indexes keyed by, and how long an owner's
+// current key is cached (`hsea keys rotate-data` waits that long after retiring keys, so every
+// server and the command must agree). Called once at start by the security module (and by
+// tests); before it, sealing throws std::logic_error.
+void configure(std::string_view server_secret,
+               std::chrono::seconds current_key_cache = kCurrentKeyCacheSeconds);
 
 // True for text in the sealed format (a value stored before encryption was turned on is not).
 bool is_sealed(std::string_view text);
@@ -91,6 +98,9 @@ struct SealedColumn {
   // A blind index column of the same value (users.email_index), filled when a plaintext value
   // from before sealing is sealed: blind_index(purpose, the value in ASCII lower case).
   std::string index_column = {};
+  // Rows whose owner_column is NULL are sealed under the key of the user this column names
+  // (mail_messages: a platform message, no tenant's, under its recipient's key).
+  std::string user_owner_column = {};
 };
 void register_sealed_column(SealedColumn column);
 const std::vector<SealedColumn>& sealed_columns();
@@ -111,7 +121,5 @@ struct RotationReport {
 //  4. retired keys that no value names any more are deleted.
 RotationReport rotate_data(const std::string& admin_url, std::string_view previous_secret,
                            std::chrono::seconds cache_wait);
-// How long a server keeps using an owner's current key before asking again.
-constexpr std::chrono::seconds kCurrentKeyCacheSeconds{60};
 
 }  // namespace hsea::security::pii

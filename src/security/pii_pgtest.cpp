@@ -4,6 +4,7 @@
 #include "core/ids.hpp"
 #include "db/blocking.hpp"
 #include "db/db.hpp"
+#include "db/migrations.hpp"
 #include "security/pii.hpp"
 #include "testkit/async.hpp"
 #include "testkit/testkit.hpp"
@@ -200,6 +201,46 @@ TEST_F(Pii, RotationSealsPlaintextRowsAndFillsTheirBlindIndex) {
   EXPECT_EQ(open("users.email", stored), "Old.Timer@Example.com");
 }
 
+// mail_messages' shape: a tenant's rows under the tenant's key, rows without a tenant (platform
+// mail) under the key of the user their user column names, rows with neither left alone.
+TEST_F(Pii, RotationSealsRowsWithoutATenantUnderTheirUsersKey) {
+  sql(db.admin_url(),
+      "CREATE TABLE pii_outbox (id uuid PRIMARY KEY, tenant_id uuid, user_id uuid, body text)");
+  register_sealed_column({.table = "pii_outbox",
+                          .id_column = "id",
+                          .column = "body",
+                          .purpose = "pii_outbox.body",
+                          .owner_column = "tenant_id",
+                          .owner_is_tenant = true,
+                          .user_owner_column = "user_id"});
+  const std::string user = core::uuid_v7();
+  sql(db.admin_url(), "INSERT INTO users (id, email, name) VALUES ($1, 'p@example.com', 'P')",
+      {user});
+  const std::string tenant_row = core::uuid_v7(), platform_row = core::uuid_v7(),
+                    orphan_row = core::uuid_v7();
+  sql(db.admin_url(),
+      "INSERT INTO pii_outbox VALUES ($1, $2, $3, 'to the tenant'), ($4, NULL, $3, 'to the user'), "
+      "($5, NULL, NULL, 'to nobody')",
+      {tenant_row, tenant_a, user, platform_row, orphan_row});
+  RotationReport r = rotate_data(db.admin_url(), "", std::chrono::seconds(0));
+  EXPECT_GE(r.values_resealed, 2);
+  auto owner_of = [&](const std::string& id) {
+    std::string stored = one("SELECT body FROM pii_outbox WHERE id = $1", {id});
+    if (!is_sealed(stored)) return "plain: " + stored;
+    return one(
+        "SELECT coalesce(owner_tenant::text, 'user ' || owner_user::text) FROM data_keys "
+        "WHERE id = $1",
+        {std::string(key_id_of(stored))});
+  };
+  EXPECT_EQ(owner_of(tenant_row), tenant_a);
+  EXPECT_EQ(owner_of(platform_row), "user " + user);
+  EXPECT_EQ(owner_of(orphan_row), "plain: to nobody") << "no owner: no key to seal it under";
+  std::string stored = one("SELECT body FROM pii_outbox WHERE id = $1", {platform_row});
+  db::BlockingConnection conn(db.admin_url(), "test");
+  load_keys_blocking(conn, {stored});
+  EXPECT_EQ(open("pii_outbox.body", stored), "to the user");
+}
+
 TEST_F(Pii, RotationResealsEveryValueAndRewrapsUnderANewSecret) {
   sql(db.admin_url(),
       "CREATE TABLE pii_probe (id uuid PRIMARY KEY, tenant_id uuid NOT NULL, note text)");
@@ -249,6 +290,70 @@ TEST_F(Pii, RotationResealsEveryValueAndRewrapsUnderANewSecret) {
     EXPECT_EQ(open("pii_probe.note", stored), "note " + std::to_string(i));
   }
   configure(kSecret);
+}
+
+// Migration 0022 on a database with rows from before it: addresses leave audit metadata,
+// member.invited events and finished reset jobs; platform mail no longer waiting is redacted;
+// queued work keeps what it needs to run.
+TEST(SealedMailMigration, ConvertsTheRowsThatNamedAddresses) {
+  testkit::TestDatabase db(false);
+  std::vector<db::Migration> before;
+  for (const db::Migration& m : db::embedded_migrations()) {
+    if (m.name >= std::string_view("0022")) break;
+    before.push_back(m);
+  }
+  db::migrate(db.admin_url(), db.app_url(), before);
+  const std::string tenant = core::uuid_v7();
+  auto exec = [&](const std::string& statement, const std::vector<std::string>& params = {}) {
+    return sql(db.admin_url(), statement, params);
+  };
+  exec("INSERT INTO tenants (id, slug, name) VALUES ($1, 'old', 'Old')", {tenant});
+  exec(
+      "INSERT INTO audit_logs (tenant_id, id, actor_type, action, metadata) VALUES "
+      "($1, uuid_v7(), 'system', 'invitation.created', "
+      "'{\"email\": \"old-invitee@example.com\", \"role\": \"member\"}'), "
+      "($1, uuid_v7(), 'system', 'user.email_changed', "
+      "'{\"old_email\": \"a@example.com\", \"new_email\": \"b@example.com\"}'), "
+      "($1, uuid_v7(), 'system', 'branding.updated', '{\"footer\": \"mail@example.com\"}')",
+      {tenant});
+  exec(
+      "INSERT INTO events (tenant_id, type, data, actor_type) VALUES ($1, 'member.invited', "
+      "'{\"invitation_id\": \"x\", \"email\": \"old-invitee@example.com\", \"role\": \"member\"}', "
+      "'system')",
+      {tenant});
+  exec(
+      "INSERT INTO jobs (kind, payload, status, finished_at) VALUES "
+      "('identity.password_reset', '{\"email\": \"done@example.com\"}', 'succeeded', now()), "
+      "('identity.password_reset', '{\"email\": \"waiting@example.com\"}', 'queued', NULL)");
+  exec(
+      "INSERT INTO mail_messages (tenant_id, id, template, from_address, to_address, subject, "
+      "html, text, message_id, status) VALUES "
+      "(NULL, uuid_v7(), 'password_reset', 'f@example.com', 'sent@example.com', 'S', 'H', 'T', "
+      "'<1@x>', 'sent'), "
+      "(NULL, uuid_v7(), 'password_reset', 'f@example.com', 'queued@example.com', 'S', 'H', "
+      "'T', '<2@x>', 'queued'), "
+      "($1, uuid_v7(), 'welcome', 'f@example.com', 'tenant@example.com', 'S', 'H', 'T', "
+      "'<3@x>', 'sent')",
+      {tenant});
+
+  db::migrate(db.admin_url(), db.app_url(), db::embedded_migrations());
+  auto rows = exec("SELECT action, metadata::text FROM audit_logs ORDER BY action");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0][1], R"({"footer": "mail@example.com"})") << "other actions are untouched";
+  EXPECT_EQ(rows[1][1], R"({"role": "member"})");
+  EXPECT_EQ(rows[2][1], "{}");
+  EXPECT_EQ(exec("SELECT data::text FROM events")[0][0],
+            R"({"role": "member", "invitation_id": "x"})");
+  EXPECT_EQ(exec("SELECT payload::text FROM jobs ORDER BY status")[0][0],
+            R"({"email": "waiting@example.com"})")
+      << "a queued request still runs";
+  EXPECT_EQ(exec("SELECT payload::text FROM jobs ORDER BY status")[1][0], "{}");
+  auto mail = exec("SELECT to_address, html FROM mail_messages ORDER BY message_id");
+  ASSERT_EQ(mail.size(), 3u);
+  EXPECT_EQ(mail[0], (std::vector<std::string>{"redacted@invalid", ""}));
+  EXPECT_EQ(mail[1], (std::vector<std::string>{"queued@example.com", "H"})) << "still to send";
+  EXPECT_EQ(mail[2], (std::vector<std::string>{"tenant@example.com", "H"}))
+      << "a tenant's: sealed by the next rotate-data";
 }
 
 }  // namespace

@@ -32,13 +32,19 @@ long reseal_column(db::BlockingConnection& conn, const SealedColumn& c) {
   const std::string table = conn.quote_identifier(c.table), id = conn.quote_identifier(c.id_column),
                     col = conn.quote_identifier(c.column),
                     owner = conn.quote_identifier(c.owner_column);
+  // Without a user_owner_column, "NULL": rows without an owner are left alone.
+  const std::string user_col =
+      c.user_owner_column.empty() ? "NULL" : conn.quote_identifier(c.user_owner_column);
   const std::string select = fmt::format(
-      "SELECT {id}::text AS id, {owner}::text AS owner, {col} AS value FROM {table} "
-      "WHERE {id}::text > $1 AND {col} IS NOT NULL AND {col} <> '' AND {owner} IS NOT NULL AND "
+      "SELECT {id}::text AS id, {owner}::text AS owner, {user_owner}::text AS user_owner, "
+      "{col} AS value FROM {table} "
+      "WHERE {id}::text > $1 AND {col} IS NOT NULL AND {col} <> '' AND "
+      "coalesce({owner}::text, {user_owner}::text) IS NOT NULL AND "
       "(left({col}, 5) <> 'pii1.' OR substr({col}, 6, 36) IN "
       "(SELECT id::text FROM data_keys WHERE retired_at IS NOT NULL)) "
       "ORDER BY {id}::text LIMIT 500",
-      fmt::arg("id", id), fmt::arg("owner", owner), fmt::arg("col", col), fmt::arg("table", table));
+      fmt::arg("id", id), fmt::arg("owner", owner), fmt::arg("user_owner", user_col),
+      fmt::arg("col", col), fmt::arg("table", table));
   const std::string update =
       c.index_column.empty()
           ? fmt::format("UPDATE {table} SET {col} = $3 WHERE {id}::text = $1 AND {col} = $2",
@@ -59,8 +65,9 @@ long reseal_column(db::BlockingConnection& conn, const SealedColumn& c) {
       after = rows.text(i, "id");
       std::optional<std::string> plain = open(c.purpose, values[static_cast<std::size_t>(i)]);
       if (!plain) continue;  // its key is gone: nothing can open it, nothing to re-seal
-      Owner o = c.owner_is_tenant ? tenant_owner(rows.text(i, "owner"))
-                                  : user_owner(rows.text(i, "owner"));
+      Owner o = rows.is_null(i, rows.column("owner")) ? user_owner(rows.text(i, "user_owner"))
+                : c.owner_is_tenant                   ? tenant_owner(rows.text(i, "owner"))
+                                                      : user_owner(rows.text(i, "owner"));
       // Only if unchanged meanwhile: a server that wrote it since used a current key.
       std::vector<std::string> params{after, values[static_cast<std::size_t>(i)],
                                       seal_blocking(conn, o, c.purpose, *plain)};
@@ -104,7 +111,7 @@ RotationReport rotate_data(const std::string& admin_url, std::string_view previo
   report.keys_retired =
       conn.exec("UPDATE data_keys SET retired_at = now() WHERE retired_at IS NULL").affected();
   forget_cached_keys();
-  // Servers seal with a current key they cached up to kCurrentKeyCacheSeconds ago: wait until
+  // Servers seal with a current key they cached up to HSEA_PII_KEY_CACHE_SECONDS ago: wait until
   // none can still be using a retired one.
   std::this_thread::sleep_for(cache_wait);
   for (const SealedColumn& c : sealed_columns()) report.values_resealed += reseal_column(conn, c);

@@ -17,6 +17,7 @@ namespace hsea::security {
 struct Settings {
   int audit_retention_days = 365;
   std::string previous_secret_key;  // read only by `hsea keys rotate-data`
+  int pii_key_cache_seconds = 60;   // pii::configure's current_key_cache
 };
 
 void Register(runtime::Registrar& registrar);

@@ -226,12 +226,14 @@ awaitable<Response> create_invitation(RequestContext& ctx) {
   }
   std::string id(r.get(0, "id"));
   co_await send_invitation_mail(tx, inviter, email, role, token);
-  object meta{{"email", email}, {"role", role}};
+  // Neither the audit entry nor the event names the address (HSEA-047): the invitation they
+  // name holds it, sealed; the audit log and webhook receivers would otherwise keep copies
+  // that outlive it. A receiver reads it with GET /api/invitations.
+  object meta{{"role", role}};
   co_await security::record(
       tx, ctx,
       security::event("invitation.created", "invitation", id, boost::json::serialize(meta)));
-  std::string data =
-      boost::json::serialize(object{{"invitation_id", id}, {"email", email}, {"role", role}});
+  std::string data = boost::json::serialize(object{{"invitation_id", id}, {"role", role}});
   co_await jobs::emit(tx, ctx, "member.invited", std::move(data));
   co_await tx.commit();
   co_return http::json_response(201, invitation_json(r, 0, email));

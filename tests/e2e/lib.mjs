@@ -9,6 +9,8 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const baseUrl = process.env.HSEA_E2E_URL;
+// The same database served with HSEA_ACCESS_TOKEN_SECONDS=5 (run.mjs): access expires quickly.
+export const shortAccessUrl = process.env.HSEA_E2E_SHORT_ACCESS_URL;
 const output = process.env.HSEA_E2E_OUTPUT;
 const mailFile = process.env.HSEA_E2E_MAIL_FILE;
 if (!baseUrl || !output || !mailFile) {
@@ -24,10 +26,10 @@ export async function launch() {
   });
 }
 
-// A fresh browser context (its own cookies) and page on the server; browser console errors
-// and failed same-origin requests other than expected API answers are recorded.
-export async function newPage(browser) {
-  const context = await browser.newContext({ baseURL: baseUrl, viewport: { width: 1100, height: 800 } });
+// A fresh browser context (its own cookies) and page on the server (or another, `url`); browser
+// console errors and failed same-origin requests other than expected API answers are recorded.
+export async function newPage(browser, url = baseUrl) {
+  const context = await browser.newContext({ baseURL: url, viewport: { width: 1100, height: 800 } });
   const page = await context.newPage();
   page.consoleErrors = [];
   page.on('console', (m) => {

@@ -145,7 +145,7 @@ async function main() {
 
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
-  const server = await start(binary, ['serve'], {
+  const serverEnv = {
     HSEA_ENV: 'test',
     HSEA_HTTP_HOST: '127.0.0.1',
     HSEA_HTTP_PORT: String(port),
@@ -161,8 +161,23 @@ async function main() {
     HSEA_SMTP_URL: `smtp://mailer:secret@127.0.0.1:${sink.match[1]}`,
     HSEA_MAIL_FROM: 'hello@mail.hsea.test',
     HSEA_JOB_POLL_MS: '200',
-  }, /listening on http:\/\/[0-9.]+:(\d+)/, path.join(output, 'server.log'));
+  };
+  const server = await start(binary, ['serve'], serverEnv, /listening on http:\/\/[0-9.]+:(\d+)/,
+    path.join(output, 'server.log'));
   cleanups.push(() => stop(server.child));
+  // A second server on the same database whose access tokens and session cookies expire after
+  // five seconds, for the spec of the web UI's refresh on 401 (access-expiry.spec.mjs).
+  const shortPort = await freePort();
+  const shortUrl = `http://127.0.0.1:${shortPort}`;
+  const shortServer = await start(binary, ['serve'], {
+    ...serverEnv,
+    HSEA_HTTP_PORT: String(shortPort),
+    HSEA_PUBLIC_URL: shortUrl,
+    HSEA_ACCESS_TOKEN_SECONDS: '5',
+    // No in-process worker: mailed links must name the first server, which runs the jobs.
+    HSEA_WORKER_THREADS: '0',
+  }, /listening on http:\/\/[0-9.]+:(\d+)/, path.join(output, 'server-short-access.log'));
+  cleanups.push(() => stop(shortServer.child));
 
   // Specs waiting for another branch's endpoints.
   const pending = JSON.parse(fs.readFileSync(path.join(here, 'pending.json'), 'utf8')).pending;
@@ -208,6 +223,7 @@ async function main() {
         env: {
           ...process.env,
           HSEA_E2E_URL: baseUrl,
+          HSEA_E2E_SHORT_ACCESS_URL: shortUrl,
           HSEA_E2E_MAIL_FILE: mailFile,
           HSEA_E2E_OUTPUT: output,
           HSEA_E2E_DATABASE_ADMIN_URL: dbAdmin,

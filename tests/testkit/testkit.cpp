@@ -42,6 +42,47 @@ std::string email_index(const std::string& email) {
   return security::pii::blind_index("users.email", lower);
 }
 
+std::vector<StoredMail> stored_mail(const TestDatabase& db) {
+  security::pii::configure(kTestSecretKey);
+  db::BlockingConnection conn(db.admin_url(), "testkit stored_mail");
+  db::Result r = conn.exec(
+      "SELECT id::text AS id, coalesce(tenant_id::text, '') AS tenant_id, "
+      "coalesce(user_id::text, '') AS user_id, template, status, to_address, to_name, subject, "
+      "html, text FROM mail_messages ORDER BY created_at, id");
+  static const char* const kSealed[] = {"to_address", "to_name", "subject", "html", "text"};
+  std::vector<std::string> values;
+  for (int i = 0; i < r.rows(); ++i) {
+    for (const char* c : kSealed) values.push_back(r.text(i, c));
+  }
+  security::pii::load_keys_blocking(conn, values);
+  std::vector<StoredMail> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    auto open = [&](const char* column) {
+      return security::pii::open(std::string("mail_messages.") + column, r.get(i, column))
+          .value_or("");
+    };
+    out.push_back(StoredMail{r.text(i, "id"), r.text(i, "tenant_id"), r.text(i, "user_id"),
+                             r.text(i, "template"), r.text(i, "status"), open("to_address"),
+                             open("to_name"), open("subject"), open("html"), open("text")});
+  }
+  return out;
+}
+
+std::vector<StoredMail> stored_mail_to(const TestDatabase& db, const std::string& address,
+                                       const std::string& template_name) {
+  auto lower = [](std::string v) {
+    for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return v;
+  };
+  std::vector<StoredMail> out;
+  for (StoredMail& m : stored_mail(db)) {
+    if (lower(m.to_address) != lower(address)) continue;
+    if (!template_name.empty() && m.template_name != template_name) continue;
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 std::string required_env(const char* name) {
   const char* v = std::getenv(name);
   if (v == nullptr || *v == '\0') {

@@ -99,6 +99,27 @@ std::string raw_exchange(int port, const std::string& bytes,
 // it: users' addresses are sealed, so tests find a user's row by this.
 std::string email_index(const std::string& email);
 
+// A message of the e-mail outbox with its sealed parts opened as the server opens them (the
+// table holds recipient and content sealed: HSEA-047).
+struct StoredMail {
+  std::string id;
+  std::string tenant_id;  // "" for a platform message
+  std::string user_id;    // a platform message's recipient account
+  std::string template_name;
+  std::string status;
+  std::string to_address;
+  std::string to_name;
+  std::string subject;
+  std::string html;
+  std::string text;
+};
+// Every message in mail_messages, oldest first, opened with the test servers' HSEA_SECRET_KEY
+// (a part whose key is gone reads as "").
+std::vector<StoredMail> stored_mail(const TestDatabase& db);
+// Those of them sent to `address` (any case), with `template_name` when it is not empty.
+std::vector<StoredMail> stored_mail_to(const TestDatabase& db, const std::string& address,
+                                       const std::string& template_name = "");
+
 // Multi-tenant fixtures, through the public API: a new user who owns a new tenant.
 struct Account {
   std::string email;
