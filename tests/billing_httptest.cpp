@@ -130,6 +130,7 @@ TEST_F(Billing, ANewTenantStartsOnFreeWithHistoryAuditAndEvent) {
   EXPECT_EQ(s.at("plan").at("limits").at("seats").as_int64(), 3);
   EXPECT_EQ(scalar("SELECT count(*) FROM subscription_history WHERE tenant_id = $1", {a.tenant_id}),
             "1");
+  // Audited, and an event for the tenant's webhooks, in the sign-up's transaction.
   EXPECT_EQ(scalar("SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND "
                    "action = 'subscription.created'",
                    {a.tenant_id}),
@@ -343,11 +344,18 @@ TEST_F(Billing, ARouteNeedingAPlanFeatureAnswers402PlanRequired) {
   Account a = testkit::sign_up(*server_, "Feature Co");
   std::string endpoint = R"({"url":"https://example.com/hook"})";
   std::vector<std::string> json{"Content-Type: application/json"};
+  // A second node on the same database, whose cache (one thread: one cache) holds the tenant's
+  // plan already.
+  testkit::TestServer other(*db_, {{"HSEA_THREADS", "1"}});
+  std::vector<std::string> with{bearer(a.access_token), "Content-Type: application/json"};
+  HttpResponse warm = http("POST", other.url("/api/webhooks/endpoints"), endpoint, with);
+  // Past the entitlement step (the address itself may be refused later: 422).
+  ASSERT_TRUE(warm.status == 201 || warm.status == 422) << warm.body;
   // The free plan includes webhooks; the operator takes them out of it.
   HttpResponse off = call("PATCH", "/api/admin/plans/free", kAdminToken,
                           R"({"features":{"webhooks":false}})", json);
   ASSERT_EQ(off.status, 200) << off.body;
-  // Every node's cache is emptied by the change (NOTIFY), not after its lifetime.
+  // Every node's cache is emptied by the change (NOTIFY), well before its 60 s lifetime.
   HttpResponse r;
   EXPECT_TRUE(eventually(
       [&] {
@@ -358,6 +366,14 @@ TEST_F(Billing, ARouteNeedingAPlanFeatureAnswers402PlanRequired) {
       << r.status << " " << r.body;
   EXPECT_EQ(code_of(r), "plan_required");
   EXPECT_NE(r.body.find("webhooks"), std::string::npos);
+  HttpResponse there;
+  EXPECT_TRUE(eventually(
+      [&] {
+        there = http("POST", other.url("/api/webhooks/endpoints"), endpoint, with);
+        return there.status == 402;
+      },
+      std::chrono::seconds(5)))
+      << there.status << " " << there.body;
   HttpResponse on = call("PATCH", "/api/admin/plans/free", kAdminToken,
                          R"({"features":{"webhooks":true}})", json);
   ASSERT_EQ(on.status, 200);
@@ -388,6 +404,36 @@ TEST(BillingTrial, ANewTenantTriesTheConfiguredPlan) {
             "t");
   // The trial's features apply: Pro has SSO.
   EXPECT_TRUE(s.at("plan").at("features").at("sso").as_bool());
+  // When the trial ends unpaid, the free plan applies: here without webhooks.
+  testkit::sql(db.admin_url(),
+               "UPDATE plans SET features = features || '{\"webhooks\": false}' "
+               "WHERE id = 'free'");
+  std::string endpoint = R"({"url":"https://example.com/hook"})";
+  std::vector<std::string> with{bearer(a.access_token), "Content-Type: application/json"};
+  HttpResponse during = http("POST", server.url("/api/webhooks/endpoints"), endpoint, with);
+  EXPECT_NE(during.status, 402) << during.body;
+  testkit::sql(db.admin_url(),
+               "UPDATE subscriptions SET trial_end = now() - interval '1 minute' "
+               "WHERE tenant_id = $1",
+               {a.tenant_id});
+  HttpResponse after;
+  EXPECT_TRUE(eventually(
+      [&] {
+        after = http("POST", server.url("/api/webhooks/endpoints"), endpoint, with);
+        return after.status == 402;
+      },
+      std::chrono::seconds(5)))
+      << after.status << " " << after.body;
+  EXPECT_NE(after.body.find("(free)"), std::string::npos) << after.body;
+  // Audited, and an event for the tenant's webhooks.
+  for (const char* table : {"audit_logs WHERE action", "events WHERE type"}) {
+    EXPECT_EQ(testkit::sql(db.admin_url(),
+                           std::string("SELECT count(*) FROM ") + table +
+                               " = 'subscription.created' AND tenant_id = $1",
+                           {a.tenant_id})[0][0],
+              "1")
+        << table;
+  }
 }
 
 }  // namespace

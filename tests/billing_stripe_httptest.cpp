@@ -145,6 +145,13 @@ TEST_F(BillingStripe, CheckoutThenPaymentMakesTheSubscriptionActive) {
   std::string body = R"({"plan_id":"starter","interval":"year","success_url":")" + kPublic +
                      "/billing/done" + R"(","cancel_url":")" + kPublic + "/billing/cancel" +
                      R"("})";
+  // Before any paid subscription, the preview is the plan's price.
+  HttpResponse price =
+      call("GET", "/api/subscriptions/preview?plan_id=starter&interval=year", a.access_token);
+  ASSERT_EQ(price.status, 200) << price.body;
+  EXPECT_EQ(json_of(price).at("amount_due").as_int64(), 29000);
+  EXPECT_EQ(json_of(price).at("proration_amount").as_int64(), 0);
+  EXPECT_EQ(call("GET", "/api/subscriptions/preview?plan_id=nope", a.access_token).status, 422);
   // A redirect elsewhere than this server or the tenant's allowed origins is refused.
   HttpResponse evil = call("POST", "/api/subscriptions/checkout", a.access_token,
                            R"({"plan_id":"starter","success_url":"https://evil.example/x",)"
@@ -273,6 +280,10 @@ TEST_F(BillingStripe, CancelAtPeriodEndThenReactivateThenCancelNow) {
   ASSERT_EQ(again.status, 200) << again.body;
   EXPECT_FALSE(json_of(again).at("cancel_at_period_end").as_bool());
   EXPECT_EQ(call("POST", "/api/subscriptions/reactivate", a.access_token).status, 409);
+  // Canceled now, and Stripe's news of it held back until after a new subscription started.
+  std::string old_subscription = str(current(a), "stripe_subscription_id");
+  ASSERT_TRUE(stripe_->wait_webhooks_idle());
+  stripe_->hold_webhooks();
   HttpResponse now =
       call("POST", "/api/subscriptions/cancel", a.access_token, R"({"at_period_end":false})");
   ASSERT_EQ(now.status, 200) << now.body;
@@ -284,13 +295,29 @@ TEST_F(BillingStripe, CancelAtPeriodEndThenReactivateThenCancelNow) {
               "0")
         << action;
   }
-  // After the cancellation the free plan's limits apply, and checkout is open again.
-  ASSERT_TRUE(stripe_->wait_webhooks_idle());
-  EXPECT_EQ(str(current(a), "status"), "canceled");
+  // After the cancellation checkout is open again.
   HttpResponse co = call("POST", "/api/subscriptions/checkout", a.access_token,
                          R"({"plan_id":"pro","success_url":")" + kPublic + "/ok" +
                              R"(","cancel_url":")" + kPublic + "/no" + R"("})");
-  EXPECT_EQ(co.status, 201) << co.body;
+  ASSERT_EQ(co.status, 201) << co.body;
+  stripe_->complete_checkout(str(json_of(co), "checkout_url"));
+  // Everything arrives now, oldest last: the old subscription's deletion must not end the new
+  // one.
+  stripe_->release_webhooks("reverse", false);
+  ASSERT_TRUE(stripe_->wait_webhooks_idle(std::chrono::seconds(40)));
+  ASSERT_TRUE(eventually([&] { return str(current(a), "status") == "active"; }));
+  EXPECT_TRUE(eventually([&] {
+    return scalar(
+               "SELECT count(*) FROM stripe_events WHERE type = "
+               "'customer.subscription.deleted' AND payload->'data'->'object'->>'id' = $1 "
+               "AND processed_at IS NOT NULL",
+               {old_subscription}) == "1";
+  }));
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  object renewed = current(a);
+  EXPECT_EQ(str(renewed, "status"), "active");
+  EXPECT_EQ(str(renewed, "plan_id"), "pro");
+  EXPECT_NE(str(renewed, "stripe_subscription_id"), old_subscription);
 }
 
 TEST_F(BillingStripe, WebhooksTwiceAndOutOfOrderChangeNothingTwice) {

@@ -536,5 +536,35 @@ TEST(PiiRotation, TheBinaryRotatesBesideALiveServerAndAfterASecretChangeAndTheSe
   }
 }
 
+// A queued message whose key is gone (shredded with its owner: here the key row is deleted, as
+// deleting an account deletes its user's key) is never sent: it fails for good, naming why.
+TEST(PiiMail, AMessageWhoseKeyIsGoneFailsInsteadOfBeingSent) {
+  TestDatabase db;
+  // Nothing listens on port 1: every delivery attempt fails, so the message stays queued.
+  std::map<std::string, std::string> env{{"HSEA_SMTP_URL", "smtp://127.0.0.1:1"},
+                                         {"HSEA_JOB_POLL_MS", "100"}};
+  Account a;
+  {
+    TestServer server(db, env);
+    a = testkit::sign_up(server, "Shredded Mail");
+  }
+  auto status = [&] {
+    auto r = testkit::sql(db.admin_url(),
+                          "SELECT status, coalesce(last_error, '') FROM mail_messages "
+                          "WHERE tenant_id = $1 AND template = 'email_verification'",
+                          {a.tenant_id});
+    return r.empty() ? std::vector<std::string>{} : r[0];
+  };
+  ASSERT_EQ(status().at(0), "queued");
+  testkit::sql(db.admin_url(), "DELETE FROM data_keys WHERE owner_tenant = $1", {a.tenant_id});
+  TestServer server(db, env);  // a fresh process: no key cached
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline && status().at(0) != "failed") {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(status().at(0), "failed");
+  EXPECT_NE(status().at(1).find("data key is gone"), std::string::npos) << status().at(1);
+}
+
 }  // namespace
 }  // namespace hsea

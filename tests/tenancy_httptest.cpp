@@ -912,9 +912,12 @@ TEST_F(Tenancy, AuditLogRecordsWhoDidWhatFromWhere) {
     EXPECT_EQ(str(change, "to"), "billing");
   }
   // Newest first.
-  ASSERT_GE(log.size(), 9u);
+  ASSERT_GE(log.size(), 10u);
   EXPECT_EQ(str(log[0].as_object(), "action"), "tenant.updated");
-  EXPECT_EQ(str(log[log.size() - 1].as_object(), "action"), "user.signed_up");
+  // The oldest two: the sign-up and the tenant's first (free) subscription, one transaction.
+  EXPECT_EQ((std::set<std::string>{str(log[log.size() - 1].as_object(), "action"),
+                                   str(log[log.size() - 2].as_object(), "action")}),
+            (std::set<std::string>{"user.signed_up", "subscription.created"}));
   // The member's own tenant saw none of this, and no secret is ever logged.
   for (const auto& e : audit(m.token)) {
     EXPECT_NE(str(e.as_object().at("target").as_object(), "id"), key_id);
@@ -936,9 +939,9 @@ TEST_F(Tenancy, AuditLogFiltersAndPages) {
                  {tenant_header(a.tenant_id)})
                 .status,
             200);
-  // 1 sign-up + 3 keys + 2 tenant updates.
+  // 1 sign-up with its free subscription + 3 keys + 2 tenant updates.
   array all = audit(a.token, "?limit=200");
-  ASSERT_EQ(all.size(), 6u) << boost::json::serialize(all);
+  ASSERT_EQ(all.size(), 7u) << boost::json::serialize(all);
 
   // action: exact, or a prefix up to a dot.
   array created = audit(a.token, "?action=api_key.created");
@@ -970,7 +973,8 @@ TEST_F(Tenancy, AuditLogFiltersAndPages) {
   ASSERT_EQ(old.size(), 1u);
   EXPECT_EQ(str(old[0].as_object(), "action"), "user.signed_up");
   EXPECT_EQ(audit(a.token, "?until=2001-12-31T00:00:00Z").size(), 1u);
-  EXPECT_EQ(audit(a.token, "?since=2001-12-31T00:00:00Z").size(), 5u);
+  EXPECT_EQ(audit(a.token, "?since=2001-12-31T00:00:00Z").size(),
+            6u);  // with the first subscription
   EXPECT_EQ(audit(a.token, "?since=2999-01-01T00:00:00Z").size(), 0u);
   // Cursor pagination: limit=2 walks the whole log, newest first, with has_more.
   std::vector<std::string> walked;
@@ -995,7 +999,7 @@ TEST_F(Tenancy, AuditLogFiltersAndPages) {
   EXPECT_EQ(walked, expected);
   auto first = json_of(call("GET", "/api/audit-logs?limit=2", a.token));
   EXPECT_TRUE(first.at("has_more").as_bool());
-  auto whole = json_of(call("GET", "/api/audit-logs?limit=6", a.token));
+  auto whole = json_of(call("GET", "/api/audit-logs?limit=7", a.token));
   EXPECT_FALSE(whole.at("has_more").as_bool());
   // Filters and the cursor combine.
   array created_rest = audit(a.token, "?action=api_key.created&limit=2&starting_after=" +
@@ -1015,16 +1019,16 @@ TEST_F(Tenancy, AuditLogFiltersAndPages) {
 // bound: its '+' arrives percent-encoded (%2B) and must stay a plus sign.
 TEST_F(Tenancy, AuditLogTimeBoundsAcceptOffsets) {
   Account a = signup("Offsets");
-  array all = audit(a.token);
-  ASSERT_EQ(all.size(), 1u);
-  EXPECT_EQ(audit(a.token, "?since=2001-01-01T00:00:00%2B02:00").size(), 1u);
+  array all = audit(a.token);  // the sign-up and its free subscription, at one time
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(audit(a.token, "?since=2001-01-01T00:00:00%2B02:00").size(), 2u);
   EXPECT_EQ(audit(a.token, "?until=2001-01-01T00:00:00%2B02:00").size(), 0u);
   std::string created = str(all[0].as_object(), "created_at");
   std::string encoded;
   for (char c : created) {
     encoded += c == '+' ? std::string("%2B") : c == ' ' ? std::string("%20") : std::string(1, c);
   }
-  EXPECT_EQ(audit(a.token, "?since=" + encoded).size(), 1u) << created;
+  EXPECT_EQ(audit(a.token, "?since=" + encoded).size(), 2u) << created;
   EXPECT_EQ(audit(a.token, "?until=" + encoded).size(), 0u) << created;
 }
 

@@ -13,6 +13,7 @@
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
 #include "ops/ops.hpp"
+#include "ratelimit/ratelimit.hpp"
 #include "redis/client.hpp"
 #include "runtime/registrar.hpp"
 #include "security/security.hpp"
@@ -61,7 +62,10 @@ void register_modules(runtime::Registrar& reg) {
   webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
-  // After identity: its tenant-creation hook and its admission step come first.
+  // After identity: its admission step (authorization) runs before the limiter's.
+  ratelimit::Register(reg);
+  // After identity (its tenant-creation hook and admission step come first) and the limiter
+  // (billing gives it the plans' rates).
   billing::Register(reg);
   // Last: its edge step answers only what no route matched.
   web::Register(reg);

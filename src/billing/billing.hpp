@@ -128,6 +128,11 @@ using StripeHandler = std::function<boost::asio::awaitable<void>(StripeEvent&)>;
 // Declares the handler of an event type (one per type). Events of types nobody handles are
 // stored and marked ignored.
 void on_stripe_event(runtime::Registrar& registrar, std::string type, StripeHandler handler);
+// For handlers: re-reads the Stripe subscription (e.g. an invoice's) and applies it to the
+// event's tenant (status past_due after a failed payment, active after a payment, ...) under the
+// row's lock; audited and emitting subscription.* when something changed, which it returns.
+boost::asio::awaitable<bool> sync_subscription(StripeEvent& event,
+                                               std::string stripe_subscription_id);
 
 void Register(runtime::Registrar& registrar);
 

@@ -15,6 +15,7 @@
 #include "db/db.hpp"
 #include "http/context.hpp"
 #include "http/middleware.hpp"
+#include "ratelimit/ratelimit.hpp"
 #include "runtime/registrar.hpp"
 #include "runtime/runtime.hpp"
 
@@ -24,8 +25,8 @@ namespace {
 using boost::asio::awaitable;
 using Clock = std::chrono::steady_clock;
 
-// The free plan applies without a subscription row, after a cancellation ends, and after a
-// trial that ended without a paid subscription.
+// The free plan applies without a subscription row, after a cancellation ends, while the first
+// payment is outstanding (incomplete), and after a trial that ended without a paid subscription.
 HSEA_QUERY kEntitlement{
     "billing_entitlement",
     "SELECT p.id AS plan_id, p.features::text AS features, p.limits::text AS limits, "
@@ -34,7 +35,8 @@ HSEA_QUERY kEntitlement{
     "EXTRACT(epoch FROM s.current_period_end)::bigint AS period_end "
     "FROM tenants t LEFT JOIN subscriptions s ON s.tenant_id = t.id "
     "JOIN plans p ON p.id = CASE WHEN s.status IS NULL OR s.status IN ('canceled', "
-    "'incomplete_expired') OR (s.status = 'trialing' AND s.stripe_subscription_id IS NULL "
+    "'incomplete', 'incomplete_expired') OR (s.status = 'trialing' AND "
+    "s.stripe_subscription_id IS NULL "
     "AND s.trial_end <= now()) THEN 'free' ELSE s.plan_id END "
     "WHERE t.id = current_setting('app.tenant_id')::uuid"};
 
@@ -155,7 +157,19 @@ std::shared_ptr<const Entitlement> Entitlements::cached(const std::string& tenan
 
 void Entitlements::invalidate() { g_epoch.fetch_add(1, std::memory_order_acq_rel); }
 
+namespace {
+// The limiter's plan rule: the plan's requests_per_second and burst (limits keys).
+awaitable<std::optional<ratelimit::Rate>> plan_rate(std::string tenant_id) {
+  std::shared_ptr<const Entitlement> e = co_await Entitlements::of(std::move(tenant_id));
+  std::optional<std::int64_t> rps = e->limit("requests_per_second");
+  if (!rps || *rps <= 0) co_return std::nullopt;
+  co_return ratelimit::Rate{
+      .limit = *rps, .period_seconds = 1, .burst = e->limit("burst").value_or(0)};
+}
+}  // namespace
+
 void register_entitlements(runtime::Registrar& reg) {
+  ratelimit::set_plan_rates(&plan_rate);
   reg.middleware({.name = "entitlements",
                   .stage = http::Stage::kAdmission,
                   .around = check_feature,

@@ -708,11 +708,7 @@ awaitable<void> subscription_changed(StripeEvent& e) {
   std::string id =
       e.type.starts_with("checkout.") ? str_of(e.object, "subscription") : str_of(e.object, "id");
   if (id.empty()) co_return;  // a checkout in another mode
-  StripeReply sub = co_await stripe().get("/v1/subscriptions/" + id);
-  if (sub.status == 404) co_return;
-  if (!sub.ok()) provider_refused(sub, "show the subscription");
-  Cause cause = cause_of(e);
-  co_await apply_stripe_subscription(*e.tx, sub.body, cause);
+  co_await sync_subscription(e, id);
 }
 
 awaitable<void> payment_method_attached(StripeEvent& e) {
@@ -729,6 +725,14 @@ awaitable<void> payment_method_attached(StripeEvent& e) {
 }
 
 }  // namespace
+
+awaitable<bool> sync_subscription(StripeEvent& e, std::string id) {
+  StripeReply sub = co_await stripe().get("/v1/subscriptions/" + id);
+  if (sub.status == 404) co_return false;
+  if (!sub.ok()) provider_refused(sub, "show the subscription");
+  Cause cause = cause_of(e);
+  co_return co_await apply_stripe_subscription(*e.tx, sub.body, cause);
+}
 
 awaitable<void> start_subscription(db::Transaction& tx, const RequestContext& ctx,
                                    std::string tenant_id) {

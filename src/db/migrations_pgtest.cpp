@@ -416,6 +416,15 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO subscriptions (tenant_id, id, plan_id, status, stripe_customer_id) "
         "VALUES ($1, $2, 'starter', 'active', 'cus_' || $3)",
         {tenant, core::uuid_v7(), tag});
+    sql(db.admin_url(), "INSERT INTO platform_staff (user_id) VALUES ($1)", {user});
+    sql(db.admin_url(),
+        "INSERT INTO rate_limit_overrides (tenant_id, rule, requests, period_seconds) "
+        "VALUES ($1, 'api', 10, 1)",
+        {tenant});
+    sql(db.admin_url(),
+        "INSERT INTO rate_limit_stats (tenant_id, hour, rule, key_kind, limited, requests) "
+        "VALUES ($1, date_trunc('hour', now()), 'api', 'tenant', 1, 2)",
+        {tenant});
   }
 }
 

@@ -30,6 +30,7 @@ struct Principal {
   std::string role;                 // the caller's role in the request's tenant ("" when none)
   std::vector<std::string> scopes;  // kApiKey
   bool via_cookie = false;
+  bool staff = false;  // platform staff (operators): the operator API, never rate limited
   bool authenticated() const { return kind != Kind::kAnonymous; }
 };
 

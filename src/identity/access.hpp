@@ -14,6 +14,7 @@ struct Access {
   bool tenant = false;              // a resolved tenant context
   std::vector<std::string> roles;   // any of these tenant roles (users)
   std::vector<std::string> scopes;  // API-key scopes (keys); none: API keys are refused
+  bool staff = false;               // platform staff only (the operator API, /api/admin/...)
 };
 
 }  // namespace hsea::identity

@@ -267,13 +267,14 @@ awaitable<void> check_current_password(const RequestContext& ctx, const db::Resu
                                        std::string password, std::string field) {
   const std::string& user_id = ctx.principal.user_id;
   LoginThrottle& throttle = *state().throttle;
-  throttle.refuse_if_blocked("user:" + user_id, ctx.request.remote_ip,
-                             "Too many wrong passwords; try again later.");
+  const std::string throttle_key = "user:" + user_id;
+  co_await throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
+                                      "Too many wrong passwords; try again later.");
   std::string hash =
       user.is_null(0, user.column("password_hash")) ? std::string() : user.text(0, "password_hash");
   auto verify_work = [hash, password] { return !hash.empty() && verify_password(hash, password); };
   if (!co_await runtime::cpu_pool().run(std::move(verify_work))) {
-    throttle.record_failure("user:" + user_id, ctx.request.remote_ip);
+    co_await throttle.record_failure(throttle_key, ctx.request.remote_ip);
     if (!ctx.tenant_id.empty()) {
       co_await security::record_in(ctx.tenant_id, ctx,
                                    security::event("auth.password_check_failed", "user", user_id));

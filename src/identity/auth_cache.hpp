@@ -30,6 +30,7 @@ struct CachedSession {
   bool mfa_missing = false;   // the tenant requires MFA and the session's sign-in had none
   // sessions.csrf_generation: the CSRF check of a cookie request needs no query of its own.
   std::int64_t csrf_generation = 0;
+  bool staff = false;  // the user is platform staff (platform_staff)
 };
 
 // Call after any change that must end access at once.

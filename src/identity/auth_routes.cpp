@@ -233,8 +233,8 @@ awaitable<Response> login(RequestContext& ctx) {
   // account is counted by its normalised text, and throttled just the same.
   std::string throttle_key =
       found.empty() ? "email:" + email : "user:" + std::string(found.get(0, "id"));
-  throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
-                             "Too many failed sign-ins; try again later.");
+  co_await throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
+                                      "Too many failed sign-ins; try again later.");
   std::string hash =
       found.empty() || found.is_null(0, 1) ? std::string() : std::string(found.get(0, 1));
   // Unknown accounts verify against the dummy hash, on the pool like any other (its first use
@@ -250,7 +250,7 @@ awaitable<Response> login(RequestContext& ctx) {
   if (!user_id.empty()) tenants = co_await db::pool().query(kUserTenants, db::params(user_id));
 
   if (!ok) {
-    throttle.record_failure(throttle_key, ctx.request.remote_ip);
+    co_await throttle.record_failure(throttle_key, ctx.request.remote_ip);
     // Each tenant of a known account sees its failed sign-ins.
     for (int i = 0; i < tenants.rows(); ++i) {
       co_await security::record_in(tenants.text(i, "tenant_id"), ctx,
@@ -332,8 +332,8 @@ awaitable<Response> verify_mfa(RequestContext& ctx) {
   bool cookie = found.get_bool(0, "cookie");
   LoginThrottle& throttle = *state().throttle;
   const std::string throttle_key = "user:" + user_id;
-  throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
-                             "Too many failed sign-ins; try again later.");
+  co_await throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
+                                      "Too many failed sign-ins; try again later.");
   std::optional<Issued> issued;
   db::Result user;
   {
@@ -353,7 +353,7 @@ awaitable<Response> verify_mfa(RequestContext& ctx) {
   }
   if (!issued) {
     // Counted on the challenge (five wrong codes end it) and on the account's sign-in budget.
-    throttle.record_failure(throttle_key, ctx.request.remote_ip);
+    co_await throttle.record_failure(throttle_key, ctx.request.remote_ip);
     co_await db::pool().scoped_query(db::user_scope(user_id), kChallengeFailed,
                                      db::params(token_hash));
     if (!tenant_id.empty()) {

@@ -40,7 +40,8 @@ HSEA_QUERY kSessionAndRole{
     "       (SELECT role FROM memberships m WHERE m.user_id = s.user_id) AS role, "
     "       (SELECT status FROM tenants) AS tenant_status, "
     "       s.mfa_at IS NULL AND COALESCE((SELECT require_mfa FROM tenants), false) "
-    "         AS mfa_missing, s.csrf_generation "
+    "         AS mfa_missing, s.csrf_generation, "
+    "       EXISTS (SELECT 1 FROM platform_staff st WHERE st.user_id = s.user_id) AS staff "
     "  FROM sessions s WHERE s.id = $1"};
 
 ApiError unauthorized(std::string detail) {
@@ -160,7 +161,7 @@ awaitable<CachedSession> load_session(std::string tenant_id, std::string user_id
   if (r.empty() || !r.get_bool(0, "active")) throw unauthorized("The session has ended.");
   CachedSession known{r.optional(0, "role").value_or(""),
                       r.optional(0, "tenant_status").value_or(""), r.get_bool(0, "mfa_missing"),
-                      r.get_int(0, "csrf_generation")};
+                      r.get_int(0, "csrf_generation"), r.get_bool(0, "staff")};
   // Only admissions are remembered: someone just added to a tenant gets in at once.
   if (!known.role.empty() || tenant_id.empty()) {
     AuthCache::for_this_thread().put_session(user_id, session_id, tenant_id, known);
@@ -225,6 +226,7 @@ awaitable<void> authenticate_session(RequestContext& ctx, std::string user_id,
   ctx.principal.kind = Principal::Kind::kUser;
   ctx.principal.user_id = std::move(user_id);
   ctx.principal.session_id = std::move(session_id);
+  ctx.principal.staff = known->staff;
   if (ctx.tenant_id.empty()) co_return;
   bool usable =
       !known->role.empty() && (known->tenant_status == "active" || known->role == "owner");
@@ -353,6 +355,9 @@ std::optional<Response> authorize(RequestContext& ctx) {
   const Principal& p = ctx.principal;
   if (needs.authenticated && !p.authenticated()) {
     throw unauthorized("Sign in, or send an access token or API key.");
+  }
+  if (needs.staff && !p.staff) {
+    throw ApiError(ErrorCode::kForbidden, "Only platform staff may use this endpoint.");
   }
   if (needs.tenant && ctx.tenant_id.empty()) {
     throw ApiError(ErrorCode::kBadRequest,

@@ -251,8 +251,8 @@ awaitable<Response> disable_mfa(RequestContext& ctx) {
   const std::string& user_id = ctx.principal.user_id;
   LoginThrottle& throttle = *state().throttle;
   const std::string throttle_key = "user:" + user_id;
-  throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
-                             "Too many failed attempts; try again later.");
+  co_await throttle.refuse_if_blocked(throttle_key, ctx.request.remote_ip,
+                                      "Too many failed attempts; try again later.");
   db::Transaction tx = co_await db::pool().begin(db::scope(ctx.tenant_id, user_id));
   db::Result user = co_await tx.exec(kUser, db::params(user_id));
   if (user.empty()) throw ApiError(ErrorCode::kUnauthorized, "The session has ended.");
@@ -266,7 +266,7 @@ awaitable<Response> disable_mfa(RequestContext& ctx) {
     ok = co_await runtime::cpu_pool().run(std::move(verify_work));
   }
   if (!ok) {
-    throttle.record_failure(throttle_key, ctx.request.remote_ip);
+    co_await throttle.record_failure(throttle_key, ctx.request.remote_ip);
     throw ApiError(ErrorCode::kUnauthorized,
                    code ? "The code is wrong or was already used." : "The password is wrong.");
   }

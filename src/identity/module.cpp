@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/settings.hpp"
+#include "db/blocking.hpp"
 #include "db/db.hpp"
 #include "identity/identity.hpp"
 #include "identity/module.hpp"
@@ -218,6 +219,33 @@ void Register(runtime::Registrar& reg) {
                    return 1;
                  }
                }});
+  // Platform staff (operators): the operator API (/api/admin/...) and no rate limits. Through
+  // the admin connection: the server's role can only read its own row.
+  const std::string* admin_url = &reg.settings(db::settings_section()).database_admin_url;
+  for (bool grant : {true, false}) {
+    runtime::CommandOption user{.name = "user_id", .help = "the user's id", .required = true};
+    reg.command(
+        {.path = {"staff", grant ? "grant" : "revoke"},
+         .help = grant ? "make a user platform staff" : "take platform staff away from a user",
+         .options = {user},
+         .run = [grant, user = user.value, admin_url](const core::Config&) {
+           try {
+             db::BlockingConnection conn(*admin_url, "hsea staff");
+             db::Result r = conn.exec(grant ? "INSERT INTO platform_staff (user_id) "
+                                              "SELECT id FROM users WHERE id = $1::uuid "
+                                              "ON CONFLICT DO NOTHING RETURNING user_id"
+                                            : "DELETE FROM platform_staff WHERE user_id = $1::uuid "
+                                              "RETURNING user_id",
+                                      {*user});
+             std::printf("staff: %s %s\n", user->c_str(),
+                         r.empty() ? "unchanged" : (grant ? "granted" : "revoked"));
+             return 0;
+           } catch (const std::exception& e) {
+             std::fprintf(stderr, "hsea staff: %s\n", e.what());
+             return 1;
+           }
+         }});
+  }
 }
 
 }  // namespace hsea::identity

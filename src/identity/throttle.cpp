@@ -1,8 +1,9 @@
 #include "identity/throttle.hpp"
 
+#include "core/crypto.hpp"
 #include "core/error.hpp"
-
-#include <arpa/inet.h>
+#include "ratelimit/ratelimit.hpp"
+#include "ratelimit/rules.hpp"
 
 #include <algorithm>
 #include <iterator>
@@ -10,60 +11,41 @@
 namespace hsea::identity {
 namespace {
 constexpr auto kWindow = std::chrono::hours(1);
+
+ratelimit::Rate per_hour(int max) { return ratelimit::Rate{max, 3600, max}; }
+
+// Addresses of accounts are personal data: buckets are named by a digest.
+std::string account_bucket(const std::string& account) {
+  return ratelimit::bucket_key("", "login", "account", core::sha256_hex(account).substr(0, 32));
+}
+std::string ip_bucket(const std::string& ip) {
+  return ratelimit::bucket_key("", "login", "ip", ratelimit::client_key(ip));
 }
 
-std::optional<int> LoginThrottle::blocked(std::unordered_map<std::string, Window>& windows,
-                                          const std::string& key, int max,
-                                          std::chrono::steady_clock::time_point now) {
-  auto it = windows.find(key);
-  if (it == windows.end()) return std::nullopt;
-  if (now - it->second.start >= kWindow) {
-    windows.erase(it);
-    return std::nullopt;
-  }
-  if (it->second.failures < max) return std::nullopt;
-  auto left = std::chrono::duration_cast<std::chrono::seconds>(it->second.start + kWindow - now);
-  return std::max<int>(1, static_cast<int>(left.count()));
+}  // namespace
+
+boost::asio::awaitable<void> LoginThrottle::refuse_if_blocked(std::string account, std::string ip,
+                                                              const char* detail) const {
+  std::string account_key = account_bucket(account), ip_key = ip_bucket(ip);
+  ratelimit::Rate account_rate = per_hour(max_per_account_), ip_rate = per_hour(max_per_ip_);
+  ratelimit::Decision a = co_await ratelimit::check(account_key, account_rate, 1, true);
+  ratelimit::Decision i = co_await ratelimit::check(ip_key, ip_rate, 1, true);
+  if (a.allowed && i.allowed) co_return;
+  std::int64_t wait_us =
+      std::max<std::int64_t>(a.allowed ? 0 : a.retry_after_us, i.allowed ? 0 : i.retry_after_us);
+  int wait = static_cast<int>(std::max<std::int64_t>(1, (wait_us + 999'999) / 1'000'000));
+  throw core::ApiError(core::ErrorCode::kRateLimited, detail).retry_after(wait);
 }
 
-std::optional<int> LoginThrottle::retry_after(const std::string& account, const std::string& ip) {
-  std::lock_guard lock(mutex_);
-  auto now = std::chrono::steady_clock::now();
-  auto a = blocked(accounts_, account, max_per_account_, now);
-  auto i = blocked(ips_, ip, max_per_ip_, now);
-  if (a && i) return std::max(*a, *i);
-  return a ? a : i;
+boost::asio::awaitable<void> LoginThrottle::record_failure(std::string account,
+                                                           std::string ip) const {
+  std::string account_key = account_bucket(account), ip_key = ip_bucket(ip);
+  ratelimit::Rate account_rate = per_hour(max_per_account_), ip_rate = per_hour(max_per_ip_);
+  co_await ratelimit::check(account_key, account_rate);
+  co_await ratelimit::check(ip_key, ip_rate);
 }
 
-void LoginThrottle::record_failure(const std::string& account, const std::string& ip) {
-  std::lock_guard lock(mutex_);
-  auto now = std::chrono::steady_clock::now();
-  for (auto* entry : {&accounts_[account], &ips_[ip]}) {
-    if (entry->failures == 0 || now - entry->start >= kWindow) {
-      entry->start = now;
-      entry->failures = 0;
-    }
-    ++entry->failures;
-  }
-  // Bound memory under a spray of random accounts: forget expired windows now and then.
-  if (accounts_.size() > 100000)
-    std::erase_if(accounts_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
-  if (ips_.size() > 100000)
-    std::erase_if(ips_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
-}
-
-std::string SignupThrottle::client_key(const std::string& ip) {
-  in6_addr v6{};
-  if (inet_pton(AF_INET6, ip.c_str(), &v6) != 1) return ip;  // IPv4, or not an address
-  char text[INET6_ADDRSTRLEN] = {};
-  if (IN6_IS_ADDR_V4MAPPED(&v6)) {
-    inet_ntop(AF_INET, &v6.s6_addr[12], text, sizeof text);
-    return text;
-  }
-  std::fill(std::begin(v6.s6_addr) + 8, std::end(v6.s6_addr), 0);
-  inet_ntop(AF_INET6, &v6, text, sizeof text);
-  return std::string(text) + "/64";
-}
+std::string SignupThrottle::client_key(const std::string& ip) { return ratelimit::client_key(ip); }
 
 std::optional<int> SignupThrottle::admit(const std::string& ip, int max_per_hour) {
   if (max_per_hour <= 0) return std::nullopt;
@@ -85,13 +67,6 @@ std::optional<int> SignupThrottle::admit(const std::string& ip, int max_per_hour
     std::erase_if(windows_, [&](auto& kv) { return now - kv.second.start >= kWindow; });
   }
   return std::nullopt;
-}
-
-void LoginThrottle::refuse_if_blocked(const std::string& account, const std::string& ip,
-                                      std::string detail) {
-  if (auto wait = retry_after(account, ip)) {
-    throw core::ApiError(core::ErrorCode::kRateLimited, std::move(detail)).retry_after(*wait);
-  }
 }
 
 }  // namespace hsea::identity

@@ -1,7 +1,8 @@
 #pragma once
-// Failed sign-in throttling per account and per client IP, and sign-up throttling per client
-// address, in process (fixed one-hour windows). Thread-safe; the rate-limiting module will move
-// them to Redis.
+// Failed sign-in throttling per account and per client address (on the rate limiter), and
+// sign-up throttling per client address (in process, fixed one-hour windows).
+#include <boost/asio/awaitable.hpp>
+
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -10,30 +11,23 @@
 
 namespace hsea::identity {
 
+// Failed sign-ins per account and per client address (IPv6 per /64), on the rate limiter
+// (src/ratelimit): its buckets live in Redis, so the limits hold across nodes (per node while
+// Redis is unset or down). Each limit is a GCRA bucket of `max` failures refilling over an hour:
+// `max` failures at once, then one more every hour/max.
 class LoginThrottle {
  public:
   LoginThrottle(int max_per_account, int max_per_ip)
       : max_per_account_(max_per_account), max_per_ip_(max_per_ip) {}
 
-  // Seconds to wait when either limit is used up, otherwise nullopt.
-  std::optional<int> retry_after(const std::string& account, const std::string& ip);
-  // The same as a refusal: ApiError 429 with `detail` and Retry-After.
-  void refuse_if_blocked(const std::string& account, const std::string& ip, std::string detail);
-  void record_failure(const std::string& account, const std::string& ip);
+  // Throws ApiError 429 with `detail` and Retry-After while either limit is used up.
+  boost::asio::awaitable<void> refuse_if_blocked(std::string account, std::string ip,
+                                                 const char* detail) const;
+  boost::asio::awaitable<void> record_failure(std::string account, std::string ip) const;
 
  private:
-  struct Window {
-    std::chrono::steady_clock::time_point start;
-    int failures = 0;
-  };
-  std::optional<int> blocked(std::unordered_map<std::string, Window>& windows,
-                             const std::string& key, int max,
-                             std::chrono::steady_clock::time_point now);
   int max_per_account_;
   int max_per_ip_;
-  std::mutex mutex_;
-  std::unordered_map<std::string, Window> accounts_;
-  std::unordered_map<std::string, Window> ips_;
 };
 
 // Sign-ups per client address, in process (fixed one-hour windows): each sign-up costs an

@@ -46,8 +46,7 @@ constexpr int kDeliveryAttempts = 20;  // 5 s doubling to 1 h: about 12 hours of
 HSEA_QUERY kTenantBranding{
     "mail_tenant_branding",
     "SELECT t.id::text AS tenant_id, t.name AS tenant_name, t.slug, b.product_name, b.logo_url, "
-    "b.primary_color, "
-    "b.footer FROM tenants t LEFT JOIN tenant_branding b ON b.tenant_id = t.id"};
+    "b.primary_color, b.footer FROM tenants t LEFT JOIN tenant_branding b ON b.tenant_id = t.id"};
 HSEA_QUERY kInsertMessage{
     "mail_insert_message",
     "INSERT INTO mail_messages (tenant_id, id, template, from_name, from_address, to_name, "
@@ -279,8 +278,15 @@ awaitable<void> deliver(jobs::JobContext& job) {
   }
   Opened opened = (co_await open_messages(m)).at(0);
   if (!opened.readable) {
-    // Its key was destroyed with its tenant or recipient: nobody is left to send it to.
-    log::warn("mail not delivered: its data key is gone", {{"message", id}});
+    // Its key was destroyed with its tenant or recipient: nobody is left to send it to. Failed
+    // for good, not retried.
+    const std::string why = "its data key is gone (tenant purged or recipient deleted)";
+    log::warn("mail not delivered", {{"message", id}, {"error", why}});
+    if (platform) {
+      co_await db::pool().query(kPlatformRecordFailure, db::params(id, why, true));
+    } else {
+      co_await db::pool().tenant_query(job.tenant_id(), kRecordFailure, db::params(id, why, true));
+    }
     co_return;
   }
   Envelope e;

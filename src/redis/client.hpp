@@ -70,6 +70,7 @@ class Client {
 struct Settings {
   std::string url;  // empty: no Redis (in-process fallbacks)
   int timeout_ms = 1000;
+  int tenant_cache_ttl_seconds = 300;  // the tenant cache's default TTL (tenant_cache.hpp)
 };
 
 // The Redis module: its settings and, when HSEA_REDIS_URL is set, one Client per I/O thread.

@@ -1,6 +1,7 @@
 // The Redis module's registration: a client per I/O thread when HSEA_REDIS_URL is set.
 #include "core/settings.hpp"
 #include "redis/client.hpp"
+#include "redis/tenant_cache.hpp"
 #include "runtime/registrar.hpp"
 
 namespace hsea::redis {
@@ -27,7 +28,10 @@ const core::Section<Settings> kSettings{
     {core::string_setting(&Settings::url, "HSEA_REDIS_URL", "(unset: in-process fallbacks)",
                           "redis://[:password@]host:port[/db]", check_redis_url, core::Show::kUrl),
      core::int_setting(&Settings::timeout_ms, "HSEA_REDIS_TIMEOUT_MS", "1000", 1, 600000,
-                       "deadline of one Redis command")}};
+                       "deadline of one Redis command"),
+     core::int_setting(
+         &Settings::tenant_cache_ttl_seconds, "HSEA_TENANT_CACHE_TTL_SECONDS", "300", 1, 86400 * 30,
+         "tenant cache entries live this long unless the tenant configures another")}};
 
 }  // namespace
 
@@ -39,6 +43,8 @@ Client* client() {
 
 void Register(runtime::Registrar& reg) {
   const Settings& settings = reg.settings(kSettings);
+  set_default_ttl(std::chrono::seconds(settings.tenant_cache_ttl_seconds));
+  reg.metrics(render_cache_metrics);
   if (settings.url.empty()) return;
   reg.per_thread<ThreadClient>(
       "redis client",

@@ -1,0 +1,108 @@
+#include "ratelimit/gcra.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+
+namespace hsea::ratelimit {
+
+std::int64_t Rate::interval_us() const {
+  return std::max<std::int64_t>(1, period_seconds * 1'000'000 / std::max<std::int64_t>(1, limit));
+}
+
+Step gcra(std::int64_t now, std::optional<std::int64_t> stored, const Rate& rate, int cost,
+          bool peek) {
+  const std::int64_t interval = rate.interval_us();
+  const std::int64_t tolerance = rate.tolerance_us();
+  std::int64_t tat = std::max(stored.value_or(now), now);
+  std::int64_t new_tat = tat + std::int64_t{std::max(cost, 1)} * interval;
+  std::int64_t allow_at = new_tat - tolerance;
+  Step step;
+  if (now < allow_at) {
+    step.decision = {.allowed = false,
+                     .remaining = std::max<std::int64_t>(0, (tolerance - (tat - now)) / interval),
+                     .retry_after_us = allow_at - now,
+                     .reset_us = tat - now};
+    return step;
+  }
+  if (peek || cost <= 0) {
+    step.decision = {.allowed = true,
+                     .remaining = std::max<std::int64_t>(0, (tolerance - (tat - now)) / interval),
+                     .retry_after_us = 0,
+                     .reset_us = tat - now};
+    return step;
+  }
+  step.decision = {.allowed = true,
+                   .remaining = std::max<std::int64_t>(0, (tolerance - (new_tat - now)) / interval),
+                   .retry_after_us = 0,
+                   .reset_us = new_tat - now};
+  step.store_tat_us = new_tat;
+  return step;
+}
+
+// Mirrors gcra() line by line. Lua numbers are doubles: µs since the epoch (~2^51) are exact.
+const std::string_view kGcraScript = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local peek = ARGV[4] == '1' or cost <= 0
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
+if tat < now then tat = now end
+local new_tat = tat + math.max(cost, 1) * interval
+local allow_at = new_tat - tolerance
+if now < allow_at then
+  return {0, math.max(0, math.floor((tolerance - (tat - now)) / interval)), allow_at - now, tat - now}
+end
+if peek then
+  return {1, math.max(0, math.floor((tolerance - (tat - now)) / interval)), 0, tat - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
+           math.max(1, math.ceil((new_tat - now) / 1000)))
+return {1, math.max(0, math.floor((tolerance - (new_tat - now)) / interval)), 0, new_tat - now}
+)lua";
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Decision LocalTable::check(const std::string& key, const Rate& rate, int cost, bool peek) {
+  return check(key, rate, cost, peek, now_us());
+}
+
+Decision LocalTable::check(const std::string& key, const Rate& rate, int cost, bool peek,
+                           std::int64_t now) {
+  Shard& shard = shards_[std::hash<std::string>{}(key) % shards_.size()];
+  std::lock_guard lock(shard.mutex);
+  auto it = shard.tat.find(key);
+  std::optional<std::int64_t> tat;
+  if (it != shard.tat.end()) tat = it->second;
+  Step step = gcra(now, tat, rate, cost, peek);
+  if (step.store_tat_us) {
+    if (it != shard.tat.end()) {
+      it->second = *step.store_tat_us;
+    } else {
+      shard.tat.emplace(key, *step.store_tat_us);
+    }
+  }
+  // A bucket whose TAT has passed is full again: the same as none. Forget those now and then
+  // so a spray of keys (addresses) cannot grow the table without bound.
+  if (++shard.steps % 4096 == 0) {
+    std::erase_if(shard.tat, [now](const auto& kv) { return kv.second <= now; });
+  }
+  return step.decision;
+}
+
+std::size_t LocalTable::size() {
+  std::size_t n = 0;
+  for (Shard& s : shards_) {
+    std::lock_guard lock(s.mutex);
+    n += s.tat.size();
+  }
+  return n;
+}
+
+}  // namespace hsea::ratelimit

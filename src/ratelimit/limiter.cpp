@@ -1,0 +1,124 @@
+// The limiter: Redis first, the node's own table when Redis cannot answer.
+#include <atomic>
+#include <chrono>
+
+#include "core/log.hpp"
+#include "ratelimit/internal.hpp"
+#include "ratelimit/ratelimit.hpp"
+#include "redis/client.hpp"
+
+namespace hsea::ratelimit {
+namespace {
+
+using boost::asio::awaitable;
+
+// The script's SHA1 as this thread's connection knows it ("" until SCRIPT LOAD answered). A
+// reconnected or restarted Redis answers NOSCRIPT, and the script is loaded again.
+thread_local std::string t_sha;
+
+std::atomic<bool> g_degraded{false};
+std::atomic<std::int64_t> g_last_warning_us{0};
+
+void warn_degraded(const char* why, const std::string& detail) {
+  if (!g_degraded.exchange(true)) {
+    log::warn("rate limits: Redis unavailable, deciding per node until it is back",
+              {{"reason", why}, {"error", detail}});
+    return;
+  }
+  // Still down: at most one line a minute.
+  std::int64_t now = now_us(), last = g_last_warning_us.load();
+  if (now - last > 60'000'000 && g_last_warning_us.compare_exchange_strong(last, now)) {
+    log::warn("rate limits: still deciding per node", {{"reason", why}, {"error", detail}});
+  }
+}
+
+awaitable<bool> load_script(redis::Client& client) {
+  std::vector<std::string> load{"SCRIPT", "LOAD", std::string(kGcraScript)};
+  redis::Reply reply = co_await client.command(std::move(load));
+  if (reply.type != redis::Reply::Type::kString) {
+    warn_degraded("SCRIPT LOAD failed", reply.str);
+    co_return false;
+  }
+  t_sha = reply.str;
+  co_return true;
+}
+
+std::optional<Decision> decision_of(const redis::Reply& reply) {
+  if (reply.type != redis::Reply::Type::kArray || reply.elements.size() != 4) return std::nullopt;
+  for (const redis::Reply& e : reply.elements) {
+    if (e.type != redis::Reply::Type::kInteger) return std::nullopt;
+  }
+  return Decision{.allowed = reply.elements[0].integer == 1,
+                  .remaining = reply.elements[1].integer,
+                  .retry_after_us = reply.elements[2].integer,
+                  .reset_us = reply.elements[3].integer};
+}
+
+// One EVALSHA (two more round trips only when the script must be loaded first); nullopt when
+// Redis answered something else than a decision.
+awaitable<std::optional<Decision>> redis_check(redis::Client& client, std::string key,
+                                               const Rate rate, int cost, bool peek) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (t_sha.empty() && !co_await load_script(client)) co_return std::nullopt;
+    std::vector<std::string> args{"EVALSHA",
+                                  t_sha,
+                                  "1",
+                                  key,
+                                  std::to_string(rate.interval_us()),
+                                  std::to_string(rate.tolerance_us()),
+                                  std::to_string(cost),
+                                  peek ? "1" : "0"};
+    redis::Reply reply = co_await client.command(std::move(args));
+    if (reply.is_error() && reply.str.starts_with("NOSCRIPT")) {
+      t_sha.clear();
+      continue;
+    }
+    std::optional<Decision> d = decision_of(reply);
+    if (!d) warn_degraded("unexpected reply", reply.str);
+    co_return d;
+  }
+  co_return std::nullopt;
+}
+
+}  // namespace
+
+LocalTable& local_table() {
+  static LocalTable table;
+  return table;
+}
+
+Counters& counters() {
+  static Counters c;
+  return c;
+}
+
+bool degraded() { return g_degraded.load(std::memory_order_relaxed); }
+
+awaitable<Decision> check(std::string key, Rate rate, int cost, bool peek) {
+  return check_on(redis::client(), std::move(key), rate, cost, peek);
+}
+
+awaitable<Decision> check_on(redis::Client* client, std::string key, Rate rate, int cost,
+                             bool peek) {
+  if (client != nullptr) {
+    if (client->connected()) {
+      try {
+        std::optional<Decision> d = co_await redis_check(*client, key, rate, cost, peek);
+        if (d) {
+          if (g_degraded.exchange(false))
+            log::info("rate limits: Redis is back, deciding cluster-wide");
+          counters().redis_checks.fetch_add(1, std::memory_order_relaxed);
+          co_return *d;
+        }
+      } catch (const redis::Unavailable& e) {
+        warn_degraded("unavailable", e.what());
+      }
+    } else {
+      warn_degraded("not connected", "");
+    }
+  }
+  counters().local_checks.fetch_add(1, std::memory_order_relaxed);
+  co_return local_table().check(key, rate, cost, peek);
+}
+
+}  // namespace hsea::ratelimit
