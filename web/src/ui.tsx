@@ -1,7 +1,7 @@
 // Shared form pieces: every control has a label, errors from a problem+json answer appear next
 // to the form (title and detail) and next to their field (from `errors`), announced to screen
 // readers, and focus moves to the summary so keyboard users land on it.
-import { useEffect, useId, useRef, useState, type ReactNode } from 'react';
+import { useCallback, useEffect, useId, useRef, useState, type ReactNode } from 'react';
 import { ApiError } from './api';
 import { navigate } from './router';
 
@@ -139,5 +139,58 @@ export function Page({ title, children }: { title: string; children: ReactNode }
       <h1>{title}</h1>
       {children}
     </>
+  );
+}
+
+export function Section({ title, children }: { title: string; children: ReactNode }) {
+  return (
+    <section>
+      <h2>{title}</h2>
+      {children}
+    </section>
+  );
+}
+
+export const when = (iso?: string | null) => (iso ? new Date(iso).toLocaleString() : '—');
+
+// Loads a list and reloads it after each change.
+export function useList<T>(load: () => Promise<T[]>) {
+  const [items, setItems] = useState<T[] | null>(null);
+  const { error, run } = useAction();
+  const refresh = useCallback(async () => {
+    const r = await run(load);
+    if (r) setItems(r);
+  }, []); // eslint-disable-line react-hooks/exhaustive-deps
+  useEffect(() => {
+    void refresh();
+  }, [refresh]);
+  return { items, error, refresh };
+}
+
+// A loaded list as a table: a header per column (an empty name is the actions column, named for
+// screen readers only) and a row per item; with `empty`, an empty list is that sentence instead.
+export function ItemTable<T>(p: {
+  caption?: string;
+  columns: string[];
+  items: T[] | null;
+  empty?: string;
+  row: (item: T) => ReactNode;
+}) {
+  if (!p.items) return null;
+  if (p.items.length === 0 && p.empty) return <p>{p.empty}</p>;
+  return (
+    <table>
+      {p.caption && <caption>{p.caption}</caption>}
+      <thead>
+        <tr>
+          {p.columns.map((c, i) => (
+            <th key={i} scope="col">
+              {c || <span className="visually-hidden">Actions</span>}
+            </th>
+          ))}
+        </tr>
+      </thead>
+      <tbody>{p.items.map(p.row)}</tbody>
+    </table>
   );
 }

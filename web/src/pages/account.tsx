@@ -1,6 +1,6 @@
 // The account area (signed in): profile, security (password, e-mail, MFA), sessions, API keys,
 // and for owners and admins the organization's members and invitations.
-import { useCallback, useEffect, useState, type FormEvent, type ReactNode } from 'react';
+import { useEffect, useState, type FormEvent } from 'react';
 import {
   api,
   listAll,
@@ -13,7 +13,19 @@ import {
 } from '../api';
 import { navigate } from '../router';
 import { currentRole, useSession } from '../session';
-import { Field, Link, Notice, Page, ProblemSummary, Submit, useAction } from '../ui';
+import {
+  Field,
+  ItemTable,
+  Link,
+  Notice,
+  Page,
+  ProblemSummary,
+  Section,
+  Submit,
+  useAction,
+  useList,
+  when,
+} from '../ui';
 
 const sections = [
   { path: '/account', label: 'Profile' },
@@ -71,17 +83,6 @@ export function Account({ path }: { path: string }) {
     </div>
   );
 }
-
-function Section({ title, children }: { title: string; children: ReactNode }) {
-  return (
-    <section>
-      <h2>{title}</h2>
-      {children}
-    </section>
-  );
-}
-
-const when = (iso?: string | null) => (iso ? new Date(iso).toLocaleString() : '—');
 
 function Profile({ me }: { me: Me }) {
   const { reload } = useSession();
@@ -297,68 +298,41 @@ function Mfa({ me }: { me: Me }) {
   );
 }
 
-// Loads a list and reloads it after each change.
-function useList<T>(load: () => Promise<T[]>) {
-  const [items, setItems] = useState<T[] | null>(null);
-  const { error, run } = useAction();
-  const refresh = useCallback(async () => {
-    const r = await run(load);
-    if (r) setItems(r);
-  }, []); // eslint-disable-line react-hooks/exhaustive-deps
-  useEffect(() => {
-    void refresh();
-  }, [refresh]);
-  return { items, error, refresh };
-}
-
 function Sessions() {
   const list = useList(() => listAll<SessionInfo>('/api/me/sessions'));
   const revoke = useAction();
   return (
     <Page title="Sessions">
       <ProblemSummary error={list.error ?? revoke.error} />
-      {list.items && (
-        <table>
-          <caption>Where you are signed in</caption>
-          <thead>
-            <tr>
-              <th scope="col">Device</th>
-              <th scope="col">Address</th>
-              <th scope="col">Signed in</th>
-              <th scope="col">Last seen</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.items.map((s) => (
-              <tr key={s.id}>
-                <td>
-                  {s.device}
-                  {s.current && ' (this session)'}
-                </td>
-                <td>{s.ip}</td>
-                <td>{when(s.created_at)}</td>
-                <td>{when(s.last_seen_at)}</td>
-                <td>
-                  {!s.current && (
-                    <button type="button" aria-label={`Revoke ${s.device} session from ${s.ip}`}
-                      onClick={async () => {
-                        if ((await revoke.run(() =>
-                          api('DELETE', `/api/me/sessions/${s.id}`))) !== undefined) {
-                          await list.refresh();
-                        }
-                      }}>
-                      Revoke
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <ItemTable
+        caption="Where you are signed in"
+        columns={['Device', 'Address', 'Signed in', 'Last seen', '']}
+        items={list.items}
+        row={(s) => (
+          <tr key={s.id}>
+            <td>
+              {s.device}
+              {s.current && ' (this session)'}
+            </td>
+            <td>{s.ip}</td>
+            <td>{when(s.created_at)}</td>
+            <td>{when(s.last_seen_at)}</td>
+            <td>
+              {!s.current && (
+                <button type="button" aria-label={`Revoke ${s.device} session from ${s.ip}`}
+                  onClick={async () => {
+                    if ((await revoke.run(() =>
+                      api('DELETE', `/api/me/sessions/${s.id}`))) !== undefined) {
+                      await list.refresh();
+                    }
+                  }}>
+                  Revoke
+                </button>
+              )}
+            </td>
+          </tr>
+        )}
+      />
     </Page>
   );
 }
@@ -426,46 +400,32 @@ function ApiKeys() {
       </Section>
       <Section title="Keys">
         <ProblemSummary error={list.error ?? change.error} />
-        {list.items && list.items.length === 0 && <p>No keys yet.</p>}
-        {list.items && list.items.length > 0 && (
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Prefix</th>
-                <th scope="col">Scopes</th>
-                <th scope="col">Last used</th>
-                <th scope="col">Expires</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.items.map((k) => (
-                <tr key={k.id}>
-                  <td>{k.name}</td>
-                  <td>
-                    <code>{k.prefix}</code>
-                  </td>
-                  <td>{k.scopes.join(', ')}</td>
-                  <td>{when(k.last_used_at)}</td>
-                  <td>{k.expires_at ? when(k.expires_at) : 'never'}</td>
-                  <td className="actions">
-                    <button type="button" aria-label={`Rotate ${k.name} (${k.prefix})`}
-                      onClick={() => rotate(k)}>
-                      Rotate
-                    </button>
-                    <button type="button" aria-label={`Revoke ${k.name} (${k.prefix})`}
-                      onClick={() => revoke(k)}>
-                      Revoke
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        )}
+        <ItemTable
+          columns={['Name', 'Prefix', 'Scopes', 'Last used', 'Expires', '']}
+          items={list.items}
+          empty="No keys yet."
+          row={(k) => (
+            <tr key={k.id}>
+              <td>{k.name}</td>
+              <td>
+                <code>{k.prefix}</code>
+              </td>
+              <td>{k.scopes.join(', ')}</td>
+              <td>{when(k.last_used_at)}</td>
+              <td>{k.expires_at ? when(k.expires_at) : 'never'}</td>
+              <td className="actions">
+                <button type="button" aria-label={`Rotate ${k.name} (${k.prefix})`}
+                  onClick={() => rotate(k)}>
+                  Rotate
+                </button>
+                <button type="button" aria-label={`Revoke ${k.name} (${k.prefix})`}
+                  onClick={() => revoke(k)}>
+                  Revoke
+                </button>
+              </td>
+            </tr>
+          )}
+        />
       </Section>
     </Page>
   );
@@ -494,44 +454,32 @@ function Members({ me }: { me: Me }) {
     <Page title="Members">
       <ProblemSummary error={list.error ?? change.error} />
       {notice && <Notice>{notice}</Notice>}
-      {list.items && (
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">E-mail</th>
-              <th scope="col">Role</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.items.map((m) => (
-              <tr key={m.user_id}>
-                <td>{m.name}</td>
-                <td>{m.email}</td>
-                <td>
-                  <select aria-label={`Role of ${m.email ?? m.user_id}`} value={m.role}
-                    onChange={(e) => setRole(m, e.target.value)}>
-                    {roles.map((r) => (
-                      <option key={r} value={r}>{r}</option>
-                    ))}
-                  </select>
-                </td>
-                <td>
-                  {m.user_id !== me.id && (
-                    <button type="button" aria-label={`Remove ${m.email ?? m.user_id}`}
-                      onClick={() => remove(m)}>
-                      Remove
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <ItemTable
+        columns={['Name', 'E-mail', 'Role', '']}
+        items={list.items}
+        row={(m) => (
+          <tr key={m.user_id}>
+            <td>{m.name}</td>
+            <td>{m.email}</td>
+            <td>
+              <select aria-label={`Role of ${m.email ?? m.user_id}`} value={m.role}
+                onChange={(e) => setRole(m, e.target.value)}>
+                {roles.map((r) => (
+                  <option key={r} value={r}>{r}</option>
+                ))}
+              </select>
+            </td>
+            <td>
+              {m.user_id !== me.id && (
+                <button type="button" aria-label={`Remove ${m.email ?? m.user_id}`}
+                  onClick={() => remove(m)}>
+                  Remove
+                </button>
+              )}
+            </td>
+          </tr>
+        )}
+      />
     </Page>
   );
 }
@@ -585,46 +533,33 @@ function Invitations() {
       </Section>
       <Section title="Sent invitations">
         <ProblemSummary error={list.error ?? change.error} />
-        {list.items && list.items.length === 0 && <p>No invitations yet.</p>}
-        {list.items && list.items.length > 0 && (
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">E-mail</th>
-                <th scope="col">Role</th>
-                <th scope="col">Status</th>
-                <th scope="col">Expires</th>
-                <th scope="col">
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.items.map((i) => (
-                <tr key={i.id}>
-                  <td>{i.email}</td>
-                  <td>{i.role}</td>
-                  <td>{i.status}</td>
-                  <td>{when(i.expires_at)}</td>
-                  <td className="actions">
-                    {(i.status === 'open' || i.status === 'expired') && (
-                      <button type="button" aria-label={`Resend to ${i.email}`}
-                        onClick={() => act(i, 'resend')}>
-                        Resend
-                      </button>
-                    )}
-                    {i.status === 'open' && (
-                      <button type="button" aria-label={`Revoke invitation of ${i.email}`}
-                        onClick={() => act(i, 'revoke')}>
-                        Revoke
-                      </button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        )}
+        <ItemTable
+          columns={['E-mail', 'Role', 'Status', 'Expires', '']}
+          items={list.items}
+          empty="No invitations yet."
+          row={(i) => (
+            <tr key={i.id}>
+              <td>{i.email}</td>
+              <td>{i.role}</td>
+              <td>{i.status}</td>
+              <td>{when(i.expires_at)}</td>
+              <td className="actions">
+                {(i.status === 'open' || i.status === 'expired') && (
+                  <button type="button" aria-label={`Resend to ${i.email}`}
+                    onClick={() => act(i, 'resend')}>
+                    Resend
+                  </button>
+                )}
+                {i.status === 'open' && (
+                  <button type="button" aria-label={`Revoke invitation of ${i.email}`}
+                    onClick={() => act(i, 'revoke')}>
+                    Revoke
+                  </button>
+                )}
+              </td>
+            </tr>
+          )}
+        />
       </Section>
     </Page>
   );

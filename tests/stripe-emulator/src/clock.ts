@@ -1,0 +1,129 @@
+// Moving time: a test clock (or the default clock of customers without one) advances from due
+// moment to due moment, so every renewal, trial end, retry and cancellation happens at its own
+// time, in order, with events stamped with that time.
+//
+// Due moments of a subscription: its period end (renew, or cancel if cancel_at_period_end /
+// cancel_at), its trial end (trialing -> active with the first charged invoice), the next
+// automatic payment attempt of its open invoices (billing.ts: retries and the final status), and
+// for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void).
+import {
+  attemptPayment, cancelNow, interval, isMetered, issueInvoice, periodLine, setPeriod, setStatus,
+} from './billing';
+import { addInterval } from './periods';
+import type { Emulator } from './router';
+import type { Invoice, Subscription } from './store';
+
+const kIncompleteExpiry = 23 * 3600;
+
+function onClock(emu: Emulator, customer: unknown, clock: string | null): boolean {
+  return typeof customer === 'string' && emu.store.clockOf(customer) === clock;
+}
+
+function subDue(s: Subscription): number | null {
+  switch (s.status) {
+    case 'canceled':
+    case 'incomplete_expired':
+      return null;
+    case 'incomplete':
+      return s.created + kIncompleteExpiry;
+    default: {
+      const end = s.current_period_end;
+      return s.cancel_at !== null ? Math.min(s.cancel_at, end) : end;
+    }
+  }
+}
+
+function next(emu: Emulator, clock: string | null): { at: number; run: () => void } | null {
+  let best: { at: number; run: () => void } | null = null;
+  const consider = (at: number | null, run: () => void) => {
+    if (at !== null && (!best || at < best.at)) best = { at, run };
+  };
+  for (const s of emu.store.subscriptions.values()) {
+    if (!onClock(emu, s.customer, clock)) continue;
+    consider(subDue(s), () => periodEvent(emu, s));
+  }
+  for (const inv of emu.store.invoices.values()) {
+    if (inv.status !== 'open' || inv.next_payment_attempt === null) continue;
+    if (!onClock(emu, inv.customer, clock)) continue;
+    consider(inv.next_payment_attempt, () => retry(emu, inv));
+  }
+  return best;
+}
+
+function retry(emu: Emulator, inv: Invoice): void {
+  const sub = inv.subscription ? emu.store.subscriptions.get(inv.subscription) : undefined;
+  if (sub && (sub.status === 'canceled' || sub.status === 'incomplete_expired')) {
+    inv.next_payment_attempt = null;
+    return;
+  }
+  attemptPayment(emu, inv, true);
+}
+
+function periodEvent(emu: Emulator, s: Subscription): void {
+  const { store } = emu;
+  const now = store.nowFor(s.customer as string);
+  if (s.status === 'incomplete') {
+    s.status = 'incomplete_expired';
+    s.ended_at = now;
+    for (const inv of store.invoices.values()) {
+      if (inv.subscription === s.id && inv.status === 'open') {
+        inv.status = 'void';
+        inv.next_payment_attempt = null;
+        inv.status_transitions.voided_at = now;
+        emu.webhooks.emit('invoice.voided', inv);
+      }
+    }
+    emu.webhooks.emit('customer.subscription.updated', s, { status: 'incomplete' });
+    return;
+  }
+  if (s.cancel_at_period_end || (s.cancel_at !== null && s.cancel_at <= now)) {
+    cancelNow(emu, s, 'cancellation_requested');
+    return;
+  }
+  // Renewal: the next period, its invoice (with pending prorations), one payment attempt.
+  const item = s.items.data[0];
+  const r = interval(item.price);
+  const start = s.current_period_end;
+  const end = addInterval(start, r.interval, r.interval_count);
+  const wasTrial = s.status === 'trialing';
+  const previous = { current_period_start: s.current_period_start, current_period_end: s.current_period_end, status: s.status };
+  setPeriod(s, start, end);
+  if (wasTrial) {
+    s.status = 'active';
+    s.billing_cycle_anchor = start;
+  }
+  emu.webhooks.emit('customer.subscription.updated', s, previous);
+  const pending = store.pendingItems.filter((x) => x.subscription === s.id);
+  store.pendingItems = store.pendingItems.filter((x) => x.subscription !== s.id);
+  // Licensed prices are billed for the period ahead, metered ones for the usage of the one ended.
+  const ended: [number, number] = [previous.current_period_start, previous.current_period_end];
+  const line = isMetered(item.price)
+    ? periodLine(store, s, item.price, 0, ended[0], ended[1], ended)
+    : periodLine(store, s, item.price, item.quantity ?? 1, start, end);
+  const lines = [...pending.map((x) => x.line), line];
+  const inv = issueInvoice(emu, s.customer as string, s, lines, wasTrial ? 'subscription_cycle' : 'subscription_cycle');
+  if (inv.status === 'open') {
+    const decline = attemptPayment(emu, inv, true);
+    if (decline && wasTrial && s.status === 'active') setStatus(emu, s, 'past_due');
+  }
+}
+
+// Advances `clock` (null: the default clock) to `target`, running everything due on the way.
+export function advanceTo(emu: Emulator, clock: string | null, target: number): void {
+  const { store } = emu;
+  const set = (t: number) => {
+    if (clock) {
+      const c = store.testClocks.get(clock);
+      if (c) c.frozen_time = t;
+    } else {
+      store.defaultClockOffset = t - Math.floor(Date.now() / 1000);
+    }
+  };
+  for (let guard = 0; guard < 10000; guard++) {
+    const n = next(emu, clock);
+    if (!n || n.at > target) break;
+    if (n.at > store.now(clock)) set(n.at);
+    n.run();
+  }
+  if (target > store.now(clock)) set(target);
+}

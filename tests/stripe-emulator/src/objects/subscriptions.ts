@@ -1,0 +1,348 @@
+// Subscriptions with one item: create (trial or charged at once), retrieve, update (price change
+// with proration, quantity, cancel_at_period_end, trial_end), cancel, list. Rules: billing.ts.
+import type Stripe from 'stripe';
+
+import {
+  Params, allowOnly, applyMetadata, bool, hash, int, list, oneOf, reqStr, str,
+} from '../encoding';
+import { StripeError } from '../errors';
+import {
+  attemptPayment, cancelNow, interval, issueInvoice, periodLine, prorationLines, setPeriod, setPrice,
+} from '../billing';
+import { addInterval } from '../periods';
+import { planOf } from './prices';
+import type { Ctx, Emulator, Route } from '../router';
+import { Subscription, newestFirst, paginate } from '../store';
+
+const kProration = ['create_prorations', 'always_invoice', 'none'] as const;
+
+interface ItemParam {
+  id?: string;
+  price?: string;
+  quantity?: number;
+  deleted?: boolean;
+}
+
+function itemsOf(p: Params, key = 'items'): ItemParam[] {
+  const items = list(p, key) ?? [];
+  return items.map((raw, i) => {
+    if (typeof raw === 'string' || Array.isArray(raw)) throw StripeError.invalid(`Invalid ${key}[${i}]`, `${key}[${i}]`);
+    const quantity = int(raw, 'quantity', `${key}[${i}][quantity]`);
+    if (quantity !== undefined && quantity < 0) throw StripeError.invalid('Invalid quantity', `${key}[${i}][quantity]`);
+    return {
+      id: str(raw, 'id', `${key}[${i}][id]`),
+      price: str(raw, 'price', `${key}[${i}][price]`),
+      quantity,
+      deleted: bool(raw, 'deleted', `${key}[${i}][deleted]`),
+    };
+  });
+}
+
+// trial_end: a timestamp or "now".
+function trialEndOf(p: Params, now: number): number | 'now' | undefined {
+  const v = str(p, 'trial_end');
+  if (v === undefined || v === '') return undefined;
+  if (v === 'now') return 'now';
+  const t = int(p, 'trial_end');
+  if (t === undefined || t <= now) {
+    throw StripeError.invalid('Invalid timestamp: must be an integer Unix timestamp in the future.', 'trial_end');
+  }
+  return t;
+}
+
+export function newSubscription(
+  emu: Emulator, customerId: string, price: Stripe.Price, quantity: number, opts: {
+    trialEnd?: number; metadata?: Record<string, string>; defaultPaymentMethod?: string | null;
+    cancelAtPeriodEnd?: boolean; paymentBehavior?: string;
+  },
+): Subscription {
+  const { store } = emu;
+  const now = store.nowFor(customerId);
+  const r = interval(price);
+  const trialing = opts.trialEnd !== undefined;
+  const start = now;
+  const end = trialing ? (opts.trialEnd as number) : addInterval(now, r.interval, r.interval_count);
+  const id = store.id('sub');
+  const item: Stripe.SubscriptionItem = {
+    id: store.id('si'),
+    object: 'subscription_item',
+    billing_thresholds: null,
+    created: now,
+    current_period_end: end,
+    current_period_start: start,
+    discounts: [],
+    metadata: {},
+    plan: planOf(price),
+    price,
+    quantity,
+    subscription: id,
+    tax_rates: [],
+  };
+  const sub: Subscription = {
+    id,
+    object: 'subscription',
+    application: null,
+    application_fee_percent: null,
+    automatic_tax: { disabled_reason: null, enabled: false, liability: null },
+    billing_cycle_anchor: end,
+    billing_cycle_anchor_config: null,
+    billing_mode: { flexible: null, type: 'classic' },
+    billing_schedules: [],
+    billing_thresholds: null,
+    cancel_at: null,
+    cancel_at_period_end: opts.cancelAtPeriodEnd ?? false,
+    canceled_at: null,
+    cancellation_details: { comment: null, feedback: null, feedback_option: null, reason: null },
+    collection_method: 'charge_automatically',
+    created: now,
+    currency: price.currency,
+    customer: customerId,
+    customer_account: null,
+    days_until_due: null,
+    default_payment_method: opts.defaultPaymentMethod ?? null,
+    default_source: null,
+    default_tax_rates: [],
+    description: null,
+    discounts: [],
+    ended_at: null,
+    invoice_settings: { account_tax_ids: null, custom_fields: null, description: null, footer: null, issuer: { type: 'self' } },
+    items: { object: 'list', data: [item], has_more: false, url: `/v1/subscription_items?subscription=${id}` },
+    latest_invoice: null,
+    livemode: false,
+    managed_payments: null,
+    metadata: opts.metadata ?? {},
+    next_pending_invoice_item_invoice: null,
+    on_behalf_of: null,
+    pause_collection: null,
+    payment_settings: { payment_method_options: null, payment_method_types: null, save_default_payment_method: 'off' },
+    pending_invoice_item_interval: null,
+    pending_setup_intent: null,
+    pending_update: null,
+    schedule: null,
+    start_date: now,
+    status: trialing ? 'trialing' : 'incomplete',
+    test_clock: store.clockOf(customerId),
+    transfer_data: null,
+    trial_end: trialing ? (opts.trialEnd as number) : null,
+    trial_settings: { end_behavior: { missing_payment_method: 'create_invoice' } },
+    trial_start: trialing ? now : null,
+    current_period_start: start,
+    current_period_end: end,
+    plan: planOf(price),
+    quantity,
+  };
+  if (!trialing) sub.billing_cycle_anchor = now;
+  store.subscriptions.set(id, sub);
+  emu.webhooks.emit('customer.subscription.created', sub);
+  // The first invoice: zero for a trial (paid at once), else the first period, charged now.
+  const first = trialing
+    ? periodLine(store, sub, { ...price, unit_amount: 0 }, quantity, start, end)
+    : periodLine(store, sub, price, quantity, start, end);
+  if (trialing) first.description = `Trial period for ${first.description}`;
+  const inv = issueInvoice(emu, customerId, sub, [first], 'subscription_create');
+  if (!trialing) {
+    if (opts.paymentBehavior === 'default_incomplete') return sub;
+    const decline = attemptPayment(emu, inv, false);
+    if (!decline) {
+      if (sub.status === 'incomplete') {
+        sub.status = 'active';
+        emu.webhooks.emit('customer.subscription.updated', sub, { status: 'incomplete' });
+      }
+    } else if (opts.paymentBehavior === 'error_if_incomplete') {
+      throw decline;
+    }
+  }
+  return sub;
+}
+
+function create(ctx: Ctx): Subscription {
+  const { store } = ctx.emu;
+  const p = ctx.params;
+  allowOnly(p, ['customer', 'items', 'default_payment_method', 'trial_period_days', 'trial_end',
+                'cancel_at_period_end', 'metadata', 'payment_behavior', 'proration_behavior',
+                'collection_method', 'off_session', 'description']);
+  const customerId = store.customer(reqStr(p, 'customer'), 'customer').id;
+  const items = itemsOf(p);
+  if (items.length !== 1 || !items[0].price) {
+    throw StripeError.invalid(
+      items.length ? 'Missing required param: items[0][price].' : 'Missing required param: items.',
+      items.length ? 'items[0][price]' : 'items', 'parameter_missing');
+  }
+  const price = store.price(items[0].price, 'items[0][price]');
+  interval(price);
+  const now = store.nowFor(customerId);
+  const days = int(p, 'trial_period_days');
+  const te = trialEndOf(p, now);
+  const trialEnd = te === 'now' ? undefined : te ?? (days ? now + days * 86400 : undefined);
+  const pm = str(p, 'default_payment_method');
+  if (pm && store.paymentMethods.get(pm)?.customer !== customerId) {
+    throw StripeError.missing('PaymentMethod', pm, 'default_payment_method');
+  }
+  return newSubscription(ctx.emu, customerId, price, items[0].quantity ?? 1, {
+    trialEnd,
+    metadata: applyMetadata({}, p),
+    defaultPaymentMethod: pm ?? null,
+    cancelAtPeriodEnd: bool(p, 'cancel_at_period_end'),
+    paymentBehavior: oneOf(p, 'payment_behavior',
+      ['allow_incomplete', 'default_incomplete', 'error_if_incomplete', 'pending_if_incomplete'] as const),
+  });
+}
+
+function update(ctx: Ctx): Subscription {
+  const { store, webhooks } = ctx.emu;
+  const sub = store.subscription(ctx.path[0], 'subscription_exposed_id');
+  const p = ctx.params;
+  allowOnly(p, ['items', 'proration_behavior', 'proration_date', 'cancel_at_period_end', 'cancel_at',
+                'trial_end', 'metadata', 'default_payment_method', 'payment_behavior',
+                'billing_cycle_anchor', 'description', 'off_session']);
+  if (sub.status === 'canceled' || sub.status === 'incomplete_expired') {
+    throw StripeError.invalid(
+      `A canceled subscription can only update its cancellation_details and metadata.`,
+      undefined, 'invalid_canceled_subscription_fields');
+  }
+  const customerId = sub.customer as string;
+  const now = store.nowFor(customerId);
+  const before = JSON.parse(JSON.stringify(sub)) as Record<string, unknown>;
+  const behavior = oneOf(p, 'proration_behavior', kProration) ?? 'create_prorations';
+  const at = int(p, 'proration_date') ?? now;
+  if (at < sub.current_period_start || at > sub.current_period_end) {
+    throw StripeError.invalid('proration_date must be within the current period.', 'proration_date');
+  }
+  const pm = str(p, 'default_payment_method');
+  if (pm !== undefined) {
+    if (pm && store.paymentMethods.get(pm)?.customer !== customerId) {
+      throw StripeError.missing('PaymentMethod', pm, 'default_payment_method');
+    }
+    sub.default_payment_method = pm || null;
+  }
+  const cape = bool(p, 'cancel_at_period_end');
+  if (cape !== undefined) {
+    sub.cancel_at_period_end = cape;
+    sub.cancel_at = cape ? sub.current_period_end : null;
+    sub.canceled_at = cape ? now : null;
+    sub.cancellation_details = { comment: null, feedback: null, feedback_option: null, reason: cape ? 'cancellation_requested' : null };
+  }
+  const cancelAt = str(p, 'cancel_at');
+  if (cancelAt !== undefined) {
+    sub.cancel_at = cancelAt === '' ? null : int(p, 'cancel_at') ?? null;
+  }
+  sub.metadata = applyMetadata(sub.metadata, p);
+  const te = trialEndOf(p, now);
+  let invoiceNow = false;
+  if (te !== undefined) {
+    if (te === 'now') {
+      if (sub.status === 'trialing') {
+        const price = sub.items.data[0].price;
+        const r = interval(price);
+        sub.trial_end = now;
+        setPeriod(sub, now, addInterval(now, r.interval, r.interval_count));
+        sub.billing_cycle_anchor = now;
+        sub.status = 'active';
+        invoiceNow = true;
+      }
+    } else {
+      sub.trial_end = te;
+      sub.status = 'trialing';
+      setPeriod(sub, sub.current_period_start, te);
+    }
+  }
+  const items = itemsOf(p);
+  const lines = [];
+  if (items.length > 1) throw StripeError.invalid('The emulator supports one subscription item.', 'items');
+  if (items.length === 1) {
+    const it = items[0];
+    const current = sub.items.data[0];
+    if (it.id && it.id !== current.id) throw StripeError.missing('subscription_item', it.id, 'items[0][id]');
+    const newPrice = it.price ? store.price(it.price, 'items[0][price]') : current.price;
+    const newQty = it.quantity ?? current.quantity ?? 1;
+    if (newPrice.currency !== sub.currency) {
+      throw StripeError.invalid('Cannot combine currencies on a single customer.', 'items[0][price]');
+    }
+    if (newPrice.id !== current.price.id || newQty !== current.quantity) {
+      const { lines: pl, resetsCycle } = prorationLines(
+        store, sub, current.price, current.quantity ?? 1, newPrice, newQty, at);
+      setPrice(sub, newPrice, newQty);
+      if (resetsCycle && sub.status !== 'trialing') {
+        const r = interval(newPrice);
+        setPeriod(sub, at, addInterval(at, r.interval, r.interval_count));
+        sub.billing_cycle_anchor = at;
+        lines.push(...pl);
+        invoiceNow = true;
+      } else if (behavior !== 'none') {
+        if (behavior === 'always_invoice') {
+          lines.push(...pl);
+          invoiceNow = true;
+        } else {
+          for (const line of pl) store.pendingItems.push({ customer: customerId, subscription: sub.id, line });
+        }
+      }
+    }
+  }
+  const previous: Record<string, unknown> = {};
+  for (const k of Object.keys(before)) {
+    if (JSON.stringify(before[k]) !== JSON.stringify((sub as unknown as Record<string, unknown>)[k])) {
+      previous[k] = before[k];
+    }
+  }
+  if (Object.keys(previous).length) webhooks.emit('customer.subscription.updated', sub, previous);
+  if (invoiceNow) {
+    if (lines.length === 0) {
+      const it = sub.items.data[0];
+      lines.push(periodLine(store, sub, it.price, it.quantity ?? 1, sub.current_period_start, sub.current_period_end));
+    }
+    // Pending proration items go on the invoice made now, as Stripe does.
+    const pending = store.pendingItems.filter((x) => x.subscription === sub.id);
+    store.pendingItems = store.pendingItems.filter((x) => x.subscription !== sub.id);
+    const inv = issueInvoice(ctx.emu, customerId, sub, [...pending.map((x) => x.line), ...lines], 'subscription_update');
+    if (inv.status === 'open') {
+      const decline = attemptPayment(ctx.emu, inv, true);
+      if (decline && p.payment_behavior === 'error_if_incomplete') throw decline;
+    }
+  }
+  return sub;
+}
+
+function cancel(ctx: Ctx): Subscription {
+  const { store } = ctx.emu;
+  const sub = store.subscription(ctx.path[0], 'subscription_exposed_id');
+  allowOnly(ctx.params, ['invoice_now', 'prorate', 'cancellation_details']);
+  if (sub.status === 'canceled') {
+    throw StripeError.invalid(`No such subscription: '${sub.id}'`, 'subscription_exposed_id', 'resource_missing');
+  }
+  const details = hash(ctx.params, 'cancellation_details');
+  cancelNow(ctx.emu, sub, 'cancellation_requested');
+  if (details) sub.cancellation_details = { ...sub.cancellation_details!, comment: str(details, 'comment') ?? null };
+  return sub;
+}
+
+function listSubs(ctx: Ctx) {
+  const q = ctx.params;
+  const customer = str(q, 'customer');
+  const price = str(q, 'price');
+  const status = str(q, 'status');
+  const all = newestFirst(ctx.emu.store.subscriptions).filter(
+    (s) =>
+      (!customer || s.customer === customer) &&
+      (!price || s.items.data[0].price.id === price) &&
+      (status === 'all' || (status ? s.status === status : s.status !== 'canceled')));
+  return paginate(all, q, '/v1/subscriptions');
+}
+
+export const routes: Route[] = [
+  { method: 'POST', path: '/v1/subscriptions', handler: create },
+  { method: 'GET', path: '/v1/subscriptions/:id', handler: (ctx) => ctx.emu.store.subscription(ctx.path[0], 'subscription_exposed_id') },
+  { method: 'POST', path: '/v1/subscriptions/:id', handler: update },
+  { method: 'DELETE', path: '/v1/subscriptions/:id', handler: cancel },
+  { method: 'GET', path: '/v1/subscriptions', handler: listSubs },
+  {
+    method: 'GET',
+    path: '/v1/subscription_items/:id',
+    handler: (ctx) => {
+      for (const s of ctx.emu.store.subscriptions.values()) {
+        const it = s.items.data.find((i) => i.id === ctx.path[0]);
+        if (it) return it;
+      }
+      throw StripeError.missing('subscription_item', ctx.path[0], 'id');
+    },
+  },
+];
