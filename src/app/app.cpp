@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "billing/invoices.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
@@ -60,6 +61,7 @@ void register_modules(runtime::Registrar& reg) {
   webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
+  billing::register_invoices(reg);
   // Last: its edge step answers only what no route matched.
   web::Register(reg);
 }

@@ -31,6 +31,9 @@ const ErrorInfo& error_info(ErrorCode code) {
       // HSEA-043/045 (CORS, CSRF)
       {403, "csrf_failed", "CSRF check failed"},
       {403, "origin_not_allowed", "Origin not allowed"},
+      // HSEA-030 (dunning)
+      {402, "billing_suspended", "Billing suspended"},
+      {402, "payment_failed", "Payment failed"},
   };
   return kInfo[static_cast<int>(code)];
 }

@@ -37,6 +37,9 @@ enum class ErrorCode {
   // HSEA-043/045 (CORS, CSRF)
   kCsrfFailed,
   kOriginNotAllowed,
+  // HSEA-030 (dunning)
+  kBillingSuspended,  // the grace period after a failed payment ran out: writes are refused
+  kPaymentFailed,     // Stripe declined the payment asked for (POST /api/invoices/{id}/pay)
 };
 
 struct ErrorInfo {
