@@ -44,7 +44,9 @@ TEST(StripeEmulatorKit, CheckoutRenewalFailureAndRequestLog) {
   auto sub = stripe.api("GET", "/v1/subscriptions/" + s(done, "subscription"));
   EXPECT_EQ(s(sub, "status"), "active");
 
-  // The renewal a month later is declined: the subscription goes past_due.
+  // The renewal a month later is declined: the subscription goes past_due (and stays so: Stripe's
+  // own retries are off).
+  stripe.set_dunning({}, "past_due");
   stripe.fail_next_charges(s(customer, "id"));
   stripe.advance_days(32);
   sub = stripe.api("GET", "/v1/subscriptions/" + s(done, "subscription"));

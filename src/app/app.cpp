@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "billing/billing.hpp"
 #include "billing/invoices.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
@@ -61,6 +62,8 @@ void register_modules(runtime::Registrar& reg) {
   webhooks::Register(reg);
   identity::Register(reg);
   tenancy::Register(reg);
+  // After identity: its tenant-creation hook and its admission step come first.
+  billing::Register(reg);
   billing::register_invoices(reg);
   // Last: its edge step answers only what no route matched.
   web::Register(reg);

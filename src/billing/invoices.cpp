@@ -448,19 +448,19 @@ awaitable<Mirrored> mirror_invoice(db::Transaction& tx, const object& inv) {
       }
     }
   }
-  db::Result r = co_await tx.exec(
-      kMirror,
-      db::params(
-          stripe_id, core::uuid_v7(), non_empty(subscription_of(inv)),
-          non_empty(str_of(inv, "number")), status, non_empty(str_of(inv, "billing_reason")),
-          currency.empty() ? std::string("usd") : currency, int_of(inv, "subtotal").value_or(0),
-          tax, int_of(inv, "total").value_or(0), int_of(inv, "amount_due").value_or(0),
-          int_of(inv, "amount_paid").value_or(0), int_of(inv, "amount_remaining").value_or(0),
-          int_of(inv, "attempt_count").value_or(0), opt(int_of(inv, "next_payment_attempt")),
-          payment_error_of(inv), opt(period_start), opt(period_end), opt(int_of(inv, "due_date")),
-          opt(paid_at), non_empty(str_of(inv, "hosted_invoice_url")),
-          non_empty(str_of(inv, "customer_name")), non_empty(str_of(inv, "customer_email")),
-          address_lines(inv), non_empty(tax_ids(inv)), opt(int_of(inv, "created"))));
+  // Built before the co_await: g++ 12 destroys temporaries of an awaited call's arguments twice.
+  db::Params mirror_params = db::params(
+      stripe_id, core::uuid_v7(), non_empty(subscription_of(inv)), non_empty(str_of(inv, "number")),
+      status, non_empty(str_of(inv, "billing_reason")),
+      currency.empty() ? std::string("usd") : currency, int_of(inv, "subtotal").value_or(0), tax,
+      int_of(inv, "total").value_or(0), int_of(inv, "amount_due").value_or(0),
+      int_of(inv, "amount_paid").value_or(0), int_of(inv, "amount_remaining").value_or(0),
+      int_of(inv, "attempt_count").value_or(0), opt(int_of(inv, "next_payment_attempt")),
+      payment_error_of(inv), opt(period_start), opt(period_end), opt(int_of(inv, "due_date")),
+      opt(paid_at), non_empty(str_of(inv, "hosted_invoice_url")),
+      non_empty(str_of(inv, "customer_name")), non_empty(str_of(inv, "customer_email")),
+      address_lines(inv), non_empty(tax_ids(inv)), opt(int_of(inv, "created")));
+  db::Result r = co_await tx.exec(kMirror, std::move(mirror_params));
   Mirrored m;
   m.id = r.text(0, "id");
   m.status = r.text(0, "status");
@@ -500,6 +500,7 @@ void register_invoices(runtime::Registrar& reg) {
              .handler = invoice_pdf,
              .policies = Policies(readers)});
   register_dunning(reg, *g_settings);
+  register_invoice_events(reg, *g_settings);
 }
 
 }  // namespace hsea::billing

@@ -31,6 +31,11 @@ const ErrorInfo& error_info(ErrorCode code) {
       // HSEA-043/045 (CORS, CSRF)
       {403, "csrf_failed", "CSRF check failed"},
       {403, "origin_not_allowed", "Origin not allowed"},
+      // HSEA-021..025 (billing)
+      {503, "billing_not_configured", "Billing not configured"},
+      {402, "plan_required", "Plan upgrade required"},
+      {409, "downgrade_blocked", "Downgrade not possible"},
+      {502, "payment_provider_error", "Payment provider error"},
       // HSEA-030 (dunning)
       {402, "billing_suspended", "Billing suspended"},
       {402, "payment_failed", "Payment failed"},

@@ -37,6 +37,11 @@ enum class ErrorCode {
   // HSEA-043/045 (CORS, CSRF)
   kCsrfFailed,
   kOriginNotAllowed,
+  // HSEA-021..025 (billing)
+  kBillingNotConfigured,  // no Stripe secret key on this server
+  kPlanRequired,          // the tenant's plan lacks the route's feature
+  kDowngradeBlocked,      // the tenant uses more than the target plan allows (seats)
+  kPaymentProviderError,  // Stripe refused a request HSEA made
   // HSEA-030 (dunning)
   kBillingSuspended,  // the grace period after a failed payment ran out: writes are refused
   kPaymentFailed,     // Stripe declined the payment asked for (POST /api/invoices/{id}/pay)

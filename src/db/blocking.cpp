@@ -39,6 +39,16 @@ Result BlockingConnection::exec(const std::string& sql, const std::vector<std::s
   return Result(res);
 }
 
+Result BlockingConnection::exec(const Query& query, const Params& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  PGresult* res = PQexecParams(conn_, query.sql, static_cast<int>(values.size()), nullptr,
+                               values.data(), nullptr, nullptr, 0);
+  check(res);
+  return Result(res);
+}
+
 Result BlockingConnection::exec_script(std::string_view sql) {
   PGresult* res = PQexec(conn_, std::string(sql).c_str());
   check(res);

@@ -23,6 +23,8 @@ class BlockingConnection {
   // One statement with text parameters (extended protocol); throws std::runtime_error with
   // PostgreSQL's message.
   Result exec(const std::string& sql, const std::vector<std::string>& params = {});
+  // The same with NULLs (nullopt): a named statement's text can run here unchanged.
+  Result exec(const Query& query, const Params& params);
   // Several statements at once (simple protocol), e.g. a migration file; returns the result of
   // the last one.
   Result exec_script(std::string_view sql);

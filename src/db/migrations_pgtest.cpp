@@ -237,6 +237,11 @@ constexpr NotScoped kNotTenantScoped[] = {
     // Each tenant's and user's data key, wrapped with HSEA_SECRET_KEY; the app role has no
     // rights on the table and reaches keys only through pii_current_key and pii_data_keys.
     {"data_keys", "the wrapped data keys of personal data"},
+    // The platform's price list (HSEA-021), the same for every tenant.
+    {"plans", "the plans every tenant chooses from"},
+    // Stripe's events as received: they name a Stripe customer, not a tenant, until a handler
+    // maps them to one (and then writes only into that tenant's tables).
+    {"stripe_events", "Stripe's webhook events, each stored once by id"},
 };
 
 struct ScopedTable {
@@ -406,6 +411,11 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         "INSERT INTO invitations (tenant_id, id, email, role, token_hash, invited_by, expires_at) "
         "VALUES ($1, $2, $3, 'member', $4, $5, now() + interval '7 days')",
         {tenant, core::uuid_v7(), "invitee-" + tag + "@example.com", "hash-" + tag, user});
+    // The history row comes from the subscription's trigger.
+    sql(db.admin_url(),
+        "INSERT INTO subscriptions (tenant_id, id, plan_id, status, stripe_customer_id) "
+        "VALUES ($1, $2, 'starter', 'active', 'cus_' || $3)",
+        {tenant, core::uuid_v7(), tag});
     // Invoices (migration 0019).
     std::string invoice = core::uuid_v7();
     sql(db.admin_url(),
@@ -449,7 +459,8 @@ TEST(TenantIsolation, EveryTableIsScopedOrListedAsNotScoped) {
         "tenant_branding:tenant_id:app.tenant_id", "mail_messages:tenant_id:app.tenant_id",
 
         "webhook_endpoints:tenant_id:app.tenant_id", "webhook_deliveries:tenant_id:app.tenant_id",
-        "webhook_attempts:tenant_id:app.tenant_id", "invitations:tenant_id:app.tenant_id"}) {
+        "webhook_attempts:tenant_id:app.tenant_id", "invitations:tenant_id:app.tenant_id",
+        "subscriptions:tenant_id:app.tenant_id", "subscription_history:tenant_id:app.tenant_id"}) {
     EXPECT_TRUE(names.contains(expected)) << expected;
   }
 }

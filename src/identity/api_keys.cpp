@@ -41,8 +41,8 @@ using http::Response;
 
 // The scopes a key may hold: read (safe methods), write (any method), and per resource.
 const std::vector<std::string> kScopes{
-    "read",       "write",         "tenant:read", "tenant:write", "members:read",
-    "audit:read", "api_keys:read", "jobs:read",   "jobs:write",   "events:read"};
+    "read",          "write",     "tenant:read", "tenant:write", "members:read", "audit:read",
+    "api_keys:read", "jobs:read", "jobs:write",  "events:read",  "billing:read"};
 
 HSEA_QUERY kInsert{
     "api_key_insert",

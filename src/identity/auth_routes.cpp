@@ -734,6 +734,15 @@ awaitable<std::string> available_slug(std::string name) {
   co_return slug;
 }
 
+namespace {
+std::vector<TenantCreatedHook>& tenant_created_hooks() {
+  static std::vector<TenantCreatedHook> hooks;  // filled at registration, read-only after
+  return hooks;
+}
+}  // namespace
+
+void on_tenant_created(TenantCreatedHook hook) { tenant_created_hooks().push_back(hook); }
+
 awaitable<NewTenant> create_tenant(db::Transaction& tx, const RequestContext& ctx, std::string id,
                                    std::string slug, std::string name, std::string owner_id) {
   db::Result tenant = co_await tx.exec(kInsertTenant, db::params(id, slug, name));
@@ -753,6 +762,7 @@ awaitable<NewTenant> create_tenant(db::Transaction& tx, const RequestContext& ct
   co_await jobs::emit(tx, actor, ctx.request_id, "tenant.created", std::move(data));
   std::string member = boost::json::serialize(object{{"user_id", owner_id}, {"role", "owner"}});
   co_await jobs::emit(tx, actor, ctx.request_id, "member.added", std::move(member));
+  for (TenantCreatedHook hook : tenant_created_hooks()) co_await hook(tx, ctx, id);
   co_return out;
 }
 

@@ -63,4 +63,12 @@ boost::asio::awaitable<NewTenant> create_tenant(db::Transaction& tx,
                                                 std::string slug, std::string name,
                                                 std::string owner_id);
 
+// Work another module does in the transaction that creates a tenant (billing starts the
+// tenant's subscription there): declared at registration, run by create_tenant after the
+// owner's membership, in declaration order.
+using TenantCreatedHook = boost::asio::awaitable<void> (*)(db::Transaction& tx,
+                                                           const http::RequestContext& ctx,
+                                                           std::string tenant_id);
+void on_tenant_created(TenantCreatedHook hook);
+
 }  // namespace hsea::identity

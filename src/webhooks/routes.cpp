@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <set>
 
+#include "billing/policies.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "db/db.hpp"
@@ -407,7 +408,9 @@ void register_routes(runtime::Registrar& reg) {
   reg.route({.method = Method::kPost,
              .path = endpoints,
              .handler = create_endpoint,
-             .policies = Policies(admins, security::Body{"CreateWebhookEndpointRequest"})});
+             // A plan feature: the operator can sell webhooks as part of a plan.
+             .policies = Policies(admins, billing::Feature{"webhooks"},
+                                  security::Body{"CreateWebhookEndpointRequest"})});
   reg.route({.method = Method::kGet,
              .path = endpoints,
              .handler = list_endpoints,

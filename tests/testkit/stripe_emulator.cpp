@@ -123,9 +123,17 @@ boost::json::value StripeEmulator::api(const std::string& method, const std::str
   return ec ? boost::json::value() : v;
 }
 
-void StripeEmulator::set_webhook_url(const std::string& url) {
+void StripeEmulator::set_webhook_url(const std::string& url) const {
   control("POST", "/webhook_endpoint",
           "{\"url\":" + json_string(url) + ",\"secret\":" + json_string(webhook_secret_) + "}");
+}
+
+void StripeEmulator::set_dunning(const std::vector<int>& retry_days,
+                                 const std::string& final_status) const {
+  std::string days;
+  for (int d : retry_days) days += (days.empty() ? "" : ",") + std::to_string(d);
+  control("POST", "/dunning",
+          "{\"retry_days\":[" + days + "],\"final_status\":" + json_string(final_status) + "}");
 }
 
 void StripeEmulator::reset() const { control("POST", "/reset"); }

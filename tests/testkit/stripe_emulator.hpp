@@ -12,6 +12,7 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace hsea::testkit {
 
@@ -33,7 +34,10 @@ class StripeEmulator {
   std::string log() const;  // what the emulator printed
 
   // Sends every event to `url` from now on (replaces the endpoint of the previous call).
-  void set_webhook_url(const std::string& url);
+  void set_webhook_url(const std::string& url) const;
+  // Stripe's own retries after a declined renewal (days after each attempt) and what follows the
+  // last: "canceled", "unpaid" or "past_due" (left as is). ({}, "past_due") turns them off.
+  void set_dunning(const std::vector<int>& retry_days, const std::string& final_status) const;
 
   // The control API (JSON in and out; a non-2xx answer records a test failure).
   boost::json::value control(const std::string& method, const std::string& path,

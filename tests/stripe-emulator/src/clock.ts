@@ -4,16 +4,19 @@
 //
 // Due moments of a subscription: its period end (renew, or cancel if cancel_at_period_end /
 // cancel_at), its trial end (trialing -> active with the first charged invoice), the next
-// automatic payment attempt of its open invoices (billing.ts: retries and the final status), and
-// for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void).
-import {
-  attemptPayment, cancelNow, interval, isMetered, issueInvoice, periodLine, setPeriod, setStatus,
-} from './billing';
+// automatic payment attempt of its open invoices (payments.ts: retries and the final status), and
+// for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void);
+// three days before a trial ends, customer.subscription.trial_will_end.
+import { issueInvoice } from './invoicing';
+import { interval, isMetered, periodLine } from './lines';
+import { attemptPayment } from './payments';
+import { cancelNow, setPeriod, setStatus } from './subscription_state';
 import { addInterval } from './periods';
 import type { Emulator } from './router';
 import type { Invoice, Subscription } from './store';
 
 const kIncompleteExpiry = 23 * 3600;
+const kTrialWarning = 3 * 86400;
 
 function onClock(emu: Emulator, customer: unknown, clock: string | null): boolean {
   return typeof customer === 'string' && emu.store.clockOf(customer) === clock;
@@ -41,6 +44,13 @@ function next(emu: Emulator, clock: string | null): { at: number; run: () => voi
   for (const s of emu.store.subscriptions.values()) {
     if (!onClock(emu, s.customer, clock)) continue;
     consider(subDue(s), () => periodEvent(emu, s));
+    // customer.subscription.trial_will_end three days before a trial ends (at once if sooner).
+    if (s.status === 'trialing' && s.trial_end !== null && !emu.store.trialWillEndSent.has(s.id)) {
+      consider(Math.max(s.trial_end - kTrialWarning, emu.store.now(clock)), () => {
+        emu.store.trialWillEndSent.add(s.id);
+        emu.webhooks.emit('customer.subscription.trial_will_end', s);
+      });
+    }
   }
   for (const inv of emu.store.invoices.values()) {
     if (inv.status !== 'open' || inv.next_payment_attempt === null) continue;

@@ -2,7 +2,7 @@
 // that a real test would do in Stripe's dashboard or with its test helpers.
 import type http from 'node:http';
 
-import { dunning } from './billing';
+import { dunning } from './payments';
 import { advanceTo } from './clock';
 import { complete } from './objects/checkout';
 import type { Emulator } from './router';
@@ -57,7 +57,9 @@ export function control(
       }
       if (method === 'POST' && path === '/dunning') {
         if (Array.isArray(j.retry_days)) dunning.retryDays = j.retry_days.map(Number);
-        if (j.final_status === 'unpaid' || j.final_status === 'canceled') dunning.finalStatus = j.final_status;
+        if (j.final_status === 'unpaid' || j.final_status === 'canceled' || j.final_status === 'past_due') {
+          dunning.finalStatus = j.final_status;
+        }
         return [200, dunning];
       }
       if (method === 'POST' && path === '/time/advance') {

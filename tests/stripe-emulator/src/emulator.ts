@@ -22,7 +22,7 @@ import type { Emulator } from './router';
 import { ApiServer } from './server';
 import { Store } from './store';
 import { Webhooks } from './webhooks';
-import { dunning } from './billing';
+import { dunning } from './payments';
 
 // The API version the emulator speaks by default: the pinned SDK's.
 export const kApiVersion: string = Stripe.API_VERSION;

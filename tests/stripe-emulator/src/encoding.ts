@@ -40,7 +40,6 @@ export function decodeForm(text: string): Params {
     for (let i = 0; i < parts.length; i++) {
       const part = parts[i];
       const last = i === parts.length - 1;
-      const nextIsPush = !last && parts[i + 1] === '';
       if (part === '') {
         // `x[]=v`: append; the parent was created as an object keyed by position.
         const k = String(Object.keys(node).length);
@@ -57,7 +56,6 @@ export function decodeForm(text: string): Params {
         }
         if (existing === undefined) node[part] = {};
         node = node[part] as Params;
-        void nextIsPush;
       }
     }
   }
@@ -161,7 +159,9 @@ export function allowOnly(p: Params, allowed: readonly string[]): void {
   for (const k of Object.keys(p)) {
     if (k === 'expand') continue;
     if (!allowed.includes(k)) {
-      throw StripeError.invalid(`Received unknown parameter: ${k}`, k, 'parameter_unknown');
+      throw StripeError.invalid(
+        `Received unknown parameter: ${k} (the Stripe emulator takes the parameters listed in tests/stripe-emulator/README.md)`,
+        k, 'parameter_unknown');
     }
   }
 }

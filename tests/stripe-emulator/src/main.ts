@@ -2,8 +2,6 @@
 // Prints "listening <port>" on stdout once it accepts connections.
 import http from 'node:http';
 
-import Stripe from 'stripe';
-
 import { createEmulator } from './emulator';
 
 function arg(name: string): string | undefined {
@@ -23,5 +21,9 @@ server.listen(port, host, () => {
   });
   process.stdout.write(`listening ${actual}\n`);
 });
-for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => server.close(() => process.exit(0)));
-void Stripe;
+for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => process.exit(0));
+// A test that crashed leaves no emulator behind: exit when the parent is gone.
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) process.exit(0);
+}, 500).unref();

@@ -1,6 +1,7 @@
 // The emulator's "hosted" pages: Checkout (GET pays the session and redirects to success_url,
 // as a customer finishing Stripe's page would; ?card=pm_card_chargeCustomerFail pays with a
-// failing card; /cancel redirects to cancel_url), the billing portal and hosted invoices.
+// failing card; /cancel redirects to cancel_url; /page shows a form that does the same), the
+// billing portal and hosted invoices.
 import type http from 'node:http';
 
 import { StripeError } from './errors';
@@ -16,6 +17,24 @@ function html(res: http.ServerResponse, status: number, title: string, body: str
 export function pages(emu: Emulator) {
   return (req: http.IncomingMessage, url: URL, res: http.ServerResponse): boolean => {
     let m: RegExpExecArray | null;
+    if ((m = /^\/checkout\/([^/]+)\/page$/.exec(url.pathname))) {
+      // A page to look at (and screenshot): what is bought, a card to choose, Pay and Cancel.
+      const s = emu.store.checkoutSessions.get(m[1]);
+      if (!s) return html(res, 404, 'No such checkout session', '');
+      const amount = s.amount_total === null ? '' : `${(s.amount_total / 100).toFixed(2)} ${(s.currency ?? '').toUpperCase()}`;
+      return html(res, 200, 'Checkout (Stripe emulator)', `
+<p>${s.mode === 'setup' ? 'Save a card for later payments' : `Subscribe: <strong>${amount}</strong>`}</p>
+<form method="get" action="/checkout/${s.id}">
+  <label for="card">Card</label>
+  <select id="card" name="card">
+    <option value="pm_card_visa">Visa 4242</option>
+    <option value="pm_card_mastercard">Mastercard 4444</option>
+    <option value="pm_card_chargeCustomerFail">Visa 0341 (charges fail)</option>
+  </select>
+  <button type="submit">${s.mode === 'setup' ? 'Save card' : 'Pay'}</button>
+</form>
+<p><a href="/checkout/${s.id}/cancel">Cancel</a></p>`);
+    }
     if ((m = /^\/checkout\/([^/]+)(\/cancel)?$/.exec(url.pathname))) {
       const s = emu.store.checkoutSessions.get(m[1]);
       if (!s) return html(res, 404, 'No such checkout session', '');

@@ -31,6 +31,7 @@ export interface Fault {
 }
 
 interface Stored {
+  requestId: string;
   method: string;
   path: string;
   fingerprint: string;
@@ -138,7 +139,9 @@ export class ApiServer {
         throw new StripeError(401, 'invalid_request_error',
           `Invalid API Key provided: ${m[1].slice(0, 8)}****`, 'api_key_invalid');
       }
-      const text = method === 'POST' ? body : url.search.slice(1);
+      // POST carries its parameters in the body, GET in the query; DELETE in either.
+      const query = url.search.slice(1);
+      const text = method === 'POST' ? body : method === 'DELETE' && body ? [query, body].filter(Boolean).join('&') : query;
       params = decodeForm(text);
       log.params = params;
     } catch (e) {
@@ -157,7 +160,7 @@ export class ApiServer {
     }
     // Idempotency: the same key replays the first answer (for the same parameters); another
     // request under the same key is refused, as Stripe does (keys are kept for the run).
-    const fingerprint = createHash('sha256').update(`${method} ${url.pathname}\n${body}`).digest('hex');
+    const fingerprint = createHash('sha256').update(`${method} ${url.pathname}${url.search}\n${body}`).digest('hex');
     if (key) {
       const stored = this.idempotency.get(key);
       if (stored) {
@@ -169,7 +172,7 @@ export class ApiServer {
         log.replayed = true;
         res.writeHead(stored.status, {
           'Content-Type': 'application/json', ...baseHeaders,
-          'Idempotency-Key': key, 'Idempotent-Replayed': 'true',
+          'Idempotency-Key': key, 'Idempotent-Replayed': 'true', 'Original-Request': stored.requestId,
         });
         return void res.end(stored.body);
       }
@@ -194,10 +197,10 @@ export class ApiServer {
     const text = JSON.stringify(value, null, 2);
     // Stripe keeps the answers of POSTs under their key, errors of 4xx included (not 5xx).
     if (key && status < 500) {
-      this.idempotency.set(key, { method, path: url.pathname, fingerprint, status, body: text });
+      this.idempotency.set(key, { requestId, method, path: url.pathname, fingerprint, status, body: text });
     }
     log.status = status;
-    const extra: Record<string, string> = key ? { 'Idempotency-Key': key } : {};
+    const extra: Record<string, string> = key ? { 'Idempotency-Key': key, 'Original-Request': requestId } : {};
     res.writeHead(status, { 'Content-Type': 'application/json', ...baseHeaders, ...extra });
     res.end(text);
   }

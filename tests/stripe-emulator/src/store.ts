@@ -83,6 +83,7 @@ export class Store {
   // Emulator-only state.
   failingPaymentMethods = new Set<string>(); // pm ids whose charges are declined
   failNextCharges = new Map<string, number>(); // customer id -> charges still to decline
+  trialWillEndSent = new Set<string>(); // subscription ids told their trial ends in 3 days
   defaultClockOffset = 0; // seconds added to the wall clock for objects without a test clock
   invoiceCounter = 0;
 

@@ -51,6 +51,8 @@ export class Webhooks {
   private inFlight = 0;
   private timers = new Set<NodeJS.Timeout>();
   private chain: Promise<void> = Promise.resolve();
+  // Bumped by reset(): deliveries queued before it are dropped, and schedule no retries.
+  private generation = 0;
 
   constructor(
     private readonly store: Store,
@@ -140,6 +142,7 @@ export class Webhooks {
   }
 
   reset(): void {
+    this.generation++;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.held = null;
@@ -164,17 +167,18 @@ export class Webhooks {
   // One delivery at a time, in queue order (so "in order" means in order unless asked otherwise);
   // a failed one is retried after its backoff without blocking the others.
   private queueSend(p: Pending): void {
+    const generation = this.generation;
     this.inFlight++;
     this.chain = this.chain.then(async () => {
       try {
-        await this.send(p);
+        if (generation === this.generation) await this.send(p, generation);
       } finally {
         this.inFlight--;
       }
     });
   }
 
-  private async send(p: Pending): Promise<void> {
+  private async send(p: Pending, generation: number): Promise<void> {
     const payload = JSON.stringify(p.event, null, 2);
     const timestamp = Math.floor(Date.now() / 1000) + (p.signing?.timestamp_offset ?? 0);
     const secrets = p.signing?.secret
@@ -212,7 +216,7 @@ export class Webhooks {
     } catch (e) {
       record.error = e instanceof Error ? e.message : String(e);
     }
-    if (!ok && p.attempt <= this.retryDelaysMs.length) {
+    if (!ok && p.attempt <= this.retryDelaysMs.length && generation === this.generation) {
       const delay = this.retryDelaysMs[p.attempt - 1];
       this.later(() => this.queueSend({ ...p, attempt: p.attempt + 1 }), delay);
     }

@@ -137,6 +137,9 @@ test('a trial ends on the clock: trialing -> active with the first charge', asyn
   const inv = await h.stripe.invoices.retrieve(now.latest_invoice as string);
   assert.equal(inv.amount_paid, 3000);
   await h.waitIdle();
+  const warned = h.received.filter((r) => r.event?.type === 'customer.subscription.trial_will_end');
+  assert.equal(warned.length, 1);
+  assert.equal(warned[0].event!.created, kJan1 + 11 * kDay, 'three days before the trial ends');
   const updated = h.received.filter((r) => r.event?.type === 'customer.subscription.updated');
   assert.ok(updated.some((r) => (r.event!.data.previous_attributes as any)?.status === 'trialing'));
 });
@@ -240,4 +243,65 @@ test('the default clock (customers without a test clock) moves with /_emulator/t
   const s = await h.stripe.subscriptions.retrieve(sub.id);
   assert.equal(s.items.data[0].current_period_start, end);
   assert.equal((await h.stripe.invoices.list({ subscription: sub.id })).data.length, 2);
+});
+
+test('previews of a change invoiced at once: always_invoice, a new interval; none drops the credit', async () => {
+  const { sub } = await subscribed(prices.starter.id);
+  const at = kJan1 + 10 * kDay;
+  const item = sub.items.data[0].id;
+  const now = await h.stripe.invoices.createPreview({
+    subscription: sub.id,
+    subscription_details: { items: [{ id: item, price: prices.monthly.id }], proration_date: at, proration_behavior: 'always_invoice' },
+  });
+  assert.deepEqual(now.lines.data.map((l) => l.amount), [-677, 2032]);
+  const none = await h.stripe.invoices.createPreview({
+    subscription: sub.id,
+    subscription_details: { items: [{ id: item, price: prices.monthly.id }], proration_date: at, proration_behavior: 'none' },
+  });
+  assert.deepEqual(none.lines.data.map((l) => l.amount), [3000], 'only the next period at the new price');
+  const yearly = await h.stripe.invoices.createPreview({
+    subscription: sub.id,
+    subscription_details: { items: [{ id: item, price: prices.yearly.id }], proration_date: at },
+  });
+  assert.deepEqual(yearly.lines.data.map((l) => l.amount), [-677, 30000]);
+  // The update itself with `none` and a new interval: the new year invoiced now, no credit.
+  const up = await h.stripe.subscriptions.update(sub.id, {
+    items: [{ id: item, price: prices.yearly.id }], proration_behavior: 'none',
+  });
+  const inv = await h.stripe.invoices.retrieve(up.latest_invoice as string);
+  assert.deepEqual(inv.lines.data.map((l) => l.amount), [30000]);
+  // DELETE with parameters in the body (how the SDK sends them) is understood.
+  const canceled = await h.stripe.subscriptions.cancel(sub.id, { invoice_now: false, prorate: false });
+  assert.equal(canceled.status, 'canceled');
+});
+
+test('an open invoice can be voided or marked uncollectible (and then still paid)', async () => {
+  const a = await subscribed(prices.monthly.id, 'pm_card_chargeCustomerFail', { payment_behavior: 'allow_incomplete' });
+  const voided = await h.stripe.invoices.voidInvoice(a.sub.latest_invoice as string);
+  assert.equal(voided.status, 'void');
+  await assert.rejects(h.stripe.invoices.pay(voided.id as string), (e: any) => e.statusCode === 400);
+  const b = await subscribed(prices.monthly.id, 'pm_card_chargeCustomerFail', { payment_behavior: 'allow_incomplete' });
+  const bad = await h.stripe.invoices.markUncollectible(b.sub.latest_invoice as string);
+  assert.equal(bad.status, 'uncollectible');
+  const good = await h.stripe.paymentMethods.attach('pm_card_visa', { customer: b.customer.id });
+  const paid = await h.stripe.invoices.pay(bad.id as string, { payment_method: good.id });
+  assert.equal(paid.status, 'paid');
+});
+
+test('Stripe-side retries off: a failed renewal stays past_due until paid', async () => {
+  await h.control('POST', '/dunning', { retry_days: [], final_status: 'past_due' });
+  try {
+    const { clock, customer, sub } = await subscribed(prices.monthly.id);
+    await h.control('POST', `/customers/${customer.id}/charges`, { outcome: 'fail' });
+    await advance(clock, kFeb1 + 20 * kDay);
+    const s = await h.stripe.subscriptions.retrieve(sub.id);
+    assert.equal(s.status, 'past_due');
+    const inv = await h.stripe.invoices.retrieve(s.latest_invoice as string);
+    assert.equal(inv.attempt_count, 1);
+    assert.equal(inv.next_payment_attempt, null);
+    assert.equal((await h.stripe.invoices.pay(inv.id as string)).status, 'paid');
+    assert.equal((await h.stripe.subscriptions.retrieve(sub.id)).status, 'active');
+  } finally {
+    await h.control('POST', '/dunning', { retry_days: [3, 5, 7], final_status: 'canceled' });
+  }
 });

@@ -75,3 +75,24 @@ test('a setup session attaches a card and makes it the default', async () => {
   assert.ok(portal.url.startsWith(`${h.baseUrl}/portal/`));
   assert.equal((await fetch(portal.url)).status, 200);
 });
+
+test('the checkout page offers Pay and Cancel; cancel goes back to cancel_url', async () => {
+  const { monthly } = await catalog(h.stripe);
+  const customer = await h.stripe.customers.create({ email: 'page@example.com' });
+  const s = await h.stripe.checkout.sessions.create({
+    mode: 'subscription', customer: customer.id, line_items: [{ price: monthly.id, quantity: 2 }],
+    success_url: 'http://app.example/ok', cancel_url: 'http://app.example/back',
+  });
+  assert.equal(s.amount_total, 6000);
+  const page = await (await fetch(`${s.url}/page`)).text();
+  assert.match(page, /60\.00 USD/);
+  assert.match(page, new RegExp(`action="/checkout/${s.id}"`));
+  const cancel = await fetch(`${s.url}/cancel`, { redirect: 'manual' });
+  assert.equal(cancel.headers.get('location'), 'http://app.example/back');
+  assert.equal((await h.stripe.checkout.sessions.retrieve(s.id)).status, 'open');
+  const paid = await fetch(`${s.url}?card=pm_card_mastercard`, { redirect: 'manual' });
+  assert.equal(paid.status, 303);
+  const sub = await h.stripe.subscriptions.retrieve((await h.stripe.checkout.sessions.retrieve(s.id)).subscription as string);
+  assert.equal(sub.items.data[0].quantity, 2);
+  assert.equal((await h.stripe.invoices.retrieve(sub.latest_invoice as string)).amount_paid, 6000);
+});

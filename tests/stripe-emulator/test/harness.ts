@@ -96,7 +96,7 @@ export async function start(): Promise<Harness> {
 export async function catalog(stripe: Stripe) {
   const product = await stripe.products.create({ name: 'Pro' });
   const monthly = await stripe.prices.create({
-    product: product.id, currency: 'usd', unit_amount: 3000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly',
+    product: product.id, currency: 'usd', unit_amount: 3000, recurring: { interval: 'month' }, lookup_key: 'pro_monthly', transfer_lookup_key: true,
   });
   const starter = await stripe.prices.create({
     product: product.id, currency: 'usd', unit_amount: 1000, recurring: { interval: 'month' },

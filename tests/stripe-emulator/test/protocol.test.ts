@@ -91,6 +91,7 @@ test('idempotency: the same key and body replays, another body under the key is 
   const b = await h.stripe.customers.create({ email: 'idem@example.com' }, { idempotencyKey: 'key-1' });
   assert.equal(b.id, a.id);
   assert.equal(b.lastResponse.headers['idempotent-replayed'], 'true');
+  assert.equal(b.lastResponse.headers['original-request'], a.lastResponse.requestId);
   const all = await h.stripe.customers.list({ email: 'idem@example.com' });
   assert.equal(all.data.length, 1, 'the replay created nothing');
   await assert.rejects(

@@ -25,7 +25,11 @@ function create(ctx: Ctx): CheckoutSession {
   allowOnly(p, ['mode', 'customer', 'customer_email', 'line_items', 'success_url', 'cancel_url',
                 'client_reference_id', 'metadata', 'subscription_data', 'payment_method_types',
                 'allow_promotion_codes', 'billing_address_collection', 'currency', 'locale',
-                'setup_intent_data', 'ui_mode', 'return_url']);
+                'setup_intent_data', 'ui_mode', 'return_url',
+                // Accepted and ignored: they change only what Stripe's page shows or collects.
+                'automatic_tax', 'tax_id_collection', 'customer_update', 'payment_method_collection',
+                'consent_collection', 'phone_number_collection', 'submit_type', 'custom_text',
+                'expires_at']);
   const mode = oneOf(p, 'mode', ['subscription', 'setup', 'payment'] as const);
   if (!mode) throw StripeError.invalid('Missing required param: mode.', 'mode', 'parameter_missing');
   if (mode === 'payment') throw StripeError.invalid('The emulator supports mode subscription and setup.', 'mode');

@@ -1,11 +1,15 @@
 // Invoices: list, retrieve, lines, pay; and the preview of the next invoice for a subscription
 // change, in both shapes: GET /v1/invoices/upcoming (subscription_items, subscription_proration_date)
 // and POST /v1/invoices/create_preview (subscription_details[items], [proration_date]), which
-// the pinned SDK uses. The preview holds the proration lines of the change (billing.ts) plus
-// pending items plus the next period at the new price; nothing is stored or charged.
+// the pinned SDK uses. The preview holds the pending items plus the proration lines of the change
+// (lines.ts) plus the next period at the new price; when the change would be invoiced at once
+// (proration_behavior always_invoice, or a new interval) it is that invoice instead: pending
+// items and prorations (and the new period). Nothing is stored or charged.
 import { Params, hash, int, list, oneOf, str } from '../encoding';
 import { StripeError } from '../errors';
-import { attemptPayment, draftInvoice, interval, isMetered, periodLine, prorationLines } from '../billing';
+import { draftInvoice } from '../invoicing';
+import { interval, isMetered, periodLine, prorationLines } from '../lines';
+import { attemptPayment } from '../payments';
 import { addInterval } from '../periods';
 import type { Ctx, Route } from '../router';
 import { Invoice, InvoiceLine, newestFirst, paginate } from '../store';
@@ -39,25 +43,26 @@ function preview(ctx: Ctx, p: Params, itemsKey: string, details: Params, prefix:
     qty = int(it, 'quantity', `${prefix}${itemsKey}[0][quantity]`) ?? qty;
   }
   const lines: InvoiceLine[] = store.pendingItems.filter((x) => x.subscription === sub.id).map((x) => ({ ...x.line }));
-  let nextStart = sub.current_period_end;
   let changed = false;
+  let resets = false;
   if (price.id !== current.price.id || qty !== current.quantity) {
     changed = true;
     const { lines: pl, resetsCycle } = prorationLines(store, sub, current.price, current.quantity ?? 1, price, qty, at);
-    if (behavior !== 'none' || resetsCycle) lines.push(...pl);
-    if (resetsCycle) {
-      // The new cycle starts now and its first period is already among the lines.
-      const r = interval(price);
-      nextStart = addInterval(at, r.interval, r.interval_count);
-    }
+    resets = resetsCycle;
+    if (resetsCycle) lines.push(...(behavior === 'none' ? pl.filter((l) => !l.proration) : pl));
+    else if (behavior !== 'none') lines.push(...pl);
   }
-  if (isMetered(price)) {
-    // What the usage so far would cost at the period's end.
-    lines.push(periodLine(store, sub, price, 0, sub.current_period_start, sub.current_period_end,
-                          [sub.current_period_start, now + 1]));
-  } else if (!changed || !lines.some((l) => !l.proration && l.period.start === at)) {
-    const r = interval(price);
-    lines.push(periodLine(store, sub, price, qty, nextStart, addInterval(nextStart, r.interval, r.interval_count)));
+  // A change invoiced at once previews that invoice; otherwise the next renewal's.
+  if (!(changed && (resets || behavior === 'always_invoice'))) {
+    if (isMetered(price)) {
+      // What the usage so far would cost at the period's end.
+      lines.push(periodLine(store, sub, price, 0, sub.current_period_start, sub.current_period_end,
+                            [sub.current_period_start, now + 1]));
+    } else {
+      const r = interval(price);
+      const start = sub.current_period_end;
+      lines.push(periodLine(store, sub, price, qty, start, addInterval(start, r.interval, r.interval_count)));
+    }
   }
   const inv = draftInvoice(store, customer, sub, lines, 'upcoming', store.id('upcoming_in'), changed ? at : undefined);
   return inv;
@@ -106,12 +111,38 @@ export const routes: Route[] = [
   },
   {
     method: 'POST',
+    path: '/v1/invoices/:id/void',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      if (inv.status !== 'open') throw StripeError.invalid(`You can only void an open invoice (this one is ${inv.status}).`);
+      inv.status = 'void';
+      inv.next_payment_attempt = null;
+      inv.status_transitions.voided_at = ctx.emu.store.nowFor(inv.customer as string);
+      ctx.emu.webhooks.emit('invoice.voided', inv);
+      return inv;
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/invoices/:id/mark_uncollectible',
+    handler: (ctx) => {
+      const inv = ctx.emu.store.invoice(ctx.path[0], 'invoice');
+      if (inv.status !== 'open') throw StripeError.invalid(`Only an open invoice can be marked uncollectible (this one is ${inv.status}).`);
+      inv.status = 'uncollectible';
+      inv.next_payment_attempt = null;
+      inv.status_transitions.marked_uncollectible_at = ctx.emu.store.nowFor(inv.customer as string);
+      ctx.emu.webhooks.emit('invoice.marked_uncollectible', inv);
+      return inv;
+    },
+  },
+  {
+    method: 'POST',
     path: '/v1/invoices/:id/pay',
     handler: (ctx) => {
       const { store } = ctx.emu;
       const inv = store.invoice(ctx.path[0], 'invoice');
       if (inv.status === 'paid') {
-        throw StripeError.invalid('Invoice is already paid', undefined, 'invoice_payment_intent_requires_action');
+        throw StripeError.invalid('Invoice is already paid');
       }
       const pm = str(ctx.params, 'payment_method');
       if (pm && store.paymentMethods.get(pm)?.customer !== inv.customer) {

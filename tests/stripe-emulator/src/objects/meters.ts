@@ -1,6 +1,6 @@
 // Billing meters and meter events (usage-based prices: a price with recurring[usage_type]=metered
 // and recurring[meter]), and the meter's event summaries. A metered price is billed in arrears:
-// each renewal invoices the usage of the period that ended (billing.ts). An event whose
+// each renewal invoices the usage of the period that ended (lines.ts). An event whose
 // identifier was seen before is not counted again (Stripe deduplicates by identifier).
 import type Stripe from 'stripe';
 

@@ -1,14 +1,15 @@
 // Subscriptions with one item: create (trial or charged at once), retrieve, update (price change
-// with proration, quantity, cancel_at_period_end, trial_end), cancel, list. Rules: billing.ts.
+// with proration, quantity, cancel_at_period_end, trial_end), cancel, list. Rules: lines.ts (proration), payments.ts (charging, dunning).
 import type Stripe from 'stripe';
 
 import {
   Params, allowOnly, applyMetadata, bool, hash, int, list, oneOf, reqStr, str,
 } from '../encoding';
 import { StripeError } from '../errors';
-import {
-  attemptPayment, cancelNow, interval, issueInvoice, periodLine, prorationLines, setPeriod, setPrice,
-} from '../billing';
+import { issueInvoice } from '../invoicing';
+import { interval, periodLine, prorationLines } from '../lines';
+import { attemptPayment } from '../payments';
+import { cancelNow, setPeriod, setPrice } from '../subscription_state';
 import { addInterval } from '../periods';
 import { planOf } from './prices';
 import type { Ctx, Emulator, Route } from '../router';
@@ -160,7 +161,9 @@ function create(ctx: Ctx): Subscription {
   const p = ctx.params;
   allowOnly(p, ['customer', 'items', 'default_payment_method', 'trial_period_days', 'trial_end',
                 'cancel_at_period_end', 'metadata', 'payment_behavior', 'proration_behavior',
-                'collection_method', 'off_session', 'description']);
+                'collection_method', 'off_session', 'description',
+                // Accepted and ignored (no taxes; the card is kept as the default anyway).
+                'automatic_tax', 'payment_settings']);
   const customerId = store.customer(reqStr(p, 'customer'), 'customer').id;
   const items = itemsOf(p);
   if (items.length !== 1 || !items[0].price) {
@@ -194,7 +197,8 @@ function update(ctx: Ctx): Subscription {
   const p = ctx.params;
   allowOnly(p, ['items', 'proration_behavior', 'proration_date', 'cancel_at_period_end', 'cancel_at',
                 'trial_end', 'metadata', 'default_payment_method', 'payment_behavior',
-                'billing_cycle_anchor', 'description', 'off_session']);
+                'billing_cycle_anchor', 'description', 'off_session', 'automatic_tax',
+                'payment_settings']);
   if (sub.status === 'canceled' || sub.status === 'incomplete_expired') {
     throw StripeError.invalid(
       `A canceled subscription can only update its cancellation_details and metadata.`,
@@ -241,6 +245,7 @@ function update(ctx: Ctx): Subscription {
         invoiceNow = true;
       }
     } else {
+      store.trialWillEndSent.delete(sub.id);
       sub.trial_end = te;
       sub.status = 'trialing';
       setPeriod(sub, sub.current_period_start, te);
@@ -266,7 +271,8 @@ function update(ctx: Ctx): Subscription {
         const r = interval(newPrice);
         setPeriod(sub, at, addInterval(at, r.interval, r.interval_count));
         sub.billing_cycle_anchor = at;
-        lines.push(...pl);
+        // A new interval always starts a new cycle, invoiced now; `none` only drops the credit.
+        lines.push(...(behavior === 'none' ? pl.filter((l) => !l.proration) : pl));
         invoiceNow = true;
       } else if (behavior !== 'none') {
         if (behavior === 'always_invoice') {

@@ -1,0 +1,15 @@
+#pragma once
+// Route policy (vocabulary any module may use; billing's entitlements step enforces it): the
+// plan feature a route needs. Declaration only, so that declaring a route never depends on
+// billing's code.
+#include <string>
+
+namespace hsea::billing {
+
+// The tenant's plan must have this feature flag set (plans.features); otherwise 402
+// problem+json, code plan_required.
+struct Feature {
+  std::string name;
+};
+
+}  // namespace hsea::billing

@@ -1,0 +1,791 @@
+// Subscriptions (HSEA-022, 024, 025): every tenant has one, started on the free plan (or the
+// configured trial) in the transaction that creates the tenant; GET /api/subscriptions/current;
+// checkout through Stripe Checkout; upgrade, downgrade, cancel, reactivate and the proration
+// preview. Stripe is the source of truth for paid subscriptions: every change HSEA asks for is
+// applied from the subscription object Stripe answers (and again from its webhooks), under the
+// row's lock, so replays and reordering change nothing twice.
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+
+#include "billing/billing.hpp"
+#include "billing/internal.hpp"
+#include "core/error.hpp"
+#include "core/ids.hpp"
+#include "db/db.hpp"
+#include "http/context.hpp"
+#include "http/json.hpp"
+#include "identity/access.hpp"
+#include "identity/sessions.hpp"
+#include "jobs/jobs.hpp"
+#include "runtime/registrar.hpp"
+#include "security/audit.hpp"
+#include "security/cors.hpp"
+#include "security/policies.hpp"
+
+namespace hsea::billing {
+namespace {
+
+using boost::asio::awaitable;
+using boost::json::array;
+using boost::json::object;
+using boost::json::value;
+using core::ApiError;
+using core::ErrorCode;
+using http::RequestContext;
+using http::Response;
+
+#define HSEA_SUBSCRIPTION_COLUMNS                                                        \
+  "s.id, s.plan_id, s.billing_interval, s.status, s.trial_end, s.current_period_start, " \
+  "s.current_period_end, s.cancel_at_period_end, s.canceled_at, s.pending_plan_id, "     \
+  "s.pending_interval, s.stripe_customer_id, s.stripe_subscription_id, s.created_at, "   \
+  "s.updated_at, EXTRACT(epoch FROM s.current_period_end)::bigint AS period_end_epoch, " \
+  "p.name AS plan_name, p.currency, p.monthly_amount, p.yearly_amount, "                 \
+  "p.features::text AS features, p.limits::text AS limits"
+
+HSEA_QUERY kInsertSubscription{
+    "billing_subscription_insert",
+    "INSERT INTO subscriptions (tenant_id, id, plan_id, status, trial_end, current_period_end) "
+    "VALUES (current_setting('app.tenant_id')::uuid, $1, $2, $3, "
+    "CASE WHEN $4::int > 0 THEN now() + make_interval(days => $4::int) END, "
+    "CASE WHEN $4::int > 0 THEN now() + make_interval(days => $4::int) END) RETURNING id"};
+HSEA_QUERY kCurrent{"billing_subscription_current",
+                    "SELECT " HSEA_SUBSCRIPTION_COLUMNS
+                    " FROM subscriptions s JOIN plans p ON p.id = s.plan_id"};
+HSEA_QUERY kLock{"billing_subscription_lock",
+                 "SELECT " HSEA_SUBSCRIPTION_COLUMNS
+                 " FROM subscriptions s JOIN plans p ON p.id = s.plan_id FOR UPDATE OF s"};
+HSEA_QUERY kSetCustomer{"billing_subscription_set_customer",
+                        "UPDATE subscriptions SET stripe_customer_id = $1, updated_at = now() "
+                        "WHERE stripe_customer_id IS NULL RETURNING stripe_customer_id"};
+HSEA_QUERY kApply{
+    "billing_subscription_apply",
+    "UPDATE subscriptions SET plan_id = $1, billing_interval = $2, status = $3, "
+    "trial_end = to_timestamp($4::bigint), current_period_start = "
+    "COALESCE(to_timestamp($5::bigint), current_period_start), "
+    "current_period_end = to_timestamp($6::bigint), cancel_at_period_end = $7::boolean, "
+    "canceled_at = to_timestamp($8::bigint), pending_plan_id = $9, pending_interval = $10, "
+    "stripe_subscription_id = $11, updated_at = now() RETURNING id"};
+HSEA_QUERY kPlan{"billing_plan_for_sale",
+                 "SELECT id, name, status, currency, monthly_amount, yearly_amount, sort_order, "
+                 "limits::text AS limits, stripe_monthly_price_id, stripe_yearly_price_id "
+                 "FROM plans WHERE id = $1"};
+HSEA_QUERY kPlanOfPrice{
+    "billing_plan_of_price",
+    "SELECT id, CASE WHEN stripe_monthly_price_id = $1 THEN 'month' ELSE 'year' END AS interval "
+    "FROM plans WHERE stripe_monthly_price_id = $1 OR stripe_yearly_price_id = $1"};
+HSEA_QUERY kSeats{"billing_seats_used", "SELECT count(*) AS n FROM memberships"};
+HSEA_QUERY kTenantName{"billing_tenant_name", "SELECT name FROM tenants"};
+HSEA_QUERY kAllowedOrigins{"billing_allowed_origins",
+                           "SELECT array_to_json(allowed_origins)::text AS origins "
+                           "FROM tenant_settings"};
+
+// ------------------------------------------------------------------------------ helpers
+
+// Who caused a change: a request's principal, or a Stripe event.
+struct Cause {
+  security::Actor actor;
+  security::Origin origin;
+};
+Cause cause_of(const RequestContext& ctx) {
+  return Cause{security::actor_of(ctx), security::origin_of(ctx)};
+}
+
+value nullable_time(const db::Result& r, int row, std::string_view column) {
+  return r.is_null(row, r.column(column)) ? value(nullptr) : value(r.time(row, column));
+}
+value nullable(const db::Result& r, int row, std::string_view column) {
+  return r.is_null(row, r.column(column)) ? value(nullptr) : value(r.text(row, column));
+}
+value json_text(std::string_view text) {
+  boost::system::error_code ec;
+  value v = boost::json::parse(text, ec);
+  return ec ? value(object{}) : v;
+}
+
+object subscription_json(const db::Result& r) {
+  return object{{"id", r.text(0, "id")},
+                {"plan_id", r.text(0, "plan_id")},
+                {"interval", r.text(0, "billing_interval")},
+                {"status", r.text(0, "status")},
+                {"trial_end", nullable_time(r, 0, "trial_end")},
+                {"current_period_start", r.time(0, "current_period_start")},
+                {"current_period_end", nullable_time(r, 0, "current_period_end")},
+                {"cancel_at_period_end", r.get_bool(0, "cancel_at_period_end")},
+                {"canceled_at", nullable_time(r, 0, "canceled_at")},
+                {"pending_plan_id", nullable(r, 0, "pending_plan_id")},
+                {"pending_interval", nullable(r, 0, "pending_interval")},
+                {"stripe_customer_id", nullable(r, 0, "stripe_customer_id")},
+                {"stripe_subscription_id", nullable(r, 0, "stripe_subscription_id")},
+                {"plan", object{{"id", r.text(0, "plan_id")},
+                                {"name", r.text(0, "plan_name")},
+                                {"currency", r.text(0, "currency")},
+                                {"monthly_amount", r.get_int(0, "monthly_amount")},
+                                {"yearly_amount", r.get_int(0, "yearly_amount")},
+                                {"features", json_text(r.get(0, "features"))},
+                                {"limits", json_text(r.get(0, "limits"))}}},
+                {"created_at", r.time(0, "created_at")},
+                {"updated_at", r.time(0, "updated_at")}};
+}
+
+std::string str_of(const object& o, std::string_view key) {
+  const value* v = o.if_contains(key);
+  return v != nullptr && v->is_string() ? std::string(v->as_string()) : std::string();
+}
+std::optional<std::int64_t> int_of(const object& o, std::string_view key) {
+  const value* v = o.if_contains(key);
+  if (v == nullptr) return std::nullopt;
+  if (v->is_int64()) return v->as_int64();
+  if (v->is_uint64()) return static_cast<std::int64_t>(v->as_uint64());
+  return std::nullopt;
+}
+bool bool_of(const object& o, std::string_view key) {
+  const value* v = o.if_contains(key);
+  return v != nullptr && v->is_bool() && v->as_bool();
+}
+// The first subscription item (HSEA sells one price per subscription).
+const object* first_item(const object& sub) {
+  const value* items = sub.if_contains("items");
+  if (items == nullptr || !items->is_object()) return nullptr;
+  const value* data = items->as_object().if_contains("data");
+  if (data == nullptr || !data->is_array() || data->as_array().empty()) return nullptr;
+  const value& item = data->as_array()[0];
+  return item.is_object() ? &item.as_object() : nullptr;
+}
+std::string price_of(const object& sub) {
+  const object* item = first_item(sub);
+  if (item == nullptr) return "";
+  const value* price = item->if_contains("price");
+  if (price != nullptr && price->is_object()) return str_of(price->as_object(), "id");
+  if (price != nullptr && price->is_string()) return std::string(price->as_string());
+  return "";
+}
+// Stripe's periods sit on the subscription (API 2024-06-20) or on its item (later versions).
+std::optional<std::int64_t> period_of(const object& sub, std::string_view key) {
+  if (auto v = int_of(sub, key)) return v;
+  if (const object* item = first_item(sub)) return int_of(*item, key);
+  return std::nullopt;
+}
+
+[[noreturn]] void provider_refused(const StripeReply& reply, std::string_view what) {
+  throw ApiError(ErrorCode::kPaymentProviderError, std::string("The payment provider refused to ") +
+                                                       std::string(what) + ": " +
+                                                       reply.error_message())
+      .internal("stripe status " + std::to_string(reply.status));
+}
+
+// The Idempotency-Key of a Stripe POST a request causes: the client's own Idempotency-Key when
+// it sent one (a retried request repeats the Stripe call, not its effect), else the request id
+// (stable across the client's retries of the Stripe call within this request).
+std::string idempotency_key(const RequestContext& ctx, std::string_view what) {
+  std::string_view client = ctx.request.header("idempotency-key");
+  std::string base = !client.empty() && client.size() <= 200
+                         ? "hsea-" + ctx.tenant_id + "-" + std::string(client)
+                         : "hsea-" + ctx.request_id;
+  return base + "-" + std::string(what);
+}
+
+// ------------------------------------------------------------------- applying Stripe state
+
+struct Applied {
+  std::string plan_id, interval, status;
+  std::optional<std::int64_t> trial_end, period_start, period_end, canceled_at;
+  bool cancel_at_period_end = false;
+  std::optional<std::string> pending_plan, pending_interval;
+  std::string stripe_subscription_id;
+};
+
+// What the row becomes for Stripe's subscription `sub`, given the row now (locked).
+awaitable<std::optional<Applied>> applied_from(db::Transaction& tx, const db::Result& row,
+                                               const object& sub) {
+  std::string sub_id = str_of(sub, "id");
+  std::string current = row.text(0, "stripe_subscription_id");
+  std::string status = str_of(sub, "status");
+  // A late event of a subscription this tenant replaced (canceled, then checked out anew)
+  // must not overwrite the new one.
+  if (!current.empty() && current != sub_id &&
+      (status == "canceled" || status == "incomplete_expired")) {
+    co_return std::nullopt;
+  }
+  Applied a;
+  a.stripe_subscription_id = sub_id;
+  a.status = status;
+  std::string price = price_of(sub);
+  db::Result plan = co_await tx.exec(kPlanOfPrice, db::params(price));
+  if (!plan.empty()) {
+    a.plan_id = plan.text(0, "id");
+    a.interval = plan.text(0, "interval");
+  } else {
+    // A price HSEA does not know (changed in Stripe's dashboard): the plan in its metadata.
+    const value* md = sub.if_contains("metadata");
+    a.plan_id = md != nullptr && md->is_object() ? str_of(md->as_object(), "hsea_plan") : "";
+    if (a.plan_id.empty()) a.plan_id = row.text(0, "plan_id");
+    a.interval = row.text(0, "billing_interval");
+  }
+  a.trial_end = int_of(sub, "trial_end");
+  a.period_start = period_of(sub, "current_period_start");
+  a.period_end = period_of(sub, "current_period_end");
+  a.canceled_at = int_of(sub, "canceled_at");
+  a.cancel_at_period_end = bool_of(sub, "cancel_at_period_end");
+  // A downgrade at the period's end: Stripe already bills the new price from the next period,
+  // the tenant keeps the plan it paid for until then.
+  std::optional<std::string> pending = row.optional(0, "pending_plan_id");
+  if (pending && current == sub_id && a.plan_id == *pending && row.text(0, "plan_id") != *pending &&
+      !row.is_null(0, row.column("period_end_epoch")) && a.period_end &&
+      *a.period_end == row.get_int(0, "period_end_epoch")) {
+    a.pending_plan = pending;
+    a.pending_interval = row.optional(0, "pending_interval");
+    a.plan_id = row.text(0, "plan_id");
+    a.interval = row.text(0, "billing_interval");
+  }
+  if (status == "canceled" || status == "incomplete_expired") {
+    a.pending_plan.reset();
+    a.pending_interval.reset();
+  }
+  co_return a;
+}
+
+std::string event_type_for(const db::Result& before, const Applied& a) {
+  bool was_canceling = before.get_bool(0, "cancel_at_period_end");
+  if (a.status == "canceled" && before.text(0, "status") != "canceled") {
+    return "subscription.canceled";
+  }
+  if (a.cancel_at_period_end && !was_canceling) return "subscription.canceled";
+  if (!a.cancel_at_period_end && was_canceling && a.status != "canceled") {
+    return "subscription.reactivated";
+  }
+  if (before.text(0, "stripe_subscription_id") != a.stripe_subscription_id) {
+    return "subscription.created";
+  }
+  return "subscription.updated";
+}
+
+// Writes `a` over the locked row when it differs; audits and emits the event. Returns whether
+// it changed anything.
+awaitable<bool> write(db::Transaction& tx, const db::Result& before, const Applied& a,
+                      const Cause& cause) {
+  co_await tx.exec(
+      kApply, db::params(a.plan_id, a.interval, a.status, a.trial_end, a.period_start, a.period_end,
+                         a.cancel_at_period_end, a.canceled_at, a.pending_plan, a.pending_interval,
+                         a.stripe_subscription_id));
+  db::Result after = co_await tx.exec(kCurrent);
+  object from{{"plan_id", before.text(0, "plan_id")},
+              {"interval", before.text(0, "billing_interval")},
+              {"status", before.text(0, "status")},
+              {"cancel_at_period_end", before.get_bool(0, "cancel_at_period_end")},
+              {"pending_plan_id", nullable(before, 0, "pending_plan_id")},
+              {"current_period_end", nullable_time(before, 0, "current_period_end")}};
+  object to{{"plan_id", after.text(0, "plan_id")},
+            {"interval", after.text(0, "billing_interval")},
+            {"status", after.text(0, "status")},
+            {"cancel_at_period_end", after.get_bool(0, "cancel_at_period_end")},
+            {"pending_plan_id", nullable(after, 0, "pending_plan_id")},
+            {"current_period_end", nullable_time(after, 0, "current_period_end")}};
+  if (from == to && before.text(0, "stripe_subscription_id") == a.stripe_subscription_id) {
+    co_return false;  // a replay or a stale event: nothing to tell anyone
+  }
+  std::string type = event_type_for(before, a);
+  std::string metadata = boost::json::serialize(object{{"from", from}, {"to", to}});
+  co_await security::record(tx, cause.actor, cause.origin,
+                            security::event(type, "subscription", after.text(0, "id"), metadata));
+  std::string data = boost::json::serialize(subscription_json(after));
+  co_await jobs::emit(tx, cause.actor, cause.origin.request_id, type, std::move(data));
+  co_return true;
+}
+
+awaitable<bool> apply_stripe_subscription(db::Transaction& tx, const object& sub,
+                                          const Cause& cause) {
+  db::Result row = co_await tx.exec(kLock);
+  if (row.empty()) co_return false;
+  std::optional<Applied> a = co_await applied_from(tx, row, sub);
+  if (!a) co_return false;
+  co_return co_await write(tx, row, *a, cause);
+}
+
+// ---------------------------------------------------------------------- Stripe customer
+
+// The tenant's Stripe customer, created once: the key is the tenant's, so concurrent first
+// uses (and retries) get the same customer from Stripe.
+awaitable<std::string> ensure_customer(const RequestContext& ctx) {
+  db::Result row = co_await db::pool().tenant_query(ctx.tenant_id, kCurrent);
+  if (row.empty()) throw ApiError(ErrorCode::kNotFound, "The organization has no subscription.");
+  if (auto id = row.optional(0, "stripe_customer_id")) co_return *id;
+  db::Result t = co_await db::pool().tenant_query(ctx.tenant_id, kTenantName);
+  object params{{"name", t.text(0, "name")}, {"metadata", object{{"tenant_id", ctx.tenant_id}}}};
+  StripeReply reply =
+      co_await stripe().post("/v1/customers", std::move(params), "hsea-customer-" + ctx.tenant_id);
+  if (!reply.ok()) provider_refused(reply, "create the customer");
+  std::string customer = str_of(reply.body, "id");
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  db::Result set = co_await tx.exec(kSetCustomer, db::params(customer));
+  if (set.empty()) {
+    db::Result now = co_await tx.exec(kCurrent);
+    co_return now.text(0, "stripe_customer_id");
+  }
+  std::string metadata = boost::json::serialize(object{{"stripe_customer_id", customer}});
+  co_await security::record(
+      tx, ctx,
+      security::event("billing.customer_created", "subscription", row.text(0, "id"), metadata));
+  co_await tx.commit();
+  co_return customer;
+}
+
+// ------------------------------------------------------------------------------ checks
+
+struct PlanForSale {
+  std::string id, name, currency, price_id;
+  std::int64_t amount = 0, monthly = 0, yearly = 0, sort_order = 0;
+  std::optional<std::int64_t> seats;
+};
+
+std::string checked_interval(const object& body) {
+  std::string interval = http::optional_string(body, "interval").value_or("month");
+  if (interval != "month" && interval != "year") {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/interval", "must be month or year"}});
+  }
+  return interval;
+}
+
+// `current`: the tenant's own plan, which may have been archived since.
+awaitable<PlanForSale> plan_for_sale(std::string plan_id, std::string interval, std::string field,
+                                     bool current) {
+  db::Result r = co_await db::pool().query(kPlan, db::params(plan_id));
+  if (r.empty() || (!current && r.text(0, "status") != "active")) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{field, "must be the id of an active plan (GET /api/plans)"}});
+  }
+  PlanForSale p;
+  p.id = plan_id;
+  p.name = r.text(0, "name");
+  p.currency = r.text(0, "currency");
+  p.monthly = r.get_int(0, "monthly_amount");
+  p.yearly = r.get_int(0, "yearly_amount");
+  p.sort_order = r.get_int(0, "sort_order");
+  p.amount = interval == "year" ? p.yearly : p.monthly;
+  p.price_id = r.text(0, interval == "year" ? "stripe_yearly_price_id" : "stripe_monthly_price_id");
+  value limits = json_text(r.get(0, "limits"));
+  if (limits.is_object()) p.seats = int_of(limits.as_object(), "seats");
+  co_return p;
+}
+
+void require_price(const PlanForSale& p) {
+  if (p.price_id.empty()) {
+    throw ApiError(ErrorCode::kServiceUnavailable, "The plan is not on sale yet; try again later.")
+        .retry_after(60)
+        .internal("plan " + p.id + " has no Stripe price: run `hsea billing sync-plans`");
+  }
+}
+
+// A redirect URL must lead back to the tenant's own site (an allowed origin) or to this
+// server, so a checkout link cannot send the customer elsewhere.
+awaitable<void> check_redirect(const RequestContext& ctx, std::string url, std::string field) {
+  auto parsed = boost::urls::parse_absolute_uri(url);
+  std::string origin, reason;
+  bool ok = parsed.has_value() && (parsed->scheme() == "http" || parsed->scheme() == "https") &&
+            url.size() <= 2048 &&
+            security::normalize_origin(
+                std::string(parsed->scheme()) + "://" + std::string(parsed->encoded_authority()),
+                origin, reason);
+  if (!ok) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{field, "must be an absolute http(s) URL"}});
+  }
+  std::string own;
+  auto pub = boost::urls::parse_absolute_uri(state().public_url);
+  if (pub.has_value()) {
+    security::normalize_origin(
+        std::string(pub->scheme()) + "://" + std::string(pub->encoded_authority()), own, reason);
+  }
+  if (origin == own) co_return;
+  db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kAllowedOrigins);
+  if (!r.empty()) {
+    value list = json_text(r.get(0, "origins"));
+    if (list.is_array()) {
+      for (const value& o : list.as_array()) {
+        if (o.is_string() && o.as_string() == origin) co_return;
+      }
+    }
+  }
+  throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                 {{field,
+                   "must be on this server or one of the organization's allowed origins "
+                   "(GET /api/tenant/settings)"}});
+}
+
+void require_paid_subscription(const db::Result& row) {
+  std::string status = row.text(0, "status");
+  if (row.is_null(0, row.column("stripe_subscription_id")) || status == "canceled" ||
+      status == "incomplete_expired") {
+    throw ApiError(ErrorCode::kConflict,
+                   "The organization has no paid subscription: start one with POST "
+                   "/api/subscriptions/checkout.");
+  }
+}
+
+// ------------------------------------------------------------------------------ handlers
+
+awaitable<Response> current(RequestContext& ctx) {
+  db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kCurrent);
+  if (r.empty()) throw ApiError(ErrorCode::kNotFound, "The organization has no subscription.");
+  co_return http::json_response(200, subscription_json(r));
+}
+
+awaitable<Response> checkout(RequestContext& ctx) {
+  require_stripe();
+  const object& body = http::json_body(ctx);
+  std::string interval = checked_interval(body);
+  PlanForSale plan =
+      co_await plan_for_sale(http::required_string(body, "plan_id"), interval, "/plan_id", false);
+  if (plan.amount == 0) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/plan_id", "the free plan needs no checkout"}});
+  }
+  require_price(plan);
+  std::string success = http::required_string(body, "success_url");
+  std::string cancel = http::required_string(body, "cancel_url");
+  co_await check_redirect(ctx, success, "/success_url");
+  co_await check_redirect(ctx, cancel, "/cancel_url");
+  db::Result row = co_await db::pool().tenant_query(ctx.tenant_id, kCurrent);
+  std::string status = row.text(0, "status");
+  if (!row.is_null(0, row.column("stripe_subscription_id")) && status != "canceled" &&
+      status != "incomplete_expired") {
+    throw ApiError(ErrorCode::kConflict,
+                   "The organization already has a paid subscription: change it with "
+                   "/api/subscriptions/upgrade or /downgrade.");
+  }
+  if (plan.seats) {
+    db::Result seats = co_await db::pool().tenant_query(ctx.tenant_id, kSeats);
+    if (seats.get_int(0, "n") > *plan.seats) {
+      throw ApiError(ErrorCode::kDowngradeBlocked,
+                     "The organization has " + std::to_string(seats.get_int(0, "n")) +
+                         " members; the " + plan.name + " plan allows " +
+                         std::to_string(*plan.seats) + ". Remove members first.");
+    }
+  }
+  std::string customer = co_await ensure_customer(ctx);
+  object metadata{{"tenant_id", ctx.tenant_id}, {"hsea_plan", plan.id}};
+  object params{{"mode", "subscription"},
+                {"customer", customer},
+                {"client_reference_id", ctx.tenant_id},
+                {"line_items", array{object{{"price", plan.price_id}, {"quantity", 1}}}},
+                {"success_url", success},
+                {"cancel_url", cancel},
+                {"metadata", metadata},
+                {"subscription_data", object{{"metadata", metadata}}}};
+  StripeReply reply = co_await stripe().post("/v1/checkout/sessions", std::move(params),
+                                             idempotency_key(ctx, "checkout"));
+  if (!reply.ok()) provider_refused(reply, "start the checkout");
+  std::string url = str_of(reply.body, "url"), session = str_of(reply.body, "id");
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  std::string audit = boost::json::serialize(
+      object{{"plan_id", plan.id}, {"interval", interval}, {"checkout_session", session}});
+  co_await security::record(
+      tx, ctx,
+      security::event("subscription.checkout_started", "subscription", row.text(0, "id"), audit));
+  co_await tx.commit();
+  co_return http::json_response(201, object{{"checkout_url", url}, {"session_id", session}});
+}
+
+enum class Direction { kUpgrade, kDowngrade };
+
+awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
+  require_stripe();
+  const object& body = http::json_body(ctx);
+  db::Result row = co_await db::pool().tenant_query(ctx.tenant_id, kCurrent);
+  std::string interval =
+      body.contains("interval") ? checked_interval(body) : row.text(0, "billing_interval");
+  std::string when = http::optional_string(body, "when")
+                         .value_or(direction == Direction::kUpgrade ? "now" : "period_end");
+  if (when != "now" && when != "period_end") {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/when", "must be now or period_end"}});
+  }
+  PlanForSale target =
+      co_await plan_for_sale(http::required_string(body, "plan_id"), interval, "/plan_id", false);
+  PlanForSale now = co_await plan_for_sale(row.text(0, "plan_id"), row.text(0, "billing_interval"),
+                                           "/plan_id", true);
+  // Compared by the plan's place in the price list, then by the yearly price.
+  auto rank = [](const PlanForSale& p) { return std::pair(p.sort_order, p.yearly); };
+  bool same = target.id == now.id && interval == row.text(0, "billing_interval");
+  if (same) throw ApiError(ErrorCode::kConflict, "The organization is on this plan already.");
+  bool up = rank(target) > rank(now) ||
+            (target.id == now.id && interval == "year");  // monthly to yearly: more committed
+  if (direction == Direction::kUpgrade && !up) {
+    throw ApiError(
+        ErrorCode::kValidationFailed, "Check the fields.",
+        {{"/plan_id", "is not above the current plan: use /api/subscriptions/downgrade"}});
+  }
+  if (direction == Direction::kDowngrade && up) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the fields.",
+                   {{"/plan_id", "is not below the current plan: use /api/subscriptions/upgrade"}});
+  }
+  if (target.seats) {
+    db::Result seats = co_await db::pool().tenant_query(ctx.tenant_id, kSeats);
+    std::int64_t used = seats.get_int(0, "n");
+    if (used > *target.seats) {
+      throw ApiError(ErrorCode::kDowngradeBlocked,
+                     "The organization has " + std::to_string(used) + " members; the " +
+                         target.name + " plan allows " + std::to_string(*target.seats) +
+                         ". Remove " + std::to_string(used - *target.seats) + " member(s) first.");
+    }
+  }
+  require_paid_subscription(row);
+  std::string sub_id = row.text(0, "stripe_subscription_id");
+  Cause cause = cause_of(ctx);
+  StripeReply reply;
+  if (target.amount == 0) {
+    // Down to free: the paid subscription ends (now, or when the paid period ends).
+    if (when == "now") {
+      reply = co_await stripe().del("/v1/subscriptions/" + sub_id);
+    } else {
+      object params{{"cancel_at_period_end", true}};
+      reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params),
+                                     idempotency_key(ctx, "downgrade"));
+    }
+  } else {
+    require_price(target);
+    StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
+    if (!sub.ok()) provider_refused(sub, "read the subscription");
+    const object* item = first_item(sub.body);
+    if (item == nullptr) provider_refused(sub, "show the subscription's item");
+    // Now: prorated and invoiced at once. At the period's end: no proration, the new price
+    // bills from the next period (the row keeps the paid plan until then).
+    object params{{"items", array{object{{"id", str_of(*item, "id")}, {"price", target.price_id}}}},
+                  {"proration_behavior", when == "now" ? "always_invoice" : "none"},
+                  {"cancel_at_period_end", false},
+                  {"metadata", object{{"tenant_id", ctx.tenant_id}, {"hsea_plan", target.id}}}};
+    reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params),
+                                   idempotency_key(ctx, "change"));
+  }
+  if (!reply.ok()) provider_refused(reply, "change the subscription");
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  db::Result locked = co_await tx.exec(kLock);
+  std::optional<Applied> a = co_await applied_from(tx, locked, reply.body);
+  if (a && when == "period_end" && target.amount != 0) {
+    a->pending_plan = target.id;
+    a->pending_interval = interval;
+    a->plan_id = locked.text(0, "plan_id");
+    a->interval = locked.text(0, "billing_interval");
+  }
+  if (a) co_await write(tx, locked, *a, cause);
+  db::Result out = co_await tx.exec(kCurrent);
+  co_await tx.commit();
+  Entitlements::invalidate();
+  co_return http::json_response(200, subscription_json(out));
+}
+
+awaitable<Response> upgrade(RequestContext& ctx) { return change_plan(ctx, Direction::kUpgrade); }
+awaitable<Response> downgrade(RequestContext& ctx) {
+  return change_plan(ctx, Direction::kDowngrade);
+}
+
+awaitable<Response> cancel(RequestContext& ctx) {
+  require_stripe();
+  const object& body = http::json_body(ctx);
+  bool at_period_end = true;
+  if (const value* v = body.if_contains("at_period_end")) at_period_end = v->as_bool();
+  db::Result row = co_await db::pool().tenant_query(ctx.tenant_id, kCurrent);
+  require_paid_subscription(row);
+  std::string sub_id = row.text(0, "stripe_subscription_id");
+  StripeReply reply;
+  if (at_period_end) {
+    object params{{"cancel_at_period_end", true}};
+    reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params),
+                                   idempotency_key(ctx, "cancel"));
+  } else {
+    reply = co_await stripe().del("/v1/subscriptions/" + sub_id);
+  }
+  if (!reply.ok()) provider_refused(reply, "cancel the subscription");
+  Cause cause = cause_of(ctx);
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  co_await apply_stripe_subscription(tx, reply.body, cause);
+  db::Result out = co_await tx.exec(kCurrent);
+  co_await tx.commit();
+  Entitlements::invalidate();
+  co_return http::json_response(200, subscription_json(out));
+}
+
+awaitable<Response> reactivate(RequestContext& ctx) {
+  require_stripe();
+  db::Result row = co_await db::pool().tenant_query(ctx.tenant_id, kCurrent);
+  require_paid_subscription(row);
+  if (!row.get_bool(0, "cancel_at_period_end")) {
+    throw ApiError(ErrorCode::kConflict, "The subscription is not set to end.");
+  }
+  std::string sub_id = row.text(0, "stripe_subscription_id");
+  object params{{"cancel_at_period_end", false}};
+  StripeReply reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params),
+                                             idempotency_key(ctx, "reactivate"));
+  if (!reply.ok()) provider_refused(reply, "reactivate the subscription");
+  Cause cause = cause_of(ctx);
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  co_await apply_stripe_subscription(tx, reply.body, cause);
+  db::Result out = co_await tx.exec(kCurrent);
+  co_await tx.commit();
+  Entitlements::invalidate();
+  co_return http::json_response(200, subscription_json(out));
+}
+
+// What the change would cost now: Stripe's upcoming invoice with the new price prorated from
+// now (for a tenant without a paid subscription, the plan's price).
+awaitable<Response> preview(RequestContext& ctx) {
+  require_stripe();
+  std::string plan_id, interval;
+  ctx.request.query_param("plan_id", plan_id);
+  db::Result row = co_await db::pool().tenant_query(ctx.tenant_id, kCurrent);
+  if (!ctx.request.query_param("interval", interval)) interval = row.text(0, "billing_interval");
+  if (interval != "month" && interval != "year") {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the parameters.",
+                   {{"interval", "must be month or year"}});
+  }
+  if (plan_id.empty()) {
+    throw ApiError(ErrorCode::kValidationFailed, "Check the parameters.",
+                   {{"plan_id", "is required"}});
+  }
+  PlanForSale target = co_await plan_for_sale(plan_id, interval, "plan_id", false);
+  object out{{"plan_id", target.id}, {"interval", interval}, {"currency", target.currency}};
+  std::string status = row.text(0, "status");
+  if (row.is_null(0, row.column("stripe_subscription_id")) || status == "canceled") {
+    out["amount_due"] = target.amount;
+    out["proration_amount"] = 0;
+    out["lines"] = array{object{{"description", target.name + " (" + interval + ")"},
+                                {"amount", target.amount},
+                                {"proration", false}}};
+    co_return http::json_response(200, out);
+  }
+  require_price(target);
+  std::string sub_id = row.text(0, "stripe_subscription_id");
+  StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
+  if (!sub.ok()) provider_refused(sub, "read the subscription");
+  const object* item = first_item(sub.body);
+  if (item == nullptr) provider_refused(sub, "show the subscription's item");
+  object query{{"customer", row.text(0, "stripe_customer_id")},
+               {"subscription", sub_id},
+               {"subscription_items",
+                array{object{{"id", str_of(*item, "id")}, {"price", target.price_id}}}},
+               {"subscription_proration_behavior", "always_invoice"},
+               {"subscription_proration_date", static_cast<std::int64_t>(std::time(nullptr))}};
+  StripeReply upcoming = co_await stripe().get("/v1/invoices/upcoming", std::move(query));
+  if (!upcoming.ok()) provider_refused(upcoming, "preview the invoice");
+  std::int64_t proration = 0;
+  array lines;
+  if (const value* l = upcoming.body.if_contains("lines"); l != nullptr && l->is_object()) {
+    if (const value* data = l->as_object().if_contains("data"); data && data->is_array()) {
+      for (const value& line : data->as_array()) {
+        if (!line.is_object()) continue;
+        const object& o = line.as_object();
+        bool prorated = bool_of(o, "proration");
+        std::int64_t amount = int_of(o, "amount").value_or(0);
+        if (prorated) proration += amount;
+        lines.push_back(object{{"description", str_of(o, "description")},
+                               {"amount", amount},
+                               {"proration", prorated}});
+      }
+    }
+  }
+  out["amount_due"] = int_of(upcoming.body, "amount_due").value_or(0);
+  out["proration_amount"] = proration;
+  out["lines"] = std::move(lines);
+  if (const value* c = upcoming.body.if_contains("currency"); c && c->is_string()) {
+    out["currency"] = c->as_string();
+  }
+  co_return http::json_response(200, out);
+}
+
+// ------------------------------------------------------------------ Stripe event handlers
+
+Cause cause_of(const StripeEvent& e) {
+  return Cause{security::Actor{security::Actor::Kind::kStripeWebhook, e.id},
+               security::Origin{"", "", e.id}};
+}
+
+// Stripe's current state of the subscription, never the event's copy: events come late, twice
+// and out of order.
+awaitable<void> subscription_changed(StripeEvent& e) {
+  std::string id =
+      e.type.starts_with("checkout.") ? str_of(e.object, "subscription") : str_of(e.object, "id");
+  if (id.empty()) co_return;  // a checkout in another mode
+  StripeReply sub = co_await stripe().get("/v1/subscriptions/" + id);
+  if (sub.status == 404) co_return;
+  if (!sub.ok()) provider_refused(sub, "show the subscription");
+  Cause cause = cause_of(e);
+  co_await apply_stripe_subscription(*e.tx, sub.body, cause);
+}
+
+awaitable<void> payment_method_attached(StripeEvent& e) {
+  std::string data = boost::json::serialize(
+      object{{"payment_method", str_of(e.object, "id")}, {"type", str_of(e.object, "type")}});
+  Cause cause = cause_of(e);
+  db::Result row = co_await e.tx->exec(kCurrent);
+  if (row.empty()) co_return;
+  co_await security::record(
+      *e.tx, cause.actor, cause.origin,
+      security::event("billing.payment_method_attached", "subscription", row.text(0, "id"), data));
+  co_await jobs::emit(*e.tx, cause.actor, cause.origin.request_id,
+                      "billing.payment_method_attached", std::move(data));
+}
+
+}  // namespace
+
+awaitable<void> start_subscription(db::Transaction& tx, const RequestContext& ctx,
+                                   std::string tenant_id) {
+  const Settings& s = state().settings;
+  bool trial = !s.trial_plan.empty() && s.trial_days > 0;
+  std::string id = core::uuid_v7();
+  std::string plan = trial ? s.trial_plan : "free";
+  co_await tx.exec(kInsertSubscription,
+                   db::params(id, plan, trial ? "trialing" : "active", trial ? s.trial_days : 0));
+  db::Result r = co_await tx.exec(kCurrent);
+  security::Actor actor = security::actor_of(ctx);
+  if (actor.kind == security::Actor::Kind::kAnonymous) actor = {security::Actor::Kind::kSystem, ""};
+  security::Origin origin = security::origin_of(ctx);
+  std::string metadata = boost::json::serialize(object{{"plan_id", plan}});
+  co_await security::record(tx, actor, origin,
+                            security::event("subscription.created", "subscription", id, metadata));
+  std::string data = boost::json::serialize(subscription_json(r));
+  co_await jobs::emit(tx, actor, ctx.request_id, "subscription.created", std::move(data));
+}
+
+void register_subscriptions(runtime::Registrar& reg) {
+  using http::Method;
+  using http::Policies;
+  using security::Body;
+  identity::on_tenant_created(start_subscription);
+  const identity::Access read{.authenticated = true,
+                              .tenant = true,
+                              .roles = {"owner", "admin", "member", "billing"},
+                              .scopes = {"billing:read"}};
+  // Billing changes and their prices: owners and the billing role (docs/permissions.md). Not
+  // API keys: an admin could otherwise make a key that does what admins may not.
+  const identity::Access change{
+      .authenticated = true, .tenant = true, .roles = {"owner", "billing"}};
+  const identity::Access look = change;
+  reg.route({.method = Method::kGet,
+             .path = "/api/subscriptions/current",
+             .handler = current,
+             .policies = Policies(read)});
+  reg.route({.method = Method::kGet,
+             .path = "/api/subscriptions/preview",
+             .handler = preview,
+             .policies = Policies(look)});
+  for (auto [path, handler, schema] :
+       {std::tuple{"/api/subscriptions/checkout", &checkout, "CheckoutRequest"},
+        std::tuple{"/api/subscriptions/upgrade", &upgrade, "PlanChangeRequest"},
+        std::tuple{"/api/subscriptions/downgrade", &downgrade, "PlanChangeRequest"},
+        std::tuple{"/api/subscriptions/cancel", &cancel, "CancelSubscriptionRequest"},
+        std::tuple{"/api/subscriptions/reactivate", &reactivate, ""}}) {
+    http::Route route{.method = Method::kPost, .path = path, .handler = *handler};
+    route.policies = *schema != '\0' ? Policies(change, Body{schema}) : Policies(change);
+    reg.route(std::move(route));
+  }
+  on_stripe_event(reg, "checkout.session.completed", subscription_changed);
+  on_stripe_event(reg, "customer.subscription.created", subscription_changed);
+  on_stripe_event(reg, "customer.subscription.updated", subscription_changed);
+  on_stripe_event(reg, "customer.subscription.deleted", subscription_changed);
+  on_stripe_event(reg, "payment_method.attached", payment_method_attached);
+}
+
+}  // namespace hsea::billing
