@@ -37,18 +37,20 @@ TEST(Worker, AServerAndAWorkerOnOneDatabaseRunEachDailyTaskOnce) {
     rows = testkit::sql(db.admin_url(),
                         "SELECT kind, status, attempts FROM jobs WHERE tenant_id IS NULL "
                         "ORDER BY kind");
-    bool done = rows.size() == 6;
+    bool done = rows.size() == 8;
     for (const auto& row : rows) done = done && row[1] == "succeeded";
     if (done) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  ASSERT_EQ(rows.size(), 6u) << server.output() << worker.output();
+  ASSERT_EQ(rows.size(), 8u) << server.output() << worker.output();
   EXPECT_EQ(rows[0][0], "jobs.prune");
   EXPECT_EQ(rows[1][0], "periodic.account-token-prune");
   EXPECT_EQ(rows[2][0], "periodic.audit-retention");
-  EXPECT_EQ(rows[3][0], "periodic.session-prune");
-  EXPECT_EQ(rows[4][0], "periodic.tenant-purge");
-  EXPECT_EQ(rows[5][0], "periodic.webhooks-prune");
+  EXPECT_EQ(rows[3][0], "periodic.metering-partitions");
+  EXPECT_EQ(rows[4][0], "periodic.metering-rollup");  // every 5 minutes: one period here too
+  EXPECT_EQ(rows[5][0], "periodic.session-prune");
+  EXPECT_EQ(rows[6][0], "periodic.tenant-purge");
+  EXPECT_EQ(rows[7][0], "periodic.webhooks-prune");
   for (const auto& row : rows) {
     EXPECT_EQ(row[1], "succeeded") << row[0];
     EXPECT_EQ(row[2], "1") << row[0] << " ran more than once";

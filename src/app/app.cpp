@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "billing/billing.hpp"
+#include "billing/invoices.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
@@ -65,6 +66,7 @@ void register_modules(runtime::Registrar& reg) {
   tenancy::Register(reg);
   // After identity: its tenant-creation hook and its admission step come first.
   billing::Register(reg);
+  billing::register_invoices(reg);
   // After identity and billing: authorization and the plan's features are checked first.
   ratelimit::Register(reg);
   // After the limiter (quotas count what it let through) and billing (the plans' quotas).

@@ -51,8 +51,9 @@ std::string error_of(std::map<std::string, std::string> values) {
 
 TEST(Config, EveryVariableOfEverySectionRefusesABadValueNamingIt) {
   // Free text (a product name, a footer) has no bad value of this shape.
-  const std::set<std::string_view> any_text{"HSEA_BASE_DOMAIN", "HSEA_MAIL_PRODUCT_NAME",
-                                            "HSEA_MAIL_FOOTER"};
+  const std::set<std::string_view> any_text{
+      "HSEA_BASE_DOMAIN",         "HSEA_MAIL_PRODUCT_NAME",      "HSEA_MAIL_FOOTER",
+      "HSEA_BILLING_SELLER_NAME", "HSEA_BILLING_SELLER_ADDRESS", "HSEA_BILLING_SELLER_TAX_ID"};
   auto settings = load({})->app->settings.settings();
   EXPECT_GT(settings.size(), 30u);
   for (const core::Setting& s : settings) {

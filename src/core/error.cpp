@@ -38,6 +38,9 @@ const ErrorInfo& error_info(ErrorCode code) {
       {502, "payment_provider_error", "Payment provider error"},
       // HSEA-027 (quotas)
       {429, "quota_exceeded", "Quota exceeded"},
+      // HSEA-030 (dunning)
+      {402, "billing_suspended", "Billing suspended"},
+      {402, "payment_failed", "Payment failed"},
   };
   return kInfo[static_cast<int>(code)];
 }

@@ -44,6 +44,9 @@ enum class ErrorCode {
   kPaymentProviderError,  // Stripe refused a request HSEA made
   // HSEA-027 (quotas)
   kQuotaExceeded,
+  // HSEA-030 (dunning)
+  kBillingSuspended,  // the grace period after a failed payment ran out: writes are refused
+  kPaymentFailed,     // Stripe declined the payment asked for (POST /api/invoices/{id}/pay)
 };
 
 struct ErrorInfo {

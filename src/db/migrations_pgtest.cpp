@@ -447,6 +447,20 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
     sql(db.admin_url(),
         "INSERT INTO quota_overrides (tenant_id, meter, quota) VALUES ($1, 'api_calls', 10)",
         {tenant});
+    // Invoices (migration 0019).
+    std::string invoice = core::uuid_v7();
+    sql(db.admin_url(),
+        "INSERT INTO invoices (tenant_id, id, stripe_invoice_id, status, currency, "
+        "stripe_created_at) VALUES ($1, $2, 'in_seed_' || $3, 'open', 'usd', now())",
+        {tenant, invoice, tag});
+    sql(db.admin_url(),
+        "INSERT INTO invoice_lines (tenant_id, invoice_id, position, amount) "
+        "VALUES ($1, $2, 0, 100)",
+        {tenant, invoice});
+    sql(db.admin_url(),
+        "INSERT INTO billing_dunning (tenant_id, invoice_id, suspend_at) "
+        "VALUES ($1, $2, now() + interval '7 days')",
+        {tenant, invoice});
   }
 }
 

@@ -888,7 +888,12 @@ void Register(runtime::Registrar& reg) {
       std::lock_guard lock(g_local->mutex);
       counters = g_local->built.size();
     }
-    fmt::format_to(std::back_inserter(out), "hsea_metering_local_counters {}\n", counters);
+    fmt::format_to(std::back_inserter(out),
+                   "# HELP hsea_metering_local_counters Tenants' real-time usage counters this "
+                   "process keeps itself (no Redis).\n"
+                   "# TYPE hsea_metering_local_counters gauge\n"
+                   "hsea_metering_local_counters {}\n",
+                   counters);
   });
 }
 

@@ -143,9 +143,22 @@ async function main() {
     /listening (\d+)/, path.join(output, 'smtp-sink.log'));
   cleanups.push(() => stop(sink.child));
 
+  // The Stripe emulator (tests/stripe-emulator) for the billing pages; its webhooks go to the
+  // server once it listens.
+  const stripeSecret = 'whsec_hsea_e2e_emulator_secret';
+  const stripe = await start('node',
+    [path.join(source, 'tests/stripe-emulator/dist/src/main.js'), '--port', '0'], {},
+    /listening (\d+)/, path.join(output, 'stripe-emulator.log'));
+  cleanups.push(() => stop(stripe.child));
+  const stripeUrl = `http://127.0.0.1:${stripe.match[1]}`;
+
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const serverEnv = {
+    HSEA_STRIPE_API_BASE: stripeUrl,
+    HSEA_STRIPE_SECRET_KEY: 'sk_test_hsea_e2e',
+    HSEA_STRIPE_WEBHOOK_SECRET: stripeSecret,
+    HSEA_BILLING_SELLER_NAME: 'HSEA e2e Ltd',
     HSEA_ENV: 'test',
     HSEA_HTTP_HOST: '127.0.0.1',
     HSEA_HTTP_PORT: String(port),
@@ -178,6 +191,22 @@ async function main() {
     HSEA_WORKER_THREADS: '0',
   }, /listening on http:\/\/[0-9.]+:(\d+)/, path.join(output, 'server-short-access.log'));
   cleanups.push(() => stop(shortServer.child));
+  const hook = await fetch(`${stripeUrl}/_emulator/webhook_endpoint`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ url: `${baseUrl}/api/webhooks/stripe`, secret: stripeSecret }),
+  });
+  if (!hook.ok) throw new Error(`stripe emulator: webhook endpoint: ${hook.status}`);
+  // The plans' Stripe products and prices, as an operator would create them.
+  const sync = spawnSync(binary, ['billing', 'sync-plans'], {
+    env: {
+      ...process.env, HSEA_DATABASE_ADMIN_URL: dbAdmin, HSEA_DATABASE_URL: dbApp,
+      HSEA_STRIPE_API_BASE: stripeUrl, HSEA_STRIPE_SECRET_KEY: 'sk_test_hsea_e2e',
+      HSEA_STRIPE_WEBHOOK_SECRET: stripeSecret, HSEA_SECRET_KEY: 'e2e-secret-key-0123456789abcdef0123456789',
+    },
+    encoding: 'utf8',
+  });
+  if (sync.status !== 0) throw new Error(`hsea billing sync-plans: ${sync.stdout}${sync.stderr}`);
 
   // Specs waiting for another branch's endpoints.
   const pending = JSON.parse(fs.readFileSync(path.join(here, 'pending.json'), 'utf8')).pending;
@@ -227,6 +256,7 @@ async function main() {
           HSEA_E2E_MAIL_FILE: mailFile,
           HSEA_E2E_OUTPUT: output,
           HSEA_E2E_DATABASE_ADMIN_URL: dbAdmin,
+          HSEA_E2E_STRIPE_URL: stripeUrl,
         },
       });
     child.on('exit', (code) => resolve(code ?? 1));

@@ -12,6 +12,7 @@ import {
   type User,
 } from '../api';
 import { navigate } from '../router';
+import { Billing } from './billing';
 import { currentRole, useSession } from '../session';
 import {
   Field,
@@ -34,9 +35,11 @@ const sections = [
   { path: '/account/api-keys', label: 'API keys', admin: true },
   { path: '/account/members', label: 'Members', admin: true },
   { path: '/account/invitations', label: 'Invitations', admin: true },
+  { path: '/account/billing', label: 'Billing', billing: true },
 ];
 
 const isAdmin = (me: Me) => ['owner', 'admin'].includes(currentRole(me) ?? '');
+const seesBilling = (me: Me) => ['owner', 'admin', 'billing'].includes(currentRole(me) ?? '');
 
 export function Account({ path }: { path: string }) {
   const { me } = useSession();
@@ -46,7 +49,9 @@ export function Account({ path }: { path: string }) {
     }
   }, [me, path]);
   if (!me) return <p>Loading…</p>;
-  const visible = sections.filter((s) => !s.admin || isAdmin(me));
+  const visible = sections.filter(
+    (s) => (!s.admin || isAdmin(me)) && (!s.billing || seesBilling(me)),
+  );
   const section = sections.find((s) => s.path === path);
   return (
     <div className="account">
@@ -74,6 +79,8 @@ export function Account({ path }: { path: string }) {
           <Sessions />
         ) : path === '/account/api-keys' ? (
           <ApiKeys />
+        ) : path === '/account/billing' ? (
+          <Billing />
         ) : path === '/account/members' ? (
           <Members me={me} />
         ) : (
