@@ -316,7 +316,7 @@ class InvoicesStripe : public ::testing::Test {
     EXPECT_EQ(r.status, 201) << r.body;
     stripe_->complete_checkout(str(json_of(r), "checkout_url"));
     EXPECT_TRUE(stripe_->wait_webhooks_idle());
-    EXPECT_TRUE(eventually([&] { return str(current(a), "status") == "active"; }));
+    EXPECT_TRUE(eventually([&] { return str(current(a), "plan_id") == "starter"; }));
     return a;
   }
 
