@@ -156,7 +156,6 @@ std::shared_ptr<const Entitlement> Entitlements::cached(const std::string& tenan
 
 void Entitlements::invalidate() { g_epoch.fetch_add(1, std::memory_order_acq_rel); }
 
-
 void register_entitlements(runtime::Registrar& reg) {
   reg.middleware({.name = "entitlements",
                   .stage = http::Stage::kAdmission,
