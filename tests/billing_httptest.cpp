@@ -107,6 +107,16 @@ TEST_F(Billing, PlansArePublicSeededAndCarryTheirLimits) {
   std::vector<std::string> ids;
   for (const auto& p : data) ids.push_back(str(p.as_object(), "id"));
   EXPECT_EQ(ids, (std::vector<std::string>{"free", "starter", "pro", "enterprise"}));
+  EXPECT_FALSE(list.at("has_more").as_bool());
+  // Pages in the same order, after a plan id.
+  object first = json_of(http("GET", url("/api/plans?limit=3")));
+  EXPECT_EQ(first.at("data").as_array().size(), 3u);
+  EXPECT_TRUE(first.at("has_more").as_bool());
+  object rest = json_of(http("GET", url("/api/plans?limit=3&starting_after=pro")));
+  ASSERT_EQ(rest.at("data").as_array().size(), 1u);
+  EXPECT_EQ(str(rest.at("data").as_array()[0].as_object(), "id"), "enterprise");
+  EXPECT_FALSE(rest.at("has_more").as_bool());
+  EXPECT_EQ(http("GET", url("/api/plans?starting_after=Not%20a%20plan")).status, 422);
   const object& pro = data[2].as_object();
   EXPECT_EQ(pro.at("monthly_amount").as_int64(), 9900);
   EXPECT_EQ(pro.at("yearly_amount").as_int64(), 99000);

@@ -7,6 +7,8 @@
 #include <boost/json/serialize.hpp>
 
 #include <strings.h>
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 
 #include "billing/billing.hpp"
@@ -19,6 +21,7 @@
 #include "db/db.hpp"
 #include "http/context.hpp"
 #include "http/json.hpp"
+#include "http/page.hpp"
 #include "runtime/registrar.hpp"
 #include "security/policies.hpp"
 
@@ -39,9 +42,17 @@ using http::Response;
   "features, limits::text AS limits, sort_order, status, stripe_product_id, "          \
   "stripe_monthly_price_id, stripe_yearly_price_id, created_at, updated_at"
 
-HSEA_QUERY kActivePlans{"billing_plans_active", "SELECT " HSEA_PLAN_COLUMNS
-                                                " FROM plans WHERE status = 'active' "
-                                                "ORDER BY sort_order, id"};
+// Lists page in their order (sort_order, id), after the plan named by $1 (or from the start).
+#define HSEA_PLAN_AFTER \
+  "($1::text IS NULL OR (sort_order, id) > (SELECT sort_order, id FROM plans WHERE id = $1))"
+HSEA_QUERY kActivePlans{"billing_plans_active",
+                        "SELECT " HSEA_PLAN_COLUMNS
+                        " FROM plans WHERE status = 'active' "
+                        "AND " HSEA_PLAN_AFTER " ORDER BY sort_order, id LIMIT $2"};
+HSEA_QUERY kAllPlansPage{"billing_plans_all_page",
+                         "SELECT " HSEA_PLAN_COLUMNS " FROM plans WHERE " HSEA_PLAN_AFTER
+                         " ORDER BY sort_order, id LIMIT $2"};
+// Every plan at once, for the operator's commands (sync-plans, list).
 HSEA_QUERY kAllPlans{"billing_plans_all",
                      "SELECT " HSEA_PLAN_COLUMNS " FROM plans ORDER BY sort_order, id"};
 HSEA_QUERY kGetPlan{"billing_plan_get", "SELECT " HSEA_PLAN_COLUMNS " FROM plans WHERE id = $1"};
@@ -177,19 +188,28 @@ void log_operator_change(const RequestContext& ctx, std::string_view action,
                              {"request_id", ctx.request_id}});
 }
 
-awaitable<Response> list_plans(RequestContext& ctx) {
-  db::Result r = co_await db::pool().query(kActivePlans);
+bool plan_cursor(std::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return std::islower(static_cast<unsigned char>(c)) ||
+           std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+  });
+}
+
+awaitable<Response> plan_page(RequestContext& ctx, const db::Query& query, bool operator_view) {
+  http::Page page = http::page_of(ctx, plan_cursor);
+  db::Result r = co_await db::pool().query(query, db::params(page.starting_after, page.fetch()));
   array data;
-  for (int i = 0; i < r.rows(); ++i) data.push_back(plan_json(r, i, false));
-  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+  for (int i = 0; i < r.rows(); ++i) data.push_back(plan_json(r, i, operator_view));
+  co_return http::json_response(200, http::page_json(std::move(data), page));
+}
+
+awaitable<Response> list_plans(RequestContext& ctx) {
+  co_return co_await plan_page(ctx, kActivePlans, false);
 }
 
 awaitable<Response> admin_list_plans(RequestContext& ctx) {
   require_operator(ctx);
-  db::Result r = co_await db::pool().query(kAllPlans);
-  array data;
-  for (int i = 0; i < r.rows(); ++i) data.push_back(plan_json(r, i, true));
-  co_return http::json_response(200, object{{"data", std::move(data)}, {"has_more", false}});
+  co_return co_await plan_page(ctx, kAllPlansPage, true);
 }
 
 awaitable<Response> admin_create_plan(RequestContext& ctx) {

@@ -9,7 +9,7 @@
 
 namespace hsea::http {
 
-Page page_of(const RequestContext& ctx) {
+Page page_of(const RequestContext& ctx, bool (*valid_cursor)(std::string_view)) {
   Page page;
   std::string value;
   if (ctx.request.query_param("limit", value) && !value.empty()) {
@@ -21,7 +21,7 @@ Page page_of(const RequestContext& ctx) {
     }
   }
   if (ctx.request.query_param("starting_after", value) && !value.empty()) {
-    if (!core::is_uuid(value)) {
+    if (!(valid_cursor != nullptr ? valid_cursor(value) : core::is_uuid(value))) {
       throw core::ApiError(core::ErrorCode::kValidationFailed, "Check the query parameters.",
                            {{"starting_after", "must be the id of an item of this list"}});
     }

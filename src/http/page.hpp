@@ -18,8 +18,9 @@ struct Page {
   int fetch() const { return limit + 1; }     // the LIMIT to send
 };
 
-// 422 problems naming `limit` or `starting_after` when they are malformed.
-Page page_of(const RequestContext& ctx);
+// 422 problems naming `limit` or `starting_after` when they are malformed. A list whose ids
+// are not UUIDs (plans) passes its own check of a cursor.
+Page page_of(const RequestContext& ctx, bool (*valid_cursor)(std::string_view) = nullptr);
 
 // {"data": the first `page.limit` items, "has_more": whether the query found more}.
 boost::json::value page_json(boost::json::array items, const Page& page);
