@@ -44,20 +44,21 @@ awaitable<bool> load_script(redis::Client& client) {
 }
 
 std::optional<Decision> decision_of(const redis::Reply& reply) {
-  if (reply.type != redis::Reply::Type::kArray || reply.elements.size() != 4) return std::nullopt;
+  if (reply.type != redis::Reply::Type::kArray || reply.elements.size() != 5) return std::nullopt;
   for (const redis::Reply& e : reply.elements) {
     if (e.type != redis::Reply::Type::kInteger) return std::nullopt;
   }
   return Decision{.allowed = reply.elements[0].integer == 1,
                   .remaining = reply.elements[1].integer,
                   .retry_after_us = reply.elements[2].integer,
-                  .reset_us = reply.elements[3].integer};
+                  .reset_us = reply.elements[3].integer,
+                  .granted = reply.elements[4].integer};
 }
 
 // One EVALSHA (two more round trips only when the script must be loaded first); nullopt when
 // Redis answered something else than a decision.
 awaitable<std::optional<Decision>> redis_check(redis::Client& client, std::string key,
-                                               const Rate rate, int cost, bool peek) {
+                                               const Rate rate, int cost, bool peek, bool up_to) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (t_sha.empty() && !co_await load_script(client)) co_return std::nullopt;
     std::vector<std::string> args{"EVALSHA",
@@ -67,7 +68,8 @@ awaitable<std::optional<Decision>> redis_check(redis::Client& client, std::strin
                                   std::to_string(rate.interval_us()),
                                   std::to_string(rate.tolerance_us()),
                                   std::to_string(cost),
-                                  peek ? "1" : "0"};
+                                  peek ? "1" : "0",
+                                  up_to ? "1" : "0"};
     redis::Reply reply = co_await client.command(std::move(args));
     if (reply.is_error() && reply.str.starts_with("NOSCRIPT")) {
       t_sha.clear();
@@ -79,6 +81,34 @@ awaitable<std::optional<Decision>> redis_check(redis::Client& client, std::strin
   }
   co_return std::nullopt;
 }
+
+// Through Redis when it answers (`*shared` set), else from the node's table, where a lease would
+// save nothing: `up_to` is asked of Redis only.
+awaitable<Decision> decide(redis::Client* client, std::string key, Rate rate, int cost, bool peek,
+                           bool up_to, bool* shared) {
+  if (client != nullptr) {
+    if (client->connected()) {
+      try {
+        std::optional<Decision> d = co_await redis_check(*client, key, rate, cost, peek, up_to);
+        if (d) {
+          if (g_degraded.exchange(false))
+            log::info("rate limits: Redis is back, deciding cluster-wide");
+          counters().redis_checks.fetch_add(1, std::memory_order_relaxed);
+          *shared = true;
+          co_return *d;
+        }
+      } catch (const redis::Unavailable& e) {
+        warn_degraded("unavailable", e.what());
+      }
+    } else {
+      warn_degraded("not connected", "");
+    }
+  }
+  counters().local_checks.fetch_add(1, std::memory_order_relaxed);
+  co_return local_table().check(key, rate, up_to ? 1 : cost, peek);
+}
+
+thread_local Leases t_leases;
 
 }  // namespace
 
@@ -100,25 +130,40 @@ awaitable<Decision> check(std::string key, Rate rate, int cost, bool peek) {
 
 awaitable<Decision> check_on(redis::Client* client, std::string key, Rate rate, int cost,
                              bool peek) {
-  if (client != nullptr) {
-    if (client->connected()) {
-      try {
-        std::optional<Decision> d = co_await redis_check(*client, key, rate, cost, peek);
-        if (d) {
-          if (g_degraded.exchange(false))
-            log::info("rate limits: Redis is back, deciding cluster-wide");
-          counters().redis_checks.fetch_add(1, std::memory_order_relaxed);
-          co_return *d;
-        }
-      } catch (const redis::Unavailable& e) {
-        warn_degraded("unavailable", e.what());
-      }
-    } else {
-      warn_degraded("not connected", "");
-    }
+  bool shared = false;
+  co_return co_await decide(client, std::move(key), rate, cost, peek, false, &shared);
+}
+
+awaitable<Decision> admit(std::string key, Rate rate) {
+  return admit_on(redis::client(), std::move(key), rate);
+}
+
+awaitable<Decision> admit_on(redis::Client* client, std::string key, Rate rate) {
+  bool shared = false;
+  if (client == nullptr || lease_max(rate) <= 1) {
+    co_return co_await decide(client, std::move(key), rate, 1, false, false, &shared);
   }
-  counters().local_checks.fetch_add(1, std::memory_order_relaxed);
-  co_return local_table().check(key, rate, cost, peek);
+  if (std::optional<Decision> d = t_leases.take(key, now_us())) {
+    counters().lease_admits.fetch_add(1, std::memory_order_relaxed);
+    co_return *d;
+  }
+  std::int64_t k = t_leases.ask(key, rate, now_us());
+  if (k == 0) {  // this thread's lease request is on its way: this one alone, exactly
+    co_return co_await decide(client, std::move(key), rate, 1, false, false, &shared);
+  }
+  Decision d;
+  try {
+    d = co_await decide(client, key, rate, static_cast<int>(k), false, true, &shared);
+  } catch (...) {  // cancelled: the lease is asked again by the next request
+    t_leases.failed(key);
+    throw;
+  }
+  // Coroutines resume on their own thread, so t_leases is the same table as before.
+  if (!shared) {
+    t_leases.failed(key);
+    co_return d;
+  }
+  co_return t_leases.granted(key, rate, d, now_us());
 }
 
 }  // namespace hsea::ratelimit
