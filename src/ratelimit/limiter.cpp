@@ -1,6 +1,13 @@
 // The limiter: Redis first, the node's own table when Redis cannot answer.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <unordered_map>
 
 #include "core/log.hpp"
 #include "ratelimit/internal.hpp"
@@ -10,6 +17,7 @@
 namespace hsea::ratelimit {
 namespace {
 
+namespace asio = boost::asio;
 using boost::asio::awaitable;
 
 // The script's SHA1 as this thread's connection knows it ("" until SCRIPT LOAD answered). A
@@ -109,6 +117,8 @@ awaitable<Decision> decide(redis::Client* client, std::string key, Rate rate, in
 }
 
 thread_local Leases t_leases;
+// Per bucket, while this thread asks for its lease: woken (cancelled) when the answer is in.
+thread_local std::unordered_map<std::string, std::shared_ptr<asio::steady_timer>> t_lease_waits;
 
 }  // namespace
 
@@ -143,27 +153,44 @@ awaitable<Decision> admit_on(redis::Client* client, std::string key, Rate rate) 
   if (client == nullptr || lease_max(rate) <= 1) {
     co_return co_await decide(client, std::move(key), rate, 1, false, false, &shared);
   }
-  if (std::optional<Decision> d = t_leases.take(key, now_us())) {
-    counters().lease_admits.fetch_add(1, std::memory_order_relaxed);
-    co_return *d;
+  // Coroutines resume on their own thread, so t_leases is the same table after each await.
+  for (int round = 0; round < 3; ++round) {
+    if (std::optional<Decision> d = t_leases.take(key, now_us())) {
+      counters().lease_admits.fetch_add(1, std::memory_order_relaxed);
+      co_return *d;
+    }
+    std::int64_t k = t_leases.ask(key, rate, now_us());
+    if (k > 0) {
+      // Requests that arrive meanwhile wait for this answer (one round trip for all of them)
+      // rather than each sending its own check.
+      auto wake = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor,
+                                                       asio::steady_timer::time_point::max());
+      t_lease_waits[key] = wake;
+      Decision d;
+      try {
+        d = co_await decide(client, key, rate, static_cast<int>(k), false, true, &shared);
+      } catch (...) {  // cancelled: the lease is asked again by the next request
+        t_leases.failed(key);
+        t_lease_waits.erase(key);
+        wake->cancel();
+        throw;
+      }
+      if (shared) {
+        d = t_leases.granted(key, rate, d, now_us());
+      } else {
+        t_leases.failed(key);
+      }
+      t_lease_waits.erase(key);
+      wake->cancel();
+      co_return d;
+    }
+    auto it = t_lease_waits.find(key);
+    if (it == t_lease_waits.end()) break;
+    std::shared_ptr<asio::steady_timer> wake = it->second;
+    co_await wake->async_wait(asio::as_tuple(asio::use_awaitable));
   }
-  std::int64_t k = t_leases.ask(key, rate, now_us());
-  if (k == 0) {  // this thread's lease request is on its way: this one alone, exactly
-    co_return co_await decide(client, std::move(key), rate, 1, false, false, &shared);
-  }
-  Decision d;
-  try {
-    d = co_await decide(client, key, rate, static_cast<int>(k), false, true, &shared);
-  } catch (...) {  // cancelled: the lease is asked again by the next request
-    t_leases.failed(key);
-    throw;
-  }
-  // Coroutines resume on their own thread, so t_leases is the same table as before.
-  if (!shared) {
-    t_leases.failed(key);
-    co_return d;
-  }
-  co_return t_leases.granted(key, rate, d, now_us());
+  // Still none (more waiters than the lease held): this one alone, exactly.
+  co_return co_await decide(client, std::move(key), rate, 1, false, false, &shared);
 }
 
 }  // namespace hsea::ratelimit

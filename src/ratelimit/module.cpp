@@ -112,11 +112,14 @@ void set_headers(Response& r, const Resolved& rule, const Decision& d) {
   now.reserve(rule.rule.size() + remaining.size() + reset.size() + 8);
   now.append("\"").append(rule.rule).append("\";r=").append(remaining.data(), remaining.size());
   now.append(";t=").append(reset.data(), reset.size());
-  r.set_header("x-ratelimit-limit", capacity.str());
-  r.set_header("x-ratelimit-remaining", remaining.str());
-  r.set_header("x-ratelimit-reset", reset.str());
-  r.set_header("ratelimit-policy", std::move(policy));
-  r.set_header("ratelimit", std::move(now));
+  // Appended, not set_header: only this step writes these fields, so there is nothing to
+  // replace, and the search for one cost as much as the rest.
+  r.headers.reserve(r.headers.size() + 5);
+  r.headers.push_back({"x-ratelimit-limit", capacity.str()});
+  r.headers.push_back({"x-ratelimit-remaining", remaining.str()});
+  r.headers.push_back({"x-ratelimit-reset", reset.str()});
+  r.headers.push_back({"ratelimit-policy", std::move(policy)});
+  r.headers.push_back({"ratelimit", std::move(now)});
 }
 
 bool exempt(const RequestContext& ctx) {
