@@ -114,6 +114,13 @@ std::optional<Decision> Leases::take(const std::string& key, std::int64_t now) {
   auto it = leases_.find(key);
   if (it == leases_.end()) return std::nullopt;
   Lease& l = it->second;
+  if (now < l.refused_until_us) {
+    return Decision{
+        .allowed = false,
+        .remaining = 0,
+        .retry_after_us = std::max<std::int64_t>(1, l.retry_at_us - now),
+        .reset_us = std::max<std::int64_t>(0, l.refused_reset_us - (now - l.refused_at_us))};
+  }
   if (l.tokens <= 0 || now >= l.expires_us) return std::nullopt;
   --l.tokens;
   return Decision{.allowed = true,
@@ -127,7 +134,8 @@ std::int64_t Leases::ask(const std::string& key, const Rate& rate, std::int64_t 
   // Keys come and go with tenants: past a size, forget leases that ended (and their k).
   if (leases_.size() >= 10'000 && !leases_.contains(key)) {
     std::erase_if(leases_, [now](const auto& kv) {
-      return !kv.second.asking && (kv.second.tokens <= 0 || kv.second.expires_us <= now);
+      return !kv.second.asking && (kv.second.tokens <= 0 || kv.second.expires_us <= now) &&
+             kv.second.refused_until_us <= now;
     });
   }
   Lease& l = leases_[key];
@@ -149,7 +157,14 @@ std::int64_t Leases::ask(const std::string& key, const Rate& rate, std::int64_t 
 Decision Leases::granted(const std::string& key, const Rate& rate, Decision d, std::int64_t now) {
   Lease& l = leases_[key];
   l.asking = false;
-  if (!d.allowed || d.granted < 1) return d;
+  if (!d.allowed) {
+    l.refused_at_us = now;
+    l.retry_at_us = now + d.retry_after_us;
+    l.refused_until_us = now + std::min(d.retry_after_us, kLeaseMaxUs);
+    l.refused_reset_us = d.reset_us;
+    return d;
+  }
+  if (d.granted < 1) return d;
   l.granted = d.granted;
   l.tokens = d.granted - 1;
   l.granted_at_us = now;

@@ -85,8 +85,10 @@ std::int64_t lease_max(const Rate& rate);
 // One thread's leases (no lock: use from one thread only).
 class Leases {
  public:
-  // A request admitted from the lease of `key`, or nullopt when the lease is used up, expired or
-  // none: then ask().
+  // A request admitted from the lease of `key`, or refused because the bucket refused this
+  // thread less than its retry-after ago (at most kLeaseMaxUs, so a restarted Redis is seen
+  // soon): a bucket's TAT never moves back, so no request could fit before then; nullopt when
+  // the lease is used up, expired or none: then ask().
   std::optional<Decision> take(const std::string& key, std::int64_t now_us);
   // How many tokens to ask the bucket for (with up_to), this request's one included; 0 when
   // this thread's request for a lease of `key` is already on its way: then check this request
@@ -109,6 +111,10 @@ class Leases {
     std::int64_t reset_us = 0;   //
     std::int64_t size = 1;       // the next request's k
     bool asking = false;
+    std::int64_t refused_at_us = 0;     // the bucket's last refusal of this thread
+    std::int64_t refused_until_us = 0;  // refusals from memory until then
+    std::int64_t retry_at_us = 0;       // when one request fits
+    std::int64_t refused_reset_us = 0;  // the refusal's reset
   };
   std::unordered_map<std::string, Lease> leases_;
 };

@@ -156,7 +156,7 @@ awaitable<Decision> admit_on(redis::Client* client, std::string key, Rate rate) 
   // Coroutines resume on their own thread, so t_leases is the same table after each await.
   for (int round = 0; round < 3; ++round) {
     if (std::optional<Decision> d = t_leases.take(key, now_us())) {
-      counters().lease_admits.fetch_add(1, std::memory_order_relaxed);
+      if (d->allowed) counters().lease_admits.fetch_add(1, std::memory_order_relaxed);
       co_return *d;
     }
     std::int64_t k = t_leases.ask(key, rate, now_us());

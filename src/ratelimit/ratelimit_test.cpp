@@ -127,13 +127,26 @@ TEST(Leases, AThreadAdmitsFromItsLeaseAndTheSizeFollowsItsDemand) {
   leases.granted("k", rate, Decision{.remaining = 0, .granted = 1}, t + kSecond);
   EXPECT_FALSE(leases.take("k", t + kSecond));
   EXPECT_EQ(leases.ask("k", rate, t + kSecond), 4);
-  Decision refused{.allowed = false, .retry_after_us = 10};
+  Decision refused{.allowed = false, .retry_after_us = 10, .reset_us = 500};
   EXPECT_FALSE(leases.granted("k", rate, refused, t + kSecond).allowed);
-  EXPECT_FALSE(leases.take("k", t + kSecond));
+  // Until one request fits, this thread refuses without asking (nothing can fit before then).
+  std::optional<Decision> again = leases.take("k", t + kSecond + 4);
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->allowed);
+  EXPECT_EQ(again->remaining, 0);
+  EXPECT_EQ(again->retry_after_us, 6);
+  EXPECT_EQ(again->reset_us, 496);
+  EXPECT_FALSE(leases.take("k", t + kSecond + 10));
   // Redis failed: the lease is asked again by the next request.
-  EXPECT_EQ(leases.ask("k", rate, t + kSecond), 4);
+  EXPECT_EQ(leases.ask("k", rate, t + kSecond + 10), 4);
   leases.failed("k");
-  EXPECT_EQ(leases.ask("k", rate, t + kSecond), 4);
+  EXPECT_EQ(leases.ask("k", rate, t + kSecond + 10), 4);
+  // A long refusal (an hour's rate) is remembered for kLeaseMaxUs only: a restarted Redis (a
+  // full bucket again) is asked soon.
+  leases.granted("k", rate, Decision{.allowed = false, .retry_after_us = 3600 * kSecond},
+                 t + 2 * kSecond);
+  EXPECT_TRUE(leases.take("k", t + 2 * kSecond + kLeaseMaxUs - 1));
+  EXPECT_FALSE(leases.take("k", t + 2 * kSecond + kLeaseMaxUs));
 }
 
 TEST(Leases, NeverMoreThanTheBucketAllowsAndWithinALeasePerThreadOfIt) {
@@ -145,8 +158,8 @@ TEST(Leases, NeverMoreThanTheBucketAllowsAndWithinALeasePerThreadOfIt) {
   int i = 0;
   for (std::int64_t t = start; t < start + 10 * kSecond; t += 5, ++i) {  // 200 000 a second
     Leases& leases = threads[i % 4];
-    if (leases.take("k", t)) {
-      ++admitted;
+    if (std::optional<Decision> d = leases.take("k", t)) {
+      if (d->allowed) ++admitted;
       continue;
     }
     std::int64_t k = leases.ask("k", rate, t);
