@@ -120,8 +120,12 @@ struct PoolOptions {
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds statement_timeout{5000};
   // How many of the pool's connections may carry batched one-statement calls at once; the
-  // others stay free for transactions.
+  // others stay free for transactions. One carries them while its round trips come back
+  // quickly; another starts only when every batch out has been waiting for `batch_stall`
+  // (a slow statement holding the pipe), so under load the statements of many requests
+  // share one write and one wake-up of one backend instead of spreading over several.
   int batch_connections = 2;
+  std::chrono::milliseconds batch_stall{2};
 };
 
 // Counters readable from any thread (for /metrics).
@@ -219,6 +223,7 @@ class Pool {
   void release(std::unique_ptr<Connection> conn);
   boost::asio::awaitable<Result> one_shot(Scope scope, const Query& query, Params params);
   void start_runners();
+  bool batches_stalled();
   void start_runner(std::unique_ptr<Connection> conn);
   boost::asio::awaitable<void> run_one_shots(std::unique_ptr<Connection> conn);
   struct Impl;

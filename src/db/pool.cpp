@@ -446,6 +446,12 @@ struct Pool::Impl {
   std::deque<Waiter*> waiters;
   std::deque<std::shared_ptr<OneShot>> one_shots;  // not yet claimed, oldest first
   int runners = 0;                                 // connections sending batches of one-shots
+  // When the latest batch was sent (by any runner), and a timer that looks again when that
+  // batch has been out for options.batch_stall while one-shots still wait.
+  std::chrono::steady_clock::time_point newest_send{};
+  asio::steady_timer stall_timer{io};
+  bool stall_timer_armed = false;
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);  // for the timer's handler
   int starting = 0;                 // runners started that have not yet claimed their first batch
   std::uint64_t next_sequence = 0;  // arrival order of waiters and one-shots
   int open = 0;                     // connections that exist or are being opened
@@ -477,6 +483,7 @@ Pool::~Pool() = default;
 
 void Pool::close() {
   impl_->closed = true;
+  impl_->stall_timer.cancel();
   impl_->open -= static_cast<int>(impl_->idle.size());
   impl_->idle.clear();
   impl_->update_gauges();
@@ -596,7 +603,8 @@ void Pool::release(std::unique_ptr<Connection> conn) {
       start_runners();  // waiting one-shots may open the freed slot
     }
   } else if (!p.one_shots.empty() && p.runners < p.options.batch_connections &&
-             (p.waiters.empty() || p.one_shots.front()->sequence < p.waiters.front()->sequence)) {
+             (p.waiters.empty() || p.one_shots.front()->sequence < p.waiters.front()->sequence) &&
+             batches_stalled()) {
     start_runner(std::move(conn));
   } else if (!p.waiters.empty()) {
     Impl::Waiter* w = p.waiters.front();
@@ -617,12 +625,33 @@ void Pool::start_runner(std::unique_ptr<Connection> conn) {
                  [](std::exception_ptr e) { log::escaped(e, "database batch runner"); });
 }
 
+// Another runner is worth a connection only when the ones running are held up: their latest
+// batch has been out for batch_stall. Until then the waiting one-shots ride the next batch.
+bool Pool::batches_stalled() {
+  Impl& p = *impl_;
+  if (p.runners == 0) return true;
+  auto ready_at = p.newest_send + p.options.batch_stall;
+  if (std::chrono::steady_clock::now() >= ready_at) return true;
+  if (!p.stall_timer_armed) {
+    p.stall_timer_armed = true;
+    p.stall_timer.expires_at(ready_at);
+    p.stall_timer.async_wait(
+        [this, alive = std::weak_ptr<bool>(p.alive)](boost::system::error_code ec) {
+          if (ec || alive.expired()) return;
+          impl_->stall_timer_armed = false;
+          start_runners();
+        });
+  }
+  return false;
+}
+
 // Starts runners while one-shots wait, runner slots are free and a connection is at hand (idle,
 // or a slot to open one).
 void Pool::start_runners() {
   Impl& p = *impl_;
   // A runner that has not claimed yet will take everything waiting.
-  while (!p.one_shots.empty() && p.runners < p.options.batch_connections && p.starting == 0) {
+  while (!p.one_shots.empty() && p.runners < p.options.batch_connections && p.starting == 0 &&
+         !p.closed && batches_stalled()) {
     std::unique_ptr<Connection> conn;
     while (!p.idle.empty() && !conn) {
       conn = std::move(p.idle.back());
@@ -700,6 +729,7 @@ awaitable<void> Pool::run_one_shots(std::unique_ptr<Connection> conn) {
         conn->queue_statement(*job->query, job->params);
         conn->queue_sync();
       }
+      p.newest_send = std::chrono::steady_clock::now();
       auto outcomes = co_await conn->round_trip_segments(round_trip_deadline(p.options));
       p.batches_total.fetch_add(1, std::memory_order_relaxed);
       p.batched_total.fetch_add(batch.size(), std::memory_order_relaxed);
