@@ -1,5 +1,8 @@
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -161,6 +164,14 @@ class Connection {
     return ::poll(&p, 1, 0) == 0;
   }
   bool in_flight() const { return in_flight_; }
+
+  // Holds written data in the kernel until uncorked (TCP only; a Unix socket ignores it).
+  void cork(bool on) {
+    if (on == corked_) return;
+    int value = on ? 1 : 0;
+    corked_ = on;
+    ::setsockopt(PQsocket(pg_), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
+  }
   std::uint64_t take_round_trips() { return std::exchange(round_trips_, 0); }
 
   // Sends queued steps, ended by Sync (end of a transaction) or a flush request (mid
@@ -247,13 +258,15 @@ class Connection {
     steps_.push_back({Step::Kind::kControl, {}, sql});
   }
   void queue_statement(const Query& query, const Params& params) {
-    if (!prepared_.contains(query.name)) {
-      if (PQsendPrepare(pg_, query.name, query.sql, 0, nullptr) != 1) throw broken();
-      prepared_.insert(query.name);
-      steps_.push_back({Step::Kind::kPrepare, query.name, query.name});
-    }
+    prepare(query);
     send_params(query.name, nullptr, params);
     steps_.push_back({Step::Kind::kStatement, {}, query.name});
+  }
+  // A named statement whose result nobody reads (the scope's settings).
+  void queue_control(const Query& query, const Params& params) {
+    prepare(query);
+    send_params(query.name, nullptr, params);
+    steps_.push_back({Step::Kind::kControl, {}, query.name});
   }
 
   // For a connection that LISTENs: waits until notifications arrive and returns how many
@@ -291,6 +304,15 @@ class Connection {
       if (step.kind == Step::Kind::kStatement && !captured) captured = std::move(res);
     }
     co_return captured;
+  }
+
+  // Once per connection: later uses send only the name and parameters, and the server skips
+  // parsing and planning.
+  void prepare(const Query& query) {
+    if (prepared_.contains(query.name)) return;
+    if (PQsendPrepare(pg_, query.name, query.sql, 0, nullptr) != 1) throw broken();
+    prepared_.insert(query.name);
+    steps_.push_back({Step::Kind::kPrepare, query.name, query.name});
   }
 
   void send_params(const char* prepared_name, const char* sql, const Params& params) {
@@ -381,6 +403,7 @@ class Connection {
   bool deadline_hit_ = false;
   unsigned deadline_generation_ = 0;
   bool in_flight_ = false;
+  bool corked_ = false;
   std::uint64_t round_trips_ = 0;
   std::vector<Step> steps_;
   std::unordered_set<std::string> prepared_;
@@ -389,16 +412,20 @@ class Connection {
 // ------------------------------------------------------------------------------------ Pool
 
 namespace {
+HSEA_QUERY kScopeTenantAndUser{
+    "hsea_scope_tenant_user",
+    "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)"};
+HSEA_QUERY kScopeTenant{"hsea_scope_tenant", "SELECT set_config('app.tenant_id', $1, true)"};
+HSEA_QUERY kScopeUser{"hsea_scope_user", "SELECT set_config('app.user_id', $1, true)"};
+
 // The scope's settings, local to the transaction they are sent in.
 void queue_scope(Connection& conn, const Scope& scope) {
   if (!scope.tenant_id.empty() && !scope.user_id.empty()) {
-    conn.queue_control(
-        "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)",
-        params(scope.tenant_id, scope.user_id));
+    conn.queue_control(kScopeTenantAndUser, params(scope.tenant_id, scope.user_id));
   } else if (!scope.tenant_id.empty()) {
-    conn.queue_control("SELECT set_config('app.tenant_id', $1, true)", params(scope.tenant_id));
+    conn.queue_control(kScopeTenant, params(scope.tenant_id));
   } else if (!scope.user_id.empty()) {
-    conn.queue_control("SELECT set_config('app.user_id', $1, true)", params(scope.user_id));
+    conn.queue_control(kScopeUser, params(scope.user_id));
   }
 }
 
@@ -724,11 +751,15 @@ awaitable<void> Pool::run_one_shots(std::unique_ptr<Connection> conn) {
     started();
     p.update_gauges();
     try {
+      // libpq (15) writes at every Sync; corked, the segments leave as one write and wake the
+      // backend once instead of once per call.
+      conn->cork(batch.size() > 1);
       for (auto& job : batch) {
         queue_scope(*conn, job->scope);
         conn->queue_statement(*job->query, job->params);
         conn->queue_sync();
       }
+      conn->cork(false);
       p.newest_send = std::chrono::steady_clock::now();
       auto outcomes = co_await conn->round_trip_segments(round_trip_deadline(p.options));
       p.batches_total.fetch_add(1, std::memory_order_relaxed);
