@@ -176,6 +176,9 @@ class Transaction {
   boost::asio::awaitable<void> commit();
   // The tenant and user it runs for (e.g. whose data key seals what it writes).
   const Scope& scope() const { return scope_; }
+  // Runs `signal` once COMMIT has succeeded (never after a rollback or a failed commit): for
+  // announcements that must not precede what they announce, such as waking job workers.
+  void after_commit(std::function<void()> signal);
 
  private:
   friend class Pool;
@@ -185,6 +188,8 @@ class Transaction {
   Scope scope_;
   bool begun_ = false;
   bool done_ = false;
+  std::vector<std::function<void()>> after_commit_;
+  void committed();
 };
 
 class Pool {

@@ -853,7 +853,8 @@ Transaction::Transaction(Transaction&& other) noexcept
       conn_(std::move(other.conn_)),
       scope_(std::move(other.scope_)),
       begun_(other.begun_),
-      done_(other.done_) {}
+      done_(other.done_),
+      after_commit_(std::move(other.after_commit_)) {}
 
 Transaction::~Transaction() {
   if (!conn_) return;
@@ -887,12 +888,28 @@ awaitable<Result> Transaction::exec_commit(const Query& query, Params params) {
   conn_->queue_statement(query, params);
   conn_->queue_control("COMMIT");
   done_ = true;
+  std::vector<Result> results;
   try {
-    auto results = co_await conn_->round_trip(true, round_trip_deadline(pool_->impl_->options));
-    co_return std::move(results.at(0));
+    results = co_await conn_->round_trip(true, round_trip_deadline(pool_->impl_->options));
   } catch (const Error&) {
     conn_->needs_rollback = true;
     throw;
+  }
+  committed();
+  co_return std::move(results.at(0));
+}
+
+void Transaction::after_commit(std::function<void()> signal) {
+  after_commit_.push_back(std::move(signal));
+}
+
+void Transaction::committed() {
+  for (auto& signal : std::exchange(after_commit_, {})) {
+    try {
+      signal();
+    } catch (const std::exception& e) {
+      log::warn("after-commit signal failed", {{"error", e.what()}});
+    }
   }
 }
 
@@ -907,6 +924,7 @@ awaitable<void> Transaction::commit() {
     conn_->needs_rollback = true;
     throw;
   }
+  committed();
 }
 
 // -------------------------------------------------------------------------------- listen
