@@ -70,11 +70,13 @@ function until(iso: string): string {
   return `${Math.round(seconds / 86400)} days`;
 }
 
-const stateText = {
-  ok: 'Within limit',
-  warning: 'Warning: near the limit',
-  exceeded: 'Over the limit',
-} as const;
+// At the hard limit is "reached" (no more seats, API calls refused); past it (product events are
+// recorded beyond it) "over".
+function stateText(m: MeterUsage): string {
+  if (m.state === 'ok') return 'Within limit';
+  if (m.state === 'warning') return 'Warning: near the limit';
+  return m.used > (m.hard_limit ?? m.limit ?? 0) ? 'Over the limit' : 'Limit reached';
+}
 
 // Platform meters first, then the product's own in name order.
 function ordered(meters: MeterUsage[]): MeterUsage[] {
@@ -82,14 +84,16 @@ function ordered(meters: MeterUsage[]): MeterUsage[] {
     const i = Object.keys(platformMeters).indexOf(m);
     return i < 0 ? 99 : i;
   };
-  return [...meters].sort((a, b) => rank(a.meter) - rank(b.meter) || a.meter.localeCompare(b.meter));
+  return [...meters].sort(
+    (a, b) => rank(a.meter) - rank(b.meter) || a.meter.localeCompare(b.meter),
+  );
 }
 
 // ---- the page ---------------------------------------------------------------------------------
 
 export function Usage() {
   const { me } = useSession();
-  const canUpgrade = ['owner', 'admin', 'billing'].includes(currentRole(me) ?? '');
+  const role = currentRole(me) ?? '';
   const [summary, setSummary] = useState<UsageSummary | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   const [loading, setLoading] = useState(true);
@@ -127,7 +131,7 @@ export function Usage() {
       {summary && (
         <>
           <PeriodFacts summary={summary} />
-          <LimitBanner meters={summary.meters} canUpgrade={canUpgrade} />
+          <LimitBanner meters={summary.meters} role={role} />
           <Meters meters={ordered(summary.meters)} />
           <DailyChart summary={summary} />
         </>
@@ -158,8 +162,9 @@ function PeriodFacts({ summary }: { summary: UsageSummary }) {
   );
 }
 
-// Near or over a limit: say what happens and where to upgrade.
-function LimitBanner({ meters, canUpgrade }: { meters: MeterUsage[]; canUpgrade: boolean }) {
+// Near or over a limit: say what happens and where to upgrade (owners change the plan, admins see
+// the billing page, members neither; the billing role cannot read usage).
+function LimitBanner({ meters, role }: { meters: MeterUsage[]; role: string }) {
   const over = meters.filter((m) => m.state === 'exceeded');
   const near = meters.filter((m) => m.state === 'warning');
   if (over.length === 0 && near.length === 0) return null;
@@ -169,7 +174,7 @@ function LimitBanner({ meters, canUpgrade }: { meters: MeterUsage[]; canUpgrade:
       data-testid="usage-limit-banner">
       {over.length > 0 && (
         <p>
-          <strong>Over the limit:</strong> {names(over)}.{' '}
+          <strong>Limit reached:</strong> {names(over)}.{' '}
           {over.some((m) => m.meter === 'api_calls') &&
             'API requests are refused (429 quota_exceeded) until the period resets. '}
         </p>
@@ -181,10 +186,15 @@ function LimitBanner({ meters, canUpgrade }: { meters: MeterUsage[]; canUpgrade:
         </p>
       )}
       <p>
-        {canUpgrade ? (
+        {role === 'owner' ? (
           <Link to="/account/billing">Upgrade your plan for higher limits</Link>
+        ) : role === 'admin' ? (
+          <>
+            <Link to="/account/billing">Compare the plans</Link>; an owner of your organization can
+            upgrade for higher limits.
+          </>
         ) : (
-          'An owner or admin of your organization can upgrade the plan for higher limits.'
+          'An owner of your organization can upgrade the plan for higher limits.'
         )}
       </p>
     </div>
@@ -253,7 +263,7 @@ function MeterRow({ m }: { m: MeterUsage }) {
       </td>
       <td>
         <span className={`state state-${m.state}`} data-testid="state">
-          {stateText[m.state]}
+          {stateText(m)}
         </span>
         {m.state !== 'ok' && m.remaining !== null && (
           <span className="muted"> · {amount(m.meter, m.remaining)} left</span>
@@ -272,7 +282,10 @@ interface Bucket {
 }
 
 // The period's buckets: UTC days, or months for a period longer than two months (a yearly plan).
-function buckets(period: { start: string; end: string }): { granularity: 'day' | 'month'; list: Date[] } {
+function buckets(period: { start: string; end: string }): {
+  granularity: 'day' | 'month';
+  list: Date[];
+} {
   const start = new Date(period.start);
   const end = new Date(period.end);
   const granularity = end.getTime() - start.getTime() > 62 * 86400 * 1000 ? 'month' : 'day';
@@ -334,7 +347,8 @@ function DailyChart({ summary }: { summary: UsageSummary }) {
     return () => {
       current = false;
     };
-  }, [meter, summary.period.start, summary.period.end]); // eslint-disable-line react-hooks/exhaustive-deps
+    // The buckets and granularity follow from the period, which is in the dependencies.
+  }, [meter, summary.period.start, summary.period.end]); // eslint-disable-line
 
   if (choices.length === 0) return null;
   const label = granularity === 'day' ? 'day' : 'month';
@@ -360,7 +374,8 @@ function DailyChart({ summary }: { summary: UsageSummary }) {
         </p>
       )}
       {shown && (
-        <BarChart meter={meter} title={title} buckets={shown.list} granularity={granularity} />
+        <BarChart meter={meter} title={title} buckets={shown.list} granularity={granularity}
+          used={choices.find((m) => m.meter === meter)?.used ?? 0} />
       )}
       <p className="hint">
         Figures per {label} are brought up to date every few minutes, so the latest usage can
@@ -381,6 +396,7 @@ function BarChart(p: {
   title: string;
   buckets: Bucket[];
   granularity: 'day' | 'month';
+  used: number; // the period's total by the summary
 }) {
   const titleId = useId();
   const descId = useId();
@@ -394,7 +410,10 @@ function BarChart(p: {
   if (total === 0) {
     return (
       <p data-testid="usage-chart-empty">
-        Nothing recorded for {meterLabel(p.meter)} in this period yet.
+        {p.used > 0
+          ? `The ${p.granularity === 'day' ? 'daily' : 'monthly'} figures of ${meterLabel(
+            p.meter)} are not up to date yet; try again in a few minutes.`
+          : `Nothing recorded for ${meterLabel(p.meter)} in this period yet.`}
       </p>
     );
   }
