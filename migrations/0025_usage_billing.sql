@@ -58,13 +58,20 @@ CREATE FUNCTION usage_stripe_due() RETURNS TABLE (tenant_id uuid, stripe_custome
                                                   period_start timestamptz)
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public
 AS $$
-  SELECT s.tenant_id, s.stripe_customer_id, m.meter, sm.event_name, s.current_period_start
-    FROM subscriptions s JOIN plans p ON p.id = s.plan_id
-    CROSS JOIN LATERAL jsonb_object_keys(p.metered) AS m(meter)
-    JOIN stripe_meters sm ON sm.meter = m.meter
-   WHERE s.stripe_customer_id IS NOT NULL AND s.stripe_subscription_id IS NOT NULL
-     AND s.status IN ('active', 'trialing', 'past_due')
-   ORDER BY s.tenant_id, m.meter
+  SELECT * FROM (
+    SELECT s.tenant_id, s.stripe_customer_id, m.meter, sm.event_name, s.current_period_start
+      FROM subscriptions s JOIN plans p ON p.id = s.plan_id
+      CROSS JOIN LATERAL jsonb_object_keys(p.metered) AS m(meter)
+      JOIN stripe_meters sm ON sm.meter = m.meter
+     WHERE s.stripe_customer_id IS NOT NULL AND s.stripe_subscription_id IS NOT NULL
+       AND s.status IN ('active', 'trialing', 'past_due')
+    UNION
+    -- A report already pending is still sent after a downgrade or a cancellation.
+    SELECT r.tenant_id, s.stripe_customer_id, r.meter, sm.event_name, s.current_period_start
+      FROM usage_stripe_reports r JOIN subscriptions s ON s.tenant_id = r.tenant_id
+      JOIN stripe_meters sm ON sm.meter = r.meter
+     WHERE r.pending_identifier IS NOT NULL AND s.stripe_customer_id IS NOT NULL) due
+   ORDER BY tenant_id, meter
 $$;
 REVOKE ALL ON FUNCTION usage_stripe_due() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION usage_stripe_due() TO hsea_app_privileges;
