@@ -309,6 +309,7 @@ TEST(MeteringNoStripe, NothingIsReportedAndAMeteredMeterIsNeverRefused) {
   EXPECT_TRUE(refused);
   std::this_thread::sleep_for(2500ms);
   object summary = json_of(call(s, "GET", "/api/usage/summary", a.access_token));
+  EXPECT_EQ(str(summary, "plan_id"), "pro");
   bool seen = false;
   for (const auto& m : summary.at("meters").as_array()) {
     const object& o = m.as_object();

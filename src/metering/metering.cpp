@@ -786,7 +786,8 @@ awaitable<Response> summary(RequestContext& ctx) {
     meters.push_back(meter_json(meter, n, q, p));
   }
   co_return http::json_response(
-      200, object{{"period", object{{"start", rfc3339(p.start)}, {"end", rfc3339(p.end)}}},
+      200, object{{"plan_id", e->plan_id},
+                  {"period", object{{"start", rfc3339(p.start)}, {"end", rfc3339(p.end)}}},
                   {"meters", std::move(meters)}});
 }
 
