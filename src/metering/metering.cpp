@@ -428,10 +428,15 @@ bool metered(const RequestContext& ctx) {
   } else {
     return false;
   }
-  // Sign-in and billing stay reachable past a quota: a tenant must be able to sign in, see its
-  // plan and upgrade (billing's routes are its own; this module names them here).
-  return !path.starts_with("auth/") && !path.starts_with("subscriptions") &&
-         !path.starts_with("plans") && !path.starts_with("webhooks/stripe");
+  // Sign-in, the signed-in user and billing stay reachable past a quota: a tenant must be able
+  // to sign in, load the web app (it starts from /api/me), see its usage, plan and invoices, pay
+  // and upgrade (these routes are other modules'; this module names them here).
+  auto under = [path](std::string_view prefix) {
+    return path == prefix ||
+           (path.starts_with(prefix) && path.size() > prefix.size() && path[prefix.size()] == '/');
+  };
+  return !path.starts_with("auth/") && !under("me") && !under("subscriptions") && !under("plans") &&
+         !under("invoices") && !under("billing") && !path.starts_with("webhooks/stripe");
 }
 
 std::optional<Response> check_quota(RequestContext& ctx) {
