@@ -22,6 +22,7 @@ namespace {
 using boost::json::array;
 using boost::json::object;
 using testkit::Account;
+using testkit::eventually;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -33,16 +34,6 @@ const std::string kOldWebhookSecret = "whsec_test_billing_secret_0";
 
 std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 std::string tenant_header(const std::string& id) { return "X-Tenant-Id: " + id; }
-
-bool eventually(const std::function<bool()>& done,
-                std::chrono::seconds timeout = std::chrono::seconds(20)) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
-}
 
 std::string code_of(const HttpResponse& r) {
   boost::system::error_code ec;
@@ -473,10 +464,7 @@ TEST_F(Billing, AuditExportNeedsAPlanWithTheFeatureAndShowsTheTenantsOwnEntries)
   EXPECT_NE(free.body.find("audit_export"), std::string::npos) << free.body;
   // Pro (as Stripe's events would set it): the export works; the entitlement caches are
   // emptied by the change.
-  for (const Account* t : {&a, &b}) {
-    sql(db_->admin_url(), "UPDATE subscriptions SET plan_id = 'pro' WHERE tenant_id = $1",
-        {t->tenant_id});
-  }
+  for (const Account* t : {&a, &b}) testkit::set_plan(*db_, t->tenant_id, "pro");
   HttpResponse r;
   ASSERT_TRUE(eventually(
       [&] {

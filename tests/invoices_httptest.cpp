@@ -25,6 +25,7 @@ namespace {
 
 using boost::json::object;
 using testkit::Account;
+using testkit::eventually;
 using testkit::http;
 using testkit::json_of;
 using testkit::sql;
@@ -241,16 +242,6 @@ TEST_F(Invoices, ASuspendedTenantsWritesAnswer402WhileReadsWork) {
 
 // ---------------------------------------------------------------- against the Stripe emulator
 
-bool eventually(const std::function<bool()>& done,
-                std::chrono::seconds timeout = std::chrono::seconds(30)) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  return done();
-}
-
 // Retries after ~4 s and suspension after ~17 s of real time, so one test sees the whole episode.
 class InvoicesStripe : public ::testing::Test {
  protected:
@@ -267,9 +258,7 @@ class InvoicesStripe : public ::testing::Test {
     env["HSEA_BILLING_SELLER_NAME"] = "Acme Cloud GmbH";
     server_ = new testkit::TestServer(*db_, env);
     stripe_->set_webhook_url(server_->url("/api/webhooks/stripe"));
-    env["HSEA_DATABASE_URL"] = db_->app_url();
-    env["HSEA_DATABASE_ADMIN_URL"] = db_->admin_url();
-    testkit::RunResult sync = testkit::run_hsea({"billing", "sync-plans"}, env);
+    testkit::RunResult sync = stripe_->sync_plans(*db_);
     ASSERT_EQ(sync.exit_code, 0) << sync.output;
   }
   static void TearDownTestSuite() {
@@ -309,13 +298,7 @@ class InvoicesStripe : public ::testing::Test {
   // A tenant on Starter, paid through Checkout (back to TestServer's HSEA_PUBLIC_URL).
   static Account subscribed(const std::string& org) {
     Account a = testkit::sign_up(*server_, org);
-    auto r = call("POST", "/api/subscriptions/checkout", a,
-                  R"({"plan_id":"starter","interval":"month",)"
-                  R"("success_url":"http://127.0.0.1:8080/account/billing",)"
-                  R"("cancel_url":"http://127.0.0.1:8080/account/billing"})");
-    EXPECT_EQ(r.status, 201) << r.body;
-    stripe_->complete_checkout(str(json_of(r), "checkout_url"));
-    EXPECT_TRUE(stripe_->wait_webhooks_idle());
+    stripe_->subscribe(*server_, a, "starter");
     EXPECT_TRUE(eventually([&] { return str(current(a), "plan_id") == "starter"; }));
     return a;
   }
