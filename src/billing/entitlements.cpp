@@ -29,6 +29,7 @@ using Clock = std::chrono::steady_clock;
 HSEA_QUERY kEntitlement{
     "billing_entitlement",
     "SELECT p.id AS plan_id, p.features::text AS features, p.limits::text AS limits, "
+    "p.metered::text AS metered, "
     "COALESCE(s.status, 'active') AS status, "
     "EXTRACT(epoch FROM COALESCE(s.current_period_start, t.created_at))::bigint AS period_start, "
     "EXTRACT(epoch FROM s.current_period_end)::bigint AS period_end "
@@ -82,6 +83,10 @@ std::shared_ptr<const Entitlement> parse(const std::string& tenant_id, const db:
       if (v.is_uint64())
         e->limits.emplace(std::string(k), static_cast<std::int64_t>(v.as_uint64()));
     }
+  }
+  boost::json::value m = boost::json::parse(r.get(0, "metered"), ec);
+  if (!ec && m.is_object()) {
+    for (const auto& [k, v] : m.as_object()) e->metered.emplace(std::string(k), true);
   }
   e->period_start = std::chrono::system_clock::from_time_t(r.get_int(0, "period_start"));
   if (!r.is_null(0, r.column("period_end"))) {
