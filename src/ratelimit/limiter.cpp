@@ -163,8 +163,10 @@ awaitable<Decision> admit_on(redis::Client* client, std::string key, Rate rate) 
     if (k > 0) {
       // Requests that arrive meanwhile wait for this answer (one round trip for all of them)
       // rather than each sending its own check.
-      auto wake = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor,
-                                                       asio::steady_timer::time_point::max());
+      // (The executor named first: g++ 12 mishandles a co_await among a constructor's arguments.)
+      asio::any_io_executor executor = co_await asio::this_coro::executor;
+      auto wake =
+          std::make_shared<asio::steady_timer>(executor, asio::steady_timer::time_point::max());
       t_lease_waits[key] = wake;
       Decision d;
       try {
