@@ -331,7 +331,9 @@ describe('Usage dashboard', () => {
     const row = (meter) => page.getByTestId(`meter-${meter}`);
     const cell = (meter, id) => row(meter).getByTestId(id).innerText();
     assert.equal(await row('api_calls').getAttribute('data-state'), 'billed');
-    assert.equal(await cell('api_calls', 'state'), 'Billed per use beyond the included amount');
+    assert.equal(await cell('api_calls', 'state'), 'Billed per use');
+    assert.match(await row('api_calls').innerText(),
+      /Billed per use · \d+ beyond the included amount/);
     assert.equal(await cell('api_calls', 'limit'), '20');
     assert.match(await row('api_calls').innerText(), /20 included/);
     const used = number(await cell('api_calls', 'used'));

@@ -85,7 +85,7 @@ const shownState = (m: MeterUsage) => (billed(m) ? 'billed' : m.state);
 // At the hard limit is "reached" (no more seats, API calls refused); past it (product events are
 // recorded beyond it) "over".
 function stateText(m: MeterUsage): string {
-  if (billed(m)) return 'Billed per use beyond the included amount';
+  if (billed(m)) return 'Billed per use';
   if (m.state === 'ok') return 'Within limit';
   if (m.state === 'warning' && m.metered) return 'Near the included amount';
   if (m.state === 'warning') return 'Warning: near the limit';
