@@ -176,6 +176,12 @@ TEST(Metering, QuotaWarnsOnceThenRefusesAndNeverCountsAnotherTenantsUsage) {
   }
   ASSERT_EQ(warnings.size(), 1u) << sink.log();
   EXPECT_NE(warnings[0].at("subject").as_string().find("api_calls"), std::string::npos);
+  // The mail's link opens the usage page of the web app, not its front page.
+  EXPECT_NE(testkit::str(warnings[0], "text").find("http://app.hsea.test/account/usage"),
+            std::string::npos)
+      << testkit::str(warnings[0], "text");
+  EXPECT_NE(testkit::str(warnings[0], "html").find("href=\"http://app.hsea.test/account/usage\""),
+            std::string::npos);
   EXPECT_EQ(sql(db.admin_url(), "SELECT count(*) FROM usage_warnings WHERE tenant_id = $1",
                 {a.tenant_id})[0][0],
             "1");

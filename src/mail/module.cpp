@@ -396,7 +396,7 @@ awaitable<void> usage_warning(jobs::JobContext& job) {
                                                            : "");
   warning["limit"] = warning["quota"];
   warning["period_ends_on"] = period_end.substr(0, 10);
-  warning["link"] = state().public_url;
+  warning["link"] = state().public_url + "/account/usage";
   warning["button"] = "See your usage";
   std::string payload = boost::json::serialize(warning);
   db::Transaction* tx = co_await job.transaction();

@@ -173,8 +173,8 @@ const std::vector<TemplateInfo>& templates() {
       {"usage_warning", "The tenant is close to a plan limit.",
        R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},)"
        R"("meter":"API requests","used":"800 000","limit":"1 000 000","percent":"80",)"
-       R"("period_ends_on":"30 November 2026","link":"https://app.example.com/billing",)"
-       R"("button":"See the plans"})"},
+       R"("period_ends_on":"30 November 2026","link":"https://app.example.com/account/usage",)"
+       R"("button":"See your usage"})"},
       {"trial_ended", "A trial ended without a paid subscription: the tenant is on the free plan.",
        R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},"plan":"Pro",)"
        R"("trial_end":"2026-11-14","link":"https://app.example.com/account/billing",)"

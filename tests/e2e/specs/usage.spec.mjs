@@ -3,7 +3,9 @@
 // limits, and the product meter's days as chart bars (values as tooltips and as a table); a tenant
 // past the soft threshold of its api_calls quota (an operator's override, `hsea usage quota`)
 // sees the warning, a meter past its quota the exceeded state, and the way to upgrade; a member
-// sees usage without the upgrade, the billing role none; each tenant sees only its own usage.
+// sees usage without the upgrade, the billing role none; each tenant sees only its own usage; a
+// Pro tenant past the API calls included in its plan sees them billed per use (the overage), not
+// a warning nor an upgrade, and its storage as a current value charted by its daily highest.
 // run.mjs runs the server with HSEA_METERING_ROLLUP_SECONDS=2, so the rollups come within
 // seconds.
 import assert from 'node:assert/strict';
@@ -297,5 +299,71 @@ describe('Usage dashboard', () => {
     await other.getByRole('button', { name: 'Try again' }).waitFor();
     assert.equal(await other.getByTestId('usage-period').count(), 0);
     await checkPage(other, 'usage-forbidden');
+  });
+
+  it('shows a Pro tenant past its included API calls the billed use, not a warning', async () => {
+    // Tenant D on Pro (as Stripe's webhook would leave it), whose api_calls are billed by usage:
+    // 20 included (the operator's override, for a short spec), 25 calls and the key's creation.
+    const ownerD = await signUpByApi('usage-pro');
+    sql(`UPDATE subscriptions SET plan_id = 'pro', status = 'active' WHERE tenant_id = '${
+      ownerD.tenant.id}'`);
+    setQuota(ownerD.tenant.id, 'api_calls', 20);
+    const keyD = await apiKey(ownerD);
+    await apiCalls(keyD, 25); // never refused: past 20 they are billed
+    await apiCallsCounted(keyD, 26);
+    const api = meterOf(await summary(keyD), 'api_calls');
+    assert.equal(api.metered, true, JSON.stringify(api));
+    assert.equal(api.kind, 'counter');
+    // Storage is a gauge: two measurements today, 3,000,000 then 5,000,000 bytes. The page
+    // shows the current value and the chart the day's highest, never their sum.
+    sql(`INSERT INTO usage_gauges (tenant_id, meter, value) VALUES ('${ownerD.tenant.id}', `
+      + '\'storage_bytes\', 5000000)');
+    sql('INSERT INTO usage_events (tenant_id, id, meter, quantity, occurred_at) VALUES '
+      + `('${ownerD.tenant.id}', uuid_v7(), 'storage_bytes', 3000000, now()), `
+      + `('${ownerD.tenant.id}', uuid_v7(), 'storage_bytes', 5000000, now())`);
+    const today = new Date().toISOString().slice(0, 10);
+    await rolledUp(keyD, 'storage_bytes', (by) => by.get(today) === 5000000,
+      'the day\'s highest storage');
+
+    const page = await newPage(browser);
+    await signIn(page, ownerD.email, ownerD.password);
+    await openUsage(page);
+    const row = (meter) => page.getByTestId(`meter-${meter}`);
+    const cell = (meter, id) => row(meter).getByTestId(id).innerText();
+    assert.equal(await row('api_calls').getAttribute('data-state'), 'billed');
+    assert.equal(await cell('api_calls', 'state'), 'Billed per use');
+    assert.match(await row('api_calls').innerText(),
+      /Billed per use · \d+ beyond the included amount/);
+    assert.equal(await cell('api_calls', 'limit'), '20');
+    assert.match(await row('api_calls').innerText(), /20 included/);
+    const used = number(await cell('api_calls', 'used'));
+    assert.ok(used >= 26 && used <= 36, `api_calls used ${used}`);
+    // The overage is the summary's (used beyond the included 20), not "near the limit".
+    const overage = number(await cell('api_calls', 'overage'));
+    assert.ok(overage >= 6 && overage <= used - 20, `overage ${overage} of ${used}`);
+    assert.doesNotMatch(await row('api_calls').innerText(), /near the limit|left/i);
+    const banner = page.getByTestId('usage-limit-banner');
+    const text = await banner.innerText();
+    assert.match(text,
+      new RegExp(`Billed per use: API calls went ${overage} beyond the 20 included`));
+    assert.doesNotMatch(text, /Near the limit|Limit reached|upgrade/i);
+    assert.equal(await banner.getByRole('link').count(), 0);
+
+    assert.equal(await row('storage_bytes').getAttribute('data-kind'), 'gauge');
+    assert.equal(await cell('storage_bytes', 'used'), '4.8 MiB');
+    assert.match(await row('storage_bytes').innerText(), /4\.8 MiB now/);
+    await page.getByLabel('Meter').selectOption('storage_bytes');
+    const chart = page.getByTestId('usage-chart');
+    await chart.waitFor();
+    assert.equal(await page.locator(`rect.chart-bar[data-date="${today}"]`)
+      .getAttribute('data-value'), '5000000');
+    assert.match(await chart.locator('title').first().textContent(), /^Storage, highest per day/);
+    const desc = await chart.locator('desc').textContent();
+    assert.match(desc, /^Highest 4\.8 MiB on /);
+    assert.doesNotMatch(desc, /Total/);
+    await page.getByText('The values as a table').click();
+    assert.equal(await page.getByTestId('usage-chart-table').locator('thead th').nth(1).innerText(),
+      'Storage (highest)');
+    await checkPage(page, 'usage-billed');
   });
 });

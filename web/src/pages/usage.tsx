@@ -17,6 +17,12 @@ interface MeterUsage {
   remaining: number | null;
   state: 'ok' | 'warning' | 'exceeded';
   resets_at: string;
+  // Billed by usage (the plan's metered meters): the limit is the amount included in the price,
+  // and use beyond it (`overage`) is charged, never refused.
+  metered: boolean;
+  overage?: number;
+  // A gauge (storage, seats) is a current value, not a sum of the period's events.
+  kind: 'counter' | 'gauge';
 }
 interface UsageSummary {
   period: { start: string; end: string };
@@ -70,10 +76,18 @@ function until(iso: string): string {
   return `${Math.round(seconds / 86400)} days`;
 }
 
+// A metered meter used beyond its included amount: charged per use, which is neither a warning
+// nor a reason to upgrade.
+const billed = (m: MeterUsage) => m.metered && (m.overage ?? 0) > 0;
+// The state as shown: the API's, or "billed" for use charged beyond the included amount.
+const shownState = (m: MeterUsage) => (billed(m) ? 'billed' : m.state);
+
 // At the hard limit is "reached" (no more seats, API calls refused); past it (product events are
 // recorded beyond it) "over".
 function stateText(m: MeterUsage): string {
+  if (billed(m)) return 'Billed per use';
   if (m.state === 'ok') return 'Within limit';
+  if (m.state === 'warning' && m.metered) return 'Near the included amount';
   if (m.state === 'warning') return 'Warning: near the limit';
   return m.used > (m.hard_limit ?? m.limit ?? 0) ? 'Over the limit' : 'Limit reached';
 }
@@ -163,15 +177,18 @@ function PeriodFacts({ summary }: { summary: UsageSummary }) {
 }
 
 // Near or over a limit: say what happens and where to upgrade (owners change the plan, admins see
-// the billing page, members neither; the billing role cannot read usage).
+// the billing page, members neither; the billing role cannot read usage). A metered meter is
+// never refused: use beyond its included amount is said to be billed, without the upgrade.
 function LimitBanner({ meters, role }: { meters: MeterUsage[]; role: string }) {
   const over = meters.filter((m) => m.state === 'exceeded');
-  const near = meters.filter((m) => m.state === 'warning');
-  if (over.length === 0 && near.length === 0) return null;
+  const near = meters.filter((m) => m.state === 'warning' && !m.metered);
+  const charged = meters.filter(billed);
+  if (over.length === 0 && near.length === 0 && charged.length === 0) return null;
   const names = (ms: MeterUsage[]) => ms.map((m) => meterLabel(m.meter)).join(', ');
+  const limited = over.length > 0 || near.length > 0;
+  const kind = over.length ? 'banner-danger' : near.length ? 'banner-warning' : 'banner-info';
   return (
-    <div className={`banner ${over.length ? 'banner-danger' : 'banner-warning'}`} role="status"
-      data-testid="usage-limit-banner">
+    <div className={`banner ${kind}`} role="status" data-testid="usage-limit-banner">
       {over.length > 0 && (
         <p>
           <strong>Limit reached:</strong> {names(over)}.{' '}
@@ -185,18 +202,27 @@ function LimitBanner({ meters, role }: { meters: MeterUsage[]; role: string }) {
           period.
         </p>
       )}
-      <p>
-        {role === 'owner' ? (
-          <Link to="/account/billing">Upgrade your plan for higher limits</Link>
-        ) : role === 'admin' ? (
-          <>
-            <Link to="/account/billing">Compare the plans</Link>; an owner of your organization can
-            upgrade for higher limits.
-          </>
-        ) : (
-          'An owner of your organization can upgrade the plan for higher limits.'
-        )}
-      </p>
+      {charged.map((m) => (
+        <p key={m.meter}>
+          <strong>Billed per use:</strong> {meterLabel(m.meter)} went{' '}
+          {amount(m.meter, m.overage ?? 0)} beyond the {amount(m.meter, m.limit ?? 0)} included
+          in your plan this period; that use is billed per use and never refused.
+        </p>
+      ))}
+      {limited && (
+        <p>
+          {role === 'owner' ? (
+            <Link to="/account/billing">Upgrade your plan for higher limits</Link>
+          ) : role === 'admin' ? (
+            <>
+              <Link to="/account/billing">Compare the plans</Link>; an owner of your organization
+              can upgrade for higher limits.
+            </>
+          ) : (
+            'An owner of your organization can upgrade the plan for higher limits.'
+          )}
+        </p>
+      )}
     </div>
   );
 }
@@ -232,16 +258,21 @@ function Meters({ meters }: { meters: MeterUsage[] }) {
 function MeterRow({ m }: { m: MeterUsage }) {
   const share = m.limit ? m.used / m.limit : 0;
   const soft = m.limit && m.soft_limit !== null ? m.soft_limit / m.limit : null;
+  const state = shownState(m);
   return (
-    <tr data-testid={`meter-${m.meter}`} data-state={m.state}>
+    <tr data-testid={`meter-${m.meter}`} data-state={state} data-kind={m.kind}>
       <th scope="row">
         {meterLabel(m.meter)}
         {!(m.meter in platformMeters) && <span className="muted"> (product)</span>}
       </th>
-      <td data-testid="used">{amount(m.meter, m.used)}</td>
-      <td data-testid="limit">
-        {m.limit === null ? 'Unlimited' : amount(m.meter, m.limit)}
-        {m.limit !== null && m.hard_limit !== null && m.hard_limit !== m.limit && (
+      <td>
+        <span data-testid="used">{amount(m.meter, m.used)}</span>
+        {m.kind === 'gauge' && <span className="muted"> now</span>}
+      </td>
+      <td>
+        <span data-testid="limit">{m.limit === null ? 'Unlimited' : amount(m.meter, m.limit)}</span>
+        {m.limit !== null && m.metered && <span className="muted"> included</span>}
+        {m.limit !== null && !m.metered && m.hard_limit !== null && m.hard_limit !== m.limit && (
           <span className="muted"> (refused at {amount(m.meter, m.hard_limit)})</span>
         )}
       </td>
@@ -251,7 +282,7 @@ function MeterRow({ m }: { m: MeterUsage }) {
         ) : (
           <div className="usage-share">
             {/* The bar repeats the percentage beside it, so it is hidden from screen readers. */}
-            <div className={`usage-bar usage-${m.state}`} aria-hidden="true">
+            <div className={`usage-bar usage-${state}`} aria-hidden="true">
               <div className="usage-fill" style={{ width: `${Math.min(share, 1) * 100}%` }} />
               {soft !== null && soft < 1 && (
                 <div className="usage-soft" style={{ left: `${soft * 100}%` }} />
@@ -262,11 +293,23 @@ function MeterRow({ m }: { m: MeterUsage }) {
         )}
       </td>
       <td>
-        <span className={`state state-${m.state}`} data-testid="state">
+        <span className={`state state-${state}`} data-testid="state">
           {stateText(m)}
         </span>
-        {m.state !== 'ok' && m.remaining !== null && (
-          <span className="muted"> · {amount(m.meter, m.remaining)} left</span>
+        {billed(m) ? (
+          <span className="muted">
+            {' '}
+            · <span data-testid="overage">{amount(m.meter, m.overage ?? 0)}</span> beyond the
+            included amount
+          </span>
+        ) : (
+          m.state !== 'ok' &&
+          m.remaining !== null && (
+            <span className="muted">
+              {' '}
+              · {amount(m.meter, m.remaining)} {m.metered ? 'until billed per use' : 'left'}
+            </span>
+          )
         )}
       </td>
     </tr>
@@ -352,11 +395,14 @@ function DailyChart({ summary }: { summary: UsageSummary }) {
 
   if (choices.length === 0) return null;
   const label = granularity === 'day' ? 'day' : 'month';
-  const title = `${meterLabel(meter)} per ${label}, ${utcDate(summary.period.start)} – ${utcDate(
-    new Date(new Date(summary.period.end).getTime() - 1000))} (UTC)`;
+  // A gauge's figure per day or month is its highest value then (the rollups keep the peak).
+  const gauge = choices.find((m) => m.meter === meter)?.kind === 'gauge';
+  const lastDay = new Date(new Date(summary.period.end).getTime() - 1000);
+  const title = `${meterLabel(meter)}${gauge ? ', highest' : ''} per ${label}, ${utcDate(
+    summary.period.start)} – ${utcDate(lastDay)} (UTC)`;
   const shown = data && data.meter === meter ? data : null;
   return (
-    <Section title={granularity === 'day' ? 'Daily usage' : 'Monthly usage'}>
+    <Section title={granularity === 'day' ? 'Usage by day' : 'Usage by month'}>
       <div className="field chart-meter">
         <label htmlFor={selectId}>Meter</label>
         <select id={selectId} value={meter} onChange={(e) => setMeter(e.target.value)}>
@@ -375,7 +421,7 @@ function DailyChart({ summary }: { summary: UsageSummary }) {
       )}
       {shown && (
         <BarChart meter={meter} title={title} buckets={shown.list} granularity={granularity}
-          used={choices.find((m) => m.meter === meter)?.used ?? 0} />
+          used={choices.find((m) => m.meter === meter)?.used ?? 0} gauge={gauge} />
       )}
       <p className="hint">
         Figures per {label} are brought up to date every few minutes, so the latest usage can
@@ -396,7 +442,8 @@ function BarChart(p: {
   title: string;
   buckets: Bucket[];
   granularity: 'day' | 'month';
-  used: number; // the period's total by the summary
+  used: number; // the period's total by the summary (a gauge's current value)
+  gauge: boolean; // each bucket holds the highest value, not a sum: no total
 }) {
   const titleId = useId();
   const descId = useId();
@@ -418,6 +465,11 @@ function BarChart(p: {
     );
   }
   const peak = past.reduce((a, b) => (b.value > a.value ? b : a));
+  // A gauge's buckets are peaks: their sum would mean nothing, so no total is given.
+  const highest = `${amount(p.meter, peak.value)} on ${name(peak.start)}`;
+  const described = p.gauge
+    ? `Highest ${highest}`
+    : `Total ${amount(p.meter, total)}; highest ${highest}`;
   const innerW = chartWidth - pad.left - pad.right;
   const innerH = chartHeight - pad.top - pad.bottom;
   const slot = innerW / p.buckets.length;
@@ -431,8 +483,7 @@ function BarChart(p: {
         aria-labelledby={`${titleId} ${descId}`} data-testid="usage-chart">
         <title id={titleId}>{p.title}</title>
         <desc id={descId}>
-          {`Total ${amount(p.meter, total)}; highest ${amount(p.meter, peak.value)} on ${name(
-            peak.start)}. The values are listed in the table below the chart.`}
+          {`${described}. The values are listed in the table below the chart.`}
         </desc>
         {[0, 0.5, 1].map((f) => (
           <g key={f} className="grid">
@@ -474,7 +525,10 @@ function BarChart(p: {
             <thead>
               <tr>
                 <th scope="col">{p.granularity === 'day' ? 'Day' : 'Month'}</th>
-                <th scope="col">{meterLabel(p.meter)}</th>
+                <th scope="col">
+                  {meterLabel(p.meter)}
+                  {p.gauge && ' (highest)'}
+                </th>
               </tr>
             </thead>
             <tbody>
