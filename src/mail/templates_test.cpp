@@ -53,6 +53,24 @@ TEST(MailTemplates, WithoutALogoTheProductNameIsShown) {
             std::string::npos);
 }
 
+// A meter billed per use beyond the plan's amount is charged, not refused: its warning says so.
+TEST(MailTemplates, TheUsageWarningSaysWhetherUsePastTheLimitIsRefusedOrBilled) {
+  auto warning = [](bool billed) {
+    return render("usage_warning", brand(),
+                  std::string(R"({"recipient":{"name":"A"},"tenant":{"name":"T"},)") +
+                      R"("meter":"api_calls","used":80,"limit":100,"percent":80,)" +
+                      R"("period_ends_on":"2026-12-31","link":"https://x.example/account/usage",)" +
+                      R"("button":"See your usage","billed":)" + (billed ? "true" : "false") + "}");
+  };
+  Rendered refused = warning(false), billed = warning(true);
+  EXPECT_NE(refused.text.find("further use is refused"), std::string::npos);
+  EXPECT_EQ(refused.text.find("billed per use"), std::string::npos);
+  EXPECT_NE(billed.text.find("further use is billed per use"), std::string::npos);
+  EXPECT_EQ(billed.text.find("refused"), std::string::npos);
+  EXPECT_NE(billed.html.find("billed per use"), std::string::npos);
+  EXPECT_EQ(billed.html.find("refused"), std::string::npos);
+}
+
 TEST(MailTemplates, UnknownTemplatesAndBadDataAreRefused) {
   EXPECT_THROW(render("nope", brand(), "{}"), std::invalid_argument);
   EXPECT_THROW(render("welcome", brand(), "[]"), std::invalid_argument);

@@ -360,6 +360,7 @@ struct TenantUsage {
   std::int64_t counted = 0;  // the counter's value when last read (excludes owed and pending)
   std::vector<Batch> owed;   // written as events, not yet added to the counter
   std::int64_t pending = 0;  // counted by requests, not yet written
+  std::int64_t writing = 0;  // taken from pending by a flush whose statement is out
   Quota quota;
   // storage_bytes as last measured (read at each flush) and its quota: routes with StoresData
   // are refused at its hard limit.
@@ -375,7 +376,7 @@ struct TenantUsage {
     for (const Batch& b : owed) n += b.quantity;
     return n;
   }
-  std::int64_t used() const { return counted + owed_total() + pending; }
+  std::int64_t used() const { return counted + owed_total() + pending + writing; }
 };
 // tenant id -> state; one map per I/O thread, so requests take no lock. Only the flush erases.
 thread_local std::unordered_map<std::string, TenantUsage> t_usage;
@@ -490,7 +491,8 @@ void quota_headers(RequestContext& ctx, Response& r) {
 
 // Records the period's soft-limit warning once (the table's key dedupes across threads and
 // nodes) and announces it: the mail module mails the owners and admins.
-awaitable<void> warn(std::string tenant_id, Period period, std::int64_t used, std::int64_t quota) {
+awaitable<void> warn(std::string tenant_id, Period period, std::int64_t used, std::int64_t quota,
+                     bool billed) {
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(tenant_id));
   db::Result r =
       co_await tx.exec(kWarn, db::params(std::string(kApiCalls), period.start, used, quota));
@@ -501,7 +503,8 @@ awaitable<void> warn(std::string tenant_id, Period period, std::int64_t used, st
                                       {"quota", quota},
                                       {"percent", quota > 0 ? used * 100 / quota : 100},
                                       {"period_start", rfc3339(period.start)},
-                                      {"period_end", rfc3339(period.end)}});
+                                      {"period_end", rfc3339(period.end)},
+                                      {"billed", billed}});
     security::Actor actor{.kind = security::Actor::Kind::kSystem, .id = "metering"};
     co_await jobs::emit(tx, actor, "", "usage.limit_warning", std::move(data));
   }
@@ -512,10 +515,20 @@ awaitable<void> flush_tenant(const std::string& tenant_id, TenantUsage& u, std::
   // 1. The counted calls become an event row (and the overrides are read in the same trip).
   std::int64_t batch = u.pending;
   if (batch > 0 || now - u.limits_read_at >= 30 || !u.quota_loaded) {
+    // Still counted while its statement is out: requests meanwhile must see it.
     u.pending -= batch;
+    u.writing += batch;
+    bool written = false;
     try {
-      db::Result r =
-          co_await db::pool().tenant_query(tenant_id, kFlush, db::params(core::uuid_v7(), batch));
+      db::Result r;
+      try {
+        r = co_await db::pool().tenant_query(tenant_id, kFlush, db::params(core::uuid_v7(), batch));
+      } catch (...) {
+        u.writing -= batch;
+        throw;
+      }
+      u.writing -= batch;
+      written = true;
       if (batch > 0) u.owed.push_back(Batch{r.get_int(0, "at_us"), batch});
       std::shared_ptr<const billing::Entitlement> e = co_await billing::Entitlements::of(tenant_id);
       Period period = period_of(e.get(), now);
@@ -546,7 +559,7 @@ awaitable<void> flush_tenant(const std::string& tenant_id, TenantUsage& u, std::
       u.quota_loaded = true;
       u.limits_read_at = now;
     } catch (const std::exception& e) {
-      u.pending += batch;  // written next time: nothing is lost
+      if (!written) u.pending += batch;  // written next time: nothing is lost, nothing twice
       log::warn("usage not recorded yet", {{"tenant_id", tenant_id}, {"error", e.what()}});
       co_return;
     }
@@ -575,7 +588,7 @@ awaitable<void> flush_tenant(const std::string& tenant_id, TenantUsage& u, std::
   // 3. Past the soft threshold: one warning per period.
   if (!u.warned && u.quota.warning(u.used())) {
     try {
-      co_await warn(tenant_id, period, u.used(), *u.quota.limit);
+      co_await warn(tenant_id, period, u.used(), *u.quota.limit, u.quota.metered);
       u.warned = true;
     } catch (const std::exception& e) {
       log::warn("usage warning not recorded", {{"tenant_id", tenant_id}, {"error", e.what()}});
