@@ -405,6 +405,21 @@ TEST(MeteredSubscription, ProBillsTheOverageOnItsMeteredItemAndStarterDropsIt) {
   EXPECT_EQ(items[0].at("price").at("id").as_string(),
             q("SELECT stripe_monthly_price_id FROM plans WHERE id = 'starter'"));
   EXPECT_EQ(stripe_sub(b).at("items").at("data").as_array().size(), 2u);
+  // Back up to Pro: the preview and the upgrade add the metered item again.
+  HttpResponse preview =
+      call(server, "GET", "/api/subscriptions/preview?plan_id=pro", a.access_token);
+  ASSERT_EQ(preview.status, 200) << preview.body;
+  EXPECT_GT(json_of(preview).at("amount_due").as_int64(), 0) << preview.body;
+  HttpResponse up =
+      call(server, "POST", "/api/subscriptions/upgrade", a.access_token, R"({"plan_id":"pro"})");
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(str(json_of(up), "plan_id"), "pro");
+  boost::json::value again = stripe_sub(a);
+  const auto& now = again.at("items").at("data").as_array();
+  ASSERT_EQ(now.size(), 2u) << boost::json::serialize(again);
+  EXPECT_EQ(now[0].at("price").at("id").as_string(),
+            q("SELECT stripe_monthly_price_id FROM plans WHERE id = 'pro'"));
+  EXPECT_EQ(now[1].at("price").at("id").as_string(), metered_price);
 }
 
 // Without Stripe: nothing is reported, and a metered meter past its included amount is charged
