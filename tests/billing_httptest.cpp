@@ -377,6 +377,36 @@ TEST_F(Billing, PlatformStaffManagePlansAndNobodyElse) {
                               R"({"monthly_amount":5900,"limits":{"seats":25}})", json);
   ASSERT_EQ(changed.status, 200) << changed.body;
   EXPECT_EQ(json_of(changed).at("monthly_amount").as_int64(), 5900);
+  // The meters Stripe bills by usage past the limit: counted meters, positive decimal prices;
+  // anything else is refused and changes nothing.
+  for (const char* bad : {R"({"metered":{"storage_bytes":{"unit_amount_decimal":"1"}}})",
+                          R"({"metered":{"api_calls":{"unit_amount_decimal":"0.000"}}})",
+                          R"({"metered":{"api_calls":{"unit_amount_decimal":"1e3"}}})",
+                          R"({"metered":{"api_calls":{"unit_amount_decimal":1}}})",
+                          R"({"metered":{"api_calls":{}}})", R"({"metered":{"Bad Name":{}}})",
+                          R"({"metered":{"api_calls":{"unit_amount_decimal":"1","x":1}}})"}) {
+    HttpResponse refused = call("PATCH", "/api/admin/plans/" + id, kStaff, bad, json);
+    EXPECT_EQ(refused.status, 422) << bad << " " << refused.body;
+  }
+  EXPECT_EQ(scalar("SELECT metered::text FROM plans WHERE id = $1", {id}), "{}");
+  HttpResponse metered = call("PATCH", "/api/admin/plans/" + id, kStaff,
+                              R"({"metered":{"api_calls":{"unit_amount_decimal":"0.05"}}})", json);
+  ASSERT_EQ(metered.status, 200) << metered.body;
+  EXPECT_EQ(boost::json::serialize(json_of(metered).at("metered")),
+            R"({"api_calls":{"unit_amount_decimal":"0.05"}})");
+  EXPECT_EQ(
+      scalar("SELECT metered->'api_calls'->>'unit_amount_decimal' FROM plans WHERE id = $1", {id}),
+      "0.05");
+  // Another change keeps it; the owner of a tenant cannot set it.
+  ASSERT_EQ(call("PATCH", "/api/admin/plans/" + id, kStaff, R"({"sort_order":6})", json).status,
+            200);
+  EXPECT_EQ(call("PATCH", "/api/admin/plans/" + id, owner.access_token,
+                 R"({"metered":{"api_calls":{"unit_amount_decimal":"9"}}})", json)
+                .status,
+            403);
+  EXPECT_EQ(
+      scalar("SELECT metered->'api_calls'->>'unit_amount_decimal' FROM plans WHERE id = $1", {id}),
+      "0.05");
   auto listed = [&] {
     std::string body = http("GET", url("/api/plans")).body;
     return body.find("\"" + id + "\"") != std::string::npos;

@@ -435,6 +435,18 @@ TEST_F(BillingStripe, OperatorCommandsManagePlans) {
                 .exit_code,
             1);
   EXPECT_EQ(run({"plans", "update", "team", "--limits", R"({"seats":-1})"}).exit_code, 1);
+  // The meters Stripe bills by usage: a counted meter and a positive decimal only.
+  for (const char* bad :
+       {R"({"seats":{"unit_amount_decimal":"1"}})", R"({"api_calls":{"unit_amount_decimal":"0"}})",
+        R"({"api_calls":{"unit_amount_decimal":"-1"}})",
+        R"({"api_calls":{"unit_amount_decimal":0.5}})", R"({"API":{}})"}) {
+    testkit::RunResult refused = run({"plans", "update", "team", "--metered", bad});
+    EXPECT_EQ(refused.exit_code, 1) << bad << refused.output;
+  }
+  EXPECT_EQ(scalar("SELECT metered::text FROM plans WHERE id = 'team'", {}), "{}");
+  testkit::RunResult metered = run(
+      {"plans", "update", "team", "--metered", R"({"api_calls":{"unit_amount_decimal":"0.25"}})"});
+  ASSERT_EQ(metered.exit_code, 0) << metered.output;
   testkit::RunResult changed = run({"plans", "update", "team", "--monthly-amount", "5900"});
   ASSERT_EQ(changed.exit_code, 0) << changed.output;
   EXPECT_EQ(scalar("SELECT monthly_amount || ' ' || (limits->>'seats') FROM plans "
@@ -445,6 +457,13 @@ TEST_F(BillingStripe, OperatorCommandsManagePlans) {
   ASSERT_EQ(sync.exit_code, 0) << sync.output;
   std::string price = scalar("SELECT stripe_monthly_price_id FROM plans WHERE id = 'team'", {});
   EXPECT_EQ(stripe_->api("GET", "/v1/prices/" + price).at("unit_amount").as_int64(), 5900);
+  // sync-plans made the metered price the operator set: past the 50000 included, 0.25 each.
+  std::string usage_price = scalar(
+      "SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'team'", {});
+  ASSERT_FALSE(usage_price.empty());
+  boost::json::value tiers = stripe_->api("GET", "/v1/prices/" + usage_price).at("tiers");
+  EXPECT_EQ(tiers.at(0).at("up_to").as_int64(), 50000);
+  EXPECT_EQ(tiers.at(1).at("unit_amount_decimal").as_string(), "0.25");
   // A new amount is a new Stripe price (prices are immutable).
   ASSERT_EQ(run({"plans", "update", "team", "--monthly-amount", "6900"}).exit_code, 0);
   ASSERT_EQ(run({"billing", "sync-plans"}).exit_code, 0);

@@ -8,12 +8,15 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <functional>
 #include <regex>
 #include <set>
 #include <thread>
+
+#include <unistd.h>
 
 #include "testkit/stripe_emulator.hpp"
 #include "testkit/testkit.hpp"
@@ -267,6 +270,156 @@ TEST_F(MeteringStripe, AFailedReportIsResentWithTheSameIdentifierAndCountedOnce)
       scalar(*db_, "SELECT count(*) FROM usage_stripe_due() WHERE tenant_id = $1", {c.tenant_id}),
       "0")
       << "on starter, nothing more is reported";
+}
+
+// Issue 12: the metered price is on the subscription, so Stripe charges the reported usage. Pro's
+// included api_calls are lowered to 20 and each call past them priced at 10 cents before
+// sync-plans, so a few calls make an overage. A Pro checkout makes two items (flat + metered);
+// the renewal invoice bills the usage past the tier; the mirrored invoice and its PDF show it;
+// a downgrade to Starter removes the metered item. B, on Pro as well, is billed only its own.
+TEST(MeteredSubscription, ProBillsTheOverageOnItsMeteredItemAndStarterDropsIt) {
+  testkit::TestDatabase db;
+  testkit::StripeEmulator stripe;
+  std::map<std::string, std::string> env = stripe.hsea_env();
+  env["HSEA_USAGE_REPORT_SECONDS"] = "1";
+  env["HSEA_USAGE_REPORT_SETTLE_SECONDS"] = "1";
+  env["HSEA_METERING_FLUSH_SECONDS"] = "1";
+  sql(db.admin_url(),
+      "UPDATE plans SET limits = jsonb_set(limits, '{api_calls}', '20'), "
+      "metered = '{\"api_calls\": {\"unit_amount_decimal\": \"10\"}}' WHERE id = 'pro'");
+  testkit::TestServer server(db, env);
+  stripe.set_webhook_url(server.url("/api/webhooks/stripe"));
+  testkit::RunResult sync = stripe.sync_plans(db);
+  ASSERT_EQ(sync.exit_code, 0) << sync.output;
+  auto q = [&](const std::string& statement, const std::vector<std::string>& params = {}) {
+    return scalar(db, statement, params);
+  };
+  std::string metered_price =
+      q("SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'pro'");
+  ASSERT_FALSE(metered_price.empty());
+  Account a = testkit::sign_up(server, "Overage A");
+  Account b = testkit::sign_up(server, "Overage B");
+  for (const Account* t : {&a, &b}) {
+    stripe.subscribe(server, *t, "pro");
+    ASSERT_TRUE(eventually([&] {
+      return q("SELECT status FROM subscriptions WHERE tenant_id = $1", {t->tenant_id}) == "active";
+    }));
+  }
+  auto stripe_sub = [&](const Account& t) {
+    return stripe.api(
+        "GET", "/v1/subscriptions/" + q("SELECT stripe_subscription_id FROM subscriptions WHERE "
+                                        "tenant_id = $1",
+                                        {t.tenant_id}));
+  };
+  // The checkout sent both prices; the subscription holds both, the metered one without quantity.
+  for (const Account* t : {&a, &b}) {
+    boost::json::value sub = stripe_sub(*t);
+    const auto& items = sub.at("items").at("data").as_array();
+    ASSERT_EQ(items.size(), 2u) << boost::json::serialize(sub);
+    EXPECT_EQ(items[1].at("price").at("id").as_string(), metered_price);
+    EXPECT_EQ(items[1].as_object().if_contains("quantity"), nullptr);
+  }
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_EQ(call(server, "GET", "/api/tenant", a.access_token).status, 200);
+  }
+  ASSERT_EQ(call(server, "GET", "/api/tenant", b.access_token).status, 200);
+  std::this_thread::sleep_for(2500ms);  // flushed as usage events, then reported
+  auto reported = [&](const Account& t) {
+    return q("SELECT count(*) FROM usage_events e, usage_stripe_reports r WHERE "
+             "e.tenant_id = $1 AND r.tenant_id = $1 AND e.meter = 'api_calls' AND "
+             "r.meter = 'api_calls' AND r.pending_identifier IS NULL AND "
+             "e.recorded_at >= r.reported_until",
+             {t.tenant_id}) == "0" &&
+           !q("SELECT reported_total FROM usage_stripe_reports WHERE tenant_id = $1", {t.tenant_id})
+                .empty();
+  };
+  ASSERT_TRUE(eventually([&] { return reported(a) && reported(b); }, 60s));
+  stripe.advance_days(32);  // the period ends: the renewal invoice bills the usage
+  ASSERT_TRUE(stripe.wait_webhooks_idle(std::chrono::seconds(40)));
+  // The renewal invoice's usage line: every call past the 20 included at 10 cents.
+  auto usage_line = [&](const Account& t) {
+    std::string latest(stripe_sub(t).at("latest_invoice").as_string());
+    boost::json::value inv = stripe.api("GET", "/v1/invoices/" + latest);
+    for (const auto& l : inv.at("lines").at("data").as_array()) {
+      if (l.at("pricing").at("price_details").at("price").as_string() == metered_price) {
+        return l.as_object();
+      }
+    }
+    ADD_FAILURE() << "no usage line: " << boost::json::serialize(inv);
+    return object{};
+  };
+  object la = usage_line(a), lb = usage_line(b);
+  ASSERT_FALSE(la.empty());
+  ASSERT_FALSE(lb.empty());
+  std::int64_t qa = la.at("quantity").as_int64(), qb = lb.at("quantity").as_int64();
+  EXPECT_GE(qa, 30);
+  EXPECT_EQ(la.at("amount").as_int64(), (qa - 20) * 10);
+  EXPECT_EQ(lb.at("amount").as_int64(), std::max<std::int64_t>(0, qb - 20) * 10);
+  EXPECT_GE(qa, qb + 29) << "A's calls are billed to A only";
+  // HSEA mirrors the invoice with its usage line, and its PDF shows it.
+  std::string overage = std::to_string((qa - 20) * 10);
+  ASSERT_TRUE(eventually([&] {
+    return q("SELECT count(*) FROM invoice_lines WHERE tenant_id = $1 AND amount = $2 AND "
+             "description LIKE '%metered%'",
+             {a.tenant_id, overage}) == "1";
+  }));
+  std::string invoice = q(
+      "SELECT invoice_id FROM invoice_lines WHERE tenant_id = $1 AND description LIKE '%metered%' "
+      "AND amount = $2",
+      {a.tenant_id, overage});
+  object shown = json_of(call(server, "GET", "/api/invoices/" + invoice, a.access_token));
+  bool seen = false;
+  for (const auto& l : shown.at("lines").as_array()) {
+    seen =
+        seen || (l.at("amount").as_int64() == (qa - 20) * 10 &&
+                 std::string(l.at("description").as_string()).find("metered") != std::string::npos);
+  }
+  EXPECT_TRUE(seen) << boost::json::serialize(shown);
+  EXPECT_EQ(call(server, "GET", "/api/invoices/" + invoice, b.access_token).status, 404);
+  HttpResponse pdf = call(server, "GET", "/api/invoices/" + invoice + "/pdf", a.access_token);
+  ASSERT_EQ(pdf.status, 200);
+  {
+    char path[] = "/tmp/hsea-metered-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, pdf.body.data(), pdf.body.size()), static_cast<ssize_t>(pdf.body.size()));
+    close(fd);
+    std::string text;
+    FILE* p = popen((std::string("pdftotext -layout -enc UTF-8 ") + path + " - 2>&1").c_str(), "r");
+    char buf[4096];
+    std::size_t n = 0;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+    pclose(p);
+    unlink(path);
+    EXPECT_NE(text.find("metered"), std::string::npos) << text;
+    EXPECT_NE(text.find(std::to_string(qa)), std::string::npos) << text;
+  }
+  // Down to Starter now: the flat price swapped, the metered item removed; B keeps both.
+  HttpResponse down = call(server, "POST", "/api/subscriptions/downgrade", a.access_token,
+                           R"({"plan_id":"starter","when":"now"})");
+  ASSERT_EQ(down.status, 200) << down.body;
+  EXPECT_EQ(str(json_of(down), "plan_id"), "starter");
+  boost::json::value sa = stripe_sub(a);
+  const auto& items = sa.at("items").at("data").as_array();
+  ASSERT_EQ(items.size(), 1u) << boost::json::serialize(sa);
+  EXPECT_EQ(items[0].at("price").at("id").as_string(),
+            q("SELECT stripe_monthly_price_id FROM plans WHERE id = 'starter'"));
+  EXPECT_EQ(stripe_sub(b).at("items").at("data").as_array().size(), 2u);
+  // Back up to Pro: the preview and the upgrade add the metered item again.
+  HttpResponse preview =
+      call(server, "GET", "/api/subscriptions/preview?plan_id=pro", a.access_token);
+  ASSERT_EQ(preview.status, 200) << preview.body;
+  EXPECT_GT(json_of(preview).at("amount_due").as_int64(), 0) << preview.body;
+  HttpResponse up =
+      call(server, "POST", "/api/subscriptions/upgrade", a.access_token, R"({"plan_id":"pro"})");
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(str(json_of(up), "plan_id"), "pro");
+  boost::json::value again = stripe_sub(a);
+  const auto& now = again.at("items").at("data").as_array();
+  ASSERT_EQ(now.size(), 2u) << boost::json::serialize(again);
+  EXPECT_EQ(now[0].at("price").at("id").as_string(),
+            q("SELECT stripe_monthly_price_id FROM plans WHERE id = 'pro'"));
+  EXPECT_EQ(now[1].at("price").at("id").as_string(), metered_price);
 }
 
 // Without Stripe: nothing is reported, and a metered meter past its included amount is charged

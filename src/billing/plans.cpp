@@ -40,7 +40,8 @@ using http::Response;
 #define HSEA_PLAN_COLUMNS                                                              \
   "id, name, description, currency, monthly_amount, yearly_amount, features::text AS " \
   "features, limits::text AS limits, sort_order, status, stripe_product_id, "          \
-  "stripe_monthly_price_id, stripe_yearly_price_id, created_at, updated_at"
+  "stripe_monthly_price_id, stripe_yearly_price_id, metered::text AS metered, "        \
+  "created_at, updated_at"
 
 // Lists page in their order (sort_order, id), after the plan named by $1 (or from the start).
 #define HSEA_PLAN_AFTER \
@@ -59,8 +60,9 @@ HSEA_QUERY kGetPlan{"billing_plan_get", "SELECT " HSEA_PLAN_COLUMNS " FROM plans
 HSEA_QUERY kInsertPlan{
     "billing_plan_insert",
     "INSERT INTO plans (id, name, description, currency, monthly_amount, yearly_amount, "
-    "features, limits, sort_order) VALUES ($1, $2, COALESCE($3, ''), COALESCE($4, 'usd'), $5, $6, "
-    "COALESCE($7::jsonb, '{}'), COALESCE($8::jsonb, '{}'), COALESCE($9::int, 0)) "
+    "features, limits, sort_order, metered) VALUES ($1, $2, COALESCE($3, ''), COALESCE($4, "
+    "'usd'), $5, $6, COALESCE($7::jsonb, '{}'), COALESCE($8::jsonb, '{}'), COALESCE($9::int, 0), "
+    "COALESCE($10::jsonb, '{}')) "
     "ON CONFLICT (id) DO NOTHING RETURNING " HSEA_PLAN_COLUMNS};
 // The free plan is what every tenant falls back to: it is never archived.
 HSEA_QUERY kUpdatePlan{
@@ -69,7 +71,7 @@ HSEA_QUERY kUpdatePlan{
     "currency = COALESCE($4, currency), monthly_amount = COALESCE($5::bigint, monthly_amount), "
     "yearly_amount = COALESCE($6::bigint, yearly_amount), "
     "features = COALESCE($7::jsonb, features), limits = COALESCE($8::jsonb, limits), "
-    "sort_order = COALESCE($9::int, sort_order), "
+    "sort_order = COALESCE($9::int, sort_order), metered = COALESCE($11::jsonb, metered), "
     "status = CASE WHEN id = 'free' THEN status ELSE COALESCE($10, status) END, "
     "updated_at = now() WHERE id = $1 RETURNING " HSEA_PLAN_COLUMNS};
 HSEA_QUERY kSetStripeIds{"billing_plan_stripe_ids",
@@ -101,6 +103,7 @@ object plan_json(const db::Result& r, int row, bool operator_view) {
     o["stripe_product_id"] = nullable(r, row, "stripe_product_id");
     o["stripe_monthly_price_id"] = nullable(r, row, "stripe_monthly_price_id");
     o["stripe_yearly_price_id"] = nullable(r, row, "stripe_yearly_price_id");
+    o["metered"] = json_text(r.get(row, "metered"));
     o["created_at"] = r.time(row, "created_at");
     o["updated_at"] = r.time(row, "updated_at");
   }
@@ -112,8 +115,53 @@ object plan_json(const db::Result& r, int row, bool operator_view) {
                  {{std::move(field), std::move(message)}});
 }
 
-// The body's plan fields as the insert/update parameters $2..$10 (absent: NULL). Checks what
-// the schema cannot say: features are booleans, limits non-negative integers.
+// Whether `s` is a positive decimal as Stripe takes it (unit_amount_decimal: up to 12 places).
+bool positive_decimal(std::string_view s) {
+  std::size_t dot = s.find('.');
+  std::string_view whole = s.substr(0, dot);
+  std::string_view frac = dot == std::string_view::npos ? "" : s.substr(dot + 1);
+  auto digits = [](std::string_view d) {
+    return std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (whole.empty() || whole.size() > 12 || !digits(whole) || !digits(frac)) return false;
+  if (whole.size() > 1 && whole[0] == '0') return false;
+  if (dot != std::string_view::npos && (frac.empty() || frac.size() > 12)) return false;
+  return std::any_of(s.begin(), s.end(), [](char c) { return c >= '1' && c <= '9'; });
+}
+
+// plans.metered: {meter: {"unit_amount_decimal": "0.1"}}. A meter billed by usage is a counted
+// one (api_calls or a product meter): the gauges (storage_bytes, seats) and the rate limits are
+// not sums of events, so Stripe's meter could not bill them.
+void check_metered(const value& v) {
+  if (!v.is_object()) invalid("/metered", "must be an object of {unit_amount_decimal} by meter");
+  for (const auto& [k, terms] : v.as_object()) {
+    std::string meter(k), at = "/metered/" + std::string(k);
+    bool named = !meter.empty() && meter.size() <= 63 && meter[0] >= 'a' && meter[0] <= 'z' &&
+                 std::all_of(meter.begin(), meter.end(), [](char c) {
+                   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
+                 });
+    if (!named) invalid(at, "is not a meter name (lower case letters, digits, _ and .)");
+    for (const char* other : {"storage_bytes", "seats", "requests_per_second", "burst"}) {
+      if (meter == other)
+        invalid(at, "is not a counted meter: only counted meters are billed by usage");
+    }
+    if (!terms.is_object()) invalid(at, "must be an object {unit_amount_decimal}");
+    for (const auto& [field, _] : terms.as_object()) {
+      if (field != "unit_amount_decimal")
+        invalid(at + "/" + std::string(field), "is not a field of a metered price");
+    }
+    const value* unit = terms.as_object().if_contains("unit_amount_decimal");
+    if (unit == nullptr) invalid(at + "/unit_amount_decimal", "is required");
+    if (!unit->is_string() || !positive_decimal(unit->as_string())) {
+      invalid(at + "/unit_amount_decimal",
+              "must be a positive decimal string in minor units, e.g. \"0.1\"");
+    }
+  }
+}
+
+// The body's plan fields as the insert/update parameters $2..$11 (absent: NULL): name ...
+// status, then metered. Checks what the schema cannot say: features are booleans, limits
+// non-negative integers, metered prices positive decimals of counted meters.
 db::Params plan_params(const object& body) {
   db::Params p;
   for (const char* k : {"name", "description", "currency"}) {
@@ -157,6 +205,12 @@ db::Params plan_params(const object& body) {
   p.push_back(status != nullptr && status->is_string()
                   ? std::optional<std::string>(status->as_string())
                   : std::nullopt);
+  if (const value* v = body.if_contains("metered")) {
+    check_metered(*v);
+    p.push_back(boost::json::serialize(*v));
+  } else {
+    p.push_back(std::nullopt);
+  }
   return p;
 }
 
@@ -202,6 +256,7 @@ awaitable<Response> admin_create_plan(RequestContext& ctx) {
   if (!p[0]) invalid("/name", "is required");
   db::Params params{id};
   params.insert(params.end(), p.begin(), p.begin() + 8);  // no status: a new plan is active
+  params.push_back(p[9]);
   db::Result r = co_await db::pool().query(kInsertPlan, std::move(params));
   if (r.empty()) throw ApiError(ErrorCode::kConflict, "A plan with this id exists.");
   log_operator_change(ctx, "plan.created", id);
@@ -229,6 +284,7 @@ awaitable<Response> admin_update_plan(RequestContext& ctx) {
 awaitable<Response> admin_archive_plan(RequestContext& ctx) {
   db::Params p(8, std::nullopt);  // every field unchanged but the status
   p.push_back("archived");
+  p.push_back(std::nullopt);
   co_return co_await update(ctx, std::move(p), "plan.archived");
 }
 
@@ -334,13 +390,17 @@ void register_commands(runtime::Registrar& reg) {
     bool create = std::string_view(verb) == "create";
     runtime::CommandOption id{.name = "id", .help = "the plan's id (lower case)", .required = true};
     std::vector<runtime::CommandOption> options{id};
-    for (const char* name : {"--name", "--description", "--currency", "--monthly-amount",
-                             "--yearly-amount", "--features", "--limits", "--sort-order"}) {
+    for (const char* name :
+         {"--name", "--description", "--currency", "--monthly-amount", "--yearly-amount",
+          "--features", "--limits", "--sort-order", "--metered"}) {
       options.push_back(
           {.name = name,
            .help = std::string_view(name) == "--features" ? "a JSON object of booleans"
                    : std::string_view(name) == "--limits" ? "a JSON object of non-negative integers"
-                                                          : "the plan's value"});
+                   : std::string_view(name) == "--metered"
+                       ? "a JSON object {meter: {\"unit_amount_decimal\": \"0.1\"}}: the meters "
+                         "Stripe bills by usage past the limit"
+                       : "the plan's value"});
     }
     reg.command({.path = {"plans", verb},
                  .help = create ? "create a plan" : "change a plan's fields",
@@ -351,8 +411,8 @@ void register_commands(runtime::Registrar& reg) {
                      object body;
                      const char* keys[] = {"name",           "description",   "currency",
                                            "monthly_amount", "yearly_amount", "features",
-                                           "limits",         "sort_order"};
-                     for (std::size_t k = 0; k < 8; ++k) {
+                                           "limits",         "sort_order",    "metered"};
+                     for (std::size_t k = 0; k < 9; ++k) {
                        const std::string& v = *options[k + 1].value;
                        if (v.empty()) continue;
                        if (k >= 3) {
@@ -380,6 +440,7 @@ void register_commands(runtime::Registrar& reg) {
                              "--name, --monthly-amount and --yearly-amount are needed");
                        }
                        params.insert(params.end(), p.begin(), p.begin() + 8);
+                       params.push_back(p[9]);
                      } else {
                        params.insert(params.end(), p.begin(), p.end());
                      }
@@ -403,6 +464,7 @@ void register_commands(runtime::Registrar& reg) {
                        db::Params p{*id};
                        for (int k = 0; k < 8; ++k) p.push_back(std::nullopt);
                        p.push_back("archived");
+                       p.push_back(std::nullopt);  // metered unchanged
                        db::Result r = conn.exec(kUpdatePlan, p);
                        if (r.empty()) throw std::runtime_error("no such plan");
                        print_plans(r);

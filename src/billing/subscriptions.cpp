@@ -4,6 +4,9 @@
 // preview. Stripe is the source of truth for paid subscriptions: every change HSEA asks for is
 // applied from the subscription object Stripe answers (and again from its webhooks), under the
 // row's lock, so replays and reordering change nothing twice.
+#include <algorithm>
+#include <vector>
+
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
@@ -71,7 +74,8 @@ HSEA_QUERY kApply{
     "stripe_subscription_id = $11, updated_at = now() RETURNING id"};
 HSEA_QUERY kPlan{"billing_plan_for_sale",
                  "SELECT id, name, status, currency, monthly_amount, yearly_amount, sort_order, "
-                 "limits::text AS limits, stripe_monthly_price_id, stripe_yearly_price_id "
+                 "limits::text AS limits, stripe_monthly_price_id, stripe_yearly_price_id, "
+                 "metered::text AS metered, stripe_metered_price_ids::text AS metered_prices "
                  "FROM plans WHERE id = $1"};
 HSEA_QUERY kPlanOfPrice{
     "billing_plan_of_price",
@@ -158,27 +162,48 @@ bool bool_of(const object& o, std::string_view key) {
   const value* v = o.if_contains(key);
   return v != nullptr && v->is_bool() && v->as_bool();
 }
-// The first subscription item (HSEA sells one price per subscription).
-const object* first_item(const object& sub) {
+// A subscription holds the plan's flat (licensed) price and, for a plan with metered meters, its
+// metered prices (billed in arrears from the usage reported to Stripe).
+std::vector<const object*> items_of(const object& sub) {
+  std::vector<const object*> out;
   const value* items = sub.if_contains("items");
-  if (items == nullptr || !items->is_object()) return nullptr;
+  if (items == nullptr || !items->is_object()) return out;
   const value* data = items->as_object().if_contains("data");
-  if (data == nullptr || !data->is_array() || data->as_array().empty()) return nullptr;
-  const value& item = data->as_array()[0];
-  return item.is_object() ? &item.as_object() : nullptr;
+  if (data == nullptr || !data->is_array()) return out;
+  for (const value& item : data->as_array()) {
+    if (item.is_object()) out.push_back(&item.as_object());
+  }
+  return out;
 }
-std::string price_of(const object& sub) {
-  const object* item = first_item(sub);
-  if (item == nullptr) return "";
-  const value* price = item->if_contains("price");
+std::string item_price(const object& item) {
+  const value* price = item.if_contains("price");
   if (price != nullptr && price->is_object()) return str_of(price->as_object(), "id");
   if (price != nullptr && price->is_string()) return std::string(price->as_string());
   return "";
 }
+bool item_metered(const object& item) {
+  const value* price = item.if_contains("price");
+  if (price == nullptr || !price->is_object()) return false;
+  const value* recurring = price->as_object().if_contains("recurring");
+  return recurring != nullptr && recurring->is_object() &&
+         str_of(recurring->as_object(), "usage_type") == "metered";
+}
+// The item of the plan's flat price: the one the plan is known by.
+const object* flat_item(const object& sub) {
+  std::vector<const object*> items = items_of(sub);
+  for (const object* item : items) {
+    if (!item_metered(*item)) return item;
+  }
+  return items.empty() ? nullptr : items.front();
+}
+std::string price_of(const object& sub) {
+  const object* item = flat_item(sub);
+  return item == nullptr ? "" : item_price(*item);
+}
 // Stripe's periods sit on the subscription (API 2024-06-20) or on its item (later versions).
 std::optional<std::int64_t> period_of(const object& sub, std::string_view key) {
   if (auto v = int_of(sub, key)) return v;
-  if (const object* item = first_item(sub)) return int_of(*item, key);
+  if (const object* item = flat_item(sub)) return int_of(*item, key);
   return std::nullopt;
 }
 
@@ -351,6 +376,9 @@ struct PlanForSale {
   std::string id, name, currency, price_id;
   std::int64_t amount = 0, monthly = 0, yearly = 0, sort_order = 0;
   std::optional<std::int64_t> seats;
+  // The interval's metered prices of the plan's metered meters (plans.stripe_metered_price_ids).
+  std::vector<std::string> metered_price_ids;
+  bool metered_unsynced = false;  // a metered meter without its Stripe price yet
 };
 
 std::string checked_interval(const object& body) {
@@ -381,11 +409,27 @@ awaitable<PlanForSale> plan_for_sale(std::string plan_id, std::string interval, 
   p.price_id = r.text(0, interval == "year" ? "stripe_yearly_price_id" : "stripe_monthly_price_id");
   value limits = json_text(r.get(0, "limits"));
   if (limits.is_object()) p.seats = int_of(limits.as_object(), "seats");
+  value metered = json_text(r.get(0, "metered"));
+  value prices = json_text(r.get(0, "metered_prices"));
+  if (metered.is_object()) {
+    for (const auto& entry : metered.as_object()) {
+      std::string id;
+      if (prices.is_object()) {
+        if (const value* m = prices.as_object().if_contains(entry.key()); m && m->is_object()) {
+          id = str_of(m->as_object(), interval);
+        }
+      }
+      if (id.empty())
+        p.metered_unsynced = true;
+      else
+        p.metered_price_ids.push_back(std::move(id));
+    }
+  }
   co_return p;
 }
 
 void require_price(const PlanForSale& p) {
-  if (p.price_id.empty()) {
+  if (p.price_id.empty() || p.metered_unsynced) {
     throw ApiError(ErrorCode::kServiceUnavailable, "The plan is not on sale yet; try again later.")
         .retry_after(60)
         .internal("plan " + p.id + " has no Stripe price: run `hsea billing sync-plans`");
@@ -480,10 +524,15 @@ awaitable<Response> checkout(RequestContext& ctx) {
   }
   std::string customer = co_await ensure_customer(ctx);
   object metadata{{"tenant_id", ctx.tenant_id}, {"hsea_plan", plan.id}};
+  // The flat price, and the metered prices (no quantity: Stripe bills them by the meter's usage).
+  array line_items{object{{"price", plan.price_id}, {"quantity", 1}}};
+  for (const std::string& metered : plan.metered_price_ids) {
+    line_items.push_back(object{{"price", metered}});
+  }
   object params{{"mode", "subscription"},
                 {"customer", customer},
                 {"client_reference_id", ctx.tenant_id},
-                {"line_items", array{object{{"price", plan.price_id}, {"quantity", 1}}}},
+                {"line_items", std::move(line_items)},
                 {"success_url", success},
                 {"cancel_url", cancel},
                 {"metadata", metadata},
@@ -500,6 +549,32 @@ awaitable<Response> checkout(RequestContext& ctx) {
       security::event("subscription.checkout_started", "subscription", row.text(0, "id"), audit));
   co_await tx.commit();
   co_return http::json_response(201, object{{"checkout_url", url}, {"session_id", session}});
+}
+
+// The items[] that move a subscription to `target`: the flat item gets the target's price; a
+// metered item whose price the target does not bill is deleted (Stripe bills its usage so far on
+// the next invoice), the target's metered prices not on the subscription are added.
+array items_change(const StripeReply& sub, const PlanForSale& target) {
+  const object* flat = flat_item(sub.body);
+  if (flat == nullptr) provider_refused(sub, "show the subscription's item");
+  array items{object{{"id", str_of(*flat, "id")}, {"price", target.price_id}}};
+  std::vector<std::string> kept;
+  for (const object* item : items_of(sub.body)) {
+    if (item == flat || !item_metered(*item)) continue;
+    std::string price = item_price(*item);
+    if (std::find(target.metered_price_ids.begin(), target.metered_price_ids.end(), price) !=
+        target.metered_price_ids.end()) {
+      kept.push_back(price);
+    } else {
+      items.push_back(object{{"id", str_of(*item, "id")}, {"deleted", true}});
+    }
+  }
+  for (const std::string& price : target.metered_price_ids) {
+    if (std::find(kept.begin(), kept.end(), price) == kept.end()) {
+      items.push_back(object{{"price", price}});
+    }
+  }
+  return items;
 }
 
 enum class Direction { kUpgrade, kDowngrade };
@@ -562,11 +637,10 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
     require_price(target);
     StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
     if (!sub.ok()) provider_refused(sub, "read the subscription");
-    const object* item = first_item(sub.body);
-    if (item == nullptr) provider_refused(sub, "show the subscription's item");
+    array items = items_change(sub, target);
     // Now: prorated and invoiced at once. At the period's end: no proration, the new price
     // bills from the next period (the row keeps the paid plan until then).
-    object params{{"items", array{object{{"id", str_of(*item, "id")}, {"price", target.price_id}}}},
+    object params{{"items", std::move(items)},
                   {"proration_behavior", when == "now" ? "always_invoice" : "none"},
                   {"cancel_at_period_end", false},
                   {"metadata", object{{"tenant_id", ctx.tenant_id}, {"hsea_plan", target.id}}}};
@@ -673,12 +747,10 @@ awaitable<Response> preview(RequestContext& ctx) {
   std::string sub_id = row.text(0, "stripe_subscription_id");
   StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
   if (!sub.ok()) provider_refused(sub, "read the subscription");
-  const object* item = first_item(sub.body);
-  if (item == nullptr) provider_refused(sub, "show the subscription's item");
+  array items = items_change(sub, target);
   object query{{"customer", row.text(0, "stripe_customer_id")},
                {"subscription", sub_id},
-               {"subscription_items",
-                array{object{{"id", str_of(*item, "id")}, {"price", target.price_id}}}},
+               {"subscription_items", std::move(items)},
                {"subscription_proration_behavior", "always_invoice"},
                {"subscription_proration_date", static_cast<std::int64_t>(std::time(nullptr))}};
   StripeReply upcoming = co_await stripe().get("/v1/invoices/upcoming", std::move(query));

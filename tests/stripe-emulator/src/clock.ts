@@ -8,6 +8,7 @@
 // for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void);
 // three days before a trial ends, customer.subscription.trial_will_end.
 import { issueInvoice } from './invoicing';
+import { flatItem } from './items';
 import { interval, isMetered, periodLine } from './lines';
 import { attemptPayment } from './payments';
 import { cancelNow, setPeriod, setStatus } from './subscription_state';
@@ -91,8 +92,7 @@ function periodEvent(emu: Emulator, s: Subscription): void {
     return;
   }
   // Renewal: the next period, its invoice (with pending prorations), one payment attempt.
-  const item = s.items.data[0];
-  const r = interval(item.price);
+  const r = interval(flatItem(s).price);
   const start = s.current_period_end;
   const end = addInterval(start, r.interval, r.interval_count);
   const wasTrial = s.status === 'trialing';
@@ -106,11 +106,20 @@ function periodEvent(emu: Emulator, s: Subscription): void {
   const pending = store.pendingItems.filter((x) => x.subscription === s.id);
   store.pendingItems = store.pendingItems.filter((x) => x.subscription !== s.id);
   // Licensed prices are billed for the period ahead, metered ones for the usage of the one ended.
-  const ended: [number, number] = [previous.current_period_start, previous.current_period_end];
-  const line = isMetered(item.price)
-    ? periodLine(store, s, item.price, 0, ended[0], ended[1], ended)
-    : periodLine(store, s, item.price, item.quantity ?? 1, start, end);
-  const lines = [...pending.map((x) => x.line), line];
+  // A metered item added within the period bills the usage since it was added; one removed within
+  // it, the usage until it was removed.
+  const [from, to] = [previous.current_period_start, previous.current_period_end];
+  const lines = [...pending.map((x) => x.line)];
+  for (const r of store.retiredUsage.filter((x) => x.subscription === s.id)) {
+    lines.push(periodLine(store, s, r.price, 0, r.from, r.to, [r.from, r.to]));
+  }
+  store.retiredUsage = store.retiredUsage.filter((x) => x.subscription !== s.id);
+  for (const item of s.items.data) {
+    const since = Math.max(from, item.created);
+    lines.push(isMetered(item.price)
+      ? periodLine(store, s, item.price, 0, from, to, [since, to])
+      : periodLine(store, s, item.price, item.quantity ?? 1, start, end));
+  }
   const inv = issueInvoice(emu, s.customer as string, s, lines, wasTrial ? 'subscription_cycle' : 'subscription_cycle');
   if (inv.status === 'open') {
     const decline = attemptPayment(emu, inv, true);

@@ -39,7 +39,8 @@ export function newLine(
   },
 ): InvoiceLine {
   const { price, subscription } = args;
-  const item = subscription?.items.data[0];
+  // The subscription's item of this price (a removed one's line names the first item).
+  const item = subscription?.items.data.find((i) => i.price.id === price.id) ?? subscription?.items.data[0];
   return {
     id: store.id('il'),
     object: 'line_item',

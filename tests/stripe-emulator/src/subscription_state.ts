@@ -2,7 +2,6 @@
 // price), each with the event Stripe sends for it.
 import type Stripe from 'stripe';
 
-import { planOf } from './objects/prices';
 import type { Emulator } from './router';
 import type { Subscription } from './store';
 
@@ -23,7 +22,7 @@ export function cancelNow(emu: Emulator, sub: Subscription, reason: Stripe.Subsc
   emu.webhooks.emit('customer.subscription.deleted', sub);
 }
 
-// Sets the subscription's (single) item to `price`/`quantity` over [start, end).
+// Sets the subscription's period (and its items') to [start, end).
 export function setPeriod(sub: Subscription, start: number, end: number): void {
   sub.current_period_start = start;
   sub.current_period_end = end;
@@ -32,14 +31,3 @@ export function setPeriod(sub: Subscription, start: number, end: number): void {
     it.current_period_end = end;
   }
 }
-
-export function setPrice(sub: Subscription, price: Stripe.Price, quantity: number): void {
-  const it = sub.items.data[0];
-  it.price = price;
-  it.plan = planOf(price);
-  it.quantity = quantity;
-  sub.plan = it.plan;
-  sub.quantity = quantity;
-  sub.currency = price.currency;
-}
-

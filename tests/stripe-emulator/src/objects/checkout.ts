@@ -10,10 +10,10 @@ import type { Ctx, Emulator, Route } from '../router';
 import { CheckoutSession, newestFirst, paginate } from '../store';
 import { attach, isFailingToken } from './payment_methods';
 import { newSubscription } from './subscriptions';
+import { checkTogether, quantityFor } from '../items';
 
 interface Pending {
-  price: string;
-  quantity: number;
+  items: { price: string; quantity: number | undefined }[];
   trialDays?: number;
   subscriptionMetadata: Record<string, string>;
 }
@@ -41,25 +41,28 @@ function create(ctx: Ctx): CheckoutSession {
   let amount: number | null = null;
   let currency: string | null = str(p, 'currency') ?? null;
   if (mode === 'subscription') {
-    const items = list(p, 'line_items') ?? [];
-    const first = items[0];
-    if (items.length !== 1 || typeof first !== 'object' || Array.isArray(first)) {
+    const raw = list(p, 'line_items') ?? [];
+    if (raw.length === 0) {
       throw StripeError.invalid('Missing required param: line_items[0][price].', 'line_items', 'parameter_missing');
     }
-    const price = store.price(reqStr(first, 'price', 'line_items[0][price]'), 'line_items[0][price]');
-    if (!price.recurring) {
-      throw StripeError.invalid('You must provide at least one recurring price in `subscription` mode.', 'line_items[0][price]');
-    }
-    const quantity = int(first, 'quantity', 'line_items[0][quantity]') ?? 1;
+    const items = raw.map((it, i) => {
+      if (typeof it !== 'object' || Array.isArray(it)) throw StripeError.invalid(`Invalid line_items[${i}]`, `line_items[${i}]`);
+      const price = store.price(reqStr(it, 'price', `line_items[${i}][price]`), `line_items[${i}][price]`);
+      if (!price.recurring) {
+        throw StripeError.invalid('You must provide at least one recurring price in `subscription` mode.', `line_items[${i}][price]`);
+      }
+      return { price, quantity: quantityFor(price, int(it, 'quantity', `line_items[${i}][quantity]`), `line_items[${i}][quantity]`) };
+    });
+    checkTogether(items.map((x) => x.price), 'line_items');
     const sd = hash(p, 'subscription_data');
     pendingLines.set(id, {
-      price: price.id,
-      quantity,
+      items: items.map((x) => ({ price: x.price.id, quantity: x.quantity })),
       trialDays: sd ? int(sd, 'trial_period_days', 'subscription_data[trial_period_days]') : undefined,
       subscriptionMetadata: sd ? applyMetadata({}, sd) : {},
     });
-    amount = (price.unit_amount ?? 0) * quantity;
-    currency = price.currency;
+    // What is due now: the licensed items (metered ones are billed in arrears).
+    amount = items.reduce((a, x) => a + (x.quantity === undefined ? 0 : (x.price.unit_amount ?? 0) * x.quantity), 0);
+    currency = items[0].price.currency;
   } else if (!customer) {
     throw StripeError.invalid('Missing required param: customer.', 'customer', 'parameter_missing');
   }
@@ -126,9 +129,9 @@ export function complete(emu: Emulator, id: string, card = 'pm_card_visa'): Chec
   } else {
     const line = pendingLines.get(id);
     if (!line) throw StripeError.invalid('This Checkout Session has no line items.');
-    const price = store.price(line.price);
+    const items = line.items.map((x) => ({ price: store.price(x.price), quantity: x.quantity }));
     const now = store.nowFor(customer);
-    const sub = newSubscription(emu, customer, price, line.quantity, {
+    const sub = newSubscription(emu, customer, items, {
       trialEnd: line.trialDays ? now + line.trialDays * 86400 : undefined,
       metadata: line.subscriptionMetadata,
       defaultPaymentMethod: pm.id,

@@ -2,6 +2,7 @@
 // as POST /v1/invoiceitems does. The emulator attaches items to a subscription (its renewal
 // invoices pending items); an item without one is refused. Tests use them to make invoices of
 // many lines (Stripe embeds only the first page of an invoice's lines, see lists in store.ts).
+import { flatItem } from '../items';
 import type Stripe from 'stripe';
 
 import { Params, allowOnly, applyMetadata, int, reqStr, str } from '../encoding';
@@ -25,7 +26,7 @@ function create(ctx: Ctx): Stripe.InvoiceItem {
   if (amount === undefined) throw StripeError.invalid('Missing required param: amount.', 'amount', 'parameter_missing');
   const quantity = int(p, 'quantity') ?? 1;
   if (quantity < 1) throw StripeError.invalid('Invalid integer: quantity must be at least 1', 'quantity');
-  const price = sub.items.data[0].price;
+  const price = flatItem(sub).price;
   const currency = (str(p, 'currency') ?? price.currency).toLowerCase();
   if (currency !== price.currency) {
     throw StripeError.invalid(`The emulator bills one currency per subscription (${price.currency}).`, 'currency');

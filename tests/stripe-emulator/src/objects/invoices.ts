@@ -8,7 +8,8 @@
 import { Params, hash, int, list, oneOf, str } from '../encoding';
 import { StripeError } from '../errors';
 import { draftInvoice } from '../invoicing';
-import { interval, isMetered, periodLine, prorationLines } from '../lines';
+import { itemsOf, planChange } from '../items';
+import { interval, isMetered, periodLine } from '../lines';
 import { attemptPayment } from '../payments';
 import { addInterval } from '../periods';
 import type { Ctx, Route } from '../router';
@@ -28,40 +29,28 @@ function preview(ctx: Ctx, p: Params, itemsKey: string, details: Params, prefix:
   const at = int(details, 'proration_date', `${prefix}proration_date`) ?? now;
   const behavior = oneOf(details, 'proration_behavior', ['create_prorations', 'always_invoice', 'none'] as const,
                          `${prefix}proration_behavior`) ?? 'create_prorations';
-  const current = sub.items.data[0];
-  let price = current.price;
-  let qty = current.quantity ?? 1;
-  const items = list(details, itemsKey) ?? [];
-  if (items.length > 1) throw StripeError.invalid('The emulator supports one subscription item.', `${prefix}${itemsKey}`);
-  const it = items[0];
-  if (it !== undefined) {
-    if (typeof it !== 'object' || Array.isArray(it)) throw StripeError.invalid('Invalid item', `${prefix}${itemsKey}[0]`);
-    const id = str(it, 'id', `${prefix}${itemsKey}[0][id]`);
-    if (id && id !== current.id) throw StripeError.missing('subscription_item', id, `${prefix}${itemsKey}[0][id]`);
-    const pid = str(it, 'price', `${prefix}${itemsKey}[0][price]`);
-    if (pid) price = store.price(pid, `${prefix}${itemsKey}[0][price]`);
-    qty = int(it, 'quantity', `${prefix}${itemsKey}[0][quantity]`) ?? qty;
-  }
+  const change = planChange(store, sub, itemsOf(details, itemsKey, prefix), at, prefix.endsWith("[") ? `${prefix}${itemsKey}]` : `${prefix}${itemsKey}`);
   const lines: InvoiceLine[] = store.pendingItems.filter((x) => x.subscription === sub.id).map((x) => ({ ...x.line }));
-  let changed = false;
-  let resets = false;
-  if (price.id !== current.price.id || qty !== current.quantity) {
-    changed = true;
-    const { lines: pl, resetsCycle } = prorationLines(store, sub, current.price, current.quantity ?? 1, price, qty, at);
-    resets = resetsCycle;
-    if (resetsCycle) lines.push(...(behavior === 'none' ? pl.filter((l) => !l.proration) : pl));
-    else if (behavior !== 'none') lines.push(...pl);
+  const changed = change.changed;
+  const resets = change.resetsCycle && sub.status !== 'trialing';
+  if (changed) {
+    if (resets) lines.push(...(behavior === 'none' ? change.lines.filter((l) => !l.proration) : change.lines));
+    else if (behavior !== 'none') lines.push(...change.lines);
   }
-  // A change invoiced at once previews that invoice; otherwise the next renewal's.
+  // A change invoiced at once previews that invoice; otherwise the next renewal's: the usage so
+  // far of metered items (also of removed ones), the next period of licensed ones.
   if (!(changed && (resets || behavior === 'always_invoice'))) {
-    if (isMetered(price)) {
-      // What the usage so far would cost at the period's end.
-      lines.push(periodLine(store, sub, price, 0, sub.current_period_start, sub.current_period_end,
-                            [sub.current_period_start, now + 1]));
-    } else {
-      const r = interval(price);
-      const start = sub.current_period_end;
-      lines.push(periodLine(store, sub, price, qty, start, addInterval(start, r.interval, r.interval_count)));
+    const retired = [...store.retiredUsage.filter((x) => x.subscription === sub.id), ...change.retired];
+    for (const r of retired) lines.push(periodLine(store, sub, r.price, 0, r.from, r.to, [r.from, r.to]));
+    for (const it of change.items) {
+      if (isMetered(it.price)) {
+        const since = Math.max(sub.current_period_start, sub.items.data.find((x) => x.id === it.id)?.created ?? at);
+        lines.push(periodLine(store, sub, it.price, 0, sub.current_period_start, sub.current_period_end, [since, now + 1]));
+      } else {
+        const r = interval(it.price);
+        const start = sub.current_period_end;
+        lines.push(periodLine(store, sub, it.price, it.quantity ?? 1, start, addInterval(start, r.interval, r.interval_count)));
+      }
     }
   }
   const inv = draftInvoice(store, customer, sub, lines, 'upcoming', store.id('upcoming_in'), changed ? at : undefined);

@@ -1,43 +1,21 @@
-// Subscriptions with one item: create (trial or charged at once), retrieve, update (price change
-// with proration, quantity, cancel_at_period_end, trial_end), cancel, list. Rules: lines.ts (proration), payments.ts (charging, dunning).
+// Subscriptions with one or more items (items.ts): create (trial or charged at once), retrieve,
+// update (items replaced, added or deleted with proration, cancel_at_period_end, trial_end), cancel, list. Rules: lines.ts (proration), payments.ts (charging, dunning).
 import type Stripe from 'stripe';
 
 import {
-  Params, allowOnly, applyMetadata, bool, hash, int, list, oneOf, reqStr, str,
+  Params, allowOnly, applyMetadata, bool, hash, int, oneOf, reqStr, str,
 } from '../encoding';
 import { StripeError } from '../errors';
 import { issueInvoice } from '../invoicing';
-import { interval, periodLine, prorationLines } from '../lines';
+import { interval, periodLine } from '../lines';
 import { attemptPayment } from '../payments';
-import { cancelNow, setPeriod, setPrice } from '../subscription_state';
+import { cancelNow, setPeriod } from '../subscription_state';
+import { applyChange, checkTogether, flatItem, itemsOf, newItem, planChange, quantityFor, syncItems } from '../items';
 import { addInterval } from '../periods';
-import { planOf } from './prices';
 import type { Ctx, Emulator, Route } from '../router';
 import { Subscription, newestFirst, paginate } from '../store';
 
 const kProration = ['create_prorations', 'always_invoice', 'none'] as const;
-
-interface ItemParam {
-  id?: string;
-  price?: string;
-  quantity?: number;
-  deleted?: boolean;
-}
-
-function itemsOf(p: Params, key = 'items'): ItemParam[] {
-  const items = list(p, key) ?? [];
-  return items.map((raw, i) => {
-    if (typeof raw === 'string' || Array.isArray(raw)) throw StripeError.invalid(`Invalid ${key}[${i}]`, `${key}[${i}]`);
-    const quantity = int(raw, 'quantity', `${key}[${i}][quantity]`);
-    if (quantity !== undefined && quantity < 0) throw StripeError.invalid('Invalid quantity', `${key}[${i}][quantity]`);
-    return {
-      id: str(raw, 'id', `${key}[${i}][id]`),
-      price: str(raw, 'price', `${key}[${i}][price]`),
-      quantity,
-      deleted: bool(raw, 'deleted', `${key}[${i}][deleted]`),
-    };
-  });
-}
 
 // trial_end: a timestamp or "now".
 function trialEndOf(p: Params, now: number): number | 'now' | undefined {
@@ -52,33 +30,19 @@ function trialEndOf(p: Params, now: number): number | 'now' | undefined {
 }
 
 export function newSubscription(
-  emu: Emulator, customerId: string, price: Stripe.Price, quantity: number, opts: {
+  emu: Emulator, customerId: string, items: { price: Stripe.Price; quantity: number | undefined }[], opts: {
     trialEnd?: number; metadata?: Record<string, string>; defaultPaymentMethod?: string | null;
     cancelAtPeriodEnd?: boolean; paymentBehavior?: string;
   },
 ): Subscription {
   const { store } = emu;
   const now = store.nowFor(customerId);
+  const price = items[0].price;
   const r = interval(price);
   const trialing = opts.trialEnd !== undefined;
   const start = now;
   const end = trialing ? (opts.trialEnd as number) : addInterval(now, r.interval, r.interval_count);
   const id = store.id('sub');
-  const item: Stripe.SubscriptionItem = {
-    id: store.id('si'),
-    object: 'subscription_item',
-    billing_thresholds: null,
-    created: now,
-    current_period_end: end,
-    current_period_start: start,
-    discounts: [],
-    metadata: {},
-    plan: planOf(price),
-    price,
-    quantity,
-    subscription: id,
-    tax_rates: [],
-  };
   const sub: Subscription = {
     id,
     object: 'subscription',
@@ -107,7 +71,10 @@ export function newSubscription(
     discounts: [],
     ended_at: null,
     invoice_settings: { account_tax_ids: null, custom_fields: null, description: null, footer: null, issuer: { type: 'self' } },
-    items: { object: 'list', data: [item], has_more: false, url: `/v1/subscription_items?subscription=${id}` },
+    items: {
+      object: 'list', has_more: false, url: `/v1/subscription_items?subscription=${id}`,
+      data: items.map((x) => newItem(store, id, x.price, x.quantity, start, end, now)),
+    },
     latest_invoice: null,
     livemode: false,
     managed_payments: null,
@@ -129,18 +96,23 @@ export function newSubscription(
     trial_start: trialing ? now : null,
     current_period_start: start,
     current_period_end: end,
-    plan: planOf(price),
-    quantity,
+    plan: null,
+    quantity: null,
   };
+  syncItems(sub);
   if (!trialing) sub.billing_cycle_anchor = now;
   store.subscriptions.set(id, sub);
   emu.webhooks.emit('customer.subscription.created', sub);
   // The first invoice: zero for a trial (paid at once), else the first period, charged now.
-  const first = trialing
-    ? periodLine(store, sub, { ...price, unit_amount: 0 }, quantity, start, end)
-    : periodLine(store, sub, price, quantity, start, end);
-  if (trialing) first.description = `Trial period for ${first.description}`;
-  const inv = issueInvoice(emu, customerId, sub, [first], 'subscription_create');
+  // (A metered item's line is zero: nothing used yet.)
+  const firstLines = items.map((x) => {
+    const line = trialing
+      ? periodLine(store, sub, { ...x.price, unit_amount: 0 }, x.quantity ?? 0, start, end)
+      : periodLine(store, sub, x.price, x.quantity ?? 0, start, end);
+    if (trialing) line.description = `Trial period for ${line.description}`;
+    return line;
+  });
+  const inv = issueInvoice(emu, customerId, sub, firstLines, 'subscription_create');
   if (!trialing) {
     if (opts.paymentBehavior === 'default_incomplete') return sub;
     const decline = attemptPayment(emu, inv, false);
@@ -165,14 +137,15 @@ function create(ctx: Ctx): Subscription {
                 // Accepted and ignored (no taxes; the card is kept as the default anyway).
                 'automatic_tax', 'payment_settings']);
   const customerId = store.customer(reqStr(p, 'customer'), 'customer').id;
-  const items = itemsOf(p);
-  if (items.length !== 1 || !items[0].price) {
-    throw StripeError.invalid(
-      items.length ? 'Missing required param: items[0][price].' : 'Missing required param: items.',
-      items.length ? 'items[0][price]' : 'items', 'parameter_missing');
-  }
-  const price = store.price(items[0].price, 'items[0][price]');
-  interval(price);
+  const params = itemsOf(p);
+  if (params.length === 0) throw StripeError.invalid('Missing required param: items.', 'items', 'parameter_missing');
+  const items = params.map((it, i) => {
+    if (!it.price) throw StripeError.invalid(`Missing required param: items[${i}][price].`, `items[${i}][price]`, 'parameter_missing');
+    const price = store.price(it.price, `items[${i}][price]`);
+    interval(price);
+    return { price, quantity: quantityFor(price, it.quantity, `items[${i}][quantity]`) };
+  });
+  checkTogether(items.map((x) => x.price), 'items');
   const now = store.nowFor(customerId);
   const days = int(p, 'trial_period_days');
   const te = trialEndOf(p, now);
@@ -181,7 +154,7 @@ function create(ctx: Ctx): Subscription {
   if (pm && store.paymentMethods.get(pm)?.customer !== customerId) {
     throw StripeError.missing('PaymentMethod', pm, 'default_payment_method');
   }
-  return newSubscription(ctx.emu, customerId, price, items[0].quantity ?? 1, {
+  return newSubscription(ctx.emu, customerId, items, {
     trialEnd,
     metadata: applyMetadata({}, p),
     defaultPaymentMethod: pm ?? null,
@@ -236,8 +209,7 @@ function update(ctx: Ctx): Subscription {
   if (te !== undefined) {
     if (te === 'now') {
       if (sub.status === 'trialing') {
-        const price = sub.items.data[0].price;
-        const r = interval(price);
+        const r = interval(flatItem(sub).price);
         sub.trial_end = now;
         setPeriod(sub, now, addInterval(now, r.interval, r.interval_count));
         sub.billing_cycle_anchor = now;
@@ -251,36 +223,23 @@ function update(ctx: Ctx): Subscription {
       setPeriod(sub, sub.current_period_start, te);
     }
   }
-  const items = itemsOf(p);
+  const change = planChange(store, sub, itemsOf(p), at, 'items');
   const lines = [];
-  if (items.length > 1) throw StripeError.invalid('The emulator supports one subscription item.', 'items');
-  if (items.length === 1) {
-    const it = items[0];
-    const current = sub.items.data[0];
-    if (it.id && it.id !== current.id) throw StripeError.missing('subscription_item', it.id, 'items[0][id]');
-    const newPrice = it.price ? store.price(it.price, 'items[0][price]') : current.price;
-    const newQty = it.quantity ?? current.quantity ?? 1;
-    if (newPrice.currency !== sub.currency) {
-      throw StripeError.invalid('Cannot combine currencies on a single customer.', 'items[0][price]');
-    }
-    if (newPrice.id !== current.price.id || newQty !== current.quantity) {
-      const { lines: pl, resetsCycle } = prorationLines(
-        store, sub, current.price, current.quantity ?? 1, newPrice, newQty, at);
-      setPrice(sub, newPrice, newQty);
-      if (resetsCycle && sub.status !== 'trialing') {
-        const r = interval(newPrice);
-        setPeriod(sub, at, addInterval(at, r.interval, r.interval_count));
-        sub.billing_cycle_anchor = at;
-        // A new interval always starts a new cycle, invoiced now; `none` only drops the credit.
-        lines.push(...(behavior === 'none' ? pl.filter((l) => !l.proration) : pl));
+  if (change.changed) {
+    applyChange(store, sub, change, at);
+    if (change.resetsCycle && sub.status !== 'trialing') {
+      const r = interval(flatItem(sub).price);
+      setPeriod(sub, at, addInterval(at, r.interval, r.interval_count));
+      sub.billing_cycle_anchor = at;
+      // A new interval always starts a new cycle, invoiced now; `none` only drops the credit.
+      lines.push(...(behavior === 'none' ? change.lines.filter((l) => !l.proration) : change.lines));
+      invoiceNow = true;
+    } else if (behavior !== 'none') {
+      if (behavior === 'always_invoice') {
+        lines.push(...change.lines);
         invoiceNow = true;
-      } else if (behavior !== 'none') {
-        if (behavior === 'always_invoice') {
-          lines.push(...pl);
-          invoiceNow = true;
-        } else {
-          for (const line of pl) store.pendingItems.push({ customer: customerId, subscription: sub.id, line });
-        }
+      } else {
+        for (const line of change.lines) store.pendingItems.push({ customer: customerId, subscription: sub.id, line });
       }
     }
   }
@@ -293,8 +252,9 @@ function update(ctx: Ctx): Subscription {
   if (Object.keys(previous).length) webhooks.emit('customer.subscription.updated', sub, previous);
   if (invoiceNow) {
     if (lines.length === 0) {
-      const it = sub.items.data[0];
-      lines.push(periodLine(store, sub, it.price, it.quantity ?? 1, sub.current_period_start, sub.current_period_end));
+      for (const it of sub.items.data) {
+        lines.push(periodLine(store, sub, it.price, it.quantity ?? 0, sub.current_period_start, sub.current_period_end));
+      }
     }
     // Pending proration items go on the invoice made now, as Stripe does.
     const pending = store.pendingItems.filter((x) => x.subscription === sub.id);
@@ -329,7 +289,7 @@ function listSubs(ctx: Ctx) {
   const all = newestFirst(ctx.emu.store.subscriptions).filter(
     (s) =>
       (!customer || s.customer === customer) &&
-      (!price || s.items.data[0].price.id === price) &&
+      (!price || s.items.data.some((i) => i.price.id === price)) &&
       (status === 'all' || (status ? s.status === status : s.status !== 'canceled')));
   return paginate(all, q, '/v1/subscriptions');
 }

@@ -1,0 +1,202 @@
+// Subscription items: a subscription holds several (typically a licensed price billed in advance
+// and metered prices billed in arrears from their meter's usage). As on Stripe, all items share
+// one interval and currency, a metered item has no quantity, and an items[] change replaces
+// (items[i][id] + [price]/[quantity]), deletes (items[i][id] + [deleted]) or adds (no id) items.
+// planChange computes a change without applying it (previews use it as it is).
+import type Stripe from 'stripe';
+
+import { Params, bool, int, list, str } from './encoding';
+import { StripeError } from './errors';
+import { interval, isMetered, prorationLines } from './lines';
+import { planOf } from './objects/prices';
+import type { InvoiceLine, Store, Subscription } from './store';
+
+export interface ItemParam {
+  id?: string;
+  price?: string;
+  quantity?: number;
+  deleted?: boolean;
+}
+
+// items[] of `p` under `key`; `prefix` names the params in errors (e.g. "subscription_details[").
+export function itemsOf(p: Params, key = 'items', prefix = ''): ItemParam[] {
+  const items = list(p, key) ?? [];
+  const close = prefix.endsWith('[') ? ']' : '';
+  return items.map((raw, i) => {
+    const name = `${prefix}${key}${close}[${i}]`;
+    if (typeof raw === 'string' || Array.isArray(raw)) throw StripeError.invalid(`Invalid ${name}`, name);
+    const quantity = int(raw, 'quantity', `${name}[quantity]`);
+    if (quantity !== undefined && quantity < 0) throw StripeError.invalid('Invalid quantity', `${name}[quantity]`);
+    return {
+      id: str(raw, 'id', `${name}[id]`) || undefined,
+      price: str(raw, 'price', `${name}[price]`) || undefined,
+      quantity,
+      deleted: bool(raw, 'deleted', `${name}[deleted]`),
+    };
+  });
+}
+
+// The quantity an item of `price` keeps: none for a metered price (Stripe refuses one), else the
+// given one or 1.
+export function quantityFor(price: Stripe.Price, quantity: number | undefined, param: string): number | undefined {
+  if (isMetered(price)) {
+    if (quantity !== undefined) {
+      throw StripeError.invalid('Quantity should not be specified where usage_type is `metered`. Remove quantity from `' +
+                                param + '` and try again.', param);
+    }
+    return undefined;
+  }
+  return quantity ?? 1;
+}
+
+// Stripe bills the items of a subscription together: one interval, one currency, each price once.
+export function checkTogether(prices: Stripe.Price[], param: string): void {
+  if (prices.length === 0) throw StripeError.invalid('A subscription must have at least one item.', param);
+  const r0 = interval(prices[0]);
+  const seen = new Set<string>();
+  for (const p of prices) {
+    const r = interval(p);
+    if (r.interval !== r0.interval || r.interval_count !== r0.interval_count) {
+      throw StripeError.invalid('Currency and interval fields must match across all plans on this subscription.', param);
+    }
+    if (p.currency !== prices[0].currency) {
+      throw StripeError.invalid('Cannot combine currencies on a single customer.', param);
+    }
+    if (seen.has(p.id)) {
+      throw StripeError.invalid(`Cannot add multiple subscription items with the same price: ${p.id}`, param);
+    }
+    seen.add(p.id);
+  }
+}
+
+export function newItem(
+  store: Store, subId: string, price: Stripe.Price, quantity: number | undefined, start: number, end: number,
+  created: number,
+): Stripe.SubscriptionItem {
+  const item: Stripe.SubscriptionItem = {
+    id: store.id('si'),
+    object: 'subscription_item',
+    billing_thresholds: null,
+    created,
+    current_period_end: end,
+    current_period_start: start,
+    discounts: [],
+    metadata: {},
+    plan: planOf(price),
+    price,
+    subscription: subId,
+    tax_rates: [],
+  };
+  if (quantity !== undefined) item.quantity = quantity;
+  return item;
+}
+
+// The item the legacy single-price fields describe: the first licensed one.
+export function flatItem(sub: Subscription): Stripe.SubscriptionItem {
+  return sub.items.data.find((i) => !isMetered(i.price)) ?? sub.items.data[0];
+}
+
+// Refreshes the subscription's fields derived from its items.
+export function syncItems(sub: Subscription): void {
+  const it = flatItem(sub);
+  sub.plan = it ? planOf(it.price) : null;
+  sub.quantity = it?.quantity ?? null;
+  if (it) sub.currency = it.price.currency;
+}
+
+// A metered item removed within a period: its usage up to the removal is billed on the next
+// invoice, as Stripe does.
+export interface RetiredUsage {
+  subscription: string;
+  price: Stripe.Price;
+  from: number;
+  to: number;
+}
+
+export interface ItemChange {
+  // The items after the change, in order (kept items first, added ones after).
+  items: { id?: string; price: Stripe.Price; quantity: number | undefined }[];
+  lines: InvoiceLine[]; // proration lines (and the new period's when the cycle restarts)
+  resetsCycle: boolean;
+  retired: RetiredUsage[];
+  changed: boolean;
+}
+
+export function planChange(store: Store, sub: Subscription, params: ItemParam[], at: number, param: string): ItemChange {
+  const out: ItemChange = {
+    items: sub.items.data.map((i) => ({ id: i.id, price: i.price, quantity: i.quantity })),
+    lines: [], resetsCycle: false, retired: [], changed: false,
+  };
+  const touched = new Set<string>();
+  params.forEach((it, i) => {
+    const name = `${param}[${i}]`;
+    if (it.id) {
+      const k = out.items.findIndex((x) => x.id === it.id);
+      if (k < 0 || touched.has(it.id)) throw StripeError.missing('subscription_item', it.id, `${name}[id]`);
+      touched.add(it.id);
+      const cur = out.items[k];
+      if (it.deleted) {
+        out.changed = true;
+        out.items.splice(k, 1);
+        if (isMetered(cur.price)) {
+          out.retired.push({ subscription: sub.id, price: cur.price, from: sub.current_period_start, to: at });
+        } else {
+          out.lines.push(...prorationLines(store, sub, cur.price, cur.quantity ?? 1, cur.price, 0, at).lines);
+        }
+        return;
+      }
+      const price = it.price ? store.price(it.price, `${name}[price]`) : cur.price;
+      const quantity = quantityFor(price, it.quantity ?? (isMetered(price) || it.price ? undefined : cur.quantity),
+                                   `${name}[quantity]`);
+      if (price.id === cur.price.id && quantity === cur.quantity) return;
+      out.changed = true;
+      const pl = isMetered(cur.price) && isMetered(price)
+        ? { lines: [], resetsCycle: false }
+        : prorationLines(store, sub, cur.price, isMetered(cur.price) ? 0 : cur.quantity ?? 1, price,
+                         quantity ?? 0, at);
+      if (isMetered(cur.price) && price.id !== cur.price.id) {
+        out.retired.push({ subscription: sub.id, price: cur.price, from: sub.current_period_start, to: at });
+      }
+      out.lines.push(...pl.lines);
+      out.resetsCycle ||= pl.resetsCycle;
+      // A replaced price is a new item on Stripe's invoices only by its price; the id stays.
+      out.items[k] = { id: cur.id, price, quantity };
+      return;
+    }
+    if (it.deleted) throw StripeError.invalid(`Missing required param: ${name}[id].`, `${name}[id]`, 'parameter_missing');
+    if (!it.price) throw StripeError.invalid(`Missing required param: ${name}[price].`, `${name}[price]`, 'parameter_missing');
+    const price = store.price(it.price, `${name}[price]`);
+    const quantity = quantityFor(price, it.quantity, `${name}[quantity]`);
+    out.changed = true;
+    if (!isMetered(price)) {
+      const pl = prorationLines(store, sub, price, 0, price, quantity ?? 1, at);
+      out.lines.push(...pl.lines);
+    }
+    out.items.push({ price, quantity });
+  });
+  if (out.changed) {
+    checkTogether(out.items.map((x) => x.price), param);
+    const before = interval(flatItem(sub).price);
+    const after = interval(out.items.find((x) => !isMetered(x.price))?.price ?? out.items[0].price);
+    if (before.interval !== after.interval || before.interval_count !== after.interval_count) out.resetsCycle = true;
+  }
+  return out;
+}
+
+// Applies a planned change: items replaced in place (same id), removed, added.
+export function applyChange(store: Store, sub: Subscription, change: ItemChange, at: number): void {
+  const byId = new Map(sub.items.data.map((i) => [i.id, i]));
+  sub.items.data = change.items.map((x) => {
+    const existing = x.id ? byId.get(x.id) : undefined;
+    if (!existing) {
+      return newItem(store, sub.id, x.price, x.quantity, sub.current_period_start, sub.current_period_end, at);
+    }
+    existing.price = x.price;
+    existing.plan = planOf(x.price);
+    if (x.quantity === undefined) delete existing.quantity;
+    else existing.quantity = x.quantity;
+    return existing;
+  });
+  store.retiredUsage.push(...change.retired);
+  syncItems(sub);
+}
