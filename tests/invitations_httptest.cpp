@@ -239,6 +239,11 @@ TEST_F(Invitations, RolesVerificationAndBadInputAreRefusedAndChangeNothing) {
             "0");
 
   Account a = owner("Roles Co");
+  // Four members join below, one more than the free plan's seats: an operator's override (the
+  // seat limit has its own test, MeteringNoStripe.SeatsFollowThePlansLimit).
+  testkit::sql(db_->admin_url(),
+               "INSERT INTO quota_overrides (tenant_id, meter, quota) VALUES ($1, 'seats', NULL)",
+               {a.tenant_id});
   // An admin and a member, who joined through invitations.
   Account admin = owner("Admin's own");
   Account member = owner("Member's own");

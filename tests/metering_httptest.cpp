@@ -140,8 +140,14 @@ TEST(Metering, QuotaWarnsOnceThenRefusesAndNeverCountsAnotherTenantsUsage) {
   EXPECT_EQ(refused.header("x-quota-remaining"), "0");
   EXPECT_EQ(refused.header("x-quota-limit"), "10");
   EXPECT_FALSE(refused.header("retry-after").empty());
-  // The usage routes stay open: a tenant past its quota can still see it.
+  // The usage routes stay open: a tenant past its quota can still see it, load the web app
+  // (which starts from /api/me), and reach its invoices and plan to pay or upgrade.
   EXPECT_EQ(call(s, "GET", "/api/usage/summary", a.access_token).status, 200);
+  EXPECT_EQ(call(s, "GET", "/api/me", a.access_token).status, 200);
+  EXPECT_EQ(call(s, "GET", "/api/subscriptions/current", a.access_token).status, 200);
+  EXPECT_NE(call(s, "GET", "/api/invoices", a.access_token).status, 429);
+  // Routes that only start like them are metered as usual.
+  EXPECT_EQ(call(s, "GET", "/api/members", a.access_token).status, 429);
 
   // Tenant B starts from nothing.
   auto rb = call(s, "GET", "/api/tenant", b.access_token);

@@ -49,11 +49,15 @@ struct Entitlement {
   // plans.limits: api_calls, storage_bytes, seats, requests_per_second, burst, and whatever
   // later meters add. An absent key is no limit.
   std::map<std::string, std::int64_t, std::less<>> limits;
+  // plans.metered: the meters Stripe bills by usage over the included amount (their limits warn
+  // but never refuse).
+  std::map<std::string, bool, std::less<>> metered;
   std::chrono::system_clock::time_point period_start;
   std::optional<std::chrono::system_clock::time_point> period_end;  // none for a free plan
 
   bool has(std::string_view feature) const;
   std::optional<std::int64_t> limit(std::string_view key) const;
+  bool is_metered(std::string_view meter) const { return metered.contains(meter); }
 };
 
 class Entitlements {

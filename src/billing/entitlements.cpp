@@ -39,6 +39,7 @@ using Clock = std::chrono::steady_clock;
 HSEA_QUERY kEntitlement{
     "billing_entitlement",
     "SELECT p.id AS plan_id, p.features::text AS features, p.limits::text AS limits, "
+    "p.metered::text AS metered, "
     "COALESCE(s.status, 'active') AS status, "
     "EXTRACT(epoch FROM COALESCE(s.current_period_start, t.created_at))::bigint AS period_start, "
     "EXTRACT(epoch FROM s.current_period_end)::bigint AS period_end "
@@ -50,7 +51,8 @@ HSEA_QUERY kEntitlement{
     "WHERE t.id = current_setting('app.tenant_id')::uuid"};
 // Every plan's terms, for this thread's plan table (plans are platform rows: a handful).
 HSEA_QUERY kPlanTerms{"billing_entitlement_plans",
-                      "SELECT id, features::text AS features, limits::text AS limits FROM plans"};
+                      "SELECT id, features::text AS features, limits::text AS limits, "
+                      "metered::text AS metered FROM plans"};
 
 // The tenant's entry in the shared tenant cache.
 const std::string kSharedKey = "billing.entitlement";
@@ -58,6 +60,7 @@ const std::string kSharedKey = "billing.entitlement";
 struct PlanTerms {
   std::map<std::string, bool, std::less<>> features;
   std::map<std::string, std::int64_t, std::less<>> limits;
+  std::map<std::string, bool, std::less<>> metered;
 };
 using PlanTable = std::unordered_map<std::string, PlanTerms>;
 
@@ -87,7 +90,8 @@ Cache& cache() {
 }
 constexpr std::size_t kMaxEntries = 50000;
 
-PlanTerms parse_terms(std::string_view features, std::string_view limits) {
+PlanTerms parse_terms(std::string_view features, std::string_view limits,
+                      std::string_view metered) {
   PlanTerms t;
   boost::system::error_code ec;
   boost::json::value f = boost::json::parse(features, ec);
@@ -103,6 +107,10 @@ PlanTerms parse_terms(std::string_view features, std::string_view limits) {
       if (v.is_uint64()) t.limits.emplace(std::string(k), static_cast<std::int64_t>(v.as_uint64()));
     }
   }
+  boost::json::value m = boost::json::parse(metered, ec);
+  if (!ec && m.is_object()) {
+    for (const auto& [k, v] : m.as_object()) t.metered.emplace(std::string(k), true);
+  }
   return t;
 }
 
@@ -111,9 +119,10 @@ std::shared_ptr<const Entitlement> parse(const std::string& tenant_id, const db:
   e->tenant_id = tenant_id;
   e->plan_id = r.text(0, "plan_id");
   e->status = r.text(0, "status");
-  PlanTerms terms = parse_terms(r.get(0, "features"), r.get(0, "limits"));
+  PlanTerms terms = parse_terms(r.get(0, "features"), r.get(0, "limits"), r.get(0, "metered"));
   e->features = std::move(terms.features);
   e->limits = std::move(terms.limits);
+  e->metered = std::move(terms.metered);
   e->period_start = std::chrono::system_clock::from_time_t(r.get_int(0, "period_start"));
   if (!r.is_null(0, r.column("period_end"))) {
     e->period_end = std::chrono::system_clock::from_time_t(r.get_int(0, "period_end"));
@@ -144,7 +153,8 @@ awaitable<std::shared_ptr<const PlanTable>> plan_table() {
   db::Result r = co_await db::pool().query(kPlanTerms);
   auto table = std::make_shared<PlanTable>();
   for (int i = 0; i < r.rows(); ++i) {
-    table->emplace(r.text(i, "id"), parse_terms(r.get(i, "features"), r.get(i, "limits")));
+    table->emplace(r.text(i, "id"),
+                   parse_terms(r.get(i, "features"), r.get(i, "limits"), r.get(i, "metered")));
   }
   Cache& after = cache();
   after.sync();
@@ -180,6 +190,7 @@ awaitable<std::shared_ptr<const Entitlement>> from_snapshot(std::string tenant_i
   e->status = std::string(status->as_string());
   e->features = terms->second.features;
   e->limits = terms->second.limits;
+  e->metered = terms->second.metered;
   e->period_start = std::chrono::system_clock::from_time_t(start->as_int64());
   if (end != nullptr) e->period_end = std::chrono::system_clock::from_time_t(end->as_int64());
   co_return e;

@@ -18,7 +18,8 @@ class Registrar;
 }
 namespace hsea::db {
 class Transaction;
-}
+class BlockingConnection;
+}  // namespace hsea::db
 
 namespace hsea::billing {
 
@@ -45,6 +46,11 @@ State& state();
 // query, POST params in the body.
 StripeReply stripe_blocking(const std::string& method, const std::string& path,
                             const boost::json::object& params, const std::string& idempotency_key);
+
+// `hsea billing sync-plans`: the Stripe meters and metered prices of a plan's metered meters
+// (plans.metered), after its product exists (metered_prices.cpp).
+void sync_metered_prices(db::BlockingConnection& conn, const std::string& plan,
+                         const std::string& product_id, const std::string& currency);
 
 // 503 "billing not configured" when no Stripe secret key is set.
 void require_stripe();

@@ -331,6 +331,7 @@ void sync_plans(db::BlockingConnection& conn) {
       prices[k] = std::string(made.body.at("id").as_string());
     }
     conn.exec(kSetStripeIds, db::params(id, product_id, prices[0], prices[1]));
+    sync_metered_prices(conn, id, product_id, currency);
     std::printf("%-12s product %s  month %s  year %s\n", id.c_str(), product_id.c_str(),
                 prices[0].c_str(), prices[1].c_str());
   }

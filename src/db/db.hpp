@@ -128,8 +128,12 @@ struct PoolOptions {
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds statement_timeout{5000};
   // How many of the pool's connections may carry batched one-statement calls at once; the
-  // others stay free for transactions.
+  // others stay free for transactions. One carries them while its round trips come back
+  // quickly; another starts only when every batch out has been waiting for `batch_stall`
+  // (a slow statement holding the pipe), so under load the statements of many requests
+  // share one write and one wake-up of one backend instead of spreading over several.
   int batch_connections = 2;
+  std::chrono::milliseconds batch_stall{2};
 };
 
 // Counters readable from any thread (for /metrics).
@@ -180,6 +184,9 @@ class Transaction {
   boost::asio::awaitable<void> commit();
   // The tenant and user it runs for (e.g. whose data key seals what it writes).
   const Scope& scope() const { return scope_; }
+  // Runs `signal` once COMMIT has succeeded (never after a rollback or a failed commit): for
+  // announcements that must not precede what they announce, such as waking job workers.
+  void after_commit(std::function<void()> signal);
 
  private:
   friend class Pool;
@@ -189,6 +196,8 @@ class Transaction {
   Scope scope_;
   bool begun_ = false;
   bool done_ = false;
+  std::vector<std::function<void()>> after_commit_;
+  void committed();
 };
 
 class Pool {
@@ -227,6 +236,7 @@ class Pool {
   void release(std::unique_ptr<Connection> conn);
   boost::asio::awaitable<Result> one_shot(Scope scope, const Query& query, Params params);
   void start_runners();
+  bool batches_stalled();
   void start_runner(std::unique_ptr<Connection> conn);
   boost::asio::awaitable<void> run_one_shots(std::unique_ptr<Connection> conn);
   struct Impl;

@@ -244,6 +244,8 @@ constexpr NotScoped kNotTenantScoped[] = {
     {"stripe_events", "Stripe's webhook events, each stored once by id"},
     // One row: up to where usage_rollup() has read usage_events; only that function uses it.
     {"usage_rollup_state", "the usage rollup's watermark"},
+    // The Stripe meter of each metered HSEA meter (migration 0025): the platform's, like plans.
+    {"stripe_meters", "the Stripe billing meters of metered meters"},
 };
 
 struct ScopedTable {
@@ -446,6 +448,14 @@ void seed(const testkit::TestDatabase& db, const Owners& o) {
         {tenant});
     sql(db.admin_url(),
         "INSERT INTO quota_overrides (tenant_id, meter, quota) VALUES ($1, 'api_calls', 10)",
+        {tenant});
+    // Metered usage reported to Stripe, the storage gauge (migration 0025).
+    sql(db.admin_url(),
+        "INSERT INTO usage_stripe_reports (tenant_id, meter, reported_until) "
+        "VALUES ($1, 'api_calls', now())",
+        {tenant});
+    sql(db.admin_url(),
+        "INSERT INTO usage_gauges (tenant_id, meter, value) VALUES ($1, 'storage_bytes', 1)",
         {tenant});
     // Invoices (migration 0019).
     std::string invoice = core::uuid_v7();

@@ -33,7 +33,8 @@ const core::Section<Settings> kSettings{
                        "PostgreSQL connections per thread"),
      core::int_setting(&Settings::batch_connections, "HSEA_DB_BATCH_CONNECTIONS", "2", 1, 1000,
                        "of those, how many may carry batches of one-statement calls at once (the "
-                       "rest stay free for transactions)"),
+                       "rest stay free for transactions); a second starts only while the "
+                       "first one's batch has been out for 2 ms"),
      core::int_setting(&Settings::acquire_timeout_ms, "HSEA_DB_ACQUIRE_TIMEOUT_MS", "2000", 1,
                        600000, "wait for a free connection before answering 503"),
      core::int_setting(&Settings::connect_timeout_ms, "HSEA_DB_CONNECT_TIMEOUT_MS", "3000", 1,

@@ -1,5 +1,8 @@
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -161,6 +164,14 @@ class Connection {
     return ::poll(&p, 1, 0) == 0;
   }
   bool in_flight() const { return in_flight_; }
+
+  // Holds written data in the kernel until uncorked (TCP only; a Unix socket ignores it).
+  void cork(bool on) {
+    if (on == corked_) return;
+    int value = on ? 1 : 0;
+    corked_ = on;
+    ::setsockopt(PQsocket(pg_), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
+  }
   std::uint64_t take_round_trips() { return std::exchange(round_trips_, 0); }
 
   // Sends queued steps, ended by Sync (end of a transaction) or a flush request (mid
@@ -247,13 +258,15 @@ class Connection {
     steps_.push_back({Step::Kind::kControl, {}, sql});
   }
   void queue_statement(const Query& query, const Params& params) {
-    if (!prepared_.contains(query.name)) {
-      if (PQsendPrepare(pg_, query.name, query.sql, 0, nullptr) != 1) throw broken();
-      prepared_.insert(query.name);
-      steps_.push_back({Step::Kind::kPrepare, query.name, query.name});
-    }
+    prepare(query);
     send_params(query.name, nullptr, params);
     steps_.push_back({Step::Kind::kStatement, {}, query.name});
+  }
+  // A named statement whose result nobody reads (the scope's settings).
+  void queue_control(const Query& query, const Params& params) {
+    prepare(query);
+    send_params(query.name, nullptr, params);
+    steps_.push_back({Step::Kind::kControl, {}, query.name});
   }
 
   // For a connection that LISTENs: waits until notifications arrive and returns how many
@@ -291,6 +304,15 @@ class Connection {
       if (step.kind == Step::Kind::kStatement && !captured) captured = std::move(res);
     }
     co_return captured;
+  }
+
+  // Once per connection: later uses send only the name and parameters, and the server skips
+  // parsing and planning.
+  void prepare(const Query& query) {
+    if (prepared_.contains(query.name)) return;
+    if (PQsendPrepare(pg_, query.name, query.sql, 0, nullptr) != 1) throw broken();
+    prepared_.insert(query.name);
+    steps_.push_back({Step::Kind::kPrepare, query.name, query.name});
   }
 
   void send_params(const char* prepared_name, const char* sql, const Params& params) {
@@ -381,6 +403,7 @@ class Connection {
   bool deadline_hit_ = false;
   unsigned deadline_generation_ = 0;
   bool in_flight_ = false;
+  bool corked_ = false;
   std::uint64_t round_trips_ = 0;
   std::vector<Step> steps_;
   std::unordered_set<std::string> prepared_;
@@ -389,16 +412,20 @@ class Connection {
 // ------------------------------------------------------------------------------------ Pool
 
 namespace {
+HSEA_QUERY kScopeTenantAndUser{
+    "hsea_scope_tenant_user",
+    "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)"};
+HSEA_QUERY kScopeTenant{"hsea_scope_tenant", "SELECT set_config('app.tenant_id', $1, true)"};
+HSEA_QUERY kScopeUser{"hsea_scope_user", "SELECT set_config('app.user_id', $1, true)"};
+
 // The scope's settings, local to the transaction they are sent in.
 void queue_scope(Connection& conn, const Scope& scope) {
   if (!scope.tenant_id.empty() && !scope.user_id.empty()) {
-    conn.queue_control(
-        "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)",
-        params(scope.tenant_id, scope.user_id));
+    conn.queue_control(kScopeTenantAndUser, params(scope.tenant_id, scope.user_id));
   } else if (!scope.tenant_id.empty()) {
-    conn.queue_control("SELECT set_config('app.tenant_id', $1, true)", params(scope.tenant_id));
+    conn.queue_control(kScopeTenant, params(scope.tenant_id));
   } else if (!scope.user_id.empty()) {
-    conn.queue_control("SELECT set_config('app.user_id', $1, true)", params(scope.user_id));
+    conn.queue_control(kScopeUser, params(scope.user_id));
   }
 }
 
@@ -446,6 +473,12 @@ struct Pool::Impl {
   std::deque<Waiter*> waiters;
   std::deque<std::shared_ptr<OneShot>> one_shots;  // not yet claimed, oldest first
   int runners = 0;                                 // connections sending batches of one-shots
+  // When the latest batch was sent (by any runner), and a timer that looks again when that
+  // batch has been out for options.batch_stall while one-shots still wait.
+  std::chrono::steady_clock::time_point newest_send{};
+  asio::steady_timer stall_timer{io};
+  bool stall_timer_armed = false;
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);  // for the timer's handler
   int starting = 0;                 // runners started that have not yet claimed their first batch
   std::uint64_t next_sequence = 0;  // arrival order of waiters and one-shots
   int open = 0;                     // connections that exist or are being opened
@@ -477,6 +510,7 @@ Pool::~Pool() = default;
 
 void Pool::close() {
   impl_->closed = true;
+  impl_->stall_timer.cancel();
   impl_->open -= static_cast<int>(impl_->idle.size());
   impl_->idle.clear();
   impl_->update_gauges();
@@ -596,7 +630,8 @@ void Pool::release(std::unique_ptr<Connection> conn) {
       start_runners();  // waiting one-shots may open the freed slot
     }
   } else if (!p.one_shots.empty() && p.runners < p.options.batch_connections &&
-             (p.waiters.empty() || p.one_shots.front()->sequence < p.waiters.front()->sequence)) {
+             (p.waiters.empty() || p.one_shots.front()->sequence < p.waiters.front()->sequence) &&
+             batches_stalled()) {
     start_runner(std::move(conn));
   } else if (!p.waiters.empty()) {
     Impl::Waiter* w = p.waiters.front();
@@ -617,12 +652,33 @@ void Pool::start_runner(std::unique_ptr<Connection> conn) {
                  [](std::exception_ptr e) { log::escaped(e, "database batch runner"); });
 }
 
+// Another runner is worth a connection only when the ones running are held up: their latest
+// batch has been out for batch_stall. Until then the waiting one-shots ride the next batch.
+bool Pool::batches_stalled() {
+  Impl& p = *impl_;
+  if (p.runners == 0) return true;
+  auto ready_at = p.newest_send + p.options.batch_stall;
+  if (std::chrono::steady_clock::now() >= ready_at) return true;
+  if (!p.stall_timer_armed) {
+    p.stall_timer_armed = true;
+    p.stall_timer.expires_at(ready_at);
+    p.stall_timer.async_wait(
+        [this, alive = std::weak_ptr<bool>(p.alive)](boost::system::error_code ec) {
+          if (ec || alive.expired()) return;
+          impl_->stall_timer_armed = false;
+          start_runners();
+        });
+  }
+  return false;
+}
+
 // Starts runners while one-shots wait, runner slots are free and a connection is at hand (idle,
 // or a slot to open one).
 void Pool::start_runners() {
   Impl& p = *impl_;
   // A runner that has not claimed yet will take everything waiting.
-  while (!p.one_shots.empty() && p.runners < p.options.batch_connections && p.starting == 0) {
+  while (!p.one_shots.empty() && p.runners < p.options.batch_connections && p.starting == 0 &&
+         !p.closed && batches_stalled()) {
     std::unique_ptr<Connection> conn;
     while (!p.idle.empty() && !conn) {
       conn = std::move(p.idle.back());
@@ -695,11 +751,16 @@ awaitable<void> Pool::run_one_shots(std::unique_ptr<Connection> conn) {
     started();
     p.update_gauges();
     try {
+      // libpq (15) writes at every Sync; corked, the segments leave as one write and wake the
+      // backend once instead of once per call.
+      conn->cork(batch.size() > 1);
       for (auto& job : batch) {
         queue_scope(*conn, job->scope);
         conn->queue_statement(*job->query, job->params);
         conn->queue_sync();
       }
+      conn->cork(false);
+      p.newest_send = std::chrono::steady_clock::now();
       auto outcomes = co_await conn->round_trip_segments(round_trip_deadline(p.options));
       p.batches_total.fetch_add(1, std::memory_order_relaxed);
       p.batched_total.fetch_add(batch.size(), std::memory_order_relaxed);
@@ -792,7 +853,8 @@ Transaction::Transaction(Transaction&& other) noexcept
       conn_(std::move(other.conn_)),
       scope_(std::move(other.scope_)),
       begun_(other.begun_),
-      done_(other.done_) {}
+      done_(other.done_),
+      after_commit_(std::move(other.after_commit_)) {}
 
 Transaction::~Transaction() {
   if (!conn_) return;
@@ -826,12 +888,28 @@ awaitable<Result> Transaction::exec_commit(const Query& query, Params params) {
   conn_->queue_statement(query, params);
   conn_->queue_control("COMMIT");
   done_ = true;
+  std::vector<Result> results;
   try {
-    auto results = co_await conn_->round_trip(true, round_trip_deadline(pool_->impl_->options));
-    co_return std::move(results.at(0));
+    results = co_await conn_->round_trip(true, round_trip_deadline(pool_->impl_->options));
   } catch (const Error&) {
     conn_->needs_rollback = true;
     throw;
+  }
+  committed();
+  co_return std::move(results.at(0));
+}
+
+void Transaction::after_commit(std::function<void()> signal) {
+  after_commit_.push_back(std::move(signal));
+}
+
+void Transaction::committed() {
+  for (auto& signal : std::exchange(after_commit_, {})) {
+    try {
+      signal();
+    } catch (const std::exception& e) {
+      log::warn("after-commit signal failed", {{"error", e.what()}});
+    }
   }
 }
 
@@ -846,6 +924,7 @@ awaitable<void> Transaction::commit() {
     conn_->needs_rollback = true;
     throw;
   }
+  committed();
 }
 
 // -------------------------------------------------------------------------------- listen

@@ -384,6 +384,60 @@ TEST_F(PoolTest, ASoloStatementRunsBesideTheBatchesNotInThem) {
   EXPECT_EQ(pool.stats().batched_total, 5u);
 }
 
+// While batches come back quickly, one connection carries every one-statement call: the
+// statements of concurrent requests share its writes instead of waking several backends.
+TEST_F(PoolTest, QuickBatchesKeepToOneConnection) {
+  PoolOptions o = options(2);
+  o.batch_stall = std::chrono::seconds(10);  // no batch here is ever that slow
+  Pool pool(io_, o);
+  constexpr int kCalls = 60;
+  std::vector<std::future<Result>> done;
+  for (int i = 0; i < kCalls; ++i) {
+    done.push_back(
+        boost::asio::co_spawn(io_, pool.query(kAdd, params(i, 1)), boost::asio::use_future));
+  }
+  io_.run();
+  for (int i = 0; i < kCalls; ++i) EXPECT_EQ(done[i].get().get(0, "sum"), std::to_string(i + 1));
+  EXPECT_EQ(pool.stats().connects_total, 1u);
+  EXPECT_EQ(pool.stats().batched_total, static_cast<std::uint64_t>(kCalls));
+}
+
+// A slow statement in a batch holds the calls that arrive after it only until the batch has
+// been out for batch_stall; then another connection takes them.
+TEST_F(PoolTest, ASlowBatchHoldsLaterCallsOnlyUntilTheStallTime) {
+  PoolOptions o = options(2);
+  o.batch_stall = std::chrono::milliseconds(100);
+  o.acquire_timeout = std::chrono::milliseconds(1000);
+  Pool pool(io_, o);
+  std::vector<std::string> finished;
+  std::chrono::milliseconds quick_waited{0};
+  auto slow = [](Pool& p, std::vector<std::string>& order) -> awaitable<void> {
+    co_await p.query(kSleep, params("1.0"));
+    order.push_back("slow");
+  };
+  auto quick = [](Pool& p, std::vector<std::string>& order,
+                  std::chrono::milliseconds& waited) -> awaitable<void> {
+    boost::asio::steady_timer t(co_await boost::asio::this_coro::executor);
+    t.expires_after(std::chrono::milliseconds(20));
+    co_await t.async_wait(boost::asio::use_awaitable);
+    auto start = std::chrono::steady_clock::now();
+    co_await p.query(kAdd, params(1, 1));
+    waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    order.push_back("quick");
+  };
+  auto slow_done = boost::asio::co_spawn(io_, slow(pool, finished), boost::asio::use_future);
+  auto quick_done =
+      boost::asio::co_spawn(io_, quick(pool, finished, quick_waited), boost::asio::use_future);
+  io_.run();
+  slow_done.get();
+  quick_done.get();
+  EXPECT_EQ(finished, (std::vector<std::string>{"quick", "slow"}));
+  EXPECT_GE(quick_waited.count(), 60) << "the second connection started before the stall time";
+  EXPECT_LT(quick_waited.count(), 900) << "the quick call waited for the slow batch";
+  EXPECT_EQ(pool.stats().connects_total, 2u);
+}
+
 TEST_F(PoolTest, ReconnectsAfterTheServerDropsConnections) {
   Pool pool(io_, options(2));
   auto pid_of = [](Pool& p) -> awaitable<std::string> {

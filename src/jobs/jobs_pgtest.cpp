@@ -1,6 +1,7 @@
 // The job queue on a real runtime and PostgreSQL: transactional enqueue, tenant scope,
 // retries, timeouts, leases, fairness between tenants, and two runtimes sharing one queue.
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 
 #include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
@@ -366,6 +367,70 @@ TEST_F(Jobs, TwoRuntimesSharingTheQueueRunEveryJobExactlyOnce) {
       sql(db_.admin_url(), "SELECT count(DISTINCT split_part(worker, '/', 2)) FROM jobs");
   EXPECT_EQ(workers[0][0], "2") << "both threads of the runtimes took jobs";
   one.rt->stop();  // before `two` takes the module state with it
+}
+
+// A LISTEN on hsea_jobs of its own (what another node's job listener is).
+struct Listener {
+  explicit Listener(const std::string& url) : conn(PQconnectdb(url.c_str())) {
+    PQclear(PQexec(conn, "LISTEN hsea_jobs"));
+  }
+  ~Listener() { PQfinish(conn); }
+  // Notifications received within `wait`.
+  int received(std::chrono::milliseconds wait) {
+    int n = 0;
+    auto until = std::chrono::steady_clock::now() + wait;
+    while (std::chrono::steady_clock::now() < until) {
+      PQconsumeInput(conn);
+      while (PGnotify* note = PQnotifies(conn)) {
+        ++n;
+        PQfreemem(note);
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return n;
+  }
+  PGconn* conn;
+};
+
+// hsea's enqueues send no NOTIFY inside their transaction (PostgreSQL commits notifying
+// transactions one at a time); anything else that adds or requeues jobs still does.
+TEST_F(Jobs, OnlyTransactionsNotMarkedToWakeAfterCommitNotifyFromTheTrigger) {
+  std::string a = make_tenant(db_, "jobs-a");
+  Listener listener(db_.admin_url());
+  testkit::sql(db_.admin_url(),
+               "WITH w AS (SELECT set_config('hsea.jobs_wake', 'after_commit', true)) "
+               "SELECT jobs_enqueue('test.marked', '{}', 0, 0, 5, NULL) FROM w");
+  EXPECT_EQ(listener.received(300ms), 0) << "a marked transaction notified";
+  testkit::sql(db_.admin_url(), "INSERT INTO jobs (tenant_id, kind) VALUES ($1, 'test.plain')",
+               {a});
+  EXPECT_EQ(listener.received(300ms), 1) << "an unmarked insert did not notify";
+  testkit::sql(db_.admin_url(),
+               "UPDATE jobs SET status = 'failed' WHERE kind = 'test.plain'; "
+               "UPDATE jobs SET status = 'queued' WHERE kind = 'test.plain'");
+  EXPECT_GE(listener.received(300ms), 1) << "a requeue did not notify";
+}
+
+// After the enqueuing transaction commits, other nodes hear of it (one NOTIFY sent outside
+// it), and this node's idle worker runs the job at once, long before its safety-net poll.
+TEST_F(Jobs, AnEnqueueWakesWorkersAfterItsTransactionCommits) {
+  std::string a = make_tenant(db_, "jobs-a");
+  Listener listener(db_.admin_url());
+  Node node(config_, env_, Settings{.poll_ms = 60'000});
+  add_kind({.kind = "test.woken", .run = record_run});
+  node.start_workers();
+  std::this_thread::sleep_for(300ms);  // the workers are idle, waiting for their minute's poll
+  listener.received(0ms);
+  auto started = std::chrono::steady_clock::now();
+  std::optional<std::string> id = node.run(enqueue_in_tx(a, "test.woken", true));
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(eventually([&] { return ledger_.count(*id) == 1; }, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+  EXPECT_GE(listener.received(500ms), 1) << "other nodes were not told";
+  // A rolled-back enqueue wakes no one and leaves no job.
+  std::optional<std::string> gone = node.run(enqueue_in_tx(a, "test.woken", false));
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(listener.received(500ms), 0);
+  EXPECT_EQ(status_of(db_, *gone), "");
 }
 
 awaitable<void> record_event(JobContext& job) {

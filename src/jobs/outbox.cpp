@@ -31,11 +31,12 @@ using http::Response;
 HSEA_QUERY kEmit{
     "events_emit",
     "WITH e AS (INSERT INTO events (tenant_id, type, data, actor_type, actor_id, request_id) "
-    "VALUES (current_setting('app.tenant_id')::uuid, $1, $2::jsonb, $3, $4, $5) RETURNING id) "
+    "VALUES (current_setting('app.tenant_id')::uuid, $1, $2::jsonb, $3, $4, $5) RETURNING id), "
+    "wake AS (SELECT set_config('hsea.jobs_wake', 'after_commit', true)) "
     "SELECT e.id, (SELECT count(jobs_enqueue(s.kind, jsonb_build_object('event_id', e.id, "
     "'type', $1::text), s.priority, 0, s.attempts, 'event:' || e.id || ':' || s.kind)) "
     "FROM unnest($6::text[], $7::int[], $8::int[]) AS s(kind, priority, attempts)) AS jobs "
-    "FROM e"};
+    "FROM e, wake"};
 HSEA_QUERY kEvent{"events_get",
                   "SELECT id, type, data::text AS data, actor_type, actor_id, request_id, "
                   "created_at FROM events WHERE id = $1"};
@@ -152,6 +153,7 @@ awaitable<std::string> emit(db::Transaction& tx, security::Actor actor, std::str
   db::Result r = co_await tx.exec(
       kEmit, db::params(type, data, security::actor_type(actor.kind), actor.id, request_id,
                         text_array(kinds), int_array(priorities), int_array(attempts)));
+  if (!kinds.empty()) tx.after_commit(wake_after_commit);
   co_return r.text(0, "id");
 }
 

@@ -66,6 +66,9 @@ void add_kind(Kind kind);
 boost::asio::awaitable<void> run_worker(int thread_index);
 // Wakes idle workers (on any thread).
 void wake_workers();
+// After a commit that enqueued: this process's idle workers at once, other nodes' through a
+// NOTIFY sent outside the transaction (coalesced; their poll is the safety net).
+void wake_after_commit();
 // Every node's scheduler tick: enqueues each schedule's current period once.
 boost::asio::awaitable<void> enqueue_due_schedules();
 // Refreshes the queue snapshot for /metrics.

@@ -12,6 +12,7 @@
 #include <boost/json/parse.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <random>
 #include <set>
@@ -31,10 +32,16 @@ using asio::awaitable;
 using asio::use_awaitable;
 using Clock = std::chrono::steady_clock;
 
+// The CTE marks the transaction before the insert's trigger runs: its workers are woken after
+// it commits (wake_after_commit), not by a NOTIFY inside it (migrations/0026).
 HSEA_QUERY kEnqueue{"jobs_enqueue",
-                    "SELECT jobs_enqueue($1, $2::jsonb, $3, $4, $5, NULLIF($6, '')) AS id"};
+                    "WITH wake AS (SELECT set_config('hsea.jobs_wake', 'after_commit', true)) "
+                    "SELECT jobs_enqueue($1, $2::jsonb, $3, $4, $5, NULLIF($6, '')) AS id "
+                    "FROM wake"};
 HSEA_QUERY kEnqueueMany{"jobs_enqueue_many",
-                        "SELECT jobs_enqueue_many($1, $2::jsonb[], $3, $4) AS n"};
+                        "WITH wake AS (SELECT set_config('hsea.jobs_wake', 'after_commit', true)) "
+                        "SELECT jobs_enqueue_many($1, $2::jsonb[], $3, $4) AS n FROM wake"};
+HSEA_QUERY kNotifyNodes{"jobs_notify_nodes", "SELECT pg_notify('hsea_jobs', '')"};
 HSEA_QUERY kClaim{"jobs_claim",
                   "SELECT id, tenant_id, kind, payload::text AS payload, attempts, max_attempts, "
                   "lease_token FROM jobs_claim($1, $2, $3)"};
@@ -107,14 +114,48 @@ std::chrono::milliseconds default_backoff(int attempt) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(step * jitter(rng)));
 }
 
+// The NOTIFY for other nodes' workers: one at a time per process, and the commits made while
+// one is out share the next, so a burst of enqueues costs a few notifications, each in a
+// transaction of its own that writes nothing else.
+namespace {
+std::atomic<bool> g_notify_sending{false};
+std::atomic<bool> g_notify_wanted{false};
+
+awaitable<void> notify_nodes() {
+  while (true) {
+    g_notify_wanted.store(false);
+    try {
+      co_await db::pool().query(kNotifyNodes);
+    } catch (const std::exception& e) {
+      // Their safety-net poll finds the job; this process's workers were woken already.
+      log::warn("job notification failed", {{"error", e.what()}});
+    }
+    if (g_notify_wanted.load()) continue;
+    g_notify_sending.store(false);
+    // A commit that came between the check and the store found the flag still set.
+    if (!g_notify_wanted.load() || g_notify_sending.exchange(true)) co_return;
+  }
+}
+}  // namespace
+
+void wake_after_commit() {
+  wake_workers();
+  g_notify_wanted.store(true);
+  runtime::ThreadContext* thread = runtime::ThreadContext::current();
+  if (thread == nullptr || g_notify_sending.exchange(true)) return;
+  runtime::spawn(thread->io(), notify_nodes(), "job notification");
+}
+
 awaitable<std::optional<std::string>> enqueue(db::Transaction& tx, NewJob job) {
   db::Result r = co_await tx.exec(kEnqueue, enqueue_params(job));
+  tx.after_commit(wake_after_commit);
   co_return enqueued_id(r);
 }
 
 awaitable<std::optional<std::string>> enqueue(std::string tenant_id, NewJob job) {
   db::Result r =
       co_await db::pool().tenant_query(std::move(tenant_id), kEnqueue, enqueue_params(job));
+  wake_after_commit();
   co_return enqueued_id(r);
 }
 
@@ -123,6 +164,7 @@ awaitable<std::int64_t> enqueue_many(db::Transaction& tx, std::string kind,
   const Kind& k = kind_or_throw(kind);
   db::Result r = co_await tx.exec(
       kEnqueueMany, db::params(kind, json_array(payloads), k.priority, k.max_attempts));
+  tx.after_commit(wake_after_commit);
   co_return r.get_int(0, "n");
 }
 

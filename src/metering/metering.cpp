@@ -27,6 +27,7 @@
 #include "http/problem.hpp"
 #include "identity/access.hpp"
 #include "jobs/jobs.hpp"
+#include "metering/internal.hpp"
 #include "redis/client.hpp"
 #include "runtime/registrar.hpp"
 #include "security/policies.hpp"
@@ -122,6 +123,7 @@ struct Settings {
   int soft_percent = 80;
   int hard_percent = 100;
   int rollup_seconds = 300;
+  int storage_seconds = 86400;
 };
 const core::Section<Settings> kSettings{
     "metering",
@@ -140,7 +142,10 @@ const core::Section<Settings> kSettings{
      core::int_setting(&Settings::hard_percent, "HSEA_QUOTA_HARD_PERCENT", "100", 1, 1000,
                        "at this share of a quota requests are refused (429 quota_exceeded)"),
      core::int_setting(&Settings::rollup_seconds, "HSEA_METERING_ROLLUP_SECONDS", "300", 1, 86400,
-                       "how often the daily and monthly usage rollups are brought up to date")}};
+                       "how often the daily and monthly usage rollups are brought up to date"),
+     core::int_setting(&Settings::storage_seconds, "HSEA_METERING_STORAGE_SECONDS", "86400", 1,
+                       604800,
+                       "how often every tenant's stored bytes (storage_bytes) are measured")}};
 const Settings* g_settings = nullptr;
 
 const Settings& settings() { return *g_settings; }
@@ -178,7 +183,10 @@ Period period_of(const billing::Entitlement* e, std::int64_t now) {
 // an override replaces it (the caller applies it).
 Quota plan_quota(const billing::Entitlement* e, std::string_view meter) {
   Quota q{.soft_percent = settings().soft_percent, .hard_percent = settings().hard_percent};
-  if (e != nullptr) q.limit = e->limit(meter);
+  if (e != nullptr) {
+    q.limit = e->limit(meter);
+    q.metered = e->is_metered(meter);
+  }
   if (!q.limit && meter == kApiCalls && settings().api_calls_quota > 0) {
     q.limit = settings().api_calls_quota;
   }
@@ -197,7 +205,8 @@ HSEA_QUERY kFlush{"metering_flush",
                   ", $1::uuid, 'api_calls', $2::bigint, now() "
                   "WHERE $2::bigint > 0 "
                   "RETURNING 1) SELECT (extract(epoch FROM now()) * 1000000)::bigint AS at_us, "
-                  "o.meter, o.quota FROM (SELECT count(*) FROM ins) AS written "
+                  "o.meter, o.quota, (SELECT value FROM usage_gauges WHERE meter = "
+                  "'storage_bytes') AS storage FROM (SELECT count(*) FROM ins) AS written "
                   "LEFT JOIN quota_overrides o ON true"};
 HSEA_QUERY kSum{"metering_sum",
                 "SELECT COALESCE(sum(quantity), 0)::bigint AS used, "
@@ -216,12 +225,13 @@ HSEA_QUERY kRecordEvents{
     ", i.id, i.meter, i.quantity, i.occurred_at, i.idempotency_key FROM input i "
     "WHERE i.idempotency_key IS NULL OR i.idempotency_key IN (SELECT idempotency_key FROM keyed) "
     "RETURNING id"};
-HSEA_QUERY kSummary{
-    "metering_summary",
-    "SELECT 'used' AS kind, meter, sum(quantity)::bigint AS n FROM usage_events "
-    "WHERE occurred_at >= to_timestamp($1) AND occurred_at < to_timestamp($2) GROUP BY meter "
-    "UNION ALL SELECT 'used', 'seats', count(*) FROM memberships "
-    "UNION ALL SELECT 'quota', meter, quota FROM quota_overrides"};
+HSEA_QUERY kSummary{"metering_summary",
+                    "SELECT 'used' AS kind, meter, sum(quantity)::bigint AS n FROM usage_events "
+                    "WHERE occurred_at >= to_timestamp($1) AND occurred_at < to_timestamp($2) "
+                    "AND meter <> 'storage_bytes' GROUP BY meter "
+                    "UNION ALL SELECT 'used', meter, value FROM usage_gauges "
+                    "UNION ALL SELECT 'used', 'seats', count(*) FROM memberships "
+                    "UNION ALL SELECT 'quota', meter, quota FROM quota_overrides"};
 HSEA_QUERY kHistory{"metering_history",
                     "SELECT meter, period_start, quantity FROM usage_rollups "
                     "WHERE granularity = $1 AND ($2::text IS NULL OR meter = $2) "
@@ -234,7 +244,28 @@ HSEA_QUERY kWarn{"metering_warn",
                  ", $1, to_timestamp($2), $3, $4) "
                  "ON CONFLICT DO NOTHING RETURNING meter"};
 HSEA_QUERY kRollup{"metering_rollup", "SELECT usage_rollup() AS days"};
+HSEA_QUERY kMeasureStorage{"metering_storage_measure", "SELECT usage_storage_measure() AS tenants"};
+// A change of the tenant's stored bytes (record_storage_change): the gauge moves and the new
+// value is an event, in the caller's transaction.
+HSEA_QUERY kStorageChange{
+    "metering_storage_change",
+    "WITH g AS (INSERT INTO usage_gauges (tenant_id, meter, value) VALUES (" TENANT
+    ", 'storage_bytes', GREATEST(0, $1::bigint)) ON CONFLICT (tenant_id, meter) DO UPDATE SET "
+    "value = GREATEST(0, usage_gauges.value + $1::bigint), measured_at = now() RETURNING value) "
+    "INSERT INTO usage_events (tenant_id, id, meter, quantity, occurred_at) SELECT " TENANT
+    ", $2::uuid, 'storage_bytes', value, now() FROM g RETURNING quantity"};
 HSEA_QUERY kPartitions{"metering_partitions", "SELECT usage_events_add_partitions($1) AS made"};
+
+// One tenant's seat changes at a time (until the transaction ends), then what is taken.
+HSEA_QUERY kSeatLock{"metering_seat_lock",
+                     "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtextextended("
+                     "'hsea.seats.' || current_setting('app.tenant_id'), 0))) AS l"};
+HSEA_QUERY kSeatsTaken{
+    "metering_seats_taken",
+    "SELECT (SELECT count(*) FROM memberships) + CASE WHEN $1::bool THEN (SELECT count(*) FROM "
+    "invitations WHERE accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now()) "
+    "ELSE 0 END AS taken, o.quota, o.meter IS NOT NULL AS overridden FROM (SELECT 1) AS one "
+    "LEFT JOIN quota_overrides o ON o.meter = 'seats'"};
 
 #undef TENANT
 
@@ -330,6 +361,10 @@ struct TenantUsage {
   std::vector<Batch> owed;   // written as events, not yet added to the counter
   std::int64_t pending = 0;  // counted by requests, not yet written
   Quota quota;
+  // storage_bytes as last measured (read at each flush) and its quota: routes with StoresData
+  // are refused at its hard limit.
+  std::int64_t storage = 0;
+  Quota storage_quota;
   bool quota_loaded = false;
   bool warned = false;  // this period's warning is recorded (or another node's was)
   std::int64_t last_seen = 0;
@@ -393,16 +428,32 @@ bool metered(const RequestContext& ctx) {
   } else {
     return false;
   }
-  // Sign-in and billing stay reachable past a quota: a tenant must be able to sign in, see its
-  // plan and upgrade (billing's routes are its own; this module names them here).
-  return !path.starts_with("auth/") && !path.starts_with("subscriptions") &&
-         !path.starts_with("plans") && !path.starts_with("webhooks/stripe");
+  // Sign-in, the signed-in user and billing stay reachable past a quota: a tenant must be able
+  // to sign in, load the web app (it starts from /api/me), see its usage, plan and invoices, pay
+  // and upgrade (these routes are other modules'; this module names them here).
+  auto under = [path](std::string_view prefix) {
+    return path == prefix ||
+           (path.starts_with(prefix) && path.size() > prefix.size() && path[prefix.size()] == '/');
+  };
+  return !path.starts_with("auth/") && !under("me") && !under("subscriptions") && !under("plans") &&
+         !under("invoices") && !under("billing") && !path.starts_with("webhooks/stripe");
 }
 
 std::optional<Response> check_quota(RequestContext& ctx) {
   std::int64_t now = now_seconds();
   TenantUsage& u = usage_of(ctx.tenant_id, now);
   u.last_seen = now;
+  // Storage is refused only where a route adds to it (StoresData): reading and deleting stay open,
+  // so a tenant past its storage quota can still clean up.
+  if (u.quota_loaded && ctx.policy<StoresData>() != nullptr &&
+      u.storage_quota.exceeded(u.storage)) {
+    ApiError error(ErrorCode::kQuotaExceeded,
+                   fmt::format("The {} quota ({} bytes) is used up ({} stored); delete data or "
+                               "upgrade the plan to store more.",
+                               kStorageBytes, u.storage_quota.hard(), u.storage));
+    Response r = http::problem(error, ctx.request_id);
+    return r;
+  }
   const Quota& q = u.quota;
   if (!q.limit) {
     ++u.pending;
@@ -475,13 +526,23 @@ awaitable<void> flush_tenant(const std::string& tenant_id, TenantUsage& u, std::
         u.period = period;
       }
       Quota q = plan_quota(e.get(), kApiCalls);
+      Quota storage = plan_quota(e.get(), kStorageBytes);
       for (int i = 0; i < r.rows(); ++i) {
-        if (r.get(i, "meter") != kApiCalls) continue;
-        q.limit = r.optional(i, "quota").transform([](const std::string& v) {
+        Quota* target = r.get(i, "meter") == kApiCalls       ? &q
+                        : r.get(i, "meter") == kStorageBytes ? &storage
+                                                             : nullptr;
+        if (target == nullptr) continue;
+        target->limit = r.optional(i, "quota").transform([](const std::string& v) {
           return static_cast<std::int64_t>(std::stoll(v));
         });
       }
       u.quota = q;
+      u.storage_quota = storage;
+      u.storage = r.optional(0, "storage")
+                      .transform([](const std::string& v) {
+                        return static_cast<std::int64_t>(std::stoll(v));
+                      })
+                      .value_or(0);
       u.quota_loaded = true;
       u.limits_read_at = now;
     } catch (const std::exception& e) {
@@ -681,6 +742,7 @@ object meter_json(std::string_view meter, std::int64_t used, const Quota& q, Per
     o["hard_limit"] = q.hard();
     o["remaining"] = q.remaining(used);
     o["state"] = q.exceeded(used) ? "exceeded" : q.warning(used) ? "warning" : "ok";
+    if (q.metered) o["overage"] = std::max<std::int64_t>(0, used - *q.limit);
   } else {
     o["limit"] = nullptr;
     o["soft_limit"] = nullptr;
@@ -689,6 +751,8 @@ object meter_json(std::string_view meter, std::int64_t used, const Quota& q, Per
     o["state"] = "ok";
   }
   o["resets_at"] = rfc3339(p.end);
+  o["metered"] = q.metered;
+  o["kind"] = meter == kStorageBytes || meter == kSeats ? "gauge" : "counter";
   return o;
 }
 
@@ -727,7 +791,8 @@ awaitable<Response> summary(RequestContext& ctx) {
     meters.push_back(meter_json(meter, n, q, p));
   }
   co_return http::json_response(
-      200, object{{"period", object{{"start", rfc3339(p.start)}, {"end", rfc3339(p.end)}}},
+      200, object{{"plan_id", e->plan_id},
+                  {"period", object{{"start", rfc3339(p.start)}, {"end", rfc3339(p.end)}}},
                   {"meters", std::move(meters)}});
 }
 
@@ -781,6 +846,7 @@ awaitable<Response> history(RequestContext& ctx) {
 }
 
 awaitable<void> rollup() { co_await db::pool().query(kRollup); }
+awaitable<void> measure_storage() { co_await db::pool().query(kMeasureStorage); }
 awaitable<void> add_partitions() { co_await db::pool().query(kPartitions, db::params(3)); }
 
 int set_quota(const std::string& admin_url, const std::string& tenant, const std::string& meter,
@@ -811,6 +877,33 @@ int set_quota(const std::string& admin_url, const std::string& tenant, const std
 
 }  // namespace
 
+awaitable<void> record_storage_change(db::Transaction& tx, std::int64_t delta_bytes) {
+  std::string id = core::uuid_v7();
+  co_await tx.exec(kStorageChange, db::params(delta_bytes, id));
+}
+
+awaitable<void> require_seat(db::Transaction& tx, std::string tenant_id,
+                             bool with_open_invitations) {
+  std::shared_ptr<const billing::Entitlement> e = co_await billing::Entitlements::of(tenant_id);
+  co_await tx.exec(kSeatLock);
+  db::Result r = co_await tx.exec(kSeatsTaken, db::params(with_open_invitations));
+  Quota q = plan_quota(e.get(), kSeats);
+  if (r.get_bool(0, "overridden")) {
+    q.limit = r.optional(0, "quota").transform([](const std::string& v) {
+      return static_cast<std::int64_t>(std::stoll(v));
+    });
+  }
+  std::int64_t taken = r.get_int(0, "taken");
+  if (q.limit && taken >= q.hard()) {
+    throw ApiError(
+        ErrorCode::kQuotaExceeded,
+        fmt::format("Every seat of the plan ({}) is taken ({} members{}): remove a "
+                    "member{} or upgrade the plan.",
+                    q.hard(), taken, with_open_invitations ? " and open invitations" : "",
+                    with_open_invitations ? ", revoke an invitation" : ""));
+  }
+}
+
 void Register(runtime::Registrar& reg) {
   const Settings& s = reg.settings(kSettings);
   g_settings = &s;
@@ -833,6 +926,11 @@ void Register(runtime::Registrar& reg) {
                 .interval = std::chrono::seconds(s.rollup_seconds),
                 .once_per_cluster = true,
                 .run = [] { return rollup(); }});
+  reg.periodic({.name = "metering-storage",
+                .interval = std::chrono::seconds(s.storage_seconds),
+                .first_delay = std::chrono::seconds(std::min(s.storage_seconds, 60)),
+                .once_per_cluster = true,
+                .run = [] { return measure_storage(); }});
   reg.periodic({.name = "metering-partitions",
                 .interval = std::chrono::hours(24),
                 .once_per_cluster = true,
@@ -881,6 +979,7 @@ void Register(runtime::Registrar& reg) {
            return 1;
          }
        }});
+  register_stripe_usage(reg);
   reg.metrics([](std::string& out) {
     // Per-process facts only; usage itself is per tenant and lives in the API.
     std::size_t counters = 0;

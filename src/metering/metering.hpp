@@ -13,13 +13,20 @@
 // operator) or else the plan default (HSEA_QUOTA_*). Past the soft threshold a request gets
 // X-Quota-Warning and the tenant's owners and admins one mail per period (event
 // usage.limit_warning); past the hard threshold it is refused with 429 quota_exceeded.
+#include <boost/asio/awaitable.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "metering/policies.hpp"
+
 namespace hsea::runtime {
 class Registrar;
+}
+namespace hsea::db {
+class Transaction;
 }
 
 namespace hsea::metering {
@@ -28,9 +35,24 @@ inline constexpr std::string_view kApiCalls = "api_calls";
 inline constexpr std::string_view kSeats = "seats";
 inline constexpr std::string_view kStorageBytes = "storage_bytes";
 
-// A route policy: the route is neither counted nor refused for quota (the usage routes
-// themselves; billing, so a tenant past its quota can still see it and upgrade).
-struct Unmetered {};
+// Route policies: Unmetered, StoresData (metering/policies.hpp).
+
+// storage_bytes is a gauge: its value is the latest measurement, not a sum. The daily
+// metering-storage job measures every tenant's rows (usage_storage_measure(), which also adds
+// the `size_bytes` column of any tenant table that has one). A module that stores bytes outside
+// those rows (the file store of HSEA-036) keeps each object's size in a `size_bytes` column of
+// its tenant table and calls this in the transaction that stores (+bytes) or deletes (-bytes)
+// the object, so the gauge, the quota and the summary move at once, not a day later:
+boost::asio::awaitable<void> record_storage_change(db::Transaction& tx, std::int64_t delta_bytes);
+
+// seats: the tenant's members, against the plan's `seats` limit (or the tenant's override).
+// Call in the transaction (scoped to `tenant_id`) that adds a member: accepting an invitation.
+// Sending one needs no free seat (an admin may free one before it is accepted);
+// `with_open_invitations` also counts the open invitations, for a caller that reserves seats.
+// Serialised per tenant (a transaction-scoped advisory lock), so concurrent joins cannot pass
+// the limit together. Throws 429 quota_exceeded when no seat is free.
+boost::asio::awaitable<void> require_seat(db::Transaction& tx, std::string tenant_id,
+                                          bool with_open_invitations);
 
 // A billing period, [start, end) in Unix seconds.
 struct Period {
@@ -48,7 +70,11 @@ struct Quota {
 
   std::int64_t soft() const { return limit ? *limit * soft_percent / 100 : 0; }
   std::int64_t hard() const { return limit ? *limit * hard_percent / 100 : 0; }
-  bool exceeded(std::int64_t used) const { return limit && used >= hard(); }
+  // A meter the plan bills by usage (plans.metered): its limit is the amount included in the
+  // price; past it the tenant is charged, warned, never refused.
+  bool metered = false;
+
+  bool exceeded(std::int64_t used) const { return limit && !metered && used >= hard(); }
   bool warning(std::int64_t used) const { return limit && used >= soft(); }
   std::int64_t remaining(std::int64_t used) const {
     return limit ? (used >= hard() ? 0 : hard() - used) : 0;

@@ -24,6 +24,7 @@
 #include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
+#include "metering/metering.hpp"
 #include "runtime/registrar.hpp"
 #include "runtime/runtime.hpp"
 #include "security/audit.hpp"
@@ -366,6 +367,7 @@ awaitable<Response> accept_invitation(RequestContext& ctx) {
                                           "This invitation was sent to another e-mail address."));
     }
     db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, p.user_id));
+    co_await metering::require_seat(tx, tenant_id, false);
     std::string role = co_await join(tx, ctx, token_hash, p.user_id, invitation);
     db::Result tenant = co_await tx.exec(kTenant);
     co_await tx.commit();
@@ -397,6 +399,7 @@ awaitable<Response> accept_invitation(RequestContext& ctx) {
   std::string hash = co_await runtime::cpu_pool().run(std::move(hash_work));
   std::string user_id = core::uuid_v7();
   db::Transaction tx = co_await db::pool().begin(db::scope(tenant_id, user_id));
+  co_await metering::require_seat(tx, tenant_id, false);
   // Sealed under the new user's key, made in this transaction before the user's row.
   identity::UserText sealed = co_await identity::seal_user(tx, user_id, email, name);
   db::Result user;

@@ -16,6 +16,7 @@
 #include "http/page.hpp"
 #include "identity/access.hpp"
 #include "jobs/jobs.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "runtime/runtime.hpp"
 #include "security/audit.hpp"
@@ -396,7 +397,7 @@ void register_routes(runtime::Registrar& reg) {
              .path = endpoints,
              .handler = create_endpoint,
              // A plan feature: the operator can sell webhooks as part of a plan.
-             .policies = Policies(admins, billing::Feature{"webhooks"},
+             .policies = Policies(admins, billing::Feature{"webhooks"}, metering::StoresData{},
                                   security::Body{"CreateWebhookEndpointRequest"})});
   reg.route({.method = Method::kGet,
              .path = endpoints,

@@ -110,6 +110,29 @@ export function usage(store: Store, price: Stripe.Price, customer: string, from:
   }
 }
 
+// What `used` units of a metered price cost, in minor units: per unit (unit_amount_decimal), or
+// by tiers (graduated: each tier prices the units within it; volume: the tier of the total prices
+// every unit), rounded once at the end.
+export function meteredAmount(price: Stripe.Price, used: number): number {
+  // A decimal is stored as its wire string (see prices.ts).
+  const each = (t: { unit_amount: number | null; unit_amount_decimal: Stripe.Decimal | null }) =>
+    Number(t.unit_amount_decimal !== null ? String(t.unit_amount_decimal) : (t.unit_amount ?? 0));
+  if (price.billing_scheme !== 'tiered' || !price.tiers) return Math.round(used * each(price));
+  let total = 0;
+  let from = 0;
+  for (const tier of price.tiers) {
+    const to = tier.up_to ?? Infinity;
+    if (price.tiers_mode === 'volume') {
+      if (used <= to) return Math.round(used * each(tier) + (tier.flat_amount ?? 0));
+      continue;
+    }
+    const n = Math.min(used, to) - from;
+    if (n > 0) total += n * each(tier) + (tier.flat_amount ?? 0);
+    from = to;
+  }
+  return Math.round(total);
+}
+
 // The line of a full period of `price`. A metered price is billed in arrears: its line is the
 // usage in `usageWindow` (none by default) times the unit amount.
 export function periodLine(store: Store, sub: Subscription, price: Stripe.Price, quantity: number,
@@ -117,8 +140,10 @@ export function periodLine(store: Store, sub: Subscription, price: Stripe.Price,
   if (isMetered(price)) {
     const used = usageWindow ? usage(store, price, sub.customer as string, usageWindow[0], usageWindow[1]) : 0;
     return newLine(store, {
-      price, quantity: used, amount: (price.unit_amount ?? 0) * used, start, end,
-      description: `${used} × ${productName(store, price)} (metered, at ${money(price.unit_amount ?? 0, price.currency)} each)`,
+      price, quantity: used, amount: meteredAmount(price, used), start, end,
+      description: price.billing_scheme === 'tiered'
+        ? `${used} × ${productName(store, price)} (metered, tiered)`
+        : `${used} × ${productName(store, price)} (metered, at ${money(price.unit_amount ?? 0, price.currency)} each)`,
       subscription: sub, proration: false,
     });
   }

@@ -13,6 +13,7 @@ import {
 } from '../api';
 import { navigate } from '../router';
 import { Billing } from './billing';
+import { Usage } from './usage';
 import { currentRole, useSession } from '../session';
 import {
   Field,
@@ -35,11 +36,13 @@ const sections = [
   { path: '/account/api-keys', label: 'API keys', admin: true },
   { path: '/account/members', label: 'Members', admin: true },
   { path: '/account/invitations', label: 'Invitations', admin: true },
+  { path: '/account/usage', label: 'Usage', usage: true },
   { path: '/account/billing', label: 'Billing', billing: true },
 ];
 
 const isAdmin = (me: Me) => ['owner', 'admin'].includes(currentRole(me) ?? '');
 const seesBilling = (me: Me) => ['owner', 'admin', 'billing'].includes(currentRole(me) ?? '');
+const seesUsage = (me: Me) => ['owner', 'admin', 'member'].includes(currentRole(me) ?? '');
 
 export function Account({ path }: { path: string }) {
   const { me } = useSession();
@@ -50,7 +53,8 @@ export function Account({ path }: { path: string }) {
   }, [me, path]);
   if (!me) return <p>Loading…</p>;
   const visible = sections.filter(
-    (s) => (!s.admin || isAdmin(me)) && (!s.billing || seesBilling(me)),
+    (s) =>
+      (!s.admin || isAdmin(me)) && (!s.billing || seesBilling(me)) && (!s.usage || seesUsage(me)),
   );
   const section = sections.find((s) => s.path === path);
   return (
@@ -81,6 +85,8 @@ export function Account({ path }: { path: string }) {
           <ApiKeys />
         ) : path === '/account/billing' ? (
           <Billing />
+        ) : path === '/account/usage' ? (
+          <Usage />
         ) : path === '/account/members' ? (
           <Members me={me} />
         ) : (

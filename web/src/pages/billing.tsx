@@ -7,6 +7,7 @@ import { api, listAll } from '../api';
 import { currentRole, useSession } from '../session';
 import {
   ItemTable,
+  Link,
   Notice,
   Page,
   ProblemSummary,
@@ -130,6 +131,11 @@ export function Billing() {
         }} />
       )}
       {sub && <CurrentPlan sub={sub} />}
+      {currentRole(me) !== 'billing' && (
+        <p>
+          <Link to="/account/usage">Usage in this period against the plan's limits</Link>
+        </p>
+      )}
       {sub && plans && (
         <ComparePlans sub={sub} plans={plans} canChange={canChange} onChanged={async (text) => {
           setNotice(text);

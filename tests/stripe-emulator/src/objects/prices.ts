@@ -56,18 +56,74 @@ function recurringOf(p: Params): Stripe.Price.Recurring | null {
   };
 }
 
+// A decimal amount in minor units ("0.1": a tenth of a cent), as Stripe's *_decimal fields.
+// On the wire a decimal is a string; the SDK parses it into its own Decimal class, which is
+// what its types name, so the string is stored under that type.
+function decimal(p: Params, key: string, name = key): Stripe.Decimal | undefined {
+  const v = str(p, key, name);
+  if (v === undefined) return undefined;
+  if (!/^\d+(\.\d{1,12})?$/.test(v)) throw StripeError.invalid(`Invalid decimal: ${v}`, name);
+  return wire(v);
+}
+function wire(v: string): Stripe.Decimal {
+  return v as unknown as Stripe.Decimal;
+}
+
+// billing_scheme=tiered: `tiers[i][up_to]` (an integer, or `inf` for the last),
+// `tiers[i][unit_amount]` or `tiers[i][unit_amount_decimal]`, `tiers[i][flat_amount]`.
+function tiersOf(p: Params): Stripe.Price.Tier[] {
+  const raw = list(p, 'tiers');
+  if (!raw || raw.length === 0) {
+    throw StripeError.invalid('Missing required param: tiers (a tiered price needs tiers).', 'tiers', 'parameter_missing');
+  }
+  let previous = 0;
+  return raw.map((t, i) => {
+    const name = `tiers[${i}]`;
+    if (typeof t === 'string' || Array.isArray(t)) throw StripeError.invalid(`Invalid object: ${name}`, name);
+    allowOnly(t, ['up_to', 'unit_amount', 'unit_amount_decimal', 'flat_amount']);
+    const last = i === raw.length - 1;
+    const upTo = str(t, 'up_to', `${name}[up_to]`);
+    if (last !== (upTo === 'inf')) {
+      throw StripeError.invalid('Only the last tier may have up_to=inf, and it must.', `${name}[up_to]`);
+    }
+    const bound = upTo === 'inf' ? null : int(t, 'up_to', `${name}[up_to]`)!;
+    if (bound !== null && bound <= previous) {
+      throw StripeError.invalid('Tiers must have ascending up_to values.', `${name}[up_to]`);
+    }
+    if (bound !== null) previous = bound;
+    const unit = int(t, 'unit_amount', `${name}[unit_amount]`);
+    const unitDecimal = decimal(t, 'unit_amount_decimal', `${name}[unit_amount_decimal]`);
+    const flat = int(t, 'flat_amount', `${name}[flat_amount]`);
+    return {
+      flat_amount: flat ?? null,
+      flat_amount_decimal: flat === undefined ? null : wire(String(flat)),
+      unit_amount: unit ?? null,
+      unit_amount_decimal: unitDecimal ?? (unit === undefined ? null : wire(String(unit))),
+      up_to: bound,
+    };
+  });
+}
+
 function create(ctx: Ctx): Stripe.Price {
   const { store, webhooks } = ctx.emu;
   const p = ctx.params;
-  allowOnly(p, ['currency', 'unit_amount', 'product', 'product_data', 'recurring', 'lookup_key',
+  allowOnly(p, ['currency', 'unit_amount', 'unit_amount_decimal', 'billing_scheme', 'tiers',
+                'tiers_mode', 'product', 'product_data', 'recurring', 'lookup_key',
                 'transfer_lookup_key', 'metadata', 'nickname', 'active', 'tax_behavior']);
   const currency = reqStr(p, 'currency').toLowerCase();
   if (!/^[a-z]{3}$/.test(currency)) throw StripeError.invalid(`Invalid currency: ${currency}`, 'currency');
-  const unitAmount = int(p, 'unit_amount');
-  if (unitAmount === undefined) {
+  const scheme = oneOf(p, 'billing_scheme', ['per_unit', 'tiered'] as const) ?? 'per_unit';
+  const tiers = scheme === 'tiered' ? tiersOf(p) : undefined;
+  const tiersMode = scheme === 'tiered' ? oneOf(p, 'tiers_mode', ['graduated', 'volume'] as const) : undefined;
+  if (scheme === 'tiered' && !tiersMode) {
+    throw StripeError.invalid('Missing required param: tiers_mode.', 'tiers_mode', 'parameter_missing');
+  }
+  const unitDecimal = decimal(p, 'unit_amount_decimal');
+  const unitAmount = int(p, 'unit_amount') ?? (unitDecimal !== undefined && Number.isInteger(Number(String(unitDecimal))) ? Number(String(unitDecimal)) : undefined);
+  if (unitAmount === undefined && unitDecimal === undefined && scheme === 'per_unit') {
     throw StripeError.invalid('Missing required param: unit_amount.', 'unit_amount', 'parameter_missing');
   }
-  if (unitAmount < 0) throw StripeError.invalid('Invalid unit_amount: must be >= 0', 'unit_amount');
+  if (unitAmount !== undefined && unitAmount < 0) throw StripeError.invalid('Invalid unit_amount: must be >= 0', 'unit_amount');
   let product = str(p, 'product');
   const pd = hash(p, 'product_data');
   if (!product && pd) {
@@ -103,7 +159,7 @@ function create(ctx: Ctx): Stripe.Price {
     id: store.id('price'),
     object: 'price',
     active: bool(p, 'active') ?? true,
-    billing_scheme: 'per_unit',
+    billing_scheme: scheme,
     created: store.now(),
     currency,
     custom_unit_amount: null,
@@ -114,11 +170,12 @@ function create(ctx: Ctx): Stripe.Price {
     product,
     recurring,
     tax_behavior: oneOf(p, 'tax_behavior', ['exclusive', 'inclusive', 'unspecified'] as const) ?? 'unspecified',
-    tiers_mode: null,
+    tiers_mode: tiersMode ?? null,
     transform_quantity: null,
     type: recurring ? 'recurring' : 'one_time',
-    unit_amount: unitAmount,
-    unit_amount_decimal: null,
+    unit_amount: scheme === 'tiered' ? null : (unitAmount ?? null),
+    unit_amount_decimal: scheme === 'tiered' ? null : (unitDecimal ?? wire(String(unitAmount))),
+    ...(tiers ? { tiers } : {}),
   };
   store.prices.set(price.id, price);
   webhooks.emit('price.created', price);

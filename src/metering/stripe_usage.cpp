@@ -1,0 +1,186 @@
+// Metered usage reported to Stripe (HSEA-026): each tenant's usage of its plan's metered meters
+// becomes Stripe billing meter events, exactly once. See metering.hpp and
+// migrations/0025_usage_billing.sql (usage_stripe_reports).
+#include <fmt/format.h>
+#include <boost/json/object.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+
+#include "billing/billing.hpp"
+#include "core/log.hpp"
+#include "core/settings.hpp"
+#include "db/db.hpp"
+#include "metering/internal.hpp"
+#include "metering/metering.hpp"
+#include "runtime/registrar.hpp"
+
+namespace hsea::metering {
+namespace {
+
+using boost::asio::awaitable;
+using boost::json::object;
+
+struct ReportSettings {
+  int report_seconds = 3600;
+  int settle_seconds = 300;
+};
+const core::Section<ReportSettings> kReportSettings{
+    "metering.stripe",
+    {core::int_setting(&ReportSettings::report_seconds, "HSEA_USAGE_REPORT_SECONDS", "3600", 1,
+                       86400,
+                       "how often each tenant's metered usage not yet reported is sent to Stripe "
+                       "as billing meter events"),
+     core::int_setting(&ReportSettings::settle_seconds, "HSEA_USAGE_REPORT_SETTLE_SECONDS", "300",
+                       1, 86400,
+                       "usage recorded less than this long ago waits for the next report; keep it "
+                       "above the longest transaction that writes usage (HSEA_DB_STATEMENT_"
+                       "TIMEOUT_MS)")}};
+const ReportSettings* g_report = nullptr;
+
+std::atomic<std::uint64_t> g_sent{0}, g_failed{0}, g_quantity{0};
+
+#define TENANT "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
+
+// Across tenants (SECURITY DEFINER): who has metered usage to report, to which customer.
+HSEA_QUERY kDue{"metering_stripe_due",
+                "SELECT tenant_id, stripe_customer_id, meter, event_name, "
+                "extract(epoch FROM period_start)::bigint AS period_start FROM usage_stripe_due()"};
+// A tenant's first report starts at its subscription's period start.
+HSEA_QUERY kStart{"metering_stripe_start",
+                  "INSERT INTO usage_stripe_reports (tenant_id, meter, reported_until) VALUES "
+                  "(" TENANT ", $1, to_timestamp($2)) ON CONFLICT DO NOTHING"};
+// Without a pending report: the usage recorded since the mark and before now - settle becomes
+// the pending report (or, when there is none, moves the mark on). The identifier names the
+// window's end, so the same report always carries the same identifier.
+HSEA_QUERY kPrepare{
+    "metering_stripe_prepare",
+    "WITH s AS (SELECT reported_until, GREATEST(reported_until, now() - make_interval(secs => "
+    "$2::int)) AS until FROM usage_stripe_reports WHERE meter = $1 AND pending_identifier IS "
+    "NULL FOR UPDATE), "
+    "v AS (SELECT s.until, (SELECT COALESCE(sum(e.quantity), 0) FROM usage_events e "
+    "WHERE e.meter = $1 AND e.recorded_at >= s.reported_until AND e.recorded_at < s.until)::bigint "
+    "AS value FROM s) "
+    "UPDATE usage_stripe_reports r SET "
+    "reported_until = CASE WHEN v.value = 0 THEN v.until ELSE r.reported_until END, "
+    "pending_until = CASE WHEN v.value > 0 THEN v.until END, "
+    "pending_value = CASE WHEN v.value > 0 THEN v.value END, "
+    "pending_identifier = CASE WHEN v.value > 0 THEN $3::text || '_' || "
+    "(extract(epoch FROM v.until) * 1000000)::bigint END, updated_at = now() "
+    "FROM v WHERE r.meter = $1 RETURNING r.meter"};
+HSEA_QUERY kPending{
+    "metering_stripe_pending",
+    "SELECT pending_value, pending_identifier, "
+    "extract(epoch FROM pending_until)::bigint AS pending_at "
+    "FROM usage_stripe_reports WHERE meter = $1 AND pending_identifier IS NOT NULL"};
+// Stripe took the report: the mark moves to its window's end, in one statement.
+HSEA_QUERY kConfirm{"metering_stripe_confirm",
+                    "UPDATE usage_stripe_reports SET reported_until = pending_until, "
+                    "reported_total = reported_total + pending_value, pending_until = NULL, "
+                    "pending_value = NULL, pending_identifier = NULL, attempts = 0, "
+                    "last_error = NULL, updated_at = now() "
+                    "WHERE meter = $1 AND pending_identifier = $2 RETURNING reported_total"};
+HSEA_QUERY kFailed{"metering_stripe_failed",
+                   "UPDATE usage_stripe_reports SET attempts = attempts + 1, last_error = $3, "
+                   "updated_at = now() WHERE meter = $1 AND pending_identifier = $2"};
+
+#undef TENANT
+
+struct Due {
+  std::string tenant_id;
+  std::string customer;
+  std::string meter;
+  std::string event_name;
+  std::int64_t period_start = 0;
+};
+
+std::int64_t now_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// One tenant's meter: prepare (or find) the pending report, send it, confirm it.
+awaitable<void> report(Due d) {
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(d.tenant_id));
+  co_await tx.exec(kStart, db::params(d.meter, d.period_start));
+  co_await tx.exec(kPrepare, db::params(d.meter, g_report->settle_seconds,
+                                        fmt::format("hsea_{}_{}", d.tenant_id, d.meter)));
+  db::Result pending = co_await tx.exec(kPending, db::params(d.meter));
+  co_await tx.commit();
+  if (pending.empty()) co_return;  // nothing used since the last report
+  std::int64_t value = pending.get_int(0, "pending_value");
+  std::string identifier = pending.text(0, "pending_identifier");
+  // Stripe takes events of the last 35 days: an older pending report is dated now.
+  std::int64_t at = std::max(pending.get_int(0, "pending_at"), now_s() - 34 * 86400);
+  object params{
+      {"event_name", d.event_name},
+      {"payload", object{{"stripe_customer_id", d.customer}, {"value", std::to_string(value)}}},
+      {"identifier", identifier},
+      {"timestamp", at}};
+  std::string error;
+  try {
+    billing::StripeReply r =
+        co_await billing::stripe().post("/v1/billing/meter_events", std::move(params), identifier);
+    if (!r.ok()) error = r.error_message();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    ++g_failed;
+    log::warn("usage not reported to Stripe yet", {{"tenant_id", d.tenant_id},
+                                                   {"meter", d.meter},
+                                                   {"identifier", identifier},
+                                                   {"error", error}});
+    co_await db::pool().tenant_query(d.tenant_id, kFailed,
+                                     db::params(d.meter, identifier, error.substr(0, 500)));
+    co_return;
+  }
+  co_await db::pool().tenant_query(d.tenant_id, kConfirm, db::params(d.meter, identifier));
+  ++g_sent;
+  g_quantity += static_cast<std::uint64_t>(value);
+}
+
+awaitable<void> report_all() {
+  if (!billing::stripe().configured()) co_return;  // no Stripe: nothing is billed by usage
+  db::Result r = co_await db::pool().query(kDue);
+  for (int i = 0; i < r.rows(); ++i) {
+    Due d{r.text(i, "tenant_id"), r.text(i, "stripe_customer_id"), r.text(i, "meter"),
+          r.text(i, "event_name"), r.get_int(i, "period_start")};
+    try {
+      co_await report(std::move(d));
+    } catch (const std::exception& e) {
+      ++g_failed;  // one tenant's failure does not hold up the others
+      log::warn("usage report failed",
+                {{"tenant_id", r.text(i, "tenant_id")}, {"error", e.what()}});
+    }
+  }
+}
+
+}  // namespace
+
+void register_stripe_usage(runtime::Registrar& reg) {
+  const ReportSettings& s = reg.settings(kReportSettings);
+  g_report = &s;
+  reg.periodic({.name = "metering-stripe-report",
+                .interval = std::chrono::seconds(s.report_seconds),
+                .first_delay = std::chrono::seconds(std::min(s.report_seconds, 60)),
+                .once_per_cluster = true,
+                .run = [] { return report_all(); }});
+  reg.metrics([](std::string& out) {
+    fmt::format_to(std::back_inserter(out),
+                   "# HELP hsea_usage_stripe_reports_total Metered usage reports sent to Stripe "
+                   "(billing meter events), by outcome; a failed one is resent later.\n"
+                   "# TYPE hsea_usage_stripe_reports_total counter\n"
+                   "hsea_usage_stripe_reports_total{{outcome=\"sent\"}} {}\n"
+                   "hsea_usage_stripe_reports_total{{outcome=\"failed\"}} {}\n"
+                   "# HELP hsea_usage_stripe_reported_quantity_total Units of metered usage "
+                   "Stripe took from this process.\n"
+                   "# TYPE hsea_usage_stripe_reported_quantity_total counter\n"
+                   "hsea_usage_stripe_reported_quantity_total {}\n",
+                   g_sent.load(), g_failed.load(), g_quantity.load());
+  });
+}
+
+}  // namespace hsea::metering

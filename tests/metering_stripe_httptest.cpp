@@ -1,0 +1,452 @@
+// Metered billing (HSEA-026) through the real server and the Stripe emulator: `hsea billing
+// sync-plans` makes the meter and the tiered metered prices, the periodic report sends each
+// tenant's counted api_calls to its own Stripe customer as meter events, a failed send is resent
+// with the same identifier and counted once, and without Stripe nothing is reported. A metered
+// meter past its included amount warns but is never refused.
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <chrono>
+#include <ctime>
+#include <functional>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "testkit/stripe_emulator.hpp"
+#include "testkit/testkit.hpp"
+
+namespace hsea {
+namespace {
+
+using namespace std::chrono_literals;
+using boost::json::object;
+using testkit::Account;
+using testkit::http;
+using testkit::HttpResponse;
+using testkit::json_of;
+using testkit::sql;
+using testkit::str;
+
+const std::string kPublic = "http://127.0.0.1:8080";
+
+bool eventually(const std::function<bool()>& done, std::chrono::seconds timeout = 30s) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(200ms);
+  }
+  return done();
+}
+
+HttpResponse call(const testkit::TestServer& s, const std::string& method, const std::string& path,
+                  const std::string& token, const std::string& body = "") {
+  std::vector<std::string> headers{"Authorization: Bearer " + token};
+  if (!body.empty()) headers.emplace_back("Content-Type: application/json");
+  return http(method, s.url(path), body, headers);
+}
+
+std::string scalar(const testkit::TestDatabase& db, const std::string& statement,
+                   const std::vector<std::string>& params = {}) {
+  auto rows = sql(db.admin_url(), statement, params);
+  return rows.empty() || rows[0].empty() ? std::string() : rows[0][0];
+}
+
+class MeteringStripe : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    db_ = new testkit::TestDatabase();
+    stripe_ = new testkit::StripeEmulator();
+    std::map<std::string, std::string> env = stripe_->hsea_env();
+    env["HSEA_STRIPE_MAX_RETRIES"] = "0";  // each report run makes one attempt
+    env["HSEA_USAGE_REPORT_SECONDS"] = "1";
+    env["HSEA_USAGE_REPORT_SETTLE_SECONDS"] = "1";
+    env["HSEA_METERING_FLUSH_SECONDS"] = "1";
+    server_ = new testkit::TestServer(*db_, env);
+    stripe_->set_webhook_url(server_->url("/api/webhooks/stripe"));
+    env["HSEA_DATABASE_URL"] = db_->app_url();
+    env["HSEA_DATABASE_ADMIN_URL"] = db_->admin_url();
+    testkit::RunResult sync = testkit::run_hsea({"billing", "sync-plans"}, env);
+    ASSERT_EQ(sync.exit_code, 0) << sync.output;
+    testkit::RunResult again = testkit::run_hsea({"billing", "sync-plans"}, env);
+    ASSERT_EQ(again.exit_code, 0) << again.output;
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete stripe_;
+    delete db_;
+  }
+
+  static Account subscribed(const std::string& org) {
+    Account a = testkit::sign_up(*server_, org);
+    HttpResponse r = call(*server_, "POST", "/api/subscriptions/checkout", a.access_token,
+                          R"({"plan_id":"pro","interval":"month","success_url":")" + kPublic +
+                              R"(/done","cancel_url":")" + kPublic + R"(/back"})");
+    EXPECT_EQ(r.status, 201) << r.body;
+    stripe_->complete_checkout(str(json_of(r), "checkout_url"));
+    EXPECT_TRUE(stripe_->wait_webhooks_idle());
+    EXPECT_TRUE(eventually([&] {
+      return scalar(*db_,
+                    "SELECT status FROM subscriptions WHERE tenant_id = $1 AND "
+                    "stripe_subscription_id IS NOT NULL",
+                    {a.tenant_id}) == "active";
+    }));
+    return a;
+  }
+  static std::string customer_of(const Account& a) {
+    return scalar(*db_, "SELECT stripe_customer_id FROM subscriptions WHERE tenant_id = $1",
+                  {a.tenant_id});
+  }
+  // What Stripe's meter summed for the tenant's customer, over all time.
+  static long stripe_total(const Account& a) {
+    std::string meter =
+        scalar(*db_, "SELECT stripe_meter_id FROM stripe_meters WHERE meter = 'api_calls'");
+    long now = static_cast<long>(std::time(nullptr));
+    boost::json::value v = stripe_->api(
+        "GET", "/v1/billing/meters/" + meter + "/event_summaries?customer=" + customer_of(a) +
+                   "&start_time=0&end_time=" + std::to_string(now + 86400));
+    const auto& data = v.at("data").as_array();
+    return data.empty() ? 0 : static_cast<long>(data[0].at("aggregated_value").as_int64());
+  }
+  // HSEA's counted api_calls of the tenant since its subscription began, up to the report mark.
+  static long counted(const Account& a) {
+    return std::stol(scalar(*db_,
+                            "SELECT COALESCE(sum(e.quantity), 0) FROM usage_events e, "
+                            "usage_stripe_reports r, subscriptions s "
+                            "WHERE e.tenant_id = $1 AND r.tenant_id = $1 AND s.tenant_id = $1 "
+                            "AND e.meter = 'api_calls' AND r.meter = 'api_calls' "
+                            "AND e.recorded_at >= s.current_period_start "
+                            "AND e.recorded_at < r.reported_until",
+                            {a.tenant_id}));
+  }
+  static long reported_total(const Account& a) {
+    std::string v = scalar(*db_,
+                           "SELECT reported_total FROM usage_stripe_reports WHERE tenant_id = $1 "
+                           "AND meter = 'api_calls' AND pending_identifier IS NULL",
+                           {a.tenant_id});
+    return v.empty() ? -1 : std::stol(v);
+  }
+  // Every usage event of the tenant recorded so far lies before the report mark.
+  static bool all_reported(const Account& a) {
+    return scalar(*db_,
+                  "SELECT count(*) FROM usage_events e, usage_stripe_reports r WHERE "
+                  "e.tenant_id = $1 AND r.tenant_id = $1 AND e.meter = 'api_calls' AND "
+                  "r.meter = 'api_calls' AND r.pending_identifier IS NULL AND "
+                  "e.recorded_at >= r.reported_until",
+                  {a.tenant_id}) == "0" &&
+           reported_total(a) > 0;
+  }
+  static std::vector<object> meter_event_requests() {
+    std::vector<object> out;
+    for (const auto& r : stripe_->requests()) {
+      const object& o = r.as_object();
+      if (str(o, "method") == "POST" && str(o, "path") == "/v1/billing/meter_events") {
+        out.push_back(o);
+      }
+    }
+    return out;
+  }
+
+  static testkit::TestDatabase* db_;
+  static testkit::StripeEmulator* stripe_;
+  static testkit::TestServer* server_;
+};
+testkit::TestDatabase* MeteringStripe::db_ = nullptr;
+testkit::StripeEmulator* MeteringStripe::stripe_ = nullptr;
+testkit::TestServer* MeteringStripe::server_ = nullptr;
+
+TEST_F(MeteringStripe, SyncPlansMakesOneMeterAndTieredMeteredPrices) {
+  EXPECT_EQ(scalar(*db_, "SELECT event_name FROM stripe_meters WHERE meter = 'api_calls'"),
+            "hsea_api_calls");
+  boost::json::value meters = stripe_->api("GET", "/v1/billing/meters?limit=100");
+  EXPECT_EQ(meters.at("data").as_array().size(), 1u) << "the second sync made nothing twice";
+  std::string price = scalar(
+      *db_, "SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'pro'");
+  ASSERT_FALSE(price.empty());
+  boost::json::value p = stripe_->api("GET", "/v1/prices/" + price);
+  EXPECT_EQ(p.at("recurring").at("usage_type").as_string(), "metered");
+  EXPECT_EQ(p.at("billing_scheme").as_string(), "tiered");
+  EXPECT_EQ(p.at("tiers").at(0).at("up_to").as_int64(), 1000000) << "pro includes 1M calls";
+  EXPECT_EQ(p.at("tiers").at(1).at("unit_amount_decimal").as_string(), "0.1");
+  EXPECT_EQ(scalar(*db_,
+                   "SELECT count(*) FROM plans WHERE stripe_metered_price_ids ? 'api_calls' AND "
+                   "id IN ('pro', 'enterprise')"),
+            "2");
+  EXPECT_EQ(scalar(*db_,
+                   "SELECT count(*) FROM plans WHERE stripe_metered_price_ids <> '{}' AND "
+                   "id IN ('free', 'starter')"),
+            "0");
+}
+
+TEST_F(MeteringStripe, CountedUsageReachesEachTenantsOwnCustomerOnce) {
+  Account a = subscribed("Meter A");
+  Account b = subscribed("Meter B");
+  for (int i = 0; i < 7; ++i)
+    ASSERT_EQ(call(*server_, "GET", "/api/tenant", a.access_token).status, 200);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(call(*server_, "GET", "/api/tenant", b.access_token).status, 200);
+  std::this_thread::sleep_for(2500ms);  // flushed as usage events
+  ASSERT_TRUE(eventually([&] { return all_reported(a) && all_reported(b); }, 60s))
+      << scalar(*db_, "SELECT string_agg(row_to_json(r)::text, ' ') FROM usage_stripe_reports r");
+  long ca = counted(a), cb = counted(b);
+  EXPECT_GE(ca, 7);
+  EXPECT_GE(cb, 3);
+  EXPECT_EQ(reported_total(a), ca);
+  EXPECT_EQ(reported_total(b), cb);
+  EXPECT_EQ(stripe_total(a), ca) << "Stripe's summary equals HSEA's counted usage";
+  EXPECT_EQ(stripe_total(b), cb);
+  // Each report names its own tenant's customer; identifiers are never reused.
+  std::set<std::string> identifiers;
+  for (const object& r : meter_event_requests()) {
+    if (r.at("status").as_int64() != 200) continue;
+    const object& params = r.at("params").as_object();
+    std::string identifier = str(params, "identifier");
+    EXPECT_TRUE(identifiers.insert(identifier).second) << identifier;
+    std::string customer = str(params.at("payload").as_object(), "stripe_customer_id");
+    if (identifier.find(a.tenant_id) != std::string::npos) EXPECT_EQ(customer, customer_of(a));
+    if (identifier.find(b.tenant_id) != std::string::npos) EXPECT_EQ(customer, customer_of(b));
+  }
+  // More usage later: reported from the mark on, adding up.
+  for (int i = 0; i < 4; ++i)
+    ASSERT_EQ(call(*server_, "GET", "/api/tenant", a.access_token).status, 200);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return all_reported(a) && counted(a) >= ca + 4; }, 60s));
+  EXPECT_EQ(stripe_total(a), counted(a));
+  EXPECT_EQ(stripe_total(b), cb) << "A's usage never lands on B's customer";
+}
+
+TEST_F(MeteringStripe, AFailedReportIsResentWithTheSameIdentifierAndCountedOnce) {
+  Account c = subscribed("Meter C");
+  // C's calls happen while its subscription is not billable yet, so the first report holds them
+  // all (one window, whatever the scheduler's timing).
+  sql(db_->admin_url(), "UPDATE subscriptions SET status = 'incomplete' WHERE tenant_id = $1",
+      {c.tenant_id});
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(call(*server_, "GET", "/api/tenant", c.access_token).status, 200);
+  }
+  std::this_thread::sleep_for(2500ms);  // flushed and settled
+  stripe_->control("POST", "/faults",
+                   R"({"path_prefix":"/v1/billing/meter_events","status":500,"count":2})");
+  sql(db_->admin_url(), "UPDATE subscriptions SET status = 'active' WHERE tenant_id = $1",
+      {c.tenant_id});
+  auto state = [&] {
+    return scalar(*db_,
+                  "SELECT row_to_json(r)::text FROM usage_stripe_reports r WHERE tenant_id = $1",
+                  {c.tenant_id});
+  };
+  ASSERT_TRUE(eventually(
+      [&] {
+        return scalar(*db_,
+                      "SELECT attempts FROM usage_stripe_reports WHERE tenant_id = $1 AND "
+                      "pending_identifier IS NOT NULL",
+                      {c.tenant_id}) >= "1";
+      },
+      60s))
+      << state();
+  // A downgrade while the report is pending: the report is still finished (never lost).
+  sql(db_->admin_url(), "UPDATE subscriptions SET plan_id = 'starter' WHERE tenant_id = $1",
+      {c.tenant_id});
+  // The scheduler runs the report every ~10 s (its tick): the failed runs, then the resend.
+  ASSERT_TRUE(eventually([&] { return reported_total(c) > 0; }, 90s)) << state();
+  std::vector<std::string> failed, sent;
+  for (const object& r : meter_event_requests()) {
+    std::string identifier = str(r.at("params").as_object(), "identifier");
+    if (identifier.find(c.tenant_id) == std::string::npos) continue;
+    (r.at("status").as_int64() == 200 ? sent : failed).push_back(identifier);
+  }
+  ASSERT_EQ(failed.size(), 2u) << "the emulator refused two sends";
+  ASSERT_EQ(sent.size(), 1u) << "one report, sent once it went through";
+  EXPECT_EQ(failed[0], failed[1]);
+  EXPECT_EQ(failed[0], sent[0]) << "the resend carries the failed report's identifier";
+  EXPECT_GE(counted(c), 5);
+  EXPECT_EQ(stripe_total(c), counted(c)) << "counted once at Stripe";
+  EXPECT_EQ(reported_total(c), counted(c));
+  EXPECT_EQ(
+      scalar(*db_, "SELECT count(*) FROM usage_stripe_due() WHERE tenant_id = $1", {c.tenant_id}),
+      "0")
+      << "on starter, nothing more is reported";
+}
+
+// Without Stripe: nothing is reported, and a metered meter past its included amount is charged
+// (warned), not refused.
+TEST(MeteringNoStripe, NothingIsReportedAndAMeteredMeterIsNeverRefused) {
+  testkit::TestDatabase db;
+  testkit::TestServer s(db, {{"HSEA_THREADS", "1"},
+                             {"HSEA_USAGE_REPORT_SECONDS", "1"},
+                             {"HSEA_USAGE_REPORT_SETTLE_SECONDS", "1"},
+                             {"HSEA_METERING_FLUSH_SECONDS", "1"}});
+  Account a = testkit::sign_up(s, "Metered Pro");
+  Account b = testkit::sign_up(s, "Quota Free");
+  // A's subscription as Stripe would have made it (pro, with a customer), and the meter.
+  sql(db.admin_url(),
+      "UPDATE subscriptions SET plan_id = 'pro', status = 'active', stripe_customer_id = "
+      "'cus_x', stripe_subscription_id = 'sub_x' WHERE tenant_id = $1",
+      {a.tenant_id});
+  sql(db.admin_url(),
+      "INSERT INTO stripe_meters (meter, event_name, stripe_meter_id) "
+      "VALUES ('api_calls', 'hsea_api_calls', 'mtr_x')");
+  for (const Account* t : {&a, &b}) {
+    sql(db.admin_url(),
+        "INSERT INTO quota_overrides (tenant_id, meter, quota) VALUES ($1, 'api_calls', 3)",
+        {t->tenant_id});
+  }
+  std::this_thread::sleep_for(2500ms);  // the flush reads the overrides and entitlements
+  for (int i = 0; i < 6; ++i) {
+    HttpResponse r = call(s, "GET", "/api/tenant", a.access_token);
+    ASSERT_EQ(r.status, 200) << "metered: past the included amount is billed, not refused";
+    std::this_thread::sleep_for(300ms);
+  }
+  HttpResponse last = call(s, "GET", "/api/tenant", a.access_token);
+  EXPECT_FALSE(last.header("x-quota-warning").empty());
+  // B, on free (not metered), is refused at the same quota.
+  bool refused = false;
+  for (int i = 0; i < 8 && !refused; ++i) {
+    refused = call(s, "GET", "/api/tenant", b.access_token).status == 429;
+    std::this_thread::sleep_for(300ms);
+  }
+  EXPECT_TRUE(refused);
+  std::this_thread::sleep_for(2500ms);
+  object summary = json_of(call(s, "GET", "/api/usage/summary", a.access_token));
+  EXPECT_EQ(str(summary, "plan_id"), "pro");
+  bool seen = false;
+  for (const auto& m : summary.at("meters").as_array()) {
+    const object& o = m.as_object();
+    if (str(o, "meter") != "api_calls") continue;
+    seen = true;
+    EXPECT_TRUE(o.at("metered").as_bool());
+    EXPECT_EQ(str(o, "state"), "warning");
+    EXPECT_GT(o.at("overage").as_int64(), 0);
+  }
+  EXPECT_TRUE(seen);
+  EXPECT_EQ(scalar(db, "SELECT count(*) FROM usage_stripe_reports"), "0")
+      << "without Stripe the report job does nothing";
+}
+
+// seats: the plan's limit (free: 3) counts the members; accepting an invitation needs a free
+// seat (429 quota_exceeded otherwise, and nothing changes), sending one does not. One tenant's
+// seats never count against another's; an operator override lifts the limit.
+TEST(MeteringNoStripe, SeatsFollowThePlansLimit) {
+  testkit::TestDatabase db;
+  testkit::TestServer s(db);
+  Account a = testkit::sign_up(s, "Seats A");
+  Account b = testkit::sign_up(s, "Seats B");
+  Account u1 = testkit::sign_up(s, "Seats U1");
+  Account u2 = testkit::sign_up(s, "Seats U2");
+  Account x = testkit::sign_up(s, "Seats X");
+  for (const Account* t : {&a, &b}) {
+    sql(db.admin_url(), "UPDATE users SET email_verified = true WHERE id = $1", {t->user_id});
+  }
+  testkit::add_member(db, a.tenant_id, u1.user_id, "member");
+  testkit::add_member(db, a.tenant_id, u2.user_id, "member");
+  auto invite = [&](const Account& by) {
+    HttpResponse r = call(s, "POST", "/api/invitations", by.access_token,
+                          R"({"email":")" + x.email + R"(","role":"member"})");
+    EXPECT_EQ(r.status, 201) << r.body;
+    auto mails = testkit::stored_mail_to(db, x.email, "invitation");
+    std::smatch m;
+    static const std::regex kLink(R"(accept-invitation\?token=([0-9a-f]+))");
+    std::string text = mails.empty() ? "" : mails.back().text;
+    EXPECT_TRUE(std::regex_search(text, m, kLink)) << text;
+    return m.size() > 1 ? m[1].str() : std::string();
+  };
+  auto accept = [&](const std::string& token) {
+    return call(s, "POST", "/api/invitations/accept", x.access_token,
+                R"({"token":")" + token + R"("})");
+  };
+  auto members = [&](const Account& t) {
+    return scalar(db, "SELECT count(*) FROM memberships WHERE tenant_id = $1", {t.tenant_id});
+  };
+  std::string to_a = invite(a);  // sending needs no free seat
+  HttpResponse full = accept(to_a);
+  ASSERT_EQ(full.status, 429) << full.body;
+  EXPECT_EQ(str(json_of(full), "code"), "quota_exceeded");
+  EXPECT_EQ(members(a), "3") << "a refused acceptance changes nothing";
+  object summary = json_of(call(s, "GET", "/api/usage/summary", a.access_token));
+  bool seen = false;
+  for (const auto& m : summary.at("meters").as_array()) {
+    const object& o = m.as_object();
+    if (str(o, "meter") != "seats") continue;
+    seen = true;
+    EXPECT_EQ(o.at("used").as_int64(), 3);
+    EXPECT_EQ(o.at("limit").as_int64(), 3);
+    EXPECT_EQ(str(o, "kind"), "gauge");
+  }
+  EXPECT_TRUE(seen);
+  // B has seats of its own.
+  EXPECT_EQ(accept(invite(b)).status, 200);
+  EXPECT_EQ(members(b), "2");
+  // An operator override lifts A's limit: the same invitation is still open and now accepted.
+  sql(db.admin_url(),
+      "INSERT INTO quota_overrides (tenant_id, meter, quota) VALUES ($1, 'seats', 10)",
+      {a.tenant_id});
+  EXPECT_EQ(accept(to_a).status, 200);
+  EXPECT_EQ(members(a), "4");
+}
+
+// storage_bytes: measured by the storage job as what each tenant's rows take, shown as a gauge;
+// at its hard quota the routes that add data (StoresData) answer 429, reading stays open.
+TEST(MeteringNoStripe, StorageIsMeasuredPerTenantAndItsQuotaRefusesOnlyWrites) {
+  testkit::TestDatabase db;
+  testkit::TestServer s(db, {{"HSEA_THREADS", "1"},
+                             {"HSEA_METERING_STORAGE_SECONDS", "1"},
+                             {"HSEA_METERING_FLUSH_SECONDS", "1"}});
+  Account a = testkit::sign_up(s, "Storage A");
+  Account b = testkit::sign_up(s, "Storage B");
+  auto stored = [&](const Account& t) {
+    std::string v = scalar(db,
+                           "SELECT value FROM usage_gauges WHERE tenant_id = $1 AND "
+                           "meter = 'storage_bytes'",
+                           {t.tenant_id});
+    return v.empty() ? -1L : std::stol(v);
+  };
+  ASSERT_TRUE(eventually([&] { return stored(a) > 0 && stored(b) > 0; }));
+  // A stores more (a big usage batch); B does not.
+  std::string batch = R"({"events":[)";
+  for (int i = 0; i < 200; ++i) {
+    batch += (i ? "," : "") + std::string(R"({"meter":"files.scanned","quantity":1,)") +
+             R"("idempotency_key":"k-)" + std::to_string(i) + R"("})";
+  }
+  batch += "]}";
+  long a_before = stored(a), b_before = stored(b);
+  ASSERT_EQ(call(s, "POST", "/api/usage/events", a.access_token, batch).status, 200);
+  ASSERT_TRUE(eventually([&] { return stored(a) > a_before + 200 * 40; })) << stored(a);
+  long b_now = stored(b);
+  EXPECT_LT(b_now - b_before, 2000) << "A's rows never count as B's storage";
+  std::string exact = scalar(db,
+                             "SELECT sum(pg_column_size(e.*)) FROM usage_events e WHERE "
+                             "tenant_id = $1 AND meter = 'files.scanned'",
+                             {a.tenant_id});
+  EXPECT_GT(stored(a), std::stol(exact));
+  object summary = json_of(call(s, "GET", "/api/usage/summary", a.access_token));
+  for (const auto& m : summary.at("meters").as_array()) {
+    const object& o = m.as_object();
+    if (str(o, "meter") != "storage_bytes") continue;
+    EXPECT_GT(o.at("used").as_int64(), 200 * 40) << "the latest measurement, not a sum";
+    EXPECT_LT(o.at("used").as_int64(), 4 * stored(a));
+    EXPECT_EQ(str(o, "kind"), "gauge");
+    EXPECT_EQ(o.at("limit").as_int64(), 1073741824);
+  }
+  // A quota below what A stores: adding data is refused, reading is not.
+  sql(db.admin_url(),
+      "INSERT INTO quota_overrides (tenant_id, meter, quota) VALUES ($1, 'storage_bytes', 1000)",
+      {a.tenant_id});
+  std::this_thread::sleep_for(2500ms);
+  sql(db.admin_url(), "UPDATE users SET email_verified = true WHERE id = $1", {a.user_id});
+  bool refused = false;
+  for (int i = 0; i < 10 && !refused; ++i) {
+    HttpResponse r = call(s, "POST", "/api/webhooks/endpoints", a.access_token,
+                          R"({"url":"https://hooks.example.com/x"})");
+    refused = r.status == 429 && str(json_of(r), "code") == "quota_exceeded";
+    if (!refused) std::this_thread::sleep_for(500ms);
+  }
+  EXPECT_TRUE(refused) << "a route that adds data is refused past the storage quota";
+  EXPECT_EQ(call(s, "GET", "/api/tenant", a.access_token).status, 200);
+  HttpResponse other = call(s, "POST", "/api/webhooks/endpoints", b.access_token,
+                            R"({"url":"https://hooks.example.com/y"})");
+  EXPECT_NE(other.status, 429) << other.body;
+}
+
+}  // namespace
+}  // namespace hsea
