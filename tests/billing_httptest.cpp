@@ -13,6 +13,7 @@
 
 #include "billing/billing.hpp"
 #include "core/ids.hpp"
+#include "testkit/smtp_sink.hpp"
 #include "testkit/testkit.hpp"
 
 namespace hsea {
@@ -21,6 +22,7 @@ namespace {
 using boost::json::array;
 using boost::json::object;
 using testkit::Account;
+using testkit::eventually;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -29,20 +31,9 @@ using testkit::str;
 
 const std::string kWebhookSecret = "whsec_test_billing_secret_1";
 const std::string kOldWebhookSecret = "whsec_test_billing_secret_0";
-const std::string kAdminToken = "operator-token-0123456789";
 
 std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 std::string tenant_header(const std::string& id) { return "X-Tenant-Id: " + id; }
-
-bool eventually(const std::function<bool()>& done,
-                std::chrono::seconds timeout = std::chrono::seconds(20)) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
-}
 
 std::string code_of(const HttpResponse& r) {
   boost::system::error_code ec;
@@ -56,10 +47,13 @@ class Billing : public ::testing::Test {
     db_ = new testkit::TestDatabase();
     // No Stripe key: the free plan applies, paid-billing endpoints answer 503.
     server_ = new testkit::TestServer(
-        *db_, {{"HSEA_STRIPE_WEBHOOK_SECRET", kOldWebhookSecret + "," + kWebhookSecret},
-               {"HSEA_BILLING_ADMIN_TOKEN", kAdminToken}});
+        *db_, {{"HSEA_STRIPE_WEBHOOK_SECRET", kOldWebhookSecret + "," + kWebhookSecret}});
+    // The operator: a user made platform staff (`hsea staff grant` does the same insert).
+    staff_ = new Account(testkit::sign_up(*server_, "Operators"));
+    sql(db_->admin_url(), "INSERT INTO platform_staff (user_id) VALUES ($1)", {staff_->user_id});
   }
   static void TearDownTestSuite() {
+    delete staff_;
     delete server_;
     delete db_;
   }
@@ -95,9 +89,11 @@ class Billing : public ::testing::Test {
 
   static testkit::TestDatabase* db_;
   static testkit::TestServer* server_;
+  static Account* staff_;
 };
 testkit::TestDatabase* Billing::db_ = nullptr;
 testkit::TestServer* Billing::server_ = nullptr;
+Account* Billing::staff_ = nullptr;
 
 TEST_F(Billing, PlansArePublicSeededAndCarryTheirLimits) {
   HttpResponse r = http("GET", url("/api/plans"));
@@ -215,9 +211,32 @@ TEST_F(Billing, OnlyOwnersAndTheBillingRoleChangeBilling) {
   ASSERT_EQ(k.status, 201) << k.body;
   std::string key = str(json_of(k), "key");
   EXPECT_EQ(call("GET", "/api/subscriptions/current", key).status, 200);
-  EXPECT_EQ(call("POST", "/api/subscriptions/cancel", key, "{}", {"Content-Type: application/json"})
-                .status,
-            403);
+  EXPECT_EQ(call("GET", "/api/invoices", key).status, 200);
+  // No scope grants a billing change: there is no billing:write, and neither billing:read nor
+  // the general write scope passes any changing billing route (the subscription stays as is).
+  HttpResponse unknown = call("POST", "/api/api-keys", owner.access_token,
+                              R"({"name":"billing writer","scopes":["billing:write"]})");
+  EXPECT_EQ(unknown.status, 422) << unknown.body;
+  HttpResponse w =
+      call("POST", "/api/api-keys", owner.access_token, R"({"name":"writer","scopes":["write"]})");
+  ASSERT_EQ(w.status, 201) << w.body;
+  std::string writer = str(json_of(w), "key");
+  std::vector<std::string> json{"Content-Type: application/json"};
+  for (const std::string& k : {key, writer}) {
+    for (const char* path :
+         {"/api/subscriptions/cancel", "/api/subscriptions/reactivate",
+          "/api/subscriptions/upgrade", "/api/subscriptions/downgrade",
+          "/api/subscriptions/checkout", "/api/invoices/0190f5a0-0000-7000-8000-000000000000/pay",
+          "/api/billing/portal-session"}) {
+      HttpResponse r = call("POST", path, k, "{}", json);
+      EXPECT_EQ(r.status, 403) << path << " " << r.body;
+    }
+    EXPECT_EQ(call("GET", "/api/subscriptions/preview?plan_id=pro", k).status, 403);
+  }
+  EXPECT_EQ(scalar("SELECT plan_id || ':' || status || ':' || cancel_at_period_end "
+                   "FROM subscriptions WHERE tenant_id = $1",
+                   {owner.tenant_id}),
+            "free:active:false");
 }
 
 TEST_F(Billing, TenantBNeverSeesTenantAsSubscription) {
@@ -313,23 +332,48 @@ TEST_F(Billing, StripeEventsReachTheTenantOfTheirCustomer) {
   }));
 }
 
-TEST_F(Billing, OperatorManagesPlansWithItsToken) {
+TEST_F(Billing, PlatformStaffManagePlansAndNobodyElse) {
   std::string id = "team" + core::random_hex(2);
   std::string create = R"({"id":")" + id +
                        R"(","name":"Team","monthly_amount":4900,"yearly_amount":49000,)"
                        R"("features":{"webhooks":true},"limits":{"seats":20},"sort_order":5})";
   std::vector<std::string> json{"Content-Type: application/json"};
+  const std::string kStaff = staff_->access_token;
+  // No credential, a made-up bearer token (the old operator token's shape) and a tampered
+  // access token: 401. A tenant's owner, and an owner's API key with every scope: 403.
   EXPECT_EQ(call("POST", "/api/admin/plans", "", create, json).status, 401);
-  EXPECT_EQ(call("POST", "/api/admin/plans", "wrong-token-0123456789", create, json).status, 401);
-  HttpResponse made = call("POST", "/api/admin/plans", kAdminToken, create, json);
+  EXPECT_EQ(call("POST", "/api/admin/plans", "operator-token-0123456789", create, json).status,
+            401);
+  std::string forged = kStaff;
+  forged[forged.size() / 2] = forged[forged.size() / 2] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(call("POST", "/api/admin/plans", forged, create, json).status, 401);
+  EXPECT_EQ(call("GET", "/api/admin/plans", forged).status, 401);
+  Account owner = testkit::sign_up(*server_, "Not Operators");
+  HttpResponse k = call("POST", "/api/api-keys", owner.access_token,
+                        R"({"name":"everything","scopes":["read","write"]})", json);
+  ASSERT_EQ(k.status, 201) << k.body;
+  std::string key = str(json_of(k), "key");
+  for (const std::string& who : {owner.access_token, key}) {
+    HttpResponse refused = call("POST", "/api/admin/plans", who, create, json);
+    EXPECT_EQ(refused.status, 403) << refused.body;
+    EXPECT_EQ(call("GET", "/api/admin/plans", who).status, 403);
+    EXPECT_EQ(
+        call("PATCH", "/api/admin/plans/free", who, R"({"limits":{"seats":1000}})", json).status,
+        403);
+    EXPECT_EQ(call("POST", "/api/admin/plans/pro/archive", who).status, 403);
+  }
+  EXPECT_EQ(scalar("SELECT count(*) FROM plans WHERE id = $1", {id}), "0");
+  EXPECT_EQ(scalar("SELECT limits->>'seats' FROM plans WHERE id = 'free'", {}), "3");
+  EXPECT_EQ(scalar("SELECT status FROM plans WHERE id = 'pro'", {}), "active");
+  HttpResponse made = call("POST", "/api/admin/plans", kStaff, create, json);
   ASSERT_EQ(made.status, 201) << made.body;
   EXPECT_EQ(str(json_of(made), "status"), "active");
-  EXPECT_EQ(call("POST", "/api/admin/plans", kAdminToken, create, json).status, 409);
+  EXPECT_EQ(call("POST", "/api/admin/plans", kStaff, create, json).status, 409);
   // Limits must be non-negative integers.
   HttpResponse bad =
-      call("PATCH", "/api/admin/plans/" + id, kAdminToken, R"({"limits":{"seats":-1}})", json);
+      call("PATCH", "/api/admin/plans/" + id, kStaff, R"({"limits":{"seats":-1}})", json);
   EXPECT_EQ(bad.status, 422) << bad.body;
-  HttpResponse changed = call("PATCH", "/api/admin/plans/" + id, kAdminToken,
+  HttpResponse changed = call("PATCH", "/api/admin/plans/" + id, kStaff,
                               R"({"monthly_amount":5900,"limits":{"seats":25}})", json);
   ASSERT_EQ(changed.status, 200) << changed.body;
   EXPECT_EQ(json_of(changed).at("monthly_amount").as_int64(), 5900);
@@ -338,13 +382,13 @@ TEST_F(Billing, OperatorManagesPlansWithItsToken) {
     return body.find("\"" + id + "\"") != std::string::npos;
   };
   EXPECT_TRUE(listed());
-  HttpResponse archived = call("POST", "/api/admin/plans/" + id + "/archive", kAdminToken);
+  HttpResponse archived = call("POST", "/api/admin/plans/" + id + "/archive", kStaff);
   ASSERT_EQ(archived.status, 200) << archived.body;
   EXPECT_EQ(str(json_of(archived), "status"), "archived");
   EXPECT_FALSE(listed());
-  EXPECT_EQ(call("POST", "/api/admin/plans/free/archive", kAdminToken).status, 409);
-  EXPECT_EQ(call("POST", "/api/admin/plans/nope/archive", kAdminToken).status, 404);
-  HttpResponse all = call("GET", "/api/admin/plans", kAdminToken);
+  EXPECT_EQ(call("POST", "/api/admin/plans/free/archive", kStaff).status, 409);
+  EXPECT_EQ(call("POST", "/api/admin/plans/nope/archive", kStaff).status, 404);
+  HttpResponse all = call("GET", "/api/admin/plans", kStaff);
   ASSERT_EQ(all.status, 200);
   EXPECT_NE(all.body.find("\"" + id + "\""), std::string::npos);
   EXPECT_NE(all.body.find("stripe_product_id"), std::string::npos);
@@ -362,7 +406,7 @@ TEST_F(Billing, ARouteNeedingAPlanFeatureAnswers402PlanRequired) {
   // Past the entitlement step (the address itself may be refused later: 422).
   ASSERT_TRUE(warm.status == 201 || warm.status == 422) << warm.body;
   // The free plan includes webhooks; the operator takes them out of it.
-  HttpResponse off = call("PATCH", "/api/admin/plans/free", kAdminToken,
+  HttpResponse off = call("PATCH", "/api/admin/plans/free", staff_->access_token,
                           R"({"features":{"webhooks":false}})", json);
   ASSERT_EQ(off.status, 200) << off.body;
   // Every node's cache is emptied by the change (NOTIFY), well before its 60 s lifetime.
@@ -384,7 +428,7 @@ TEST_F(Billing, ARouteNeedingAPlanFeatureAnswers402PlanRequired) {
       },
       std::chrono::seconds(5)))
       << there.status << " " << there.body;
-  HttpResponse on = call("PATCH", "/api/admin/plans/free", kAdminToken,
+  HttpResponse on = call("PATCH", "/api/admin/plans/free", staff_->access_token,
                          R"({"features":{"webhooks":true}})", json);
   ASSERT_EQ(on.status, 200);
   EXPECT_TRUE(eventually(
@@ -394,6 +438,108 @@ TEST_F(Billing, ARouteNeedingAPlanFeatureAnswers402PlanRequired) {
       },
       std::chrono::seconds(5)))
       << r.body;
+}
+
+// A read route that needs a plan feature: the audit-log export (audit_export: Pro, Enterprise).
+TEST_F(Billing, AuditExportNeedsAPlanWithTheFeatureAndShowsTheTenantsOwnEntries) {
+  Account a = testkit::sign_up(*server_, "Export A");
+  Account b = testkit::sign_up(*server_, "Export B");
+  Account member = testkit::sign_up(*server_, "Export Member Home");
+  testkit::add_member(*db_, a.tenant_id, member.user_id, "member");
+  // A few entries of A's own: keys made and one deleted.
+  std::vector<std::string> json{"Content-Type: application/json"};
+  // Entries whose user agent (the client's text) holds a comma and quotes, and one that a
+  // spreadsheet would run as a formula.
+  for (const char* agent : {"Agent \"Q\", v1", "@SUM(1+1)"}) {
+    ASSERT_EQ(call("POST", "/api/api-keys", a.access_token, R"({"name":"k","scopes":["read"]})",
+                   {"Content-Type: application/json", std::string("User-Agent: ") + agent})
+                  .status,
+              201);
+  }
+  // Free: 402 plan_required, whatever the format.
+  HttpResponse free = call("GET", "/api/audit-logs/export?format=ndjson", a.access_token);
+  EXPECT_EQ(free.status, 402) << free.body;
+  EXPECT_EQ(code_of(free), "plan_required");
+  EXPECT_EQ(free.header("content-type"), "application/problem+json");
+  EXPECT_NE(free.body.find("audit_export"), std::string::npos) << free.body;
+  // Pro (as Stripe's events would set it): the export works; the entitlement caches are
+  // emptied by the change.
+  for (const Account* t : {&a, &b}) testkit::set_plan(*db_, t->tenant_id, "pro");
+  HttpResponse r;
+  ASSERT_TRUE(eventually(
+      [&] {
+        r = call("GET", "/api/audit-logs/export?format=ndjson&limit=200", a.access_token);
+        return r.status == 200;
+      },
+      std::chrono::seconds(5)))
+      << r.status << " " << r.body;
+  EXPECT_EQ(r.header("content-type"), "application/x-ndjson");
+  EXPECT_EQ(r.header("x-has-more"), "false");
+  // The same entries as the list, in the same order.
+  auto ids_of_list = [&](const Account& who) {
+    object list = json_of(call("GET", "/api/audit-logs?limit=200", who.access_token));
+    std::vector<std::string> ids;
+    for (const auto& e : list.at("data").as_array()) ids.push_back(str(e.as_object(), "id"));
+    return ids;
+  };
+  auto ids_of_ndjson = [](const std::string& body) {
+    std::vector<std::string> ids;
+    std::size_t at = 0;
+    while (at < body.size()) {
+      std::size_t nl = body.find('\n', at);
+      ids.push_back(str(boost::json::parse(body.substr(at, nl - at)).as_object(), "id"));
+      at = nl + 1;
+    }
+    return ids;
+  };
+  std::vector<std::string> mine = ids_of_ndjson(r.body);
+  EXPECT_EQ(mine, ids_of_list(a));
+  EXPECT_GE(mine.size(), 3u);  // sign-up's entries and the two keys
+  // B's export: B's entries only.
+  HttpResponse theirs = call("GET", "/api/audit-logs/export?limit=200", b.access_token);
+  ASSERT_EQ(theirs.status, 200) << theirs.body;
+  std::vector<std::string> b_ids = ids_of_ndjson(theirs.body);
+  EXPECT_EQ(b_ids, ids_of_list(b));
+  for (const std::string& id : mine) {
+    EXPECT_EQ(theirs.body.find(id), std::string::npos) << id;
+  }
+  EXPECT_EQ(theirs.body.find("Agent"), std::string::npos);
+  // B naming A's tenant: not a member.
+  EXPECT_EQ(call("GET", "/api/audit-logs/export", b.access_token, "", {tenant_header(a.tenant_id)})
+                .status,
+            403);
+  // CSV: a header and one row per entry; a cell with a comma is quoted, a formula defused.
+  HttpResponse csv = call("GET", "/api/audit-logs/export?format=csv&limit=200", a.access_token);
+  ASSERT_EQ(csv.status, 200) << csv.body;
+  EXPECT_EQ(csv.header("content-type"), "text/csv; charset=utf-8");
+  EXPECT_EQ(csv.body.rfind("id,created_at,actor_type,actor_id,action,", 0), 0u) << csv.body;
+  std::size_t rows = 0;
+  for (std::size_t at = 0; (at = csv.body.find("\r\n", at)) != std::string::npos; at += 2) ++rows;
+  EXPECT_EQ(rows, mine.size() + 1);
+  EXPECT_EQ(csv.body.find(",@SUM(1+1)"), std::string::npos) << csv.body;
+  EXPECT_NE(csv.body.find(",'@SUM(1+1)"), std::string::npos) << csv.body;
+  EXPECT_NE(csv.body.find(R"(,"Agent ""Q"", v1",)"), std::string::npos) << csv.body;
+  // Pages as the list does.
+  HttpResponse first = call("GET", "/api/audit-logs/export?limit=1", a.access_token);
+  ASSERT_EQ(first.status, 200);
+  EXPECT_EQ(first.header("x-has-more"), "true");
+  EXPECT_EQ(first.header("x-next-starting-after"), mine[0]);
+  HttpResponse second =
+      call("GET", "/api/audit-logs/export?limit=1&starting_after=" + mine[0], a.access_token);
+  ASSERT_EQ(second.status, 200);
+  EXPECT_EQ(ids_of_ndjson(second.body), std::vector<std::string>{mine[1]});
+  // A bad format: 400; a member (no audit-log reader): 403; a key with audit:read reads.
+  HttpResponse bad = call("GET", "/api/audit-logs/export?format=xml", a.access_token);
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(bad.header("content-type"), "application/problem+json");
+  EXPECT_EQ(
+      call("GET", "/api/audit-logs/export", member.access_token, "", {tenant_header(a.tenant_id)})
+          .status,
+      403);
+  HttpResponse k = call("POST", "/api/api-keys", a.access_token,
+                        R"({"name":"auditor","scopes":["audit:read"]})", json);
+  ASSERT_EQ(k.status, 201);
+  EXPECT_EQ(call("GET", "/api/audit-logs/export", str(json_of(k), "key")).status, 200);
 }
 
 TEST(BillingTrial, ANewTenantTriesTheConfiguredPlan) {
@@ -444,6 +590,98 @@ TEST(BillingTrial, ANewTenantTriesTheConfiguredPlan) {
               "1")
         << table;
   }
+}
+
+// A trial HSEA started ends by itself: the scheduled job (every minute, once across the cluster)
+// moves a tenant whose trial ended unpaid to the free plan, with a history row, an audit entry,
+// an event and a mail to its billing contacts. Time is moved by moving trial_end into the past.
+// A trial on a Stripe subscription is Stripe's to end; an open trial stays; tenant B's stays.
+TEST(BillingTrial, AnUnpaidTrialEndsOnTheFreePlanByTheScheduledJob) {
+  testkit::TestDatabase db;
+  testkit::SmtpSink sink;
+  testkit::TestServer server(db, {{"HSEA_BILLING_TRIAL_PLAN", "pro"},
+                                  {"HSEA_BILLING_TRIAL_DAYS", "14"},
+                                  {"HSEA_SMTP_URL", sink.url()},
+                                  {"HSEA_MAIL_FROM", "billing@mail.hsea.test"},
+                                  {"HSEA_JOB_POLL_MS", "200"}});
+  Account a = testkit::sign_up(server, "Ended Co");
+  Account b = testkit::sign_up(server, "Still Trying Co");
+  Account c = testkit::sign_up(server, "Stripe Trial Co");
+  Account billing = testkit::sign_up(server, "Billing Person Home");
+  testkit::add_member(db, a.tenant_id, billing.user_id, "billing");
+  auto state = [&](const Account& who) {
+    return testkit::sql(db.admin_url(),
+                        "SELECT plan_id || ':' || status FROM subscriptions WHERE tenant_id = $1",
+                        {who.tenant_id})[0][0];
+  };
+  ASSERT_EQ(state(a), "pro:trialing");
+  // A's and C's trials end now; C's is on a Stripe subscription (Stripe ends it).
+  testkit::sql(db.admin_url(),
+               "UPDATE subscriptions SET trial_end = now() - interval '1 minute' "
+               "WHERE tenant_id = ANY($1::uuid[])",
+               {"{" + a.tenant_id + "," + c.tenant_id + "}"});
+  testkit::sql(db.admin_url(),
+               "UPDATE subscriptions SET stripe_customer_id = 'cus_trial_c', "
+               "stripe_subscription_id = 'sub_trial_c' WHERE tenant_id = $1",
+               {c.tenant_id});
+  ASSERT_TRUE(eventually([&] { return state(a) == "free:active"; }, std::chrono::seconds(90)))
+      << state(a) << "\n"
+      << server.output();
+  HttpResponse r =
+      http("GET", server.url("/api/subscriptions/current"), "", {bearer(a.access_token)});
+  ASSERT_EQ(r.status, 200) << r.body;
+  object s = json_of(r);
+  EXPECT_EQ(str(s, "plan_id"), "free");
+  EXPECT_EQ(str(s, "status"), "active");
+  EXPECT_FALSE(s.at("trial_end").is_null());  // when the trial ended stays on record
+  EXPECT_TRUE(s.at("current_period_end").is_null());
+  EXPECT_FALSE(s.at("plan").at("features").at("sso").as_bool());
+  auto count = [&](const std::string& statement, const Account& who) {
+    return testkit::sql(db.admin_url(), statement, {who.tenant_id})[0][0];
+  };
+  // History: one row for the trial's end (pro, trialing -> free, active).
+  const std::string ended_rows =
+      "SELECT count(*) FROM subscription_history WHERE tenant_id = $1 AND plan_id = 'free' AND "
+      "status = 'active' AND previous_plan_id = 'pro' AND previous_status = 'trialing'";
+  EXPECT_EQ(count(ended_rows, a), "1");
+  EXPECT_EQ(count("SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND "
+                  "action = 'subscription.trial_ended' AND actor_type = 'job'",
+                  a),
+            "1");
+  EXPECT_EQ(count("SELECT count(*) FROM events WHERE tenant_id = $1 AND "
+                  "type = 'subscription.trial_ended'",
+                  a),
+            "1");
+  // Mailed to the owner and the billing member.
+  auto subjects = [&](const Account& who) {
+    std::string all;
+    for (const auto& m : sink.accepted_for(who.email)) all += str(m, "subject") + "\n";
+    return all;
+  };
+  for (const Account* who : {&a, &billing}) {
+    EXPECT_TRUE(eventually([&] {
+      return sink.accepted_for(who->email, "The Pro trial of Ended Co ").size() == 1;
+    })) << subjects(*who);
+  }
+  auto ended_mails = sink.accepted_for(a.email, "The Pro trial of Ended Co ");
+  ASSERT_EQ(ended_mails.size(), 1u);
+  auto mail = ended_mails[0];
+  EXPECT_NE(str(mail, "text").find("/account/billing"), std::string::npos) << str(mail, "text");
+  // The tenant reads its own events (the same for its webhooks); B's API shows none of A's.
+  HttpResponse events = http("GET", server.url("/api/events?type=subscription.trial_ended"), "",
+                             {bearer(a.access_token)});
+  ASSERT_EQ(events.status, 200) << events.body;
+  EXPECT_EQ(json_of(events).at("data").as_array().size(), 1u);
+  HttpResponse theirs = http("GET", server.url("/api/events?type=subscription.trial_ended"), "",
+                             {bearer(b.access_token)});
+  ASSERT_EQ(theirs.status, 200);
+  EXPECT_TRUE(json_of(theirs).at("data").as_array().empty());
+  // B's open trial and C's Stripe trial are untouched by the run that ended A's.
+  EXPECT_EQ(state(b), "pro:trialing");
+  EXPECT_EQ(state(c), "pro:trialing");
+  EXPECT_EQ(sink.accepted_for(b.email, "The Pro trial").size(), 0u);
+  EXPECT_EQ(count(ended_rows, c), "0");
+  EXPECT_EQ(count(ended_rows, b), "0");
 }
 
 }  // namespace

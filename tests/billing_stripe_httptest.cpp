@@ -22,6 +22,7 @@ namespace {
 using boost::json::array;
 using boost::json::object;
 using testkit::Account;
+using testkit::eventually;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -32,16 +33,6 @@ using testkit::str;
 const std::string kPublic = "http://127.0.0.1:8080";
 
 std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
-
-bool eventually(const std::function<bool()>& done,
-                std::chrono::seconds timeout = std::chrono::seconds(20)) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
-}
 
 std::string code_of(const HttpResponse& r) {
   boost::system::error_code ec;
@@ -89,13 +80,7 @@ class BillingStripe : public ::testing::Test {
   // A tenant on a paid plan: checkout, the customer pays, Stripe's webhooks make it active.
   static Account subscribed(const std::string& org, const std::string& plan = "pro") {
     Account a = testkit::sign_up(*server_, org);
-    HttpResponse r =
-        call("POST", "/api/subscriptions/checkout", a.access_token,
-             R"({"plan_id":")" + plan + R"(","interval":"month","success_url":")" + kPublic +
-                 "/billing/done" + R"(","cancel_url":")" + kPublic + "/billing/cancel" + R"("})");
-    EXPECT_EQ(r.status, 201) << r.body;
-    stripe_->complete_checkout(str(json_of(r), "checkout_url"));
-    EXPECT_TRUE(stripe_->wait_webhooks_idle());
+    stripe_->subscribe(*server_, a, plan);
     EXPECT_TRUE(eventually([&] {
       object s = current(a);
       return str(s, "plan_id") == plan && str(s, "status") == "active";

@@ -25,6 +25,7 @@ namespace {
 
 using boost::json::object;
 using testkit::Account;
+using testkit::eventually;
 using testkit::http;
 using testkit::json_of;
 using testkit::sql;
@@ -241,16 +242,6 @@ TEST_F(Invoices, ASuspendedTenantsWritesAnswer402WhileReadsWork) {
 
 // ---------------------------------------------------------------- against the Stripe emulator
 
-bool eventually(const std::function<bool()>& done,
-                std::chrono::seconds timeout = std::chrono::seconds(30)) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  return done();
-}
-
 // Retries after ~4 s and suspension after ~17 s of real time, so one test sees the whole episode.
 class InvoicesStripe : public ::testing::Test {
  protected:
@@ -267,9 +258,7 @@ class InvoicesStripe : public ::testing::Test {
     env["HSEA_BILLING_SELLER_NAME"] = "Acme Cloud GmbH";
     server_ = new testkit::TestServer(*db_, env);
     stripe_->set_webhook_url(server_->url("/api/webhooks/stripe"));
-    env["HSEA_DATABASE_URL"] = db_->app_url();
-    env["HSEA_DATABASE_ADMIN_URL"] = db_->admin_url();
-    testkit::RunResult sync = testkit::run_hsea({"billing", "sync-plans"}, env);
+    testkit::RunResult sync = stripe_->sync_plans(*db_);
     ASSERT_EQ(sync.exit_code, 0) << sync.output;
   }
   static void TearDownTestSuite() {
@@ -309,13 +298,7 @@ class InvoicesStripe : public ::testing::Test {
   // A tenant on Starter, paid through Checkout (back to TestServer's HSEA_PUBLIC_URL).
   static Account subscribed(const std::string& org) {
     Account a = testkit::sign_up(*server_, org);
-    auto r = call("POST", "/api/subscriptions/checkout", a,
-                  R"({"plan_id":"starter","interval":"month",)"
-                  R"("success_url":"http://127.0.0.1:8080/account/billing",)"
-                  R"("cancel_url":"http://127.0.0.1:8080/account/billing"})");
-    EXPECT_EQ(r.status, 201) << r.body;
-    stripe_->complete_checkout(str(json_of(r), "checkout_url"));
-    EXPECT_TRUE(stripe_->wait_webhooks_idle());
+    stripe_->subscribe(*server_, a, "starter");
     EXPECT_TRUE(eventually([&] { return str(current(a), "plan_id") == "starter"; }));
     return a;
   }
@@ -458,6 +441,67 @@ TEST_F(InvoicesStripe, AFailedRenewalIsRetriedThenSuspendsWritesUntilPaid) {
                 .as_array()
                 .size(),
             0u);
+}
+
+// Stripe embeds only the first page of an invoice's lines (has_more): HSEA pages through the
+// rest and mirrors every line. The emulator's pages are made small (3 embedded, 4 a page) so
+// 13 lines take the embedded page and three more requests.
+TEST_F(InvoicesStripe, EveryLineOfALongInvoiceIsMirroredPageByPage) {
+  Account a = subscribed("Lines A");
+  Account b = testkit::sign_up(*server_, "Lines B");
+  object sub = current(a);
+  std::string customer = str(sub, "stripe_customer_id");
+  std::string subscription = str(sub, "stripe_subscription_id");
+  ASSERT_FALSE(subscription.empty());
+  for (int i = 1; i <= 12; ++i) {
+    stripe_->api("POST", "/v1/invoiceitems",
+                 "customer=" + customer + "&subscription=" + subscription +
+                     "&currency=usd&amount=" + std::to_string(100 * i) +
+                     "&description=Support+hour+" + std::to_string(i));
+  }
+  stripe_->control("POST", "/lists", R"({"embedded_invoice_lines":3,"max_page":4})");
+  stripe_->advance_days(32);  // the renewal invoices the 12 items and the next period
+  ASSERT_TRUE(stripe_->wait_webhooks_idle());
+  std::string id;
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& i : invoices(a)) {
+      if (str(i.as_object(), "billing_reason") == "subscription_cycle" &&
+          str(i.as_object(), "status") == "paid") {
+        id = str(i.as_object(), "id");
+      }
+    }
+    return !id.empty();
+  }));
+  stripe_->control("POST", "/lists", R"({"embedded_invoice_lines":10,"max_page":100})");
+  object inv = json_of(call("GET", "/api/invoices/" + id, a));
+  const boost::json::array& lines = inv.at("lines").as_array();
+  ASSERT_EQ(lines.size(), 13u) << boost::json::serialize(inv);
+  std::int64_t sum = 0;
+  std::set<std::string> descriptions;
+  for (const auto& l : lines) {
+    sum += l.at("amount").as_int64();
+    descriptions.insert(str(l.as_object(), "description"));
+  }
+  EXPECT_EQ(sum, inv.at("total").as_int64());
+  // The items (1..12 dollars) and Starter's month.
+  EXPECT_EQ(sum, 7800 + sub.at("plan").at("monthly_amount").as_int64());
+  for (int i = 1; i <= 12; ++i) {
+    EXPECT_TRUE(descriptions.contains("Support hour " + std::to_string(i))) << i;
+  }
+  // Read through Stripe's lines list after the embedded page, a page at a time.
+  std::size_t pages = 0;
+  for (const auto& r : stripe_->requests()) {
+    const auto& o = r.as_object();
+    if (str(o, "path") == "/v1/invoices/" + str(inv, "stripe_invoice_id") + "/lines") ++pages;
+  }
+  EXPECT_GE(pages, 3u);
+  // The PDF prints the last line too.
+  auto pdf = call("GET", "/api/invoices/" + id + "/pdf", a);
+  ASSERT_EQ(pdf.status, 200);
+  EXPECT_NE(pdf_text(pdf.body).find("Support hour 12"), std::string::npos);
+  // Tenant B sees none of it.
+  EXPECT_EQ(call("GET", "/api/invoices/" + id, b).status, 404);
+  EXPECT_TRUE(invoices(b).empty());
 }
 
 }  // namespace

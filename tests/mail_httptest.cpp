@@ -119,7 +119,7 @@ TEST_F(MailApi, TemplatesArePreviewedWithSampleDataAndTheTenantsBranding) {
   EXPECT_EQ(names, (std::vector<std::string>{
                        "welcome", "email_verification", "password_reset", "email_change",
                        "email_change_notice", "password_changed", "invitation", "invoice",
-                       "payment_failed", "usage_warning", "webhook_disabled"}));
+                       "payment_failed", "usage_warning", "trial_ended", "webhook_disabled"}));
   auto patched = call("PATCH", "/api/tenant/branding", a.access_token,
                       R"({"product_name":"Preview <Brand>","primary_color":"#AA3300",)"
                       R"("logo_url":"https://cdn.example.com/logo.png","footer":"Footer & co"})");

@@ -30,8 +30,6 @@ using testkit::str;
 using testkit::TestServer;
 
 const std::string kPublic = "http://127.0.0.1:8080";  // TestServer's HSEA_PUBLIC_URL
-const std::string kOperator = "operator-token-for-the-cache-test";
-
 HttpResponse call(const TestServer& s, const std::string& method, const std::string& path,
                   const std::string& token, const std::string& body = "") {
   std::vector<std::string> headers{"Authorization: Bearer " + token};
@@ -92,7 +90,6 @@ TEST(EntitlementCache, NodeBServesTheSharedEntryAndNoOlderCopyAfterAChangeThroug
   testkit::StripeEmulator stripe;
   std::map<std::string, std::string> env = stripe.hsea_env();
   env["HSEA_REDIS_URL"] = redis;
-  env["HSEA_BILLING_ADMIN_TOKEN"] = kOperator;
   TestServer a_node(db, env);
   TestServer b_node(db, env);
   stripe.set_webhook_url(a_node.url("/api/webhooks/stripe"));
@@ -134,12 +131,14 @@ TEST(EntitlementCache, NodeBServesTheSharedEntryAndNoOlderCopyAfterAChangeThroug
   for (int i = 0; i < 6; ++i) EXPECT_EQ(seats_limit(b_node, a), 50);
   EXPECT_EQ(seats_limit(a_node, a), 50);
 
-  // A plan's new terms (operator API on node A) reach node B's answers at once too.
+  // A plan's new terms (the plans API of platform staff, on node A) reach node B's answers as
+  // soon as the notification does.
+  Account staff = testkit::sign_up(a_node, "Operators");
+  testkit::sql(db.admin_url(), "INSERT INTO platform_staff (user_id) VALUES ($1)", {staff.user_id});
   HttpResponse terms =
-      http("PATCH", a_node.url("/api/admin/plans/pro"),
+      call(a_node, "PATCH", "/api/admin/plans/pro", staff.access_token,
            R"({"limits":{"api_calls":1000000,"storage_bytes":107374182400,"seats":77,)"
-           R"("requests_per_second":100,"burst":500}})",
-           {"Authorization: Bearer " + kOperator, "Content-Type: application/json"});
+           R"("requests_per_second":100,"burst":500}})");
   ASSERT_EQ(terms.status, 200) << terms.body;
   EXPECT_LT(ms_until_seats(b_node, a, 77), 1000);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(seats_limit(b_node, a), 77);

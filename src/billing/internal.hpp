@@ -4,6 +4,7 @@
 #include <boost/json/object.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <string>
 #include <vector>
@@ -28,9 +29,8 @@ struct Settings {
   std::string stripe_webhook_secret;  // HSEA_STRIPE_WEBHOOK_SECRET, comma-separated
   std::string stripe_api_base = "https://api.stripe.com";  // HSEA_STRIPE_API_BASE
   int stripe_max_retries = 3;                              // HSEA_STRIPE_MAX_RETRIES
-  std::string trial_plan;   // HSEA_BILLING_TRIAL_PLAN; empty: new tenants start on free
-  int trial_days = 14;      // HSEA_BILLING_TRIAL_DAYS
-  std::string admin_token;  // HSEA_BILLING_ADMIN_TOKEN: the operator API's bearer token
+  std::string trial_plan;  // HSEA_BILLING_TRIAL_PLAN; empty: new tenants start on free
+  int trial_days = 14;     // HSEA_BILLING_TRIAL_DAYS
 };
 
 struct State {
@@ -59,6 +59,15 @@ void require_stripe();
 boost::asio::awaitable<void> start_subscription(db::Transaction& tx,
                                                 const http::RequestContext& ctx,
                                                 std::string tenant_id);
+
+// Mails the tenant's owners and billing members with `template_name` in `tx` (its tenant's
+// transaction), as every billing mail (invoice_events.cpp).
+boost::asio::awaitable<void> mail_billing_contacts(db::Transaction& tx, std::string template_name,
+                                                   boost::json::object data);
+
+// How often the job that ends unpaid trials runs (subscriptions.cpp): trials last days, so a
+// minute late is immaterial, and the query reads only the open trials' index.
+inline constexpr auto kTrialSweep = std::chrono::seconds(60);
 
 void register_plans(runtime::Registrar& registrar);          // plans.cpp
 void register_subscriptions(runtime::Registrar& registrar);  // subscriptions.cpp

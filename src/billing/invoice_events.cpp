@@ -412,6 +412,10 @@ awaitable<Response> portal_session(RequestContext& ctx) {
 
 }  // namespace
 
+awaitable<void> mail_billing_contacts(db::Transaction& tx, std::string template_name, object data) {
+  co_await mail_contacts(tx, std::move(template_name), std::move(data));
+}
+
 void register_invoice_events(runtime::Registrar& reg, const InvoiceSettings& settings) {
   g_settings = &settings;
   g_public_url = reg.config().public_url;
@@ -430,20 +434,19 @@ void register_invoice_events(runtime::Registrar& reg, const InvoiceSettings& set
   jobs::event_type(
       reg, {"subscription.suspended", "The grace period ran out: the tenant's writes answer 402."});
   jobs::event_type(reg, {"subscription.restored", "A payment ended the tenant's dunning."});
+  // Paying and managing payment methods change billing: owners and the billing role, never an
+  // API key (no scopes), as the subscription changes. Admins make keys but may not change
+  // billing, so no key scope may grant it (docs/permissions.md).
+  const identity::Access change{
+      .authenticated = true, .tenant = true, .roles = {"owner", "billing"}};
   reg.route({.method = http::Method::kPost,
              .path = "/api/invoices/{id}/pay",
              .handler = pay_invoice,
-             .policies = http::Policies(identity::Access{.authenticated = true,
-                                                         .tenant = true,
-                                                         .roles = {"owner", "billing"},
-                                                         .scopes = {"billing:write"}})});
+             .policies = http::Policies(change)});
   reg.route({.method = http::Method::kPost,
              .path = "/api/billing/portal-session",
              .handler = portal_session,
-             .policies = http::Policies(identity::Access{.authenticated = true,
-                                                         .tenant = true,
-                                                         .roles = {"owner", "billing"},
-                                                         .scopes = {"billing:write"}})});
+             .policies = http::Policies(change)});
 }
 
 }  // namespace hsea::billing

@@ -12,6 +12,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "billing/billing.hpp"
 #include "billing/dunning.hpp"
 #include "billing/invoice_pdf.hpp"
 #include "core/error.hpp"
@@ -405,6 +406,40 @@ awaitable<Response> invoice_pdf(RequestContext& ctx) {
   co_return out;
 }
 
+// Every line of a Stripe invoice, as a JSON array. Stripe embeds only the first page of lines
+// (10) in the invoice object; when lines.has_more says there are more, the rest are read from
+// GET /v1/invoices/{id}/lines, a page after the last line seen, until a page says no more.
+awaitable<std::string> all_lines(const object& inv, std::string stripe_id) {
+  array lines;
+  bool more = false;
+  auto has_more = [](const object& list) {
+    const boost::json::value* m = list.if_contains("has_more");
+    return m != nullptr && m->is_bool() && m->as_bool();
+  };
+  if (const object* l = obj_of(inv, "lines")) {
+    if (const array* data = arr_of(*l, "data")) lines = *data;
+    more = has_more(*l);
+  }
+  // 1000 pages of 100 lines: a bound, not a limit any invoice reaches.
+  for (int page = 0; more && page < 1000; ++page) {
+    std::string after = lines.empty() || !lines.back().is_object()
+                            ? std::string()
+                            : str_of(lines.back().as_object(), "id");
+    if (after.empty()) throw std::runtime_error("invoice " + stripe_id + ": a line without an id");
+    object query{{"limit", 100}, {"starting_after", after}};
+    std::string path = "/v1/invoices/" + stripe_id + "/lines";
+    StripeReply r = co_await stripe().get(std::move(path), std::move(query));
+    if (!r.ok()) {
+      throw std::runtime_error("invoice " + stripe_id + ": lines: " + r.error_message());
+    }
+    const array* data = arr_of(r.body, "data");
+    if (data == nullptr || data->empty()) break;
+    for (const auto& line : *data) lines.push_back(line);
+    more = has_more(r.body);
+  }
+  co_return boost::json::serialize(lines);
+}
+
 }  // namespace
 
 const InvoiceSettings& invoice_settings() { return *g_settings; }
@@ -426,10 +461,8 @@ awaitable<Mirrored> mirror_invoice(db::Transaction& tx, const object& inv) {
   }
   std::optional<std::int64_t> paid_at;
   if (const object* t = obj_of(inv, "status_transitions")) paid_at = int_of(*t, "paid_at");
-  std::string lines = "[]";
-  if (const object* l = obj_of(inv, "lines")) {
-    if (const array* data = arr_of(*l, "data")) lines = boost::json::serialize(*data);
-  }
+  // Read before the invoice's lock is taken: Stripe's answers are not waited for under it.
+  std::string lines = co_await all_lines(inv, stripe_id);
   std::optional<std::int64_t> period_start = int_of(inv, "period_start"),
                               period_end = int_of(inv, "period_end");
   // A subscription invoice's service period is its lines' (Stripe's invoice-level period is the

@@ -60,11 +60,6 @@ std::optional<std::string> check_webhook_secrets(std::string& v) {
   return std::nullopt;
 }
 
-std::optional<std::string> check_admin_token(std::string& v) {
-  if (!v.empty() && v.size() < 16) return std::string("must be at least 16 bytes");
-  return std::nullopt;
-}
-
 const core::Section<Settings> kSettings{
     "billing",
     {core::string_setting(&Settings::stripe_secret_key, "HSEA_STRIPE_SECRET_KEY", "(unset)",
@@ -84,12 +79,7 @@ const core::Section<Settings> kSettings{
                           "the plan a new tenant tries (status trialing); unset: the free plan",
                           check_plan_id),
      core::int_setting(&Settings::trial_days, "HSEA_BILLING_TRIAL_DAYS", "14", 0, 365,
-                       "the trial's length when HSEA_BILLING_TRIAL_PLAN is set"),
-     core::string_setting(
-         &Settings::admin_token, "HSEA_BILLING_ADMIN_TOKEN", "(unset)",
-         "the operator's bearer token for /api/admin/plans (at least 16 bytes); unset: "
-         "no such API",
-         check_admin_token, core::Show::kSecret)}};
+                       "the trial's length when HSEA_BILLING_TRIAL_PLAN is set")}};
 
 void render(std::string& out) {
   const State& s = state();

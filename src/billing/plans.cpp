@@ -1,12 +1,11 @@
 // Plans (HSEA-021): GET /api/plans (public, active plans), the operator API under
-// /api/admin/plans (Authorization: Bearer HSEA_BILLING_ADMIN_TOKEN), `hsea plans ...` and
+// /api/admin/plans (platform staff, like every /api/admin route), `hsea plans ...` and
 // `hsea billing sync-plans`, which creates or updates each paid plan's Stripe product and prices.
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
-#include <strings.h>
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -22,6 +21,7 @@
 #include "http/context.hpp"
 #include "http/json.hpp"
 #include "http/page.hpp"
+#include "identity/access.hpp"
 #include "runtime/registrar.hpp"
 #include "security/policies.hpp"
 
@@ -156,31 +156,14 @@ db::Params plan_params(const object& body) {
   return p;
 }
 
-// The operator's bearer token (HSEA_BILLING_ADMIN_TOKEN); without one configured the operator
-// API does not exist (404).
-void require_operator(const RequestContext& ctx) {
-  const std::string& expected = state().settings.admin_token;
-  if (expected.empty()) {
-    throw ApiError(ErrorCode::kNotFound, "No resource at " + ctx.request.path + ".");
-  }
-  std::string_view authorization = ctx.request.header("authorization");
-  std::string_view token;
-  if (authorization.size() > 7 && strncasecmp(authorization.data(), "bearer ", 7) == 0) {
-    token = authorization.substr(7);
-  }
-  if (token.empty() ||
-      !core::constant_time_equal(core::sha256_hex(token), core::sha256_hex(expected))) {
-    throw ApiError(ErrorCode::kUnauthorized,
-                   "Send the operator token: Authorization: Bearer <HSEA_BILLING_ADMIN_TOKEN>.");
-  }
-}
-
 void log_operator_change(const RequestContext& ctx, std::string_view action,
                          const std::string& plan) {
-  // Plans belong to no tenant, so no tenant's audit log holds this: the log line does.
+  // Plans belong to no tenant, so no tenant's audit log holds this: the log line does, with
+  // the staff user who made the change.
   log::info("plan changed", {{"action", action},
                              {"plan_id", plan},
-                             {"actor", "operator"},
+                             {"actor", "staff"},
+                             {"user_id", ctx.principal.user_id},
                              {"request_id", ctx.request_id}});
 }
 
@@ -204,12 +187,10 @@ awaitable<Response> list_plans(RequestContext& ctx) {
 }
 
 awaitable<Response> admin_list_plans(RequestContext& ctx) {
-  require_operator(ctx);
   co_return co_await plan_page(ctx, kAllPlansPage, true);
 }
 
 awaitable<Response> admin_create_plan(RequestContext& ctx) {
-  require_operator(ctx);
   const object& body = http::json_body(ctx);
   std::string id = http::required_string(body, "id");
   db::Params p = plan_params(body);
@@ -237,13 +218,11 @@ awaitable<Response> update(RequestContext& ctx, db::Params p, std::string_view a
 }
 
 awaitable<Response> admin_update_plan(RequestContext& ctx) {
-  require_operator(ctx);
   const object& body = http::json_body(ctx);
   co_return co_await update(ctx, plan_params(body), "plan.updated");
 }
 
 awaitable<Response> admin_archive_plan(RequestContext& ctx) {
-  require_operator(ctx);
   db::Params p(8, std::nullopt);  // every field unchanged but the status
   p.push_back("archived");
   co_return co_await update(ctx, std::move(p), "plan.archived");
@@ -437,19 +416,25 @@ void register_commands(runtime::Registrar& reg) {
 void register_plans(runtime::Registrar& reg) {
   using http::Method;
   reg.route({.method = Method::kGet, .path = "/api/plans", .handler = list_plans});
-  // The operator API: the handler checks the operator token (no tenant, no user).
-  reg.route({.method = Method::kGet, .path = "/api/admin/plans", .handler = admin_list_plans});
+  // The operator API: platform staff only (identity's authorization answers 401 without a
+  // credential, 403 for anyone else), as the rate-limit admin routes.
+  const identity::Access staff{.authenticated = true, .staff = true};
+  reg.route({.method = Method::kGet,
+             .path = "/api/admin/plans",
+             .handler = admin_list_plans,
+             .policies = http::Policies(staff)});
   reg.route({.method = Method::kPost,
              .path = "/api/admin/plans",
              .handler = admin_create_plan,
-             .policies = http::Policies(security::Body{"PlanCreateRequest"})});
+             .policies = http::Policies(staff, security::Body{"PlanCreateRequest"})});
   reg.route({.method = Method::kPatch,
              .path = "/api/admin/plans/{id}",
              .handler = admin_update_plan,
-             .policies = http::Policies(security::Body{"PlanUpdateRequest"})});
+             .policies = http::Policies(staff, security::Body{"PlanUpdateRequest"})});
   reg.route({.method = Method::kPost,
              .path = "/api/admin/plans/{id}/archive",
-             .handler = admin_archive_plan});
+             .handler = admin_archive_plan,
+             .policies = http::Policies(staff)});
   register_commands(reg);
 }
 

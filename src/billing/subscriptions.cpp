@@ -14,6 +14,7 @@
 #include "billing/internal.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
+#include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/context.hpp"
 #include "http/json.hpp"
@@ -77,6 +78,18 @@ HSEA_QUERY kPlanOfPrice{
     "SELECT id, CASE WHEN stripe_monthly_price_id = $1 THEN 'month' ELSE 'year' END AS interval "
     "FROM plans WHERE stripe_monthly_price_id = $1 OR stripe_yearly_price_id = $1"};
 HSEA_QUERY kSeats{"billing_seats_used", "SELECT count(*) AS n FROM memberships"};
+// Trials HSEA started that ended unpaid (migration 0024), at most $1 tenants a run.
+HSEA_QUERY kExpiredTrials{"billing_expired_trials",
+                          "SELECT t::text AS tenant_id FROM billing_expired_trials($1) AS t"};
+// The trial ends on the free plan, from now; the same conditions as the search, checked again
+// under the row's lock (a checkout may have completed meanwhile).
+HSEA_QUERY kEndTrial{
+    "billing_trial_end",
+    "UPDATE subscriptions SET plan_id = 'free', billing_interval = 'month', status = 'active', "
+    "current_period_start = now(), current_period_end = NULL, pending_plan_id = NULL, "
+    "pending_interval = NULL, updated_at = now() "
+    "WHERE status = 'trialing' AND stripe_subscription_id IS NULL AND trial_end <= now() "
+    "RETURNING id"};
 HSEA_QUERY kTenantName{"billing_tenant_name", "SELECT name FROM tenants"};
 HSEA_QUERY kAllowedOrigins{"billing_allowed_origins",
                            "SELECT array_to_json(allowed_origins)::text AS origins "
@@ -715,6 +728,67 @@ awaitable<void> payment_method_attached(StripeEvent& e) {
                       "billing.payment_method_attached", std::move(data));
 }
 
+// ------------------------------------------------------------------- trials ending unpaid
+
+// Ends one tenant's expired trial in its own transaction: the free plan, active; the history row
+// (trigger), the audit entry, the event and the mail to the billing contacts commit together.
+// False when there was nothing to end (already ended, or paid meanwhile).
+awaitable<bool> end_trial(std::string tenant_id, std::string job_id) {
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(tenant_id));
+  db::Result before = co_await tx.exec(kLock);
+  if (before.empty()) co_return false;
+  db::Result ended = co_await tx.exec(kEndTrial);
+  if (ended.empty()) co_return false;
+  db::Result after = co_await tx.exec(kCurrent);
+  security::Actor actor{security::Actor::Kind::kJob, job_id};
+  security::Origin origin{"", "", job_id};
+  object from{{"plan_id", before.text(0, "plan_id")},
+              {"status", before.text(0, "status")},
+              {"trial_end", before.nullable_time(0, "trial_end")}};
+  object to{{"plan_id", after.text(0, "plan_id")}, {"status", after.text(0, "status")}};
+  std::string metadata = boost::json::serialize(object{{"from", from}, {"to", to}});
+  co_await security::record(
+      tx, actor, origin,
+      security::event("subscription.trial_ended", "subscription", after.text(0, "id"), metadata));
+  std::string data = boost::json::serialize(subscription_json(after));
+  co_await jobs::emit(tx, actor, job_id, "subscription.trial_ended", std::move(data));
+  object mail{{"plan", before.text(0, "plan_name")},
+              {"trial_end", before.is_null(0, before.column("trial_end"))
+                                ? std::string()
+                                : before.time(0, "trial_end").substr(0, 10)},
+              {"link", state().public_url + "/account/billing"},
+              {"button", "Choose a plan"}};
+  co_await mail_billing_contacts(tx, "trial_ended", std::move(mail));
+  co_await Entitlements::commit(tx);
+  co_return true;
+}
+
+// The periodic job (every kTrialSweep, once across the cluster): every trial HSEA started that
+// ended without a paid subscription moves to the free plan. A tenant that fails is logged and
+// retried next run; the others go on.
+awaitable<void> expire_trials(jobs::JobContext& job) {
+  constexpr int kBatch = 500;
+  int failed = 0;
+  for (;;) {
+    db::Result r = co_await db::pool().query(kExpiredTrials, db::params(kBatch));
+    int ended = 0;
+    for (int i = 0; i < r.rows(); ++i) {
+      std::string tenant = r.text(i, "tenant_id");
+      try {
+        if (co_await end_trial(tenant, job.id())) ++ended;
+      } catch (const std::exception& e) {
+        ++failed;
+        log::warn("billing: the trial could not be ended",
+                  {{"tenant_id", tenant}, {"error", std::string(e.what())}});
+      }
+    }
+    if (ended > 0) log::info("billing: expired trials ended", {{"tenants", ended}});
+    // A full batch may have more behind it; a batch that ended nothing would find the same rows.
+    if (r.rows() < kBatch || ended == 0) break;
+  }
+  if (failed > 0) throw std::runtime_error(std::to_string(failed) + " trials could not be ended");
+}
+
 }  // namespace
 
 awaitable<bool> sync_subscription(StripeEvent& e, std::string id) {
@@ -749,6 +823,10 @@ void register_subscriptions(runtime::Registrar& reg) {
   using http::Policies;
   using security::Body;
   identity::on_tenant_created(start_subscription);
+  jobs::event_type(reg, {"subscription.trial_ended",
+                         "A trial ended without a paid subscription: the free plan applies."});
+  jobs::define(reg, {.kind = "billing.trials_expire", .run = expire_trials, .max_attempts = 3});
+  jobs::schedule(reg, {.kind = "billing.trials_expire", .interval = kTrialSweep});
   const identity::Access read{.authenticated = true,
                               .tenant = true,
                               .roles = {"owner", "admin", "member", "billing"},

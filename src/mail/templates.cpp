@@ -175,6 +175,10 @@ const std::vector<TemplateInfo>& templates() {
        R"("meter":"API requests","used":"800 000","limit":"1 000 000","percent":"80",)"
        R"("period_ends_on":"30 November 2026","link":"https://app.example.com/billing",)"
        R"("button":"See the plans"})"},
+      {"trial_ended", "A trial ended without a paid subscription: the tenant is on the free plan.",
+       R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},"plan":"Pro",)"
+       R"("trial_end":"2026-11-14","link":"https://app.example.com/account/billing",)"
+       R"("button":"Choose a plan"})"},
       {"webhook_disabled", "To owners and admins: a failing webhook endpoint was turned off.",
        R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},)"
        R"("endpoint":{"url":"https://hooks.example.com/hsea","failing_since":)"

@@ -21,6 +21,7 @@ namespace hsea::ratelimit {
 struct Counters {
   std::atomic<std::int64_t> redis_checks{0};
   std::atomic<std::int64_t> local_checks{0};
+  std::atomic<std::int64_t> lease_admits{0};  // requests admitted from a lease (no round trip)
 };
 Counters& counters();
 LocalTable& local_table();

@@ -50,6 +50,14 @@ boost::asio::awaitable<Decision> check(std::string key, Rate rate, int cost = 1,
 boost::asio::awaitable<Decision> check_on(redis::Client* client, std::string key, Rate rate,
                                           int cost = 1, bool peek = false);
 
+// One request of a route's rule (the rate-limit step): check(key, rate) for one request, except
+// that on a bucket of a high rate (lease_max(rate) > 1) with Redis configured, this I/O thread
+// takes a lease of several tokens in one check and admits the next requests from it without a
+// round trip (gcra.hpp, Leases: never more than the bucket allows). The sign-in throttle's
+// peeks stay on check(): they must see every token taken.
+boost::asio::awaitable<Decision> admit(std::string key, Rate rate);
+boost::asio::awaitable<Decision> admit_on(redis::Client* client, std::string key, Rate rate);
+
 // Whether the last check on this node fell back to the local table because Redis failed.
 bool degraded();
 

@@ -33,7 +33,7 @@ Resolved resolve(const Limit& rule, const std::optional<Rate>& plan, const Rate&
 std::string bucket_key(std::string_view tenant, std::string_view rule, std::string_view kind,
                        std::string_view id) {
   std::string key;
-  key.reserve(16 + tenant.size() + rule.size() + kind.size() + id.size());
+  key.reserve(48 + tenant.size() + rule.size() + kind.size() + id.size());  // + the rate
   if (!tenant.empty()) {
     key.append("rl:{t:").append(tenant).append("}:").append(rule);
     key.append(":").append(kind).append(":").append(id);

@@ -1,4 +1,5 @@
-// GET /api/audit-logs: filters (actor, action, target, time range) and cursor pagination.
+// GET /api/audit-logs: filters (actor, action, target, time range) and cursor pagination; and
+// GET /api/audit-logs/export, the same pages as NDJSON or CSV (a plan feature, audit_export).
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
@@ -47,16 +48,20 @@ std::optional<std::string> query_param(const http::RequestContext& ctx, std::str
   return value;
 }
 
-}  // namespace
-
-awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
-  http::Page page = http::page_of(ctx);
+// The entries of one page of GET /api/audit-logs (and of its export): the same filters, the
+// same query, the same cursor; sealed addresses and user agents opened.
+struct Entries {
+  http::Page page;
+  boost::json::array data;  // up to page.limit + 1 entries (the extra one says has_more)
+};
+awaitable<Entries> entries(const http::RequestContext& ctx) {
+  Entries out{http::page_of(ctx), {}};
   // Time bounds are passed to PostgreSQL, which rejects a bad timestamp with 22007 -> 422.
   db::Result r = co_await db::pool().tenant_query(
       ctx.tenant_id, kList,
       db::params(query_param(ctx, "actor"), query_param(ctx, "action"), query_param(ctx, "target"),
-                 query_param(ctx, "since"), query_param(ctx, "until"), page.starting_after,
-                 page.fetch()));
+                 query_param(ctx, "since"), query_param(ctx, "until"), out.page.starting_after,
+                 out.page.fetch()));
   // Addresses and user agents are sealed (an entry whose tenant key is gone shows none).
   std::vector<std::string> sealed;
   for (int i = 0; i < r.rows(); ++i) {
@@ -64,9 +69,8 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
     sealed.emplace_back(r.get(i, "user_agent"));
   }
   co_await pii::load_keys(db::pool(), sealed);
-  boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
-    data.push_back(object{
+    out.data.push_back(object{
         {"id", r.get(i, "id")},
         {"actor", object{{"type", r.get(i, "actor_type")}, {"id", r.get(i, "actor_id")}}},
         {"action", r.get(i, "action")},
@@ -77,7 +81,96 @@ awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
         {"metadata", boost::json::parse(r.get(i, "metadata"))},
         {"created_at", r.time(i, "created_at")}});
   }
-  co_return http::json_response(200, http::page_json(std::move(data), page));
+  co_return out;
+}
+
+// One CSV cell (RFC 4180): quoted when it holds a comma, quote or line break, quotes doubled. A
+// cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first: a user agent or metadata
+// is the client's text) gets a leading ' (OWASP's CSV injection advice).
+void csv_cell(std::string& out, std::string_view v) {
+  std::string cell;
+  if (!v.empty() && std::string_view("=+-@\t\r").find(v.front()) != std::string_view::npos) {
+    cell += '\'';
+  }
+  cell += v;
+  if (cell.find_first_of(",\"\r\n") == std::string::npos) {
+    out += cell;
+    return;
+  }
+  out += '"';
+  for (char c : cell) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+}
+
+std::string as_text(const boost::json::value& v) {
+  return v.is_string() ? std::string(v.as_string()) : boost::json::serialize(v);
+}
+
+}  // namespace
+
+awaitable<http::Response> list_audit_logs(http::RequestContext& ctx) {
+  Entries e = co_await entries(ctx);
+  co_return http::json_response(200, http::page_json(std::move(e.data), e.page));
+}
+
+// GET /api/audit-logs/export: the same page as GET /api/audit-logs (filters, limit, cursor) as
+// NDJSON (one entry per line, the list's objects) or CSV (a header row, then one row per entry).
+// The next page is named by X-Next-Starting-After while X-Has-More is true.
+awaitable<http::Response> export_audit_logs(http::RequestContext& ctx) {
+  std::string format = "ndjson";
+  if (std::string f; ctx.request.query_param("format", f)) format = f;
+  if (format != "ndjson" && format != "csv") {
+    throw ApiError(ErrorCode::kBadRequest, "format must be ndjson or csv.");
+  }
+  Entries e = co_await entries(ctx);
+  bool more = e.data.size() > static_cast<std::size_t>(e.page.limit);
+  if (more) e.data.resize(e.page.limit);
+  std::string body;
+  if (format == "ndjson") {
+    for (const auto& entry : e.data) {
+      body += boost::json::serialize(entry);
+      body += '\n';
+    }
+  } else {
+    body =
+        "id,created_at,actor_type,actor_id,action,target_type,target_id,ip,user_agent,"
+        "request_id,metadata\r\n";
+    for (const auto& v : e.data) {
+      const object& o = v.as_object();
+      const std::string cells[] = {as_text(o.at("id")),
+                                   as_text(o.at("created_at")),
+                                   as_text(o.at("actor").at("type")),
+                                   as_text(o.at("actor").at("id")),
+                                   as_text(o.at("action")),
+                                   as_text(o.at("target").at("type")),
+                                   as_text(o.at("target").at("id")),
+                                   as_text(o.at("ip")),
+                                   as_text(o.at("user_agent")),
+                                   as_text(o.at("request_id")),
+                                   as_text(o.at("metadata"))};
+      bool first = true;
+      for (const std::string& c : cells) {
+        if (!first) body += ',';
+        first = false;
+        csv_cell(body, c);
+      }
+      body += "\r\n";
+    }
+  }
+  http::Response out =
+      http::Response::text(200, std::move(body),
+                           format == "ndjson" ? "application/x-ndjson" : "text/csv; charset=utf-8");
+  out.set_header("content-disposition",
+                 std::string("attachment; filename=\"audit-log.") + format + "\"");
+  out.set_header("cache-control", "private, no-store");
+  out.set_header("x-has-more", more ? "true" : "false");
+  if (more && !e.data.empty()) {
+    out.set_header("x-next-starting-after", as_text(e.data.back().as_object().at("id")));
+  }
+  co_return out;
 }
 
 bool declares_access_event(const http::RequestContext& ctx) {

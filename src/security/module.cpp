@@ -1,5 +1,6 @@
 // The security module's registration: security headers, CORS, body validation, data-access
 // audit, refusal counters, the audit-log API and its retention.
+#include "billing/policies.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/settings.hpp"
@@ -17,6 +18,7 @@
 namespace hsea::security {
 
 boost::asio::awaitable<http::Response> list_audit_logs(http::RequestContext& ctx);
+boost::asio::awaitable<http::Response> export_audit_logs(http::RequestContext& ctx);
 
 namespace {
 const core::Config* g_config = nullptr;  // HSTS only when clients reach us over https
@@ -97,13 +99,18 @@ void Register(runtime::Registrar& reg) {
                   .when = declares_access_event});
   reg.middleware(
       {.name = "body-validation", .stage = http::Stage::kAroundHandler, .before = validate_body});
+  const identity::Access audit_readers{
+      .authenticated = true, .tenant = true, .roles = {"owner", "admin"}, .scopes = {"audit:read"}};
   reg.route({.method = http::Method::kGet,
              .path = "/api/audit-logs",
              .handler = list_audit_logs,
-             .policies = http::Policies(identity::Access{.authenticated = true,
-                                                         .tenant = true,
-                                                         .roles = {"owner", "admin"},
-                                                         .scopes = {"audit:read"}})});
+             .policies = http::Policies(audit_readers)});
+  // The same readers, on plans with the audit_export feature (Pro, Enterprise): 402
+  // plan_required otherwise (billing's entitlements step).
+  reg.route({.method = http::Method::kGet,
+             .path = "/api/audit-logs/export",
+             .handler = export_audit_logs,
+             .policies = http::Policies(audit_readers, billing::Feature{"audit_export"})});
   int days = settings.audit_retention_days;
   reg.periodic({.name = "audit-retention",
                 .interval = std::chrono::hours(24),

@@ -203,4 +203,27 @@ boost::json::array StripeEmulator::deliveries() const {
   return v.is_object() ? v.as_object().at("data").as_array() : boost::json::array();
 }
 
+RunResult StripeEmulator::sync_plans(const TestDatabase& db,
+                                     std::map<std::string, std::string> env) const {
+  for (auto& [k, v] : hsea_env()) env.emplace(k, v);
+  env["HSEA_DATABASE_URL"] = db.app_url();
+  env["HSEA_DATABASE_ADMIN_URL"] = db.admin_url();
+  return run_hsea({"billing", "sync-plans"}, env);
+}
+
+void StripeEmulator::subscribe(const TestServer& server, const Account& account,
+                               const std::string& plan, const std::string& interval) const {
+  // Redirects back to TestServer's HSEA_PUBLIC_URL (allowed by HSEA's checkout).
+  const std::string back = "http://127.0.0.1:8080/account/billing";
+  HttpResponse r =
+      http("POST", server.url("/api/subscriptions/checkout"),
+           R"({"plan_id":")" + plan + R"(","interval":")" + interval + R"(","success_url":")" +
+               back + R"(","cancel_url":")" + back + R"("})",
+           {"Authorization: Bearer " + account.access_token, "Content-Type: application/json"});
+  EXPECT_EQ(r.status, 201) << r.body;
+  if (r.status != 201) return;
+  complete_checkout(str(json_of(r), "checkout_url"));
+  EXPECT_TRUE(wait_webhooks_idle());
+}
+
 }  // namespace hsea::testkit

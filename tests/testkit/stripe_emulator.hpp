@@ -16,6 +16,11 @@
 
 namespace hsea::testkit {
 
+class TestDatabase;
+class TestServer;
+struct Account;
+struct RunResult;
+
 class StripeEmulator {
  public:
   // `webhook_url` may be empty and set later (HSEA's port is known only after it starts).
@@ -70,6 +75,15 @@ class StripeEmulator {
   bool wait_webhooks_idle(std::chrono::seconds timeout = std::chrono::seconds(20)) const;
   boost::json::array requests() const;    // every /v1 request HSEA made (see README)
   boost::json::array deliveries() const;  // every webhook delivery attempt
+
+  // Billing fixtures over this emulator and a test's HSEA. `hsea billing sync-plans` against
+  // `db` with this emulator's settings plus `env` (Stripe products and prices for the plans).
+  RunResult sync_plans(const TestDatabase& db, std::map<std::string, std::string> env = {}) const;
+  // A tenant on a paid plan through Checkout: HSEA makes the session, the customer pays, the
+  // webhooks are delivered; records a test failure when any step fails. Then wait for the
+  // subscription's state the test needs (Stripe's events are processed by HSEA's job worker).
+  void subscribe(const TestServer& server, const Account& account, const std::string& plan,
+                 const std::string& interval = "month") const;
 
  private:
   int pid_ = -1;

@@ -427,4 +427,18 @@ void add_member(const TestDatabase& db, const std::string& tenant_id, const std:
       {tenant_id, user_id, role});
 }
 
+void set_plan(const TestDatabase& db, const std::string& tenant_id, const std::string& plan) {
+  sql(db.admin_url(), "UPDATE subscriptions SET plan_id = $2 WHERE tenant_id = $1",
+      {tenant_id, plan});
+}
+
+bool eventually(const std::function<bool()>& done, std::chrono::seconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return done();
+}
+
 }  // namespace hsea::testkit

@@ -5,6 +5,7 @@
 #include <boost/json/object.hpp>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -138,5 +139,12 @@ Account sign_up(const TestServer& server, const std::string& organization,
 // Test setup, not the API (there is no invitation flow yet): makes `user_id` a member.
 void add_member(const TestDatabase& db, const std::string& tenant_id, const std::string& user_id,
                 const std::string& role);
+// Test setup: puts the tenant's subscription on `plan` (as Stripe's events would), in the
+// database; every node's entitlement cache is emptied by the change.
+void set_plan(const TestDatabase& db, const std::string& tenant_id, const std::string& plan);
+
+// Asks `done` every 100 ms until it holds or `timeout` passes; its last answer.
+bool eventually(const std::function<bool()>& done,
+                std::chrono::seconds timeout = std::chrono::seconds(20));
 
 }  // namespace hsea::testkit

@@ -8,6 +8,7 @@ import { complete } from './objects/checkout';
 import type { Emulator } from './router';
 import type { ApiServer, Fault } from './server';
 import { StripeError } from './errors';
+import { lists } from './store';
 import type { ReleaseOptions } from './webhooks';
 
 type Json = Record<string, unknown>;
@@ -61,6 +62,17 @@ export function control(
           dunning.finalStatus = j.final_status;
         }
         return [200, dunning];
+      }
+      if (method === 'POST' && path === '/lists') {
+        for (const k of ['embedded_invoice_lines', 'max_page'] as const) {
+          const v = j[k];
+          if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 100)) {
+            return [400, { error: { type: 'invalid_request_error', message: `${k} must be an integer 1-100` } }];
+          }
+        }
+        if (typeof j.embedded_invoice_lines === 'number') lists.embeddedInvoiceLines = j.embedded_invoice_lines;
+        if (typeof j.max_page === 'number') lists.maxPage = j.max_page;
+        return [200, { embedded_invoice_lines: lists.embeddedInvoiceLines, max_page: lists.maxPage }];
       }
       if (method === 'POST' && path === '/time/advance') {
         const target = typeof j.to === 'number' ? j.to : store.now() + Number(j.seconds ?? 0);

@@ -8,6 +8,7 @@ import { control } from './control';
 import { routes as checkout, resetCheckout } from './objects/checkout';
 import { routes as customers } from './objects/customers';
 import { routes as events } from './objects/events';
+import { routes as invoiceItems } from './objects/invoice_items';
 import { routes as invoices } from './objects/invoices';
 import { routes as meters } from './objects/meters';
 import { routes as paymentMethods } from './objects/payment_methods';
@@ -20,7 +21,7 @@ import { addEndpoint } from './objects/events';
 import { pages } from './pages';
 import type { Emulator } from './router';
 import { ApiServer } from './server';
-import { Store } from './store';
+import { Store, lists } from './store';
 import { Webhooks } from './webhooks';
 import { dunning } from './payments';
 
@@ -55,11 +56,13 @@ export function createEmulator(server: http.Server, baseUrl: string, opts: Optio
     resetCheckout();
     dunning.retryDays = [3, 5, 7];
     dunning.finalStatus = 'canceled';
+    lists.embeddedInvoiceLines = 10;
+    lists.maxPage = 100;
     emu.api.reset();
     configure();
   };
   const routes = [...customers, ...products, ...prices, ...paymentMethods, ...checkout, ...subscriptions,
-                  ...invoices, ...portal, ...testClocks, ...events, ...meters];
+                  ...invoices, ...invoiceItems, ...portal, ...testClocks, ...events, ...meters];
   emu.api = new ApiServer(emu, routes, control(emu, () => emu.api, reset, setEndpoint), pages(emu));
   server.on('request', (req, res) => emu.api.handle(req, res));
   configure();

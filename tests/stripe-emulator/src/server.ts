@@ -7,7 +7,7 @@ import http from 'node:http';
 import { Params, decodeForm } from './encoding';
 import { StripeError } from './errors';
 import type { Ctx, Emulator, Route } from './router';
-import { expand } from './store';
+import { asSent, expand } from './store';
 
 export interface LoggedRequest {
   id: string;
@@ -188,7 +188,7 @@ export class ApiServer {
       const ctx: Ctx = { emu: this.emu, params, path: found.captures, requestId, idempotencyKey: key };
       const result = found.route.handler(ctx);
       const paths = Array.isArray(params.expand) ? params.expand.map(String) : [];
-      value = paths.length ? expand(this.emu.store, result, paths) : result;
+      value = asSent(paths.length ? expand(this.emu.store, result, paths) : result);
     } catch (e) {
       if (!(e instanceof StripeError)) throw e;
       status = e.status;

@@ -145,6 +145,36 @@ export class Store {
   }
 }
 
+// List sizes. Stripe embeds the first 10 lines of an invoice in the invoice object (has_more
+// tells whether GET /v1/invoices/{id}/lines has more) and serves at most 100 items a page. A test
+// may make both smaller (POST /_emulator/lists) to see a client page through a long list without
+// making hundreds of objects; a larger `limit` is then served as the smaller page (the client
+// follows has_more as it must anyway). /_emulator/reset restores Stripe's sizes.
+export const lists = { embeddedInvoiceLines: 10, maxPage: 100 };
+
+// What the emulator sends of a stored object (API answers and webhook events): a copy in which
+// every invoice carries only the first page of its lines, as Stripe's do.
+export function asSent(value: unknown): unknown {
+  const copy = JSON.parse(JSON.stringify(value ?? null)) as unknown;
+  firstPageOfLines(copy);
+  return copy;
+}
+function firstPageOfLines(node: unknown): void {
+  if (!node || typeof node !== 'object') return;
+  if (Array.isArray(node)) {
+    for (const e of node) firstPageOfLines(e);
+    return;
+  }
+  const rec = node as Record<string, unknown>;
+  const lines = rec.lines as { object?: unknown; data?: unknown; has_more?: boolean } | undefined;
+  if (rec.object === 'invoice' && lines && lines.object === 'list' && Array.isArray(lines.data) &&
+      lines.data.length > lists.embeddedInvoiceLines) {
+    lines.data = lines.data.slice(0, lists.embeddedInvoiceLines);
+    lines.has_more = true;
+  }
+  for (const v of Object.values(rec)) firstPageOfLines(v);
+}
+
 // Stripe's list envelope over `items` (newest first), with limit / starting_after /
 // ending_before as Stripe pages them.
 export function paginate<T extends { id: string }>(
@@ -152,10 +182,11 @@ export function paginate<T extends { id: string }>(
   q: Params,
   url: string,
 ): ListEnvelope<T> {
-  const limit = int(q, 'limit') ?? 10;
+  let limit = int(q, 'limit') ?? 10;
   if (limit < 1 || limit > 100) {
     throw StripeError.invalid('Invalid integer: limit must be between 1 and 100', 'limit');
   }
+  limit = Math.min(limit, lists.maxPage);
   const after = str(q, 'starting_after');
   const before = str(q, 'ending_before');
   if (after && before) {

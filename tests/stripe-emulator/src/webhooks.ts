@@ -4,7 +4,7 @@
 // events and release them late, reversed, shuffled or twice.
 import Stripe from 'stripe';
 
-import { Store } from './store';
+import { Store, asSent } from './store';
 
 type EventType = Stripe.Event['type'];
 export type EventObject<T extends EventType> = Extract<Stripe.Event, { type: T }>['data']['object'];
@@ -70,7 +70,7 @@ export class Webhooks {
     const customer = (object as { customer?: unknown }).customer;
     const created = this.store.nowFor(typeof customer === 'string' ? customer : null);
     const data: { object: unknown; previous_attributes?: unknown } = {
-      object: JSON.parse(JSON.stringify(object)) as unknown,
+      object: asSent(object),
     };
     if (previous && Object.keys(previous).length) data.previous_attributes = previous;
     const endpoints = this.endpointsFor(type);

@@ -305,3 +305,53 @@ test('Stripe-side retries off: a failed renewal stays past_due until paid', asyn
     await h.control('POST', '/dunning', { retry_days: [3, 5, 7], final_status: 'canceled' });
   }
 });
+
+test('invoice items: a renewal of many lines embeds the first page; the rest pages by limit', async () => {
+  const { clock, customer, sub } = await subscribed(prices.starter.id);
+  for (let i = 1; i <= 12; i++) {
+    const item = await h.stripe.invoiceItems.create({
+      customer: customer.id, subscription: sub.id, amount: 100 * i, currency: 'usd', description: `Item ${i}`,
+    });
+    assert.equal(item.object, 'invoiceitem');
+    assert.equal(item.amount, 100 * i);
+    assert.equal(item.invoice, null);
+  }
+  await assert.rejects(
+    h.stripe.invoiceItems.create({ customer: customer.id, amount: 5, currency: 'usd' }),
+    (e: any) => e.code === 'parameter_missing' && e.param === 'subscription');
+  await h.waitIdle();
+  h.received.length = 0;
+  await advance(clock, kFeb1);
+  const [renewal] = (await h.stripe.invoices.list({ subscription: sub.id, limit: 1 })).data;
+  // 12 items and the period's line; Stripe's invoice object holds the first 10.
+  assert.equal(renewal.total, 100 * 78 + 1000);
+  assert.equal(renewal.lines.data.length, 10);
+  assert.equal(renewal.lines.has_more, true);
+  const retrieved = await h.stripe.invoices.retrieve(renewal.id as string);
+  assert.equal(retrieved.lines.data.length, 10);
+  assert.equal(retrieved.lines.has_more, true);
+  await h.waitIdle();
+  const finalized = h.received.find((r) => r.event?.type === 'invoice.finalized');
+  const inEvent = finalized?.event?.data.object as Stripe.Invoice;
+  assert.equal(inEvent.lines.data.length, 10);
+  assert.equal(inEvent.lines.has_more, true);
+  // Every line through the lines list, following has_more with starting_after.
+  const all: Stripe.InvoiceLineItem[] = [];
+  for await (const line of h.stripe.invoices.listLineItems(renewal.id as string, { limit: 5 })) all.push(line);
+  assert.equal(all.length, 13);
+  assert.equal(all.reduce((a, l) => a + l.amount, 0), renewal.total);
+  assert.deepEqual(all.slice(0, 10).map((l) => l.id), renewal.lines.data.map((l) => l.id));
+  // A test may make the pages smaller: a larger limit is served as the smaller page.
+  assert.deepEqual(await h.control('POST', '/lists', { embedded_invoice_lines: 3, max_page: 4 }),
+                   { embedded_invoice_lines: 3, max_page: 4 });
+  const small = await h.stripe.invoices.retrieve(renewal.id as string);
+  assert.equal(small.lines.data.length, 3);
+  assert.equal(small.lines.has_more, true);
+  const page = await h.stripe.invoices.listLineItems(renewal.id as string, { limit: 100, starting_after: all[2].id });
+  assert.equal(page.data.length, 4);
+  assert.equal(page.has_more, true);
+  const last = await h.stripe.invoices.listLineItems(renewal.id as string, { limit: 100, starting_after: all[10].id });
+  assert.deepEqual(last.data.map((l) => l.id), [all[11].id, all[12].id]);
+  assert.equal(last.has_more, false);
+  await h.control('POST', '/lists', { embedded_invoice_lines: 10, max_page: 100 });
+});
