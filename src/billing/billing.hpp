@@ -7,7 +7,8 @@
 //   - billing::Feature{"sso"} in a route's policies: a tenant whose plan lacks the feature gets
 //     402 problem+json, code plan_required;
 //   - billing::Entitlements::of(tenant) / limits(tenant): the tenant's plan, features, limits and
-//     billing period, from a per-thread cache (no database call per request);
+//     billing period, from a per-thread cache (no database call per request) in front of the
+//     shared tenant cache;
 //   - billing::on_stripe_event(reg, "invoice.paid", handler): a handler of a Stripe event type,
 //     run by the job worker in the tenant's transaction (register after billing::Register);
 //   - billing::stripe(): the Stripe client (form encoding, Idempotency-Key, retries).
@@ -70,6 +71,10 @@ class Entitlements {
   static std::shared_ptr<const Entitlement> cached(const std::string& tenant_id);
   // Empties every thread's cache of this process (before its next use).
   static void invalidate();
+  // Commits a transaction that changed the tenant's subscription (`tx`'s tenant): drops the
+  // tenant's shared entry around the commit, so no node refills from a copy older than the
+  // change, then invalidate().
+  static boost::asio::awaitable<void> commit(db::Transaction& tx);
 };
 inline constexpr auto kEntitlementTtl = std::chrono::seconds(60);
 

@@ -133,8 +133,7 @@ awaitable<void> process(jobs::JobContext& job) {
   StripeEvent event{event_id, type, std::move(data_object), tenant, &tx};
   co_await handler->second(event);
   co_await tx.exec(kFinish, db::params(event_id, "processed"));
-  co_await tx.commit();
-  Entitlements::invalidate();
+  co_await Entitlements::commit(tx);
 }
 
 }  // namespace

@@ -276,23 +276,14 @@ std::optional<std::string> non_empty(std::string s) {
 
 // ------------------------------------------------------------------------------ the API
 
-boost::json::value nullable(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? boost::json::value(nullptr)
-                                          : boost::json::value(r.text(row, column));
-}
-boost::json::value nullable_time(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? boost::json::value(nullptr)
-                                          : boost::json::value(r.time(row, column));
-}
-
 object invoice_json(const db::Result& r, int row) {
   array address;
   for (const std::string& line : r.words(row, "customer_address")) address.emplace_back(line);
   std::string id = r.text(row, "id");
   return object{{"id", id},
-                {"number", nullable(r, row, "number")},
+                {"number", r.nullable(row, "number")},
                 {"status", r.text(row, "status")},
-                {"billing_reason", nullable(r, row, "billing_reason")},
+                {"billing_reason", r.nullable(row, "billing_reason")},
                 {"currency", r.text(row, "currency")},
                 {"subtotal", r.get_int(row, "subtotal")},
                 {"tax", r.get_int(row, "tax")},
@@ -301,17 +292,17 @@ object invoice_json(const db::Result& r, int row) {
                 {"amount_paid", r.get_int(row, "amount_paid")},
                 {"amount_remaining", r.get_int(row, "amount_remaining")},
                 {"attempt_count", r.get_int(row, "attempt_count")},
-                {"next_payment_attempt", nullable_time(r, row, "next_payment_attempt")},
-                {"last_payment_error", nullable(r, row, "last_payment_error")},
-                {"period_start", nullable_time(r, row, "period_start")},
-                {"period_end", nullable_time(r, row, "period_end")},
-                {"due_date", nullable_time(r, row, "due_date")},
-                {"paid_at", nullable_time(r, row, "paid_at")},
-                {"hosted_invoice_url", nullable(r, row, "hosted_invoice_url")},
-                {"customer", object{{"name", nullable(r, row, "customer_name")},
-                                    {"email", nullable(r, row, "customer_email")},
+                {"next_payment_attempt", r.nullable_time(row, "next_payment_attempt")},
+                {"last_payment_error", r.nullable(row, "last_payment_error")},
+                {"period_start", r.nullable_time(row, "period_start")},
+                {"period_end", r.nullable_time(row, "period_end")},
+                {"due_date", r.nullable_time(row, "due_date")},
+                {"paid_at", r.nullable_time(row, "paid_at")},
+                {"hosted_invoice_url", r.nullable(row, "hosted_invoice_url")},
+                {"customer", object{{"name", r.nullable(row, "customer_name")},
+                                    {"email", r.nullable(row, "customer_email")},
                                     {"address", std::move(address)},
-                                    {"tax_id", nullable(r, row, "customer_tax_id")}}},
+                                    {"tax_id", r.nullable(row, "customer_tax_id")}}},
                 {"pdf_url", "/api/invoices/" + id + "/pdf"},
                 {"stripe_invoice_id", r.text(row, "stripe_invoice_id")},
                 {"created_at", r.time(row, "stripe_created_at")},
@@ -346,8 +337,8 @@ awaitable<Response> get_invoice(RequestContext& ctx) {
                            {"quantity", l.get_int(i, "quantity")},
                            {"amount", l.get_int(i, "amount")},
                            {"proration", l.get_bool(i, "proration")},
-                           {"period_start", nullable_time(l, i, "period_start")},
-                           {"period_end", nullable_time(l, i, "period_end")}});
+                           {"period_start", l.nullable_time(i, "period_start")},
+                           {"period_end", l.nullable_time(i, "period_end")}});
   }
   out["lines"] = std::move(lines);
   co_return http::json_response(200, out);

@@ -84,10 +84,6 @@ value json_text(std::string_view text) {
   return ec ? value(object{}) : v;
 }
 
-value nullable(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? value(nullptr) : value(r.text(row, column));
-}
-
 object plan_json(const db::Result& r, int row, bool operator_view) {
   object o{{"id", r.text(row, "id")},
            {"name", r.text(row, "name")},
@@ -100,9 +96,9 @@ object plan_json(const db::Result& r, int row, bool operator_view) {
            {"status", r.text(row, "status")}};
   if (operator_view) {
     o["sort_order"] = r.get_int(row, "sort_order");
-    o["stripe_product_id"] = nullable(r, row, "stripe_product_id");
-    o["stripe_monthly_price_id"] = nullable(r, row, "stripe_monthly_price_id");
-    o["stripe_yearly_price_id"] = nullable(r, row, "stripe_yearly_price_id");
+    o["stripe_product_id"] = r.nullable(row, "stripe_product_id");
+    o["stripe_monthly_price_id"] = r.nullable(row, "stripe_monthly_price_id");
+    o["stripe_yearly_price_id"] = r.nullable(row, "stripe_yearly_price_id");
     o["metered"] = json_text(r.get(row, "metered"));
     o["created_at"] = r.time(row, "created_at");
     o["updated_at"] = r.time(row, "updated_at");

@@ -110,12 +110,6 @@ Cause cause_of(const RequestContext& ctx) {
   return Cause{security::actor_of(ctx), security::origin_of(ctx)};
 }
 
-value nullable_time(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? value(nullptr) : value(r.time(row, column));
-}
-value nullable(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? value(nullptr) : value(r.text(row, column));
-}
 value json_text(std::string_view text) {
   boost::system::error_code ec;
   value v = boost::json::parse(text, ec);
@@ -127,15 +121,15 @@ object subscription_json(const db::Result& r) {
                 {"plan_id", r.text(0, "plan_id")},
                 {"interval", r.text(0, "billing_interval")},
                 {"status", r.text(0, "status")},
-                {"trial_end", nullable_time(r, 0, "trial_end")},
+                {"trial_end", r.nullable_time(0, "trial_end")},
                 {"current_period_start", r.time(0, "current_period_start")},
-                {"current_period_end", nullable_time(r, 0, "current_period_end")},
+                {"current_period_end", r.nullable_time(0, "current_period_end")},
                 {"cancel_at_period_end", r.get_bool(0, "cancel_at_period_end")},
-                {"canceled_at", nullable_time(r, 0, "canceled_at")},
-                {"pending_plan_id", nullable(r, 0, "pending_plan_id")},
-                {"pending_interval", nullable(r, 0, "pending_interval")},
-                {"stripe_customer_id", nullable(r, 0, "stripe_customer_id")},
-                {"stripe_subscription_id", nullable(r, 0, "stripe_subscription_id")},
+                {"canceled_at", r.nullable_time(0, "canceled_at")},
+                {"pending_plan_id", r.nullable(0, "pending_plan_id")},
+                {"pending_interval", r.nullable(0, "pending_interval")},
+                {"stripe_customer_id", r.nullable(0, "stripe_customer_id")},
+                {"stripe_subscription_id", r.nullable(0, "stripe_subscription_id")},
                 {"plan", object{{"id", r.text(0, "plan_id")},
                                 {"name", r.text(0, "plan_name")},
                                 {"currency", r.text(0, "currency")},
@@ -313,14 +307,14 @@ awaitable<bool> write(db::Transaction& tx, const db::Result& before, const Appli
               {"interval", before.text(0, "billing_interval")},
               {"status", before.text(0, "status")},
               {"cancel_at_period_end", before.get_bool(0, "cancel_at_period_end")},
-              {"pending_plan_id", nullable(before, 0, "pending_plan_id")},
-              {"current_period_end", nullable_time(before, 0, "current_period_end")}};
+              {"pending_plan_id", before.nullable(0, "pending_plan_id")},
+              {"current_period_end", before.nullable_time(0, "current_period_end")}};
   object to{{"plan_id", after.text(0, "plan_id")},
             {"interval", after.text(0, "billing_interval")},
             {"status", after.text(0, "status")},
             {"cancel_at_period_end", after.get_bool(0, "cancel_at_period_end")},
-            {"pending_plan_id", nullable(after, 0, "pending_plan_id")},
-            {"current_period_end", nullable_time(after, 0, "current_period_end")}};
+            {"pending_plan_id", after.nullable(0, "pending_plan_id")},
+            {"current_period_end", after.nullable_time(0, "current_period_end")}};
   if (from == to && before.text(0, "stripe_subscription_id") == a.stripe_subscription_id) {
     co_return false;  // a replay or a stale event: nothing to tell anyone
   }
@@ -659,8 +653,7 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
   }
   if (a) co_await write(tx, locked, *a, cause);
   db::Result out = co_await tx.exec(kCurrent);
-  co_await tx.commit();
-  Entitlements::invalidate();
+  co_await Entitlements::commit(tx);
   co_return http::json_response(200, subscription_json(out));
 }
 
@@ -690,8 +683,7 @@ awaitable<Response> cancel(RequestContext& ctx) {
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   co_await apply_stripe_subscription(tx, reply.body, cause);
   db::Result out = co_await tx.exec(kCurrent);
-  co_await tx.commit();
-  Entitlements::invalidate();
+  co_await Entitlements::commit(tx);
   co_return http::json_response(200, subscription_json(out));
 }
 
@@ -711,8 +703,7 @@ awaitable<Response> reactivate(RequestContext& ctx) {
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
   co_await apply_stripe_subscription(tx, reply.body, cause);
   db::Result out = co_await tx.exec(kCurrent);
-  co_await tx.commit();
-  Entitlements::invalidate();
+  co_await Entitlements::commit(tx);
   co_return http::json_response(200, subscription_json(out));
 }
 
@@ -825,7 +816,7 @@ awaitable<bool> end_trial(std::string tenant_id, std::string job_id) {
   security::Origin origin{"", "", job_id};
   object from{{"plan_id", before.text(0, "plan_id")},
               {"status", before.text(0, "status")},
-              {"trial_end", nullable_time(before, 0, "trial_end")}};
+              {"trial_end", before.nullable_time(0, "trial_end")}};
   object to{{"plan_id", after.text(0, "plan_id")}, {"status", after.text(0, "status")}};
   std::string metadata = boost::json::serialize(object{{"from", from}, {"to", to}});
   co_await security::record(
@@ -840,7 +831,7 @@ awaitable<bool> end_trial(std::string tenant_id, std::string job_id) {
               {"link", state().public_url + "/account/billing"},
               {"button", "Choose a plan"}};
   co_await mail_billing_contacts(tx, "trial_ended", std::move(mail));
-  co_await tx.commit();
+  co_await Entitlements::commit(tx);
   co_return true;
 }
 

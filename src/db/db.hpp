@@ -25,6 +25,9 @@ struct pg_result;
 namespace boost::asio {
 class io_context;
 }
+namespace boost::json {
+class value;
+}
 
 namespace hsea::runtime {
 class Registrar;
@@ -108,6 +111,11 @@ class Result {
   std::optional<std::string> optional(int row, std::string_view name) const;
   std::int64_t get_int(int row, std::string_view name) const;
   bool get_bool(int row, std::string_view name) const;
+  // A column of an API answer (result_json.cpp): JSON null when SQL NULL, else its text, its
+  // time as RFC 3339, or its integer.
+  boost::json::value nullable(int row, std::string_view name) const;
+  boost::json::value nullable_time(int row, std::string_view name) const;
+  boost::json::value nullable_int(int row, std::string_view name) const;
 
  private:
   pg_result* result_ = nullptr;

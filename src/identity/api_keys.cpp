@@ -102,25 +102,15 @@ boost::json::array scopes_json(const db::Result& r, int row) {
   return out;
 }
 
-boost::json::value nullable(const db::Result& r, int row, std::string_view column) {
-  int c = r.column(column);
-  return r.is_null(row, c) ? boost::json::value(nullptr) : boost::json::value(r.get(row, c));
-}
-
-boost::json::value nullable_time(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? boost::json::value(nullptr)
-                                          : boost::json::value(r.time(row, column));
-}
-
 object key_json(const db::Result& r, int row) {
   return object{{"id", r.get(row, "id")},
                 {"name", r.get(row, "name")},
                 {"prefix", r.get(row, "prefix")},
                 {"scopes", scopes_json(r, row)},
-                {"created_by", nullable(r, row, "created_by")},
+                {"created_by", r.nullable(row, "created_by")},
                 {"created_at", r.time(row, "created_at")},
-                {"expires_at", nullable_time(r, row, "expires_at")},
-                {"last_used_at", nullable_time(r, row, "last_used_at")},
+                {"expires_at", r.nullable_time(row, "expires_at")},
+                {"last_used_at", r.nullable_time(row, "last_used_at")},
                 {"request_count", r.get_int(row, "request_count")}};
 }
 

@@ -3,11 +3,27 @@
 #include <algorithm>
 #include <string>
 
+#include "core/log.hpp"
+#include "db/db.hpp"
+#include "runtime/runtime.hpp"
+
 namespace hsea::identity {
 namespace {
 
 std::atomic<std::uint64_t> g_epoch{1};
 constexpr std::size_t kMaxEntries = 20000;
+
+// Delivered when the sending transaction commits (this one commits at once); every process's
+// listener (identity module) empties its caches.
+HSEA_QUERY kNotifyRevocation{"auth_cache_notify", "SELECT pg_notify('hsea_auth', '')"};
+
+boost::asio::awaitable<void> notify_other_processes() {
+  try {
+    co_await db::pool().query(kNotifyRevocation);
+  } catch (const std::exception& e) {
+    log::warn("other processes keep cached admissions until they expire", {{"error", e.what()}});
+  }
+}
 
 template <typename Map>
 auto find_live(Map& map, const std::string& key) -> decltype(&map.begin()->second.value) {
@@ -36,7 +52,16 @@ std::string session_key(const std::string& user_id, const std::string& session_i
 
 }  // namespace
 
-void invalidate_auth_cache() { g_epoch.fetch_add(1, std::memory_order_release); }
+void invalidate_local_auth_cache() { g_epoch.fetch_add(1, std::memory_order_release); }
+
+void invalidate_auth_cache() {
+  invalidate_local_auth_cache();
+  // Off the caller's path: the caller has committed, and the notification only shortens what
+  // kAuthCacheTtl bounds anyway. Without an I/O thread (a command, a test) there is no pool.
+  if (runtime::ThreadContext* t = runtime::ThreadContext::current(); t != nullptr) {
+    runtime::spawn(t->io(), notify_other_processes(), "auth cache notification");
+  }
+}
 
 AuthCache& AuthCache::for_this_thread() {
   thread_local AuthCache cache;
@@ -52,14 +77,26 @@ void AuthCache::sync_epoch() {
   }
 }
 
+bool AuthCache::fresh_since_miss(std::unordered_map<std::string, std::uint64_t>& misses,
+                                 const std::string& key) {
+  auto it = misses.find(key);
+  if (it == misses.end()) return true;  // not looked up first: nothing to compare
+  bool fresh = it->second == g_epoch.load(std::memory_order_acquire);
+  misses.erase(it);
+  return fresh;
+}
+
 std::optional<CachedApiKey> AuthCache::api_key(const std::string& key_hash) {
   sync_epoch();
   if (auto* v = find_live(keys_, key_hash)) return *v;
+  if (key_misses_.size() >= kMaxEntries) key_misses_.clear();
+  key_misses_[key_hash] = epoch_;
   return std::nullopt;
 }
 
 void AuthCache::put_api_key(const std::string& key_hash, CachedApiKey entry,
                             std::chrono::milliseconds ttl) {
+  if (!fresh_since_miss(key_misses_, key_hash)) return;
   sync_epoch();
   if (keys_.size() >= kMaxEntries) keys_.clear();
   keys_[key_hash] = {std::move(entry), std::chrono::steady_clock::now() +
@@ -70,16 +107,20 @@ std::optional<CachedSession> AuthCache::session(const std::string& user_id,
                                                 const std::string& session_id,
                                                 const std::string& tenant_id) {
   sync_epoch();
-  if (auto* v = find_live(sessions_, session_key(user_id, session_id, tenant_id))) return *v;
+  std::string key = session_key(user_id, session_id, tenant_id);
+  if (auto* v = find_live(sessions_, key)) return *v;
+  if (session_misses_.size() >= kMaxEntries) session_misses_.clear();
+  session_misses_[std::move(key)] = epoch_;
   return std::nullopt;
 }
 
 void AuthCache::put_session(const std::string& user_id, const std::string& session_id,
                             const std::string& tenant_id, CachedSession entry) {
+  std::string key = session_key(user_id, session_id, tenant_id);
+  if (!fresh_since_miss(session_misses_, key)) return;
   sync_epoch();
   if (sessions_.size() >= kMaxEntries) sessions_.clear();
-  sessions_[session_key(user_id, session_id, tenant_id)] = {
-      std::move(entry), std::chrono::steady_clock::now() + kAuthCacheTtl};
+  sessions_[std::move(key)] = {std::move(entry), std::chrono::steady_clock::now() + kAuthCacheTtl};
 }
 
 }  // namespace hsea::identity

@@ -2,10 +2,12 @@
 // What authentication learned about a credential, remembered briefly per I/O thread so an
 // authenticated request costs one database round trip (its own query), not two.
 //
-// Staleness is bounded two ways: entries live at most kAuthCacheTtl, and any revocation in this
-// process (API key deleted or rotated, session revoked, membership or role changed, tenant
-// suspended) bumps a process-wide epoch that empties every thread's cache before its next use.
-// Other nodes see a revocation within kAuthCacheTtl.
+// Staleness is bounded two ways: entries live at most kAuthCacheTtl, and any revocation (API key
+// deleted or rotated, session revoked, membership or role changed, tenant suspended) bumps a
+// process-wide epoch that empties every thread's cache before its next use. The revoking
+// process tells the others through PostgreSQL (NOTIFY hsea_auth after its commit; every process
+// LISTENs), so they empty theirs within milliseconds; a lost notification costs at most
+// kAuthCacheTtl. Not a shared (Redis) cache: see docs/ARCHITECTURE.md, "Per-thread auth cache".
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -33,8 +35,11 @@ struct CachedSession {
   bool staff = false;  // the user is platform staff (platform_staff)
 };
 
-// Call after any change that must end access at once.
+// Call after any change that must end access at once (after its commit): empties this
+// process's caches and, from an I/O thread, notifies every other process.
 void invalidate_auth_cache();
+// Empties this process's caches only: what a notification from another process does.
+void invalidate_local_auth_cache();
 
 // One per I/O thread (thread_local); never shared, so never locked.
 class AuthCache {
@@ -60,9 +65,14 @@ class AuthCache {
     std::chrono::steady_clock::time_point expires;
   };
   void sync_epoch();
+  // A put is kept only when no revocation was heard of since its key's miss: the query that
+  // followed the miss may have read what the revocation changed.
+  bool fresh_since_miss(std::unordered_map<std::string, std::uint64_t>& misses,
+                        const std::string& key);
   std::uint64_t epoch_ = 0;
   std::unordered_map<std::string, Entry<CachedApiKey>> keys_;
   std::unordered_map<std::string, Entry<CachedSession>> sessions_;
+  std::unordered_map<std::string, std::uint64_t> key_misses_, session_misses_;
 };
 
 }  // namespace hsea::identity

@@ -37,6 +37,24 @@ TEST(AuthCache, SessionEntriesAreBoundToTheirUser) {
   EXPECT_EQ(cache.session("u/s", "x", "t")->role, "admin");
 }
 
+// The query after a miss may have read what a revocation heard of meanwhile changed: what it
+// admitted is used once, not remembered.
+TEST(AuthCache, AnAdmissionReadAcrossARevocationIsNotKept) {
+  AuthCache& cache = AuthCache::for_this_thread();
+  ASSERT_FALSE(cache.api_key("h3"));
+  ASSERT_FALSE(cache.session("u3", "s3", "t3"));
+  invalidate_local_auth_cache();  // another node's revocation arrives during the query
+  cache.put_api_key("h3", {"t3", "k3", {}});
+  cache.put_session("u3", "s3", "t3", {"owner", "active"});
+  EXPECT_FALSE(cache.api_key("h3"));
+  EXPECT_FALSE(cache.session("u3", "s3", "t3"));
+  // Looked up again after it: remembered as usual.
+  cache.put_api_key("h3", {"t3", "k3", {}});
+  cache.put_session("u3", "s3", "t3", {"owner", "active"});
+  EXPECT_TRUE(cache.api_key("h3"));
+  EXPECT_TRUE(cache.session("u3", "s3", "t3"));
+}
+
 TEST(AuthCache, InvalidationReachesOtherThreads) {
   std::atomic<int> stage{0};
   bool seen_before = false, seen_after = true;

@@ -12,6 +12,8 @@
 #include "core/settings.hpp"
 #include "db/blocking.hpp"
 #include "db/db.hpp"
+#include "db/listen_hook.hpp"
+#include "identity/auth_cache.hpp"
 #include "identity/identity.hpp"
 #include "identity/module.hpp"
 #include "runtime/registrar.hpp"
@@ -179,6 +181,9 @@ void Register(runtime::Registrar& reg) {
   register_mfa_routes(reg);
   register_account_routes(reg);
 
+  // Revocations on other nodes empty this process's auth caches (auth_cache.hpp); the listener
+  // also empties them after every reconnect (what it may have missed).
+  db::listen_in_every_process(reg, "hsea_auth", invalidate_local_auth_cache);
   // Keys load before listening when PostgreSQL is up; otherwise in the background.
   reg.on_start([](runtime::Application& app, runtime::Runtime* rt) {
     if (state().keys.loaded() || rt == nullptr) return;

@@ -60,11 +60,6 @@ HSEA_QUERY kCancel{
     "RETURNING id, kind, status, priority, attempts, max_attempts, last_error, run_at, "
     "created_at, updated_at, started_at, finished_at"};
 
-boost::json::value optional_time(const db::Result& r, int row, std::string_view column) {
-  if (r.is_null(row, r.column(column))) return nullptr;
-  return boost::json::value(r.time(row, column));
-}
-
 object job_json(const db::Result& r, int row) {
   return object{{"id", r.get(row, "id")},
                 {"kind", r.get(row, "kind")},
@@ -72,14 +67,12 @@ object job_json(const db::Result& r, int row) {
                 {"priority", r.get_int(row, "priority")},
                 {"attempts", r.get_int(row, "attempts")},
                 {"max_attempts", r.get_int(row, "max_attempts")},
-                {"last_error", r.is_null(row, r.column("last_error"))
-                                   ? boost::json::value(nullptr)
-                                   : boost::json::value(r.get(row, "last_error"))},
+                {"last_error", r.nullable(row, "last_error")},
                 {"run_at", r.time(row, "run_at")},
                 {"created_at", r.time(row, "created_at")},
                 {"updated_at", r.time(row, "updated_at")},
-                {"started_at", optional_time(r, row, "started_at")},
-                {"finished_at", optional_time(r, row, "finished_at")}};
+                {"started_at", r.nullable_time(row, "started_at")},
+                {"finished_at", r.nullable_time(row, "finished_at")}};
 }
 
 std::optional<std::string> status_filter(const RequestContext& ctx) {

@@ -479,22 +479,18 @@ awaitable<Response> dev_mail(RequestContext& ctx) {
   boost::json::array data;
   for (int i = 0; i < r.rows(); ++i) {
     const Opened& o = opened[static_cast<std::size_t>(i)];
-    data.push_back(object{
-        {"id", r.get(i, "id")},
-        {"template", r.get(i, "template")},
-        {"to", mailbox(o.to_name, o.to_address)},
-        {"subject", o.subject},
-        {"status", r.get(i, "status")},
-        {"attempts", r.get_int(i, "attempts")},
-        {"last_error", r.is_null(i, r.column("last_error"))
-                           ? boost::json::value(nullptr)
-                           : boost::json::value(r.get(i, "last_error"))},
-        {"message_id", r.get(i, "message_id")},
-        {"created_at", r.time(i, "created_at")},
-        {"sent_at", r.is_null(i, r.column("sent_at")) ? boost::json::value(nullptr)
-                                                      : boost::json::value(r.time(i, "sent_at"))},
-        {"html", o.html},
-        {"text", o.text}});
+    data.push_back(object{{"id", r.get(i, "id")},
+                          {"template", r.get(i, "template")},
+                          {"to", mailbox(o.to_name, o.to_address)},
+                          {"subject", o.subject},
+                          {"status", r.get(i, "status")},
+                          {"attempts", r.get_int(i, "attempts")},
+                          {"last_error", r.nullable(i, "last_error")},
+                          {"message_id", r.get(i, "message_id")},
+                          {"created_at", r.time(i, "created_at")},
+                          {"sent_at", r.nullable_time(i, "sent_at")},
+                          {"html", o.html},
+                          {"text", o.text}});
   }
   co_return http::json_response(200, http::page_json(std::move(data), page));
 }

@@ -37,7 +37,32 @@ class TenantCache {
   // "cache:{t:<tenant>}:<key>"
   static std::string key_of(const std::string& tenant_id, const std::string& key);
 
+  // Entries that must never outlive a change of what they copy (a second-level cache in front
+  // of PostgreSQL) use these four instead of get/put. Each such key has a generation, kept
+  // beside it in the tenant's slot:
+  //   auto [value, stamp] = co_await cache.lookup(t, k);   // on a miss: read the database,
+  //   co_await cache.fill(t, k, loaded, stamp, ttl);       // then offer what it answered
+  // and a writer brackets its commit:
+  //   co_await cache.begin_change(t, k); commit; co_await cache.end_change(t, k);
+  // begin_change drops the entry and holds fills off until end_change; both move the
+  // generation on, so a fill whose read may predate the commit (its stamp is older) stores
+  // nothing. No moment after the commit finds the old entry, which matters to readers that
+  // refill a faster per-thread cache as soon as they hear of the change.
+  struct Lookup {
+    std::optional<std::string> value;
+    std::string stamp;  // for fill()
+  };
+  boost::asio::awaitable<Lookup> lookup(std::string tenant_id, std::string key);
+  boost::asio::awaitable<void> fill(std::string tenant_id, std::string key, std::string value,
+                                    std::string stamp, std::chrono::seconds ttl);
+  boost::asio::awaitable<void> begin_change(std::string tenant_id, std::string key);
+  boost::asio::awaitable<void> end_change(std::string tenant_id, std::string key);
+  // Forgets `key` of every tenant in this process's table (not Redis) and refuses fills of it
+  // stamped before: for a process that hears of a change through another channel.
+  static void forget_local(const std::string& key);
+
  private:
+  boost::asio::awaitable<void> change(std::string tenant_id, std::string key, bool begins);
   Client* client_;
 };
 

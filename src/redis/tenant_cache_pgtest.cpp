@@ -10,6 +10,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "core/ids.hpp"
 #include "redis/client.hpp"
@@ -94,6 +95,79 @@ void exercise(asio::io_context& io, TenantCache cache) {
   EXPECT_TRUE(run(io, cache.get(b, "k")));  // the default TTL (300 s)
   set_ttl_source(nullptr);
   run(io, cache.invalidate(short_lived));
+}
+
+// lookup/fill against a writer's begin_change/end_change: a fill whose read may predate a
+// change stores nothing, and no fill lands while a change is under way.
+void exercise_changes(asio::io_context& io, TenantCache cache, TenantCache other_node) {
+  std::string a = core::uuid_v7(), b = core::uuid_v7();
+  const std::string k = "entitlement";
+  TenantCache::Lookup first = run(io, cache.lookup(a, k));
+  EXPECT_FALSE(first.value);
+  ASSERT_FALSE(first.stamp.empty());
+  run(io, cache.fill(a, k, "starter", first.stamp, 60s));
+  EXPECT_EQ(run(io, other_node.lookup(a, k)).value.value_or(""), "starter");
+  TenantCache::Lookup tb = run(io, cache.lookup(b, k));
+  run(io, cache.fill(b, k, "free", tb.stamp, 60s));
+
+  // A reader misses and reads the database (old data) ...
+  run(io, cache.begin_change(a, k));
+  TenantCache::Lookup during = run(io, other_node.lookup(a, k));
+  EXPECT_FALSE(during.value);  // the change dropped the entry before its commit
+  run(io, other_node.fill(a, k, "starter (read before the commit)", during.stamp, 60s));
+  EXPECT_FALSE(run(io, cache.lookup(a, k)).value);  // held off while the change is under way
+  run(io, cache.end_change(a, k));
+  // ... and offers it after the commit: refused, its stamp predates the change.
+  run(io, other_node.fill(a, k, "starter (read before the commit)", during.stamp, 60s));
+  run(io, cache.fill(a, k, "starter (stamped first)", first.stamp, 60s));
+  TenantCache::Lookup after = run(io, other_node.lookup(a, k));
+  EXPECT_FALSE(after.value);
+  // A read after the change fills as usual.
+  run(io, other_node.fill(a, k, "pro", after.stamp, 60s));
+  EXPECT_EQ(run(io, cache.lookup(a, k)).value.value_or(""), "pro");
+  // The other tenant never noticed.
+  EXPECT_EQ(run(io, cache.lookup(b, k)).value.value_or(""), "free");
+  run(io, cache.invalidate(a));
+  run(io, cache.invalidate(b));
+}
+
+TEST(TenantCache, FillsNeverOutliveAChangeWithoutRedis) {
+  asio::io_context io;
+  exercise_changes(io, TenantCache(nullptr), TenantCache(nullptr));
+  // A process told of a change another way forgets its entries and refuses older fills.
+  TenantCache cache(nullptr);
+  std::string t = core::uuid_v7();
+  TenantCache::Lookup l = run(io, cache.lookup(t, "k"));
+  run(io, cache.fill(t, "k", "v", l.stamp, 60s));
+  TenantCache::Lookup again = run(io, cache.lookup(t, "k"));
+  ASSERT_TRUE(again.value);
+  TenantCache::forget_local("k");
+  EXPECT_FALSE(run(io, cache.lookup(t, "k")).value);
+  run(io, cache.fill(t, "k", "stale", again.stamp, 60s));
+  EXPECT_FALSE(run(io, cache.lookup(t, "k")).value);
+}
+
+TEST(TenantCache, FillsNeverOutliveAChangeThroughRedis) {
+  const char* url = std::getenv("HSEA_TEST_REDIS_URL");
+  if (url == nullptr) GTEST_SKIP() << "HSEA_TEST_REDIS_URL is not set";
+  asio::io_context io;
+  Client one(io, url, std::chrono::milliseconds(1000)),
+      two(io, url, std::chrono::milliseconds(1000));
+  one.start();
+  two.start();
+  for (int i = 0; i < 200 && !(one.connected() && two.connected()); ++i) io.run_one_for(10ms);
+  ASSERT_TRUE(one.connected() && two.connected());
+  exercise_changes(io, TenantCache(&one), TenantCache(&two));
+  // Keys stay in the tenant's slot: the generation sits beside the entry.
+  std::string t = core::uuid_v7();
+  TenantCache cache(&one);
+  run(io, cache.lookup(t, "k"));
+  std::vector<std::string> exists{"EXISTS", TenantCache::key_of(t, "k") + "#gen"};
+  EXPECT_EQ(run(io, one.command(std::move(exists))).integer, 1);
+  run(io, cache.invalidate(t));
+  two.stop();
+  one.stop();
+  for (int i = 0; i < 20; ++i) io.run_one_for(5ms);
 }
 
 TEST(TenantCache, InProcessWithoutRedis) {

@@ -15,6 +15,7 @@
 #include "core/crypto.hpp"
 #include "db/blocking.hpp"
 #include "db/db.hpp"
+#include "security/pii_internal.hpp"
 
 namespace hsea::security::pii {
 namespace {
@@ -367,8 +368,7 @@ std::string seal_blocking(db::BlockingConnection& conn, const Owner& owner,
   std::optional<IdKey> k = cached_current_key(owner);
   if (!k) {
     db::Result r = conn.exec(
-        "SELECT id, wrapped FROM pii_current_key(NULLIF($1, '')::uuid, NULLIF($2, '')::uuid, $3)",
-        {owner.tenant_id, owner.user_id, fresh_wrapped_key()});
+        kCurrentKey, db::params(opt(owner.tenant_id), opt(owner.user_id), fresh_wrapped_key()));
     k = adopt_key(owner, r, true);
   }
   return seal_with(k->id, k->key, purpose, plain);
@@ -377,8 +377,7 @@ std::string seal_blocking(db::BlockingConnection& conn, const Owner& owner,
 void load_keys_blocking(db::BlockingConnection& conn, const std::vector<std::string>& sealed) {
   std::vector<std::string> missing = missing_key_ids(sealed);
   if (missing.empty()) return;
-  db::Result r =
-      conn.exec("SELECT id, wrapped FROM pii_data_keys($1::uuid[])", {uuid_array(missing)});
+  db::Result r = conn.exec(kKeysById, db::params(uuid_array(missing)));
   remember_all(r);
 }
 

@@ -10,12 +10,9 @@
 #include "db/blocking.hpp"
 #include "db/db.hpp"
 #include "security/pii.hpp"
+#include "security/pii_internal.hpp"
 
 namespace hsea::security::pii {
-namespace detail {
-bool rewrap_if_needed(db::BlockingConnection& conn, std::string_view id, std::string_view wrapped,
-                      std::string_view previous_secret);
-}
 
 namespace {
 std::mutex& registry_mutex() {

@@ -145,9 +145,7 @@ object invitation_json(const db::Result& r, int i, const std::string& email) {
              {"status", r.get(i, "state")},
              {"created_at", r.time(i, "created_at")},
              {"expires_at", r.time(i, "expires_at")}};
-  out["accepted_at"] = r.is_null(i, r.column("accepted_at"))
-                           ? boost::json::value(nullptr)
-                           : boost::json::value(r.time(i, "accepted_at"));
+  out["accepted_at"] = r.nullable_time(i, "accepted_at");
   return out;
 }
 

@@ -91,17 +91,14 @@ const core::Section<Settings> kSettings{
 int g_deletion_grace_days = 30;  // HSEA_TENANT_DELETION_GRACE_DAYS, set by Register
 
 object tenant_json(const db::Result& r) {
-  return object{
-      {"id", r.get(0, "id")},
-      {"slug", r.get(0, "slug")},
-      {"name", r.get(0, "name")},
-      {"status", r.get(0, "status")},
-      {"require_mfa", r.get_bool(0, "require_mfa")},
-      {"created_at", r.time(0, "created_at")},
-      {"updated_at", r.time(0, "updated_at")},
-      {"deletion_scheduled_at", r.is_null(0, r.column("deletion_scheduled_at"))
-                                    ? boost::json::value(nullptr)
-                                    : boost::json::value(r.time(0, "deletion_scheduled_at"))}};
+  return object{{"id", r.get(0, "id")},
+                {"slug", r.get(0, "slug")},
+                {"name", r.get(0, "name")},
+                {"status", r.get(0, "status")},
+                {"require_mfa", r.get_bool(0, "require_mfa")},
+                {"created_at", r.time(0, "created_at")},
+                {"updated_at", r.time(0, "updated_at")},
+                {"deletion_scheduled_at", r.nullable_time(0, "deletion_scheduled_at")}};
 }
 
 awaitable<Response> list_tenants(RequestContext& ctx) {

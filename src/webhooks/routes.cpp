@@ -97,19 +97,6 @@ HSEA_QUERY kDeliveryStatus{"webhook_delivery_status",
 
 const char* const kDeliverKind = "webhooks.deliver";
 
-boost::json::value nullable(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? boost::json::value(nullptr)
-                                          : boost::json::value(r.text(row, column));
-}
-boost::json::value nullable_time(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? boost::json::value(nullptr)
-                                          : boost::json::value(r.time(row, column));
-}
-boost::json::value nullable_int(const db::Result& r, int row, std::string_view column) {
-  return r.is_null(row, r.column(column)) ? boost::json::value(nullptr)
-                                          : boost::json::value(r.get_int(row, column));
-}
-
 object endpoint_json(const db::Result& r, int row) {
   array types;
   for (const std::string& t : r.words(row, "event_types")) types.emplace_back(t);
@@ -118,10 +105,10 @@ object endpoint_json(const db::Result& r, int row) {
                 {"description", r.text(row, "description")},
                 {"event_types", std::move(types)},
                 {"enabled", r.get_bool(row, "enabled")},
-                {"failing_since", nullable_time(r, row, "failing_since")},
-                {"disabled_at", nullable_time(r, row, "disabled_at")},
-                {"disabled_reason", nullable(r, row, "disabled_reason")},
-                {"previous_secret_expires_at", nullable_time(r, row, "previous_secret_expires_at")},
+                {"failing_since", r.nullable_time(row, "failing_since")},
+                {"disabled_at", r.nullable_time(row, "disabled_at")},
+                {"disabled_reason", r.nullable(row, "disabled_reason")},
+                {"previous_secret_expires_at", r.nullable_time(row, "previous_secret_expires_at")},
                 {"created_at", r.time(row, "created_at")},
                 {"updated_at", r.time(row, "updated_at")}};
 }
@@ -142,20 +129,20 @@ object delivery_json(const db::Result& r, int row) {
                 {"event_type", r.text(row, "event_type")},
                 {"status", r.text(row, "status")},
                 {"attempt_count", r.get_int(row, "attempts")},
-                {"last_status_code", nullable_int(r, row, "last_status_code")},
-                {"last_error", nullable(r, row, "last_error")},
+                {"last_status_code", r.nullable_int(row, "last_status_code")},
+                {"last_error", r.nullable(row, "last_error")},
                 {"created_at", r.time(row, "created_at")},
                 {"updated_at", r.time(row, "updated_at")},
-                {"delivered_at", nullable_time(r, row, "delivered_at")},
+                {"delivered_at", r.nullable_time(row, "delivered_at")},
                 {"attempts", array{}}};
 }
 
 object attempt_json(const db::Result& r, int row) {
   return object{{"attempt", r.get_int(row, "attempt")},
-                {"status_code", nullable_int(r, row, "status_code")},
+                {"status_code", r.nullable_int(row, "status_code")},
                 {"duration_ms", r.get_int(row, "duration_ms")},
                 {"response_body", r.text(row, "response_body")},
-                {"error", nullable(r, row, "error")},
+                {"error", r.nullable(row, "error")},
                 {"created_at", r.time(row, "created_at")}};
 }
 
