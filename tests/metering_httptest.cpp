@@ -82,14 +82,7 @@ long used_of(const testkit::TestServer& s, const std::string& token, const std::
   return m.contains("used") ? static_cast<long>(m["used"].as_int64()) : -1;
 }
 
-bool eventually(const std::function<bool()>& done, std::chrono::seconds timeout = 20s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(200ms);
-  }
-  return done();
-}
+using testkit::eventually;
 
 long db_api_calls(const testkit::TestDatabase& db, const std::string& tenant) {
   return std::stol(sql(db.admin_url(),

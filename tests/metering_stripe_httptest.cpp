@@ -35,14 +35,7 @@ using testkit::str;
 
 const std::string kPublic = "http://127.0.0.1:8080";
 
-bool eventually(const std::function<bool()>& done, std::chrono::seconds timeout = 30s) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(200ms);
-  }
-  return done();
-}
+using testkit::eventually;
 
 HttpResponse call(const testkit::TestServer& s, const std::string& method, const std::string& path,
                   const std::string& token, const std::string& body = "") {

@@ -438,6 +438,47 @@ TEST(RateLimit, LimitedRequestsAreCountedReportedAndAlerted) {
   EXPECT_NE(server.output().find("limited above the alert threshold"), std::string::npos);
 }
 
+// A client hammering two nodes (two threads each) with one token for `length`: what was
+// admitted, refused or otherwise answered, and the window from the first admitted request's
+// sending to the last one's answer.
+struct Hammered {
+  int allowed = 0, refused = 0, other = 0;
+  double window_seconds = 0;
+};
+Hammered hammer_both(const TestServer& one, const TestServer& two, const std::string& token,
+                     std::chrono::seconds length) {
+  std::atomic<int> allowed{0}, refused{0}, other{0};
+  std::atomic<bool> stop{false};
+  std::atomic<long long> first_ns{0}, last_ns{0};
+  auto now_ns = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+        .count();
+  };
+  auto hammer = [&](const TestServer* s) {
+    while (!stop) {
+      long long sent = now_ns();
+      HttpResponse r = get(*s, "/api/members", token);
+      if (r.status == 200) {
+        long long expected = 0;
+        first_ns.compare_exchange_strong(expected, sent);
+        ++allowed;
+        last_ns = std::max<long long>(last_ns.load(), now_ns());
+      } else if (r.status == 429) {
+        ++refused;
+      } else {
+        ++other;
+      }
+    }
+  };
+  std::vector<std::thread> clients;
+  for (const TestServer* s : {&one, &two, &one, &two}) clients.emplace_back(hammer, s);
+  std::this_thread::sleep_for(length);
+  stop = true;
+  for (auto& t : clients) t.join();
+  return {allowed.load(), refused.load(), other.load(),
+          static_cast<double>(last_ns - first_ns) / 1e9};
+}
+
 // Two nodes share one Redis: a client hammering both gets limit + burst over the window, not
 // twice that. The sign-in throttle holds across the nodes too.
 TEST(RateLimit, TwoNodesSharingRedisAdmitRateTimesWindowPlusBurst) {
@@ -455,37 +496,11 @@ TEST(RateLimit, TwoNodesSharingRedisAdmitRateTimesWindowPlusBurst) {
   wait_for_health(two, "ok");
   Account a = testkit::sign_up(one, "Two nodes");
 
-  std::atomic<int> allowed{0}, refused{0}, other{0};
-  std::atomic<bool> stop{false};
-  std::atomic<long long> first_ns{0}, last_ns{0};
-  auto now_ns = [] {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-        .count();
-  };
-  auto hammer = [&](const TestServer* s) {
-    while (!stop) {
-      long long sent = now_ns();
-      HttpResponse r = get(*s, "/api/members", a.access_token);
-      if (r.status == 200) {
-        long long expected = 0;
-        first_ns.compare_exchange_strong(expected, sent);
-        ++allowed;
-        last_ns = std::max<long long>(last_ns.load(), now_ns());
-      } else if (r.status == 429) {
-        ++refused;
-      } else {
-        ++other;
-      }
-    }
-  };
-  std::vector<std::thread> clients;
-  for (const TestServer* s : {&one, &two, &one, &two}) clients.emplace_back(hammer, s);
-  std::this_thread::sleep_for(std::chrono::seconds(4));
-  stop = true;
-  for (auto& t : clients) t.join();
-  EXPECT_EQ(other, 0);
+  Hammered h = hammer_both(one, two, a.access_token, std::chrono::seconds(4));
+  int allowed = h.allowed, refused = h.refused;
+  EXPECT_EQ(h.other, 0);
   ASSERT_GT(refused, allowed) << "the client did not hammer hard enough to prove anything";
-  double window = static_cast<double>(last_ns - first_ns) / 1e9;
+  double window = h.window_seconds;
   double bound = 50 + 50 * window;  // burst + rate x window
   EXPECT_LE(allowed, bound * 1.01 + 1) << "window " << window << " s";
   EXPECT_GE(allowed, bound * 0.99 - 1) << "window " << window << " s";
@@ -528,39 +543,13 @@ TEST(RateLimit, TwoNodesWithLeasesStayWithinRateTimesWindowPlusBurst) {
   wait_for_health(two, "ok");
   Account a = testkit::sign_up(one, "Two nodes, leases");
 
-  std::atomic<int> allowed{0}, refused{0}, other{0};
-  std::atomic<bool> stop{false};
-  std::atomic<long long> first_ns{0}, last_ns{0};
-  auto now_ns = [] {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-        .count();
-  };
-  auto hammer = [&](const TestServer* s) {
-    while (!stop) {
-      long long sent = now_ns();
-      HttpResponse r = get(*s, "/api/members", a.access_token);
-      if (r.status == 200) {
-        long long expected = 0;
-        first_ns.compare_exchange_strong(expected, sent);
-        ++allowed;
-        last_ns = std::max<long long>(last_ns.load(), now_ns());
-      } else if (r.status == 429) {
-        ++refused;
-      } else {
-        ++other;
-      }
-    }
-  };
-  std::vector<std::thread> clients;
-  for (const TestServer* s : {&one, &two, &one, &two}) clients.emplace_back(hammer, s);
-  std::this_thread::sleep_for(std::chrono::seconds(6));
-  stop = true;
-  for (auto& t : clients) t.join();
-  EXPECT_EQ(other, 0);
+  Hammered h = hammer_both(one, two, a.access_token, std::chrono::seconds(6));
+  int allowed = h.allowed, refused = h.refused;
+  EXPECT_EQ(h.other, 0);
   // Refusals throughout the window after the burst: the bucket was kept empty (a loaded machine
   // sends fewer requests; half as many refused as admitted still proves it).
   ASSERT_GT(refused, allowed / 2) << "the client did not hammer hard enough to prove anything";
-  double window = static_cast<double>(last_ns - first_ns) / 1e9;
+  double window = h.window_seconds;
   double bound = 800 + 20 * window;  // burst + rate x window
   EXPECT_LE(allowed, bound * 1.01 + 1) << "window " << window << " s";
   EXPECT_GE(allowed, bound * 0.99 - 1) << "window " << window << " s";

@@ -37,14 +37,7 @@ HttpResponse call(const TestServer& s, const std::string& method, const std::str
   return http(method, s.url(path), body, headers);
 }
 
-bool eventually(const std::function<bool()>& done) {
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
-}
+using testkit::eventually;
 
 // The plan's seat limit as GET /api/usage/summary answers it (from the entitlements); -1 when
 // the answer has none.

