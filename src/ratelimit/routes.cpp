@@ -64,9 +64,7 @@ object override_json(const db::Result& r, int row) {
            {"burst", r.get_int(row, "burst")},
            {"note", r.get(row, "note")},
            {"updated_at", r.time(row, "updated_at")}};
-  o["updated_by"] = r.is_null(row, r.column("updated_by"))
-                        ? boost::json::value(nullptr)
-                        : boost::json::value(r.get(row, "updated_by"));
+  o["updated_by"] = r.nullable(row, "updated_by");
   return o;
 }
 
