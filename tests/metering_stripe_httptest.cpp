@@ -294,8 +294,11 @@ TEST(MeteredSubscription, ProBillsTheOverageOnItsMeteredItemAndStarterDropsIt) {
   Account b = testkit::sign_up(server, "Overage B");
   for (const Account* t : {&a, &b}) {
     stripe.subscribe(server, *t, "pro");
+    // A new tenant is already active on Free: wait for Stripe's subscription on Pro.
     ASSERT_TRUE(eventually([&] {
-      return q("SELECT status FROM subscriptions WHERE tenant_id = $1", {t->tenant_id}) == "active";
+      return q("SELECT plan_id || ':' || status FROM subscriptions WHERE tenant_id = $1 AND "
+               "stripe_subscription_id IS NOT NULL",
+               {t->tenant_id}) == "pro:active";
     }));
   }
   auto stripe_sub = [&](const Account& t) {
