@@ -864,6 +864,9 @@ awaitable<void> expire_trials(jobs::JobContext& job) {
 }  // namespace
 
 awaitable<bool> sync_subscription(StripeEvent& e, std::string id) {
+  // Lock, then read Stripe: a change a request makes meanwhile (cancel now) applies after this
+  // one under the same lock, so an older read of Stripe never overwrites a newer one.
+  co_await e.tx->exec(kLock);
   StripeReply sub = co_await stripe().get("/v1/subscriptions/" + id);
   if (sub.status == 404) co_return false;
   if (!sub.ok()) provider_refused(sub, "show the subscription");
