@@ -19,6 +19,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -38,6 +39,10 @@ struct WorkPoolOptions {
   int threads = 1;
   int capacity = 64;  // queued + running items before run() refuses
   int nice = 0;       // added to the pool threads' nice value (CPU work yields to I/O threads)
+  // SCHED_IDLE: the pool runs only on CPU time no other thread wants, and an I/O thread that
+  // wakes preempts it at once (a nice value only shrinks its share: a waking request thread can
+  // still wait out the hashing thread's slice, which is what other requests' p99 showed).
+  bool idle = false;
 };
 
 class WorkPool {
@@ -81,7 +86,7 @@ class WorkPool {
     auto state = std::make_shared<State>(home);
     state->done_signal.expires_at(boost::asio::steady_timer::time_point::max());
     boost::asio::post(pool_, [this, state, home, f = std::move(f)]() mutable {
-      lower_priority_once(options_.nice);
+      lower_priority_once(options_.nice, options_.idle);
       if (state->abandoned.load(std::memory_order_acquire)) {
         skipped_.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -113,9 +118,13 @@ class WorkPool {
   }
 
  private:
-  static void lower_priority_once(int nice) {
-    thread_local bool lowered = [nice] {
+  static void lower_priority_once(int nice, bool idle) {
+    thread_local bool lowered = [nice, idle] {
       if (nice != 0) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice);
+      if (idle) {
+        sched_param none{};
+        sched_setscheduler(gettid(), SCHED_IDLE, &none);
+      }
       return true;
     }();
     (void)lowered;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
@@ -53,6 +55,25 @@ TEST(WorkPool, RunsWorkOffTheIoThreadAndResumesOnIt) {
   EXPECT_EQ(t.io, io_thread);
   EXPECT_NE(t.work, io_thread) << "the work ran on the I/O thread";
   EXPECT_EQ(t.after, io_thread) << "the coroutine did not come back to its I/O thread";
+}
+
+boost::asio::awaitable<int> policy_of_work(WorkPool& pool) {
+  auto work = [] { return sched_getscheduler(0); };
+  co_return co_await pool.run(std::move(work));
+}
+
+// Hashing must not hold up request threads: an idle pool's work runs under SCHED_IDLE, which
+// any waking normal thread preempts; the I/O thread keeps its own policy.
+TEST(WorkPool, AnIdlePoolRunsItsWorkUnderSchedIdleAndLeavesTheCallerAlone) {
+  boost::asio::io_context io;
+  WorkPool idle(WorkPoolOptions{.name = "cpu", .threads = 1, .idle = true});
+  WorkPool normal(WorkPoolOptions{.name = "io", .threads = 1});
+  auto a = boost::asio::co_spawn(io, policy_of_work(idle), boost::asio::use_future);
+  auto b = boost::asio::co_spawn(io, policy_of_work(normal), boost::asio::use_future);
+  io.run();
+  EXPECT_EQ(a.get(), SCHED_IDLE);
+  EXPECT_EQ(b.get(), SCHED_OTHER);
+  EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);
 }
 
 TEST(WorkPool, ExceptionsComeBackToTheCaller) {

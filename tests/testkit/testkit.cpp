@@ -221,6 +221,7 @@ TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string
       {"HSEA_RATE_LIMIT_ENABLED", "false"},
   };
   for (auto& [k, v] : env) full[k] = v;
+  command_ = command;
   log_path_ = temp_path("server");
   pid_ = spawn({command}, full, log_path_);
   static const std::regex kListening(R"(listening on http://[0-9.]+:(\d+))");
@@ -247,6 +248,22 @@ TestServer::TestServer(const TestDatabase& db, std::map<std::string, std::string
 TestServer::~TestServer() {
   // A graceful stop (SIGKILL after 10 s) also lets a coverage build write its counters.
   if (pid_ > 0) stop(SIGTERM, std::chrono::seconds(10));
+  // After a failure, the server's errors and warnings go to the test's output: a flake in CI
+  // is then diagnosable from its log alone (ctest runs one test per process).
+  if (::testing::UnitTest::GetInstance()->Failed()) {
+    std::istringstream lines(read_file(log_path_));
+    std::vector<std::string> kept;
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find("\"level\":\"error\"") != std::string::npos ||
+          line.find("\"level\":\"warn") != std::string::npos) {
+        kept.push_back(std::move(line));
+      }
+    }
+    std::size_t from = kept.size() > 40 ? kept.size() - 40 : 0;
+    std::fprintf(stderr, "--- hsea %s: its last %zu errors and warnings\n", command_.c_str(),
+                 kept.size() - from);
+    for (std::size_t i = from; i < kept.size(); ++i) std::fprintf(stderr, "%s\n", kept[i].c_str());
+  }
   unlink(log_path_.c_str());
 }
 

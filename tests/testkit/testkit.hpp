@@ -69,6 +69,7 @@ class TestServer {
   int pid_ = -1;
   int port_ = 0;
   std::string log_path_;
+  std::string command_;
 };
 
 struct HttpResponse {
