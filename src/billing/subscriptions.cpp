@@ -327,12 +327,16 @@ awaitable<bool> write(db::Transaction& tx, const db::Result& before, const Appli
   co_return true;
 }
 
+// Below, with the plan changes: Stripe's items become the pending plan's when it applies.
+awaitable<void> finish_pending_plan(const db::Result& row, const Applied& a, const object& sub);
+
 awaitable<bool> apply_stripe_subscription(db::Transaction& tx, const object& sub,
                                           const Cause& cause) {
   db::Result row = co_await tx.exec(kLock);
   if (row.empty()) co_return false;
   std::optional<Applied> a = co_await applied_from(tx, row, sub);
   if (!a) co_return false;
+  co_await finish_pending_plan(row, *a, sub);
   co_return co_await write(tx, row, *a, cause);
 }
 
@@ -545,15 +549,31 @@ awaitable<Response> checkout(RequestContext& ctx) {
   co_return http::json_response(201, object{{"checkout_url", url}, {"session_id", session}});
 }
 
+// Which items a change moves to the target plan.
+enum class Items {
+  kAll,
+  // Only the flat price: the metered items stay until the new plan applies at the period's end.
+  // Stripe bills the period ahead at the flat price the subscription has at renewal, but a
+  // metered item for its usage in the period ended: removed earlier, the period's usage after
+  // the change would go unbilled; the target's metered price added earlier would bill the same
+  // meter twice.
+  kFlatOnly,
+};
+
 // The items[] that move a subscription to `target`: the flat item gets the target's price; a
 // metered item whose price the target does not bill is deleted (Stripe bills its usage so far on
 // the next invoice), the target's metered prices not on the subscription are added.
-array items_change(const StripeReply& sub, const PlanForSale& target) {
-  const object* flat = flat_item(sub.body);
-  if (flat == nullptr) provider_refused(sub, "show the subscription's item");
+array items_change(const object& sub, const PlanForSale& target, Items which) {
+  const object* flat = flat_item(sub);
+  if (flat == nullptr) {
+    throw ApiError(ErrorCode::kPaymentProviderError,
+                   "The payment provider's subscription has no item.")
+        .internal("stripe subscription " + str_of(sub, "id") + " without items");
+  }
   array items{object{{"id", str_of(*flat, "id")}, {"price", target.price_id}}};
+  if (which == Items::kFlatOnly) return items;
   std::vector<std::string> kept;
-  for (const object* item : items_of(sub.body)) {
+  for (const object* item : items_of(sub)) {
     if (item == flat || !item_metered(*item)) continue;
     std::string price = item_price(*item);
     if (std::find(target.metered_price_ids.begin(), target.metered_price_ids.end(), price) !=
@@ -569,6 +589,32 @@ array items_change(const StripeReply& sub, const PlanForSale& target) {
     }
   }
   return items;
+}
+
+// A downgrade at the period's end applies when Stripe renews the subscription into the next
+// period (applied_from then drops the pending plan): the metered items become the new plan's now.
+// Stripe billed their usage of the period ended on the renewal invoice it made before it told us,
+// so removing them now loses none of it (hence no clear_usage, which a price with a billing meter
+// ignores anyway); the new plan's metered prices start here, so no meter is billed by two prices.
+// Nothing is sent when the items are the new plan's already (a retried event, or the update this
+// call causes).
+awaitable<void> finish_pending_plan(const db::Result& row, const Applied& a, const object& sub) {
+  std::optional<std::string> pending = row.optional(0, "pending_plan_id");
+  if (!pending || a.pending_plan || a.plan_id != *pending || a.status == "canceled" ||
+      a.status == "incomplete_expired" ||
+      row.text(0, "stripe_subscription_id") != a.stripe_subscription_id) {
+    co_return;
+  }
+  std::string interval = row.optional(0, "pending_interval").value_or(a.interval);
+  PlanForSale target = co_await plan_for_sale(*pending, interval, "pending_plan_id", true);
+  array items = items_change(sub, target, Items::kAll);
+  if (items.size() == 1 && price_of(sub) == target.price_id) co_return;
+  object params{{"items", std::move(items)}, {"proration_behavior", "none"}};
+  std::string key = "hsea-" + a.stripe_subscription_id + "-plan-applies-" +
+                    std::to_string(a.period_end.value_or(0));
+  StripeReply reply = co_await stripe().post("/v1/subscriptions/" + a.stripe_subscription_id,
+                                             std::move(params), key);
+  if (!reply.ok()) provider_refused(reply, "change the subscription's items");
 }
 
 enum class Direction { kUpgrade, kDowngrade };
@@ -631,7 +677,12 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
     require_price(target);
     StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
     if (!sub.ok()) provider_refused(sub, "read the subscription");
-    array items = items_change(sub, target);
+    // At the period's end with the same interval, the metered items wait for the new plan
+    // (finish_pending_plan); a new interval restarts Stripe's cycle now anyway.
+    Items which = when == "period_end" && interval == row.text(0, "billing_interval")
+                      ? Items::kFlatOnly
+                      : Items::kAll;
+    array items = items_change(sub.body, target, which);
     // Now: prorated and invoiced at once. At the period's end: no proration, the new price
     // bills from the next period (the row keeps the paid plan until then).
     object params{{"items", std::move(items)},
@@ -738,7 +789,7 @@ awaitable<Response> preview(RequestContext& ctx) {
   std::string sub_id = row.text(0, "stripe_subscription_id");
   StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
   if (!sub.ok()) provider_refused(sub, "read the subscription");
-  array items = items_change(sub, target);
+  array items = items_change(sub.body, target, Items::kAll);
   object query{{"customer", row.text(0, "stripe_customer_id")},
                {"subscription", sub_id},
                {"subscription_items", std::move(items)},
