@@ -24,6 +24,7 @@
 #include "identity/access.hpp"
 #include "identity/sessions.hpp"
 #include "jobs/jobs.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/cors.hpp"
@@ -876,9 +877,7 @@ awaitable<bool> end_trial(std::string tenant_id, std::string job_id) {
   std::string data = boost::json::serialize(subscription_json(after));
   co_await jobs::emit(tx, actor, job_id, "subscription.trial_ended", std::move(data));
   object mail{{"plan", before.text(0, "plan_name")},
-              {"trial_end", before.is_null(0, before.column("trial_end"))
-                                ? std::string()
-                                : before.time(0, "trial_end").substr(0, 10)},
+              {"trial_end", day_of(before, 0, "trial_end")},
               {"link", state().public_url + "/account/billing"},
               {"button", "Choose a plan"}};
   co_await mail_billing_contacts(tx, "trial_ended", std::move(mail));
@@ -944,6 +943,8 @@ awaitable<void> start_subscription(db::Transaction& tx, const RequestContext& ct
 void register_subscriptions(runtime::Registrar& reg) {
   using http::Method;
   using http::Policies;
+  // Unmetered: a tenant past its quota can still see its plan, pay and upgrade.
+  using metering::Unmetered;
   using security::Body;
   identity::on_tenant_created(start_subscription);
   jobs::event_type(reg, {"subscription.trial_ended",
@@ -962,11 +963,11 @@ void register_subscriptions(runtime::Registrar& reg) {
   reg.route({.method = Method::kGet,
              .path = "/api/subscriptions/current",
              .handler = current,
-             .policies = Policies(read)});
+             .policies = Policies(read, Unmetered{})});
   reg.route({.method = Method::kGet,
              .path = "/api/subscriptions/preview",
              .handler = preview,
-             .policies = Policies(look)});
+             .policies = Policies(look, Unmetered{})});
   for (auto [path, handler, schema] :
        {std::tuple{"/api/subscriptions/checkout", &checkout, "CheckoutRequest"},
         std::tuple{"/api/subscriptions/upgrade", &upgrade, "PlanChangeRequest"},
@@ -974,7 +975,8 @@ void register_subscriptions(runtime::Registrar& reg) {
         std::tuple{"/api/subscriptions/cancel", &cancel, "CancelSubscriptionRequest"},
         std::tuple{"/api/subscriptions/reactivate", &reactivate, ""}}) {
     http::Route route{.method = Method::kPost, .path = path, .handler = *handler};
-    route.policies = *schema != '\0' ? Policies(change, Body{schema}) : Policies(change);
+    route.policies = *schema != '\0' ? Policies(change, Body{schema}, Unmetered{})
+                                     : Policies(change, Unmetered{});
     reg.route(std::move(route));
   }
   on_stripe_event(reg, "checkout.session.completed", subscription_changed);
