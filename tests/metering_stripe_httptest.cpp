@@ -567,6 +567,36 @@ TEST_F(MeteredSubscription, ADowngradeBetweenMeteredPlansSwapsTheMeteredPriceWhe
   EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
 }
 
+// When Stripe refuses the new plan's metered price for good (archived there), the downgrade still
+// applies in HSEA and later changes are not held up; the refusal is logged for an operator.
+TEST_F(MeteredSubscription, ARefusedMeteredPriceDoesNotHoldUpThePendingPlan) {
+  Account c = testkit::sign_up(*server_, "Overage C");
+  stripe_.subscribe(*server_, c, "enterprise");
+  ASSERT_TRUE(eventually([&] {
+    return q("SELECT plan_id || ':' || status FROM subscriptions WHERE tenant_id = $1 AND "
+             "stripe_subscription_id IS NOT NULL",
+             {c.tenant_id}) == "enterprise:active";
+  }));
+  ASSERT_EQ(
+      call(*server_, "POST", "/api/subscriptions/downgrade", c.access_token, R"({"plan_id":"pro"})")
+          .status,
+      200);
+  stripe_.api("POST", "/v1/prices/" + metered_price_, "active=false");
+  stripe_.advance_days(32);
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  ASSERT_TRUE(eventually([&] {
+    return q("SELECT plan_id || ':' || COALESCE(pending_plan_id, '-') FROM subscriptions WHERE "
+             "tenant_id = $1",
+             {c.tenant_id}) == "pro:-";
+  }));
+  EXPECT_NE(server_->output().find("could not be set on Stripe"), std::string::npos);
+  EXPECT_EQ(item_prices(c).size(), 2u) << "Stripe kept Enterprise's metered item";
+  HttpResponse cancel = call(*server_, "POST", "/api/subscriptions/cancel", c.access_token, "{}");
+  ASSERT_EQ(cancel.status, 200) << cancel.body;
+  EXPECT_TRUE(json_of(cancel).at("cancel_at_period_end").as_bool());
+  EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+}
+
 // Without Stripe: nothing is reported, and a metered meter past its included amount is charged
 // (warned), not refused.
 TEST(MeteringNoStripe, NothingIsReportedAndAMeteredMeterIsNeverRefused) {

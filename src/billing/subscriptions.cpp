@@ -615,7 +615,17 @@ awaitable<void> finish_pending_plan(const db::Result& row, const Applied& a, con
                     std::to_string(a.period_end.value_or(0));
   StripeReply reply = co_await stripe().post("/v1/subscriptions/" + a.stripe_subscription_id,
                                              std::move(params), key);
-  if (!reply.ok()) provider_refused(reply, "change the subscription's items");
+  if (reply.ok()) co_return;
+  // Stripe busy or down: the event is processed again later (the job's retries).
+  if (reply.status == 0 || reply.status == 429 || reply.status >= 500) {
+    provider_refused(reply, "change the subscription's items");
+  }
+  // Refused for good (a price archived on Stripe, say): the new plan still applies here, so no
+  // later change of the subscription is held up; its Stripe items need an operator.
+  log::error("billing: the new plan's metered prices could not be set on Stripe",
+             {{"subscription", a.stripe_subscription_id},
+              {"plan_id", *pending},
+              {"error", reply.error_message()}});
 }
 
 enum class Direction { kUpgrade, kDowngrade };
