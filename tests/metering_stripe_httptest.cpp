@@ -286,17 +286,22 @@ class MeteredSubscription : public ::testing::Test {
     metered_price_ =
         q("SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'pro'");
     ASSERT_FALSE(metered_price_.empty());
-    a_ = testkit::sign_up(*server_, "Overage A");
-    b_ = testkit::sign_up(*server_, "Overage B");
-    for (const Account* t : {&a_, &b_}) {
-      stripe_.subscribe(*server_, *t, "pro");
-      // A new tenant is already active on Free: wait for Stripe's subscription on Pro.
-      ASSERT_TRUE(eventually([&] {
-        return q("SELECT plan_id || ':' || status FROM subscriptions WHERE tenant_id = $1 AND "
-                 "stripe_subscription_id IS NOT NULL",
-                 {t->tenant_id}) == "pro:active";
-      }));
-    }
+    a_ = subscribed("Overage A", "pro");
+    b_ = subscribed("Overage B", "pro");
+    ASSERT_FALSE(HasFailure());
+  }
+
+  // A new tenant that checked out `plan`.
+  Account subscribed(const std::string& org, const std::string& plan) const {
+    Account t = testkit::sign_up(*server_, org);
+    stripe_.subscribe(*server_, t, plan);
+    // A new tenant is already active on Free: wait for Stripe's subscription on the plan.
+    EXPECT_TRUE(eventually([&] {
+      return q("SELECT plan_id || ':' || status FROM subscriptions WHERE tenant_id = $1 AND "
+               "stripe_subscription_id IS NOT NULL",
+               {t.tenant_id}) == plan + ":active";
+    }));
+    return t;
   }
 
   std::string q(const std::string& statement, const std::vector<std::string>& params = {}) const {
@@ -534,13 +539,8 @@ TEST_F(MeteredSubscription, ADowngradeBetweenMeteredPlansSwapsTheMeteredPriceWhe
   std::string enterprise_metered = q(
       "SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'enterprise'");
   ASSERT_FALSE(enterprise_metered.empty());
-  Account c = testkit::sign_up(*server_, "Overage C");
-  stripe_.subscribe(*server_, c, "enterprise");
-  ASSERT_TRUE(eventually([&] {
-    return q("SELECT plan_id || ':' || status FROM subscriptions WHERE tenant_id = $1 AND "
-             "stripe_subscription_id IS NOT NULL",
-             {c.tenant_id}) == "enterprise:active";
-  }));
+  Account c = subscribed("Overage C", "enterprise");
+  ASSERT_FALSE(HasFailure());
   HttpResponse down = call(*server_, "POST", "/api/subscriptions/downgrade", c.access_token,
                            R"({"plan_id":"pro"})");
   ASSERT_EQ(down.status, 200) << down.body;
@@ -570,13 +570,8 @@ TEST_F(MeteredSubscription, ADowngradeBetweenMeteredPlansSwapsTheMeteredPriceWhe
 // When Stripe refuses the new plan's metered price for good (archived there), the downgrade still
 // applies in HSEA and later changes are not held up; the refusal is logged for an operator.
 TEST_F(MeteredSubscription, ARefusedMeteredPriceDoesNotHoldUpThePendingPlan) {
-  Account c = testkit::sign_up(*server_, "Overage C");
-  stripe_.subscribe(*server_, c, "enterprise");
-  ASSERT_TRUE(eventually([&] {
-    return q("SELECT plan_id || ':' || status FROM subscriptions WHERE tenant_id = $1 AND "
-             "stripe_subscription_id IS NOT NULL",
-             {c.tenant_id}) == "enterprise:active";
-  }));
+  Account c = subscribed("Overage C", "enterprise");
+  ASSERT_FALSE(HasFailure());
   ASSERT_EQ(
       call(*server_, "POST", "/api/subscriptions/downgrade", c.access_token, R"({"plan_id":"pro"})")
           .status,
