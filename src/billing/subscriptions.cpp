@@ -328,8 +328,28 @@ awaitable<bool> write(db::Transaction& tx, const db::Result& before, const Appli
   co_return true;
 }
 
-// Below, with the plan changes: Stripe's items become the pending plan's when it applies.
-awaitable<void> finish_pending_plan(const db::Result& row, const Applied& a, const object& sub);
+constexpr const char* kPlanItemsKind = "billing.plan_items";
+
+// A downgrade at the period's end applies when Stripe renews the subscription into the next
+// period (applied_from then drops the pending plan). Its flat price billed the period ahead
+// already; the metered items become the new plan's later, by the job set_plan_items, once Stripe
+// has billed the period's usage for good. Once per renewal (the job's key).
+awaitable<void> finish_pending_plan(db::Transaction& tx, const db::Result& row, const Applied& a) {
+  std::optional<std::string> pending = row.optional(0, "pending_plan_id");
+  if (!pending || a.pending_plan || a.plan_id != *pending || a.status == "canceled" ||
+      a.status == "incomplete_expired" ||
+      row.text(0, "stripe_subscription_id") != a.stripe_subscription_id) {
+    co_return;
+  }
+  std::string period_end = std::to_string(a.period_end.value_or(0));
+  object payload{{"subscription", a.stripe_subscription_id},
+                 {"plan_id", *pending},
+                 {"interval", row.optional(0, "pending_interval").value_or(a.interval)},
+                 {"period_end", period_end}};
+  jobs::NewJob job = jobs::job(kPlanItemsKind, boost::json::serialize(payload));
+  job.unique_key = "plan-items:" + a.stripe_subscription_id + ":" + period_end;
+  co_await jobs::enqueue(tx, std::move(job));
+}
 
 awaitable<bool> apply_stripe_subscription(db::Transaction& tx, const object& sub,
                                           const Cause& cause) {
@@ -337,7 +357,7 @@ awaitable<bool> apply_stripe_subscription(db::Transaction& tx, const object& sub
   if (row.empty()) co_return false;
   std::optional<Applied> a = co_await applied_from(tx, row, sub);
   if (!a) co_return false;
-  co_await finish_pending_plan(row, *a, sub);
+  co_await finish_pending_plan(tx, row, *a);
   co_return co_await write(tx, row, *a, cause);
 }
 
@@ -592,39 +612,51 @@ array items_change(const object& sub, const PlanForSale& target, Items which) {
   return items;
 }
 
-// A downgrade at the period's end applies when Stripe renews the subscription into the next
-// period (applied_from then drops the pending plan): the metered items become the new plan's now.
-// Stripe billed their usage of the period ended on the renewal invoice it made before it told us,
-// so removing them now loses none of it (hence no clear_usage, which a price with a billing meter
-// ignores anyway); the new plan's metered prices start here, so no meter is billed by two prices.
-// Nothing is sent when the items are the new plan's already (a retried event, or the update this
-// call causes).
-awaitable<void> finish_pending_plan(const db::Result& row, const Applied& a, const object& sub) {
-  std::optional<std::string> pending = row.optional(0, "pending_plan_id");
-  if (!pending || a.pending_plan || a.plan_id != *pending || a.status == "canceled" ||
-      a.status == "incomplete_expired" ||
-      row.text(0, "stripe_subscription_id") != a.stripe_subscription_id) {
+// The job of finish_pending_plan: the subscription's metered items become the applied plan's.
+// Removed now, the old ones lose none of the period's usage: Stripe billed it on the renewal
+// invoice, which the job waits to see final (while a draft, Stripe may still add late usage to
+// it). So no clear_usage (a price with a billing meter ignores it anyway), and no proration: the
+// new period's usage is the new plan's, whose metered prices start here, so no meter is billed
+// by two prices. Nothing is sent when a later change decided the items, or they are right already.
+awaitable<void> set_plan_items(jobs::JobContext& job) {
+  std::string sub_id = str_of(job.payload(), "subscription");
+  std::string plan_id = str_of(job.payload(), "plan_id");
+  db::Transaction* tx = co_await job.transaction();
+  db::Result row = co_await tx->exec(kCurrent);
+  if (row.empty() || row.text(0, "stripe_subscription_id") != sub_id ||
+      row.text(0, "plan_id") != plan_id || !row.is_null(0, row.column("pending_plan_id"))) {
     co_return;
   }
-  std::string interval = row.optional(0, "pending_interval").value_or(a.interval);
-  PlanForSale target = co_await plan_for_sale(*pending, interval, "pending_plan_id", true);
-  array items = items_change(sub, target, Items::kAll);
-  if (items.size() == 1 && price_of(sub) == target.price_id) co_return;
+  StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
+  if (sub.status == 404) co_return;
+  if (!sub.ok()) provider_refused(sub, "read the subscription");
+  std::string status = str_of(sub.body, "status");
+  if (status == "canceled" || status == "incomplete_expired") co_return;
+  if (std::string latest = str_of(sub.body, "latest_invoice"); !latest.empty()) {
+    StripeReply invoice = co_await stripe().get("/v1/invoices/" + latest);
+    if (!invoice.ok()) provider_refused(invoice, "read the invoice");
+    if (str_of(invoice.body, "status") == "draft") {
+      throw std::runtime_error("the renewal invoice " + latest + " is a draft yet");  // retried
+    }
+  }
+  PlanForSale target =
+      co_await plan_for_sale(plan_id, str_of(job.payload(), "interval"), "plan_id", true);
+  array items = items_change(sub.body, target, Items::kAll);
+  if (items.size() == 1 && price_of(sub.body) == target.price_id) co_return;
   object params{{"items", std::move(items)}, {"proration_behavior", "none"}};
-  std::string key = "hsea-" + a.stripe_subscription_id + "-plan-applies-" +
-                    std::to_string(a.period_end.value_or(0));
-  StripeReply reply = co_await stripe().post("/v1/subscriptions/" + a.stripe_subscription_id,
-                                             std::move(params), key);
+  std::string key = "hsea-" + sub_id + "-plan-items-" + str_of(job.payload(), "period_end");
+  StripeReply reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params), key);
   if (reply.ok()) co_return;
-  // Stripe busy or down: the event is processed again later (the job's retries).
+  // Stripe busy or down: the job's retries.
   if (reply.status == 0 || reply.status == 429 || reply.status >= 500) {
     provider_refused(reply, "change the subscription's items");
   }
-  // Refused for good (a price archived on Stripe, say): the new plan still applies here, so no
-  // later change of the subscription is held up; its Stripe items need an operator.
+  // Refused for good (a price archived on Stripe, say): the plan applied all the same; the
+  // subscription's items need an operator.
   log::error("billing: the new plan's metered prices could not be set on Stripe",
-             {{"subscription", a.stripe_subscription_id},
-              {"plan_id", *pending},
+             {{"tenant_id", job.tenant_id()},
+              {"subscription", sub_id},
+              {"plan_id", plan_id},
               {"error", reply.error_message()}});
 }
 
@@ -689,7 +721,7 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
     StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
     if (!sub.ok()) provider_refused(sub, "read the subscription");
     // At the period's end with the same interval, the metered items wait for the new plan
-    // (finish_pending_plan); a new interval restarts Stripe's cycle now anyway.
+    // (set_plan_items); a new interval restarts Stripe's cycle now anyway.
     Items which = when == "period_end" && interval == row.text(0, "billing_interval")
                       ? Items::kFlatOnly
                       : Items::kAll;
@@ -961,6 +993,8 @@ void register_subscriptions(runtime::Registrar& reg) {
                          "A trial ended without a paid subscription: the free plan applies."});
   jobs::define(reg, {.kind = "billing.trials_expire", .run = expire_trials, .max_attempts = 3});
   jobs::schedule(reg, {.kind = "billing.trials_expire", .interval = kTrialSweep});
+  // Retried for hours: Stripe keeps a renewal invoice a draft for about one.
+  jobs::define(reg, {.kind = kPlanItemsKind, .run = set_plan_items, .max_attempts = 15});
   const identity::Access read{.authenticated = true,
                               .tenant = true,
                               .roles = {"owner", "admin", "member", "billing"},
