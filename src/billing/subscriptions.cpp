@@ -582,8 +582,11 @@ enum class Items {
 };
 
 // The items[] that move a subscription to `target`: the flat item gets the target's price; a
-// metered item whose price the target does not bill is deleted (Stripe bills its usage so far on
-// the next invoice), the target's metered prices not on the subscription are added.
+// metered item whose price the target does not bill is deleted, the target's metered prices not on
+// the subscription are added. (Stripe's documentation, "Manage your usage-based billing setup":
+// a deleted item with a billing meter price bills none of its usage in the classic billing mode,
+// and bills it at once in the flexible mode unless proration_behavior is none. The emulator bills
+// it on the next invoice.)
 array items_change(const object& sub, const PlanForSale& target, Items which) {
   const object* flat = flat_item(sub);
   if (flat == nullptr) {
