@@ -584,7 +584,9 @@ TEST_F(MeteredSubscription, ARefusedMeteredPriceDoesNotHoldUpThePendingPlan) {
              "tenant_id = $1",
              {c.tenant_id}) == "pro:-";
   }));
-  EXPECT_NE(server_->output().find("could not be set on Stripe"), std::string::npos);
+  // The job that sets the items runs after that change commits.
+  EXPECT_TRUE(eventually(
+      [&] { return server_->output().find("could not be set on Stripe") != std::string::npos; }));
   EXPECT_EQ(item_prices(c).size(), 2u) << "Stripe kept Enterprise's metered item";
   HttpResponse cancel = call(*server_, "POST", "/api/subscriptions/cancel", c.access_token, "{}");
   ASSERT_EQ(cancel.status, 200) << cancel.body;
