@@ -139,6 +139,9 @@ TEST(Metering, QuotaWarnsOnceThenRefusesAndNeverCountsAnotherTenantsUsage) {
   EXPECT_EQ(call(s, "GET", "/api/me", a.access_token).status, 200);
   EXPECT_EQ(call(s, "GET", "/api/subscriptions/current", a.access_token).status, 200);
   EXPECT_NE(call(s, "GET", "/api/invoices", a.access_token).status, 429);
+  EXPECT_EQ(call(s, "GET", "/api/v1/plans", a.access_token).status, 200);
+  EXPECT_EQ(call(s, "GET", "/api/me/sessions", a.access_token).status, 200);
+  EXPECT_NE(call(s, "POST", "/api/billing/portal-session", a.access_token, "{}").status, 429);
   // Routes that only start like them are metered as usual.
   EXPECT_EQ(call(s, "GET", "/api/members", a.access_token).status, 429);
 

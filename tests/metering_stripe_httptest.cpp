@@ -12,6 +12,7 @@
 #include <chrono>
 #include <ctime>
 #include <functional>
+#include <memory>
 #include <regex>
 #include <set>
 #include <thread>
@@ -267,46 +268,122 @@ TEST_F(MeteringStripe, AFailedReportIsResentWithTheSameIdentifierAndCountedOnce)
 
 // Issue 12: the metered price is on the subscription, so Stripe charges the reported usage. Pro's
 // included api_calls are lowered to 20 and each call past them priced at 10 cents before
-// sync-plans, so a few calls make an overage. A Pro checkout makes two items (flat + metered);
-// the renewal invoice bills the usage past the tier; the mirrored invoice and its PDF show it;
-// a downgrade to Starter removes the metered item. B, on Pro as well, is billed only its own.
-TEST(MeteredSubscription, ProBillsTheOverageOnItsMeteredItemAndStarterDropsIt) {
-  testkit::TestDatabase db;
-  testkit::StripeEmulator stripe;
-  std::map<std::string, std::string> env = stripe.hsea_env();
-  env["HSEA_USAGE_REPORT_SECONDS"] = "1";
-  env["HSEA_USAGE_REPORT_SETTLE_SECONDS"] = "1";
-  env["HSEA_METERING_FLUSH_SECONDS"] = "1";
-  sql(db.admin_url(),
-      "UPDATE plans SET limits = jsonb_set(limits, '{api_calls}', '20'), "
-      "metered = '{\"api_calls\": {\"unit_amount_decimal\": \"10\"}}' WHERE id = 'pro'");
-  testkit::TestServer server(db, env);
-  stripe.set_webhook_url(server.url("/api/webhooks/stripe"));
-  testkit::RunResult sync = stripe.sync_plans(db);
-  ASSERT_EQ(sync.exit_code, 0) << sync.output;
-  auto q = [&](const std::string& statement, const std::vector<std::string>& params = {}) {
-    return scalar(db, statement, params);
-  };
-  std::string metered_price =
-      q("SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'pro'");
-  ASSERT_FALSE(metered_price.empty());
-  Account a = testkit::sign_up(server, "Overage A");
-  Account b = testkit::sign_up(server, "Overage B");
-  for (const Account* t : {&a, &b}) {
-    stripe.subscribe(server, *t, "pro");
-    // A new tenant is already active on Free: wait for Stripe's subscription on Pro.
-    ASSERT_TRUE(eventually([&] {
+// sync-plans, so a few calls make an overage. Tenants A and B both check out Pro.
+class MeteredSubscription : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::map<std::string, std::string> env = stripe_.hsea_env();
+    env["HSEA_USAGE_REPORT_SECONDS"] = "1";
+    env["HSEA_USAGE_REPORT_SETTLE_SECONDS"] = "1";
+    env["HSEA_METERING_FLUSH_SECONDS"] = "1";
+    sql(db_.admin_url(),
+        "UPDATE plans SET limits = jsonb_set(limits, '{api_calls}', '20'), "
+        "metered = '{\"api_calls\": {\"unit_amount_decimal\": \"10\"}}' WHERE id = 'pro'");
+    server_ = std::make_unique<testkit::TestServer>(db_, env);
+    stripe_.set_webhook_url(server_->url("/api/webhooks/stripe"));
+    testkit::RunResult sync = stripe_.sync_plans(db_);
+    ASSERT_EQ(sync.exit_code, 0) << sync.output;
+    metered_price_ =
+        q("SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'pro'");
+    ASSERT_FALSE(metered_price_.empty());
+    a_ = subscribed("Overage A", "pro");
+    b_ = subscribed("Overage B", "pro");
+    ASSERT_FALSE(HasFailure());
+  }
+
+  // A new tenant that checked out `plan`.
+  Account subscribed(const std::string& org, const std::string& plan) const {
+    Account t = testkit::sign_up(*server_, org);
+    stripe_.subscribe(*server_, t, plan);
+    // A new tenant is already active on Free: wait for Stripe's subscription on the plan.
+    EXPECT_TRUE(eventually([&] {
       return q("SELECT plan_id || ':' || status FROM subscriptions WHERE tenant_id = $1 AND "
                "stripe_subscription_id IS NOT NULL",
-               {t->tenant_id}) == "pro:active";
+               {t.tenant_id}) == plan + ":active";
     }));
+    return t;
   }
-  auto stripe_sub = [&](const Account& t) {
-    return stripe.api(
+
+  std::string q(const std::string& statement, const std::vector<std::string>& params = {}) const {
+    return scalar(db_, statement, params);
+  }
+  std::string flat_price(const std::string& plan) const {
+    return q("SELECT stripe_monthly_price_id FROM plans WHERE id = $1", {plan});
+  }
+  boost::json::value stripe_sub(const Account& t) const {
+    return stripe_.api(
         "GET", "/v1/subscriptions/" + q("SELECT stripe_subscription_id FROM subscriptions WHERE "
                                         "tenant_id = $1",
                                         {t.tenant_id}));
-  };
+  }
+  // The prices of the tenant's Stripe subscription's items, in order.
+  std::vector<std::string> item_prices(const Account& t) const {
+    std::vector<std::string> out;
+    boost::json::value sub = stripe_sub(t);
+    for (const auto& item : sub.at("items").at("data").as_array()) {
+      out.emplace_back(item.at("price").at("id").as_string());
+    }
+    return out;
+  }
+  void api_calls(const Account& t, int n) const {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_EQ(call(*server_, "GET", "/api/tenant", t.access_token).status, 200);
+    }
+  }
+  // Every api_call of the tenant recorded so far has been reported to Stripe.
+  bool reported(const Account& t) const {
+    return q("SELECT count(*) FROM usage_events e, usage_stripe_reports r WHERE "
+             "e.tenant_id = $1 AND r.tenant_id = $1 AND e.meter = 'api_calls' AND "
+             "r.meter = 'api_calls' AND r.pending_identifier IS NULL AND "
+             "e.recorded_at >= r.reported_until",
+             {t.tenant_id}) == "0" &&
+           !q("SELECT reported_total FROM usage_stripe_reports WHERE tenant_id = $1", {t.tenant_id})
+                .empty();
+  }
+  // The tenant's api_calls Stripe's meter holds, over all time.
+  long stripe_total(const Account& t) const {
+    std::string meter = q("SELECT stripe_meter_id FROM stripe_meters WHERE meter = 'api_calls'");
+    std::string customer =
+        q("SELECT stripe_customer_id FROM subscriptions WHERE tenant_id = $1", {t.tenant_id});
+    boost::json::value v = stripe_.api(
+        "GET", "/v1/billing/meters/" + meter + "/event_summaries?customer=" + customer +
+                   "&start_time=0&end_time=" + std::to_string(std::time(nullptr) + 86400 * 40));
+    const auto& data = v.at("data").as_array();
+    return data.empty() ? 0 : static_cast<long>(data[0].at("aggregated_value").as_int64());
+  }
+  // The lines of the tenant's latest Stripe invoice.
+  boost::json::array latest_lines(const Account& t) const {
+    std::string latest(stripe_sub(t).at("latest_invoice").as_string());
+    boost::json::value inv = stripe_.api("GET", "/v1/invoices/" + latest);
+    return inv.at("lines").at("data").as_array();
+  }
+  // The usage line of the tenant's latest Stripe invoice (Pro's metered price by default).
+  object usage_line(const Account& t, const std::string& price = "") const {
+    for (const auto& l : latest_lines(t)) {
+      if (l.at("pricing").at("price_details").at("price").as_string() ==
+          (price.empty() ? metered_price_ : price)) {
+        return l.as_object();
+      }
+    }
+    ADD_FAILURE() << "no usage line";
+    return object{};
+  }
+
+  testkit::TestDatabase db_;
+  testkit::StripeEmulator stripe_;
+  std::unique_ptr<testkit::TestServer> server_;
+  std::string metered_price_;
+  Account a_, b_;
+};
+
+// A Pro checkout makes two items (flat + metered); the renewal invoice bills the usage past the
+// tier; the mirrored invoice and its PDF show it; a downgrade to Starter now removes the metered
+// item. B, on Pro as well, is billed only its own.
+TEST_F(MeteredSubscription, ProBillsTheOverageOnItsMeteredItemAndStarterDropsIt) {
+  const Account& a = a_;
+  const Account& b = b_;
+  const testkit::TestServer& server = *server_;
+  const std::string& metered_price = metered_price_;
   // The checkout sent both prices; the subscription holds both, the metered one without quantity.
   for (const Account* t : {&a, &b}) {
     boost::json::value sub = stripe_sub(*t);
@@ -315,35 +392,13 @@ TEST(MeteredSubscription, ProBillsTheOverageOnItsMeteredItemAndStarterDropsIt) {
     EXPECT_EQ(items[1].at("price").at("id").as_string(), metered_price);
     EXPECT_EQ(items[1].as_object().if_contains("quantity"), nullptr);
   }
-  for (int i = 0; i < 30; ++i) {
-    ASSERT_EQ(call(server, "GET", "/api/tenant", a.access_token).status, 200);
-  }
-  ASSERT_EQ(call(server, "GET", "/api/tenant", b.access_token).status, 200);
+  api_calls(a, 30);
+  api_calls(b, 1);
   std::this_thread::sleep_for(2500ms);  // flushed as usage events, then reported
-  auto reported = [&](const Account& t) {
-    return q("SELECT count(*) FROM usage_events e, usage_stripe_reports r WHERE "
-             "e.tenant_id = $1 AND r.tenant_id = $1 AND e.meter = 'api_calls' AND "
-             "r.meter = 'api_calls' AND r.pending_identifier IS NULL AND "
-             "e.recorded_at >= r.reported_until",
-             {t.tenant_id}) == "0" &&
-           !q("SELECT reported_total FROM usage_stripe_reports WHERE tenant_id = $1", {t.tenant_id})
-                .empty();
-  };
   ASSERT_TRUE(eventually([&] { return reported(a) && reported(b); }, 60s));
-  stripe.advance_days(32);  // the period ends: the renewal invoice bills the usage
-  ASSERT_TRUE(stripe.wait_webhooks_idle(std::chrono::seconds(40)));
+  stripe_.advance_days(32);  // the period ends: the renewal invoice bills the usage
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
   // The renewal invoice's usage line: every call past the 20 included at 10 cents.
-  auto usage_line = [&](const Account& t) {
-    std::string latest(stripe_sub(t).at("latest_invoice").as_string());
-    boost::json::value inv = stripe.api("GET", "/v1/invoices/" + latest);
-    for (const auto& l : inv.at("lines").at("data").as_array()) {
-      if (l.at("pricing").at("price_details").at("price").as_string() == metered_price) {
-        return l.as_object();
-      }
-    }
-    ADD_FAILURE() << "no usage line: " << boost::json::serialize(inv);
-    return object{};
-  };
   object la = usage_line(a), lb = usage_line(b);
   ASSERT_FALSE(la.empty());
   ASSERT_FALSE(lb.empty());
@@ -398,8 +453,7 @@ TEST(MeteredSubscription, ProBillsTheOverageOnItsMeteredItemAndStarterDropsIt) {
   boost::json::value sa = stripe_sub(a);
   const auto& items = sa.at("items").at("data").as_array();
   ASSERT_EQ(items.size(), 1u) << boost::json::serialize(sa);
-  EXPECT_EQ(items[0].at("price").at("id").as_string(),
-            q("SELECT stripe_monthly_price_id FROM plans WHERE id = 'starter'"));
+  EXPECT_EQ(items[0].at("price").at("id").as_string(), flat_price("starter"));
   EXPECT_EQ(stripe_sub(b).at("items").at("data").as_array().size(), 2u);
   // Back up to Pro: the preview and the upgrade add the metered item again.
   HttpResponse preview =
@@ -413,9 +467,131 @@ TEST(MeteredSubscription, ProBillsTheOverageOnItsMeteredItemAndStarterDropsIt) {
   boost::json::value again = stripe_sub(a);
   const auto& now = again.at("items").at("data").as_array();
   ASSERT_EQ(now.size(), 2u) << boost::json::serialize(again);
-  EXPECT_EQ(now[0].at("price").at("id").as_string(),
-            q("SELECT stripe_monthly_price_id FROM plans WHERE id = 'pro'"));
+  EXPECT_EQ(now[0].at("price").at("id").as_string(), flat_price("pro"));
   EXPECT_EQ(now[1].at("price").at("id").as_string(), metered_price);
+}
+
+// Issue 12, a downgrade at the period's end: Stripe bills the next period at Starter's flat price,
+// but the metered item stays until then, so the renewal invoice bills every call of the period
+// past the included 20, also those made after the downgrade was asked for; then Starter applies
+// and its subscription holds only Starter's flat item. B, on Pro, is untouched.
+TEST_F(MeteredSubscription, ADowngradeAtThePeriodsEndBillsThePeriodsUsageUntilItApplies) {
+  const Account& a = a_;
+  const Account& b = b_;
+  api_calls(a, 12);
+  api_calls(b, 3);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return reported(a) && reported(b); }, 60s));
+  long before_downgrade = stripe_total(a);
+  ASSERT_GE(before_downgrade, 12);
+  HttpResponse down = call(*server_, "POST", "/api/subscriptions/downgrade", a.access_token,
+                           R"({"plan_id":"starter","when":"period_end"})");
+  ASSERT_EQ(down.status, 200) << down.body;
+  EXPECT_EQ(str(json_of(down), "plan_id"), "pro") << "Pro until the paid period ends";
+  EXPECT_EQ(str(json_of(down), "pending_plan_id"), "starter");
+  // Stripe bills the next period at Starter's price; Pro's metered item stays on the subscription.
+  EXPECT_EQ(item_prices(a), (std::vector<std::string>{flat_price("starter"), metered_price_}));
+  EXPECT_EQ(item_prices(b), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+  // More calls after the downgrade was asked for, in the same period.
+  api_calls(a, 25);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return reported(a) && reported(b); }, 60s));
+  long total_a = stripe_total(a), total_b = stripe_total(b);
+  ASSERT_GE(total_a, before_downgrade + 25) << "the calls after the downgrade reached Stripe";
+  EXPECT_EQ(item_prices(a).size(), 2u) << "still metered until the period ends";
+  stripe_.advance_days(32);  // the period ends: the renewal invoice, then Starter applies
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  // Starter applied: its flat item only, in HSEA and on Stripe.
+  ASSERT_TRUE(eventually([&] {
+    return q("SELECT plan_id || ':' || COALESCE(pending_plan_id, '-') FROM subscriptions WHERE "
+             "tenant_id = $1",
+             {a.tenant_id}) == "starter:-" &&
+           item_prices(a) == std::vector<std::string>{flat_price("starter")};
+  })) << boost::json::serialize(stripe_sub(a));
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  // The renewal invoice (the item's removal invoiced nothing): Starter's flat price for the period
+  // ahead, and every call of the period ended past the included 20 on Pro's metered price.
+  boost::json::array lines = latest_lines(a);
+  std::vector<std::string> priced;
+  for (const auto& l : lines) {
+    priced.emplace_back(l.at("pricing").at("price_details").at("price").as_string());
+  }
+  EXPECT_EQ(std::count(priced.begin(), priced.end(), flat_price("starter")), 1)
+      << boost::json::serialize(lines);
+  EXPECT_EQ(std::count(priced.begin(), priced.end(), flat_price("pro")), 0);
+  object la = usage_line(a);
+  ASSERT_FALSE(la.empty());
+  EXPECT_EQ(la.at("quantity").as_int64(), total_a) << boost::json::serialize(lines);
+  EXPECT_EQ(la.at("amount").as_int64(), (total_a - 20) * 10);
+  // B: Pro with both items, billed its own calls only.
+  EXPECT_EQ(item_prices(b), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+  EXPECT_EQ(q("SELECT plan_id FROM subscriptions WHERE tenant_id = $1", {b.tenant_id}), "pro");
+  object lb = usage_line(b);
+  ASSERT_FALSE(lb.empty());
+  EXPECT_EQ(lb.at("quantity").as_int64(), total_b);
+  EXPECT_EQ(lb.at("amount").as_int64(), std::max<long>(0, total_b - 20) * 10);
+}
+
+// Between two metered plans (Enterprise down to Pro at the period's end) the metered price swaps
+// only when Pro applies: the subscription never holds two prices of the one meter, which would
+// bill each call twice, and the renewal bills the period's calls at Enterprise's price.
+TEST_F(MeteredSubscription, ADowngradeBetweenMeteredPlansSwapsTheMeteredPriceWhenItApplies) {
+  std::string enterprise_metered = q(
+      "SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'enterprise'");
+  ASSERT_FALSE(enterprise_metered.empty());
+  Account c = subscribed("Overage C", "enterprise");
+  ASSERT_FALSE(HasFailure());
+  HttpResponse down = call(*server_, "POST", "/api/subscriptions/downgrade", c.access_token,
+                           R"({"plan_id":"pro"})");
+  ASSERT_EQ(down.status, 200) << down.body;
+  EXPECT_EQ(str(json_of(down), "pending_plan_id"), "pro") << "at the period's end by default";
+  EXPECT_EQ(item_prices(c), (std::vector<std::string>{flat_price("pro"), enterprise_metered}));
+  api_calls(c, 6);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return reported(c); }, 60s));
+  long total = stripe_total(c);
+  stripe_.advance_days(32);
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  ASSERT_TRUE(eventually([&] {
+    return q("SELECT plan_id FROM subscriptions WHERE tenant_id = $1", {c.tenant_id}) == "pro" &&
+           item_prices(c) == std::vector<std::string>{flat_price("pro"), metered_price_};
+  })) << boost::json::serialize(stripe_sub(c));
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  // The renewal billed the period's calls at Enterprise's metered price, none at Pro's.
+  object line = usage_line(c, enterprise_metered);
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.at("quantity").as_int64(), total);
+  for (const auto& l : latest_lines(c)) {
+    EXPECT_NE(l.at("pricing").at("price_details").at("price").as_string(), metered_price_);
+  }
+  EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+}
+
+// When Stripe refuses the new plan's metered price for good (archived there), the downgrade still
+// applies in HSEA and later changes are not held up; the refusal is logged for an operator.
+TEST_F(MeteredSubscription, ARefusedMeteredPriceDoesNotHoldUpThePendingPlan) {
+  Account c = subscribed("Overage C", "enterprise");
+  ASSERT_FALSE(HasFailure());
+  ASSERT_EQ(
+      call(*server_, "POST", "/api/subscriptions/downgrade", c.access_token, R"({"plan_id":"pro"})")
+          .status,
+      200);
+  stripe_.api("POST", "/v1/prices/" + metered_price_, "active=false");
+  stripe_.advance_days(32);
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  ASSERT_TRUE(eventually([&] {
+    return q("SELECT plan_id || ':' || COALESCE(pending_plan_id, '-') FROM subscriptions WHERE "
+             "tenant_id = $1",
+             {c.tenant_id}) == "pro:-";
+  }));
+  // The job that sets the items runs after that change commits.
+  EXPECT_TRUE(eventually(
+      [&] { return server_->output().find("could not be set on Stripe") != std::string::npos; }));
+  EXPECT_EQ(item_prices(c).size(), 2u) << "Stripe kept Enterprise's metered item";
+  HttpResponse cancel = call(*server_, "POST", "/api/subscriptions/cancel", c.access_token, "{}");
+  ASSERT_EQ(cancel.status, 200) << cancel.body;
+  EXPECT_TRUE(json_of(cancel).at("cancel_at_period_end").as_bool());
+  EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
 }
 
 // Without Stripe: nothing is reported, and a metered meter past its included amount is charged

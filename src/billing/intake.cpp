@@ -18,6 +18,7 @@
 #include "http/context.hpp"
 #include "http/json.hpp"
 #include "jobs/jobs.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 
 namespace hsea::billing {
@@ -144,8 +145,12 @@ void on_stripe_event(runtime::Registrar& reg, std::string type, StripeHandler ha
 }
 
 void register_intake(runtime::Registrar& reg) {
-  // Public: Stripe signs, it does not sign in. No body schema (see receive).
-  reg.route({.method = http::Method::kPost, .path = "/api/webhooks/stripe", .handler = receive});
+  // Public: Stripe signs, it does not sign in. No body schema (see receive). Unmetered: Stripe's
+  // events are not the tenant's calls.
+  reg.route({.method = http::Method::kPost,
+             .path = "/api/webhooks/stripe",
+             .handler = receive,
+             .policies = http::Policies(metering::Unmetered{})});
   // Retried with the default backoff for about a day: Stripe itself resends for three.
   jobs::define(reg, {.kind = kProcessKind, .run = process, .max_attempts = 15});
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "billing/billing.hpp"
@@ -20,6 +21,7 @@ class Registrar;
 namespace hsea::db {
 class Transaction;
 class BlockingConnection;
+class Result;
 }  // namespace hsea::db
 
 namespace hsea::billing {
@@ -51,6 +53,10 @@ StripeReply stripe_blocking(const std::string& method, const std::string& path,
 // (plans.metered), after its product exists (metered_prices.cpp).
 void sync_metered_prices(db::BlockingConnection& conn, const std::string& plan,
                          const std::string& product_id, const std::string& currency);
+
+// The day (YYYY-MM-DD, UTC) of a timestamp column, "" when it is null: what invoices and billing
+// mails show (invoices.cpp).
+std::string day_of(const db::Result& r, int row, std::string_view column);
 
 // 503 "billing not configured" when no Stripe secret key is set.
 void require_stripe();

@@ -27,6 +27,7 @@
 #include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 
@@ -436,17 +437,18 @@ void register_invoice_events(runtime::Registrar& reg, const InvoiceSettings& set
   jobs::event_type(reg, {"subscription.restored", "A payment ended the tenant's dunning."});
   // Paying and managing payment methods change billing: owners and the billing role, never an
   // API key (no scopes), as the subscription changes. Admins make keys but may not change
-  // billing, so no key scope may grant it (docs/permissions.md).
+  // billing, so no key scope may grant it (docs/permissions.md). Unmetered: a tenant past its
+  // quota can still pay.
   const identity::Access change{
       .authenticated = true, .tenant = true, .roles = {"owner", "billing"}};
   reg.route({.method = http::Method::kPost,
              .path = "/api/invoices/{id}/pay",
              .handler = pay_invoice,
-             .policies = http::Policies(change)});
+             .policies = http::Policies(change, metering::Unmetered{})});
   reg.route({.method = http::Method::kPost,
              .path = "/api/billing/portal-session",
              .handler = portal_session,
-             .policies = http::Policies(change)});
+             .policies = http::Policies(change, metering::Unmetered{})});
 }
 
 }  // namespace hsea::billing

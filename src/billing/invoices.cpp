@@ -14,6 +14,7 @@
 
 #include "billing/billing.hpp"
 #include "billing/dunning.hpp"
+#include "billing/internal.hpp"
 #include "billing/invoice_pdf.hpp"
 #include "core/error.hpp"
 #include "core/ids.hpp"
@@ -23,6 +24,7 @@
 #include "http/json.hpp"
 #include "http/page.hpp"
 #include "identity/access.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "runtime/runtime.hpp"
 
@@ -344,11 +346,6 @@ awaitable<Response> get_invoice(RequestContext& ctx) {
   co_return http::json_response(200, out);
 }
 
-std::string day_of(const db::Result& r, int row, std::string_view column) {
-  if (r.is_null(row, r.column(column))) return {};
-  return r.time(row, column).substr(0, 10);
-}
-
 std::vector<std::string> split_lines(const std::string& text) {
   std::vector<std::string> out;
   std::size_t start = 0;
@@ -442,6 +439,11 @@ awaitable<std::string> all_lines(const object& inv, std::string stripe_id) {
 
 }  // namespace
 
+std::string day_of(const db::Result& r, int row, std::string_view column) {
+  if (r.is_null(row, r.column(column))) return {};
+  return r.time(row, column).substr(0, 10);
+}
+
 const InvoiceSettings& invoice_settings() { return *g_settings; }
 
 awaitable<Mirrored> mirror_invoice(db::Transaction& tx, const object& inv) {
@@ -515,6 +517,7 @@ void register_invoices(runtime::Registrar& reg) {
   using http::Method;
   using http::Policies;
   // Reading invoices: owners, admins and the billing role; keys with billing:read (or read).
+  // Unmetered: a tenant past its quota can still see what it owes.
   const identity::Access readers{.authenticated = true,
                                  .tenant = true,
                                  .roles = {"owner", "admin", "billing"},
@@ -522,15 +525,15 @@ void register_invoices(runtime::Registrar& reg) {
   reg.route({.method = Method::kGet,
              .path = "/api/invoices",
              .handler = list_invoices,
-             .policies = Policies(readers)});
+             .policies = Policies(readers, metering::Unmetered{})});
   reg.route({.method = Method::kGet,
              .path = "/api/invoices/{id}",
              .handler = get_invoice,
-             .policies = Policies(readers)});
+             .policies = Policies(readers, metering::Unmetered{})});
   reg.route({.method = Method::kGet,
              .path = "/api/invoices/{id}/pdf",
              .handler = invoice_pdf,
-             .policies = Policies(readers)});
+             .policies = Policies(readers, metering::Unmetered{})});
   register_dunning(reg, *g_settings);
   register_invoice_events(reg, *g_settings);
 }

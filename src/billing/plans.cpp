@@ -22,6 +22,7 @@
 #include "http/json.hpp"
 #include "http/page.hpp"
 #include "identity/access.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "security/policies.hpp"
 
@@ -477,7 +478,11 @@ void register_commands(runtime::Registrar& reg) {
 
 void register_plans(runtime::Registrar& reg) {
   using http::Method;
-  reg.route({.method = Method::kGet, .path = "/api/plans", .handler = list_plans});
+  // Unmetered: a tenant past its quota can still see the plans to upgrade to.
+  reg.route({.method = Method::kGet,
+             .path = "/api/plans",
+             .handler = list_plans,
+             .policies = http::Policies(metering::Unmetered{})});
   // The operator API: platform staff only (identity's authorization answers 401 without a
   // credential, 403 for anyone else), as the rate-limit admin routes.
   const identity::Access staff{.authenticated = true, .staff = true};

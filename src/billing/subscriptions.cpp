@@ -24,6 +24,7 @@
 #include "identity/access.hpp"
 #include "identity/sessions.hpp"
 #include "jobs/jobs.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/cors.hpp"
@@ -327,12 +328,36 @@ awaitable<bool> write(db::Transaction& tx, const db::Result& before, const Appli
   co_return true;
 }
 
+constexpr const char* kPlanItemsKind = "billing.plan_items";
+
+// A downgrade at the period's end applies when Stripe renews the subscription into the next
+// period (applied_from then drops the pending plan). Its flat price billed the period ahead
+// already; the metered items become the new plan's later, by the job set_plan_items, once Stripe
+// has billed the period's usage for good. Once per renewal (the job's key).
+awaitable<void> finish_pending_plan(db::Transaction& tx, const db::Result& row, const Applied& a) {
+  std::optional<std::string> pending = row.optional(0, "pending_plan_id");
+  if (!pending || a.pending_plan || a.plan_id != *pending || a.status == "canceled" ||
+      a.status == "incomplete_expired" ||
+      row.text(0, "stripe_subscription_id") != a.stripe_subscription_id) {
+    co_return;
+  }
+  std::string period_end = std::to_string(a.period_end.value_or(0));
+  object payload{{"subscription", a.stripe_subscription_id},
+                 {"plan_id", *pending},
+                 {"interval", row.optional(0, "pending_interval").value_or(a.interval)},
+                 {"period_end", period_end}};
+  jobs::NewJob job = jobs::job(kPlanItemsKind, boost::json::serialize(payload));
+  job.unique_key = "plan-items:" + a.stripe_subscription_id + ":" + period_end;
+  co_await jobs::enqueue(tx, std::move(job));
+}
+
 awaitable<bool> apply_stripe_subscription(db::Transaction& tx, const object& sub,
                                           const Cause& cause) {
   db::Result row = co_await tx.exec(kLock);
   if (row.empty()) co_return false;
   std::optional<Applied> a = co_await applied_from(tx, row, sub);
   if (!a) co_return false;
+  co_await finish_pending_plan(tx, row, *a);
   co_return co_await write(tx, row, *a, cause);
 }
 
@@ -545,15 +570,34 @@ awaitable<Response> checkout(RequestContext& ctx) {
   co_return http::json_response(201, object{{"checkout_url", url}, {"session_id", session}});
 }
 
+// Which items a change moves to the target plan.
+enum class Items {
+  kAll,
+  // Only the flat price: the metered items stay until the new plan applies at the period's end.
+  // Stripe bills the period ahead at the flat price the subscription has at renewal, but a
+  // metered item for its usage in the period ended: removed earlier, the period's usage after
+  // the change would go unbilled; the target's metered price added earlier would bill the same
+  // meter twice.
+  kFlatOnly,
+};
+
 // The items[] that move a subscription to `target`: the flat item gets the target's price; a
-// metered item whose price the target does not bill is deleted (Stripe bills its usage so far on
-// the next invoice), the target's metered prices not on the subscription are added.
-array items_change(const StripeReply& sub, const PlanForSale& target) {
-  const object* flat = flat_item(sub.body);
-  if (flat == nullptr) provider_refused(sub, "show the subscription's item");
+// metered item whose price the target does not bill is deleted, the target's metered prices not on
+// the subscription are added. (Stripe's documentation, "Manage your usage-based billing setup":
+// a deleted item with a billing meter price bills none of its usage in the classic billing mode,
+// and bills it at once in the flexible mode unless proration_behavior is none. The emulator bills
+// it on the next invoice.)
+array items_change(const object& sub, const PlanForSale& target, Items which) {
+  const object* flat = flat_item(sub);
+  if (flat == nullptr) {
+    throw ApiError(ErrorCode::kPaymentProviderError,
+                   "The payment provider's subscription has no item.")
+        .internal("stripe subscription " + str_of(sub, "id") + " without items");
+  }
   array items{object{{"id", str_of(*flat, "id")}, {"price", target.price_id}}};
+  if (which == Items::kFlatOnly) return items;
   std::vector<std::string> kept;
-  for (const object* item : items_of(sub.body)) {
+  for (const object* item : items_of(sub)) {
     if (item == flat || !item_metered(*item)) continue;
     std::string price = item_price(*item);
     if (std::find(target.metered_price_ids.begin(), target.metered_price_ids.end(), price) !=
@@ -569,6 +613,54 @@ array items_change(const StripeReply& sub, const PlanForSale& target) {
     }
   }
   return items;
+}
+
+// The job of finish_pending_plan: the subscription's metered items become the applied plan's.
+// Removed now, the old ones lose none of the period's usage: Stripe billed it on the renewal
+// invoice, which the job waits to see final (while a draft, Stripe may still add late usage to
+// it). So no clear_usage (a price with a billing meter ignores it anyway), and no proration: the
+// new period's usage is the new plan's, whose metered prices start here, so no meter is billed
+// by two prices. Nothing is sent when a later change decided the items, or they are right already.
+awaitable<void> set_plan_items(jobs::JobContext& job) {
+  std::string sub_id = str_of(job.payload(), "subscription");
+  std::string plan_id = str_of(job.payload(), "plan_id");
+  db::Transaction* tx = co_await job.transaction();
+  db::Result row = co_await tx->exec(kCurrent);
+  if (row.empty() || row.text(0, "stripe_subscription_id") != sub_id ||
+      row.text(0, "plan_id") != plan_id || !row.is_null(0, row.column("pending_plan_id"))) {
+    co_return;
+  }
+  StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
+  if (sub.status == 404) co_return;
+  if (!sub.ok()) provider_refused(sub, "read the subscription");
+  std::string status = str_of(sub.body, "status");
+  if (status == "canceled" || status == "incomplete_expired") co_return;
+  if (std::string latest = str_of(sub.body, "latest_invoice"); !latest.empty()) {
+    StripeReply invoice = co_await stripe().get("/v1/invoices/" + latest);
+    if (!invoice.ok()) provider_refused(invoice, "read the invoice");
+    if (str_of(invoice.body, "status") == "draft") {
+      throw std::runtime_error("the renewal invoice " + latest + " is a draft yet");  // retried
+    }
+  }
+  PlanForSale target =
+      co_await plan_for_sale(plan_id, str_of(job.payload(), "interval"), "plan_id", true);
+  array items = items_change(sub.body, target, Items::kAll);
+  if (items.size() == 1 && price_of(sub.body) == target.price_id) co_return;
+  object params{{"items", std::move(items)}, {"proration_behavior", "none"}};
+  std::string key = "hsea-" + sub_id + "-plan-items-" + str_of(job.payload(), "period_end");
+  StripeReply reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params), key);
+  if (reply.ok()) co_return;
+  // Stripe busy or down: the job's retries.
+  if (reply.status == 0 || reply.status == 429 || reply.status >= 500) {
+    provider_refused(reply, "change the subscription's items");
+  }
+  // Refused for good (a price archived on Stripe, say): the plan applied all the same; the
+  // subscription's items need an operator.
+  log::error("billing: the new plan's metered prices could not be set on Stripe",
+             {{"tenant_id", job.tenant_id()},
+              {"subscription", sub_id},
+              {"plan_id", plan_id},
+              {"error", reply.error_message()}});
 }
 
 enum class Direction { kUpgrade, kDowngrade };
@@ -631,7 +723,12 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
     require_price(target);
     StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
     if (!sub.ok()) provider_refused(sub, "read the subscription");
-    array items = items_change(sub, target);
+    // At the period's end with the same interval, the metered items wait for the new plan
+    // (set_plan_items); a new interval restarts Stripe's cycle now anyway.
+    Items which = when == "period_end" && interval == row.text(0, "billing_interval")
+                      ? Items::kFlatOnly
+                      : Items::kAll;
+    array items = items_change(sub.body, target, which);
     // Now: prorated and invoiced at once. At the period's end: no proration, the new price
     // bills from the next period (the row keeps the paid plan until then).
     object params{{"items", std::move(items)},
@@ -738,7 +835,7 @@ awaitable<Response> preview(RequestContext& ctx) {
   std::string sub_id = row.text(0, "stripe_subscription_id");
   StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
   if (!sub.ok()) provider_refused(sub, "read the subscription");
-  array items = items_change(sub, target);
+  array items = items_change(sub.body, target, Items::kAll);
   object query{{"customer", row.text(0, "stripe_customer_id")},
                {"subscription", sub_id},
                {"subscription_items", std::move(items)},
@@ -825,9 +922,7 @@ awaitable<bool> end_trial(std::string tenant_id, std::string job_id) {
   std::string data = boost::json::serialize(subscription_json(after));
   co_await jobs::emit(tx, actor, job_id, "subscription.trial_ended", std::move(data));
   object mail{{"plan", before.text(0, "plan_name")},
-              {"trial_end", before.is_null(0, before.column("trial_end"))
-                                ? std::string()
-                                : before.time(0, "trial_end").substr(0, 10)},
+              {"trial_end", day_of(before, 0, "trial_end")},
               {"link", state().public_url + "/account/billing"},
               {"button", "Choose a plan"}};
   co_await mail_billing_contacts(tx, "trial_ended", std::move(mail));
@@ -896,12 +991,16 @@ awaitable<void> start_subscription(db::Transaction& tx, const RequestContext& ct
 void register_subscriptions(runtime::Registrar& reg) {
   using http::Method;
   using http::Policies;
+  // Unmetered: a tenant past its quota can still see its plan, pay and upgrade.
+  using metering::Unmetered;
   using security::Body;
   identity::on_tenant_created(start_subscription);
   jobs::event_type(reg, {"subscription.trial_ended",
                          "A trial ended without a paid subscription: the free plan applies."});
   jobs::define(reg, {.kind = "billing.trials_expire", .run = expire_trials, .max_attempts = 3});
   jobs::schedule(reg, {.kind = "billing.trials_expire", .interval = kTrialSweep});
+  // Retried for hours: Stripe keeps a renewal invoice a draft for about one.
+  jobs::define(reg, {.kind = kPlanItemsKind, .run = set_plan_items, .max_attempts = 15});
   const identity::Access read{.authenticated = true,
                               .tenant = true,
                               .roles = {"owner", "admin", "member", "billing"},
@@ -914,11 +1013,11 @@ void register_subscriptions(runtime::Registrar& reg) {
   reg.route({.method = Method::kGet,
              .path = "/api/subscriptions/current",
              .handler = current,
-             .policies = Policies(read)});
+             .policies = Policies(read, Unmetered{})});
   reg.route({.method = Method::kGet,
              .path = "/api/subscriptions/preview",
              .handler = preview,
-             .policies = Policies(look)});
+             .policies = Policies(look, Unmetered{})});
   for (auto [path, handler, schema] :
        {std::tuple{"/api/subscriptions/checkout", &checkout, "CheckoutRequest"},
         std::tuple{"/api/subscriptions/upgrade", &upgrade, "PlanChangeRequest"},
@@ -926,7 +1025,8 @@ void register_subscriptions(runtime::Registrar& reg) {
         std::tuple{"/api/subscriptions/cancel", &cancel, "CancelSubscriptionRequest"},
         std::tuple{"/api/subscriptions/reactivate", &reactivate, ""}}) {
     http::Route route{.method = Method::kPost, .path = path, .handler = *handler};
-    route.policies = *schema != '\0' ? Policies(change, Body{schema}) : Policies(change);
+    route.policies = *schema != '\0' ? Policies(change, Body{schema}, Unmetered{})
+                                     : Policies(change, Unmetered{});
     reg.route(std::move(route));
   }
   on_stripe_event(reg, "checkout.session.completed", subscription_changed);

@@ -28,6 +28,7 @@
 #include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
 #include "mail/mail.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/pii.hpp"
@@ -632,6 +633,8 @@ awaitable<void> send_email_verification(db::Transaction& tx, std::string user_id
 void register_account_routes(runtime::Registrar& reg) {
   using http::Method;
   using http::Policies;
+  // Unmetered: signing in and the signed-in user stay reachable past a quota.
+  using metering::Unmetered;
   using security::Body;
   g_mails = &reg.process(std::make_unique<SignupThrottle>());
   jobs::define(reg, {.kind = "identity.password_reset", .run = password_reset_job});
@@ -640,31 +643,31 @@ void register_account_routes(runtime::Registrar& reg) {
   reg.route({.method = Method::kPost,
              .path = "/api/auth/verify-email",
              .handler = verify_email,
-             .policies = Policies(Body{"TokenRequest"})});
+             .policies = Policies(Body{"TokenRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/auth/verify-email/resend",
              .handler = resend_verification,
-             .policies = Policies(user)});
+             .policies = Policies(user, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/auth/password/forgot",
              .handler = forgot_password,
-             .policies = Policies(Body{"ForgotPasswordRequest"})});
+             .policies = Policies(Body{"ForgotPasswordRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/auth/password/reset",
              .handler = reset_password,
-             .policies = Policies(Body{"ResetPasswordRequest"})});
+             .policies = Policies(Body{"ResetPasswordRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/me/password",
              .handler = change_password,
-             .policies = Policies(user, Body{"ChangePasswordRequest"})});
+             .policies = Policies(user, Body{"ChangePasswordRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/me/email",
              .handler = change_email,
-             .policies = Policies(user, Body{"ChangeEmailRequest"})});
+             .policies = Policies(user, Body{"ChangeEmailRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/me/email/confirm",
              .handler = confirm_email,
-             .policies = Policies(user, Body{"TokenRequest"})});
+             .policies = Policies(user, Body{"TokenRequest"}, Unmetered{})});
   reg.periodic({.name = "account-token-prune",
                 .interval = std::chrono::hours(24),
                 .once_per_cluster = true,

@@ -28,6 +28,7 @@
 #include "identity/tokens.hpp"
 #include "identity/user_pii.hpp"
 #include "jobs/jobs.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/pii.hpp"
@@ -775,47 +776,51 @@ void register_auth_routes(runtime::Registrar& reg) {
   jobs::event_type(reg, {"member.added", "A user became a member of the tenant."});
   using http::Method;
   using http::Policies;
+  // Unmetered: signing in and the signed-in user stay reachable past a quota.
+  using metering::Unmetered;
   using security::Body;
   const Access user{.authenticated = true};
   reg.route({.method = Method::kPost,
              .path = "/api/auth/signup",
              .handler = signup,
-             .policies = Policies(Body{"SignupRequest"})});
+             .policies = Policies(Body{"SignupRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/auth/login",
              .handler = login,
-             .policies = Policies(Body{"LoginRequest"})});
+             .policies = Policies(Body{"LoginRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/auth/mfa/verify",
              .handler = verify_mfa,
-             .policies = Policies(Body{"MfaVerifyRequest"})});
+             .policies = Policies(Body{"MfaVerifyRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/auth/refresh",
              .handler = refresh,
-             .policies = Policies(Body{"RefreshRequest"})});
+             .policies = Policies(Body{"RefreshRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/auth/logout",
              .handler = logout,
-             .policies = Policies(user)});
+             .policies = Policies(user, Unmetered{})});
   reg.route({.method = Method::kGet, .path = "/.well-known/jwks.json", .handler = jwks});
-  reg.route(
-      {.method = Method::kGet, .path = "/api/me", .handler = get_me, .policies = Policies(user)});
+  reg.route({.method = Method::kGet,
+             .path = "/api/me",
+             .handler = get_me,
+             .policies = Policies(user, Unmetered{})});
   reg.route({.method = Method::kPatch,
              .path = "/api/me",
              .handler = patch_me,
-             .policies = Policies(user, Body{"UpdateMeRequest"})});
+             .policies = Policies(user, Body{"UpdateMeRequest"}, Unmetered{})});
   reg.route({.method = Method::kDelete,
              .path = "/api/me",
              .handler = delete_me,
-             .policies = Policies(user)});
+             .policies = Policies(user, Unmetered{})});
   reg.route({.method = Method::kGet,
              .path = "/api/me/sessions",
              .handler = list_sessions,
-             .policies = Policies(user)});
+             .policies = Policies(user, Unmetered{})});
   reg.route({.method = Method::kDelete,
              .path = "/api/me/sessions/{id}",
              .handler = revoke_session,
-             .policies = Policies(user)});
+             .policies = Policies(user, Unmetered{})});
 }
 
 }  // namespace hsea::identity

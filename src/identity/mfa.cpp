@@ -22,6 +22,7 @@
 #include "identity/module.hpp"
 #include "identity/password.hpp"
 #include "identity/user_pii.hpp"
+#include "metering/policies.hpp"
 #include "runtime/registrar.hpp"
 #include "security/audit.hpp"
 #include "security/policies.hpp"
@@ -305,24 +306,26 @@ void register_mfa_routes(runtime::Registrar& reg) {
   if (oath_init() != OATH_OK) throw std::runtime_error("liboath failed to initialise");
   using http::Method;
   using http::Policies;
+  // Unmetered: signing in and the signed-in user stay reachable past a quota.
+  using metering::Unmetered;
   using security::Body;
   const Access user{.authenticated = true};
   reg.route({.method = Method::kPost,
              .path = "/api/me/mfa/totp",
              .handler = start_totp,
-             .policies = Policies(user)});
+             .policies = Policies(user, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/me/mfa/totp/confirm",
              .handler = confirm_totp,
-             .policies = Policies(user, Body{"MfaCodeRequest"})});
+             .policies = Policies(user, Body{"MfaCodeRequest"}, Unmetered{})});
   reg.route({.method = Method::kPost,
              .path = "/api/me/mfa/recovery-codes",
              .handler = regenerate_codes,
-             .policies = Policies(user, Body{"MfaCodeRequest"})});
+             .policies = Policies(user, Body{"MfaCodeRequest"}, Unmetered{})});
   reg.route({.method = Method::kDelete,
              .path = "/api/me/mfa",
              .handler = disable_mfa,
-             .policies = Policies(user, Body{"DisableMfaRequest"})});
+             .policies = Policies(user, Body{"DisableMfaRequest"}, Unmetered{})});
 }
 
 }  // namespace hsea::identity

@@ -418,26 +418,12 @@ void set_quota_headers(Response& r, const QuotaHeaders& h) {
   if (!h.warning.empty()) r.set_header("x-quota-warning", h.warning);
 }
 
+// Every authenticated tenant request to an API route counts, except on routes that declare
+// Unmetered (sign-in, the signed-in user, usage and billing: metering/policies.hpp).
 bool metered(const RequestContext& ctx) {
   if (ctx.tenant_id.empty() || !ctx.principal.authenticated()) return false;
   if (ctx.route() == nullptr || ctx.policy<Unmetered>() != nullptr) return false;
-  std::string_view path = ctx.request.path;
-  if (path.starts_with("/api/v1/")) {
-    path.remove_prefix(8);
-  } else if (path.starts_with("/api/")) {
-    path.remove_prefix(5);
-  } else {
-    return false;
-  }
-  // Sign-in, the signed-in user and billing stay reachable past a quota: a tenant must be able
-  // to sign in, load the web app (it starts from /api/me), see its usage, plan and invoices, pay
-  // and upgrade (these routes are other modules'; this module names them here).
-  auto under = [path](std::string_view prefix) {
-    return path == prefix ||
-           (path.starts_with(prefix) && path.size() > prefix.size() && path[prefix.size()] == '/');
-  };
-  return !path.starts_with("auth/") && !under("me") && !under("subscriptions") && !under("plans") &&
-         !under("invoices") && !under("billing") && !path.starts_with("webhooks/stripe");
+  return ctx.request.path.starts_with("/api/");
 }
 
 std::optional<Response> check_quota(RequestContext& ctx) {

@@ -3,8 +3,9 @@
 
 namespace hsea::metering {
 
-// A route policy: the route is neither counted nor refused for quota (the usage routes
-// themselves; billing, so a tenant past its quota can still see it and upgrade).
+// A route policy: the route is neither counted nor refused for quota. Declared by the routes a
+// tenant past its quota must still reach: sign-in and the signed-in user (the web app starts from
+// /api/me), its usage, plans, subscription and invoices, paying and upgrading, Stripe's webhooks.
 struct Unmetered {};
 
 // A route policy: the route adds stored data. Once the tenant's storage_bytes (as last

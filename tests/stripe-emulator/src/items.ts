@@ -145,7 +145,7 @@ export function planChange(store: Store, sub: Subscription, params: ItemParam[],
         }
         return;
       }
-      const price = it.price ? store.price(it.price, `${name}[price]`) : cur.price;
+      const price = it.price && it.price !== cur.price.id ? store.activePrice(it.price, `${name}[price]`) : cur.price;
       const quantity = quantityFor(price, it.quantity ?? (isMetered(price) || it.price ? undefined : cur.quantity),
                                    `${name}[quantity]`);
       if (price.id === cur.price.id && quantity === cur.quantity) return;
@@ -165,7 +165,7 @@ export function planChange(store: Store, sub: Subscription, params: ItemParam[],
     }
     if (it.deleted) throw StripeError.invalid(`Missing required param: ${name}[id].`, `${name}[id]`, 'parameter_missing');
     if (!it.price) throw StripeError.invalid(`Missing required param: ${name}[price].`, `${name}[price]`, 'parameter_missing');
-    const price = store.price(it.price, `${name}[price]`);
+    const price = store.activePrice(it.price, `${name}[price]`);
     const quantity = quantityFor(price, it.quantity, `${name}[quantity]`);
     out.changed = true;
     if (!isMetered(price)) {

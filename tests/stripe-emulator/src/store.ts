@@ -121,6 +121,12 @@ export class Store {
     if (!p) throw StripeError.missing('price', id, param);
     return p;
   }
+  // A price for a new purchase: Stripe refuses an archived one there (existing items keep theirs).
+  activePrice(id: string, param = 'price'): Stripe.Price {
+    const p = this.price(id, param);
+    if (!p.active) throw StripeError.invalid('The price specified is inactive. This field only accepts active prices.', param);
+    return p;
+  }
   subscription(id: string, param = 'subscription'): Subscription {
     const s = this.subscriptions.get(id);
     if (!s) throw StripeError.missing('subscription', id, param);

@@ -147,3 +147,31 @@ test('update replaces, deletes and adds items; a removed metered item bills its 
   const inv2 = await h.stripe.invoices.retrieve(s2.latest_invoice as string);
   assert.equal(inv2.amount_paid, 4900 + 25, 'the flat price ahead plus 50 units past the tier since the item was added');
 });
+
+test('an archived price is refused for a new item or a new price of an item; items that have it keep it', async () => {
+  const t = await prices();
+  const sub = await h.stripe.subscriptions.create({
+    customer: t.customer.id, items: [{ price: t.flat.id }, { price: t.metered.id }], default_payment_method: t.pm.id,
+  });
+  const [flatItem, meteredItem] = sub.items.data;
+  await h.stripe.prices.update(t.cheap.id, { active: false });
+  await h.stripe.prices.update(t.metered.id, { active: false });
+  const inactive = (param: string) => (e: any) =>
+    e.type === 'StripeInvalidRequestError' && e.param === param && /inactive/.test(e.message);
+  await assert.rejects(h.stripe.subscriptions.update(sub.id, { items: [{ id: flatItem.id, price: t.cheap.id }] }),
+                       inactive('items[0][price]'));
+  await assert.rejects(h.stripe.subscriptions.create({
+    customer: t.customer.id, items: [{ price: t.flat.id }, { price: t.metered.id }],
+  }), inactive('items[1][price]'));
+  await assert.rejects(h.stripe.checkout.sessions.create({
+    mode: 'subscription', customer: t.customer.id, line_items: [{ price: t.cheap.id, quantity: 1 }],
+    success_url: 'https://example.com/ok', cancel_url: 'https://example.com/back',
+  }), inactive('line_items[0][price]'));
+  // The metered item keeps its archived price through a change of the other item.
+  await h.stripe.prices.update(t.cheap.id, { active: true });
+  const down = await h.stripe.subscriptions.update(sub.id, {
+    items: [{ id: flatItem.id, price: t.cheap.id }, { id: meteredItem.id, price: t.metered.id }],
+    proration_behavior: 'none',
+  });
+  assert.deepEqual(down.items.data.map((i) => i.price.id), [t.cheap.id, t.metered.id]);
+});

@@ -47,7 +47,7 @@ function create(ctx: Ctx): CheckoutSession {
     }
     const items = raw.map((it, i) => {
       if (typeof it !== 'object' || Array.isArray(it)) throw StripeError.invalid(`Invalid line_items[${i}]`, `line_items[${i}]`);
-      const price = store.price(reqStr(it, 'price', `line_items[${i}][price]`), `line_items[${i}][price]`);
+      const price = store.activePrice(reqStr(it, 'price', `line_items[${i}][price]`), `line_items[${i}][price]`);
       if (!price.recurring) {
         throw StripeError.invalid('You must provide at least one recurring price in `subscription` mode.', `line_items[${i}][price]`);
       }

@@ -141,7 +141,7 @@ function create(ctx: Ctx): Subscription {
   if (params.length === 0) throw StripeError.invalid('Missing required param: items.', 'items', 'parameter_missing');
   const items = params.map((it, i) => {
     if (!it.price) throw StripeError.invalid(`Missing required param: items[${i}][price].`, `items[${i}][price]`, 'parameter_missing');
-    const price = store.price(it.price, `items[${i}][price]`);
+    const price = store.activePrice(it.price, `items[${i}][price]`);
     interval(price);
     return { price, quantity: quantityFor(price, it.quantity, `items[${i}][quantity]`) };
   });
