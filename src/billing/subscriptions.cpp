@@ -59,9 +59,13 @@ HSEA_QUERY kInsertSubscription{
 HSEA_QUERY kCurrent{"billing_subscription_current",
                     "SELECT " HSEA_SUBSCRIPTION_COLUMNS
                     " FROM subscriptions s JOIN plans p ON p.id = s.plan_id"};
-HSEA_QUERY kLock{"billing_subscription_lock",
-                 "SELECT " HSEA_SUBSCRIPTION_COLUMNS
-                 " FROM subscriptions s JOIN plans p ON p.id = s.plan_id FOR UPDATE OF s"};
+// Locked in a subquery: with `FOR UPDATE OF s` on the join, a caller that waited for another
+// transaction's change of plan_id would get no row (PostgreSQL re-checks the join against the plan
+// row it read before waiting); here the newest row is joined to its own plan.
+HSEA_QUERY kLock{
+    "billing_subscription_lock",
+    "SELECT " HSEA_SUBSCRIPTION_COLUMNS
+    " FROM (SELECT * FROM subscriptions FOR UPDATE) s JOIN plans p ON p.id = s.plan_id"};
 HSEA_QUERY kSetCustomer{"billing_subscription_set_customer",
                         "UPDATE subscriptions SET stripe_customer_id = $1, updated_at = now() "
                         "WHERE stripe_customer_id IS NULL RETURNING stripe_customer_id"};
@@ -709,6 +713,10 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
   require_paid_subscription(row);
   std::string sub_id = row.text(0, "stripe_subscription_id");
   Cause cause = cause_of(ctx);
+  // Locked before Stripe is told: the webhook of this very change is applied under the same lock,
+  // so it finds the pending plan written here instead of moving the tenant to the new plan now.
+  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
+  db::Result locked = co_await tx.exec(kLock);
   StripeReply reply;
   if (target.amount == 0) {
     // Down to free: the paid subscription ends (now, or when the paid period ends).
@@ -739,8 +747,6 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
                                    idempotency_key(ctx, "change"));
   }
   if (!reply.ok()) provider_refused(reply, "change the subscription");
-  db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
-  db::Result locked = co_await tx.exec(kLock);
   std::optional<Applied> a = co_await applied_from(tx, locked, reply.body);
   if (a && when == "period_end" && target.amount != 0) {
     a->pending_plan = target.id;
