@@ -567,6 +567,128 @@ TEST_F(MeteredSubscription, ADowngradeBetweenMeteredPlansSwapsTheMeteredPriceWhe
   EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
 }
 
+// Issue 12, a change now that deletes the metered item: in Stripe's classic billing mode a deleted
+// metered item's usage is never billed, so HSEA ends the period with the change
+// (billing_cycle_anchor=now) and that invoice bills the calls so far past the included 20; the
+// new period starts with Starter's flat item only. The preview showed the same. B is untouched.
+TEST_F(MeteredSubscription, ADowngradeNowBillsTheUsageSoFarBeforeTheMeteredItemGoes) {
+  const Account& a = a_;
+  const Account& b = b_;
+  std::string b_invoice(stripe_sub(b).at("latest_invoice").as_string());
+  std::int64_t b_period_end =
+      stripe_sub(b).at("items").at("data").at(0).at("current_period_end").as_int64();
+  api_calls(a, 30);
+  api_calls(b, 3);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return reported(a) && reported(b); }, 60s));
+  long total_a = stripe_total(a);
+  ASSERT_GE(total_a, 30);
+  // A meter event is dated to the second (its window's end, rounded) and Stripe bills it in the
+  // period holding that second: let the reported usage's second pass before the period ends.
+  std::this_thread::sleep_for(2s);
+  std::int64_t overage = (total_a - 20) * 10;
+  // The preview shows what the change invoices: the usage so far on Pro's metered price.
+  HttpResponse preview =
+      call(*server_, "GET", "/api/subscriptions/preview?plan_id=starter", a.access_token);
+  ASSERT_EQ(preview.status, 200) << preview.body;
+  bool previewed = false;
+  object shown = json_of(preview);
+  for (const auto& l : shown.at("lines").as_array()) {
+    previewed = previewed || l.at("amount").as_int64() == overage;
+  }
+  EXPECT_TRUE(previewed) << preview.body;
+  HttpResponse down = call(*server_, "POST", "/api/subscriptions/downgrade", a.access_token,
+                           R"({"plan_id":"starter","when":"now"})");
+  ASSERT_EQ(down.status, 200) << down.body;
+  EXPECT_EQ(str(json_of(down), "plan_id"), "starter");
+  // Stripe's invoice of the change: the usage line, Starter's new period, Pro's credit.
+  object la = usage_line(a);
+  ASSERT_FALSE(la.empty());
+  EXPECT_EQ(la.at("quantity").as_int64(), total_a) << boost::json::serialize(latest_lines(a));
+  EXPECT_EQ(la.at("amount").as_int64(), overage);
+  std::vector<std::string> priced;
+  for (const auto& l : latest_lines(a)) {
+    priced.emplace_back(l.at("pricing").at("price_details").at("price").as_string());
+  }
+  EXPECT_EQ(std::count(priced.begin(), priced.end(), flat_price("starter")), 1);
+  // The new period holds Starter's flat item only, and HSEA shows the new period.
+  EXPECT_EQ(item_prices(a), std::vector<std::string>{flat_price("starter")});
+  std::int64_t start =
+      stripe_sub(a).at("items").at("data").at(0).at("current_period_start").as_int64();
+  EXPECT_GE(start, static_cast<std::int64_t>(std::time(nullptr)) - 120);
+  EXPECT_EQ(q("SELECT extract(epoch FROM current_period_start)::bigint FROM subscriptions WHERE "
+              "tenant_id = $1",
+              {a.tenant_id}),
+            std::to_string(start));
+  // HSEA mirrors that invoice with its usage line, for A only.
+  ASSERT_TRUE(eventually([&] {
+    return q("SELECT count(*) FROM invoice_lines WHERE tenant_id = $1 AND amount = $2 AND "
+             "description LIKE '%metered%'",
+             {a.tenant_id, std::to_string(overage)}) == "1";
+  }));
+  std::string invoice = q(
+      "SELECT invoice_id FROM invoice_lines WHERE tenant_id = $1 AND description LIKE '%metered%' "
+      "AND amount = $2",
+      {a.tenant_id, std::to_string(overage)});
+  EXPECT_EQ(call(*server_, "GET", "/api/invoices/" + invoice, a.access_token).status, 200);
+  EXPECT_EQ(call(*server_, "GET", "/api/invoices/" + invoice, b.access_token).status, 404);
+  // B: Pro with both items, its period and invoices as they were.
+  EXPECT_EQ(item_prices(b), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+  EXPECT_EQ(stripe_sub(b).at("latest_invoice").as_string(), b_invoice);
+  EXPECT_EQ(stripe_sub(b).at("items").at("data").at(0).at("current_period_end").as_int64(),
+            b_period_end);
+  // A's next renewal bills no usage again; B's bills B's own calls.
+  long total_b = stripe_total(b);
+  stripe_.advance_days(32);
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  for (const auto& l : latest_lines(a)) {
+    EXPECT_NE(l.at("pricing").at("price_details").at("price").as_string(), metered_price_);
+  }
+  object lb = usage_line(b);
+  ASSERT_FALSE(lb.empty());
+  EXPECT_EQ(lb.at("quantity").as_int64(), total_b);
+}
+
+// Issue 12, an upgrade between metered plans (Pro up to Enterprise, now by default): Pro's metered
+// price is swapped for Enterprise's, and the upgrade's invoice bills the calls so far at Pro's
+// price; Enterprise's price bills only the calls after the upgrade, at the next renewal.
+TEST_F(MeteredSubscription, AnUpgradeBetweenMeteredPlansBillsTheOldPricesUsageSoFar) {
+  const Account& a = a_;
+  std::string enterprise_metered = q(
+      "SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'enterprise'");
+  ASSERT_FALSE(enterprise_metered.empty());
+  api_calls(a, 26);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return reported(a); }, 60s));
+  long before = stripe_total(a);
+  ASSERT_GE(before, 26);
+  std::this_thread::sleep_for(2s);  // the reported usage's second passes (see above)
+  HttpResponse up = call(*server_, "POST", "/api/subscriptions/upgrade", a.access_token,
+                         R"({"plan_id":"enterprise"})");
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(str(json_of(up), "plan_id"), "enterprise");
+  object line = usage_line(a);
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.at("quantity").as_int64(), before) << boost::json::serialize(latest_lines(a));
+  EXPECT_EQ(line.at("amount").as_int64(), (before - 20) * 10);
+  EXPECT_EQ(item_prices(a),
+            (std::vector<std::string>{flat_price("enterprise"), enterprise_metered}));
+  api_calls(a, 4);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return reported(a) && stripe_total(a) >= before + 4; }, 60s));
+  long after = stripe_total(a) - before;
+  stripe_.advance_days(32);
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  object renewal = usage_line(a, enterprise_metered);
+  ASSERT_FALSE(renewal.empty());
+  EXPECT_EQ(renewal.at("quantity").as_int64(), after) << "only the calls since the upgrade";
+  EXPECT_EQ(renewal.at("amount").as_int64(), 0) << "within Enterprise's included calls";
+  for (const auto& l : latest_lines(a)) {
+    EXPECT_NE(l.at("pricing").at("price_details").at("price").as_string(), metered_price_);
+  }
+  EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+}
+
 // When Stripe refuses the new plan's metered price for good (archived there), the downgrade still
 // applies in HSEA and later changes are not held up; the refusal is logged for an operator.
 TEST_F(MeteredSubscription, ARefusedMeteredPriceDoesNotHoldUpThePendingPlan) {

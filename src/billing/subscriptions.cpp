@@ -589,8 +589,8 @@ enum class Items {
 // metered item whose price the target does not bill is deleted, the target's metered prices not on
 // the subscription are added. (Stripe's documentation, "Manage your usage-based billing setup":
 // a deleted item with a billing meter price bills none of its usage in the classic billing mode,
-// and bills it at once in the flexible mode unless proration_behavior is none. The emulator bills
-// it on the next invoice.)
+// and bills it at once in the flexible mode unless proration_behavior is none. So a change that
+// deletes one ends the period as well: ends_metered.)
 array items_change(const object& sub, const PlanForSale& target, Items which) {
   const object* flat = flat_item(sub);
   if (flat == nullptr) {
@@ -617,6 +617,19 @@ array items_change(const object& sub, const PlanForSale& target, Items which) {
     }
   }
   return items;
+}
+
+// Whether `items` (of items_change) delete a metered item. Our subscriptions are in Stripe's
+// classic billing mode, where that item's usage so far would never be billed, so such a change
+// also sends billing_cycle_anchor=now: Stripe ends the period at once and invoices it, with the
+// usage of the metered items the period had ("Reset the anchor to the current time using
+// billing_cycle_anchor=now ... the customer being invoiced immediately"), and the new period
+// starts with the new plan's items. A change that deletes none keeps the cycle.
+bool ends_metered(const array& items) {
+  return std::any_of(items.begin(), items.end(), [](const value& item) {
+    const value* deleted = item.as_object().if_contains("deleted");
+    return deleted != nullptr && deleted->is_bool() && deleted->as_bool();
+  });
 }
 
 // The job of finish_pending_plan: the subscription's metered items become the applied plan's.
@@ -737,12 +750,15 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
                       ? Items::kFlatOnly
                       : Items::kAll;
     array items = items_change(sub.body, target, which);
+    bool ends_period = ends_metered(items);
     // Now: prorated and invoiced at once. At the period's end: no proration, the new price
     // bills from the next period (the row keeps the paid plan until then).
     object params{{"items", std::move(items)},
                   {"proration_behavior", when == "now" ? "always_invoice" : "none"},
                   {"cancel_at_period_end", false},
                   {"metadata", object{{"tenant_id", ctx.tenant_id}, {"hsea_plan", target.id}}}};
+    // A metered item deleted: the period so far is invoiced now, its usage included.
+    if (ends_period) params["billing_cycle_anchor"] = "now";
     reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params),
                                    idempotency_key(ctx, "change"));
   }
@@ -842,11 +858,14 @@ awaitable<Response> preview(RequestContext& ctx) {
   StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
   if (!sub.ok()) provider_refused(sub, "read the subscription");
   array items = items_change(sub.body, target, Items::kAll);
+  bool ends_period = ends_metered(items);
   object query{{"customer", row.text(0, "stripe_customer_id")},
                {"subscription", sub_id},
                {"subscription_items", std::move(items)},
                {"subscription_proration_behavior", "always_invoice"},
                {"subscription_proration_date", static_cast<std::int64_t>(std::time(nullptr))}};
+  // As the change itself: the period ended now, with the usage so far (change_plan).
+  if (ends_period) query["subscription_billing_cycle_anchor"] = "now";
   StripeReply upcoming = co_await stripe().get("/v1/invoices/upcoming", std::move(query));
   if (!upcoming.ok()) provider_refused(upcoming, "preview the invoice");
   std::int64_t proration = 0;

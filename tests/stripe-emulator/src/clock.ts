@@ -8,7 +8,7 @@
 // for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void);
 // three days before a trial ends, customer.subscription.trial_will_end.
 import { issueInvoice } from './invoicing';
-import { flatItem } from './items';
+import { flatItem, usageSince } from './items';
 import { interval, isMetered, periodLine } from './lines';
 import { attemptPayment } from './payments';
 import { cancelNow, setPeriod, setStatus } from './subscription_state';
@@ -106,16 +106,12 @@ function periodEvent(emu: Emulator, s: Subscription): void {
   const pending = store.pendingItems.filter((x) => x.subscription === s.id);
   store.pendingItems = store.pendingItems.filter((x) => x.subscription !== s.id);
   // Licensed prices are billed for the period ahead, metered ones for the usage of the one ended.
-  // A metered item added within the period bills the usage since it was added; one removed within
-  // it, the usage until it was removed.
+  // A metered item added (or given another price) within the period bills the usage since then;
+  // one deleted within it bills nothing (items.ts).
   const [from, to] = [previous.current_period_start, previous.current_period_end];
   const lines = [...pending.map((x) => x.line)];
-  for (const r of store.retiredUsage.filter((x) => x.subscription === s.id)) {
-    lines.push(periodLine(store, s, r.price, 0, r.from, r.to, [r.from, r.to]));
-  }
-  store.retiredUsage = store.retiredUsage.filter((x) => x.subscription !== s.id);
   for (const item of s.items.data) {
-    const since = Math.max(from, item.created);
+    const since = Math.max(from, usageSince(store, item));
     lines.push(isMetered(item.price)
       ? periodLine(store, s, item.price, 0, from, to, [since, to])
       : periodLine(store, s, item.price, item.quantity ?? 1, start, end));

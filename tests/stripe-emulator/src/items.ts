@@ -3,11 +3,18 @@
 // one interval and currency, a metered item has no quantity, and an items[] change replaces
 // (items[i][id] + [price]/[quantity]), deletes (items[i][id] + [deleted]) or adds (no id) items.
 // planChange computes a change without applying it (previews use it as it is).
+//
+// Metered usage follows Stripe's classic billing mode ("Manage your usage-based billing setup",
+// docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup): an item bills only the
+// usage since it was added, or since its price was replaced; a deleted metered item bills none of
+// its usage. What ends a period early (billing_cycle_anchor=now, a new interval) bills the period
+// so far at once: restartLines.
 import type Stripe from 'stripe';
 
 import { Params, bool, int, list, str } from './encoding';
 import { StripeError } from './errors';
-import { interval, isMetered, prorationLines } from './lines';
+import { addInterval } from './periods';
+import { interval, isMetered, periodLine, prorationLines } from './lines';
 import { planOf } from './objects/prices';
 import type { InvoiceLine, Store, Subscription } from './store';
 
@@ -104,13 +111,9 @@ export function syncItems(sub: Subscription): void {
   if (it) sub.currency = it.price.currency;
 }
 
-// A metered item removed within a period: its usage up to the removal is billed on the next
-// invoice, as Stripe does.
-export interface RetiredUsage {
-  subscription: string;
-  price: Stripe.Price;
-  from: number;
-  to: number;
+// Since when a metered item bills usage: its creation, or the replacement of its price.
+export function usageSince(store: Store, item: Stripe.SubscriptionItem): number {
+  return store.meteredSince.get(item.id) ?? item.created;
 }
 
 export interface ItemChange {
@@ -118,14 +121,13 @@ export interface ItemChange {
   items: { id?: string; price: Stripe.Price; quantity: number | undefined }[];
   lines: InvoiceLine[]; // proration lines (and the new period's when the cycle restarts)
   resetsCycle: boolean;
-  retired: RetiredUsage[];
   changed: boolean;
 }
 
 export function planChange(store: Store, sub: Subscription, params: ItemParam[], at: number, param: string): ItemChange {
   const out: ItemChange = {
     items: sub.items.data.map((i) => ({ id: i.id, price: i.price, quantity: i.quantity })),
-    lines: [], resetsCycle: false, retired: [], changed: false,
+    lines: [], resetsCycle: false, changed: false,
   };
   const touched = new Set<string>();
   params.forEach((it, i) => {
@@ -138,9 +140,8 @@ export function planChange(store: Store, sub: Subscription, params: ItemParam[],
       if (it.deleted) {
         out.changed = true;
         out.items.splice(k, 1);
-        if (isMetered(cur.price)) {
-          out.retired.push({ subscription: sub.id, price: cur.price, from: sub.current_period_start, to: at });
-        } else {
+        // A metered item's usage goes with it (classic billing mode); a licensed one is credited.
+        if (!isMetered(cur.price)) {
           out.lines.push(...prorationLines(store, sub, cur.price, cur.quantity ?? 1, cur.price, 0, at).lines);
         }
         return;
@@ -154,9 +155,6 @@ export function planChange(store: Store, sub: Subscription, params: ItemParam[],
         ? { lines: [], resetsCycle: false }
         : prorationLines(store, sub, cur.price, isMetered(cur.price) ? 0 : cur.quantity ?? 1, price,
                          quantity ?? 0, at);
-      if (isMetered(cur.price) && price.id !== cur.price.id) {
-        out.retired.push({ subscription: sub.id, price: cur.price, from: sub.current_period_start, to: at });
-      }
       out.lines.push(...pl.lines);
       out.resetsCycle ||= pl.resetsCycle;
       // A replaced price is a new item on Stripe's invoices only by its price; the id stays.
@@ -191,12 +189,41 @@ export function applyChange(store: Store, sub: Subscription, change: ItemChange,
     if (!existing) {
       return newItem(store, sub.id, x.price, x.quantity, sub.current_period_start, sub.current_period_end, at);
     }
+    // A metered item given another price bills the usage from here on, at that price.
+    if (isMetered(x.price) && existing.price.id !== x.price.id) store.meteredSince.set(existing.id, at);
     existing.price = x.price;
     existing.plan = planOf(x.price);
     if (x.quantity === undefined) delete existing.quantity;
     else existing.quantity = x.quantity;
     return existing;
   });
-  store.retiredUsage.push(...change.retired);
   syncItems(sub);
+}
+
+// The lines of a period ended early at `at` (billing_cycle_anchor=now, or a new interval), with
+// `before` the items the subscription had in it and `after` those it has from `at` on: each
+// licensed item of before credited for its unused time (not with proration_behavior none), each
+// licensed item of after billed for the new period from `at`, and each metered item of before
+// (also one the same update deletes or gives another price) billed for its usage so far.
+export function restartLines(
+  store: Store, sub: Subscription, before: Stripe.SubscriptionItem[],
+  after: { price: Stripe.Price; quantity: number | undefined }[], at: number, behavior: string,
+): InvoiceLine[] {
+  const lines: InvoiceLine[] = [];
+  if (behavior !== 'none') {
+    for (const it of before) {
+      if (!isMetered(it.price)) lines.push(...prorationLines(store, sub, it.price, it.quantity ?? 1, it.price, 0, at).lines);
+    }
+  }
+  for (const it of after) {
+    if (isMetered(it.price)) continue;
+    const r = interval(it.price);
+    lines.push(periodLine(store, sub, it.price, it.quantity ?? 1, at, addInterval(at, r.interval, r.interval_count)));
+  }
+  for (const it of before) {
+    if (!isMetered(it.price)) continue;
+    const since = Math.max(sub.current_period_start, usageSince(store, it));
+    lines.push(periodLine(store, sub, it.price, 0, since, at, [since, at]));
+  }
+  return lines;
 }

@@ -5,7 +5,6 @@ import type Stripe from 'stripe';
 
 import { Params, int, str } from './encoding';
 import { StripeError } from './errors';
-import type { RetiredUsage } from './items';
 
 // Fields that Stripe moved or removed in newer API versions but that clients pinned to an older
 // Stripe-Version still read; the emulator sends both shapes (see README, "API versions").
@@ -81,7 +80,7 @@ export class Store {
   pendingItems: PendingItem[] = [];
   meters = new Map<string, Stripe.Billing.Meter>();
   meterEvents: MeterEventRecord[] = [];
-  retiredUsage: RetiredUsage[] = []; // usage of removed metered items, for the next invoice
+  meteredSince = new Map<string, number>(); // metered item id -> when its price was last replaced
   // Emulator-only state.
   failingPaymentMethods = new Set<string>(); // pm ids whose charges are declined
   failNextCharges = new Map<string, number>(); // customer id -> charges still to decline

@@ -36,6 +36,12 @@ async function prices() {
     tiers: [{ up_to: 100, unit_amount: 0 }, { up_to: 'inf', unit_amount_decimal: Stripe.Decimal.from('0.5') }],
     recurring: { interval: 'month', usage_type: 'metered', meter: meter.id },
   });
+  // Another plan's price on the same meter: 50 included, then 2 cents a unit.
+  const metered2 = await h.stripe.prices.create({
+    product: product.id, currency: 'usd', billing_scheme: 'tiered', tiers_mode: 'graduated',
+    tiers: [{ up_to: 50, unit_amount: 0 }, { up_to: 'inf', unit_amount: 2 }],
+    recurring: { interval: 'month', usage_type: 'metered', meter: meter.id },
+  });
   const clock = await h.stripe.testHelpers.testClocks.create({ frozen_time: kJan1 });
   const customer = await h.stripe.customers.create({ test_clock: clock.id });
   const pm = await h.stripe.paymentMethods.attach('pm_card_visa', { customer: customer.id });
@@ -44,7 +50,7 @@ async function prices() {
       event_name: event, identifier, timestamp: at, payload: { stripe_customer_id: customer.id, value: String(value) },
     });
   };
-  return { flat, cheap, yearly, metered, clock, customer, pm, use };
+  return { flat, cheap, yearly, metered, metered2, clock, customer, pm, use };
 }
 
 test('a subscription of a flat and a metered price: the flat one in advance, the usage past the tier in arrears', async () => {
@@ -106,7 +112,7 @@ test('Checkout with two line items makes a subscription of two items', async () 
   assert.deepEqual(listed.data.map((x) => x.id), [sub.id]);
 });
 
-test('update replaces, deletes and adds items; a removed metered item bills its usage until removal', async () => {
+test('update replaces, deletes and adds items; a deleted metered item bills none of its usage (classic mode)', async () => {
   const t = await prices();
   const sub = await h.stripe.subscriptions.create({
     customer: t.customer.id, items: [{ price: t.flat.id }, { price: t.metered.id }], default_payment_method: t.pm.id,
@@ -119,18 +125,21 @@ test('update replaces, deletes and adds items; a removed metered item bills its 
   await assert.rejects(h.stripe.subscriptions.update(sub.id, { items: [{ id: meteredItem.id, quantity: 3 }] }),
                        (e: any) => e.param === 'items[0][quantity]');
   // Down to the cheap flat price without usage billing, from the next period (no proration).
+  // Stripe's classic billing mode ("Manage your usage-based billing setup"): after the deletion
+  // the invoice reflects none of the item's usage, also not the 300 units used before it.
   const down = await h.stripe.subscriptions.update(sub.id, {
     items: [{ id: flatItem.id, price: t.cheap.id }, { id: meteredItem.id, deleted: true }],
     proration_behavior: 'none',
   });
   assert.deepEqual(down.items.data.map((i) => [i.id, i.price.id]), [[flatItem.id, t.cheap.id]]);
+  const preview = await h.stripe.invoices.createPreview({ subscription: sub.id });
+  assert.equal(preview.amount_due, 1900, 'the renewal ahead holds no usage of the deleted item');
   await t.use(500, 'after', kJan1 + 2 * 86400); // no metered item any more: not billed
   await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: kFeb1 + 3600 });
   const s = await h.stripe.subscriptions.retrieve(sub.id);
   const inv = await h.stripe.invoices.retrieve(s.latest_invoice as string);
-  assert.equal(inv.amount_paid, 1900 + 100, 'the cheap price ahead plus 200 units used before the removal');
-  const usage = inv.lines.data.find((l) => l.pricing?.price_details?.price === t.metered.id)!;
-  assert.deepEqual([usage.quantity, usage.period.start, usage.period.end], [300, kJan1, kJan1 + 86400]);
+  assert.equal(inv.amount_paid, 1900, 'the cheap price ahead; the usage before the removal is lost');
+  assert.ok(inv.lines.data.every((l) => l.pricing?.price_details?.price !== t.metered.id));
 
   // Back up: the flat price replaced and the metered item added (no quantity), prorated at once.
   const up = await h.stripe.subscriptions.update(sub.id, {
@@ -146,6 +155,84 @@ test('update replaces, deletes and adds items; a removed metered item bills its 
   const s2 = await h.stripe.subscriptions.retrieve(sub.id);
   const inv2 = await h.stripe.invoices.retrieve(s2.latest_invoice as string);
   assert.equal(inv2.amount_paid, 4900 + 25, 'the flat price ahead plus 50 units past the tier since the item was added');
+});
+
+test('billing_cycle_anchor=now ends the period: credit, the new period, the usage so far of the items it had', async () => {
+  const t = await prices();
+  const sub = await h.stripe.subscriptions.create({
+    customer: t.customer.id, items: [{ price: t.flat.id }, { price: t.metered.id }], default_payment_method: t.pm.id,
+  });
+  const [flatItem, meteredItem] = sub.items.data;
+  await t.use(300, 'before', kJan1 + 60);
+  const at = kJan1 + 10 * 86400;
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: at });
+  // Down to the cheap price, its metered item deleted, the period ended now: 21 of 31 days of
+  // the flat price credited, the cheap price's new month, and the 300 units of the period so far
+  // on the deleted item's price (200 past the tier at half a cent).
+  const change = {
+    items: [{ id: flatItem.id, price: t.cheap.id }, { id: meteredItem.id, deleted: true }],
+    proration_behavior: 'always_invoice' as const, billing_cycle_anchor: 'now' as const,
+  };
+  const expected = [-Math.round((4900 * 21) / 31), 1900, 100];
+  const preview = await h.stripe.invoices.createPreview({
+    subscription: sub.id,
+    subscription_details: { items: change.items, proration_behavior: change.proration_behavior,
+                            billing_cycle_anchor: change.billing_cycle_anchor },
+  });
+  assert.deepEqual(preview.lines.data.map((l) => l.amount), expected);
+  // The same through GET /v1/invoices/upcoming (HSEA's preview).
+  const q = `subscription=${sub.id}&subscription_items[0][id]=${flatItem.id}` +
+    `&subscription_items[0][price]=${t.cheap.id}&subscription_items[1][id]=${meteredItem.id}` +
+    '&subscription_items[1][deleted]=true&subscription_proration_behavior=always_invoice' +
+    '&subscription_billing_cycle_anchor=now';
+  const r = await fetch(`${h.baseUrl}/v1/invoices/upcoming?${q}`, { headers: { Authorization: 'Bearer sk_test_x' } });
+  const upcoming = await r.json();
+  assert.deepEqual(upcoming.lines.data.map((l: any) => l.amount), expected);
+  await assert.rejects(h.stripe.subscriptions.update(sub.id, { billing_cycle_anchor: 'later' as any }),
+                       (e: any) => e.param === 'billing_cycle_anchor');
+  const down = await h.stripe.subscriptions.update(sub.id, change);
+  assert.deepEqual(down.items.data.map((i) => i.price.id), [t.cheap.id]);
+  assert.equal(down.billing_cycle_anchor, at);
+  assert.deepEqual([down.items.data[0].current_period_start, down.items.data[0].current_period_end],
+                   [at, Date.UTC(2026, 1, 11) / 1000]);
+  const inv = await h.stripe.invoices.retrieve(down.latest_invoice as string);
+  assert.equal(inv.billing_reason, 'subscription_update');
+  assert.deepEqual(inv.lines.data.map((l) => l.amount), expected);
+  const usage = inv.lines.data[2];
+  assert.deepEqual([usage.pricing?.price_details?.price, usage.quantity, usage.period.start, usage.period.end],
+                   [t.metered.id, 300, kJan1, at]);
+  assert.equal(inv.amount_due, 0, 'the credit exceeds the charges: it goes to the balance');
+
+  // Back up (the metered item added: it bills from here on; the 40 units in between had no
+  // metered item), then the metered price swapped with the period ended now: the old price bills
+  // its usage so far at once, the new one only what comes after the swap.
+  await t.use(40, 'between', at + 3600);
+  const at2 = at + 5 * 86400;
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: at2 });
+  const up = await h.stripe.subscriptions.update(sub.id, {
+    items: [{ id: flatItem.id, price: t.flat.id }, { price: t.metered.id }], proration_behavior: 'always_invoice',
+  });
+  assert.equal(up.items.data.length, 2);
+  await t.use(120, 'on-metered', at2 + 60);
+  const at3 = at2 + 86400;
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: at3 });
+  const swap = await h.stripe.subscriptions.update(sub.id, {
+    items: [{ id: up.items.data[1].id, deleted: true }, { price: t.metered2.id }],
+    proration_behavior: 'always_invoice', billing_cycle_anchor: 'now',
+  });
+  const swapped = await h.stripe.invoices.retrieve(swap.latest_invoice as string);
+  const old = swapped.lines.data.find((l) => l.pricing?.price_details?.price === t.metered.id)!;
+  assert.deepEqual([old.quantity, old.amount, old.period.start], [120, 10, at2]);
+  assert.ok(swapped.lines.data.every((l) => l.pricing?.price_details?.price !== t.metered2.id),
+            'the new metered price has no usage yet');
+  await t.use(70, 'on-metered2', at3 + 60);
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: at3 + 31 * 86400 });
+  const s = await h.stripe.subscriptions.retrieve(sub.id);
+  const renewal = await h.stripe.invoices.retrieve(s.latest_invoice as string);
+  assert.equal(renewal.billing_reason, 'subscription_cycle');
+  const lines = renewal.lines.data.filter((l) => l.pricing?.price_details?.price === t.metered2.id);
+  assert.deepEqual(lines.map((l) => [l.quantity, l.amount]), [[70, 40]], 'only the usage since the swap');
+  assert.ok(renewal.lines.data.every((l) => l.pricing?.price_details?.price !== t.metered.id));
 });
 
 test('an archived price is refused for a new item or a new price of an item; items that have it keep it', async () => {

@@ -4,11 +4,12 @@
 // the pinned SDK uses. The preview holds the pending items plus the proration lines of the change
 // (lines.ts) plus the next period at the new price; when the change would be invoiced at once
 // (proration_behavior always_invoice, or a new interval) it is that invoice instead: pending
-// items and prorations (and the new period). Nothing is stored or charged.
+// items and prorations (and the new period; with billing_cycle_anchor=now or a new interval also
+// the metered usage so far, items.ts restartLines). Nothing is stored or charged.
 import { Params, hash, int, list, oneOf, str } from '../encoding';
 import { StripeError } from '../errors';
 import { draftInvoice } from '../invoicing';
-import { itemsOf, planChange } from '../items';
+import { itemsOf, planChange, restartLines, usageSince } from '../items';
 import { interval, isMetered, periodLine } from '../lines';
 import { attemptPayment } from '../payments';
 import { addInterval } from '../periods';
@@ -29,22 +30,22 @@ function preview(ctx: Ctx, p: Params, itemsKey: string, details: Params, prefix:
   const at = int(details, 'proration_date', `${prefix}proration_date`) ?? now;
   const behavior = oneOf(details, 'proration_behavior', ['create_prorations', 'always_invoice', 'none'] as const,
                          `${prefix}proration_behavior`) ?? 'create_prorations';
+  const anchor = oneOf(details, 'billing_cycle_anchor', ['now', 'unchanged'] as const, `${prefix}billing_cycle_anchor`);
   const change = planChange(store, sub, itemsOf(details, itemsKey, prefix), at, prefix.endsWith("[") ? `${prefix}${itemsKey}]` : `${prefix}${itemsKey}`);
   const lines: InvoiceLine[] = store.pendingItems.filter((x) => x.subscription === sub.id).map((x) => ({ ...x.line }));
   const changed = change.changed;
-  const resets = change.resetsCycle && sub.status !== 'trialing';
-  if (changed) {
-    if (resets) lines.push(...(behavior === 'none' ? change.lines.filter((l) => !l.proration) : change.lines));
-    else if (behavior !== 'none') lines.push(...change.lines);
-  }
+  // The period ends at `at` (billing_cycle_anchor=now, a new interval): that invoice.
+  const resets = (anchor === 'now' || (changed && change.resetsCycle)) && sub.status !== 'trialing';
+  if (resets) lines.push(...restartLines(store, sub, sub.items.data, change.items, at, behavior));
+  else if (changed && behavior !== 'none') lines.push(...change.lines);
   // A change invoiced at once previews that invoice; otherwise the next renewal's: the usage so
-  // far of metered items (also of removed ones), the next period of licensed ones.
-  if (!(changed && (resets || behavior === 'always_invoice'))) {
-    const retired = [...store.retiredUsage.filter((x) => x.subscription === sub.id), ...change.retired];
-    for (const r of retired) lines.push(periodLine(store, sub, r.price, 0, r.from, r.to, [r.from, r.to]));
+  // far of the metered items kept (a deleted one bills nothing), the next period of licensed ones.
+  if (!(resets || (changed && behavior === 'always_invoice'))) {
     for (const it of change.items) {
       if (isMetered(it.price)) {
-        const since = Math.max(sub.current_period_start, sub.items.data.find((x) => x.id === it.id)?.created ?? at);
+        const kept = sub.items.data.find((x) => x.id === it.id);
+        const since = Math.max(sub.current_period_start,
+                               kept && kept.price.id === it.price.id ? usageSince(store, kept) : at);
         lines.push(periodLine(store, sub, it.price, 0, sub.current_period_start, sub.current_period_end, [since, now + 1]));
       } else {
         const r = interval(it.price);
@@ -67,6 +68,7 @@ export const routes: Route[] = [
       if (p.subscription_items !== undefined) details.items = p.subscription_items;
       if (p.subscription_proration_date !== undefined) details.proration_date = p.subscription_proration_date;
       if (p.subscription_proration_behavior !== undefined) details.proration_behavior = p.subscription_proration_behavior;
+      if (p.subscription_billing_cycle_anchor !== undefined) details.billing_cycle_anchor = p.subscription_billing_cycle_anchor;
       return preview(ctx, p, 'items', details, 'subscription_');
     },
   },

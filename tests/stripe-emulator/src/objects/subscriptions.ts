@@ -1,5 +1,6 @@
 // Subscriptions with one or more items (items.ts): create (trial or charged at once), retrieve,
-// update (items replaced, added or deleted with proration, cancel_at_period_end, trial_end), cancel, list. Rules: lines.ts (proration), payments.ts (charging, dunning).
+// update (items replaced, added or deleted with proration, billing_cycle_anchor now,
+// cancel_at_period_end, trial_end), cancel, list. Rules: lines.ts (proration), payments.ts (charging, dunning).
 import type Stripe from 'stripe';
 
 import {
@@ -10,7 +11,7 @@ import { issueInvoice } from '../invoicing';
 import { interval, periodLine } from '../lines';
 import { attemptPayment } from '../payments';
 import { cancelNow, setPeriod } from '../subscription_state';
-import { applyChange, checkTogether, flatItem, itemsOf, newItem, planChange, quantityFor, syncItems } from '../items';
+import { applyChange, checkTogether, flatItem, itemsOf, newItem, planChange, quantityFor, restartLines, syncItems } from '../items';
 import { addInterval } from '../periods';
 import type { Ctx, Emulator, Route } from '../router';
 import { Subscription, newestFirst, paginate } from '../store';
@@ -223,18 +224,24 @@ function update(ctx: Ctx): Subscription {
       setPeriod(sub, sub.current_period_start, te);
     }
   }
+  const anchor = oneOf(p, 'billing_cycle_anchor', ['now', 'unchanged'] as const);
   const change = planChange(store, sub, itemsOf(p), at, 'items');
   const lines = [];
-  if (change.changed) {
+  // billing_cycle_anchor=now, or a new interval, ends the period at `at` and starts a new one,
+  // invoiced now (Stripe: "Reset the anchor to the current time using billing_cycle_anchor=now ...
+  // this results in the customer being invoiced immediately"): the period so far (its credits,
+  // the usage of its metered items) and the new period ahead; `none` only drops the credit.
+  if ((anchor === 'now' || (change.changed && change.resetsCycle)) && sub.status !== 'trialing') {
+    // Priced before the change applies (it replaces prices in place).
+    lines.push(...restartLines(store, sub, sub.items.data, change.items, at, behavior));
+    if (change.changed) applyChange(store, sub, change, at);
+    const r = interval(flatItem(sub).price);
+    setPeriod(sub, at, addInterval(at, r.interval, r.interval_count));
+    sub.billing_cycle_anchor = at;
+    invoiceNow = true;
+  } else if (change.changed) {
     applyChange(store, sub, change, at);
-    if (change.resetsCycle && sub.status !== 'trialing') {
-      const r = interval(flatItem(sub).price);
-      setPeriod(sub, at, addInterval(at, r.interval, r.interval_count));
-      sub.billing_cycle_anchor = at;
-      // A new interval always starts a new cycle, invoiced now; `none` only drops the credit.
-      lines.push(...(behavior === 'none' ? change.lines.filter((l) => !l.proration) : change.lines));
-      invoiceNow = true;
-    } else if (behavior !== 'none') {
+    if (behavior !== 'none') {
       if (behavior === 'always_invoice') {
         lines.push(...change.lines);
         invoiceNow = true;
