@@ -236,6 +236,18 @@ TEST_F(Invoices, ASuspendedTenantsWritesAnswer402WhileReadsWork) {
   EXPECT_EQ(sql(db_->admin_url(), "SELECT count(*) FROM api_keys WHERE tenant_id = $1",
                 {a.tenant_id})[0][0],
             "0");
+  // Members are the tenant's data like any other ("/api/members" once passed for "/api/me");
+  // the caller's own account and the way out (paying: 503 here, no Stripe) stay open.
+  auto member = http("PATCH", server_->url("/api/members/" + a.user_id), R"({"role":"admin"})",
+                     {bearer(a.access_token), "Content-Type: application/json"});
+  EXPECT_EQ(member.status, 402) << member.body;
+  EXPECT_EQ(http("PATCH", server_->url("/api/me"), R"({"name":"Still Me"})",
+                 {bearer(a.access_token), "Content-Type: application/json"})
+                .status,
+            200);
+  auto pay =
+      http("POST", server_->url("/api/invoices/" + id + "/pay"), "", {bearer(a.access_token)});
+  EXPECT_NE(pay.status, 402) << pay.body;
   // Another tenant is not affected.
   EXPECT_EQ(write(b).status, 201);
 }

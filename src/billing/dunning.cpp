@@ -3,6 +3,8 @@
 // for every write; reads keep working, and so do the routes that let it pay.
 #include "billing/dunning.hpp"
 
+#include "billing/policies.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <unordered_map>
@@ -52,23 +54,12 @@ Cache& cache() {
   return c;
 }
 
-// Writes a suspended tenant may still make: paying and changing its subscription (the way out)
-// and the caller's own account and session.
-bool exempt(std::string_view path) {
-  if (path.starts_with("/api/v1/")) path.remove_prefix(7);
-  for (std::string_view prefix : {"/api/invoices", "/api/subscriptions", "/api/billing",
-                                  "/api/auth/", "/api/me", "/api/webhooks/stripe"}) {
-    if (path.starts_with(prefix)) return true;
-  }
-  return false;
-}
-
-// A tenant's unsafe request on a tenant route that is not exempt.
+// A tenant's unsafe request on a tenant route that does not declare OpenWhenSuspended.
 bool applies(const RequestContext& ctx) {
   if (http::is_safe_method(ctx.request.method)) return false;
   const auto* access = ctx.policy<identity::Access>();
   if (access == nullptr || !access->tenant || ctx.route() == nullptr) return false;
-  return !exempt(ctx.route()->path);
+  return ctx.policy<OpenWhenSuspended>() == nullptr;
 }
 
 awaitable<Response> refuse_when_suspended(RequestContext& ctx, http::Next next) {

@@ -438,17 +438,17 @@ void register_invoice_events(runtime::Registrar& reg, const InvoiceSettings& set
   // Paying and managing payment methods change billing: owners and the billing role, never an
   // API key (no scopes), as the subscription changes. Admins make keys but may not change
   // billing, so no key scope may grant it (docs/permissions.md). Unmetered: a tenant past its
-  // quota can still pay.
+  // quota can still pay, and a suspended one too (OpenWhenSuspended).
   const identity::Access change{
       .authenticated = true, .tenant = true, .roles = {"owner", "billing"}};
   reg.route({.method = http::Method::kPost,
              .path = "/api/invoices/{id}/pay",
              .handler = pay_invoice,
-             .policies = http::Policies(change, metering::Unmetered{})});
+             .policies = http::Policies(change, metering::Unmetered{}, OpenWhenSuspended{})});
   reg.route({.method = http::Method::kPost,
              .path = "/api/billing/portal-session",
              .handler = portal_session,
-             .policies = http::Policies(change, metering::Unmetered{})});
+             .policies = http::Policies(change, metering::Unmetered{}, OpenWhenSuspended{})});
 }
 
 }  // namespace hsea::billing

@@ -12,4 +12,9 @@ struct Feature {
   std::string name;
 };
 
+// A write a tenant suspended for an unpaid invoice may still make (billing's suspension step
+// lets it through): paying and changing its subscription, the way out, and the caller's own
+// account and session. Every other write of a suspended tenant answers 402 billing_suspended.
+struct OpenWhenSuspended {};
+
 }  // namespace hsea::billing

@@ -1050,8 +1050,10 @@ void register_subscriptions(runtime::Registrar& reg) {
         std::tuple{"/api/subscriptions/cancel", &cancel, "CancelSubscriptionRequest"},
         std::tuple{"/api/subscriptions/reactivate", &reactivate, ""}}) {
     http::Route route{.method = Method::kPost, .path = path, .handler = *handler};
-    route.policies = *schema != '\0' ? Policies(change, Body{schema}, Unmetered{})
-                                     : Policies(change, Unmetered{});
+    // OpenWhenSuspended: changing the subscription is a suspended tenant's way out.
+    route.policies = *schema != '\0'
+                         ? Policies(change, Body{schema}, Unmetered{}, OpenWhenSuspended{})
+                         : Policies(change, Unmetered{}, OpenWhenSuspended{});
     reg.route(std::move(route));
   }
   on_stripe_event(reg, "checkout.session.completed", subscription_changed);
