@@ -39,15 +39,8 @@ using testkit::http;
 using testkit::json_of;
 using testkit::sql;
 
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
-testkit::HttpResponse call(const testkit::TestServer& s, const std::string& method,
-                           const std::string& path, const std::string& token,
-                           const std::string& body = "") {
-  std::vector<std::string> headers{bearer(token)};
-  if (!body.empty()) headers.push_back("Content-Type: application/json");
-  return http(method, s.url(path), body, headers);
-}
+using testkit::call;
 
 std::string iso(std::chrono::system_clock::time_point t) {
   std::time_t tt = std::chrono::system_clock::to_time_t(t);

@@ -38,12 +38,7 @@ const std::string kPublic = "http://127.0.0.1:8080";
 
 using testkit::eventually;
 
-HttpResponse call(const testkit::TestServer& s, const std::string& method, const std::string& path,
-                  const std::string& token, const std::string& body = "") {
-  std::vector<std::string> headers{"Authorization: Bearer " + token};
-  if (!body.empty()) headers.emplace_back("Content-Type: application/json");
-  return http(method, s.url(path), body, headers);
-}
+using testkit::call;
 
 std::string scalar(const testkit::TestDatabase& db, const std::string& statement,
                    const std::vector<std::string>& params = {}) {

@@ -30,12 +30,7 @@ using testkit::str;
 using testkit::TestServer;
 
 const std::string kPublic = "http://127.0.0.1:8080";  // TestServer's HSEA_PUBLIC_URL
-HttpResponse call(const TestServer& s, const std::string& method, const std::string& path,
-                  const std::string& token, const std::string& body = "") {
-  std::vector<std::string> headers{"Authorization: Bearer " + token};
-  if (!body.empty()) headers.emplace_back("Content-Type: application/json");
-  return http(method, s.url(path), body, headers);
-}
+using testkit::call;
 
 using testkit::eventually;
 

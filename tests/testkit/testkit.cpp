@@ -331,6 +331,13 @@ size_t on_header(char* data, size_t size, size_t n, void* out) {
 }
 }  // namespace
 
+HttpResponse call(const TestServer& server, const std::string& method, const std::string& path,
+                  const std::string& token, const std::string& body) {
+  std::vector<std::string> headers{"Authorization: Bearer " + token};
+  if (!body.empty()) headers.emplace_back("Content-Type: application/json");
+  return http(method, server.url(path), body, headers);
+}
+
 HttpResponse http(const std::string& method, const std::string& url, const std::string& body,
                   const std::vector<std::string>& headers, long timeout_ms) {
   static const bool kInit = [] { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; }();

@@ -89,6 +89,9 @@ std::string str(const boost::json::object& object, std::string_view key);
 
 HttpResponse http(const std::string& method, const std::string& url, const std::string& body = "",
                   const std::vector<std::string>& headers = {}, long timeout_ms = 10000);
+// `path` on `server` with `token` as the bearer credential; a body is sent as JSON.
+HttpResponse call(const TestServer& server, const std::string& method, const std::string& path,
+                  const std::string& token, const std::string& body = "");
 
 // Sends raw bytes on a new TCP connection (optionally a second part after a pause) and returns
 // whatever comes back until the server closes or `timeout` passes.
