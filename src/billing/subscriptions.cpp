@@ -355,14 +355,20 @@ awaitable<void> finish_pending_plan(db::Transaction& tx, const db::Result& row, 
   co_await jobs::enqueue(tx, std::move(job));
 }
 
-awaitable<bool> apply_stripe_subscription(db::Transaction& tx, const object& sub,
-                                          const Cause& cause) {
-  db::Result row = co_await tx.exec(kLock);
+// `row`: the subscription as kLock read it, in `tx`.
+awaitable<bool> apply_to_locked(db::Transaction& tx, const db::Result& row, const object& sub,
+                                const Cause& cause) {
   if (row.empty()) co_return false;
   std::optional<Applied> a = co_await applied_from(tx, row, sub);
   if (!a) co_return false;
   co_await finish_pending_plan(tx, row, *a);
   co_return co_await write(tx, row, *a, cause);
+}
+
+awaitable<bool> apply_stripe_subscription(db::Transaction& tx, const object& sub,
+                                          const Cause& cause) {
+  db::Result row = co_await tx.exec(kLock);
+  co_return co_await apply_to_locked(tx, row, sub, cause);
 }
 
 // ---------------------------------------------------------------------- Stripe customer
@@ -986,12 +992,12 @@ awaitable<void> expire_trials(jobs::JobContext& job) {
 awaitable<bool> sync_subscription(StripeEvent& e, std::string id) {
   // Lock, then read Stripe: a change a request makes meanwhile (cancel now) applies after this
   // one under the same lock, so an older read of Stripe never overwrites a newer one.
-  co_await e.tx->exec(kLock);
+  db::Result row = co_await e.tx->exec(kLock);
   StripeReply sub = co_await stripe().get("/v1/subscriptions/" + id);
   if (sub.status == 404) co_return false;
   if (!sub.ok()) provider_refused(sub, "show the subscription");
   Cause cause = cause_of(e);
-  co_return co_await apply_stripe_subscription(*e.tx, sub.body, cause);
+  co_return co_await apply_to_locked(*e.tx, row, sub.body, cause);
 }
 
 awaitable<void> start_subscription(db::Transaction& tx, const RequestContext& ctx,
