@@ -6,6 +6,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "core/log.hpp"
+
 namespace hsea::http {
 
 namespace {
@@ -19,6 +21,13 @@ std::string decode_segment(std::string_view raw) {
   auto pct = boost::urls::make_pct_string_view(raw);
   if (!pct) return std::string(raw);
   return pct->decode();
+}
+
+// Whether a decoded segment can be a parameter's value. Nothing is named by bytes that are not
+// UTF-8 (the database refuses them as text) or hold a NUL (libpq would send the text before it,
+// which may name something else): such a path names no resource.
+bool names_something(std::string_view segment) {
+  return segment.find('\0') == std::string_view::npos && log::is_valid_utf8(segment);
 }
 
 std::vector<std::string_view> split_path(std::string_view path) {
@@ -97,7 +106,7 @@ Match Router::match(Method method, std::string_view path) const {
     auto it = node->literal.find(segment);
     if (it != node->literal.end()) {
       node = it->second.get();
-    } else if (node->param) {
+    } else if (node->param && names_something(segment)) {
       result.params.push_back({node->param_name, std::move(segment)});
       node = node->param.get();
     } else {

@@ -82,6 +82,19 @@ TEST(Router, EncodedSlashStaysInsideItsSegment) {
   EXPECT_EQ(r.match(Method::kPatch, "/api/members/%zz").params[0].value, "%zz");
 }
 
+TEST(Router, AParameterThatIsNotTextNamesNothing) {
+  Router r = make_router();
+  // libpq sends a parameter up to its first NUL: "pro%00x" would name "pro".
+  EXPECT_EQ(r.match(Method::kPatch, "/api/members/pro%00x").kind, Match::Kind::kNotFound);
+  EXPECT_EQ(r.match(Method::kPatch, "/api/members/%00").kind, Match::Kind::kNotFound);
+  // Not UTF-8: the database refuses it as text.
+  EXPECT_EQ(r.match(Method::kPatch, "/api/members/%C3%28").kind, Match::Kind::kNotFound);
+  EXPECT_EQ(r.match(Method::kPost, "/api/api-keys/%FF/rotate").kind, Match::Kind::kNotFound);
+  auto accented = r.match(Method::kPatch, "/api/members/caf%C3%A9");
+  ASSERT_EQ(accented.kind, Match::Kind::kFound);
+  EXPECT_EQ(accented.params[0].value, "caf\xC3\xA9");
+}
+
 TEST(Router, RejectsDuplicatesAndBadDeclarations) {
   Router r = make_router();
   EXPECT_THROW(r.add({.method = Method::kGet, .path = "/health", .handler = ok}), std::logic_error);
