@@ -5,6 +5,9 @@
 
 #include <array>
 
+#include "core/error.hpp"
+#include "core/log.hpp"
+
 namespace hsea::http {
 
 namespace {
@@ -46,21 +49,30 @@ std::string_view Request::header(std::string_view lower_name) const {
 
 bool Request::query_param(std::string_view name, std::string& value) const {
   if (query.empty()) return false;
+  bool found = false;
   try {
     boost::urls::params_encoded_view params(query);
     for (auto p : params) {
       if (p.key.decode() == name) {
+        found = true;
         // '+' is a space in form-encoded queries; "%2B" is a plus. Decode with that rule.
         boost::urls::encoding_opts opts;
         opts.space_as_plus = true;
         value = p.has_value ? p.value.decode(opts) : std::string();
-        return true;
+        break;
       }
     }
   } catch (const std::exception&) {
     return false;
   }
-  return false;
+  if (!found) return false;
+  // The value goes to PostgreSQL as text: it must be UTF-8 without NUL (libpq would cut it
+  // there), or the database would refuse it (a 500) or the request would silently change.
+  if (!log::is_valid_utf8(value) || value.find('\0') != std::string::npos) {
+    throw core::ApiError(core::ErrorCode::kValidationFailed, "Check the query parameters.",
+                         {{std::string(name), "must be UTF-8 text without NUL characters"}});
+  }
+  return true;
 }
 
 Response& Response::set_header(std::string_view lower_name, std::string value) {

@@ -30,7 +30,8 @@ struct Request {
 
   // First value of a header (name in lower case), or empty.
   std::string_view header(std::string_view lower_name) const;
-  // First value of a query parameter, percent-decoded, or nullopt-like empty with found=false.
+  // First value of a query parameter, percent-decoded ('+' a space): false when absent. Throws
+  // a validation problem naming the parameter when the value is not UTF-8 or holds a NUL.
   bool query_param(std::string_view name, std::string& value) const;
 };
 
