@@ -120,6 +120,9 @@ TEST_F(MailApi, TemplatesArePreviewedWithSampleDataAndTheTenantsBranding) {
                        "welcome", "email_verification", "password_reset", "email_change",
                        "email_change_notice", "password_changed", "invitation", "invoice",
                        "payment_failed", "usage_warning", "trial_ended", "webhook_disabled"}));
+  // The operator's alert is platform mail: not a tenant's template.
+  EXPECT_EQ(call("GET", "/api/email/templates/rate_limit_alert/preview", a.access_token).status,
+            404);
   auto patched = call("PATCH", "/api/tenant/branding", a.access_token,
                       R"({"product_name":"Preview <Brand>","primary_color":"#AA3300",)"
                       R"("logo_url":"https://cdn.example.com/logo.png","footer":"Footer & co"})");

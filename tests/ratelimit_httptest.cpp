@@ -436,6 +436,29 @@ TEST(RateLimit, LimitedRequestsAreCountedReportedAndAlerted) {
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0][0], a.tenant_id);
   EXPECT_NE(server.output().find("limited above the alert threshold"), std::string::npos);
+  // And a mail to the operator: one platform message for the one staff member.
+  auto alert_mails = [&] {
+    return sql(db.admin_url(),
+               "SELECT count(*) FROM mail_messages WHERE template = 'rate_limit_alert' "
+               "AND tenant_id IS NULL")[0][0];
+  };
+  for (int i = 0; i < 200 && alert_mails() != "1"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(alert_mails(), "1");
+  // Limited again within the hour: another event, but no second mail.
+  for (int i = 0; i < 10; ++i) get(server, "/api/members", a.access_token);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  get(server, "/api/rate-limits/report", a.access_token);
+  EXPECT_EQ(
+      sql(db.admin_url(), "SELECT count(*) FROM events WHERE type = 'rate_limit.exceeded'")[0][0],
+      "2");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  EXPECT_EQ(alert_mails(), "1");
+  EXPECT_EQ(sql(db.admin_url(),
+                "SELECT count(*) FROM jobs WHERE kind = 'ratelimit.alert' "
+                "AND status <> 'succeeded'")[0][0],
+            "0");
 }
 
 // A client hammering two nodes (two threads each) with one token for `length`: what was

@@ -180,6 +180,7 @@ void Register(runtime::Registrar& reg) {
   register_api_key_routes(reg);
   register_mfa_routes(reg);
   register_account_routes(reg);
+  register_staff_mail(reg);
 
   // Revocations on other nodes empty this process's auth caches (auth_cache.hpp); the listener
   // also empties them after every reconnect (what it may have missed).

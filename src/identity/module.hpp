@@ -73,6 +73,7 @@ void register_auth_routes(runtime::Registrar& registrar);
 void register_api_key_routes(runtime::Registrar& registrar);
 void register_mfa_routes(runtime::Registrar& registrar);
 void register_account_routes(runtime::Registrar& registrar);  // account_flows.cpp
+void register_staff_mail(runtime::Registrar& registrar);      // staff_mail.cpp
 
 // Mails a new e-mail verification link to the user (account_flows.cpp), inside `tx`, whose
 // scope names the user (and the tenant whose branding the mail carries; none: a platform mail).

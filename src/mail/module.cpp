@@ -449,6 +449,7 @@ awaitable<Response> patch_branding(RequestContext& ctx) {
 awaitable<Response> list_templates(RequestContext&) {
   boost::json::array data;
   for (const TemplateInfo& t : templates()) {
+    if (t.platform_only) continue;
     data.push_back(object{{"name", t.name}, {"description", t.description}});
   }
   co_return http::json_response(200, object{{"data", std::move(data)}});
@@ -456,7 +457,9 @@ awaitable<Response> list_templates(RequestContext&) {
 
 awaitable<Response> preview_template(RequestContext& ctx) {
   const TemplateInfo* info = find_template(ctx.param("name"));
-  if (info == nullptr) throw ApiError(ErrorCode::kNotFound, "No such template.");
+  if (info == nullptr || info->platform_only) {
+    throw ApiError(ErrorCode::kNotFound, "No such template.");
+  }
   db::Result r = co_await db::pool().tenant_query(ctx.tenant_id, kTenantBranding);
   if (r.empty()) throw ApiError(ErrorCode::kNotFound, "No such tenant.");
   boost::json::value data = boost::json::parse(info->sample);

@@ -184,6 +184,13 @@ const std::vector<TemplateInfo>& templates() {
        R"("endpoint":{"url":"https://hooks.example.com/hsea","failing_since":)"
        R"("2026-11-29T08:00:00Z","reason":"every delivery failed for 5 days"},)"
        R"("link":"https://app.example.com/","button":"Open the webhook settings"})"},
+      {"rate_limit_alert",
+       "To platform staff: a tenant was rate limited above the alert threshold (once an hour).",
+       R"({"recipient":{"name":"Ada Lovelace","email":"ada@example.com"},)"
+       R"("alerted":{"id":"01a24b86-9239-73a8-9269-127b1bd5e530","name":"Acme","slug":"acme"},)"
+       R"("limited":1520,"threshold":1000,"rules":[{"rule":"api","key":"tenant","limited":1520}],)"
+       R"("link":"https://app.example.com/api/admin/rate-limits/report","button":"Open the report"})",
+       true},
   };
   return kTemplates;
 }

@@ -26,6 +26,9 @@ struct TemplateInfo {
   std::string name;
   std::string description;
   std::string sample;  // JSON object: data the preview renders with
+  // Sent only as platform mail (to platform staff, branded as the product): not among a
+  // tenant's templates, whose branding it never carries.
+  bool platform_only = false;
 };
 
 // The templates, in a fixed order.

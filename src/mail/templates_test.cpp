@@ -11,7 +11,7 @@ Branding brand() {
 }
 
 TEST(MailTemplates, EveryTemplateRendersItsSampleWithTheBranding) {
-  ASSERT_EQ(templates().size(), 12u);  // with trial_ended
+  ASSERT_EQ(templates().size(), 13u);  // with rate_limit_alert
   for (const TemplateInfo& t : templates()) {
     SCOPED_TRACE(t.name);
     std::string data = t.sample;
@@ -69,6 +69,18 @@ TEST(MailTemplates, TheUsageWarningSaysWhetherUsePastTheLimitIsRefusedOrBilled) 
   EXPECT_EQ(billed.text.find("refused"), std::string::npos);
   EXPECT_NE(billed.html.find("billed per use"), std::string::npos);
   EXPECT_EQ(billed.html.find("refused"), std::string::npos);
+}
+
+TEST(MailTemplates, TheOperatorsAlertNamesTheTenantAndEachRule) {
+  const TemplateInfo* alert = find_template("rate_limit_alert");
+  ASSERT_NE(alert, nullptr);
+  EXPECT_TRUE(alert->platform_only);
+  Rendered r = render("rate_limit_alert", brand(), alert->sample);
+  EXPECT_EQ(r.subject, "Rate limits: Acme was refused 1520 requests");
+  EXPECT_NE(r.text.find("api per tenant: 1520 refused"), std::string::npos) << r.text;
+  EXPECT_NE(r.html.find("<li>api per tenant: 1520 refused</li>"), std::string::npos) << r.html;
+  EXPECT_NE(r.text.find("https://app.example.com/api/admin/rate-limits/report"),
+            std::string::npos);
 }
 
 TEST(MailTemplates, UnknownTemplatesAndBadDataAreRefused) {

@@ -6,6 +6,7 @@
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <iterator>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "core/config.hpp"
 #include "core/log.hpp"
 #include "db/db.hpp"
 #include "http/context.hpp"
@@ -35,6 +37,9 @@ HSEA_QUERY kAddStats{
     "ON CONFLICT (tenant_id, hour, rule, key_kind) DO UPDATE "
     "SET limited = rate_limit_stats.limited + EXCLUDED.limited, "
     "requests = rate_limit_stats.requests + EXCLUDED.requests"};
+
+HSEA_QUERY kAlertedTenant{"rate_limit_alert_tenant", "SELECT name, slug FROM tenants"};
+std::string g_public_url;
 
 struct Cell {
   std::int64_t limited = 0;
@@ -123,7 +128,24 @@ awaitable<void> write_tenant(std::string tenant, std::map<std::string, Cell> cel
         boost::json::object{{"limited", limited}, {"threshold", threshold}, {"rules", by_rule}});
     security::Actor system{security::Actor::Kind::kSystem, "ratelimit"};
     std::string request_id, type = "rate_limit.exceeded";
-    co_await jobs::emit(tx, system, request_id, type, std::move(data));
+    co_await jobs::emit(tx, system, request_id, type, data);
+    // And a mail to the operator: identity's `staff.notify` job mails every platform staff
+    // member (src/identity/staff_mail.cpp); at most once an hour per tenant however many nodes
+    // alert, the hour being the job's unique key.
+    db::Result alerted = co_await tx.exec(kAlertedTenant);
+    if (!alerted.empty()) {
+      boost::json::object mail = boost::json::parse(data).as_object();
+      mail["alerted"] = boost::json::object{
+          {"id", tenant}, {"name", alerted.text(0, "name")}, {"slug", alerted.text(0, "slug")}};
+      mail["link"] = g_public_url + "/api/admin/rate-limits/report";
+      mail["button"] = "Open the report";
+      jobs::NewJob alert = jobs::job(
+          "staff.notify", boost::json::serialize(boost::json::object{
+                              {"template", "rate_limit_alert"}, {"data", std::move(mail)}}));
+      alert.unique_key =
+          fmt::format("rate_limit_alert:{:%Y-%m-%dT%H}", fmt::gmtime(std::time(nullptr)));
+      co_await jobs::enqueue(tx, std::move(alert));
+    }
   }
   co_await tx.commit();
 }
@@ -194,6 +216,7 @@ awaitable<void> flush_now() {
 
 void register_analytics(runtime::Registrar& reg) {
   g_totals = &reg.process(std::make_unique<Totals>());
+  g_public_url = reg.config().public_url;
   jobs::event_type(reg, {"rate_limit.exceeded",
                          "The tenant's requests were refused by rate limits more often than the "
                          "alert threshold within one interval."});
