@@ -695,6 +695,32 @@ TEST_F(MeteredSubscriptionNow, ADowngradeToFreeNowBillsTheCallsSoFarOnTheFinalIn
                                       R"({"plan_id":"free","when":"now"})");
 }
 
+// Issue 12: when Stripe refuses the report made before a cancel now, the cancellation goes ahead
+// all the same; the report stays pending (the periodic report resends its identifier, counted
+// once). B has nothing reported.
+TEST_F(MeteredSubscriptionNow, AFailedReportDoesNotHoldUpCancelNow) {
+  const Account& a = a_;
+  api_calls(a, 25);
+  settle();
+  long calls = recorded(a);
+  ASSERT_GE(calls, 25);
+  stripe_.control("POST", "/faults",
+                  R"({"path_prefix":"/v1/billing/meter_events","status":500,"count":50})");
+  HttpResponse r = call(*server_, "POST", "/api/subscriptions/cancel", a.access_token,
+                        R"({"at_period_end":false})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(str(json_of(r), "status"), "canceled");
+  EXPECT_EQ(str(deletion(a), "invoice_now"), "true");
+  EXPECT_EQ(stripe_total(a), 0);
+  EXPECT_EQ(q("SELECT pending_value FROM usage_stripe_reports WHERE tenant_id = $1 AND "
+              "attempts >= 1 AND last_error IS NOT NULL",
+              {a.tenant_id}),
+            std::to_string(calls));
+  EXPECT_NE(server_->output().find("usage not reported to Stripe yet"), std::string::npos);
+  EXPECT_EQ(q("SELECT count(*) FROM usage_stripe_reports WHERE tenant_id = $1", {b_.tenant_id}),
+            "0");
+}
+
 // Issue 12, a change now that deletes the metered item: in Stripe's classic billing mode a deleted
 // metered item's usage is never billed, so HSEA ends the period with the change
 // (billing_cycle_anchor=now) and that invoice bills the calls so far past the included 20, which
