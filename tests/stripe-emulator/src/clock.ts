@@ -88,9 +88,9 @@ function periodEvent(emu: Emulator, s: Subscription): void {
     return;
   }
   if (s.cancel_at_period_end || (s.cancel_at !== null && s.cancel_at <= now)) {
-    // Its final invoice: the period's metered usage and pending prorations ("Cancel
-    // subscriptions": "Any metered usage is charged for in a final invoice when the subscription
-    // cancels at the end of the billing period").
+    // Its final invoice: the period's metered usage and pending prorations (Stripe's "Cancel
+    // subscriptions" guide, in its earlier wording: "Any metered usage is charged for in a final
+    // invoice when the subscription cancels at the end of the billing period").
     const lines = finalLines(store, s, now, false);
     if (lines.length > 0) {
       const inv = issueInvoice(emu, s.customer as string, s, lines, 'subscription_cycle');

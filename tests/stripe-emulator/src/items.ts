@@ -231,7 +231,8 @@ export function restartLines(
 // The lines of a subscription's final invoice when it ends at `at` (Stripe, "Cancel a
 // subscription": `invoice_now` "generates a final invoice that invoices for any un-invoiced metered
 // usage and new/pending proration invoice items"; `prorate` credits the unused time; a
-// subscription canceled at its period's end gets "a final invoice" for the period's metered usage):
+// subscription canceled at its period's end gets "a final invoice" for the period's metered usage,
+// in the earlier wording of the "Cancel subscriptions" guide):
 // its pending proration items (taken off the pending list), with `prorate` each licensed item
 // credited for [at, period end), and each metered item's usage so far (from the period's start, or
 // the item's creation or price change, to `at`). None during a trial.
