@@ -266,11 +266,14 @@ TEST_F(MeteringStripe, AFailedReportIsResentWithTheSameIdentifierAndCountedOnce)
 // sync-plans, so a few calls make an overage. Tenants A and B both check out Pro.
 class MeteredSubscription : public ::testing::Test {
  protected:
+  // The server's settings beyond these (MeteredSubscriptionNow).
+  virtual void configure(std::map<std::string, std::string>& /*env*/) const {}
   void SetUp() override {
     std::map<std::string, std::string> env = stripe_.hsea_env();
     env["HSEA_USAGE_REPORT_SECONDS"] = "1";
     env["HSEA_USAGE_REPORT_SETTLE_SECONDS"] = "1";
     env["HSEA_METERING_FLUSH_SECONDS"] = "1";
+    configure(env);
     sql(db_.admin_url(),
         "UPDATE plans SET limits = jsonb_set(limits, '{api_calls}', '20'), "
         "metered = '{\"api_calls\": {\"unit_amount_decimal\": \"10\"}}' WHERE id = 'pro'");
@@ -562,11 +565,168 @@ TEST_F(MeteredSubscription, ADowngradeBetweenMeteredPlansSwapsTheMeteredPriceWhe
   EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
 }
 
+// Issue 12, an upgrade between metered plans (Pro up to Enterprise, now by default): Pro's metered
+// price is swapped for Enterprise's, and the upgrade's invoice bills the calls so far at Pro's
+// price; Enterprise's price bills only the calls after the upgrade, at the next renewal.
+TEST_F(MeteredSubscription, AnUpgradeBetweenMeteredPlansBillsTheOldPricesUsageSoFar) {
+  const Account& a = a_;
+  std::string enterprise_metered = q(
+      "SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'enterprise'");
+  ASSERT_FALSE(enterprise_metered.empty());
+  api_calls(a, 26);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return reported(a); }, 60s));
+  long before = stripe_total(a);
+  ASSERT_GE(before, 26);
+  std::this_thread::sleep_for(2s);  // the reported usage's second passes (see above)
+  HttpResponse up = call(*server_, "POST", "/api/subscriptions/upgrade", a.access_token,
+                         R"({"plan_id":"enterprise"})");
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(str(json_of(up), "plan_id"), "enterprise");
+  object line = usage_line(a);
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.at("quantity").as_int64(), before) << boost::json::serialize(latest_lines(a));
+  EXPECT_EQ(line.at("amount").as_int64(), (before - 20) * 10);
+  EXPECT_EQ(item_prices(a),
+            (std::vector<std::string>{flat_price("enterprise"), enterprise_metered}));
+  api_calls(a, 4);
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(eventually([&] { return reported(a) && stripe_total(a) >= before + 4; }, 60s));
+  long after = stripe_total(a) - before;
+  stripe_.advance_days(32);
+  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  object renewal = usage_line(a, enterprise_metered);
+  ASSERT_FALSE(renewal.empty());
+  EXPECT_EQ(renewal.at("quantity").as_int64(), after) << "only the calls since the upgrade";
+  EXPECT_EQ(renewal.at("amount").as_int64(), 0) << "within Enterprise's included calls";
+  for (const auto& l : latest_lines(a)) {
+    EXPECT_NE(l.at("pricing").at("price_details").at("price").as_string(), metered_price_);
+  }
+  EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+}
+
+// Issue 12, changes that end the metered items' period now. The periodic report never runs here
+// (HSEA_USAGE_REPORT_SECONDS a day: its first run would come a minute after the start), so what
+// Stripe's invoice of the change bills is what the change reported itself, just before it. With a
+// statement timeout of 2 s, that report takes the usage recorded up to 4 s before (the timeout
+// plus 2 s).
+class MeteredSubscriptionNow : public MeteredSubscription {
+ protected:
+  void configure(std::map<std::string, std::string>& env) const override {
+    env["HSEA_USAGE_REPORT_SECONDS"] = "86400";
+    env["HSEA_USAGE_REPORT_SETTLE_SECONDS"] = "300";
+    env["HSEA_DB_STATEMENT_TIMEOUT_MS"] = "2000";
+  }
+  // Until the calls made so far are written (each thread's flush, every second) and older than
+  // the settle time of a change's report.
+  static void settle() { std::this_thread::sleep_for(7s); }
+  // The tenant's api_calls HSEA recorded in its current period.
+  long recorded(const Account& t) const {
+    return std::stol(
+        q("SELECT COALESCE(sum(e.quantity), 0) FROM usage_events e JOIN subscriptions "
+          "s ON s.tenant_id = e.tenant_id WHERE e.tenant_id = $1 AND "
+          "e.meter = 'api_calls' AND e.recorded_at >= s.current_period_start",
+          {t.tenant_id}));
+  }
+  // The Stripe call that ended `t`'s subscription now: a DELETE with its parameters.
+  object deletion(const Account& t) const {
+    std::string path = "/v1/subscriptions/" + q("SELECT stripe_subscription_id FROM subscriptions "
+                                                "WHERE tenant_id = $1",
+                                                {t.tenant_id});
+    for (const auto& r : stripe_.requests()) {
+      const object& o = r.as_object();
+      if (str(o, "method") == "DELETE" && str(o, "path") == path) return o.at("params").as_object();
+    }
+    ADD_FAILURE() << "no DELETE " << path;
+    return object{};
+  }
+  // `t` (30 calls, 20 included) ended its subscription now by `change`: Stripe's final invoice
+  // bills every call HSEA recorded before it, at 10 cents past the included 20, and HSEA mirrors
+  // it for `t` only. `other` (3 calls of its own) has nothing reported, its invoices and items as
+  // they were.
+  void expect_calls_billed_when_ending_now(const Account& t, const Account& other,
+                                           const std::string& path, const std::string& body) {
+    std::string other_invoice(stripe_sub(other).at("latest_invoice").as_string());
+    api_calls(t, 30);
+    api_calls(other, 3);
+    settle();
+    long calls = recorded(t);
+    ASSERT_GE(calls, 30);
+    HttpResponse r = call(*server_, "POST", path, t.access_token, body);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(str(json_of(r), "status"), "canceled");
+    // Stripe was asked for the final invoice, without a credit for the paid time left.
+    object params = deletion(t);
+    EXPECT_EQ(str(params, "invoice_now"), "true") << boost::json::serialize(params);
+    EXPECT_EQ(str(params, "prorate"), "false");
+    object line = usage_line(t);
+    ASSERT_FALSE(line.empty());
+    EXPECT_EQ(line.at("quantity").as_int64(), calls) << boost::json::serialize(latest_lines(t));
+    EXPECT_EQ(line.at("amount").as_int64(), (calls - 20) * 10);
+    EXPECT_EQ(stripe_total(t), calls);
+    EXPECT_TRUE(reported(t));
+    std::string overage = std::to_string((calls - 20) * 10);
+    EXPECT_TRUE(eventually([&] {
+      return q("SELECT count(*) FROM invoice_lines WHERE tenant_id = $1 AND amount = $2 AND "
+               "description LIKE '%metered%'",
+               {t.tenant_id, overage}) == "1";
+    }));
+    std::string invoice =
+        q("SELECT invoice_id FROM invoice_lines WHERE tenant_id = $1 AND description LIKE "
+          "'%metered%' AND amount = $2",
+          {t.tenant_id, overage});
+    EXPECT_EQ(call(*server_, "GET", "/api/invoices/" + invoice, t.access_token).status, 200);
+    EXPECT_EQ(call(*server_, "GET", "/api/invoices/" + invoice, other.access_token).status, 404);
+    EXPECT_EQ(stripe_total(other), 0) << "t's change reported none of other's calls";
+    EXPECT_EQ(stripe_sub(other).at("latest_invoice").as_string(), other_invoice);
+    EXPECT_EQ(item_prices(other), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+  }
+};
+
+// Issue 12: cancel now bills the calls so far on Stripe's final invoice.
+TEST_F(MeteredSubscriptionNow, CancelNowBillsTheCallsSoFarOnTheFinalInvoice) {
+  expect_calls_billed_when_ending_now(a_, b_, "/api/subscriptions/cancel",
+                                      R"({"at_period_end":false})");
+}
+
+// Issue 12: down to Free now (the subscription canceled now) bills the calls so far as well.
+TEST_F(MeteredSubscriptionNow, ADowngradeToFreeNowBillsTheCallsSoFarOnTheFinalInvoice) {
+  expect_calls_billed_when_ending_now(b_, a_, "/api/subscriptions/downgrade",
+                                      R"({"plan_id":"free","when":"now"})");
+}
+
+// Issue 12: when Stripe refuses the report made before a cancel now, the cancellation goes ahead
+// all the same; the report stays pending (the periodic report resends its identifier, counted
+// once). B has nothing reported.
+TEST_F(MeteredSubscriptionNow, AFailedReportDoesNotHoldUpCancelNow) {
+  const Account& a = a_;
+  api_calls(a, 25);
+  settle();
+  long calls = recorded(a);
+  ASSERT_GE(calls, 25);
+  stripe_.control("POST", "/faults",
+                  R"({"path_prefix":"/v1/billing/meter_events","status":500,"count":50})");
+  HttpResponse r = call(*server_, "POST", "/api/subscriptions/cancel", a.access_token,
+                        R"({"at_period_end":false})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(str(json_of(r), "status"), "canceled");
+  EXPECT_EQ(str(deletion(a), "invoice_now"), "true");
+  EXPECT_EQ(stripe_total(a), 0);
+  EXPECT_EQ(q("SELECT pending_value FROM usage_stripe_reports WHERE tenant_id = $1 AND "
+              "attempts >= 1 AND last_error IS NOT NULL",
+              {a.tenant_id}),
+            std::to_string(calls));
+  EXPECT_NE(server_->output().find("usage not reported to Stripe yet"), std::string::npos);
+  EXPECT_EQ(q("SELECT count(*) FROM usage_stripe_reports WHERE tenant_id = $1", {b_.tenant_id}),
+            "0");
+}
+
 // Issue 12, a change now that deletes the metered item: in Stripe's classic billing mode a deleted
 // metered item's usage is never billed, so HSEA ends the period with the change
-// (billing_cycle_anchor=now) and that invoice bills the calls so far past the included 20; the
-// new period starts with Starter's flat item only. The preview showed the same. B is untouched.
-TEST_F(MeteredSubscription, ADowngradeNowBillsTheUsageSoFarBeforeTheMeteredItemGoes) {
+// (billing_cycle_anchor=now) and that invoice bills the calls so far past the included 20, which
+// the change reported first; the new period starts with Starter's flat item only. The preview
+// showed the same. B is untouched.
+TEST_F(MeteredSubscriptionNow, ADowngradeNowBillsTheUsageSoFarBeforeTheMeteredItemGoes) {
   const Account& a = a_;
   const Account& b = b_;
   std::string b_invoice(stripe_sub(b).at("latest_invoice").as_string());
@@ -574,24 +734,26 @@ TEST_F(MeteredSubscription, ADowngradeNowBillsTheUsageSoFarBeforeTheMeteredItemG
       stripe_sub(b).at("items").at("data").at(0).at("current_period_end").as_int64();
   api_calls(a, 30);
   api_calls(b, 3);
-  std::this_thread::sleep_for(2500ms);
-  ASSERT_TRUE(eventually([&] { return reported(a) && reported(b); }, 60s));
-  long total_a = stripe_total(a);
-  ASSERT_GE(total_a, 30);
-  // A meter event is dated to the second (its window's end, rounded) and Stripe bills it in the
-  // period holding that second: let the reported usage's second pass before the period ends.
-  std::this_thread::sleep_for(2s);
-  std::int64_t overage = (total_a - 20) * 10;
-  // The preview shows what the change invoices: the usage so far on Pro's metered price.
+  settle();
+  long previewed_calls = recorded(a);
+  ASSERT_GE(previewed_calls, 30);
+  // The preview shows what the change invoices: the usage so far on Pro's metered price, which
+  // the preview reports first (no report job runs here).
   HttpResponse preview =
       call(*server_, "GET", "/api/subscriptions/preview?plan_id=starter", a.access_token);
   ASSERT_EQ(preview.status, 200) << preview.body;
   bool previewed = false;
   object shown = json_of(preview);
   for (const auto& l : shown.at("lines").as_array()) {
-    previewed = previewed || l.at("amount").as_int64() == overage;
+    previewed = previewed || l.at("amount").as_int64() == (previewed_calls - 20) * 10;
   }
   EXPECT_TRUE(previewed) << preview.body;
+  // More calls after the preview: the change itself reports them before Stripe ends the period.
+  api_calls(a, 5);
+  settle();
+  long total_a = recorded(a);
+  ASSERT_GE(total_a, previewed_calls + 5);
+  std::int64_t overage = (total_a - 20) * 10;
   HttpResponse down = call(*server_, "POST", "/api/subscriptions/downgrade", a.access_token,
                            R"({"plan_id":"starter","when":"now"})");
   ASSERT_EQ(down.status, 200) << down.body;
@@ -632,7 +794,9 @@ TEST_F(MeteredSubscription, ADowngradeNowBillsTheUsageSoFarBeforeTheMeteredItemG
   EXPECT_EQ(stripe_sub(b).at("latest_invoice").as_string(), b_invoice);
   EXPECT_EQ(stripe_sub(b).at("items").at("data").at(0).at("current_period_end").as_int64(),
             b_period_end);
-  // A's next renewal bills no usage again; B's bills B's own calls.
+  EXPECT_EQ(stripe_total(a), total_a);
+  EXPECT_EQ(stripe_total(b), 0) << "A's change reported none of B's calls";
+  // A's next renewal bills no usage again; B's bills B's own calls (none reported here).
   long total_b = stripe_total(b);
   stripe_.advance_days(32);
   ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
@@ -642,46 +806,6 @@ TEST_F(MeteredSubscription, ADowngradeNowBillsTheUsageSoFarBeforeTheMeteredItemG
   object lb = usage_line(b);
   ASSERT_FALSE(lb.empty());
   EXPECT_EQ(lb.at("quantity").as_int64(), total_b);
-}
-
-// Issue 12, an upgrade between metered plans (Pro up to Enterprise, now by default): Pro's metered
-// price is swapped for Enterprise's, and the upgrade's invoice bills the calls so far at Pro's
-// price; Enterprise's price bills only the calls after the upgrade, at the next renewal.
-TEST_F(MeteredSubscription, AnUpgradeBetweenMeteredPlansBillsTheOldPricesUsageSoFar) {
-  const Account& a = a_;
-  std::string enterprise_metered = q(
-      "SELECT stripe_metered_price_ids->'api_calls'->>'month' FROM plans WHERE id = 'enterprise'");
-  ASSERT_FALSE(enterprise_metered.empty());
-  api_calls(a, 26);
-  std::this_thread::sleep_for(2500ms);
-  ASSERT_TRUE(eventually([&] { return reported(a); }, 60s));
-  long before = stripe_total(a);
-  ASSERT_GE(before, 26);
-  std::this_thread::sleep_for(2s);  // the reported usage's second passes (see above)
-  HttpResponse up = call(*server_, "POST", "/api/subscriptions/upgrade", a.access_token,
-                         R"({"plan_id":"enterprise"})");
-  ASSERT_EQ(up.status, 200) << up.body;
-  EXPECT_EQ(str(json_of(up), "plan_id"), "enterprise");
-  object line = usage_line(a);
-  ASSERT_FALSE(line.empty());
-  EXPECT_EQ(line.at("quantity").as_int64(), before) << boost::json::serialize(latest_lines(a));
-  EXPECT_EQ(line.at("amount").as_int64(), (before - 20) * 10);
-  EXPECT_EQ(item_prices(a),
-            (std::vector<std::string>{flat_price("enterprise"), enterprise_metered}));
-  api_calls(a, 4);
-  std::this_thread::sleep_for(2500ms);
-  ASSERT_TRUE(eventually([&] { return reported(a) && stripe_total(a) >= before + 4; }, 60s));
-  long after = stripe_total(a) - before;
-  stripe_.advance_days(32);
-  ASSERT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
-  object renewal = usage_line(a, enterprise_metered);
-  ASSERT_FALSE(renewal.empty());
-  EXPECT_EQ(renewal.at("quantity").as_int64(), after) << "only the calls since the upgrade";
-  EXPECT_EQ(renewal.at("amount").as_int64(), 0) << "within Enterprise's included calls";
-  for (const auto& l : latest_lines(a)) {
-    EXPECT_NE(l.at("pricing").at("price_details").at("price").as_string(), metered_price_);
-  }
-  EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
 }
 
 // When Stripe refuses the new plan's metered price for good (archived there), the downgrade still

@@ -117,7 +117,11 @@ class StripeClient {
   }
   boost::asio::awaitable<StripeReply> post(std::string path, boost::json::object params,
                                            std::string idempotency_key);
-  boost::asio::awaitable<StripeReply> del(std::string path);
+  // DELETE with parameters in the query string (Stripe's cancel: invoice_now, prorate).
+  boost::asio::awaitable<StripeReply> del(std::string path, boost::json::object query);
+  boost::asio::awaitable<StripeReply> del(std::string path) {
+    return del(std::move(path), boost::json::object());
+  }
   bool configured() const;
 };
 StripeClient& stripe();
@@ -142,6 +146,16 @@ void on_stripe_event(runtime::Registrar& registrar, std::string type, StripeHand
 // row's lock; audited and emitting subscription.* when something changed, which it returns.
 boost::asio::awaitable<bool> sync_subscription(StripeEvent& event,
                                                std::string stripe_subscription_id);
+
+// ------------------------------------------------------- usage reported before a period ends
+
+// A change that ends the period of a subscription's metered items now (cancel now, down to Free
+// now, a plan change with billing_cycle_anchor=now) makes Stripe invoice their usage at once, so
+// the tenant's usage not yet reported must reach Stripe first. Metering (a module above billing)
+// registers the function that reports one tenant's pending usage now; billing awaits it just
+// before such a change, and a failure only logs a warning (the periodic report sends it later).
+using UsageReporter = boost::asio::awaitable<void> (*)(std::string tenant_id);
+void on_period_ending_now(UsageReporter reporter);
 
 void Register(runtime::Registrar& registrar);
 

@@ -329,8 +329,9 @@ awaitable<StripeReply> StripeClient::post(std::string path, object params,
   co_return co_await send(std::move(call));
 }
 
-awaitable<StripeReply> StripeClient::del(std::string path) {
-  Call call{.method = "DELETE", .url = state().settings.stripe_api_base + path};
+awaitable<StripeReply> StripeClient::del(std::string path, object query) {
+  Call call{.method = "DELETE",
+            .url = append_query(state().settings.stripe_api_base + path, query)};
   co_return co_await send(std::move(call));
 }
 

@@ -638,6 +638,41 @@ bool ends_metered(const array& items) {
   });
 }
 
+UsageReporter g_usage_reporter = nullptr;
+
+// Before a change that ends the metered items' period now: the tenant's usage not yet reported
+// goes to Stripe, so the invoice Stripe makes at once bills it. Never blocks the change: a failed
+// report stays pending and the periodic report sends it later (with the same identifier, counted
+// once), dated then.
+awaitable<void> report_usage_now(std::string tenant_id) {
+  if (g_usage_reporter == nullptr) co_return;
+  try {
+    co_await g_usage_reporter(tenant_id);
+  } catch (const std::exception& e) {
+    log::warn("billing: usage not reported before the period ends now",
+              {{"tenant_id", tenant_id}, {"error", std::string(e.what())}});
+  }
+}
+
+// Ends the paid subscription now (cancel now, down to Free now). With a metered item, the usage
+// not yet reported goes first (unless the caller reported it already), and invoice_now=true makes
+// Stripe's final invoice bill the period's metered usage so far ("Cancel a subscription":
+// invoice_now "generate[s] a final invoice that invoices for any un-invoiced metered usage";
+// without it that usage is never billed). prorate=false: cancel now gives no credit for the paid
+// time left, as the route documents (openapi.yaml), the same with or without metered items.
+awaitable<StripeReply> end_now(std::string tenant_id, std::string sub_id, bool report_first) {
+  StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
+  if (!sub.ok()) provider_refused(sub, "read the subscription");
+  std::vector<const object*> items = items_of(sub.body);
+  object query;
+  if (std::any_of(items.begin(), items.end(), [](const object* i) { return item_metered(*i); })) {
+    if (report_first) co_await report_usage_now(tenant_id);
+    query["invoice_now"] = true;
+    query["prorate"] = false;
+  }
+  co_return co_await stripe().del("/v1/subscriptions/" + sub_id, std::move(query));
+}
+
 // The job of finish_pending_plan: the subscription's metered items become the applied plan's.
 // Removed now, the old ones lose none of the period's usage: Stripe billed it on the renewal
 // invoice, which the job waits to see final (while a draft, Stripe may still add late usage to
@@ -732,6 +767,14 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
   require_paid_subscription(row);
   std::string sub_id = row.text(0, "stripe_subscription_id");
   Cause cause = cause_of(ctx);
+  // A change now (or to a new interval) from a plan with metered prices ends their period now:
+  // down to Free cancels now (invoice_now), any other deletes the metered item (each plan and
+  // interval has its own metered price) with billing_cycle_anchor=now. Its usage not yet reported
+  // goes first, before the lock below: the report takes connections of its own.
+  if (!now.metered_price_ids.empty() &&
+      (when == "now" || interval != row.text(0, "billing_interval"))) {
+    co_await report_usage_now(ctx.tenant_id);
+  }
   // Locked before Stripe is told: the webhook of this very change is applied under the same lock,
   // so it finds the pending plan written here instead of moving the tenant to the new plan now.
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(ctx.tenant_id));
@@ -740,7 +783,7 @@ awaitable<Response> change_plan(RequestContext& ctx, Direction direction) {
   if (target.amount == 0) {
     // Down to free: the paid subscription ends (now, or when the paid period ends).
     if (when == "now") {
-      reply = co_await stripe().del("/v1/subscriptions/" + sub_id);
+      reply = co_await end_now(ctx.tenant_id, sub_id, false);  // reported above
     } else {
       object params{{"cancel_at_period_end", true}};
       reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params),
@@ -801,7 +844,7 @@ awaitable<Response> cancel(RequestContext& ctx) {
     reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params),
                                    idempotency_key(ctx, "cancel"));
   } else {
-    reply = co_await stripe().del("/v1/subscriptions/" + sub_id);
+    reply = co_await end_now(ctx.tenant_id, sub_id, true);
   }
   if (!reply.ok()) provider_refused(reply, "cancel the subscription");
   Cause cause = cause_of(ctx);
@@ -865,6 +908,8 @@ awaitable<Response> preview(RequestContext& ctx) {
   if (!sub.ok()) provider_refused(sub, "read the subscription");
   array items = items_change(sub.body, target, Items::kAll);
   bool ends_period = ends_metered(items);
+  // As the change would: the usage so far reaches Stripe first, so the preview shows it.
+  if (ends_period) co_await report_usage_now(ctx.tenant_id);
   object query{{"customer", row.text(0, "stripe_customer_id")},
                {"subscription", sub_id},
                {"subscription_items", std::move(items)},
@@ -988,6 +1033,8 @@ awaitable<void> expire_trials(jobs::JobContext& job) {
 }
 
 }  // namespace
+
+void on_period_ending_now(UsageReporter reporter) { g_usage_reporter = reporter; }
 
 awaitable<bool> sync_subscription(StripeEvent& e, std::string id) {
   // Lock, then read Stripe: a change a request makes meanwhile (cancel now) applies after this

@@ -38,6 +38,8 @@ const core::Section<ReportSettings> kReportSettings{
                        "above the longest transaction that writes usage (HSEA_DB_STATEMENT_"
                        "TIMEOUT_MS)")}};
 const ReportSettings* g_report = nullptr;
+// The settle time of report_usage_now (seconds): see there.
+int g_now_settle_seconds = 300;
 
 std::atomic<std::uint64_t> g_sent{0}, g_failed{0}, g_quantity{0};
 
@@ -47,6 +49,11 @@ std::atomic<std::uint64_t> g_sent{0}, g_failed{0}, g_quantity{0};
 HSEA_QUERY kDue{"metering_stripe_due",
                 "SELECT tenant_id, stripe_customer_id, meter, event_name, "
                 "extract(epoch FROM period_start)::bigint AS period_start FROM usage_stripe_due()"};
+// The same for one tenant (report_usage_now).
+HSEA_QUERY kDueOf{"metering_stripe_due_of",
+                  "SELECT tenant_id, stripe_customer_id, meter, event_name, "
+                  "extract(epoch FROM period_start)::bigint AS period_start "
+                  "FROM usage_stripe_due() WHERE tenant_id = $1::uuid"};
 // A tenant's first report starts at its subscription's period start.
 HSEA_QUERY kStart{"metering_stripe_start",
                   "INSERT INTO usage_stripe_reports (tenant_id, meter, reported_until) VALUES "
@@ -101,11 +108,12 @@ std::int64_t now_s() {
       .count();
 }
 
-// One tenant's meter: prepare (or find) the pending report, send it, confirm it.
-awaitable<void> report(Due d) {
+// One tenant's meter: prepare (or find) the pending report of the usage recorded up to
+// `settle_seconds` ago, send it, confirm it.
+awaitable<void> report(Due d, int settle_seconds) {
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(d.tenant_id));
   co_await tx.exec(kStart, db::params(d.meter, d.period_start));
-  co_await tx.exec(kPrepare, db::params(d.meter, g_report->settle_seconds,
+  co_await tx.exec(kPrepare, db::params(d.meter, settle_seconds,
                                         fmt::format("hsea_{}_{}", d.tenant_id, d.meter)));
   db::Result pending = co_await tx.exec(kPending, db::params(d.meter));
   co_await tx.commit();
@@ -149,7 +157,7 @@ awaitable<void> report_all() {
     Due d{r.text(i, "tenant_id"), r.text(i, "stripe_customer_id"), r.text(i, "meter"),
           r.text(i, "event_name"), r.get_int(i, "period_start")};
     try {
-      co_await report(std::move(d));
+      co_await report(std::move(d), g_report->settle_seconds);
     } catch (const std::exception& e) {
       ++g_failed;  // one tenant's failure does not hold up the others
       log::warn("usage report failed",
@@ -160,9 +168,37 @@ awaitable<void> report_all() {
 
 }  // namespace
 
+// The tenant's usage not yet reported, now, through the same prepare/send/confirm as the periodic
+// report (so a resend is idempotent, and one running meanwhile sends the same pending report).
+// Settle time: usage is written by one statement each (the api_calls flush, POST
+// /api/usage/events), each a one-statement transaction under HSEA_DB_STATEMENT_TIMEOUT_MS, so a
+// row recorded (`recorded_at`, its transaction's start) more than that timeout plus a margin ago
+// has committed or never will: nothing before the mark is skipped. Usage of the last settle time,
+// and the api_calls any thread counted but has not flushed yet (within HSEA_METERING_FLUSH_SECONDS;
+// flushing this thread's would not help, as its row is recorded now), is reported by the next
+// periodic report, dated then. Stripe aggregates meter events asynchronously but brings a draft
+// invoice's usage up to date when it finalizes it, an hour later by default ("Configure an invoice
+// finalization grace period"), so what is reported here just before the change is on its invoice.
+awaitable<void> report_usage_now(std::string tenant_id) {
+  if (!billing::stripe().configured()) co_return;
+  db::Result r = co_await db::pool().query(kDueOf, db::params(tenant_id));
+  for (int i = 0; i < r.rows(); ++i) {
+    Due d{r.text(i, "tenant_id"), r.text(i, "stripe_customer_id"), r.text(i, "meter"),
+          r.text(i, "event_name"), r.get_int(i, "period_start")};
+    co_await report(std::move(d), g_now_settle_seconds);
+  }
+}
+
 void register_stripe_usage(runtime::Registrar& reg) {
   const ReportSettings& s = reg.settings(kReportSettings);
   g_report = &s;
+  const db::Settings& dbs = reg.settings(db::settings_section());
+  // The statement timeout, rounded up, plus 2 s for the commit and the clocks; never more than
+  // the periodic report's own settle time.
+  constexpr int kMarginSeconds = 2;
+  g_now_settle_seconds =
+      std::min(s.settle_seconds, (dbs.statement_timeout_ms + 999) / 1000 + kMarginSeconds);
+  billing::on_period_ending_now(&report_usage_now);
   reg.periodic({.name = "metering-stripe-report",
                 .interval = std::chrono::seconds(s.report_seconds),
                 .first_delay = std::chrono::seconds(std::min(s.report_seconds, 60)),

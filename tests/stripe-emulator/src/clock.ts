@@ -8,7 +8,7 @@
 // for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void);
 // three days before a trial ends, customer.subscription.trial_will_end.
 import { issueInvoice } from './invoicing';
-import { flatItem, usageSince } from './items';
+import { finalLines, flatItem, usageSince } from './items';
 import { interval, isMetered, periodLine } from './lines';
 import { attemptPayment } from './payments';
 import { cancelNow, setPeriod, setStatus } from './subscription_state';
@@ -88,6 +88,14 @@ function periodEvent(emu: Emulator, s: Subscription): void {
     return;
   }
   if (s.cancel_at_period_end || (s.cancel_at !== null && s.cancel_at <= now)) {
+    // Its final invoice: the period's metered usage and pending prorations (Stripe's "Cancel
+    // subscriptions" guide, in its earlier wording: "Any metered usage is charged for in a final
+    // invoice when the subscription cancels at the end of the billing period").
+    const lines = finalLines(store, s, now, false);
+    if (lines.length > 0) {
+      const inv = issueInvoice(emu, s.customer as string, s, lines, 'subscription_cycle');
+      if (inv.status === 'open') attemptPayment(emu, inv, true);
+    }
     cancelNow(emu, s, 'cancellation_requested');
     return;
   }

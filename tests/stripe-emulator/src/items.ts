@@ -227,3 +227,26 @@ export function restartLines(
   }
   return lines;
 }
+
+// The lines of a subscription's final invoice when it ends at `at` (Stripe, "Cancel a
+// subscription": `invoice_now` "generates a final invoice that invoices for any un-invoiced metered
+// usage and new/pending proration invoice items"; `prorate` credits the unused time; a
+// subscription canceled at its period's end gets "a final invoice" for the period's metered usage,
+// in the earlier wording of the "Cancel subscriptions" guide):
+// its pending proration items (taken off the pending list), with `prorate` each licensed item
+// credited for [at, period end), and each metered item's usage so far (from the period's start, or
+// the item's creation or price change, to `at`). None during a trial.
+export function finalLines(store: Store, sub: Subscription, at: number, prorate: boolean): InvoiceLine[] {
+  const lines = store.pendingItems.filter((x) => x.subscription === sub.id).map((x) => x.line);
+  store.pendingItems = store.pendingItems.filter((x) => x.subscription !== sub.id);
+  if (sub.status === 'trialing') return lines;
+  for (const it of sub.items.data) {
+    if (isMetered(it.price)) {
+      const since = Math.max(sub.current_period_start, usageSince(store, it));
+      lines.push(periodLine(store, sub, it.price, 0, since, at, [since, at]));
+    } else if (prorate) {
+      lines.push(...prorationLines(store, sub, it.price, it.quantity ?? 1, it.price, 0, at).lines);
+    }
+  }
+  return lines;
+}

@@ -262,3 +262,66 @@ test('an archived price is refused for a new item or a new price of an item; ite
   });
   assert.deepEqual(down.items.data.map((i) => i.price.id), [t.cheap.id, t.metered.id]);
 });
+
+test('cancel now: invoice_now bills the usage so far (prorate also credits the unused time); without it the usage is never billed', async () => {
+  const t = await prices();
+  const subscribe = () => h.stripe.subscriptions.create({
+    customer: t.customer.id, items: [{ price: t.flat.id }, { price: t.metered.id }], default_payment_method: t.pm.id,
+  });
+  const sub = await subscribe();
+  await t.use(300, 'cancel-1', kJan1 + 60);
+  const at = kJan1 + 10 * 86400;
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: at });
+  await assert.rejects(h.stripe.subscriptions.cancel(sub.id, { prorate: true }), (e: any) => e.param === 'prorate');
+  const canceled = await h.stripe.subscriptions.cancel(sub.id, { invoice_now: true });
+  assert.equal(canceled.status, 'canceled');
+  assert.notEqual(canceled.latest_invoice, sub.latest_invoice, 'a final invoice');
+  const inv = await h.stripe.invoices.retrieve(canceled.latest_invoice as string);
+  assert.equal(inv.status, 'paid');
+  // Only the usage: 300 units, 200 past the tier at half a cent; no credit without prorate.
+  assert.deepEqual(inv.lines.data.map((l) => [l.pricing?.price_details?.price, l.quantity, l.amount]),
+                   [[t.metered.id, 300, 100]]);
+  assert.deepEqual([inv.lines.data[0].period.start, inv.lines.data[0].period.end], [kJan1, at]);
+  assert.equal(inv.amount_paid, 100);
+
+  // With prorate: the flat price's unused 21 of 31 days credited beside the usage.
+  const second = await subscribe();
+  await t.use(150, 'cancel-2', at + 60);
+  const at2 = at + 10 * 86400;
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: at2 });
+  const prorated = await h.stripe.subscriptions.cancel(second.id, { invoice_now: true, prorate: true });
+  const final = await h.stripe.invoices.retrieve(prorated.latest_invoice as string);
+  assert.deepEqual(final.lines.data.map((l) => l.amount), [-Math.round((4900 * 21) / 31), 25]);
+  assert.equal(final.lines.data[1].quantity, 150);
+  assert.equal(final.amount_due, 0, 'the credit exceeds the usage: it goes to the balance');
+
+  // Without invoice_now: canceled, no invoice, the period's usage never billed.
+  const third = await subscribe();
+  await t.use(500, 'cancel-3', at2 + 60);
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: at2 + 86400 });
+  const dropped = await h.stripe.subscriptions.cancel(third.id);
+  assert.equal(dropped.status, 'canceled');
+  assert.equal(dropped.latest_invoice, third.latest_invoice, 'no final invoice');
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: at2 + 40 * 86400 });
+  const invoices = await h.stripe.invoices.list({ subscription: third.id });
+  assert.deepEqual(invoices.data.map((i) => i.billing_reason), ['subscription_create']);
+});
+
+test('a subscription canceled at its period\'s end gets a final invoice of the period\'s metered usage', async () => {
+  const t = await prices();
+  const sub = await h.stripe.subscriptions.create({
+    customer: t.customer.id, items: [{ price: t.flat.id }, { price: t.metered.id }], default_payment_method: t.pm.id,
+  });
+  await h.stripe.subscriptions.update(sub.id, { cancel_at_period_end: true });
+  await t.use(400, 'end-1', kJan1 + 3600);
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: kFeb1 + 3600 });
+  const ended = await h.stripe.subscriptions.retrieve(sub.id);
+  assert.equal(ended.status, 'canceled');
+  const inv = await h.stripe.invoices.retrieve(ended.latest_invoice as string);
+  assert.equal(inv.billing_reason, 'subscription_cycle');
+  // The usage of the period ended (300 past the tier at half a cent), no period ahead.
+  assert.deepEqual(inv.lines.data.map((l) => [l.pricing?.price_details?.price, l.quantity, l.amount]),
+                   [[t.metered.id, 400, 150]]);
+  assert.deepEqual([inv.lines.data[0].period.start, inv.lines.data[0].period.end], [kJan1, kFeb1]);
+  assert.equal(inv.amount_paid, 150);
+});

@@ -11,7 +11,7 @@ import { issueInvoice } from '../invoicing';
 import { interval, periodLine } from '../lines';
 import { attemptPayment } from '../payments';
 import { cancelNow, setPeriod } from '../subscription_state';
-import { applyChange, checkTogether, flatItem, itemsOf, newItem, planChange, quantityFor, restartLines, syncItems } from '../items';
+import { applyChange, checkTogether, finalLines, flatItem, itemsOf, newItem, planChange, quantityFor, restartLines, syncItems } from '../items';
 import { addInterval } from '../periods';
 import type { Ctx, Emulator, Route } from '../router';
 import { Subscription, newestFirst, paginate } from '../store';
@@ -283,6 +283,21 @@ function cancel(ctx: Ctx): Subscription {
     throw StripeError.invalid(`No such subscription: '${sub.id}'`, 'subscription_exposed_id', 'resource_missing');
   }
   const details = hash(ctx.params, 'cancellation_details');
+  // Both default to false (Stripe's API reference, "Cancel a subscription"): without invoice_now
+  // the period's metered usage is never billed and pending prorations are dropped.
+  const invoiceNow = bool(ctx.params, 'invoice_now') ?? false;
+  const prorate = bool(ctx.params, 'prorate') ?? false;
+  if (prorate && !invoiceNow) {
+    // Stripe would leave the credit as a pending item of the customer's next invoice.
+    throw StripeError.invalid('The emulator does not implement prorate=true without invoice_now=true.', 'prorate');
+  }
+  if (invoiceNow && sub.status !== 'incomplete' && sub.status !== 'incomplete_expired') {
+    const lines = finalLines(store, sub, store.nowFor(sub.customer as string), prorate);
+    if (lines.length > 0) {
+      const inv = issueInvoice(ctx.emu, sub.customer as string, sub, lines, 'subscription_update');
+      if (inv.status === 'open') attemptPayment(ctx.emu, inv, true);
+    }
+  }
   cancelNow(ctx.emu, sub, 'cancellation_requested');
   if (details) sub.cancellation_details = { ...sub.cancellation_details!, comment: str(details, 'comment') ?? null };
   return sub;
