@@ -897,6 +897,67 @@ TEST_F(BadInput, APathParameterCutByANulNamesNothing) {
   EXPECT_EQ(scalar("SELECT name FROM plans WHERE id = 'free'"), before);
 }
 
+TEST_F(BadInput, AnotherTenantsIdsInEveryRouteAreNotFoundAndChangeNothing) {
+  testkit::Account a = signup("Isolated A");
+  testkit::Account m = signup("Isolated A Member");
+  testkit::Account b = signup("Prober B");
+  testkit::add_member(*db_, a.tenant_id, m.user_id, "member");
+  testkit::sql(db_->admin_url(), "UPDATE users SET email_verified = true WHERE id = $1",
+               {a.user_id});
+  // A's resources of every kind that has an id in a route.
+  auto created_id = [&](const std::string& path, const std::string& body) {
+    HttpResponse r = http("POST", url(path), body, {bearer(a.access_token)});
+    EXPECT_EQ(r.status, 201) << path << ": " << r.body;
+    return str(json_of(r), "id");
+  };
+  std::set<std::string> ids = {
+      a.tenant_id,
+      m.user_id,
+      a.user_id,
+      created_id("/api/api-keys", R"({"name":"a-key","scopes":["read"]})"),
+      created_id("/api/invitations", R"({"email":"invitee-a@example.com","role":"member"})"),
+      created_id("/api/webhooks/endpoints", R"({"url":"https://93.184.215.14/hook"})")};
+  for (const char* list : {"/api/events", "/api/jobs", "/api/me/sessions"}) {
+    HttpResponse r = http("GET", url(list), "", {bearer(a.access_token)});
+    ASSERT_EQ(r.status, 200) << list << ": " << r.body;
+    object listed = json_of(r);
+    for (const auto& row : listed.at("data").as_array()) ids.insert(str(row.as_object(), "id"));
+  }
+  ids.erase("");
+  ASSERT_GE(ids.size(), 8u);
+  auto before = fingerprint();
+  int requests = 0;
+  for (const Operation& op : documented_operations()) {
+    if (!op.secured) continue;
+    std::string body = op.has_body ? "{}" : "";
+    // B, with its own token, names A's ids.
+    if (op.path.find('{') != std::string::npos) {
+      for (const std::string& id : ids) {
+        ++requests;
+        std::string path = concrete_path(op.path, {}, id);
+        HttpResponse r = http(op.method, url(path), body, {bearer(b.access_token)});
+        std::string what = op.method + " " + op.path + " with A's " + id;
+        EXPECT_GE(r.status, 400) << what << ": " << r.body;
+        refused_or_served(r, what);
+      }
+    }
+    // B, with its own token, asks for A's tenant.
+    ++requests;
+    HttpResponse r = http(op.method, url(concrete_path(op.path, {}, core::uuid_v7())), body,
+                          {bearer(b.access_token), "X-Tenant-Id: " + a.tenant_id});
+    std::string what = op.method + " " + op.path + " as B in A's tenant";
+    if (op.path.starts_with("/api/me") || op.path == "/api/tenants" ||
+        op.path.starts_with("/api/auth/")) {
+      refused_or_served(r, what);  // B's own account: the header names no data of A's
+      continue;
+    }
+    EXPECT_GE(r.status, 400) << what << ": " << r.body;
+    refused_or_served(r, what);
+  }
+  EXPECT_GT(requests, 300);
+  expect_same(before, fingerprint(), "another tenant's ids");
+}
+
 TEST_F(BadInput, EverySecuredRouteRefusesForgedCredentialsWith401) {
   testkit::Account a = signup("Forged Owner");
   // Well-formed but false: a token under a key the server never had, an API key of the right
