@@ -23,6 +23,7 @@ namespace {
 
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -50,8 +51,6 @@ std::string token_in(const object& mail, const std::string& page) {
   }
   return "";
 }
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
 class AccountFlows : public ::testing::Test {
  protected:

@@ -28,6 +28,7 @@ namespace {
 using boost::json::array;
 using boost::json::object;
 using boost::json::value;
+using testkit::bearer;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -36,8 +37,6 @@ using testkit::TestDatabase;
 using testkit::TestServer;
 
 constexpr const char* kRetiredKid = "bad-input-retired-key";
-
-std::string bearer(const std::string& credential) { return "Authorization: Bearer " + credential; }
 
 // A refusal: 4xx, a problem document whose status is the response's.
 void expect_problem(const HttpResponse& r, int status, const std::string& what = "") {

@@ -22,6 +22,8 @@ namespace {
 using boost::json::array;
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
+using testkit::code_of;
 using testkit::eventually;
 using testkit::http;
 using testkit::HttpResponse;
@@ -32,14 +34,7 @@ using testkit::str;
 const std::string kWebhookSecret = "whsec_test_billing_secret_1";
 const std::string kOldWebhookSecret = "whsec_test_billing_secret_0";
 
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 std::string tenant_header(const std::string& id) { return "X-Tenant-Id: " + id; }
-
-std::string code_of(const HttpResponse& r) {
-  boost::system::error_code ec;
-  auto v = boost::json::parse(r.body, ec);
-  return !ec && v.is_object() ? str(v.as_object(), "code") : "";
-}
 
 class Billing : public ::testing::Test {
  protected:

@@ -22,6 +22,8 @@ namespace {
 using boost::json::array;
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
+using testkit::code_of;
 using testkit::eventually;
 using testkit::http;
 using testkit::HttpResponse;
@@ -31,14 +33,6 @@ using testkit::str;
 
 // The server's HSEA_PUBLIC_URL (TestServer's default): redirect URLs may lead back there.
 const std::string kPublic = "http://127.0.0.1:8080";
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
-
-std::string code_of(const HttpResponse& r) {
-  boost::system::error_code ec;
-  auto v = boost::json::parse(r.body, ec);
-  return !ec && v.is_object() ? str(v.as_object(), "code") : "";
-}
 
 class BillingStripe : public ::testing::Test {
  protected:

@@ -22,6 +22,8 @@ namespace {
 using boost::json::array;
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
+using testkit::code_of;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -29,7 +31,6 @@ using testkit::str;
 using testkit::TestDatabase;
 using testkit::TestServer;
 
-std::string bearer(const std::string& credential) { return "Authorization: Bearer " + credential; }
 std::string host_of(const Account& a) { return "Host: " + a.slug + ".example.test"; }
 
 // "name=value" of a Set-Cookie value.
@@ -46,11 +47,6 @@ bool has_cors_header(const HttpResponse& r) {
     if (name.starts_with("access-control-")) return true;
   }
   return false;
-}
-
-std::string code_of(const HttpResponse& r) {
-  if (r.header("content-type") != "application/problem+json") return "";
-  return str(json_of(r), "code");
 }
 
 class CorsCsrf : public ::testing::Test {

@@ -32,6 +32,7 @@ namespace hsea {
 namespace {
 
 using boost::json::object;
+using testkit::bearer;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -49,8 +50,6 @@ std::string unique_email(std::string_view who) {
   static std::atomic<int> counter{0};
   return fmt::format("{}-{}-{}@example.test", who, ++counter, core::random_hex(4));
 }
-
-std::string bearer(const std::string& credential) { return "Authorization: Bearer " + credential; }
 
 std::string b64url(std::string_view bytes) { return identity::base64url_encode(bytes); }
 

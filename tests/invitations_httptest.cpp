@@ -20,6 +20,7 @@ namespace {
 using boost::json::array;
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -27,8 +28,6 @@ using testkit::str;
 
 constexpr const char* kPublicUrl = "https://app.hsea.test";
 constexpr const char* kPassword = "correct horse battery staple 42";
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
 std::string fresh_email(const std::string& who) {
   static std::mt19937_64 gen{std::random_device{}()};

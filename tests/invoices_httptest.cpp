@@ -25,13 +25,12 @@ namespace {
 
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
 using testkit::eventually;
 using testkit::http;
 using testkit::json_of;
 using testkit::sql;
 using testkit::str;
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
 std::string pdf_text(const std::string& pdf) {
   char path[] = "/tmp/hsea-invoice-XXXXXX";

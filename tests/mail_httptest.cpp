@@ -31,8 +31,7 @@ using testkit::sql;
 using testkit::str;
 using namespace std::chrono_literals;
 
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
-
+using testkit::bearer;
 using testkit::SmtpSink;
 
 std::map<std::string, std::string> mail_env(const SmtpSink& sink) {

@@ -39,7 +39,6 @@ using testkit::http;
 using testkit::json_of;
 using testkit::sql;
 
-
 using testkit::call;
 
 std::string iso(std::chrono::system_clock::time_point t) {

@@ -19,14 +19,13 @@ namespace {
 
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
 using testkit::str;
 using testkit::TestDatabase;
 using testkit::TestServer;
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
 // The code an authenticator app shows for `base32_secret`, `offset_steps` 30-second steps away.
 std::string totp(const std::string& base32_secret, int offset_steps = 0) {

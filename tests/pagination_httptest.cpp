@@ -11,11 +11,10 @@ namespace {
 
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
 using testkit::http;
 using testkit::json_of;
 using testkit::str;
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
 class Pagination : public ::testing::Test {
  protected:

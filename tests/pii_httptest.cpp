@@ -21,14 +21,13 @@ namespace {
 
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
 using testkit::str;
 using testkit::TestDatabase;
 using testkit::TestServer;
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
 class PiiAtRest : public ::testing::Test {
  protected:

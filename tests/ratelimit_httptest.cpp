@@ -21,6 +21,7 @@ namespace {
 
 using boost::json::object;
 using testkit::Account;
+using testkit::bearer;
 using testkit::http;
 using testkit::HttpResponse;
 using testkit::json_of;
@@ -29,8 +30,6 @@ using testkit::str;
 using testkit::TestDatabase;
 using testkit::TestServer;
 using Clock = std::chrono::steady_clock;
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
 
 HttpResponse get(const TestServer& s, const std::string& path, const std::string& token,
                  std::vector<std::string> headers = {}) {

@@ -34,6 +34,7 @@ using testkit::TestServer;
 constexpr const char* kPassword = "correct horse battery staple 42";
 constexpr const char* kUserAgent = "hsea-tenancy-test/1.0";
 
+using testkit::bearer;
 using testkit::json_of;
 using testkit::str;
 
@@ -64,7 +65,6 @@ struct Account {
   std::string token;  // access token, bound to tenant_id
 };
 
-std::string bearer(const std::string& credential) { return "Authorization: Bearer " + credential; }
 std::string tenant_header(const std::string& id) { return "X-Tenant-Id: " + id; }
 
 class Tenancy : public ::testing::Test {

@@ -33,8 +33,7 @@ using testkit::json_of;
 using testkit::sql;
 using testkit::str;
 
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
-
+using testkit::bearer;
 using testkit::eventually;
 
 // The Node receiver, on a free port, logging to a temporary file.

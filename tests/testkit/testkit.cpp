@@ -331,9 +331,16 @@ size_t on_header(char* data, size_t size, size_t n, void* out) {
 }
 }  // namespace
 
+std::string bearer(const std::string& credential) { return "Authorization: Bearer " + credential; }
+
+std::string code_of(const HttpResponse& response) {
+  if (response.header("content-type") != "application/problem+json") return "";
+  return str(json_of(response), "code");
+}
+
 HttpResponse call(const TestServer& server, const std::string& method, const std::string& path,
                   const std::string& token, const std::string& body) {
-  std::vector<std::string> headers{"Authorization: Bearer " + token};
+  std::vector<std::string> headers{bearer(token)};
   if (!body.empty()) headers.emplace_back("Content-Type: application/json");
   return http(method, server.url(path), body, headers);
 }

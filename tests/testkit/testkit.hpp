@@ -89,6 +89,10 @@ std::string str(const boost::json::object& object, std::string_view key);
 
 HttpResponse http(const std::string& method, const std::string& url, const std::string& body = "",
                   const std::vector<std::string>& headers = {}, long timeout_ms = 10000);
+// The header line "Authorization: Bearer <credential>".
+std::string bearer(const std::string& credential);
+// The `code` of a problem+json answer; "" for any other answer.
+std::string code_of(const HttpResponse& response);
 // `path` on `server` with `token` as the bearer credential; a body is sent as JSON.
 HttpResponse call(const TestServer& server, const std::string& method, const std::string& path,
                   const std::string& token, const std::string& body = "");
