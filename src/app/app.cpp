@@ -30,13 +30,12 @@ runtime::RuntimeOptions runtime_options(const core::Config& config) {
   int cores = std::max(1, config.threads);
   return runtime::RuntimeOptions{
       .threads = config.threads,
-      // Argon2id is memory-hard: half the cores, on CPU time requests leave (SCHED_IDLE, nice 10
-      // where that policy is refused), so hashing cannot starve requests or hold up their wake-ups.
+      // Argon2id is memory-hard: half the cores, at nice 19, so hashing yields the cores to
+      // request threads but is never starved (see WorkPoolOptions::nice).
       .cpu = {.name = "cpu",
               .threads = config.blocking_threads,
               .capacity = 64 * config.blocking_threads,
-              .nice = 10,
-              .idle = true},
+              .nice = 19},
       // Blocking I/O waits more than it computes: more threads, bounded queue.
       .io = {.name = "io", .threads = std::max(2, cores), .capacity = 256, .nice = 0}};
 }

@@ -38,11 +38,11 @@ struct WorkPoolOptions {
   std::string name;  // "cpu" or "io": metrics label and the 503's detail
   int threads = 1;
   int capacity = 64;  // queued + running items before run() refuses
-  int nice = 0;       // added to the pool threads' nice value (CPU work yields to I/O threads)
-  // SCHED_IDLE: the pool runs only on CPU time no other thread wants, and an I/O thread that
-  // wakes preempts it at once (a nice value only shrinks its share: a waking request thread can
-  // still wait out the hashing thread's slice, which is what other requests' p99 showed).
-  bool idle = false;
+  // Added to the pool threads' nice value: CPU work yields to I/O threads. Not SCHED_IDLE,
+  // whose weight (3 against a normal thread's 1024) starved the hashing of sign-ups whenever the
+  // cores were busy (10 s and more per sign-up under a build); nice 19 (weight 15) still leaves
+  // request threads the cores while bounding the wait.
+  int nice = 0;
 };
 
 class WorkPool {
@@ -86,7 +86,7 @@ class WorkPool {
     auto state = std::make_shared<State>(home);
     state->done_signal.expires_at(boost::asio::steady_timer::time_point::max());
     boost::asio::post(pool_, [this, state, home, f = std::move(f)]() mutable {
-      lower_priority_once(options_.nice, options_.idle);
+      lower_priority_once(options_.nice);
       if (state->abandoned.load(std::memory_order_acquire)) {
         skipped_.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -118,13 +118,9 @@ class WorkPool {
   }
 
  private:
-  static void lower_priority_once(int nice, bool idle) {
-    thread_local bool lowered = [nice, idle] {
+  static void lower_priority_once(int nice) {
+    thread_local bool lowered = [nice] {
       if (nice != 0) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice);
-      if (idle) {
-        sched_param none{};
-        sched_setscheduler(gettid(), SCHED_IDLE, &none);
-      }
       return true;
     }();
     (void)lowered;
