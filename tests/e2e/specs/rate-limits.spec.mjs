@@ -2,8 +2,9 @@
 // its `api` rule, set through the staff API, then a burst of API calls) sees on
 // /account/rate-limits the requests and refusals the spec counted, in total and on the rule's
 // row, for each window; another tenant sees none of them; a member has no link and is told the
-// page is not for them. The report brings the counts up to date itself (it flushes before
-// reading), so no setting of run.mjs is needed.
+// page is not for them; a tenant whose request rate jumps sees the anomaly detector's finding.
+// The report brings the counts up to date itself (it flushes before reading); run.mjs sets
+// HSEA_RATE_LIMIT_FLUSH_SECONDS=1, so the detector observes every second.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -13,6 +14,7 @@ import {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const number = (text) => Number(text.replace(/,/g, ''));
 const bearer = (who) => ({ Authorization: `Bearer ${who.token}` });
+const oneDecimal = (n) => n.toLocaleString('en-US', { maximumFractionDigits: 1 });
 
 async function report(who) {
   const r = await apiCall('GET', '/api/rate-limits/report?hours=1', undefined, bearer(who));
@@ -85,8 +87,7 @@ describe('Rate-limit dashboard', () => {
       const requests = number(await totals.getByTestId('total-requests').innerText());
       assert.ok(requests >= sent, `total requests ${requests} < ${sent} sent`);
       const share = await totals.getByTestId('total-share').innerText();
-      assert.equal(share, `${(refused / requests * 100).toLocaleString('en-US',
-        { maximumFractionDigits: 1 })}%`);
+      assert.equal(share, `${oneDecimal(refused / requests * 100)}%`);
       // The rule's row: the calls the spec made (and the pages' own, a few), the refusals exactly.
       const row = page.getByTestId('rule-api-tenant');
       assert.match(await row.locator('th').innerText(), /API requests/);
@@ -95,15 +96,14 @@ describe('Rate-limit dashboard', () => {
       const ruleRequests = number(await row.getByTestId('requests').innerText());
       assert.ok(ruleRequests >= sent && ruleRequests <= sent + 10,
         `api requests ${ruleRequests}, ${sent} sent`);
-      assert.equal(await row.getByTestId('share').innerText(), `${(refused / ruleRequests * 100)
-        .toLocaleString('en-US', { maximumFractionDigits: 1 })}%`);
+      assert.equal(await row.getByTestId('share').innerText(),
+        `${oneDecimal(refused / ruleRequests * 100)}%`);
       // The report's own rule counts per user, none refused.
       const own = page.getByTestId('rule-rate_limits.report-user');
       assert.equal(number(await own.getByTestId('limited').innerText()), 0);
       assert.equal(await page.getByTestId('rate-limits-empty').count(), 0);
     };
     await check();
-    await page.getByText('No unusual request rates were detected in this period.').waitFor();
     await checkPage(page, 'rate-limits-owner');
 
     // The other windows count the same (everything happened within the hour).
@@ -125,7 +125,45 @@ describe('Rate-limit dashboard', () => {
     const row = page.getByTestId('rule-api-tenant');
     if (await row.count()) assert.equal(await row.getByTestId('limited').innerText(), '0');
     assert.match(await page.getByTestId('rate-limit-rate').innerText(), /from your plan/);
+    // A few requests a second at most: never flagged.
+    await page.getByText('No unusual request rates were detected in this period.').waitFor();
     await checkPage(page, 'rate-limits-other-tenant');
+  });
+
+  it('lists the times the request rate left its usual level', async () => {
+    const bursty = await signUpByApi('rl-d');
+    // The detector's warm-up: five flushes at a calm rate (one request), then 300 requests at
+    // once, far above it (refused or not, each is a request).
+    await apiCall('GET', '/api/tenant', undefined, bearer(bursty));
+    await sleep(8000);
+    assert.deepEqual((await report(bursty)).anomalies, []);
+    for (let i = 0; i < 300; i++) await apiCall('GET', '/api/tenant', undefined, bearer(bursty));
+    let anomalies = [];
+    for (let i = 0; anomalies.length === 0; i++) {
+      assert.ok(i < 6, 'the detector never flagged the burst');
+      await sleep(1500);
+      anomalies = (await report(bursty)).anomalies;
+    }
+    const first = anomalies[0];
+    assert.ok(first.rate_per_second >= 10 && first.baseline_per_second < first.rate_per_second,
+      JSON.stringify(first));
+    await sleep(4000); // the plan's bucket refills for the pages' own calls
+
+    const page = await newPage(browser);
+    await signIn(page, bursty.email, bursty.password);
+    await openRateLimits(page);
+    const rows = page.getByTestId('anomaly');
+    assert.ok(await rows.count() >= anomalies.length);
+    const when = `${new Date(first.at).toLocaleString('en-US', {
+      timeZone: 'UTC', dateStyle: 'medium', timeStyle: 'short', hourCycle: 'h23',
+    })} UTC`;
+    const row = rows.filter({ hasText: `${oneDecimal(first.rate_per_second)} requests/s` })
+      .filter({ hasText: when });
+    assert.equal(await row.count(), 1, `no row for ${JSON.stringify(first)} (${when})`);
+    assert.deepEqual(await row.locator('th, td').allInnerTexts(), [when,
+      `${oneDecimal(first.rate_per_second)} requests/s`,
+      `${oneDecimal(first.baseline_per_second)} requests/s`]);
+    await checkPage(page, 'rate-limits-anomaly');
   });
 
   it('gives a member no link and a clear refusal at the address', async () => {

@@ -45,9 +45,9 @@ const ruleLabels: Record<string, string> = {
 };
 const keyLabels: Record<string, string> = {
   tenant: 'Organization',
-  user: 'Per user',
-  api_key: 'Per API key',
-  ip: 'Per address',
+  user: 'User',
+  api_key: 'API key',
+  ip: 'Address',
 };
 const sourceLabels: Record<string, string> = {
   route: 'set by the route',
@@ -182,7 +182,7 @@ function Report({ report }: { report: RateLimitReport }) {
             </dl>
             <ItemTable
               caption="Requests and refusals per rule and key"
-              columns={['Rule', 'Counted', 'Requests', 'Refused', 'Share refused']}
+              columns={['Rule', 'Counted per', 'Requests', 'Refused', 'Share refused']}
               items={rows}
               row={(r) => <RuleLine key={`${r.rule}\n${r.key}`} r={r} />}
             />
@@ -216,7 +216,7 @@ function RuleLine({ r }: { r: RuleRow }) {
   const s = share(r.limited, r.requests);
   return (
     <tr data-testid={`rule-${r.rule}-${r.key}`}>
-      <th scope="row">
+      <th scope="row" className="rule">
         {ruleLabels[r.rule] ?? r.rule} <code className="muted">{r.rule}</code>
       </th>
       <td>{keyLabels[r.key] ?? r.key}</td>
