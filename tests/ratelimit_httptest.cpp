@@ -460,6 +460,52 @@ TEST(RateLimit, LimitedRequestsAreCountedReportedAndAlerted) {
             "0");
 }
 
+// The detector's findings reach the tenant's own report, and no other tenant's: A and B make a
+// request each, idle through the detector's warm-up (five flushes a second apart), then A
+// bursts far above its baseline.
+TEST(RateLimit, TheTenantReportListsItsOwnAnomaliesOnly) {
+  TestDatabase db;
+  without_plan_rates(db);
+  TestServer server(db, limited({{"HSEA_RATE_LIMIT_RPS", "100000"},
+                                 {"HSEA_RATE_LIMIT_BURST", "100000"},
+                                 {"HSEA_RATE_LIMIT_FLUSH_SECONDS", "1"}}));
+  Account a = testkit::sign_up(server, "Bursty A");
+  Account b = testkit::sign_up(server, "Calm B");
+  ASSERT_EQ(get(server, "/api/members", a.access_token).status, 200);
+  ASSERT_EQ(get(server, "/api/members", b.access_token).status, 200);
+  std::this_thread::sleep_for(std::chrono::seconds(9));
+  auto anomalies = [&](const Account& who) {
+    return json_of(get(server, "/api/rate-limits/report?hours=1", who.access_token))
+        .at("anomalies")
+        .as_array();
+  };
+  EXPECT_TRUE(anomalies(a).empty());
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(get(server, "/api/members", a.access_token).status, 200);
+  boost::json::array found;
+  for (int i = 0; i < 8 && found.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    found = anomalies(a);
+  }
+  ASSERT_FALSE(found.empty()) << server.output();
+  object first = found[0].as_object();
+  EXPECT_GE(first.at("rate_per_second").to_number<double>(), 10.0);
+  EXPECT_LT(first.at("baseline_per_second").to_number<double>(),
+            first.at("rate_per_second").to_number<double>());
+  EXPECT_EQ(str(first, "at").size(), 20u) << str(first, "at");  // 2026-01-02T03:04:05Z
+  EXPECT_FALSE(first.contains("tenant_id"));
+  EXPECT_TRUE(anomalies(b).empty());
+  // The operator's report names the tenant.
+  Account staff = testkit::sign_up(server, "Operators");
+  make_staff(db, staff.user_id);
+  object platform = json_of(get(server, "/api/admin/rate-limits/report", staff.access_token));
+  bool named = false;
+  for (const auto& x : platform.at("anomalies").as_array()) {
+    named = named || str(x.as_object(), "tenant_id") == a.tenant_id;
+    EXPECT_NE(str(x.as_object(), "tenant_id"), b.tenant_id);
+  }
+  EXPECT_TRUE(named);
+}
+
 // A client hammering two nodes (two threads each) with one token for `length`: what was
 // admitted, refused or otherwise answered, and the window from the first admitted request's
 // sending to the last one's answer.

@@ -1,9 +1,13 @@
 // HSEA-034/035: the operator's override API and rate-limit reports (staff), the tenant's own
 // report (owners and admins), and the in-memory copy of every override.
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <ctime>
 #include <regex>
 
 #include "core/error.hpp"
@@ -190,13 +194,24 @@ awaitable<Response> tenant_report(RequestContext& ctx) {
                           {"limited", r.get_int(i, "limited")},
                           {"requests", r.get_int(i, "requests")}});
   }
+  // The detector's findings for this tenant since the window's first hour, as this node keeps
+  // them (RFC 3339 UTC text of one format: compared as text).
+  std::time_t from = std::time(nullptr) / 3600 * 3600 - static_cast<std::time_t>(hours) * 3600;
+  std::string since = fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(from));
+  boost::json::array anomalies;
+  for (const Anomaly& a : recent_anomalies()) {
+    if (a.tenant_id != ctx.tenant_id || a.at < since) continue;
+    anomalies.push_back(
+        object{{"rate_per_second", a.rate}, {"baseline_per_second", a.baseline}, {"at", a.at}});
+  }
   static const Limit kDefault = default_rule();
   std::optional<Rate> plan = co_await plan_rate(ctx.tenant_id, 0);
   co_return http::json_response(
       200, object{{"hours", hours},
                   {"limited", limited},
                   {"limit", effective_json(resolve_for(ctx.tenant_id, kDefault, plan))},
-                  {"data", std::move(data)}});
+                  {"data", std::move(data)},
+                  {"anomalies", std::move(anomalies)}});
 }
 
 awaitable<Response> platform_report(RequestContext& ctx) {

@@ -150,6 +150,24 @@ export function sql(statement) {
   return r.stdout.trim();
 }
 
+// A new user in the owner's tenant with `role`, through an invitation accepted with the mailed
+// token.
+export async function invitee(owner, role, tag) {
+  // Inviting needs a verified address; account-flows.spec.mjs verifies through the mail.
+  sql(`UPDATE users SET email_verified = true WHERE id = '${owner.userId}'`);
+  const email = uniqueEmail(`${tag}-${role}`);
+  const password = strongPassword();
+  const r = await apiCall('POST', '/api/invitations', { email, role },
+    { Authorization: `Bearer ${owner.token}` });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const link = linkIn(await waitForMail(email, /invited you/), '/accept-invitation');
+  const token = new URL(link).searchParams.get('token');
+  const accepted = await apiCall('POST', '/api/invitations/accept',
+    { token, name: `${role} user`, password, session: 'token' });
+  assert.equal(accepted.status, 201, JSON.stringify(accepted.body));
+  return { email, password };
+}
+
 // Signs in through the sign-in page and waits for the account area.
 export async function signIn(page, email, password) {
   await page.goto('/login');

@@ -177,6 +177,9 @@ async function main() {
     // The usage dashboard's chart reads the rollups: bring them up to date as often as the job
     // scheduler allows (seconds), not every 5 min.
     HSEA_METERING_ROLLUP_SECONDS: '2',
+    // The rate-limit dashboard's anomalies: the detector observes each tenant's rate at every
+    // flush and needs five of them as its warm-up; every second, not every minute.
+    HSEA_RATE_LIMIT_FLUSH_SECONDS: '1',
   };
   const server = await start(binary, ['serve'], serverEnv, /listening on http:\/\/[0-9.]+:(\d+)/,
     path.join(output, 'server.log'));

@@ -12,8 +12,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import {
-  apiCall, checkPage, launch, linkIn, newPage, signIn, signUpByApi, sql, strongPassword,
-  uniqueEmail, waitForMail,
+  apiCall, checkPage, invitee, launch, newPage, signIn, signUpByApi, sql,
 } from '../lib.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -74,24 +73,6 @@ function setQuota(tenantId, meter, quota) {
 }
 
 const number = (text) => Number(text.replace(/,/g, ''));
-
-// A new user in the owner's tenant with `role`, through an invitation accepted with the mailed
-// token.
-async function invitee(owner, role) {
-  // Inviting needs a verified address; account-flows.spec.mjs verifies through the mail.
-  sql(`UPDATE users SET email_verified = true WHERE id = '${owner.userId}'`);
-  const email = uniqueEmail(`usage-${role}`);
-  const password = strongPassword();
-  const r = await apiCall('POST', '/api/invitations', { email, role },
-    { Authorization: `Bearer ${owner.token}` });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  const link = linkIn(await waitForMail(email, /invited you/), '/accept-invitation');
-  const token = new URL(link).searchParams.get('token');
-  const accepted = await apiCall('POST', '/api/invitations/accept',
-    { token, name: `${role} user`, password, session: 'token' });
-  assert.equal(accepted.status, 201, JSON.stringify(accepted.body));
-  return { email, password };
-}
 
 async function openUsage(page) {
   await page.goto('/account/usage');
@@ -271,8 +252,8 @@ describe('Usage dashboard', () => {
     const r = await call('POST', '/api/usage/events', await apiKey(ownerC),
       { meter: 'exports', quantity: 11 });
     assert.equal(r.status, 200, JSON.stringify(r.body));
-    const [member, billing] = await Promise.all([invitee(ownerC, 'member'),
-      invitee(ownerC, 'billing')]);
+    const [member, billing] = await Promise.all([invitee(ownerC, 'member', 'usage'),
+      invitee(ownerC, 'billing', 'usage')]);
     const page = await newPage(browser);
     await signIn(page, member.email, member.password);
     await page.getByRole('navigation', { name: 'Account' }).getByRole('link', { name: 'Usage' })

@@ -1,5 +1,5 @@
 // The account area (signed in): profile, security (password, e-mail, MFA), sessions, API keys,
-// and for owners and admins the organization's members and invitations.
+// and for owners and admins the organization's members, invitations and rate-limit reports.
 import { useEffect, useState, type FormEvent } from 'react';
 import {
   api,
@@ -13,6 +13,7 @@ import {
 } from '../api';
 import { navigate } from '../router';
 import { Billing } from './billing';
+import { RateLimits } from './ratelimits';
 import { Usage } from './usage';
 import { currentRole, useSession } from '../session';
 import {
@@ -37,6 +38,7 @@ const sections = [
   { path: '/account/members', label: 'Members', admin: true },
   { path: '/account/invitations', label: 'Invitations', admin: true },
   { path: '/account/usage', label: 'Usage', usage: true },
+  { path: '/account/rate-limits', label: 'Rate limits', admin: true },
   { path: '/account/billing', label: 'Billing', billing: true },
 ];
 
@@ -87,6 +89,8 @@ export function Account({ path }: { path: string }) {
           <Billing />
         ) : path === '/account/usage' ? (
           <Usage />
+        ) : path === '/account/rate-limits' ? (
+          <RateLimits />
         ) : path === '/account/members' ? (
           <Members me={me} />
         ) : (

@@ -42,7 +42,10 @@ const platformMeters: Record<string, string> = {
 };
 const meterLabel = (meter: string) => platformMeters[meter] ?? meter;
 
-const count = (n: number) => n.toLocaleString('en-US');
+export const count = (n: number) => n.toLocaleString('en-US');
+// A share (0..1) as a percentage with at most one decimal: 12.5%.
+export const percent = (share: number) =>
+  `${(share * 100).toLocaleString('en-US', { maximumFractionDigits: 1 })}%`;
 
 // Binary units, as the plans state their storage limits (1 GiB = 1,073,741,824 bytes).
 export function bytes(n: number): string {
@@ -64,7 +67,7 @@ const utcDate = (d: Date | string) =>
   new Date(d).toLocaleDateString('en-US', {
     timeZone: 'UTC', year: 'numeric', month: 'short', day: 'numeric',
   });
-const utcDateTime = (iso: string) =>
+export const utcDateTime = (iso: string) =>
   `${new Date(iso).toLocaleString('en-US', {
     timeZone: 'UTC', dateStyle: 'medium', timeStyle: 'short', hourCycle: 'h23',
   })} UTC`;
@@ -288,7 +291,7 @@ function MeterRow({ m }: { m: MeterUsage }) {
                 <div className="usage-soft" style={{ left: `${soft * 100}%` }} />
               )}
             </div>
-            <span>{(share * 100).toLocaleString('en-US', { maximumFractionDigits: 1 })}%</span>
+            <span>{percent(share)}</span>
           </div>
         )}
       </td>
