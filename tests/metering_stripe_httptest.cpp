@@ -302,6 +302,59 @@ class MeteredSubscription : public ::testing::Test {
     return t;
   }
 
+  // A new tenant that checked out `plan` yearly for a Stripe customer on a test clock, so that
+  // its period ends at `renewal` (about 45 s from now in HSEA's clock): the clock starts a year
+  // before. Stripe and HSEA then agree on the time around the renewal (the default clock would be
+  // a month ahead once advanced). Empty (the test skips) on the 29th of February.
+  Account on_test_clock(const std::string& org, const std::string& plan, std::int64_t& renewal,
+                        std::string& clock) const {
+    std::time_t end = std::time(nullptr) + 45;
+    std::tm tm{};
+    gmtime_r(&end, &tm);
+    if (tm.tm_mon == 1 && tm.tm_mday == 29) return Account{};
+    tm.tm_year -= 1;
+    std::int64_t start = timegm(&tm);
+    renewal = end;
+    Account t = testkit::sign_up(*server_, org);
+    clock = std::string(
+        stripe_.api("POST", "/v1/test_helpers/test_clocks", "frozen_time=" + std::to_string(start))
+            .at("id")
+            .as_string());
+    std::string customer(stripe_.api("POST", "/v1/customers", "name=Clocked&test_clock=" + clock)
+                             .at("id")
+                             .as_string());
+    sql(db_.admin_url(), "UPDATE subscriptions SET stripe_customer_id = $1 WHERE tenant_id = $2",
+        {customer, t.tenant_id});
+    stripe_.subscribe(*server_, t, plan, "year");
+    EXPECT_TRUE(eventually([&] {
+      return q("SELECT plan_id || ':' || status || ':' || extract(epoch FROM "
+               "current_period_end)::bigint FROM subscriptions WHERE tenant_id = $1 AND "
+               "stripe_subscription_id IS NOT NULL",
+               {t.tenant_id}) == plan + ":active:" + std::to_string(renewal);
+    })) << q("SELECT row_to_json(s)::text FROM subscriptions s WHERE tenant_id = $1",
+             {t.tenant_id});
+    return t;
+  }
+  void advance_clock(const std::string& clock, std::int64_t to) const {
+    stripe_.api("POST", "/v1/test_helpers/test_clocks/" + clock + "/advance",
+                "frozen_time=" + std::to_string(to));
+    EXPECT_TRUE(stripe_.wait_webhooks_idle(std::chrono::seconds(40)));
+  }
+  // Sleeps until HSEA's clock is `seconds` past `at`.
+  static void wait_until(std::int64_t at) {
+    while (static_cast<std::int64_t>(std::time(nullptr)) < at) std::this_thread::sleep_for(200ms);
+  }
+  std::string mark(const Account& t) const {
+    return q(
+        "SELECT extract(epoch FROM reported_until)::bigint FROM usage_stripe_reports WHERE "
+        "tenant_id = $1 AND meter = 'api_calls' AND pending_identifier IS NULL",
+        {t.tenant_id});
+  }
+  std::string metered_price(const std::string& plan, const std::string& interval) const {
+    return q("SELECT stripe_metered_price_ids->'api_calls'->>$2 FROM plans WHERE id = $1",
+             {plan, interval});
+  }
+
   std::string q(const std::string& statement, const std::vector<std::string>& params = {}) const {
     return scalar(db_, statement, params);
   }
@@ -565,6 +618,75 @@ TEST_F(MeteredSubscription, ADowngradeBetweenMeteredPlansSwapsTheMeteredPriceWhe
   EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
 }
 
+// Issue 12, a downgrade between metered plans at the period's end, around the renewal: the ended
+// period's last calls are reported at the renewal, dated before it, onto the renewal invoice while
+// it is a draft (Enterprise's price); the calls after the renewal are held back while Enterprise's
+// metered item is still on the subscription (its deletion would bill none of them), and reported
+// once Pro's metered item replaced it, dated after that, so Pro's price bills them: none lost.
+TEST_F(MeteredSubscription,
+       ADowngradeBetweenMeteredPlansBillsTheCallsBetweenRenewalAndSwapAtTheNewPrice) {
+  std::int64_t renewal = 0;
+  std::string clock;
+  Account d = on_test_clock("Swap D", "enterprise", renewal, clock);
+  if (d.tenant_id.empty()) GTEST_SKIP() << "no such date a year before";
+  ASSERT_FALSE(HasFailure());
+  std::string enterprise_metered = metered_price("enterprise", "year");
+  std::string pro_metered = metered_price("pro", "year");
+  ASSERT_FALSE(enterprise_metered.empty());
+  ASSERT_FALSE(pro_metered.empty());
+  HttpResponse down = call(*server_, "POST", "/api/subscriptions/downgrade", d.access_token,
+                           R"({"plan_id":"pro"})");
+  ASSERT_EQ(down.status, 200) << down.body;
+  EXPECT_EQ(str(json_of(down), "pending_plan_id"), "pro");
+  api_calls(d, 6);
+  wait_until(renewal + 3);  // the calls were recorded before the renewal, HSEA's clock is past it
+  long before =
+      std::stol(q("SELECT COALESCE(sum(quantity), 0) FROM usage_events WHERE tenant_id "
+                  "= $1 AND meter = 'api_calls'",
+                  {d.tenant_id}));
+  ASSERT_GE(before, 6);
+  advance_clock(clock, renewal + 1);  // renewed; the renewal invoice is a draft for an hour
+  ASSERT_TRUE(eventually([&] {
+    return q("SELECT plan_id || ':' || metered_items_pending FROM subscriptions WHERE tenant_id = "
+             "$1",
+             {d.tenant_id}) == "pro:true" &&
+           mark(d) == std::to_string(renewal);
+  })) << q("SELECT row_to_json(r)::text FROM usage_stripe_reports r WHERE tenant_id = $1",
+           {d.tenant_id});
+  EXPECT_EQ(stripe_total(d), before) << "the ended period's calls, all of them";
+  // Calls of the new period while Enterprise's metered item is still there: held back.
+  api_calls(d, 7);
+  std::this_thread::sleep_for(4s);  // flushed, and the periodic report ran
+  EXPECT_EQ(mark(d), std::to_string(renewal)) << "nothing past the renewal is reported yet";
+  EXPECT_EQ(stripe_total(d), before);
+  EXPECT_EQ(item_prices(d), (std::vector<std::string>{
+                                q("SELECT stripe_yearly_price_id FROM plans WHERE id = 'pro'"),
+                                enterprise_metered}));
+  // The grace hour ends: the renewal invoice is final, then the job swaps the metered item.
+  advance_clock(clock, renewal + 3601);
+  ASSERT_TRUE(eventually(
+      [&] {
+        return item_prices(d) ==
+               std::vector<std::string>{
+                   q("SELECT stripe_yearly_price_id FROM plans WHERE id = 'pro'"), pro_metered};
+      },
+      120s))
+      << boost::json::serialize(stripe_sub(d));
+  ASSERT_TRUE(eventually([&] { return reported(d) && stripe_total(d) >= before + 7; }, 60s));
+  long after = stripe_total(d) - before;
+  // The renewal invoice billed the ended period's calls at Enterprise's price.
+  object line = usage_line(d, enterprise_metered);
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.at("quantity").as_int64(), before) << boost::json::serialize(latest_lines(d));
+  // The next renewal bills the calls since the renewal at Pro's price.
+  advance_clock(clock, renewal + 366 * 86400 + 3601);
+  object next = usage_line(d, pro_metered);
+  ASSERT_FALSE(next.empty());
+  EXPECT_EQ(next.at("quantity").as_int64(), after) << boost::json::serialize(latest_lines(d));
+  EXPECT_GE(after, 7);
+  EXPECT_EQ(item_prices(b_), (std::vector<std::string>{flat_price("pro"), metered_price_}));
+}
+
 // Issue 12, an upgrade between metered plans (Pro up to Enterprise, now by default): Pro's metered
 // price is swapped for Enterprise's, and the upgrade's invoice bills the calls so far at Pro's
 // price; Enterprise's price bills only the calls after the upgrade, at the next renewal.
@@ -811,6 +933,59 @@ TEST_F(MeteredSubscriptionNow, ADowngradeNowBillsTheUsageSoFarBeforeTheMeteredIt
   object lb = usage_line(b);
   ASSERT_FALSE(lb.empty());
   EXPECT_EQ(lb.at("quantity").as_int64(), total_b);
+}
+
+// Issue 12: calls made in the last seconds before a renewal, not reported before it (no periodic
+// report runs here), are reported when HSEA applies the renewal, as an event dated the second
+// before the period's end, so the renewal invoice (a draft for an hour) bills them, not the next.
+TEST_F(MeteredSubscriptionNow, CallsJustBeforeARenewalAreBilledOnTheRenewalInvoice) {
+  std::int64_t renewal = 0;
+  std::string clock;
+  Account c = on_test_clock("Renewal C", "pro", renewal, clock);
+  if (c.tenant_id.empty()) GTEST_SKIP() << "no such date a year before";
+  ASSERT_FALSE(HasFailure());
+  std::string pro_metered = metered_price("pro", "year");
+  ASSERT_FALSE(pro_metered.empty());
+  api_calls(c, 12);
+  settle();
+  long calls = recorded(c);
+  ASSERT_GE(calls, 12);
+  wait_until(renewal + 6);  // HSEA's clock past the renewal and its settle time
+  EXPECT_EQ(stripe_total(c), 0) << "nothing reported before the renewal";
+  advance_clock(clock, renewal + 60);
+  ASSERT_TRUE(eventually([&] { return stripe_total(c) == calls; }, 30s))
+      << q("SELECT row_to_json(r)::text FROM usage_stripe_reports r WHERE tenant_id = $1",
+           {c.tenant_id});
+  // One event, dated the second before the renewal.
+  std::vector<std::int64_t> dated;
+  for (const object& r : [&] {
+         std::vector<object> out;
+         for (const auto& x : stripe_.requests()) {
+           const object& o = x.as_object();
+           if (str(o, "path") == "/v1/billing/meter_events" &&
+               str(o.at("params").as_object(), "identifier").find(c.tenant_id) !=
+                   std::string::npos) {
+             out.push_back(o);
+           }
+         }
+         return out;
+       }()) {
+    dated.push_back(std::stoll(str(r.at("params").as_object(), "timestamp")));
+  }
+  EXPECT_EQ(dated, std::vector<std::int64_t>{renewal - 1});
+  std::string draft(stripe_sub(c).at("latest_invoice").as_string());
+  EXPECT_EQ(stripe_.api("GET", "/v1/invoices/" + draft).at("status").as_string(), "draft");
+  advance_clock(clock, renewal + 3600);  // the grace hour ends: the invoice is finalized
+  object line = usage_line(c, pro_metered);
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.at("quantity").as_int64(), calls) << boost::json::serialize(latest_lines(c));
+  EXPECT_EQ(stripe_.api("GET", "/v1/invoices/" + draft).at("status").as_string(), "paid");
+  // The next renewal bills none of them again.
+  advance_clock(clock, renewal + 366 * 86400 + 3600);
+  object next = usage_line(c, pro_metered);
+  ASSERT_FALSE(next.empty());
+  EXPECT_EQ(next.at("quantity").as_int64(), 0);
+  EXPECT_EQ(stripe_total(b_), 0) << "none of it on B's customer";
 }
 
 // When Stripe refuses the new plan's metered price for good (archived there), the downgrade still

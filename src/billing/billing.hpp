@@ -157,6 +157,17 @@ boost::asio::awaitable<bool> sync_subscription(StripeEvent& event,
 using UsageReporter = boost::asio::awaitable<void> (*)(std::string tenant_id);
 void on_period_ending_now(UsageReporter reporter);
 
+// When a period of a subscription with metered items started (HSEA applies Stripe's renewal, or
+// a change that restarted the cycle) or a period-end plan change put the new plan's metered prices
+// on it (the job billing.plan_items), the usage recorded before `since` (Unix seconds) must reach
+// Stripe: the ended period's while the renewal invoice is still a draft (an hour, "Configure an
+// invoice finalization grace period"), the usage held back during the swap dated after it.
+// Metering registers the function that enqueues its report of the tenant's usage in `tx`, the
+// transaction of that change (so it happens exactly when the change commits).
+using UsageReportEnqueuer = boost::asio::awaitable<void> (*)(db::Transaction& tx,
+                                                             std::int64_t since);
+void on_period_started(UsageReportEnqueuer enqueuer);
+
 void Register(runtime::Registrar& registrar);
 
 }  // namespace hsea::billing

@@ -47,6 +47,7 @@ using http::Response;
   "s.current_period_end, s.cancel_at_period_end, s.canceled_at, s.pending_plan_id, "     \
   "s.pending_interval, s.stripe_customer_id, s.stripe_subscription_id, s.created_at, "   \
   "s.updated_at, EXTRACT(epoch FROM s.current_period_end)::bigint AS period_end_epoch, " \
+  "EXTRACT(epoch FROM s.current_period_start)::bigint AS period_start_epoch, "           \
   "p.name AS plan_name, p.currency, p.monthly_amount, p.yearly_amount, "                 \
   "p.features::text AS features, p.limits::text AS limits"
 
@@ -76,7 +77,15 @@ HSEA_QUERY kApply{
     "COALESCE(to_timestamp($5::bigint), current_period_start), "
     "current_period_end = to_timestamp($6::bigint), cancel_at_period_end = $7::boolean, "
     "canceled_at = to_timestamp($8::bigint), pending_plan_id = $9, pending_interval = $10, "
-    "stripe_subscription_id = $11, updated_at = now() RETURNING id"};
+    "stripe_subscription_id = $11, metered_items_pending = metered_items_pending OR $12::boolean, "
+    "updated_at = now() RETURNING id"};
+// The job billing.plan_items is done: the applied plan's metered prices are on the Stripe
+// subscription (since $1, Stripe's time, when it put them there), usage is no longer held back.
+HSEA_QUERY kMeteredItemsSet{
+    "billing_subscription_metered_items_set",
+    "UPDATE subscriptions SET metered_items_pending = false, metered_items_at = "
+    "COALESCE(to_timestamp($1::bigint), metered_items_at), updated_at = now() "
+    "WHERE metered_items_pending OR $1::bigint IS NOT NULL RETURNING id"};
 HSEA_QUERY kPlan{"billing_plan_for_sale",
                  "SELECT id, name, status, currency, monthly_amount, yearly_amount, sort_order, "
                  "limits::text AS limits, stripe_monthly_price_id, stripe_yearly_price_id, "
@@ -232,6 +241,8 @@ struct Applied {
   bool cancel_at_period_end = false;
   std::optional<std::string> pending_plan, pending_interval;
   std::string stripe_subscription_id;
+  // A period-end plan change applied: its metered items are swapped later (finish_pending_plan).
+  bool metered_items_pending = false;
 };
 
 // What the row becomes for Stripe's subscription `sub`, given the row now (locked).
@@ -299,6 +310,9 @@ std::string event_type_for(const db::Result& before, const Applied& a) {
   return "subscription.updated";
 }
 
+UsageReporter g_usage_reporter = nullptr;
+UsageReportEnqueuer g_period_started = nullptr;
+
 // Writes `a` over the locked row when it differs; audits and emits the event. Returns whether
 // it changed anything.
 awaitable<bool> write(db::Transaction& tx, const db::Result& before, const Applied& a,
@@ -306,7 +320,15 @@ awaitable<bool> write(db::Transaction& tx, const db::Result& before, const Appli
   co_await tx.exec(
       kApply, db::params(a.plan_id, a.interval, a.status, a.trial_end, a.period_start, a.period_end,
                          a.cancel_at_period_end, a.canceled_at, a.pending_plan, a.pending_interval,
-                         a.stripe_subscription_id));
+                         a.stripe_subscription_id, a.metered_items_pending));
+  // A new period of the same Stripe subscription started: the usage of the period ended reaches
+  // Stripe while that period's invoice is a draft (metering's report, enqueued in this
+  // transaction). Once per period: a replayed or stale event finds the period already written.
+  if (a.period_start && g_period_started != nullptr &&
+      before.text(0, "stripe_subscription_id") == a.stripe_subscription_id &&
+      *a.period_start > before.get_int(0, "period_start_epoch")) {
+    co_await g_period_started(tx, *a.period_start);
+  }
   db::Result after = co_await tx.exec(kCurrent);
   object from{{"plan_id", before.text(0, "plan_id")},
               {"interval", before.text(0, "billing_interval")},
@@ -338,7 +360,10 @@ constexpr const char* kPlanItemsKind = "billing.plan_items";
 // period (applied_from then drops the pending plan). Its flat price billed the period ahead
 // already; the metered items become the new plan's later, by the job set_plan_items, once Stripe
 // has billed the period's usage for good. Once per renewal (the job's key).
-awaitable<void> finish_pending_plan(db::Transaction& tx, const db::Result& row, const Applied& a) {
+// Until then the subscription is marked metered_items_pending: metering holds the new period's
+// usage back, as the old metered item (which the job deletes, billing none of its usage in Stripe's
+// classic mode) would take it; the job clears the mark and has that usage reported.
+awaitable<void> finish_pending_plan(db::Transaction& tx, const db::Result& row, Applied& a) {
   std::optional<std::string> pending = row.optional(0, "pending_plan_id");
   if (!pending || a.pending_plan || a.plan_id != *pending || a.status == "canceled" ||
       a.status == "incomplete_expired" ||
@@ -353,6 +378,7 @@ awaitable<void> finish_pending_plan(db::Transaction& tx, const db::Result& row, 
   jobs::NewJob job = jobs::job(kPlanItemsKind, boost::json::serialize(payload));
   job.unique_key = "plan-items:" + a.stripe_subscription_id + ":" + period_end;
   co_await jobs::enqueue(tx, std::move(job));
+  a.metered_items_pending = true;
 }
 
 // `row`: the subscription as kLock read it, in `tx`.
@@ -638,8 +664,6 @@ bool ends_metered(const array& items) {
   });
 }
 
-UsageReporter g_usage_reporter = nullptr;
-
 // Before a change that ends the metered items' period now: the tenant's usage not yet reported
 // goes to Stripe, so the invoice Stripe makes at once bills it. Never blocks the change: a failed
 // report stays pending and the periodic report sends it later (with the same identifier, counted
@@ -673,26 +697,21 @@ awaitable<StripeReply> end_now(std::string tenant_id, std::string sub_id, bool r
   co_return co_await stripe().del("/v1/subscriptions/" + sub_id, std::move(query));
 }
 
-// The job of finish_pending_plan: the subscription's metered items become the applied plan's.
-// Removed now, the old ones lose none of the period's usage: Stripe billed it on the renewal
-// invoice, which the job waits to see final (while a draft, Stripe may still add late usage to
-// it). So no clear_usage (a price with a billing meter ignores it anyway), and no proration: the
-// new period's usage is the new plan's, whose metered prices start here, so no meter is billed
-// by two prices. Nothing is sent when a later change decided the items, or they are right already.
-awaitable<void> set_plan_items(jobs::JobContext& job) {
+// The swap itself: the time (Stripe's) the new metered items were put on the subscription, or
+// nullopt when nothing was changed.
+awaitable<std::optional<std::int64_t>> swap_plan_items(jobs::JobContext& job, db::Transaction& tx) {
   std::string sub_id = str_of(job.payload(), "subscription");
   std::string plan_id = str_of(job.payload(), "plan_id");
-  db::Transaction* tx = co_await job.transaction();
-  db::Result row = co_await tx->exec(kCurrent);
+  db::Result row = co_await tx.exec(kCurrent);
   if (row.empty() || row.text(0, "stripe_subscription_id") != sub_id ||
       row.text(0, "plan_id") != plan_id || !row.is_null(0, row.column("pending_plan_id"))) {
-    co_return;
+    co_return std::nullopt;
   }
   StripeReply sub = co_await stripe().get("/v1/subscriptions/" + sub_id);
-  if (sub.status == 404) co_return;
+  if (sub.status == 404) co_return std::nullopt;
   if (!sub.ok()) provider_refused(sub, "read the subscription");
   std::string status = str_of(sub.body, "status");
-  if (status == "canceled" || status == "incomplete_expired") co_return;
+  if (status == "canceled" || status == "incomplete_expired") co_return std::nullopt;
   if (std::string latest = str_of(sub.body, "latest_invoice"); !latest.empty()) {
     StripeReply invoice = co_await stripe().get("/v1/invoices/" + latest);
     if (!invoice.ok()) provider_refused(invoice, "read the invoice");
@@ -703,11 +722,19 @@ awaitable<void> set_plan_items(jobs::JobContext& job) {
   PlanForSale target =
       co_await plan_for_sale(plan_id, str_of(job.payload(), "interval"), "plan_id", true);
   array items = items_change(sub.body, target, Items::kAll);
-  if (items.size() == 1 && price_of(sub.body) == target.price_id) co_return;
+  if (items.size() == 1 && price_of(sub.body) == target.price_id) co_return std::nullopt;
   object params{{"items", std::move(items)}, {"proration_behavior", "none"}};
   std::string key = "hsea-" + sub_id + "-plan-items-" + str_of(job.payload(), "period_end");
   StripeReply reply = co_await stripe().post("/v1/subscriptions/" + sub_id, std::move(params), key);
-  if (reply.ok()) co_return;
+  if (reply.ok()) {
+    // The newest metered item's creation: usage dated before it is not billed by it.
+    std::optional<std::int64_t> at;
+    for (const object* item : items_of(reply.body)) {
+      std::optional<std::int64_t> created = int_of(*item, "created");
+      if (item_metered(*item) && created && (!at || *created > *at)) at = created;
+    }
+    co_return at;
+  }
   // Stripe busy or down: the job's retries.
   if (reply.status == 0 || reply.status == 429 || reply.status >= 500) {
     provider_refused(reply, "change the subscription's items");
@@ -719,6 +746,25 @@ awaitable<void> set_plan_items(jobs::JobContext& job) {
               {"subscription", sub_id},
               {"plan_id", plan_id},
               {"error", reply.error_message()}});
+  co_return std::nullopt;
+}
+
+// The job of finish_pending_plan: the subscription's metered items become the applied plan's.
+// Removed now, the old ones lose none of the period's usage: Stripe billed it on the renewal
+// invoice, which the job waits to see final (while a draft, Stripe may still add late usage to
+// it). So no clear_usage (a price with a billing meter ignores it anyway), and no proration: the
+// new period's usage is the new plan's, whose metered prices start here, so no meter is billed
+// by two prices. Nothing is sent when a later change decided the items, or they are right already.
+// Whatever the outcome (but a retry), the usage held back meanwhile is released and reported,
+// dated from the swap on (in the same transaction: exactly when the job is done).
+awaitable<void> set_plan_items(jobs::JobContext& job) {
+  db::Transaction* tx = co_await job.transaction();
+  std::optional<std::int64_t> swapped = co_await swap_plan_items(job, *tx);
+  co_await tx->exec(kMeteredItemsSet, db::params(swapped));
+  if (g_period_started != nullptr) {
+    std::int64_t since = swapped.value_or(static_cast<std::int64_t>(std::time(nullptr)));
+    co_await g_period_started(*tx, since);
+  }
 }
 
 enum class Direction { kUpgrade, kDowngrade };
@@ -1035,6 +1081,7 @@ awaitable<void> expire_trials(jobs::JobContext& job) {
 }  // namespace
 
 void on_period_ending_now(UsageReporter reporter) { g_usage_reporter = reporter; }
+void on_period_started(UsageReportEnqueuer enqueuer) { g_period_started = enqueuer; }
 
 awaitable<bool> sync_subscription(StripeEvent& e, std::string id) {
   // Lock, then read Stripe: a change a request makes meanwhile (cancel now) applies after this

@@ -12,6 +12,7 @@
 #include "core/log.hpp"
 #include "core/settings.hpp"
 #include "db/db.hpp"
+#include "jobs/jobs.hpp"
 #include "metering/internal.hpp"
 #include "metering/metering.hpp"
 #include "runtime/registrar.hpp"
@@ -45,15 +46,18 @@ std::atomic<std::uint64_t> g_sent{0}, g_failed{0}, g_quantity{0};
 
 #define TENANT "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
 
-// Across tenants (SECURITY DEFINER): who has metered usage to report, to which customer.
-HSEA_QUERY kDue{"metering_stripe_due",
-                "SELECT tenant_id, stripe_customer_id, meter, event_name, "
-                "extract(epoch FROM period_start)::bigint AS period_start FROM usage_stripe_due()"};
+// Across tenants (SECURITY DEFINER): who has metered usage to report, to which customer; the
+// current period's start, whether usage past it is held back, and the earliest date usage of the
+// current period may carry (migration 0030).
+#define HSEA_DUE_COLUMNS                                         \
+  "SELECT tenant_id, stripe_customer_id, meter, event_name, "    \
+  "extract(epoch FROM period_start)::bigint AS period_start, "   \
+  "extract(epoch FROM period_end)::bigint AS period_end, hold, " \
+  "ceil(extract(epoch FROM not_before))::bigint AS not_before FROM usage_stripe_due()"
+HSEA_QUERY kDue{"metering_stripe_due", HSEA_DUE_COLUMNS};
 // The same for one tenant (report_usage_now).
-HSEA_QUERY kDueOf{"metering_stripe_due_of",
-                  "SELECT tenant_id, stripe_customer_id, meter, event_name, "
-                  "extract(epoch FROM period_start)::bigint AS period_start "
-                  "FROM usage_stripe_due() WHERE tenant_id = $1::uuid"};
+HSEA_QUERY kDueOf{"metering_stripe_due_of", HSEA_DUE_COLUMNS " WHERE tenant_id = $1::uuid"};
+#undef HSEA_DUE_COLUMNS
 // A tenant's first report starts at its subscription's period start.
 HSEA_QUERY kStart{"metering_stripe_start",
                   "INSERT INTO usage_stripe_reports (tenant_id, meter, reported_until) VALUES "
@@ -61,33 +65,50 @@ HSEA_QUERY kStart{"metering_stripe_start",
 // Without a pending report: the usage recorded since the mark and before now - settle becomes
 // the pending report (or, when there is none, moves the mark on). The identifier names the
 // window's end, so the same report always carries the same identifier.
+// A window never crosses the current period's start ($4): Stripe bills an event on the invoice of
+// the period its timestamp falls in, so usage recorded before that start is a report of its own,
+// ending there (dated the second before it, on the renewal invoice while that is a draft), and the
+// next window starts there; nor its end ($7): usage after it waits until HSEA has applied the
+// renewal (Stripe's webhook), instead of being dated in the ended period by a report made before
+// HSEA knew. With `hold` ($5) no window goes past the period start at all. The
+// date: the last whole second before the window's end; for usage of the current period not before
+// $6, when its metered item was put on the subscription (an item bills only usage dated since).
 HSEA_QUERY kPrepare{
     "metering_stripe_prepare",
-    "WITH s AS (SELECT reported_until, GREATEST(reported_until, now() - make_interval(secs => "
-    "$2::int)) AS until FROM usage_stripe_reports WHERE meter = $1 AND pending_identifier IS "
-    "NULL FOR UPDATE), "
-    "v AS (SELECT s.until, (SELECT COALESCE(sum(e.quantity), 0) FROM usage_events e "
-    "WHERE e.meter = $1 AND e.recorded_at >= s.reported_until AND e.recorded_at < s.until)::bigint "
-    "AS value FROM s) "
+    "WITH s AS (SELECT reported_until, to_timestamp($4::bigint) AS p, "
+    "COALESCE(to_timestamp($7::bigint), 'infinity') AS e, "
+    "now() - make_interval(secs => $2::int) AS n FROM usage_stripe_reports "
+    "WHERE meter = $1 AND pending_identifier IS NULL FOR UPDATE), "
+    "w AS (SELECT reported_until, p, GREATEST(reported_until, LEAST(n, CASE WHEN $5::boolean OR "
+    "reported_until < p THEN p ELSE e END)) AS until FROM s), "
+    "v AS (SELECT w.until, CASE WHEN w.until > w.p THEN GREATEST(ceil(extract(epoch FROM "
+    "w.until))::bigint - 1, COALESCE($6::bigint, 0)) ELSE ceil(extract(epoch FROM "
+    "w.until))::bigint - 1 END AS at, "
+    "(SELECT COALESCE(sum(e.quantity), 0) FROM usage_events e "
+    "WHERE e.meter = $1 AND e.recorded_at >= w.reported_until AND e.recorded_at < w.until)::bigint "
+    "AS value FROM w) "
     "UPDATE usage_stripe_reports r SET "
     "reported_until = CASE WHEN v.value = 0 THEN v.until ELSE r.reported_until END, "
     "pending_until = CASE WHEN v.value > 0 THEN v.until END, "
     "pending_value = CASE WHEN v.value > 0 THEN v.value END, "
+    "pending_at = CASE WHEN v.value > 0 THEN to_timestamp(v.at) END, "
     "pending_identifier = CASE WHEN v.value > 0 THEN $3::text || '_' || "
     "(extract(epoch FROM v.until) * 1000000)::bigint END, updated_at = now() "
     "FROM v WHERE r.meter = $1 RETURNING r.meter"};
+// (A report prepared before migration 0030 has no pending_at: dated at its window's end.)
 HSEA_QUERY kPending{
     "metering_stripe_pending",
-    "SELECT pending_value, pending_identifier, "
-    "extract(epoch FROM pending_until)::bigint AS pending_at "
+    "SELECT pending_value, pending_identifier, extract(epoch FROM "
+    "COALESCE(pending_at, pending_until))::bigint AS pending_at "
     "FROM usage_stripe_reports WHERE meter = $1 AND pending_identifier IS NOT NULL"};
 // Stripe took the report: the mark moves to its window's end, in one statement.
-HSEA_QUERY kConfirm{"metering_stripe_confirm",
-                    "UPDATE usage_stripe_reports SET reported_until = pending_until, "
-                    "reported_total = reported_total + pending_value, pending_until = NULL, "
-                    "pending_value = NULL, pending_identifier = NULL, attempts = 0, "
-                    "last_error = NULL, updated_at = now() "
-                    "WHERE meter = $1 AND pending_identifier = $2 RETURNING reported_total"};
+HSEA_QUERY kConfirm{
+    "metering_stripe_confirm",
+    "UPDATE usage_stripe_reports SET reported_until = pending_until, "
+    "reported_total = reported_total + pending_value, pending_until = NULL, "
+    "pending_value = NULL, pending_at = NULL, pending_identifier = NULL, attempts = 0, "
+    "last_error = NULL, updated_at = now() "
+    "WHERE meter = $1 AND pending_identifier = $2 RETURNING reported_total"};
 HSEA_QUERY kFailed{"metering_stripe_failed",
                    "UPDATE usage_stripe_reports SET attempts = attempts + 1, last_error = $3, "
                    "updated_at = now() WHERE meter = $1 AND pending_identifier = $2"};
@@ -100,7 +121,18 @@ struct Due {
   std::string meter;
   std::string event_name;
   std::int64_t period_start = 0;
+  bool hold = false;
+  std::optional<std::int64_t> period_end;
+  std::optional<std::int64_t> not_before;
 };
+
+Due due_of(const db::Result& r, int i) {
+  Due d{r.text(i, "tenant_id"),  r.text(i, "stripe_customer_id"), r.text(i, "meter"),
+        r.text(i, "event_name"), r.get_int(i, "period_start"),    r.get_bool(i, "hold")};
+  if (!r.is_null(i, r.column("not_before"))) d.not_before = r.get_int(i, "not_before");
+  if (!r.is_null(i, r.column("period_end"))) d.period_end = r.get_int(i, "period_end");
+  return d;
+}
 
 std::int64_t now_s() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -113,8 +145,9 @@ std::int64_t now_s() {
 awaitable<void> report(Due d, int settle_seconds) {
   db::Transaction tx = co_await db::pool().begin(db::tenant_scope(d.tenant_id));
   co_await tx.exec(kStart, db::params(d.meter, d.period_start));
-  co_await tx.exec(kPrepare, db::params(d.meter, settle_seconds,
-                                        fmt::format("hsea_{}_{}", d.tenant_id, d.meter)));
+  co_await tx.exec(
+      kPrepare, db::params(d.meter, settle_seconds, fmt::format("hsea_{}_{}", d.tenant_id, d.meter),
+                           d.period_start, d.hold, d.not_before, d.period_end));
   db::Result pending = co_await tx.exec(kPending, db::params(d.meter));
   co_await tx.commit();
   if (pending.empty()) co_return;  // nothing used since the last report
@@ -154,8 +187,7 @@ awaitable<void> report_all() {
   if (!billing::stripe().configured()) co_return;  // no Stripe: nothing is billed by usage
   db::Result r = co_await db::pool().query(kDue);
   for (int i = 0; i < r.rows(); ++i) {
-    Due d{r.text(i, "tenant_id"), r.text(i, "stripe_customer_id"), r.text(i, "meter"),
-          r.text(i, "event_name"), r.get_int(i, "period_start")};
+    Due d = due_of(r, i);
     try {
       co_await report(std::move(d), g_report->settle_seconds);
     } catch (const std::exception& e) {
@@ -183,11 +215,32 @@ awaitable<void> report_usage_now(std::string tenant_id) {
   if (!billing::stripe().configured()) co_return;
   db::Result r = co_await db::pool().query(kDueOf, db::params(tenant_id));
   for (int i = 0; i < r.rows(); ++i) {
-    Due d{r.text(i, "tenant_id"), r.text(i, "stripe_customer_id"), r.text(i, "meter"),
-          r.text(i, "event_name"), r.get_int(i, "period_start")};
+    Due d = due_of(r, i);
     co_await report(std::move(d), g_now_settle_seconds);
   }
 }
+
+namespace {
+
+// The job of billing::on_period_started: the tenant's report, once the usage recorded before the
+// period's start (or the metered swap) has settled.
+constexpr const char* kReportJob = "metering.stripe_report";
+
+awaitable<void> report_job(jobs::JobContext& job) { co_await report_usage_now(job.tenant_id()); }
+
+// Enqueued in the transaction that wrote the new period (or finished the swap), delayed until the
+// usage recorded before `since` has settled (at most the settle time: a `since` ahead of this
+// clock, Stripe's test clocks, waits no longer). One job per tenant and `since`.
+awaitable<void> enqueue_report(db::Transaction& tx, std::int64_t since) {
+  std::int64_t wait =
+      std::clamp<std::int64_t>(since + g_now_settle_seconds - now_s(), 0, g_now_settle_seconds);
+  jobs::NewJob job = jobs::job(kReportJob);
+  job.delay = std::chrono::seconds(wait);
+  job.unique_key = fmt::format("usage-report:{}", since);
+  co_await jobs::enqueue(tx, std::move(job));
+}
+
+}  // namespace
 
 void register_stripe_usage(runtime::Registrar& reg) {
   const ReportSettings& s = reg.settings(kReportSettings);
@@ -199,6 +252,9 @@ void register_stripe_usage(runtime::Registrar& reg) {
   g_now_settle_seconds =
       std::min(s.settle_seconds, (dbs.statement_timeout_ms + 999) / 1000 + kMarginSeconds);
   billing::on_period_ending_now(&report_usage_now);
+  billing::on_period_started(&enqueue_report);
+  // A failed send stays pending for the periodic report; retried only on a database error.
+  jobs::define(reg, {.kind = kReportJob, .run = report_job, .max_attempts = 5});
   reg.periodic({.name = "metering-stripe-report",
                 .interval = std::chrono::seconds(s.report_seconds),
                 .first_delay = std::chrono::seconds(std::min(s.report_seconds, 60)),

@@ -7,16 +7,20 @@
 // automatic payment attempt of its open invoices (payments.ts: retries and the final status), and
 // for an incomplete subscription 23 hours after creation (-> incomplete_expired, invoice void);
 // three days before a trial ends, customer.subscription.trial_will_end.
-import { issueInvoice } from './invoicing';
+import { finalizeInvoice, issueInvoice } from './invoicing';
 import { finalLines, flatItem, usageSince } from './items';
 import { interval, isMetered, periodLine } from './lines';
 import { attemptPayment } from './payments';
 import { cancelNow, setPeriod, setStatus } from './subscription_state';
 import { addInterval } from './periods';
 import type { Emulator } from './router';
-import type { Invoice, Subscription } from './store';
+import type { DraftUsageLine, Invoice, InvoiceLine, Subscription } from './store';
 
 const kIncompleteExpiry = 23 * 3600;
+// Stripe's default invoice finalization grace period ("Configure an invoice finalization grace
+// period": "All invoices have a default finalization grace period of 1 hour. During the
+// finalization grace period, you can continue to report usage for the previous billing period").
+const kFinalizationGrace = 3600;
 const kTrialWarning = 3 * 86400;
 
 function onClock(emu: Emulator, customer: unknown, clock: string | null): boolean {
@@ -54,6 +58,10 @@ function next(emu: Emulator, clock: string | null): { at: number; run: () => voi
     }
   }
   for (const inv of emu.store.invoices.values()) {
+    if (inv.status === 'draft' && inv.automatically_finalizes_at !== null && emu.store.draftRenewals.has(inv.id)) {
+      if (onClock(emu, inv.customer, clock)) consider(inv.automatically_finalizes_at, () => finalizeRenewal(emu, inv));
+      continue;
+    }
     if (inv.status !== 'open' || inv.next_payment_attempt === null) continue;
     if (!onClock(emu, inv.customer, clock)) continue;
     consider(inv.next_payment_attempt, () => retry(emu, inv));
@@ -118,17 +126,53 @@ function periodEvent(emu: Emulator, s: Subscription): void {
   // one deleted within it bills nothing (items.ts).
   const [from, to] = [previous.current_period_start, previous.current_period_end];
   const lines = [...pending.map((x) => x.line)];
+  const metered: DraftUsageLine[] = [];
   for (const item of s.items.data) {
     const since = Math.max(from, usageSince(store, item));
-    lines.push(isMetered(item.price)
-      ? periodLine(store, s, item.price, 0, from, to, [since, to])
-      : periodLine(store, s, item.price, item.quantity ?? 1, start, end));
+    if (isMetered(item.price)) {
+      metered.push({ index: lines.length, price: item.price, period: [from, to], window: [since, to] });
+      lines.push(periodLine(store, s, item.price, 0, from, to, [since, to]));
+    } else {
+      lines.push(periodLine(store, s, item.price, item.quantity ?? 1, start, end));
+    }
   }
-  const inv = issueInvoice(emu, s.customer as string, s, lines, wasTrial ? 'subscription_cycle' : 'subscription_cycle');
+  // With metered usage the invoice stays a draft for the grace period: usage of the period ended
+  // reported meanwhile is on it (finalizeRenewal). Without, it is finalized and charged at once
+  // (the emulator's simplification: Stripe holds those an hour as well).
+  if (metered.length > 0) {
+    const inv = issueInvoice(emu, s.customer as string, s, lines, 'subscription_cycle', start + kFinalizationGrace);
+    store.draftRenewals.set(inv.id, { subscription: s.id, wasTrial, metered });
+    return;
+  }
+  const inv = issueInvoice(emu, s.customer as string, s, lines, 'subscription_cycle');
+  chargeRenewal(emu, s, inv, wasTrial);
+}
+
+function chargeRenewal(emu: Emulator, s: Subscription, inv: Invoice, wasTrial: boolean): void {
   if (inv.status === 'open') {
     const decline = attemptPayment(emu, inv, true);
     if (decline && wasTrial && s.status === 'active') setStatus(emu, s, 'past_due');
   }
+}
+
+// The end of a renewal invoice's grace period: its metered lines bill the usage of their period
+// as the meter holds it now (also events reported after the renewal, dated within the period),
+// then it is finalized and charged.
+function finalizeRenewal(emu: Emulator, inv: Invoice): void {
+  const { store } = emu;
+  const draft = store.draftRenewals.get(inv.id);
+  store.draftRenewals.delete(inv.id);
+  const s = draft ? store.subscriptions.get(draft.subscription) : undefined;
+  if (!draft || !s || inv.status !== 'draft') return;
+  const lines = inv.lines.data as InvoiceLine[];
+  for (const m of draft.metered) {
+    const line = periodLine(store, s, m.price, 0, m.period[0], m.period[1], m.window);
+    line.id = lines[m.index].id;
+    line.invoice = inv.id;
+    lines[m.index] = line;
+  }
+  finalizeInvoice(emu, inv);
+  chargeRenewal(emu, s, inv, draft.wasTrial);
 }
 
 // Advances `clock` (null: the default clock) to `target`, running everything due on the way.

@@ -113,19 +113,43 @@ export function draftInvoice(
 }
 
 // Creates, stores and finalizes an invoice (events invoice.created + invoice.finalized); the
-// customer's balance moves by what it paid or what a negative total credited.
+// customer's balance moves by what it paid or what a negative total credited. With `finalizeAt`
+// the invoice stays a draft until then (a renewal's finalization grace period, clock.ts), and
+// finalizeInvoice finishes it.
 export function issueInvoice(
   emu: Emulator, customerId: string, sub: Subscription | null, lines: InvoiceLine[],
-  reason: Stripe.Invoice.BillingReason,
+  reason: Stripe.Invoice.BillingReason, finalizeAt?: number,
 ): Invoice {
   const { store, webhooks } = emu;
   const inv = draftInvoice(store, customerId, sub, lines, reason, store.id('in'));
-  const customer = store.customer(customerId);
-  customer.balance = inv.starting_balance + (inv.total - inv.amount_due);
   store.invoices.set(inv.id, inv);
+  if (finalizeAt !== undefined) inv.automatically_finalizes_at = finalizeAt;
   webhooks.emit('invoice.created', inv);
+  // Stripe's latest_invoice names a renewal's invoice from its creation, a draft included.
+  if (sub) sub.latest_invoice = inv.id;
+  if (finalizeAt === undefined) finalizeInvoice(emu, inv);
+  return inv;
+}
+
+// Finalizes a draft: its totals from its lines as they are now (the customer's credit applied
+// now), open with a number, invoice.finalized; paid at once when nothing is due.
+export function finalizeInvoice(emu: Emulator, inv: Invoice): void {
+  const { store, webhooks } = emu;
+  const customerId = inv.customer as string;
+  const customer = store.customer(customerId);
+  const lines = inv.lines.data as InvoiceLine[];
+  const total = lines.reduce((a, l) => a + l.amount, 0);
+  const balance = customer.balance;
+  const applied = total > 0 && balance < 0 ? Math.min(total, -balance) : 0;
+  const due = total > 0 ? total - applied : 0;
+  Object.assign(inv, {
+    total, subtotal: total, subtotal_excluding_tax: total, total_excluding_tax: total,
+    amount_due: due, amount_remaining: due, starting_balance: balance,
+  });
+  customer.balance = inv.starting_balance + (inv.total - inv.amount_due);
   const now = store.nowFor(customerId);
   inv.status = 'open';
+  inv.automatically_finalizes_at = null;
   inv.number = `EMU-${String(++store.invoiceCounter).padStart(6, '0')}`;
   inv.status_transitions.finalized_at = now;
   inv.effective_at = now;
@@ -133,11 +157,7 @@ export function issueInvoice(
   inv.hosted_invoice_url = `${emu.baseUrl}/invoices/${inv.id}`;
   inv.invoice_pdf = `${emu.baseUrl}/invoices/${inv.id}/pdf`;
   webhooks.emit('invoice.finalized', inv);
-  if (sub) {
-    sub.latest_invoice = inv.id;
-  }
   if (inv.amount_due === 0) markPaid(emu, inv);
-  return inv;
 }
 
 export function markPaid(emu: Emulator, inv: Invoice): void {

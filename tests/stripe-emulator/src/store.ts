@@ -65,6 +65,19 @@ export interface MeterEventRecord {
   event: Stripe.Billing.MeterEvent;
 }
 
+// A metered line of a draft renewal invoice: its price, period and usage window.
+export interface DraftUsageLine {
+  index: number;
+  price: Stripe.Price;
+  period: [number, number];
+  window: [number, number];
+}
+export interface DraftRenewal {
+  subscription: string;
+  wasTrial: boolean;
+  metered: DraftUsageLine[];
+}
+
 export class Store {
   customers = new Map<string, Stripe.Customer>();
   products = new Map<string, Stripe.Product>();
@@ -81,6 +94,9 @@ export class Store {
   meters = new Map<string, Stripe.Billing.Meter>();
   meterEvents: MeterEventRecord[] = [];
   meteredSince = new Map<string, number>(); // metered item id -> when its price was last replaced
+  // Renewal invoices still drafts (the finalization grace period): what their metered lines bill,
+  // brought up to date when they are finalized (clock.ts).
+  draftRenewals = new Map<string, DraftRenewal>();
   // Emulator-only state.
   failingPaymentMethods = new Set<string>(); // pm ids whose charges are declined
   failNextCharges = new Map<string, number>(); // customer id -> charges still to decline

@@ -325,3 +325,41 @@ test('a subscription canceled at its period\'s end gets a final invoice of the p
   assert.deepEqual([inv.lines.data[0].period.start, inv.lines.data[0].period.end], [kJan1, kFeb1]);
   assert.equal(inv.amount_paid, 150);
 });
+
+test('a renewal invoice with metered usage stays a draft for the grace hour and bills the period\'s usage reported meanwhile', async () => {
+  const t = await prices();
+  const sub = await h.stripe.subscriptions.create({
+    customer: t.customer.id, items: [{ price: t.flat.id }, { price: t.metered.id }], default_payment_method: t.pm.id,
+  });
+  await t.use(150, 'before', kJan1 + 60);
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: kFeb1 + 60 });
+  const renewed = await h.stripe.subscriptions.retrieve(sub.id);
+  assert.equal(renewed.items.data[0].current_period_start, kFeb1);
+  const draft = await h.stripe.invoices.retrieve(renewed.latest_invoice as string);
+  assert.equal(draft.status, 'draft', 'the renewal invoice is a draft during the grace period');
+  assert.equal(draft.automatically_finalizes_at, kFeb1 + 3600);
+  assert.equal(draft.amount_paid, 0);
+  // Reported after the renewal: dated in the period ended (on this invoice), and in the new one.
+  await t.use(50, 'late', kFeb1 - 1);
+  await t.use(70, 'next', kFeb1);
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: kFeb1 + 3599 });
+  assert.equal((await h.stripe.invoices.retrieve(draft.id as string)).status, 'draft');
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: kFeb1 + 3600 });
+  const inv = await h.stripe.invoices.retrieve(draft.id as string);
+  assert.equal(inv.status, 'paid');
+  assert.equal(inv.status_transitions.finalized_at, kFeb1 + 3600);
+  const usage = inv.lines.data.find((l) => l.pricing?.price_details?.price === t.metered.id)!;
+  assert.equal(usage.quantity, 200, 'the usage dated within January, also the late report');
+  assert.equal(usage.amount, 50);
+  assert.equal(inv.amount_paid, 4900 + 50);
+  // After finalization a late report of January is billed nowhere; February's is on March's invoice.
+  await t.use(1000, 'too late', kFeb1 - 2);
+  await h.stripe.testHelpers.testClocks.advance(t.clock.id, { frozen_time: kMar1 + 3600 });
+  const march = await h.stripe.invoices.retrieve((await h.stripe.subscriptions.retrieve(sub.id)).latest_invoice as string);
+  assert.notEqual(march.id, inv.id);
+  const next = march.lines.data.find((l) => l.pricing?.price_details?.price === t.metered.id)!;
+  assert.equal(next.quantity, 70);
+  await h.waitIdle();
+  const events = h.received.filter((r) => r.event?.type === 'invoice.finalized' && (r.event.data.object as any).id === inv.id);
+  assert.equal(events.length, 1, 'invoice.finalized once, at the end of the grace period');
+});
