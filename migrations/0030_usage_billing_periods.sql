@@ -21,9 +21,13 @@ ALTER TABLE subscriptions ADD COLUMN metered_items_at timestamptz;
 -- the same date).
 ALTER TABLE usage_stripe_reports ADD COLUMN pending_at timestamptz;
 
+-- A swap is held for at most a day after the period start: billing.plan_items retries for about
+-- five hours (15 attempts, the backoff capped at an hour); when it gave up, the old metered item
+-- is still on the subscription and bills the usage, so holding it longer would only lose it.
 -- As in 0025, plus: `period_end` (no window crosses it either: usage after it waits until HSEA
--- has applied the renewal, so that it is dated in the new period), `hold` (no usage past the period start is reported: a metered swap is
--- pending, or the plan no longer bills the meter) and `not_before` (metered_items_at); and a
+-- has applied the renewal, so that it is dated in the new period), `hold` (no usage past the
+-- period start is reported: a metered swap is pending, or the plan no longer bills the meter)
+-- and `not_before` (metered_items_at); and a
 -- tenant whose usage before its current period start is not reported yet is due even when its
 -- plan no longer bills the meter (a downgrade at the period's end: the ended period's usage still
 -- reaches the renewal invoice, through the old metered item still on the subscription).
@@ -37,7 +41,9 @@ CREATE FUNCTION usage_stripe_due() RETURNS TABLE (tenant_id uuid, stripe_custome
 AS $$
   SELECT * FROM (
     SELECT s.tenant_id, s.stripe_customer_id, m.meter, sm.event_name, s.current_period_start,
-           s.current_period_end, s.metered_items_pending, s.metered_items_at
+           s.current_period_end,
+           s.metered_items_pending AND s.current_period_start > now() - interval '1 day',
+           s.metered_items_at
       FROM subscriptions s JOIN plans p ON p.id = s.plan_id
       CROSS JOIN LATERAL jsonb_object_keys(p.metered) AS m(meter)
       JOIN stripe_meters sm ON sm.meter = m.meter
@@ -47,7 +53,9 @@ AS $$
     -- A report already pending is still sent after a downgrade or a cancellation; so is the
     -- usage of the period ended, up to its end.
     SELECT r.tenant_id, s.stripe_customer_id, r.meter, sm.event_name, s.current_period_start,
-           s.current_period_end, s.metered_items_pending OR NOT (p.metered ? r.meter)
+           s.current_period_end,
+           (s.metered_items_pending AND s.current_period_start > now() - interval '1 day')
+           OR NOT (p.metered ? r.meter)
            OR s.status NOT IN ('active', 'trialing', 'past_due'), s.metered_items_at
       FROM usage_stripe_reports r JOIN subscriptions s ON s.tenant_id = r.tenant_id
       JOIN plans p ON p.id = s.plan_id
