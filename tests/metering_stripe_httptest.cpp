@@ -303,12 +303,13 @@ class MeteredSubscription : public ::testing::Test {
   }
 
   // A new tenant that checked out `plan` yearly for a Stripe customer on a test clock, so that
-  // its period ends at `renewal` (about 45 s from now in HSEA's clock): the clock starts a year
+  // its period ends at `renewal` (75 s from now in HSEA's clock, time for the sign-up, the checkout
+  // and the calls the test makes before the renewal on a busy machine): the clock starts a year
   // before. Stripe and HSEA then agree on the time around the renewal (the default clock would be
   // a month ahead once advanced). Empty (the test skips) on the 29th of February.
   Account on_test_clock(const std::string& org, const std::string& plan, std::int64_t& renewal,
                         std::string& clock) const {
-    std::time_t end = std::time(nullptr) + 45;
+    std::time_t end = std::time(nullptr) + 75;
     std::tm tm{};
     gmtime_r(&end, &tm);
     if (tm.tm_mon == 1 && tm.tm_mday == 29) return Account{};
@@ -639,6 +640,8 @@ TEST_F(MeteredSubscription,
   ASSERT_EQ(down.status, 200) << down.body;
   EXPECT_EQ(str(json_of(down), "pending_plan_id"), "pro");
   api_calls(d, 6);
+  std::this_thread::sleep_for(2s);  // flushed
+  ASSERT_LT(static_cast<std::int64_t>(std::time(nullptr)), renewal) << "the set-up took too long";
   wait_until(renewal + 3);  // the calls were recorded before the renewal, HSEA's clock is past it
   long before =
       std::stol(q("SELECT COALESCE(sum(quantity), 0) FROM usage_events WHERE tenant_id "
@@ -950,6 +953,7 @@ TEST_F(MeteredSubscriptionNow, CallsJustBeforeARenewalAreBilledOnTheRenewalInvoi
   settle();
   long calls = recorded(c);
   ASSERT_GE(calls, 12);
+  ASSERT_LT(static_cast<std::int64_t>(std::time(nullptr)), renewal) << "the set-up took too long";
   wait_until(renewal + 6);  // HSEA's clock past the renewal and its settle time
   EXPECT_EQ(stripe_total(c), 0) << "nothing reported before the renewal";
   advance_clock(clock, renewal + 60);
