@@ -226,7 +226,17 @@ namespace {
 // period's start (or the metered swap) has settled.
 constexpr const char* kReportJob = "metering.stripe_report";
 
-awaitable<void> report_job(jobs::JobContext& job) { co_await report_usage_now(job.tenant_id()); }
+HSEA_QUERY kStillPending{"metering_stripe_still_pending",
+                         "SELECT count(*) AS n FROM usage_stripe_reports "
+                         "WHERE pending_identifier IS NOT NULL"};
+
+// A send that failed is retried by the job (within a minute or two, inside the renewal invoice's
+// grace hour) rather than left to the periodic report alone: the same identifier, counted once.
+awaitable<void> report_job(jobs::JobContext& job) {
+  co_await report_usage_now(job.tenant_id());
+  db::Result left = co_await db::pool().tenant_query(job.tenant_id(), kStillPending);
+  if (left.get_int(0, "n") > 0) throw std::runtime_error("a usage report is still pending");
+}
 
 // Enqueued in the transaction that wrote the new period (or finished the swap), delayed until the
 // usage recorded before `since` has settled (at most the settle time: a `since` ahead of this
@@ -253,7 +263,7 @@ void register_stripe_usage(runtime::Registrar& reg) {
       std::min(s.settle_seconds, (dbs.statement_timeout_ms + 999) / 1000 + kMarginSeconds);
   billing::on_period_ending_now(&report_usage_now);
   billing::on_period_started(&enqueue_report);
-  // A failed send stays pending for the periodic report; retried only on a database error.
+  // Five attempts over a minute or two; a report still pending then is the periodic report's.
   jobs::define(reg, {.kind = kReportJob, .run = report_job, .max_attempts = 5});
   reg.periodic({.name = "metering-stripe-report",
                 .interval = std::chrono::seconds(s.report_seconds),
