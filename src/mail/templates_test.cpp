@@ -79,8 +79,7 @@ TEST(MailTemplates, TheOperatorsAlertNamesTheTenantAndEachRule) {
   EXPECT_EQ(r.subject, "Rate limits: Acme was refused 1520 requests");
   EXPECT_NE(r.text.find("api per tenant: 1520 refused"), std::string::npos) << r.text;
   EXPECT_NE(r.html.find("<li>api per tenant: 1520 refused</li>"), std::string::npos) << r.html;
-  EXPECT_NE(r.text.find("https://app.example.com/api/admin/rate-limits/report"),
-            std::string::npos);
+  EXPECT_NE(r.text.find("https://app.example.com/api/admin/rate-limits/report"), std::string::npos);
 }
 
 TEST(MailTemplates, UnknownTemplatesAndBadDataAreRefused) {
