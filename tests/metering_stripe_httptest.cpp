@@ -197,8 +197,12 @@ TEST_F(MeteringStripe, CountedUsageReachesEachTenantsOwnCustomerOnce) {
     std::string identifier = str(params, "identifier");
     EXPECT_TRUE(identifiers.insert(identifier).second) << identifier;
     std::string customer = str(params.at("payload").as_object(), "stripe_customer_id");
-    if (identifier.find(a.tenant_id) != std::string::npos) EXPECT_EQ(customer, customer_of(a));
-    if (identifier.find(b.tenant_id) != std::string::npos) EXPECT_EQ(customer, customer_of(b));
+    if (identifier.find(a.tenant_id) != std::string::npos) {
+      EXPECT_EQ(customer, customer_of(a));
+    }
+    if (identifier.find(b.tenant_id) != std::string::npos) {
+      EXPECT_EQ(customer, customer_of(b));
+    }
   }
   // More usage later: reported from the mark on, adding up.
   for (int i = 0; i < 4; ++i)
