@@ -147,26 +147,25 @@ void on_stripe_event(runtime::Registrar& registrar, std::string type, StripeHand
 boost::asio::awaitable<bool> sync_subscription(StripeEvent& event,
                                                std::string stripe_subscription_id);
 
-// ------------------------------------------------------- usage reported before a period ends
+// ------------------------------------------------------------ metered usage reported to Stripe
 
-// A change that ends the period of a subscription's metered items now (cancel now, down to Free
-// now, a plan change with billing_cycle_anchor=now) makes Stripe invoice their usage at once, so
-// the tenant's usage not yet reported must reach Stripe first. Metering (a module above billing)
-// registers the function that reports one tenant's pending usage now; billing awaits it just
-// before such a change, and a failure only logs a warning (the periodic report sends it later).
-using UsageReporter = boost::asio::awaitable<void> (*)(std::string tenant_id);
-void on_period_ending_now(UsageReporter reporter);
-
-// When a period of a subscription with metered items started (HSEA applies Stripe's renewal, or
-// a change that restarted the cycle) or a period-end plan change put the new plan's metered prices
-// on it (the job billing.plan_items), the usage recorded before `since` (Unix seconds) must reach
-// Stripe: the ended period's while the renewal invoice is still a draft (an hour, "Configure an
-// invoice finalization grace period"), the usage held back during the swap dated after it.
-// Metering registers the function that enqueues its report of the tenant's usage in `tx`, the
-// transaction of that change (so it happens exactly when the change commits).
-using UsageReportEnqueuer = boost::asio::awaitable<void> (*)(db::Transaction& tx,
-                                                             std::int64_t since);
-void on_period_started(UsageReportEnqueuer enqueuer);
+// Metering (a module above billing) reports usage to Stripe; billing tells it when:
+struct UsageReports {
+  // Before a change that ends the period of a subscription's metered items now (cancel now, down
+  // to Free now, a plan change with billing_cycle_anchor=now): Stripe invoices their usage at
+  // once, so the tenant's usage not yet reported must reach it first. Billing awaits it just
+  // before such a change; a failure only logs a warning (the periodic report sends it later).
+  boost::asio::awaitable<void> (*report_now)(std::string tenant_id) = nullptr;
+  // When a period of a subscription with metered items started (HSEA applies Stripe's renewal,
+  // or a change that restarted the cycle) or a period-end plan change put the new plan's metered
+  // prices on it (the job billing.plan_items): the usage recorded before `since` (Unix seconds)
+  // must reach Stripe, the ended period's while the renewal invoice is still a draft (an hour,
+  // "Configure an invoice finalization grace period"), the usage held back during the swap dated
+  // after it. Enqueues the report in `tx`, the transaction of that change (so it happens exactly
+  // when the change commits).
+  boost::asio::awaitable<void> (*report_after)(db::Transaction& tx, std::int64_t since) = nullptr;
+};
+void on_usage_reports(UsageReports reports);
 
 void Register(runtime::Registrar& registrar);
 

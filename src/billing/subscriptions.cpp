@@ -310,8 +310,7 @@ std::string event_type_for(const db::Result& before, const Applied& a) {
   return "subscription.updated";
 }
 
-UsageReporter g_usage_reporter = nullptr;
-UsageReportEnqueuer g_period_started = nullptr;
+UsageReports g_usage;
 
 // Writes `a` over the locked row when it differs; audits and emits the event. Returns whether
 // it changed anything.
@@ -324,10 +323,10 @@ awaitable<bool> write(db::Transaction& tx, const db::Result& before, const Appli
   // A new period of the same Stripe subscription started: the usage of the period ended reaches
   // Stripe while that period's invoice is a draft (metering's report, enqueued in this
   // transaction). Once per period: a replayed or stale event finds the period already written.
-  if (a.period_start && g_period_started != nullptr &&
+  if (a.period_start && g_usage.report_after != nullptr &&
       before.text(0, "stripe_subscription_id") == a.stripe_subscription_id &&
       *a.period_start > before.get_int(0, "period_start_epoch")) {
-    co_await g_period_started(tx, *a.period_start);
+    co_await g_usage.report_after(tx, *a.period_start);
   }
   db::Result after = co_await tx.exec(kCurrent);
   object from{{"plan_id", before.text(0, "plan_id")},
@@ -669,9 +668,9 @@ bool ends_metered(const array& items) {
 // report stays pending and the periodic report sends it later (with the same identifier, counted
 // once), dated then.
 awaitable<void> report_usage_now(std::string tenant_id) {
-  if (g_usage_reporter == nullptr) co_return;
+  if (g_usage.report_now == nullptr) co_return;
   try {
-    co_await g_usage_reporter(tenant_id);
+    co_await g_usage.report_now(tenant_id);
   } catch (const std::exception& e) {
     log::warn("billing: usage not reported before the period ends now",
               {{"tenant_id", tenant_id}, {"error", std::string(e.what())}});
@@ -761,9 +760,9 @@ awaitable<void> set_plan_items(jobs::JobContext& job) {
   db::Transaction* tx = co_await job.transaction();
   std::optional<std::int64_t> swapped = co_await swap_plan_items(job, *tx);
   co_await tx->exec(kMeteredItemsSet, db::params(swapped));
-  if (g_period_started != nullptr) {
+  if (g_usage.report_after != nullptr) {
     std::int64_t since = swapped.value_or(static_cast<std::int64_t>(std::time(nullptr)));
-    co_await g_period_started(*tx, since);
+    co_await g_usage.report_after(*tx, since);
   }
 }
 
@@ -1080,8 +1079,7 @@ awaitable<void> expire_trials(jobs::JobContext& job) {
 
 }  // namespace
 
-void on_period_ending_now(UsageReporter reporter) { g_usage_reporter = reporter; }
-void on_period_started(UsageReportEnqueuer enqueuer) { g_period_started = enqueuer; }
+void on_usage_reports(UsageReports reports) { g_usage = reports; }
 
 awaitable<bool> sync_subscription(StripeEvent& e, std::string id) {
   // Lock, then read Stripe: a change a request makes meanwhile (cancel now) applies after this

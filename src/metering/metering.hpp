@@ -88,7 +88,7 @@ bool valid_meter(std::string_view name);
 
 // Reports the tenant's metered usage not yet reported to Stripe now (the periodic report's
 // prepare/send/confirm, idempotent), up to a settle time of the statement timeout plus a margin.
-// Billing awaits it (billing::on_period_ending_now) before a change that ends a metered item's
+// Billing awaits it (billing::on_usage_reports) before a change that ends a metered item's
 // period now. Throws on a database error; a failed send stays pending for the periodic report.
 boost::asio::awaitable<void> report_usage_now(std::string tenant_id);
 

@@ -222,8 +222,8 @@ awaitable<void> report_usage_now(std::string tenant_id) {
 
 namespace {
 
-// The job of billing::on_period_started: the tenant's report, once the usage recorded before the
-// period's start (or the metered swap) has settled.
+// The job of billing::UsageReports::report_after: the tenant's report, once the usage recorded
+// before the period's start (or the metered swap) has settled.
 constexpr const char* kReportJob = "metering.stripe_report";
 
 HSEA_QUERY kStillPending{"metering_stripe_still_pending",
@@ -261,8 +261,7 @@ void register_stripe_usage(runtime::Registrar& reg) {
   constexpr int kMarginSeconds = 2;
   g_now_settle_seconds =
       std::min(s.settle_seconds, (dbs.statement_timeout_ms + 999) / 1000 + kMarginSeconds);
-  billing::on_period_ending_now(&report_usage_now);
-  billing::on_period_started(&enqueue_report);
+  billing::on_usage_reports({.report_now = &report_usage_now, .report_after = &enqueue_report});
   // Five attempts over a minute or two; a report still pending then is the periodic report's.
   jobs::define(reg, {.kind = kReportJob, .run = report_job, .max_attempts = 5});
   reg.periodic({.name = "metering-stripe-report",

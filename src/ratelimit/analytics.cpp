@@ -6,7 +6,6 @@
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <iterator>
@@ -124,17 +123,17 @@ awaitable<void> write_tenant(std::string tenant, std::map<std::string, Cell> cel
     }
     log::warn("rate limits: tenant limited above the alert threshold",
               {{"tenant_id", tenant}, {"limited", limited}, {"threshold", threshold}});
-    std::string data = boost::json::serialize(
-        boost::json::object{{"limited", limited}, {"threshold", threshold}, {"rules", by_rule}});
+    boost::json::object alert_data{
+        {"limited", limited}, {"threshold", threshold}, {"rules", std::move(by_rule)}};
     security::Actor system{security::Actor::Kind::kSystem, "ratelimit"};
     std::string request_id, type = "rate_limit.exceeded";
-    co_await jobs::emit(tx, system, request_id, type, data);
+    co_await jobs::emit(tx, system, request_id, type, boost::json::serialize(alert_data));
     // And a mail to the operator: identity's `staff.notify` job mails every platform staff
     // member (src/identity/staff_mail.cpp); at most once an hour per tenant however many nodes
     // alert, the hour being the job's unique key.
     db::Result alerted = co_await tx.exec(kAlertedTenant);
     if (!alerted.empty()) {
-      boost::json::object mail = boost::json::parse(data).as_object();
+      boost::json::object mail = std::move(alert_data);
       mail["alerted"] = boost::json::object{
           {"id", tenant}, {"name", alerted.text(0, "name")}, {"slug", alerted.text(0, "slug")}};
       mail["link"] = g_public_url + "/api/admin/rate-limits/report";
